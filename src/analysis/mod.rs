@@ -1,0 +1,3 @@
+//! Verdicts from metric results: threshold gates and comparisons against stable. Pure.
+
+pub mod sample;

@@ -1,0 +1,9 @@
+//! shiftgate: moves traffic to a canary in steps, judges each step from Prometheus,
+//! and rolls back by itself.
+
+pub mod analysis;
+pub mod cli;
+pub mod metrics;
+pub mod policy;
+pub mod router;
+pub mod store;

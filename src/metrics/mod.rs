@@ -1,0 +1,20 @@
+//! Metric sources: where analysis inputs come from.
+
+use async_trait::async_trait;
+
+use crate::analysis::sample::AnalysisInput;
+use crate::policy::{RolloutSpec, Timestamp};
+
+/// Identifies the policy whose metrics are queried (template variables `namespace`, `name`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PolicyRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Runs a policy's metric queries. Never fails as a whole: every failure is a `Sample`
+/// (unreachable, timed out, invalid) so the analysis can call it Inconclusive.
+#[async_trait]
+pub trait MetricSource: Send + Sync {
+    async fn observe(&self, policy: &PolicyRef, spec: &RolloutSpec, at: Timestamp) -> AnalysisInput;
+}

@@ -1,0 +1,11 @@
+//! The policy format: types, parsing with locations, and validation.
+
+pub mod duration;
+pub mod status;
+pub mod step;
+pub mod types;
+
+pub use duration::Duration;
+pub use status::{Phase, RolloutStatus, Timestamp};
+pub use step::StepSpec;
+pub use types::*;

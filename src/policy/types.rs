@@ -1,0 +1,426 @@
+//! The RolloutPolicy types: one set of Rust types serves the policy file format, the
+//! JSON Schema printed by `shiftgate schema`, and the Kubernetes custom resource.
+//!
+//! Every struct denies unknown fields so a misspelt key is an error, never silently
+//! ignored. Field names are camelCase on the wire.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::Duration;
+use super::step::StepSpec;
+
+pub const API_GROUP: &str = "shiftgate.dev";
+pub const API_VERSION: &str = "shiftgate.dev/v1alpha1";
+pub const KIND: &str = "RolloutPolicy";
+
+/// What a rollout should do: which route to move, in which steps, judged by which
+/// metrics, and what to do when the canary is judged bad.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "shiftgate.dev",
+    version = "v1alpha1",
+    kind = "RolloutPolicy",
+    plural = "rolloutpolicies",
+    shortname = "rpol",
+    namespaced,
+    status = "crate::policy::status::RolloutStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.canaryWeight"}"#,
+    printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.step"}"#,
+    printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".spec.revision"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutSpec {
+    /// The release being rolled out. A new value starts a new rollout.
+    pub revision: String,
+    /// Which traffic router shiftgate drives. Exactly one of `istio`, `service`, `envoy`.
+    pub router: RouterSpec,
+    /// Canary weights in percent, in increasing order; each is held and analysed
+    /// before the next. `[0, 30, 60, 100]` or `[{weight: 30, hold: 5m}, …]`.
+    pub steps: Vec<StepSpec>,
+    /// A route that sends matching requests (cookie or header) to the canary while
+    /// every other request stays on stable. Installed at the start, removed at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_route: Option<TestRoute>,
+    /// Checks that must pass before any user traffic moves (run at weight 0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckSpec>,
+    /// How every step is judged.
+    pub analysis: AnalysisSpec,
+    /// Deployment windows: when traffic may move.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<WindowSpec>,
+    /// What to do when the analysis fails.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// What to do when someone else changed the managed weights.
+    #[serde(default)]
+    pub on_drift: OnDrift,
+    /// Links the status and events to a Grafana dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grafana: Option<GrafanaSpec>,
+    /// Where transitions are announced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifySpec>,
+}
+
+/// Exactly one of the three routers must be set.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouterSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istio: Option<IstioRouter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceRouter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy: Option<EnvoyRouter>,
+}
+
+/// An Istio VirtualService whose named http routes split traffic between a stable and
+/// a canary destination (host-level, or subset-level with a DestinationRule).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IstioRouter {
+    /// `[namespace/]name` of the VirtualService; the namespace defaults to the policy's.
+    pub virtual_service: String,
+    /// Names of the http routes to manage. Empty: the VirtualService's only http route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    pub stable: Destination,
+    pub canary: Destination,
+    /// VirtualService API version: v1 (default), v1beta1 or v1alpha3.
+    #[serde(default)]
+    pub api_version: IstioApiVersion,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum IstioApiVersion {
+    #[default]
+    #[serde(rename = "v1")]
+    V1,
+    #[serde(rename = "v1beta1")]
+    V1beta1,
+    #[serde(rename = "v1alpha3")]
+    V1alpha3,
+}
+
+impl IstioApiVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IstioApiVersion::V1 => "v1",
+            IstioApiVersion::V1beta1 => "v1beta1",
+            IstioApiVersion::V1alpha3 => "v1alpha3",
+        }
+    }
+}
+
+/// A route destination: a host, optionally narrowed to a DestinationRule subset and port.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Destination {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// Plain Kubernetes blue/green: one key of a Service's selector is switched between
+/// the stable and the canary value. Only weights 0 and 100 are possible.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceRouter {
+    /// `[namespace/]name` of the Service.
+    pub service: String,
+    /// The selector key that tells the releases apart, e.g. `version` or `color`.
+    pub selector_key: String,
+    pub stable_value: String,
+    pub canary_value: String,
+}
+
+/// A local Envoy whose routes shiftgate writes through file-based xDS.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvoyRouter {
+    /// The RDS file Envoy watches (path-based xDS). shiftgate replaces it atomically.
+    pub routes_file: String,
+    /// Envoy's admin address, used to confirm the new route was applied.
+    pub admin_address: String,
+    /// Name of the route configuration in the file.
+    #[serde(default = "default_route_config_name")]
+    pub route_config_name: String,
+    /// Virtual host domains served by the route (default `*`).
+    #[serde(default = "default_domains")]
+    pub domains: Vec<String>,
+    /// Envoy cluster of the stable release.
+    pub stable_cluster: String,
+    /// Envoy cluster of the canary release.
+    pub canary_cluster: String,
+}
+
+fn default_route_config_name() -> String {
+    "shiftgate".to_owned()
+}
+
+fn default_domains() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+/// Requests matching this go to the canary whatever the weights.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TestRoute {
+    /// `name=value`: requests carrying this cookie reach the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderMatch>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatch {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// A check run before traffic moves. Exactly one kind (only `http` today).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub http: HttpCheck,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpCheck {
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "default_expect_status")]
+    pub expect_status: u16,
+    /// The body must contain this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_body: Option<String>,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Duration,
+    /// How many times the check is tried before it counts as failed.
+    #[serde(default = "default_check_attempts")]
+    pub attempts: u32,
+}
+
+fn default_method() -> String {
+    "GET".to_owned()
+}
+fn default_expect_status() -> u16 {
+    200
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_check_attempts() -> u32 {
+    3
+}
+
+/// How each step is judged.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnalysisSpec {
+    /// Evaluation cadence inside every step; also the query window `{{ interval }}`.
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
+    /// Fewer canary requests than this in the window: Inconclusive, not Pass.
+    #[serde(default)]
+    pub min_requests: u64,
+    pub metrics: Vec<MetricSpec>,
+    /// Consecutive failed evaluations tolerated; the next one triggers `onFailure`.
+    #[serde(default)]
+    pub failure_limit: u32,
+    /// Consecutive inconclusive evaluations tolerated; the next one triggers `onInconclusive`.
+    #[serde(default = "default_inconclusive_limit")]
+    pub inconclusive_limit: u32,
+    #[serde(default)]
+    pub on_inconclusive: OnInconclusive,
+    /// Variables available to query templates as `{{ vars.NAME }}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_inconclusive_limit() -> u32 {
+    4
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrometheusSpec {
+    pub address: String,
+    #[serde(default = "default_prometheus_timeout")]
+    pub timeout: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<PrometheusAuth>,
+    /// PEM file of a CA that signs the Prometheus server certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+fn default_prometheus_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Credentials for Prometheus. Secrets are read from files or the environment, never
+/// written into the policy itself.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrometheusAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic: Option<BasicAuth>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
+
+/// One metric: a built-in template or a raw PromQL query, with at least one criterion
+/// (`min`, `max`, or `compare` against stable).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricSpec {
+    pub name: String,
+    /// A built-in query template, e.g. `istio-error-rate`, `envoy-latency-p99`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Raw PromQL with `{{ … }}` variables; evaluated for the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Raw PromQL for the stable side, needed by `compare` with a raw `query`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_query: Option<String>,
+    /// The canary value must be at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// The canary value must be at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The canary must not be worse than stable by more than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<CompareSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompareSpec {
+    /// Fail when canary − stable > maxIncrease (absolute, in the metric's unit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_increase: Option<f64>,
+    /// Fail when canary / stable > maxRatio (relative).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ratio: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum OnFailure {
+    /// Put every request back on stable in one write.
+    #[default]
+    Rollback,
+    /// Freeze at the current weight and alert.
+    Hold,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum OnInconclusive {
+    #[default]
+    Rollback,
+    /// Stay at the current weight until an operator decides.
+    Pause,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum OnDrift {
+    /// Stop moving traffic and report; an operator resumes.
+    #[default]
+    Pause,
+    /// Write the managed weights back.
+    Reassert,
+}
+
+/// A deployment window: `allow` windows say when traffic may move (if any is given,
+/// traffic moves only inside one); `deny` windows say when it must not.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WindowSpec {
+    pub kind: WindowKind,
+    /// Standard 5-field cron (minute hour day-of-month month day-of-week): when the
+    /// window opens.
+    pub schedule: String,
+    /// How long the window stays open after each opening.
+    pub duration: Duration,
+    /// IANA time zone the schedule is read in (default UTC).
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_owned()
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum WindowKind {
+    Allow,
+    Deny,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrafanaSpec {
+    pub url: String,
+    /// Dashboard uid.
+    #[serde(default = "default_dashboard")]
+    pub dashboard: String,
+}
+
+fn default_dashboard() -> String {
+    "shiftgate-rollout".to_owned()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotifySpec {
+    pub webhook: WebhookSpec,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookSpec {
+    pub url: String,
+}

@@ -9,3 +9,5 @@ pub use duration::Duration;
 pub use status::{Phase, RolloutStatus, Timestamp};
 pub use step::StepSpec;
 pub use types::*;
+pub mod diagnostic;
+pub mod yaml;

@@ -1,0 +1,2 @@
+//! Parsing and validating one example policy (filled in with the parser).
+fn main() {}

@@ -1,5 +1,8 @@
 //! Traffic routers: the one seam through which shiftgate moves traffic.
 
+pub mod envoy;
+pub mod envoy_config;
+
 use async_trait::async_trait;
 
 /// An opaque version of the routing object (a resourceVersion, a file generation):

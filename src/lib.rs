@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod cli;
 pub mod metrics;
+pub mod observe;
 pub mod policy;
 pub mod router;
 pub mod store;

@@ -1,0 +1,595 @@
+//! The daemon's Prometheus registry (`prometheus-client`).
+//!
+//! Names follow `shiftgate_<name>[_<unit>][_total]` in base units; ratios go from 0 to
+//! 1. Labels are bounded: a policy's namespace and name, and values from closed enums
+//! (phase, verdict, result, target, bound) plus the metric names the policy declares.
+//! Never error text, revisions or URLs. The list of exported names is derived from the
+//! registry itself ([`Metrics::exported_names`]) so docs and dashboards are tested
+//! against what is really served.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use crate::metrics::PolicyRef;
+use crate::policy::Phase;
+
+/// Every phase, so the phase gauge of a policy has one series per phase (1 for the
+/// current one, 0 for the others) and a dashboard can draw a state timeline.
+pub const ALL_PHASES: [Phase; 10] = [
+    Phase::Pending,
+    Phase::Waiting,
+    Phase::Checking,
+    Phase::Progressing,
+    Phase::Paused,
+    Phase::Promoted,
+    Phase::RollingBack,
+    Phase::RolledBack,
+    Phase::Held,
+    Phase::Aborted,
+];
+
+/// How a rollout ended (`shiftgate_rollouts_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RolloutResult {
+    Promoted,
+    RolledBack,
+    Aborted,
+    Held,
+}
+
+impl RolloutResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutResult::Promoted => "promoted",
+            RolloutResult::RolledBack => "rolled_back",
+            RolloutResult::Aborted => "aborted",
+            RolloutResult::Held => "held",
+        }
+    }
+
+    /// The result a terminal phase stands for; `None` for a phase that is not an end.
+    pub fn from_phase(phase: Phase) -> Option<Self> {
+        match phase {
+            Phase::Promoted => Some(RolloutResult::Promoted),
+            Phase::RolledBack => Some(RolloutResult::RolledBack),
+            Phase::Aborted => Some(RolloutResult::Aborted),
+            Phase::Held => Some(RolloutResult::Held),
+            _ => None,
+        }
+    }
+}
+
+/// The verdict of one analysis evaluation (`shiftgate_analysis_evaluations_total{verdict}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VerdictKind {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+impl VerdictKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Pass => "pass",
+            VerdictKind::Fail => "fail",
+            VerdictKind::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// The outcome of one router write (`shiftgate_router_writes_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WriteResult {
+    Ok,
+    Conflict,
+    Invalid,
+    Unavailable,
+}
+
+impl WriteResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteResult::Ok => "ok",
+            WriteResult::Conflict => "conflict",
+            WriteResult::Invalid => "invalid",
+            WriteResult::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn from_router(
+        result: &Result<crate::router::Version, crate::router::RouterError>,
+    ) -> Self {
+        use crate::router::RouterError;
+        match result {
+            Ok(_) => WriteResult::Ok,
+            Err(RouterError::Conflict { .. }) => WriteResult::Conflict,
+            Err(RouterError::Invalid(_)) => WriteResult::Invalid,
+            Err(RouterError::Unavailable { .. }) => WriteResult::Unavailable,
+        }
+    }
+}
+
+/// Which release a metric value was measured for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    Canary,
+    Stable,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Canary => "canary",
+            Target::Stable => "stable",
+        }
+    }
+}
+
+/// Which criterion of a metric a threshold is (`…_threshold{bound}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Bound {
+    /// The canary value must be at least this.
+    Min,
+    /// The canary value must be at most this.
+    Max,
+    /// The canary may exceed stable by at most this (absolute).
+    MaxIncrease,
+    /// The canary may exceed stable by at most this factor.
+    MaxRatio,
+}
+
+impl Bound {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bound::Min => "min",
+            Bound::Max => "max",
+            Bound::MaxIncrease => "max_increase",
+            Bound::MaxRatio => "max_ratio",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabel {
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    namespace: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    namespace: String,
+    name: String,
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ValueLabels {
+    namespace: String,
+    name: String,
+    metric: String,
+    target: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThresholdLabels {
+    namespace: String,
+    name: String,
+    metric: String,
+    bound: &'static str,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric the daemon exports, registered once at start.
+pub struct Metrics {
+    registry: Registry,
+    rollouts: Family<ResultLabel, Counter>,
+    evaluations: Family<VerdictLabel, Counter>,
+    canary_weight: Family<PolicyLabels, FloatGauge>,
+    step: Family<PolicyLabels, Gauge>,
+    phase: Family<PhaseLabels, Gauge>,
+    metric_value: Family<ValueLabels, FloatGauge>,
+    metric_threshold: Family<ThresholdLabels, FloatGauge>,
+    prometheus_query_duration: Histogram,
+    reconcile_duration: Histogram,
+    router_writes: Family<ResultLabel, Counter>,
+    reconcile_errors: Family<ResultLabel, Counter>,
+    leader: Gauge,
+    policies: Gauge,
+    /// Metric names seen per policy, to remove their series when the policy goes.
+    metric_names: Mutex<HashMap<PolicyRef, BTreeSet<String>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Latency buckets in seconds, from 1 ms to 30 s: a Prometheus query or a reconcile
+/// that takes longer is already past every timeout shiftgate uses.
+fn latency_buckets() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("shiftgate");
+        let rollouts = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "rollouts",
+            "Rollouts that ended, by result (promoted, rolled_back, aborted, held).",
+            rollouts.clone(),
+        );
+        let evaluations = Family::<VerdictLabel, Counter>::default();
+        registry.register(
+            "analysis_evaluations",
+            "Analysis evaluations, by verdict (pass, fail, inconclusive).",
+            evaluations.clone(),
+        );
+        let canary_weight = Family::<PolicyLabels, FloatGauge>::default();
+        registry.register(
+            "canary_weight_ratio",
+            "Share of requests routed to the canary, as last confirmed by the router (0 to 1).",
+            canary_weight.clone(),
+        );
+        let step = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "rollout_step",
+            "Index of the current step in spec.steps (changes mark step transitions).",
+            step.clone(),
+        );
+        let phase = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "rollout_phase",
+            "1 for the rollout's current phase, 0 for every other phase.",
+            phase.clone(),
+        );
+        let metric_value = Family::<ValueLabels, FloatGauge>::default();
+        registry.register(
+            "analysis_metric_value",
+            "Last measured value of an analysis metric, per target (canary, stable).",
+            metric_value.clone(),
+        );
+        let metric_threshold = Family::<ThresholdLabels, FloatGauge>::default();
+        registry.register(
+            "analysis_metric_threshold",
+            "Criterion of an analysis metric from the policy, per bound (min, max, max_increase, max_ratio).",
+            metric_threshold.clone(),
+        );
+        let prometheus_query_duration = latency_buckets();
+        registry.register_with_unit(
+            "prometheus_query_duration",
+            "Time taken by the Prometheus queries of one analysis evaluation.",
+            Unit::Seconds,
+            prometheus_query_duration.clone(),
+        );
+        let reconcile_duration = latency_buckets();
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time taken by one reconcile of one policy.",
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        let router_writes = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "router_writes",
+            "Writes to a traffic router, by result (ok, conflict, invalid, unavailable).",
+            router_writes.clone(),
+        );
+        let reconcile_errors = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error reason (a CamelCase constant).",
+            reconcile_errors.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this daemon holds the leader Lease and may write, else 0.",
+            leader.clone(),
+        );
+        let policies = Gauge::default();
+        registry.register(
+            "policies",
+            "RolloutPolicies this daemon currently watches.",
+            policies.clone(),
+        );
+        Metrics {
+            registry,
+            rollouts,
+            evaluations,
+            canary_weight,
+            step,
+            phase,
+            metric_value,
+            metric_threshold,
+            prometheus_query_duration,
+            reconcile_duration,
+            router_writes,
+            reconcile_errors,
+            leader,
+            policies,
+            metric_names: Mutex::default(),
+        }
+    }
+
+    pub fn rollout_finished(&self, result: RolloutResult) {
+        self.rollouts
+            .get_or_create(&ResultLabel {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn analysis_evaluated(&self, verdict: VerdictKind) {
+        self.evaluations
+            .get_or_create(&VerdictLabel {
+                verdict: verdict.as_str(),
+            })
+            .inc();
+    }
+
+    /// Records the rollout's phase, step and confirmed canary weight (percent).
+    pub fn set_rollout(&self, policy: &PolicyRef, phase: Phase, step: u32, canary_weight: u8) {
+        let labels = policy_labels(policy);
+        self.canary_weight
+            .get_or_create(&labels)
+            .set(f64::from(canary_weight) / 100.0);
+        self.step.get_or_create(&labels).set(i64::from(step));
+        for candidate in ALL_PHASES {
+            let value = i64::from(candidate == phase);
+            self.phase
+                .get_or_create(&PhaseLabels {
+                    namespace: policy.namespace.clone(),
+                    name: policy.name.clone(),
+                    phase: candidate.as_str(),
+                })
+                .set(value);
+        }
+    }
+
+    pub fn set_metric_value(&self, policy: &PolicyRef, metric: &str, target: Target, value: f64) {
+        self.remember(policy, metric);
+        self.metric_value
+            .get_or_create(&ValueLabels {
+                namespace: policy.namespace.clone(),
+                name: policy.name.clone(),
+                metric: metric.to_owned(),
+                target: target.as_str(),
+            })
+            .set(value);
+    }
+
+    /// Forgets a value that was not measured this time (no data, NaN, unreachable), so
+    /// a dashboard shows a gap rather than a stale number.
+    pub fn clear_metric_value(&self, policy: &PolicyRef, metric: &str, target: Target) {
+        self.metric_value.remove(&ValueLabels {
+            namespace: policy.namespace.clone(),
+            name: policy.name.clone(),
+            metric: metric.to_owned(),
+            target: target.as_str(),
+        });
+    }
+
+    pub fn set_metric_threshold(&self, policy: &PolicyRef, metric: &str, bound: Bound, value: f64) {
+        self.remember(policy, metric);
+        self.metric_threshold
+            .get_or_create(&ThresholdLabels {
+                namespace: policy.namespace.clone(),
+                name: policy.name.clone(),
+                metric: metric.to_owned(),
+                bound: bound.as_str(),
+            })
+            .set(value);
+    }
+
+    /// Publishes every criterion of the policy's metrics.
+    pub fn set_thresholds(&self, policy: &PolicyRef, spec: &crate::policy::RolloutSpec) {
+        for metric in &spec.analysis.metrics {
+            let criteria = [
+                (Bound::Min, metric.min),
+                (Bound::Max, metric.max),
+                (
+                    Bound::MaxIncrease,
+                    metric.compare.as_ref().and_then(|c| c.max_increase),
+                ),
+                (
+                    Bound::MaxRatio,
+                    metric.compare.as_ref().and_then(|c| c.max_ratio),
+                ),
+            ];
+            for (bound, value) in criteria {
+                if let Some(value) = value {
+                    self.set_metric_threshold(policy, &metric.name, bound, value);
+                }
+            }
+        }
+    }
+
+    fn remember(&self, policy: &PolicyRef, metric: &str) {
+        if let Ok(mut known) = self.metric_names.lock() {
+            let names = known.entry(policy.clone()).or_default();
+            if !names.contains(metric) {
+                names.insert(metric.to_owned());
+            }
+        }
+    }
+
+    pub fn observe_prometheus_query(&self, seconds: f64) {
+        self.prometheus_query_duration.observe(seconds);
+    }
+
+    pub fn observe_reconcile(&self, seconds: f64) {
+        self.reconcile_duration.observe(seconds);
+    }
+
+    pub fn router_write(&self, result: WriteResult) {
+        self.router_writes
+            .get_or_create(&ResultLabel {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a failed reconcile; `reason` is the error's CamelCase constant.
+    pub fn reconcile_failed(&self, reason: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&ResultLabel { result: reason })
+            .inc();
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    pub fn set_policies(&self, count: usize) {
+        self.policies.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Drops every per-policy series of a deleted policy, so the registry stays bounded
+    /// by the policies that exist.
+    pub fn forget_policy(&self, policy: &PolicyRef) {
+        let labels = policy_labels(policy);
+        self.canary_weight.remove(&labels);
+        self.step.remove(&labels);
+        for candidate in ALL_PHASES {
+            self.phase.remove(&PhaseLabels {
+                namespace: policy.namespace.clone(),
+                name: policy.name.clone(),
+                phase: candidate.as_str(),
+            });
+        }
+        // prometheus-client cannot iterate a family, so the metric names a policy used
+        // are remembered to rebuild its label sets here.
+        let metric_names = self
+            .metric_names
+            .lock()
+            .map(|mut known| known.remove(policy).unwrap_or_default())
+            .unwrap_or_default();
+        for metric in metric_names {
+            for target in [Target::Canary, Target::Stable] {
+                self.clear_metric_value(policy, &metric, target);
+            }
+            for bound in [Bound::Min, Bound::Max, Bound::MaxIncrease, Bound::MaxRatio] {
+                self.metric_threshold.remove(&ThresholdLabels {
+                    namespace: policy.namespace.clone(),
+                    name: policy.name.clone(),
+                    metric: metric.clone(),
+                    bound: bound.as_str(),
+                });
+            }
+        }
+    }
+
+    /// The registry in the Prometheus text exposition format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
+    /// The metric names as users query them: counters with `_total`, histograms by
+    /// their base name. Derived from the registry's own `# TYPE` lines.
+    pub fn exported_names(&self) -> Vec<String> {
+        let text = self.encode().unwrap_or_default();
+        let mut names: Vec<String> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| {
+                let mut parts = rest.split_whitespace();
+                let name = parts.next()?;
+                let kind = parts.next()?;
+                Some(if kind == "counter" {
+                    format!("{name}_total")
+                } else {
+                    name.to_owned()
+                })
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+fn policy_labels(policy: &PolicyRef) -> PolicyLabels {
+    PolicyLabels {
+        namespace: policy.namespace.clone(),
+        name: policy.name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> PolicyRef {
+        PolicyRef {
+            namespace: "shop".to_owned(),
+            name: "checkout".to_owned(),
+        }
+    }
+
+    #[test]
+    fn names_follow_the_convention() {
+        let metrics = Metrics::new();
+        let names = metrics.exported_names();
+        assert!(names.contains(&"shiftgate_rollouts_total".to_owned()));
+        assert!(names.contains(&"shiftgate_prometheus_query_duration_seconds".to_owned()));
+        assert!(names.contains(&"shiftgate_canary_weight_ratio".to_owned()));
+        for name in &names {
+            assert!(name.starts_with("shiftgate_"), "{name}");
+            assert!(
+                !name.ends_with("_ms") && !name.ends_with("_percent"),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn phase_gauge_is_one_for_the_current_phase_only() {
+        let metrics = Metrics::new();
+        metrics.set_rollout(&policy(), Phase::Progressing, 2, 30);
+        metrics.set_metric_value(&policy(), "error-rate", Target::Canary, 0.01);
+        metrics.set_metric_threshold(&policy(), "error-rate", Bound::Max, 0.02);
+        let text = metrics.encode().unwrap_or_default();
+        assert!(text.contains(
+            r#"shiftgate_rollout_phase{namespace="shop",name="checkout",phase="Progressing"} 1"#
+        ));
+        assert!(text.contains(
+            r#"shiftgate_rollout_phase{namespace="shop",name="checkout",phase="Promoted"} 0"#
+        ));
+        assert!(
+            text.contains(r#"shiftgate_canary_weight_ratio{namespace="shop",name="checkout"} 0.3"#)
+        );
+        metrics.forget_policy(&policy());
+        let text = metrics.encode().unwrap_or_default();
+        assert!(!text.contains(r#"name="checkout""#), "{text}");
+    }
+}

@@ -1,0 +1,8 @@
+//! Observability of the daemon: the Prometheus registry, the health and metrics HTTP
+//! endpoints, Kubernetes Events and Grafana links. Nothing here decides anything: the
+//! runtime reports what happened and these modules publish it.
+
+pub mod events;
+pub mod grafana;
+pub mod http;
+pub mod metrics;

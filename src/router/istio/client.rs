@@ -1,0 +1,201 @@
+//! The Kubernetes side of the Istio router: one GET to read, one conditional JSON Patch
+//! to write, each under a timeout.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use json_patch::Patch as JsonPatch;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::Client;
+use serde_json::Value;
+
+use super::{plan, IstioTarget};
+use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
+
+/// The field manager shiftgate writes as.
+pub const FIELD_MANAGER: &str = "shiftgate";
+
+/// How long one API call may take unless configured otherwise.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Drives the managed routes of one policy's VirtualService.
+pub struct IstioRouter {
+    api: Api<DynamicObject>,
+    target: IstioTarget,
+    call_timeout: Duration,
+}
+
+impl IstioRouter {
+    pub fn new(client: Client, target: IstioTarget) -> Self {
+        let gvk = GroupVersionKind::gvk(
+            "networking.istio.io",
+            target.api_version.as_str(),
+            "VirtualService",
+        );
+        let resource = ApiResource::from_gvk_with_plural(&gvk, "virtualservices");
+        let api = Api::namespaced_with(client, &target.namespace, &resource);
+        IstioRouter {
+            api,
+            target,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+
+    /// Bounds every API call (a slow API server is `Unavailable`, never waited on forever).
+    pub fn with_call_timeout(mut self, call_timeout: Duration) -> Self {
+        self.call_timeout = call_timeout;
+        self
+    }
+
+    pub fn target(&self) -> &IstioTarget {
+        &self.target
+    }
+
+    fn what(&self) -> String {
+        format!(
+            "virtualservice {} (networking.istio.io/{})",
+            self.target.object_ref(),
+            self.target.api_version.as_str()
+        )
+    }
+
+    /// Reads the VirtualService as plain JSON with its resourceVersion.
+    async fn get(&self) -> Result<(Value, Version), RouterError> {
+        let what = self.what();
+        let object = call(
+            self.call_timeout,
+            &what,
+            "read",
+            self.api.get(&self.target.name),
+        )
+        .await?;
+        let version =
+            object
+                .metadata
+                .resource_version
+                .clone()
+                .ok_or_else(|| RouterError::Unavailable {
+                    message: format!("{what} came back without a resourceVersion; retrying"),
+                    source: None,
+                })?;
+        let value = serde_json::to_value(&object).map_err(|error| RouterError::Unavailable {
+            message: format!("{what} could not be re-encoded as json"),
+            source: Some(Box::new(error)),
+        })?;
+        Ok((value, Version(version)))
+    }
+}
+
+#[async_trait]
+impl TrafficRouter for IstioRouter {
+    async fn read(&self) -> Result<LiveRoute, RouterError> {
+        let (value, version) = self.get().await?;
+        let route = plan::read(&value, &self.target)?;
+        Ok(LiveRoute { route, version })
+    }
+
+    async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
+        let (value, version) = self.get().await?;
+        if &version != expect {
+            return Err(RouterError::Conflict {
+                what: format!(
+                    "{} is at resourceVersion {}, the decision was made at {}",
+                    self.what(),
+                    version.0,
+                    expect.0
+                ),
+            });
+        }
+        let patch = plan(&value, &self.target, desired)?;
+        if patch.0.is_empty() {
+            return Ok(version);
+        }
+        let what = self.what();
+        let patch = to_kube_patch(&patch, &what)?;
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let written = call(
+            self.call_timeout,
+            &what,
+            "patch",
+            self.api
+                .patch(&self.target.name, &params, &Patch::Json::<()>(patch)),
+        )
+        .await?;
+        written
+            .metadata
+            .resource_version
+            .map(Version)
+            .ok_or_else(|| RouterError::Unavailable {
+                message: format!("{what} was patched but the reply has no resourceVersion"),
+                source: None,
+            })
+    }
+}
+
+/// kube-core 5 takes json-patch 4 values; the wire format is the same RFC 6902 document.
+pub(crate) fn to_kube_patch(
+    patch: &JsonPatch,
+    what: &str,
+) -> Result<json_patch_for_kube::Patch, RouterError> {
+    serde_json::to_value(patch)
+        .and_then(serde_json::from_value)
+        .map_err(|error| {
+            RouterError::Invalid(format!(
+                "the patch for {what} could not be encoded: {error}; this is a bug in shiftgate"
+            ))
+        })
+}
+
+/// Runs one API call under `limit`, mapping its failure to what the reconciler should do.
+pub(crate) async fn call<T>(
+    limit: Duration,
+    what: &str,
+    verb: &str,
+    request: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, RouterError> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(classify(error, what, verb)),
+        Err(elapsed) => Err(RouterError::Unavailable {
+            message: format!(
+                "{verb} {what}: no answer within {limit:?}; nothing is assumed about the live \
+                 weights, retrying"
+            ),
+            source: Some(Box::new(elapsed)),
+        }),
+    }
+}
+
+/// 404: the object (or its API) does not exist — a human must fix it. 409 and 422 (a
+/// failed `test` op): someone wrote in between — re-read and decide again. 5xx, 429 and
+/// transport errors: the API server is unavailable.
+pub(crate) fn classify(error: kube::Error, what: &str, verb: &str) -> RouterError {
+    let kube::Error::Api(status) = &error else {
+        return RouterError::Unavailable {
+            message: format!("{verb} {what}: the api server could not be reached; retrying"),
+            source: Some(Box::new(error)),
+        };
+    };
+    let code = status.code;
+    let detail = status.message.clone();
+    match code {
+        404 => RouterError::Invalid(format!(
+            "{what} not found ({detail}); create it, or fix the policy's router reference \
+             (name, namespace, apiVersion)"
+        )),
+        409 | 422 => RouterError::Conflict {
+            what: format!("{verb} {what} was refused with {code} ({detail})"),
+        },
+        401 | 403 => RouterError::Invalid(format!(
+            "{verb} {what} is not allowed ({code}: {detail}); grant shiftgate's service account \
+             the verbs in deploy/ (get, patch)"
+        )),
+        _ => RouterError::Unavailable {
+            message: format!("{verb} {what} failed with {code} ({detail}); retrying"),
+            source: Some(Box::new(error)),
+        },
+    }
+}

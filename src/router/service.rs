@@ -1,0 +1,228 @@
+//! The Service router: plain Kubernetes blue/green, no mesh. One key of a core/v1
+//! Service's selector points either at the stable release (`stableValue`, canary weight 0)
+//! or at the canary (`canaryValue`, canary weight 100); there is nothing in between and
+//! no test route.
+//!
+//! Writes are a JSON Patch that tests the resourceVersion and the current selector value
+//! before replacing that one value, so the rest of the Service is never written.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{Patch as JsonPatch, PatchOperation, ReplaceOperation, TestOperation};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::Client;
+use serde_json::Value;
+
+use super::istio::client::{call, to_kube_patch, DEFAULT_CALL_TIMEOUT, FIELD_MANAGER};
+use super::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
+use crate::policy::ServiceRouter as ServiceRouterSpec;
+
+/// Which Service, which selector key, and its two values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceTarget {
+    pub namespace: String,
+    pub name: String,
+    pub selector_key: String,
+    pub stable_value: String,
+    pub canary_value: String,
+}
+
+impl ServiceTarget {
+    /// `service` is `[namespace/]name`; the namespace defaults to the policy's.
+    pub fn from_policy(policy_namespace: &str, spec: &ServiceRouterSpec) -> Self {
+        let (namespace, name) = match spec.service.split_once('/') {
+            Some((namespace, name)) => (namespace.to_owned(), name.to_owned()),
+            None => (policy_namespace.to_owned(), spec.service.clone()),
+        };
+        ServiceTarget {
+            namespace,
+            name,
+            selector_key: spec.selector_key.clone(),
+            stable_value: spec.stable_value.clone(),
+            canary_value: spec.canary_value.clone(),
+        }
+    }
+
+    fn what(&self) -> String {
+        format!("service {}/{}", self.namespace, self.name)
+    }
+
+    fn selector_path(&self) -> PointerBuf {
+        PointerBuf::from_tokens(["spec", "selector", self.selector_key.as_str()])
+    }
+}
+
+/// The canary weight a Service serves: 0 on the stable value, 100 on the canary value.
+pub fn read_service(service: &Value, target: &ServiceTarget) -> Result<ManagedRoute, RouterError> {
+    let current = service.pointer(target.selector_path().as_str());
+    let canary_weight = match current.and_then(Value::as_str) {
+        Some(value) if value == target.stable_value => 0,
+        Some(value) if value == target.canary_value => 100,
+        _ => {
+            let found = current.map_or_else(|| "absent".to_owned(), Value::to_string);
+            return Err(RouterError::Invalid(format!(
+                "{}: spec.selector.{} is {found}, neither the stable value \"{}\" nor the \
+                 canary value \"{}\"; set it to one of them (kubectl edit) or fix \
+                 spec.router.service",
+                target.what(),
+                target.selector_key,
+                target.stable_value,
+                target.canary_value
+            )));
+        }
+    };
+    Ok(ManagedRoute {
+        canary_weight,
+        test_route: false,
+    })
+}
+
+/// The patch that switches the selector to `desired`; empty when it is already there.
+pub fn plan_service(
+    service: &Value,
+    target: &ServiceTarget,
+    desired: ManagedRoute,
+) -> Result<JsonPatch, RouterError> {
+    if desired.test_route {
+        return Err(RouterError::Invalid(format!(
+            "{}: the service router cannot send test traffic to the canary (a selector points \
+             at one release); remove spec.testRoute or use the istio router",
+            target.what()
+        )));
+    }
+    let wanted = match desired.canary_weight {
+        0 => &target.stable_value,
+        100 => &target.canary_value,
+        weight => {
+            return Err(RouterError::Invalid(format!(
+                "{}: the service router switches all traffic at once, so canary weight {weight} \
+                 is impossible; use steps [0, 100] or the istio router",
+                target.what()
+            )))
+        }
+    };
+    let path = target.selector_path();
+    let current = service.pointer(path.as_str()).cloned();
+    // Refuses a selector that is neither value before writing anything.
+    read_service(service, target)?;
+    if current.as_ref().and_then(Value::as_str) == Some(wanted.as_str()) {
+        return Ok(JsonPatch(Vec::new()));
+    }
+    let mut operations = Vec::with_capacity(3);
+    if let Some(version) = service.pointer("/metadata/resourceVersion") {
+        operations.push(PatchOperation::Test(TestOperation {
+            path: PointerBuf::from_tokens(["metadata", "resourceVersion"]),
+            value: version.clone(),
+        }));
+    }
+    operations.push(PatchOperation::Test(TestOperation {
+        path: path.clone(),
+        value: current.unwrap_or(Value::Null),
+    }));
+    operations.push(PatchOperation::Replace(ReplaceOperation {
+        path,
+        value: Value::String(wanted.clone()),
+    }));
+    Ok(JsonPatch(operations))
+}
+
+/// Drives one Service's selector.
+pub struct ServiceRouter {
+    api: Api<DynamicObject>,
+    target: ServiceTarget,
+    call_timeout: Duration,
+}
+
+impl ServiceRouter {
+    pub fn new(client: Client, target: ServiceTarget) -> Self {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("", "v1", "Service"),
+            "services",
+        );
+        ServiceRouter {
+            api: Api::namespaced_with(client, &target.namespace, &resource),
+            target,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+
+    /// Bounds every API call.
+    pub fn with_call_timeout(mut self, call_timeout: Duration) -> Self {
+        self.call_timeout = call_timeout;
+        self
+    }
+
+    async fn get(&self) -> Result<(Value, Version), RouterError> {
+        let what = self.target.what();
+        let object = call(
+            self.call_timeout,
+            &what,
+            "read",
+            self.api.get(&self.target.name),
+        )
+        .await?;
+        let version =
+            object
+                .metadata
+                .resource_version
+                .clone()
+                .ok_or_else(|| RouterError::Unavailable {
+                    message: format!("{what} came back without a resourceVersion; retrying"),
+                    source: None,
+                })?;
+        let value = serde_json::to_value(&object).map_err(|error| RouterError::Unavailable {
+            message: format!("{what} could not be re-encoded as json"),
+            source: Some(Box::new(error)),
+        })?;
+        Ok((value, Version(version)))
+    }
+}
+
+#[async_trait]
+impl TrafficRouter for ServiceRouter {
+    async fn read(&self) -> Result<LiveRoute, RouterError> {
+        let (value, version) = self.get().await?;
+        let route = read_service(&value, &self.target)?;
+        Ok(LiveRoute { route, version })
+    }
+
+    async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
+        let what = self.target.what();
+        let (value, version) = self.get().await?;
+        if &version != expect {
+            return Err(RouterError::Conflict {
+                what: format!(
+                    "{what} is at resourceVersion {}, the decision was made at {}",
+                    version.0, expect.0
+                ),
+            });
+        }
+        let patch = plan_service(&value, &self.target, desired)?;
+        if patch.0.is_empty() {
+            return Ok(version);
+        }
+        let patch = to_kube_patch(&patch, &what)?;
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let written = call(
+            self.call_timeout,
+            &what,
+            "patch",
+            self.api
+                .patch(&self.target.name, &params, &Patch::Json::<()>(patch)),
+        )
+        .await?;
+        written
+            .metadata
+            .resource_version
+            .map(Version)
+            .ok_or_else(|| RouterError::Unavailable {
+                message: format!("{what} was patched but the reply has no resourceVersion"),
+                source: None,
+            })
+    }
+}

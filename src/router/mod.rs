@@ -2,6 +2,8 @@
 
 pub mod envoy;
 pub mod envoy_config;
+pub mod istio;
+pub mod service;
 
 use async_trait::async_trait;
 

@@ -1,5 +1,7 @@
 //! State stores: where rollout state survives a restart.
 
+pub mod file;
+
 use async_trait::async_trait;
 
 use crate::metrics::PolicyRef;

@@ -3,8 +3,10 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod engine;
 pub mod metrics;
 pub mod observe;
 pub mod policy;
 pub mod router;
+pub mod runtime;
 pub mod store;

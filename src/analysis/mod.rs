@@ -1,3 +1,8 @@
 //! Verdicts from metric results: threshold gates and comparisons against stable. Pure.
 
+pub mod judge;
 pub mod sample;
+pub mod verdict;
+
+pub use judge::{judge, Evaluation, MetricJudgement};
+pub use verdict::{InconclusiveReason, Verdict};

@@ -113,4 +113,174 @@ pub struct RolloutStatus {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The write in flight, persisted before it is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<RouteTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_reason: Option<PauseReason>,
+    /// The phase `resume` returns to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// When the router confirmed the current step's weight: the step's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Timestamp>,
+    /// When the analysis (or the checks) last ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_evaluation_at: Option<Timestamp>,
+    /// Whether the pre-traffic checks passed for this revision.
+    #[serde(default)]
+    pub checks_passed: bool,
+    /// Failed evaluations since the last Pass.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// Inconclusive evaluations since the last Pass.
+    #[serde(default)]
+    pub consecutive_inconclusive: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_analysis: Option<AnalysisSummary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_checks: Vec<CheckResult>,
+    /// The last transitions, newest last, at most `HISTORY_LIMIT`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
 }
+
+impl RolloutStatus {
+    /// The managed route as last confirmed by the router.
+    pub fn confirmed_route(&self) -> crate::router::ManagedRoute {
+        crate::router::ManagedRoute {
+            canary_weight: self.canary_weight,
+            test_route: self.test_route,
+        }
+    }
+
+    /// Whether nothing more will happen for this revision without a new spec: a terminal
+    /// phase with no write in flight.
+    pub fn is_settled(&self) -> bool {
+        self.phase.is_terminal() && self.target.is_none()
+    }
+}
+
+/// Why a write was asked for; decides what its confirmation means.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum TargetPurpose {
+    /// The weight of the current step: its confirmation starts the step's clock.
+    Step,
+    /// Writing the confirmed weights back after drift.
+    Reassert,
+    /// Every request back on stable after a failed analysis.
+    Rollback,
+    /// Every request back on stable after an operator's abort.
+    Abort,
+    /// Every request on the canary, test route removed.
+    Promote,
+}
+
+/// A write shiftgate asked for and the router has not confirmed yet. Persisted before
+/// the write, so a restart adopts a write that landed instead of calling it drift.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTarget {
+    pub canary_weight: u8,
+    pub test_route: bool,
+    pub purpose: TargetPurpose,
+}
+
+impl RouteTarget {
+    pub fn route(&self) -> crate::router::ManagedRoute {
+        crate::router::ManagedRoute {
+            canary_weight: self.canary_weight,
+            test_route: self.test_route,
+        }
+    }
+}
+
+/// Why a rollout is paused; decides what `resume` and `promote` do.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum PauseReason {
+    /// An operator said `pause`; `resume` continues.
+    Operator,
+    /// A `pause: true` step passed its analysis and waits for `promote`.
+    ManualGate,
+    /// Too many inconclusive evaluations with `onInconclusive: pause`.
+    Inconclusive,
+    /// Someone else changed the managed weights (`onDrift: pause`); `resume` writes them back.
+    Drift,
+}
+
+/// The three verdicts, as persisted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum VerdictKind {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+impl VerdictKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Pass => "Pass",
+            VerdictKind::Fail => "Fail",
+            VerdictKind::Inconclusive => "Inconclusive",
+        }
+    }
+}
+
+/// One metric of the last evaluation. Values are absent when nothing finite was measured.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricSummary {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<f64>,
+    pub verdict: VerdictKind,
+    /// CamelCase constant.
+    pub reason: String,
+    /// The value against its limit, with numbers.
+    pub message: String,
+}
+
+/// The last evaluation of the analysis.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisSummary {
+    pub at: Timestamp,
+    pub verdict: VerdictKind,
+    /// CamelCase constant.
+    pub reason: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_requests: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricSummary>,
+}
+
+/// The result of one pre-traffic check.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResult {
+    pub name: String,
+    pub passed: bool,
+    /// What was seen, e.g. `GET http://gateway/ready: 503, expected 200`.
+    pub message: String,
+}
+
+/// One transition of the rollout, kept in a bounded history (newest last).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub at: Timestamp,
+    pub phase: Phase,
+    pub step: u32,
+    pub canary_weight: u8,
+    /// CamelCase constant.
+    pub reason: String,
+    pub message: String,
+}
+
+/// How many transitions the status keeps.
+pub const HISTORY_LIMIT: usize = 20;

@@ -1,0 +1,243 @@
+//! Judges one evaluation: every metric's canary value against its `min`/`max`, and
+//! against stable with `compare`. Pure: the same input gives the same verdict.
+//!
+//! `maxRatio` with a stable value of 0: a canary of 0 is a ratio of 1 (no change); any
+//! canary above 0 is an unbounded ratio, so it fails. Pair `maxRatio` with `max` or
+//! `maxIncrease` when stable is often exactly 0 (error rates of a quiet service).
+
+use crate::analysis::sample::{AnalysisInput, MetricObservation, Sample};
+use crate::analysis::verdict::{InconclusiveReason, Verdict};
+use crate::policy::{AnalysisSpec, MetricSpec};
+
+/// One metric's verdict with the values it was judged on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricJudgement {
+    pub name: String,
+    /// The canary value, when a finite one was measured.
+    pub canary: Option<f64>,
+    /// The stable value, when the metric compares and a finite one was measured.
+    pub stable: Option<f64>,
+    pub verdict: Verdict,
+    /// Each criterion with its numbers, e.g. `0.034 > max 0.01`.
+    pub detail: String,
+}
+
+/// The verdict of one evaluation and what it was made of.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    pub verdict: Verdict,
+    pub canary_requests: Option<f64>,
+    pub metrics: Vec<MetricJudgement>,
+    /// One line with numbers, e.g. `error-rate 0.034 > max 0.01 over 30s, 1234 reqs`.
+    pub message: String,
+}
+
+/// Judges `input` against the policy's analysis. Any Fail gives Fail; else any
+/// Inconclusive gives Inconclusive; else Pass. Fewer canary requests than `minRequests`
+/// make the whole evaluation Inconclusive, whatever the metrics say.
+pub fn judge(spec: &AnalysisSpec, input: &AnalysisInput) -> Evaluation {
+    let metrics: Vec<MetricJudgement> = spec
+        .metrics
+        .iter()
+        .map(|metric| {
+            let observed = input.metrics.iter().find(|m| m.name == metric.name);
+            judge_metric(metric, observed)
+        })
+        .collect();
+    let requests = finite_value(&input.canary_requests).ok();
+    let traffic = judge_traffic(spec.min_requests, &input.canary_requests);
+    let too_little_traffic = traffic.is_some();
+    let verdict = match traffic {
+        Some(inconclusive) => inconclusive,
+        None => Verdict::combine(metrics.iter().map(|m| m.verdict.clone())),
+    };
+    let window = spec.interval.to_promql();
+    let reqs = requests.map_or_else(|| "unknown".to_owned(), |r| format!("{r:.0}"));
+    let message = match &verdict {
+        Verdict::Fail { metric, reason } => format!("{metric} {reason} over {window}, {reqs} reqs"),
+        Verdict::Inconclusive(reason) => {
+            let which = metrics
+                .iter()
+                .find(|m| matches!(m.verdict, Verdict::Inconclusive(_)))
+                .filter(|_| !too_little_traffic)
+                .map(|m| format!("{}: ", m.name))
+                .unwrap_or_default();
+            format!("{which}{reason} over {window}, {reqs} reqs")
+        }
+        Verdict::Pass => {
+            let details: Vec<String> = metrics
+                .iter()
+                .map(|m| format!("{} {}", m.name, m.detail))
+                .collect();
+            format!("{} over {window}, {reqs} reqs", details.join("; "))
+        }
+    };
+    Evaluation {
+        verdict,
+        canary_requests: requests,
+        metrics,
+        message,
+    }
+}
+
+/// `None` when the traffic is enough to judge (or no minimum is set).
+fn judge_traffic(min_requests: u64, sample: &Sample) -> Option<Verdict> {
+    if min_requests == 0 {
+        return None;
+    }
+    match finite_value(sample) {
+        Ok(requests) if requests >= min_requests as f64 => None,
+        Ok(requests) => Some(Verdict::Inconclusive(InconclusiveReason::TooFewRequests {
+            requests,
+            min: min_requests,
+        })),
+        // No requests at all reads as NaN or no data from most rate queries.
+        Err(InconclusiveReason::NoData | InconclusiveReason::NotANumber) => {
+            Some(Verdict::Inconclusive(InconclusiveReason::TooFewRequests {
+                requests: 0.0,
+                min: min_requests,
+            }))
+        }
+        Err(other) => Some(Verdict::Inconclusive(other)),
+    }
+}
+
+fn finite_value(sample: &Sample) -> Result<f64, InconclusiveReason> {
+    match sample {
+        Sample::Value(m) if m.value.is_nan() => Err(InconclusiveReason::NotANumber),
+        Sample::Value(m) => Ok(m.value),
+        Sample::NoData => Err(InconclusiveReason::NoData),
+        Sample::NotANumber => Err(InconclusiveReason::NotANumber),
+        Sample::Unreachable { message } => {
+            Err(InconclusiveReason::SourceUnreachable(message.clone()))
+        }
+        Sample::TimedOut => Err(InconclusiveReason::TimedOut),
+        Sample::Invalid { message } => Err(InconclusiveReason::InvalidQuery(message.clone())),
+    }
+}
+
+fn judge_metric(spec: &MetricSpec, observed: Option<&MetricObservation>) -> MetricJudgement {
+    let inconclusive = |reason: InconclusiveReason, stable: Option<f64>| MetricJudgement {
+        name: spec.name.clone(),
+        canary: None,
+        stable,
+        detail: reason.to_string(),
+        verdict: Verdict::Inconclusive(reason),
+    };
+    let Some(observed) = observed else {
+        return inconclusive(InconclusiveReason::NoData, None);
+    };
+    let canary = match finite_value(&observed.canary) {
+        Ok(v) => v,
+        Err(reason) => return inconclusive(reason, None),
+    };
+    let mut verdicts = Vec::new();
+    let mut details = Vec::new();
+    let mut criterion = |failed: bool, detail: String| {
+        verdicts.push(if failed {
+            Verdict::Fail {
+                metric: spec.name.clone(),
+                reason: detail.clone(),
+            }
+        } else {
+            Verdict::Pass
+        });
+        details.push(detail);
+    };
+    if let Some(max) = spec.max {
+        let failed = canary > max;
+        criterion(failed, format!("{} {} max {}", num(canary), op(failed, '>'), num(max)));
+    }
+    if let Some(min) = spec.min {
+        let failed = canary < min;
+        criterion(failed, format!("{} {} min {}", num(canary), op(failed, '<'), num(min)));
+    }
+    let mut stable_value = None;
+    if let Some(compare) = &spec.compare {
+        let stable = observed
+            .stable
+            .as_ref()
+            .map_or(Err(InconclusiveReason::NoData), finite_value);
+        match stable {
+            Err(reason) => {
+                details.push(format!("stable: {reason}"));
+                verdicts.push(Verdict::Inconclusive(reason));
+            }
+            Ok(stable) => {
+                stable_value = Some(stable);
+                if let Some(limit) = compare.max_increase {
+                    let increase = canary - stable;
+                    let failed = increase > limit;
+                    criterion(
+                        failed,
+                        format!(
+                            "canary {} − stable {} = {} {} maxIncrease {}",
+                            num(canary),
+                            num(stable),
+                            num(increase),
+                            op(failed, '>'),
+                            num(limit)
+                        ),
+                    );
+                }
+                if let Some(limit) = compare.max_ratio {
+                    let ratio = ratio(canary, stable);
+                    let failed = ratio > limit;
+                    criterion(
+                        failed,
+                        format!(
+                            "canary {} / stable {} = {} {} maxRatio {}",
+                            num(canary),
+                            num(stable),
+                            num(ratio),
+                            op(failed, '>'),
+                            num(limit)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    MetricJudgement {
+        name: spec.name.clone(),
+        canary: canary.is_finite().then_some(canary),
+        stable: stable_value.filter(|v| v.is_finite()),
+        verdict: Verdict::combine(verdicts),
+        detail: details.join(", "),
+    }
+}
+
+/// canary / stable, where 0 / 0 is no change and x / 0 is unbounded.
+fn ratio(canary: f64, stable: f64) -> f64 {
+    if stable == 0.0 {
+        if canary == 0.0 {
+            1.0
+        } else {
+            f64::INFINITY
+        }
+    } else {
+        canary / stable
+    }
+}
+
+fn op(failed: bool, broken: char) -> String {
+    match (failed, broken) {
+        (true, c) => c.to_string(),
+        (false, '>') => "≤".to_owned(),
+        (false, _) => "≥".to_owned(),
+    }
+}
+
+/// Up to four decimals, without trailing zeros: `0.034`, `512`, `1234.5`.
+pub fn num(value: f64) -> String {
+    if !value.is_finite() {
+        return value.to_string();
+    }
+    let text = format!("{value:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".to_owned()
+    } else {
+        text.to_owned()
+    }
+}

@@ -1,0 +1,19 @@
+//! The pure rollout state machine. `step(plan, state, observation) -> decision`: no
+//! clock, no I/O, no async. The shell (`runtime::reconcile`) gathers observations, runs
+//! the step, and executes the actions.
+
+mod commands;
+pub mod plan;
+mod progress;
+pub mod reasons;
+mod record;
+pub mod step;
+pub mod types;
+
+pub use plan::{Plan, PlanError};
+pub use record::set_condition;
+pub use step::step;
+pub use types::{
+    Action, ChecksOutcome, Command, Decision, Observation, Transition, TransitionKind,
+    UnknownCommand,
+};

@@ -1,0 +1,339 @@
+//! The phase logic once the route is settled: start, checks, evaluations, step
+//! advances, and the reactions to failure and to inconclusive analysis.
+
+use crate::analysis::{judge, Verdict};
+use crate::engine::reasons;
+use crate::engine::step::Tick;
+use crate::engine::types::{Action, TransitionKind};
+use crate::policy::status::{
+    AnalysisSummary, MetricSummary, PauseReason, Phase, RouteTarget, TargetPurpose, VerdictKind,
+};
+use crate::policy::{OnFailure, OnInconclusive};
+
+impl Tick<'_> {
+    /// Runs the current phase with the route settled.
+    pub(crate) fn advance_phase(&mut self) {
+        match self.s.phase {
+            Phase::Pending | Phase::Waiting => self.start(),
+            Phase::Checking => self.checking(),
+            Phase::Progressing => self.progressing(),
+            // A manual gate keeps judging: a regression at the gate still rolls back.
+            Phase::Paused if self.s.pause_reason == Some(PauseReason::ManualGate) => {
+                self.evaluate_if_due();
+            }
+            Phase::Paused
+            | Phase::Held
+            | Phase::RollingBack
+            | Phase::Promoted
+            | Phase::RolledBack
+            | Phase::Aborted => {}
+        }
+    }
+
+    fn start(&mut self) {
+        if !self.plan.window_open(self.now) {
+            if self.s.phase != Phase::Waiting {
+                self.s.phase = Phase::Waiting;
+                let next = self.plan.next_window_change(self.now);
+                let message = match next {
+                    Some(at) => format!("deployment window closed; next opening at {at}"),
+                    None => "deployment window closed; no opening ahead".to_owned(),
+                };
+                self.record(reasons::WINDOW_CLOSED, message);
+            }
+            if let Some(at) = self.plan.next_window_change(self.now) {
+                self.wake(at);
+            }
+            return;
+        }
+        self.s.step = 0;
+        self.s.started_at = Some(self.now);
+        self.s.consecutive_failures = 0;
+        self.s.consecutive_inconclusive = 0;
+        self.s.checks_passed = false;
+        self.s.phase = if self.plan.step(0).weight == 0 && self.plan.has_checks() {
+            Phase::Checking
+        } else {
+            Phase::Progressing
+        };
+        self.target_step();
+        let message = format!(
+            "rollout of {} started at {} (live canary weight {}%)",
+            self.plan.revision(),
+            self.step_label(),
+            self.s.canary_weight
+        );
+        self.announce(TransitionKind::Started, reasons::STARTED, message);
+    }
+
+    /// Weight 0, test route installed: the checks decide, then the hold.
+    fn checking(&mut self) {
+        let Some(started) = self.s.step_started_at else {
+            self.target_step();
+            return;
+        };
+        if !self.s.checks_passed {
+            let due = self
+                .s
+                .last_evaluation_at
+                .filter(|last| *last >= started)
+                .map_or(started, |last| last + self.plan.interval());
+            if self.now < due {
+                self.wake(due);
+                return;
+            }
+            let Some(outcome) = &self.obs.checks else {
+                self.actions.push(Action::RunChecks);
+                return;
+            };
+            self.s.last_evaluation_at = Some(self.now);
+            self.s.last_checks = outcome.results.clone();
+            let failed: Vec<String> = outcome
+                .results
+                .iter()
+                .filter(|r| !r.passed)
+                .map(|r| format!("{}: {}", r.name, r.message))
+                .collect();
+            if failed.is_empty() {
+                self.s.checks_passed = true;
+                self.s.consecutive_failures = 0;
+                let message = format!("{} checks passed", outcome.results.len());
+                self.record(reasons::CHECKS_PASSED, message);
+            } else {
+                self.s.consecutive_failures += 1;
+                let message = format!(
+                    "{} of {} checks failed ({} in a row, limit {}): {}",
+                    failed.len(),
+                    outcome.results.len(),
+                    self.s.consecutive_failures,
+                    self.plan.analysis().failure_limit,
+                    failed.join("; ")
+                );
+                if self.s.consecutive_failures > self.plan.analysis().failure_limit {
+                    self.on_failure(reasons::CHECKS_FAILED, message);
+                } else {
+                    self.record(reasons::CHECKS_FAILED, message);
+                    self.wake(self.now + self.plan.interval());
+                }
+                return;
+            }
+        }
+        self.pass_step_when_held(started);
+    }
+
+    fn progressing(&mut self) {
+        let Some(started) = self.s.step_started_at else {
+            self.target_step();
+            return;
+        };
+        if self.plan.step(self.s.step).weight == 0 {
+            // No user traffic reaches the canary: nothing to judge, only the hold.
+            self.pass_step_when_held(started);
+            return;
+        }
+        if !self.evaluate_if_due() || self.s.phase != Phase::Progressing {
+            return;
+        }
+        let judged_here = self.s.last_evaluation_at.is_some_and(|t| t > started);
+        let passed = self
+            .s
+            .last_analysis
+            .as_ref()
+            .is_some_and(|a| a.verdict == VerdictKind::Pass);
+        if judged_here && passed {
+            self.pass_step_when_held(started);
+        }
+    }
+
+    /// Evaluates when an evaluation is due. Returns false when it asked for metrics and
+    /// must be stepped again with them.
+    fn evaluate_if_due(&mut self) -> bool {
+        let Some(started) = self.s.step_started_at else {
+            return true;
+        };
+        let interval = self.plan.interval();
+        let due = self
+            .s
+            .last_evaluation_at
+            .filter(|last| *last > started)
+            .map_or(started + interval, |last| last + interval);
+        if self.now < due {
+            self.wake(due);
+            return true;
+        }
+        let Some(input) = &self.obs.analysis else {
+            self.actions.push(Action::QueryMetrics);
+            return false;
+        };
+        let evaluation = judge(self.plan.analysis(), input);
+        self.s.last_evaluation_at = Some(self.now);
+        self.s.last_analysis = Some(AnalysisSummary {
+            at: self.now,
+            verdict: evaluation.verdict.kind(),
+            reason: evaluation.verdict.reason().to_owned(),
+            message: evaluation.message.clone(),
+            canary_requests: evaluation.canary_requests.filter(|r| r.is_finite()),
+            metrics: evaluation
+                .metrics
+                .iter()
+                .map(|m| MetricSummary {
+                    name: m.name.clone(),
+                    canary: m.canary,
+                    stable: m.stable,
+                    verdict: m.verdict.kind(),
+                    reason: m.verdict.reason().to_owned(),
+                    message: m.detail.clone(),
+                })
+                .collect(),
+        });
+        self.wake(self.now + interval);
+        let limits = self.plan.analysis();
+        match evaluation.verdict {
+            Verdict::Pass => {
+                self.s.consecutive_failures = 0;
+                self.s.consecutive_inconclusive = 0;
+                self.record(reasons::ANALYSIS_PASSED, evaluation.message);
+            }
+            Verdict::Fail { .. } => {
+                self.s.consecutive_failures += 1;
+                let message = format!(
+                    "{} ({} failed in a row, limit {})",
+                    evaluation.message, self.s.consecutive_failures, limits.failure_limit
+                );
+                if self.s.consecutive_failures > limits.failure_limit {
+                    self.on_failure(reasons::ANALYSIS_FAILED, message);
+                } else {
+                    self.record(reasons::ANALYSIS_FAILED, message);
+                }
+            }
+            Verdict::Inconclusive(_) => {
+                self.s.consecutive_inconclusive += 1;
+                let message = format!(
+                    "{} ({} inconclusive in a row, limit {})",
+                    evaluation.message, self.s.consecutive_inconclusive, limits.inconclusive_limit
+                );
+                if self.s.consecutive_inconclusive > limits.inconclusive_limit {
+                    self.on_inconclusive(message);
+                } else {
+                    self.record(reasons::ANALYSIS_INCONCLUSIVE, message);
+                }
+            }
+        }
+        true
+    }
+
+    /// The step's analysis (or checks) passed: it passes once its hold has elapsed.
+    fn pass_step_when_held(&mut self, started: crate::policy::Timestamp) {
+        let hold_end = started + self.plan.hold(self.s.step);
+        if self.now < hold_end {
+            self.wake(hold_end);
+            return;
+        }
+        let step = self.plan.step(self.s.step);
+        if step.pause {
+            self.s.phase = Phase::Paused;
+            self.s.pause_reason = Some(PauseReason::ManualGate);
+            self.s.resume_phase = Some(Phase::Progressing);
+            let message = format!("{} passed; waiting for `promote`", self.step_label());
+            self.announce(TransitionKind::Paused, reasons::AWAITING_PROMOTION, message);
+            return;
+        }
+        self.next_step(false);
+    }
+
+    /// Moves to the next step (or promotes after the last). A closed window freezes
+    /// this unless an operator asked for it.
+    pub(crate) fn next_step(&mut self, by_operator: bool) {
+        if self.s.step >= self.plan.last_index() {
+            self.promote_full();
+            return;
+        }
+        if !by_operator && !self.plan.window_open(self.now) {
+            if self.s.reason.as_deref() != Some(reasons::WINDOW_CLOSED) {
+                let message = format!(
+                    "{} passed; deployment window closed, traffic stays until it opens",
+                    self.step_label()
+                );
+                self.record(reasons::WINDOW_CLOSED, message);
+            }
+            if let Some(at) = self.plan.next_window_change(self.now) {
+                self.wake(at);
+            }
+            return;
+        }
+        let from = self.plan.step(self.s.step).weight;
+        self.s.step += 1;
+        self.s.phase = Phase::Progressing;
+        self.s.pause_reason = None;
+        self.s.consecutive_failures = 0;
+        self.s.consecutive_inconclusive = 0;
+        self.target_step();
+        let (reason, why) = if by_operator {
+            (reasons::PROMOTED_BY_OPERATOR, "promoted by an operator")
+        } else {
+            (reasons::STEP_ADVANCED, "analysis passed")
+        };
+        let message = format!("{} from {from}%: {why}", self.step_label());
+        self.announce(TransitionKind::StepAdvanced, reason, message);
+    }
+
+    /// Every request to the canary and the test route removed, in one write.
+    pub(crate) fn promote_full(&mut self) {
+        self.s.step = self.plan.last_index();
+        self.s.phase = Phase::Progressing;
+        self.s.pause_reason = None;
+        self.s.target = Some(RouteTarget {
+            canary_weight: 100,
+            test_route: false,
+            purpose: TargetPurpose::Promote,
+        });
+    }
+
+    pub(crate) fn on_failure(&mut self, reason: &str, message: String) {
+        match self.plan.on_failure() {
+            OnFailure::Rollback => self.rollback(reason, message),
+            OnFailure::Hold => {
+                self.s.phase = Phase::Held;
+                self.s.pause_reason = None;
+                let message = format!(
+                    "{message}; held at {}% (`onFailure: hold`), an operator decides",
+                    self.s.canary_weight
+                );
+                self.announce(TransitionKind::Held, reason, message);
+            }
+        }
+    }
+
+    fn on_inconclusive(&mut self, message: String) {
+        match self.plan.on_inconclusive() {
+            OnInconclusive::Rollback => self.rollback(reasons::INCONCLUSIVE_LIMIT, message),
+            OnInconclusive::Pause => {
+                self.s.resume_phase = Some(self.s.phase);
+                self.s.phase = Phase::Paused;
+                self.s.pause_reason = Some(PauseReason::Inconclusive);
+                let message = format!("{message}; paused, an operator decides");
+                self.announce(
+                    TransitionKind::InconclusiveLimit,
+                    reasons::INCONCLUSIVE_LIMIT,
+                    message,
+                );
+            }
+        }
+    }
+
+    /// Weight 0 and no test route in one write; never blocked by a window.
+    pub(crate) fn rollback(&mut self, reason: &str, message: String) {
+        self.s.phase = Phase::RollingBack;
+        self.s.pause_reason = None;
+        self.s.target = Some(RouteTarget {
+            canary_weight: 0,
+            test_route: false,
+            purpose: TargetPurpose::Rollback,
+        });
+        self.announce(
+            TransitionKind::RollingBack,
+            reason,
+            format!("rolling back: {message}"),
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! How a tick writes down what happened: reason and message, history, conditions and
+//! notifications. Nothing here decides anything.
+
+use crate::engine::reasons;
+use crate::engine::step::Tick;
+use crate::engine::types::{Action, Transition, TransitionKind};
+use crate::policy::status::{Condition, HistoryEntry, Phase, HISTORY_LIMIT};
+use crate::policy::Timestamp;
+
+impl Tick<'_> {
+    /// Records a change of state: reason, message and a history entry.
+    pub(crate) fn record(&mut self, reason: &str, message: String) {
+        self.s.reason = Some(reason.to_owned());
+        self.s.message = Some(message.clone());
+        let entry = HistoryEntry {
+            at: self.now,
+            phase: self.s.phase,
+            step: self.s.step,
+            canary_weight: self.weight_shown(),
+            reason: reason.to_owned(),
+            message,
+        };
+        self.s.history.push(entry);
+        if self.s.history.len() > HISTORY_LIMIT {
+            let excess = self.s.history.len() - HISTORY_LIMIT;
+            self.s.history.drain(..excess);
+        }
+        self.update_conditions();
+    }
+
+    /// Records a change and announces it.
+    pub(crate) fn announce(&mut self, kind: TransitionKind, reason: &str, message: String) {
+        self.record(reason, message.clone());
+        self.actions.push(Action::Notify(Transition {
+            kind,
+            at: self.now,
+            revision: self.plan.revision().to_owned(),
+            phase: self.s.phase,
+            step: self.s.step,
+            canary_weight: self.weight_shown(),
+            reason: reason.to_owned(),
+            message,
+        }));
+    }
+
+    /// The weight a reader cares about: the target while a write is in flight.
+    fn weight_shown(&self) -> u8 {
+        self.s
+            .target
+            .map_or(self.s.canary_weight, |t| t.canary_weight)
+    }
+
+    /// `Step 2/4 (30%)` for messages.
+    pub(crate) fn step_label(&self) -> String {
+        format!(
+            "step {}/{} ({}%)",
+            self.s.step + 1,
+            self.plan.steps().len(),
+            self.plan.step(self.s.step).weight
+        )
+    }
+
+    fn update_conditions(&mut self) {
+        let now = self.now;
+        let reason = self.s.reason.clone().unwrap_or_default();
+        let message = self.s.message.clone().unwrap_or_default();
+        set_condition(
+            &mut self.s.conditions,
+            reasons::ACCEPTED,
+            "True",
+            reasons::REVISION_ACCEPTED,
+            &format!("revision {} accepted", self.plan.revision()),
+            now,
+        );
+        let progressing = match self.s.phase {
+            Phase::Pending | Phase::Waiting | Phase::Checking | Phase::Progressing => "True",
+            Phase::RollingBack => "True",
+            Phase::Paused | Phase::Held => "Unknown",
+            Phase::Promoted | Phase::RolledBack | Phase::Aborted => "False",
+        };
+        set_condition(
+            &mut self.s.conditions,
+            reasons::PROGRESSING,
+            progressing,
+            &reason,
+            &message,
+            now,
+        );
+        if let Some(analysis) = self.s.last_analysis.clone() {
+            let status = match analysis.verdict {
+                crate::policy::status::VerdictKind::Pass => "True",
+                crate::policy::status::VerdictKind::Fail => "False",
+                crate::policy::status::VerdictKind::Inconclusive => "Unknown",
+            };
+            set_condition(
+                &mut self.s.conditions,
+                reasons::HEALTHY,
+                status,
+                &analysis.reason,
+                &analysis.message,
+                now,
+            );
+        }
+    }
+}
+
+/// Sets a condition; `lastTransitionTime` moves only when the status flips.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.status = status.to_owned();
+                c.last_transition_time = now;
+            }
+            c.reason = reason.to_owned();
+            c.message = message.to_owned();
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            observed_generation: None,
+            last_transition_time: now,
+        }),
+    }
+}

@@ -1,0 +1,207 @@
+//! What goes into the engine (an observation) and what comes out (a decision).
+
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::sample::AnalysisInput;
+use crate::policy::status::{CheckResult, Phase, RolloutStatus, Timestamp};
+use crate::router::ManagedRoute;
+
+/// An operator's command. Applied in order, before anything else in the tick.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum Command {
+    /// Skip the rest of the current step's analysis or manual gate: go to the next step.
+    Promote,
+    /// Go straight to 100 and Promoted.
+    PromoteFull,
+    /// Stop moving traffic at the current weight.
+    Pause,
+    /// Continue after `pause`, an inconclusive pause, a hold, or drift (writes the
+    /// weights back).
+    Resume,
+    /// Every request back on stable, now; the rollout ends as Aborted.
+    Abort,
+}
+
+impl Command {
+    pub const ALL: [Command; 5] = [
+        Command::Promote,
+        Command::PromoteFull,
+        Command::Pause,
+        Command::Resume,
+        Command::Abort,
+    ];
+
+    /// The word used on the command line and in command files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Promote => "promote",
+            Command::PromoteFull => "promote-full",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Abort => "abort",
+        }
+    }
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{0}` is not a command; use one of promote, promote-full, pause, resume, abort")]
+pub struct UnknownCommand(pub String);
+
+impl std::str::FromStr for Command {
+    type Err = UnknownCommand;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let word = s.trim();
+        Command::ALL
+            .into_iter()
+            .find(|c| {
+                c.as_str().eq_ignore_ascii_case(word)
+                    || (c.as_str().replace('-', "")).eq_ignore_ascii_case(word)
+            })
+            .ok_or_else(|| UnknownCommand(word.to_owned()))
+    }
+}
+
+/// What the pre-traffic checks found.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ChecksOutcome {
+    pub results: Vec<CheckResult>,
+}
+
+impl ChecksOutcome {
+    /// Every check passed (no checks pass trivially).
+    pub fn passed(&self) -> bool {
+        self.results.iter().all(|r| r.passed)
+    }
+}
+
+/// Everything the shell observed for one engine step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub now: Timestamp,
+    /// The live managed route, or why it could not be read. A read failure is never
+    /// replaced by a guess.
+    pub live: Result<ManagedRoute, String>,
+    /// Metric results, when the engine asked for them (`Action::QueryMetrics`).
+    pub analysis: Option<AnalysisInput>,
+    /// Check results, when the engine asked for them (`Action::RunChecks`).
+    pub checks: Option<ChecksOutcome>,
+    /// Operator commands received since the last tick, in order.
+    pub commands: Vec<Command>,
+}
+
+impl Observation {
+    /// An observation with only a time and a live route.
+    pub fn at(now: Timestamp, live: Result<ManagedRoute, String>) -> Self {
+        Observation {
+            now,
+            live,
+            analysis: None,
+            checks: None,
+            commands: Vec::new(),
+        }
+    }
+}
+
+/// The kinds of transitions announced to people (events, webhooks, logs).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum TransitionKind {
+    Started,
+    StepAdvanced,
+    Paused,
+    Resumed,
+    /// A rollback started; the reason says why.
+    RollingBack,
+    /// Every request is back on stable.
+    RolledBack,
+    Promoted,
+    Held,
+    Aborted,
+    InconclusiveLimit,
+    Drift,
+}
+
+impl TransitionKind {
+    /// Warnings are what on-call must look at.
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            TransitionKind::RollingBack
+                | TransitionKind::RolledBack
+                | TransitionKind::Held
+                | TransitionKind::Aborted
+                | TransitionKind::InconclusiveLimit
+                | TransitionKind::Drift
+        )
+    }
+}
+
+/// One announced transition, with the numbers that explain it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    pub kind: TransitionKind,
+    pub at: Timestamp,
+    pub revision: String,
+    pub phase: Phase,
+    pub step: u32,
+    /// The canary weight the transition leads to (the target when a write is in flight).
+    pub canary_weight: u8,
+    /// CamelCase constant.
+    pub reason: String,
+    pub message: String,
+}
+
+/// What the shell must do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// One conditional write of the managed route (rollback is weight 0 and no test
+    /// route in this one write). Persist the decision's state before sending it.
+    ApplyRoute(ManagedRoute),
+    /// Run the pre-traffic checks and step again with `Observation::checks`.
+    RunChecks,
+    /// Query the metrics and step again with `Observation::analysis`.
+    QueryMetrics,
+    /// Announce a transition.
+    Notify(Transition),
+}
+
+/// The engine's answer: the next state, the actions to run, and when to look again
+/// (`None`: only a command or a new revision can change anything).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub state: RolloutStatus,
+    pub actions: Vec<Action>,
+    pub wake_at: Option<Timestamp>,
+}
+
+impl Decision {
+    /// Whether the engine asked for metric or check results before it can decide.
+    pub fn needs_input(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::RunChecks | Action::QueryMetrics))
+    }
+
+    pub fn route_write(&self) -> Option<ManagedRoute> {
+        self.actions.iter().find_map(|a| match a {
+            Action::ApplyRoute(r) => Some(*r),
+            _ => None,
+        })
+    }
+
+    pub fn transitions(&self) -> impl Iterator<Item = &Transition> {
+        self.actions.iter().filter_map(|a| match a {
+            Action::Notify(t) => Some(t),
+            _ => None,
+        })
+    }
+}

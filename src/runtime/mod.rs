@@ -1,0 +1,12 @@
+//! The imperative shell: drives policies through the engine. Only this module calls the
+//! I/O seams (router, metrics, store, checks, commands, clock).
+
+pub mod checks;
+pub mod clock;
+pub mod commands;
+pub mod reconcile;
+
+pub use checks::CheckRunner;
+pub use clock::{Clock, SystemClock, VirtualClock};
+pub use commands::{CommandSource, CommandSourceError, NoCommands, QueuedCommands};
+pub use reconcile::{Problem, ReconcileError, Reconciler, Seams, TickOutcome};

@@ -1,0 +1,251 @@
+//! One reconcile tick for one policy: load the state, read the live route, step the
+//! engine, run its actions in order, persist only what changed, and say when to wake.
+//! Level-triggered: a tick never asks why it runs, and keeps nothing in memory between
+//! ticks, so a restart at any instant continues exactly where the store and the router
+//! say it is.
+
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use crate::engine::{self, Action, Observation, Plan, PlanError, Transition};
+use crate::metrics::{MetricSource, PolicyRef};
+use crate::policy::{RolloutSpec, RolloutStatus, Timestamp};
+use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter};
+use crate::runtime::checks::CheckRunner;
+use crate::runtime::clock::Clock;
+use crate::runtime::commands::CommandSource;
+use crate::store::{StateStore, StoreError};
+
+/// Engine rounds per tick: metrics, checks, a write, its confirmation, a conflict or two.
+const MAX_ROUNDS: usize = 8;
+
+/// The seams one policy's reconciler drives.
+#[derive(Clone)]
+pub struct Seams {
+    pub router: Arc<dyn TrafficRouter>,
+    pub metrics: Arc<dyn MetricSource>,
+    pub store: Arc<dyn StateStore>,
+    pub checks: Arc<dyn CheckRunner>,
+    pub commands: Arc<dyn CommandSource>,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("policy {policy} cannot be run: {source}")]
+    Plan {
+        policy: String,
+        #[source]
+        source: PlanError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ReconcileError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::Plan { source, .. } => source.reason(),
+            ReconcileError::Store(e) => e.reason(),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReconcileError::Plan { .. } => false,
+            ReconcileError::Store(e) => e.is_transient(),
+        }
+    }
+}
+
+/// Something that went wrong in a tick without stopping it (the engine already knows
+/// what to do about it: retry, or wait).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// CamelCase constant.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What one tick did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TickOutcome {
+    pub status: RolloutStatus,
+    /// When to tick again; `None`: only a command or a spec change can change anything.
+    pub wake_at: Option<Timestamp>,
+    pub transitions: Vec<Transition>,
+    /// Route writes the router confirmed, in order.
+    pub writes: Vec<ManagedRoute>,
+    /// Whether metrics were queried (and judged) in this tick.
+    pub evaluated: bool,
+    pub problems: Vec<Problem>,
+}
+
+/// Drives one policy through its seams.
+#[derive(Clone)]
+pub struct Reconciler {
+    seams: Seams,
+}
+
+impl Reconciler {
+    pub fn new(seams: Seams) -> Self {
+        Reconciler { seams }
+    }
+
+    pub fn seams(&self) -> &Seams {
+        &self.seams
+    }
+
+    /// One tick. Errors only when the policy cannot run or the state cannot be stored;
+    /// router and metric trouble is handled by the engine and reported in `problems`.
+    pub async fn tick(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+    ) -> Result<TickOutcome, ReconcileError> {
+        let plan = Plan::new(spec).map_err(|source| ReconcileError::Plan {
+            policy: format!("{}/{}", policy.namespace, policy.name),
+            source,
+        })?;
+        let seams = &self.seams;
+        let (mut persisted, mut version) = match seams.store.load(policy).await? {
+            Some((status, version)) => (status, Some(version)),
+            None => (RolloutStatus::default(), None),
+        };
+        let mut problems = Vec::new();
+        let commands = match seams.commands.take(policy).await {
+            Ok(commands) => commands,
+            Err(e) => {
+                problems.push(Problem {
+                    reason: e.reason(),
+                    message: e.to_string(),
+                });
+                Vec::new()
+            }
+        };
+        let mut live = seams.router.read().await;
+        let mut obs = Observation {
+            now: seams.clock.now(),
+            live: observed(&live),
+            analysis: None,
+            checks: None,
+            commands,
+        };
+        note_router_error(&live, &mut problems);
+        let mut state = persisted.clone();
+        let mut outcome = TickOutcome {
+            status: RolloutStatus::default(),
+            wake_at: None,
+            transitions: Vec::new(),
+            writes: Vec::new(),
+            evaluated: false,
+            problems: Vec::new(),
+        };
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            if rounds > MAX_ROUNDS {
+                outcome.wake_at = Some(obs.now + engine::plan::to_chrono(engine::plan::RETRY_DELAY));
+                break;
+            }
+            let decision = engine::step(&plan, &state, &obs);
+            if decision.needs_input() {
+                let wants_metrics = decision.actions.contains(&Action::QueryMetrics);
+                if wants_metrics && obs.analysis.is_none() {
+                    obs.analysis = Some(seams.metrics.observe(policy, spec, obs.now).await);
+                    outcome.evaluated = true;
+                    continue;
+                }
+                if decision.actions.contains(&Action::RunChecks) && obs.checks.is_none() {
+                    obs.checks = Some(seams.checks.run(policy, spec).await);
+                    continue;
+                }
+            }
+            for transition in decision.transitions() {
+                log_transition(policy, transition);
+            }
+            outcome.transitions.extend(decision.transitions().cloned());
+            let desired = decision.route_write();
+            let wake_at = decision.wake_at;
+            state = decision.state;
+            obs.commands.clear();
+            obs.analysis = None;
+            obs.checks = None;
+            let (Some(desired), Ok(current)) = (desired, &live) else {
+                outcome.wake_at = wake_at;
+                break;
+            };
+            // Write-ahead: the target is stored before it is sent, so a restart after
+            // the write landed adopts it instead of calling it drift.
+            if state != persisted {
+                version = Some(seams.store.save(policy, &state, version.as_ref()).await?);
+                persisted = state.clone();
+            }
+            match seams.router.apply(&current.version, desired).await {
+                Ok(new_version) => {
+                    outcome.writes.push(desired);
+                    live = Ok(LiveRoute {
+                        route: desired,
+                        version: new_version,
+                    });
+                }
+                Err(e @ RouterError::Conflict { .. }) => {
+                    // Someone else wrote: re-read and decide again; never resend blindly.
+                    problems.push(Problem {
+                        reason: e.reason(),
+                        message: e.to_string(),
+                    });
+                    live = seams.router.read().await;
+                    note_router_error(&live, &mut problems);
+                }
+                Err(e) => {
+                    warn!(namespace = %policy.namespace, name = %policy.name, error = %e, "route write failed");
+                    problems.push(Problem {
+                        reason: e.reason(),
+                        message: e.to_string(),
+                    });
+                    outcome.wake_at = wake_at;
+                    break;
+                }
+            }
+            obs.live = observed(&live);
+            obs.now = seams.clock.now();
+        }
+        if state != persisted {
+            seams.store.save(policy, &state, version.as_ref()).await?;
+        }
+        outcome.status = state;
+        outcome.problems = problems;
+        Ok(outcome)
+    }
+}
+
+fn observed(live: &Result<LiveRoute, RouterError>) -> Result<ManagedRoute, String> {
+    match live {
+        Ok(l) => Ok(l.route),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn note_router_error(live: &Result<LiveRoute, RouterError>, problems: &mut Vec<Problem>) {
+    if let Err(e) = live {
+        problems.push(Problem {
+            reason: e.reason(),
+            message: format!("cannot read the live route: {e}"),
+        });
+    }
+}
+
+fn log_transition(policy: &PolicyRef, t: &Transition) {
+    info!(
+        namespace = %policy.namespace,
+        name = %policy.name,
+        revision = %t.revision,
+        step = t.step,
+        weight = t.canary_weight,
+        reason = %t.reason,
+        message = %t.message,
+        "rollout transition"
+    );
+}

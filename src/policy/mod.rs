@@ -11,3 +11,7 @@ pub use step::StepSpec;
 pub use types::*;
 pub mod diagnostic;
 pub mod yaml;
+pub mod templates;
+pub mod window;
+pub mod schema;
+pub mod structure;

@@ -1,0 +1,132 @@
+//! The JSON Schema of a whole policy document (apiVersion, kind, metadata, spec), built
+//! from the Rust types with schemars. `shiftgate schema` prints it for editors' YAML
+//! language servers, and `policy::structure` checks files against it.
+
+use serde_json::{json, Value};
+
+use super::types::{RolloutSpec, API_VERSION, KIND};
+
+/// The JSON Schema (draft-07, which YAML language servers support best) of a policy file.
+pub fn document_schema() -> Value {
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let spec = generator.into_root_schema_for::<RolloutSpec>().to_value();
+    let mut spec = match spec {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    let definitions = spec.remove("definitions").unwrap_or_else(|| json!({}));
+    spec.remove("$schema");
+    spec.remove("title");
+    spec.insert(
+        "description".to_owned(),
+        json!("What a rollout should do: which route to move, in which steps, judged by which metrics, and what to do when the canary is judged bad."),
+    );
+    json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "$id": "https://shiftgate.dev/schemas/rolloutpolicy-v1alpha1.json",
+        "title": "RolloutPolicy",
+        "description": "A shiftgate rollout policy (file or Kubernetes custom resource).",
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": false,
+        "properties": {
+            "apiVersion": {
+                "description": "Always `shiftgate.dev/v1alpha1`.",
+                "type": "string",
+                "const": API_VERSION
+            },
+            "kind": {
+                "description": "Always `RolloutPolicy`.",
+                "type": "string",
+                "const": KIND
+            },
+            "metadata": {
+                "description": "Identifies the policy.",
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": false,
+                "properties": {
+                    "name": {
+                        "description": "Policy name: lowercase letters, digits, `-` and `.`, at most 253 characters (a Kubernetes object name).",
+                        "type": "string"
+                    },
+                    "namespace": {
+                        "description": "Kubernetes namespace; also the default namespace of the routed objects. Default `default`.",
+                        "type": "string"
+                    },
+                    "labels": {
+                        "description": "Kubernetes labels.",
+                        "type": "object",
+                        "additionalProperties": { "type": "string" }
+                    },
+                    "annotations": {
+                        "description": "Kubernetes annotations.",
+                        "type": "object",
+                        "additionalProperties": { "type": "string" }
+                    }
+                }
+            },
+            "spec": Value::Object(spec),
+            "status": {
+                "description": "Written by shiftgate (the rollout's progress); ignored when checking files.",
+                "type": "object"
+            }
+        },
+        "definitions": definitions
+    })
+}
+
+/// Every property name the schema mentions, depth first (for docs completeness tests).
+pub fn property_names(schema: &Value) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    collect_names(schema, &mut names);
+    names
+}
+
+fn collect_names(node: &Value, names: &mut std::collections::BTreeSet<String>) {
+    match node {
+        Value::Object(map) => {
+            for (key, value) in map {
+                if key == "properties" {
+                    if let Value::Object(props) = value {
+                        names.extend(props.keys().cloned());
+                    }
+                }
+                collect_names(value, names);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_names(i, names)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covers_the_whole_document() {
+        let schema = document_schema();
+        let names = property_names(&schema);
+        for name in [
+            "apiVersion",
+            "metadata",
+            "steps",
+            "virtualService",
+            "maxIncrease",
+            "timeZone",
+        ] {
+            assert!(names.contains(name), "{name} missing from the schema");
+        }
+        assert_eq!(
+            schema["properties"]["spec"]["required"][0],
+            json!("revision")
+        );
+        if std::env::var_os("SHIFTGATE_DUMP_SCHEMA").is_some() {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+        }
+    }
+}

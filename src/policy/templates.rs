@@ -1,0 +1,106 @@
+//! The names of the built-in metric templates a policy may use in `template:`. The
+//! PromQL behind each name lives in `metrics` (a test there asserts every name here has
+//! a query); the policy layer only needs the names to validate policies.
+
+/// A built-in metric template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuiltinTemplate {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Unit of the value the template yields.
+    pub unit: &'static str,
+}
+
+impl BuiltinTemplate {
+    /// The router family whose telemetry the template reads (`istio` or `envoy`).
+    pub fn family(&self) -> &'static str {
+        if self.name.starts_with("istio-") {
+            "istio"
+        } else {
+            "envoy"
+        }
+    }
+}
+
+/// Every built-in template. Error rates are ratios 0..1, latencies milliseconds,
+/// request rates requests per second.
+pub const BUILTIN_TEMPLATES: &[BuiltinTemplate] = &[
+    BuiltinTemplate {
+        name: "istio-request-rate",
+        description: "Requests per second reaching the destination (istio_requests_total).",
+        unit: "requests/second",
+    },
+    BuiltinTemplate {
+        name: "istio-error-rate",
+        description: "Share of requests answered with a 5xx status (istio_requests_total).",
+        unit: "ratio 0..1",
+    },
+    BuiltinTemplate {
+        name: "istio-latency-p50",
+        description: "Median request duration (istio_request_duration_milliseconds).",
+        unit: "milliseconds",
+    },
+    BuiltinTemplate {
+        name: "istio-latency-p90",
+        description: "90th percentile request duration (istio_request_duration_milliseconds).",
+        unit: "milliseconds",
+    },
+    BuiltinTemplate {
+        name: "istio-latency-p99",
+        description: "99th percentile request duration (istio_request_duration_milliseconds).",
+        unit: "milliseconds",
+    },
+    BuiltinTemplate {
+        name: "envoy-request-rate",
+        description: "Requests per second to the cluster (envoy_cluster_upstream_rq_total).",
+        unit: "requests/second",
+    },
+    BuiltinTemplate {
+        name: "envoy-error-rate",
+        description:
+            "Share of upstream requests answered with a 5xx status (envoy_cluster_upstream_rq_xx).",
+        unit: "ratio 0..1",
+    },
+    BuiltinTemplate {
+        name: "envoy-latency-p50",
+        description: "Median upstream request time (envoy_cluster_upstream_rq_time).",
+        unit: "milliseconds",
+    },
+    BuiltinTemplate {
+        name: "envoy-latency-p90",
+        description: "90th percentile upstream request time (envoy_cluster_upstream_rq_time).",
+        unit: "milliseconds",
+    },
+    BuiltinTemplate {
+        name: "envoy-latency-p99",
+        description: "99th percentile upstream request time (envoy_cluster_upstream_rq_time).",
+        unit: "milliseconds",
+    },
+];
+
+/// The built-in template called `name`, if there is one.
+pub fn builtin(name: &str) -> Option<&'static BuiltinTemplate> {
+    BUILTIN_TEMPLATES.iter().find(|t| t.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_looked_up() {
+        let mut names: Vec<_> = BUILTIN_TEMPLATES.iter().map(|t| t.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 10);
+        assert_eq!(
+            builtin("envoy-latency-p99").map(|t| t.unit),
+            Some("milliseconds")
+        );
+        assert_eq!(
+            builtin("istio-error-rate").map(|t| t.family()),
+            Some("istio")
+        );
+        assert!(builtin("istio-error-ratio").is_none());
+    }
+}

@@ -1,0 +1,538 @@
+//! Deployment windows: when traffic may move. Pure: the time always comes in as an
+//! argument.
+//!
+//! Schedules are standard 5-field cron (minute hour day-of-month month day-of-week,
+//! day-of-week 0-7 with 0 and 7 = Sunday, or names `Mon-Fri`), read in an IANA time
+//! zone. The `cron` crate wants a seconds field and numbers days 1-7 with 1 = Sunday, so
+//! each schedule is translated. As in Vixie cron, when both day-of-month and
+//! day-of-week are restricted a day matches if either matches (the crate would require
+//! both), so such a schedule becomes two.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+
+use chrono::TimeZone;
+use chrono_tz::Tz;
+
+use super::diagnostic::{index, Issue};
+use super::status::Timestamp;
+use super::types::{WindowKind, WindowSpec};
+
+/// Compiled deployment windows.
+#[derive(Clone, Debug, Default)]
+pub struct Windows {
+    allow: Vec<CompiledWindow>,
+    deny: Vec<CompiledWindow>,
+}
+
+#[derive(Clone, Debug)]
+struct CompiledWindow {
+    schedules: Vec<cron::Schedule>,
+    duration: chrono::Duration,
+    time_zone: Tz,
+}
+
+impl CompiledWindow {
+    /// The opening `t` with `t <= now < t + duration`, if the window is open at `now`.
+    fn opening_covering(&self, now: Timestamp) -> Option<Timestamp> {
+        let since = (now - self.duration).with_timezone(&self.time_zone);
+        self.schedules
+            .iter()
+            .filter_map(|s| s.after(&since).next())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .filter(|t| *t <= now)
+            .min()
+    }
+
+    /// Instants after `now` where this window opens or closes.
+    fn next_edge(&self, now: Timestamp) -> Option<Timestamp> {
+        let local_now = now.with_timezone(&self.time_zone);
+        let next_open = self
+            .schedules
+            .iter()
+            .filter_map(|s| s.after(&local_now).next())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .min();
+        // Every opening in (now - duration, now] closes after now; the earliest close is
+        // the one of the earliest such opening.
+        let next_close = self.opening_covering(now).map(|t| t + self.duration);
+        [next_open, next_close].into_iter().flatten().min()
+    }
+}
+
+impl Windows {
+    /// Compiles `spec.windows`; issues name `spec.windows[i].schedule`, `.timeZone`, `.duration`.
+    pub fn compile(specs: &[WindowSpec]) -> Result<Windows, Vec<Issue>> {
+        let mut windows = Windows::default();
+        let mut issues = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let path = index("spec.windows", i);
+            let schedules = match translate_schedule(&spec.schedule) {
+                Ok(exprs) => {
+                    let mut parsed = Vec::new();
+                    for expr in exprs {
+                        match cron::Schedule::from_str(&expr) {
+                            Ok(s) => parsed.push(s),
+                            Err(e) => issues.push(
+                                Issue::error(
+                                    format!("{path}.schedule"),
+                                    format!(
+                                        "`{}` is not a valid cron schedule: {e}",
+                                        spec.schedule
+                                    ),
+                                )
+                                .with_hint(CRON_HINT),
+                            ),
+                        }
+                    }
+                    parsed
+                }
+                Err(issue) => {
+                    issues.push(issue.at(&format!("{path}.schedule")));
+                    Vec::new()
+                }
+            };
+            let time_zone = match Tz::from_str(&spec.time_zone) {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    issues.push(unknown_time_zone(
+                        &format!("{path}.timeZone"),
+                        &spec.time_zone,
+                    ));
+                    None
+                }
+            };
+            let duration = chrono::Duration::from_std(spec.duration.std()).ok();
+            if spec.duration.std().is_zero() || duration.is_none() {
+                issues.push(
+                    Issue::error(
+                        format!("{path}.duration"),
+                        format!(
+                            "window duration `{}` must be longer than 0s and finite",
+                            spec.duration
+                        ),
+                    )
+                    .with_hint("write how long the window stays open, e.g. `8h`"),
+                );
+            }
+            if let (Some(time_zone), Some(duration)) = (time_zone, duration) {
+                let compiled = CompiledWindow {
+                    schedules,
+                    duration,
+                    time_zone,
+                };
+                match spec.kind {
+                    WindowKind::Allow => windows.allow.push(compiled),
+                    WindowKind::Deny => windows.deny.push(compiled),
+                }
+            }
+        }
+        if issues.is_empty() {
+            Ok(windows)
+        } else {
+            Err(issues)
+        }
+    }
+
+    /// True when there are no windows, or when `now` is inside an allow window (if any
+    /// allow window exists) and outside every deny window.
+    pub fn is_open(&self, now: Timestamp) -> bool {
+        let allowed =
+            self.allow.is_empty() || self.allow.iter().any(|w| w.opening_covering(now).is_some());
+        let denied = self.deny.iter().any(|w| w.opening_covering(now).is_some());
+        allowed && !denied
+    }
+
+    /// The next instant after `now` at which `is_open` flips, for scheduling a wake-up.
+    /// None when there are no windows (always open). If overlapping windows keep the
+    /// answer unchanged for a long stretch, the last edge examined is returned: waking up
+    /// there and asking again is always correct.
+    pub fn next_change(&self, now: Timestamp) -> Option<Timestamp> {
+        const MAX_EDGES: usize = 1000;
+        let open_now = self.is_open(now);
+        let mut cursor = now;
+        let mut last = None;
+        for _ in 0..MAX_EDGES {
+            let edge = self
+                .allow
+                .iter()
+                .chain(&self.deny)
+                .filter_map(|w| w.next_edge(cursor))
+                .min()?;
+            if self.is_open(edge) != open_now {
+                return Some(edge);
+            }
+            last = Some(edge);
+            cursor = edge;
+        }
+        last
+    }
+}
+
+const CRON_HINT: &str =
+    "write 5 fields: minute hour day-of-month month day-of-week, e.g. `0 9 * * Mon-Fri`";
+
+/// A problem with a schedule, before it knows its field path.
+struct ScheduleProblem {
+    message: String,
+    hint: String,
+}
+
+impl ScheduleProblem {
+    fn at(self, path: &str) -> Issue {
+        Issue::error(path, self.message).with_hint(self.hint)
+    }
+}
+
+/// Translates a standard cron schedule into one or two expressions of the `cron` crate.
+fn translate_schedule(schedule: &str) -> Result<Vec<String>, ScheduleProblem> {
+    let expanded = match schedule.trim() {
+        "@yearly" | "@annually" => "0 0 1 1 *",
+        "@monthly" => "0 0 1 * *",
+        "@weekly" => "0 0 * * 0",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@hourly" => "0 * * * *",
+        other => other,
+    };
+    let fields: Vec<&str> = expanded.split_whitespace().collect();
+    match fields.len() {
+        5 => {}
+        6 | 7 => return Err(ScheduleProblem {
+            message: format!(
+                "`{schedule}` has {} fields, but windows use standard 5-field cron without seconds",
+                fields.len()
+            ),
+            hint: format!(
+                "drop the leading seconds field{}: `{}`",
+                if fields.len() == 7 {
+                    " and the trailing year"
+                } else {
+                    ""
+                },
+                fields[1..6].join(" ")
+            ),
+        }),
+        n => {
+            return Err(ScheduleProblem {
+                message: format!("`{schedule}` has {n} fields, expected 5"),
+                hint: CRON_HINT.to_owned(),
+            })
+        }
+    }
+    let (minute, hour, day_of_month, month, day_of_week) =
+        (fields[0], fields[1], fields[2], fields[3], fields[4]);
+    let days = parse_day_of_week(day_of_week).map_err(|message| ScheduleProblem {
+        message: format!("day-of-week `{day_of_week}` in `{schedule}`: {message}"),
+        hint: "write 0-7 (0 and 7 are Sunday) or names, e.g. `Mon-Fri`, `1,3,5`, `Sat,Sun`"
+            .to_owned(),
+    })?;
+    let crate_days = crate_day_of_week(&days);
+    let restricted = |field: &str| !field.starts_with('*');
+    if restricted(day_of_month) && restricted(day_of_week) {
+        Ok(vec![
+            format!("0 {minute} {hour} {day_of_month} {month} *"),
+            format!("0 {minute} {hour} * {month} {crate_days}"),
+        ])
+    } else {
+        Ok(vec![format!(
+            "0 {minute} {hour} {day_of_month} {month} {crate_days}"
+        )])
+    }
+}
+
+/// Days as the standard numbering (0 = Sunday .. 6 = Saturday).
+fn parse_day_of_week(field: &str) -> Result<BTreeSet<u32>, String> {
+    let mut days = BTreeSet::new();
+    for element in field.split(',') {
+        let (range, step) = match element.split_once('/') {
+            Some((r, s)) => {
+                let step: u32 = s
+                    .parse()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| format!("step `{s}` is not a positive number"))?;
+                (r, step)
+            }
+            None => (element, 1),
+        };
+        let (start, end) = if range == "*" {
+            (0, 6)
+        } else if let Some((a, b)) = range.split_once('-') {
+            (day_number(a)?, day_number(b)?)
+        } else {
+            let d = day_number(range)?;
+            // `5/2` means from Friday on, every second day, as in Vixie cron.
+            (d, if element.contains('/') { 6 } else { d })
+        };
+        if start > end {
+            return Err(format!("range `{range}` runs backwards"));
+        }
+        for d in (start..=end).step_by(step as usize) {
+            days.insert(d % 7);
+        }
+    }
+    Ok(days)
+}
+
+/// One day: 0-7 (0 and 7 are Sunday) or a three-letter English name.
+fn day_number(text: &str) -> Result<u32, String> {
+    const NAMES: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+    if let Ok(n) = text.parse::<u32>() {
+        return if n <= 7 {
+            Ok(n)
+        } else {
+            Err(format!("{n} is outside 0..=7"))
+        };
+    }
+    let lower = text.to_ascii_lowercase();
+    NAMES
+        .iter()
+        .position(|name| *name == lower)
+        .map(|p| p as u32)
+        .ok_or_else(|| format!("`{text}` is not a day"))
+}
+
+/// The crate numbers days 1-7 with 1 = Sunday.
+fn crate_day_of_week(days: &BTreeSet<u32>) -> String {
+    if days.len() == 7 {
+        return "*".to_owned();
+    }
+    days.iter()
+        .map(|d| (d + 1).to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn unknown_time_zone(path: &str, name: &str) -> Issue {
+    let nearest = chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|tz| tz.name())
+        .min_by_key(|candidate| {
+            strsim::levenshtein(&name.to_ascii_lowercase(), &candidate.to_ascii_lowercase())
+        });
+    let issue = Issue::error(path, format!("`{name}` is not an IANA time zone"));
+    match nearest {
+        Some(n)
+            if strsim::levenshtein(&name.to_ascii_lowercase(), &n.to_ascii_lowercase()) <= 4 =>
+        {
+            issue.with_hint(format!("did you mean `{n}`?"))
+        }
+        _ => issue.with_hint("write a name such as `UTC`, `Europe/Berlin`, `America/New_York`"),
+    }
+}
+
+/// Is the time zone name known? (Used by validation before compiling.)
+pub fn is_time_zone(name: &str) -> bool {
+    Tz::from_str(name).is_ok()
+}
+
+/// A UTC instant from a local wall-clock time, for tests and docs.
+pub fn local_to_utc(tz: Tz, y: i32, mo: u32, d: u32, h: u32, mi: u32) -> Option<Timestamp> {
+    tz.with_ymd_and_hms(y, mo, d, h, mi, 0)
+        .earliest()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Duration;
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> Timestamp {
+        chrono::Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    fn window(kind: WindowKind, schedule: &str, duration: Duration, tz: &str) -> WindowSpec {
+        WindowSpec {
+            kind,
+            schedule: schedule.to_owned(),
+            duration,
+            time_zone: tz.to_owned(),
+        }
+    }
+
+    #[test]
+    fn no_windows_is_always_open() {
+        let w = Windows::compile(&[]).unwrap();
+        assert!(w.is_open(utc(2026, 1, 1, 3, 0)));
+        assert_eq!(w.next_change(utc(2026, 1, 1, 3, 0)), None);
+    }
+
+    #[test]
+    fn standard_day_numbering_is_translated() {
+        // 1-5 is Monday to Friday in standard cron; the crate alone would read Sunday-Thursday.
+        let w = Windows::compile(&[window(
+            WindowKind::Allow,
+            "0 9 * * 1-5",
+            Duration::from_secs(8 * 3600),
+            "UTC",
+        )])
+        .unwrap();
+        // 2026-11-20 is a Friday, 2026-11-22 a Sunday.
+        assert!(w.is_open(utc(2026, 11, 20, 10, 0)));
+        assert!(!w.is_open(utc(2026, 11, 22, 10, 0)));
+        assert!(!w.is_open(utc(2026, 11, 20, 17, 0)), "closes after 8h");
+        assert!(
+            w.is_open(utc(2026, 11, 20, 9, 0)),
+            "open at the opening instant"
+        );
+        // 0 and 7 are both Sunday; names work too.
+        for sunday in ["0 9 * * 0", "0 9 * * 7", "0 9 * * Sun", "0 9 * * 6-7"] {
+            let w = Windows::compile(&[window(
+                WindowKind::Allow,
+                sunday,
+                Duration::from_secs(3600),
+                "UTC",
+            )])
+            .unwrap();
+            assert!(w.is_open(utc(2026, 11, 22, 9, 30)), "{sunday}");
+        }
+        assert_eq!(
+            translate_schedule("0 9 * * 5-7").ok().unwrap(),
+            vec!["0 0 9 * * 1,6,7"]
+        );
+        assert_eq!(
+            translate_schedule("0 9 * * Mon-Fri").ok().unwrap(),
+            vec!["0 0 9 * * 2,3,4,5,6"]
+        );
+    }
+
+    #[test]
+    fn deny_beats_allow_and_next_change_finds_the_flip() {
+        let w = Windows::compile(&[
+            window(
+                WindowKind::Allow,
+                "0 9 * * Mon-Fri",
+                Duration::from_secs(8 * 3600),
+                "UTC",
+            ),
+            window(
+                WindowKind::Deny,
+                "0 12 * * *",
+                Duration::from_secs(3600),
+                "UTC",
+            ),
+        ])
+        .unwrap();
+        let friday_11 = utc(2026, 11, 20, 11, 0);
+        assert!(w.is_open(friday_11));
+        assert_eq!(w.next_change(friday_11), Some(utc(2026, 11, 20, 12, 0)));
+        assert!(!w.is_open(utc(2026, 11, 20, 12, 30)));
+        assert_eq!(
+            w.next_change(utc(2026, 11, 20, 12, 30)),
+            Some(utc(2026, 11, 20, 13, 0))
+        );
+        // Friday 17:00 closes; the next opening is Monday 09:00.
+        assert_eq!(
+            w.next_change(utc(2026, 11, 20, 16, 0)),
+            Some(utc(2026, 11, 20, 17, 0))
+        );
+        assert_eq!(
+            w.next_change(utc(2026, 11, 20, 18, 0)),
+            Some(utc(2026, 11, 23, 9, 0))
+        );
+    }
+
+    #[test]
+    fn time_zone_and_daylight_saving_are_respected() {
+        let berlin = chrono_tz::Europe::Berlin;
+        let w = Windows::compile(&[window(
+            WindowKind::Allow,
+            "0 9 * * *",
+            Duration::from_secs(3600),
+            "Europe/Berlin",
+        )])
+        .unwrap();
+        // Winter: 09:00 Berlin is 08:00 UTC; summer: 07:00 UTC.
+        assert!(w.is_open(utc(2026, 1, 15, 8, 30)));
+        assert!(!w.is_open(utc(2026, 1, 15, 7, 30)));
+        assert!(w.is_open(utc(2026, 7, 15, 7, 30)));
+        assert!(!w.is_open(utc(2026, 7, 15, 8, 30)));
+        // On the day clocks go forward (2026-03-29), 09:00 local is 07:00 UTC.
+        assert_eq!(
+            local_to_utc(berlin, 2026, 3, 29, 9, 0),
+            Some(utc(2026, 3, 29, 7, 0))
+        );
+        assert_eq!(
+            w.next_change(utc(2026, 3, 29, 1, 0)),
+            Some(utc(2026, 3, 29, 7, 0))
+        );
+        // A window opening at 02:30, a time that does not exist that day, is skipped
+        // that day rather than opening at a made-up instant.
+        let gap = Windows::compile(&[window(
+            WindowKind::Allow,
+            "30 2 * * *",
+            Duration::from_secs(1800),
+            "Europe/Berlin",
+        )])
+        .unwrap();
+        assert!(!gap.is_open(utc(2026, 3, 29, 0, 45)));
+        assert!(!gap.is_open(utc(2026, 3, 29, 1, 45)));
+        assert!(gap.is_open(utc(2026, 3, 30, 0, 45)));
+    }
+
+    #[test]
+    fn day_of_month_or_day_of_week_as_in_vixie_cron() {
+        // The 1st of the month, or any Monday.
+        let w = Windows::compile(&[window(
+            WindowKind::Allow,
+            "0 0 1 * Mon",
+            Duration::from_secs(3600),
+            "UTC",
+        )])
+        .unwrap();
+        assert!(w.is_open(utc(2026, 12, 1, 0, 30)), "Tuesday the 1st");
+        assert!(w.is_open(utc(2026, 11, 23, 0, 30)), "Monday the 23rd");
+        assert!(!w.is_open(utc(2026, 11, 24, 0, 30)));
+    }
+
+    #[test]
+    fn reports_bad_schedules_zones_and_durations() {
+        let issues = Windows::compile(&[
+            window(
+                WindowKind::Allow,
+                "0 0 9 * * Mon-Fri",
+                Duration::from_secs(60),
+                "UTC",
+            ),
+            window(
+                WindowKind::Deny,
+                "0 25 * * *",
+                Duration::from_secs(60),
+                "Europe/Berln",
+            ),
+            window(WindowKind::Deny, "0 9 * * Mon", Duration::ZERO, "UTC"),
+            window(
+                WindowKind::Deny,
+                "0 9 * * 8",
+                Duration::from_secs(60),
+                "UTC",
+            ),
+        ])
+        .unwrap_err();
+        let paths: Vec<_> = issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.windows[0].schedule",
+                "spec.windows[1].schedule",
+                "spec.windows[1].timeZone",
+                "spec.windows[2].duration",
+                "spec.windows[3].schedule"
+            ]
+        );
+        assert_eq!(
+            issues[0].hint.as_deref(),
+            Some("drop the leading seconds field: `0 9 * * Mon-Fri`")
+        );
+        assert_eq!(
+            issues[2].hint.as_deref(),
+            Some("did you mean `Europe/Berlin`?")
+        );
+        assert!(
+            issues[4].message.contains("8 is outside 0..=7"),
+            "{}",
+            issues[4].message
+        );
+    }
+}

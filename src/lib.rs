@@ -3,10 +3,14 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod demo;
 pub mod engine;
 pub mod metrics;
 pub mod observe;
 pub mod policy;
 pub mod router;
 pub mod runtime;
+pub mod sim;
 pub mod store;
+#[doc(hidden)]
+pub mod testkit;

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand. `main.rs` only parses, starts tracing
 //! and dispatches here.
 
+pub mod demo_app;
 pub mod exit;
 
 use clap::{Parser, Subcommand};
@@ -25,10 +26,14 @@ pub enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// One instance of the demo HTTP app (started by `shiftgate demo` and the tests).
+    #[command(hide = true)]
+    DemoApp(demo_app::DemoAppArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
 pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
+        Command::DemoApp(args) => demo_app::run(args),
     }
 }

@@ -1,5 +1,14 @@
 //! Metric sources: where analysis inputs come from.
 
+pub mod auth;
+pub mod builtin;
+pub mod escape;
+pub mod prometheus;
+pub mod scripted;
+pub mod queries;
+pub mod template;
+pub mod variables;
+
 use async_trait::async_trait;
 
 use crate::analysis::sample::AnalysisInput;

@@ -1,0 +1,383 @@
+//! The Prometheus metric source: renders each metric's query for the canary (and stable,
+//! when the metric compares), runs the queries concurrently against the Prometheus HTTP
+//! API, and turns every answer into a [`Sample`]. Nothing becomes a number unless
+//! Prometheus returned exactly one number: no data, NaN, an outage, a slow answer and a
+//! broken query each keep their own kind, so the analysis can call them Inconclusive.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use serde::Deserialize;
+
+use super::auth::{self, AuthError};
+use super::escape;
+use super::queries::{assemble, PolicyQueries};
+use super::{MetricSource, PolicyRef};
+use crate::analysis::sample::{AnalysisInput, MetricObservation, Sample};
+use crate::policy::{PrometheusSpec, RolloutSpec, Timestamp};
+
+/// How many label sets an error message lists before saying "and N more".
+const LISTED_SERIES: usize = 5;
+
+/// Why a connection to Prometheus cannot be set up from a policy.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("spec.analysis.prometheus.address `{address}` is not a usable URL: {message}; write e.g. `http://prometheus:9090`")]
+    Address { address: String, message: String },
+    #[error("no prometheus to query: set spec.analysis.prometheus.address (or give the daemon a default address)")]
+    NoAddress,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+impl ConnectError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConnectError::Address { .. } | ConnectError::NoAddress => "PrometheusAddressInvalid",
+            ConnectError::Auth(e) => e.reason(),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConnectError::Auth(e) if e.is_transient())
+    }
+}
+
+/// A ready client for one Prometheus (address, credentials, CA, timeout).
+pub struct Connection {
+    client: prometheus_http_query::Client,
+    address: String,
+    timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("address", &self.address)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+type EnvLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+/// Queries Prometheus for a policy's metrics. Connections (with their credentials, read
+/// once) are built on first use per `spec.analysis.prometheus` and kept.
+pub struct PrometheusSource {
+    default: Option<PrometheusSpec>,
+    env: Arc<EnvLookup>,
+    connections: Mutex<HashMap<String, Arc<Connection>>>,
+}
+
+impl Default for PrometheusSource {
+    fn default() -> Self {
+        PrometheusSource::new(None)
+    }
+}
+
+impl PrometheusSource {
+    /// A source that uses each policy's `analysis.prometheus`, or `default` when a policy
+    /// has none. Secrets named `…Env` are read from the process environment.
+    pub fn new(default: Option<PrometheusSpec>) -> PrometheusSource {
+        PrometheusSource {
+            default,
+            env: Arc::new(|var| std::env::var(var).ok()),
+            connections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reads `…Env` secrets through `env` instead of the process environment.
+    pub fn with_env(
+        mut self,
+        env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> PrometheusSource {
+        self.env = Arc::new(env);
+        self
+    }
+
+    /// The connection for `spec` (or the default when `None`), built and cached on first use.
+    pub fn connect(&self, spec: Option<&PrometheusSpec>) -> Result<Arc<Connection>, ConnectError> {
+        let spec = spec
+            .or(self.default.as_ref())
+            .ok_or(ConnectError::NoAddress)?;
+        // The spec names files and variables, never secrets, so it is a safe cache key.
+        let key = format!("{spec:?}");
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(connection) = connections.get(&key) {
+            return Ok(Arc::clone(connection));
+        }
+        let connection = Arc::new(build_connection(spec, self.env.as_ref())?);
+        connections.insert(key, Arc::clone(&connection));
+        Ok(connection)
+    }
+}
+
+#[async_trait]
+impl MetricSource for PrometheusSource {
+    async fn observe(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+        at: Timestamp,
+    ) -> AnalysisInput {
+        let queries = PolicyQueries::plan(policy, spec);
+        let answers: HashMap<String, Sample> = match self.connect(spec.analysis.prometheus.as_ref())
+        {
+            Ok(connection) => {
+                let distinct = queries.distinct();
+                let samples = join_all(distinct.iter().map(|q| connection.query(q, at))).await;
+                distinct.into_iter().zip(samples).collect()
+            }
+            Err(error) => {
+                // Every query gets the same reason; nothing is asked.
+                let failed = Sample::Invalid {
+                    message: error.to_string(),
+                };
+                queries
+                    .distinct()
+                    .into_iter()
+                    .map(|q| (q, failed.clone()))
+                    .collect()
+            }
+        };
+        AnalysisInput {
+            at,
+            canary_requests: assemble(&queries.canary_requests, &answers),
+            metrics: queries
+                .metrics
+                .iter()
+                .map(|m| MetricObservation {
+                    name: m.name.clone(),
+                    canary: assemble(&m.canary, &answers),
+                    stable: m.stable.as_ref().map(|s| assemble(s, &answers)),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn build_connection(spec: &PrometheusSpec, env: &EnvLookup) -> Result<Connection, ConnectError> {
+    let credentials = auth::resolve(spec.auth.as_ref(), env)?;
+    let timeout = spec.timeout.std();
+    let http = auth::http_client(
+        &credentials,
+        spec.ca_file.as_deref().map(Path::new),
+        timeout,
+    )?;
+    let address_error = |message: String| ConnectError::Address {
+        address: spec.address.clone(),
+        message,
+    };
+    let parsed = reqwest::Url::parse(&spec.address).map_err(|e| address_error(e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(address_error("the scheme must be http or https".to_owned()));
+    }
+    let client = prometheus_http_query::Client::from(http, &spec.address)
+        .map_err(|e| address_error(e.to_string()))?;
+    Ok(Connection {
+        client,
+        address: spec.address.clone(),
+        timeout,
+    })
+}
+
+impl Connection {
+    /// Runs one instant query at `at` and classifies the answer. Never fails: every
+    /// failure is a `Sample` kind.
+    pub async fn query(&self, query: &str, at: Timestamp) -> Sample {
+        let time = format!("{}.{:03}", at.timestamp(), at.timestamp_subsec_millis());
+        let timeout_ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
+        let request = self
+            .client
+            .query(query)
+            .query("time", time)
+            .timeout(timeout_ms);
+        let answer = async {
+            let response = request.post_raw().await.map_err(|e| error_chain(&e))?;
+            let status = response.status().as_u16();
+            let body = response.bytes().await.map_err(|e| error_chain(&e))?;
+            Ok::<_, String>((status, body))
+        };
+        let sample = match tokio::time::timeout(self.timeout, answer).await {
+            Err(_elapsed) => Sample::TimedOut,
+            Ok(Err(cause)) => Sample::Unreachable {
+                message: format!(
+                    "prometheus at {} could not be reached for query `{query}`: {cause}",
+                    self.address
+                ),
+            },
+            Ok(Ok((status, body))) => interpret(status, &body, query, &self.address),
+        };
+        tracing::debug!(query, address = %self.address, outcome = sample_kind(&sample), "prometheus query");
+        sample
+    }
+}
+
+fn sample_kind(sample: &Sample) -> &'static str {
+    match sample {
+        Sample::Value(_) => "value",
+        Sample::NoData => "no_data",
+        Sample::NotANumber => "not_a_number",
+        Sample::Unreachable { .. } => "unreachable",
+        Sample::TimedOut => "timed_out",
+        Sample::Invalid { .. } => "invalid",
+    }
+}
+
+/// An error and its causes on one line (`a: b: c`).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// The JSON envelope of every Prometheus API answer.
+#[derive(Deserialize)]
+struct Envelope {
+    status: String,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+/// Classifies one HTTP answer of `/api/v1/query`. Pure, so every shape is unit-tested.
+pub fn interpret(status: u16, body: &[u8], query: &str, address: &str) -> Sample {
+    let Ok(envelope) = serde_json::from_slice::<Envelope>(body) else {
+        return not_an_api_answer(status, body, query, address);
+    };
+    if envelope.status != "success" {
+        let error_type = envelope.error_type.unwrap_or_else(|| "unknown".to_owned());
+        let error = envelope.error.unwrap_or_default();
+        return match error_type.as_str() {
+            "timeout" => Sample::TimedOut,
+            "unavailable" | "internal" | "canceled" => Sample::Unreachable {
+                message: format!("prometheus at {address} failed query `{query}` (HTTP {status}, {error_type}): {error}"),
+            },
+            _ if status >= 500 => Sample::Unreachable {
+                message: format!("prometheus at {address} failed query `{query}` (HTTP {status}, {error_type}): {error}"),
+            },
+            _ => Sample::Invalid {
+                message: format!("prometheus rejected query `{query}` ({error_type}): {error}; fix the query"),
+            },
+        };
+    }
+    if !envelope.warnings.is_empty() {
+        return Sample::Invalid {
+            message: format!(
+                "query `{query}` returned warnings: {}; fix the query so it runs without warnings",
+                envelope.warnings.join("; ")
+            ),
+        };
+    }
+    let Some(data) = envelope.data else {
+        return Sample::Invalid {
+            message: format!("prometheus at {address} answered query `{query}` without data"),
+        };
+    };
+    let result_type = data
+        .get("resultType")
+        .and_then(|t| t.as_str())
+        .unwrap_or("unknown")
+        .to_owned();
+    let Ok(result) = serde_json::from_value::<prometheus_http_query::response::PromqlResult>(data)
+    else {
+        return Sample::Invalid {
+            message: format!(
+                "query `{query}` returned a {result_type}, not a number; make it return one series"
+            ),
+        };
+    };
+    use prometheus_http_query::response::Data;
+    match result.data() {
+        Data::Scalar(sample) => number(sample.value()),
+        Data::Vector(series) => match series.as_slice() {
+            [] => Sample::NoData,
+            [one] => number(one.sample().value()),
+            several => Sample::Invalid {
+                message: format!(
+                    "query `{query}` returned {} series ({}); aggregate them, e.g. with sum()",
+                    several.len(),
+                    list_series(several.iter().map(|s| s.metric()))
+                ),
+            },
+        },
+        Data::Matrix(_) => Sample::Invalid {
+            message: format!(
+                "query `{query}` returned a range vector; apply a function such as rate() or avg_over_time() to get one number"
+            ),
+        },
+    }
+}
+
+/// NaN and ±Inf are not measurements: NaN is 0/0 (no requests), and ±Inf is a division
+/// by zero between counters scraped at different times or a quantile beyond the largest
+/// histogram bucket. Both are reported as `NotANumber`, i.e. Inconclusive.
+fn number(value: f64) -> Sample {
+    if value.is_finite() {
+        Sample::value(value)
+    } else {
+        Sample::NotANumber
+    }
+}
+
+/// `{pod="a"}, {pod="b"}` (sorted labels, values escaped as PromQL writes them).
+fn list_series<'a>(series: impl ExactSizeIterator<Item = &'a HashMap<String, String>>) -> String {
+    let total = series.len();
+    let mut listed: Vec<String> = series
+        .take(LISTED_SERIES)
+        .map(|labels| {
+            let sorted: BTreeMap<_, _> = labels.iter().collect();
+            let name = labels.get("__name__").map_or("", String::as_str);
+            let pairs: Vec<String> = sorted
+                .iter()
+                .filter(|(k, _)| k.as_str() != "__name__")
+                .map(|(k, v)| {
+                    let v = escape::string_content(v, '"').unwrap_or_else(|_| (*v).clone());
+                    format!("{k}=\"{v}\"")
+                })
+                .collect();
+            format!("{name}{{{}}}", pairs.join(", "))
+        })
+        .collect();
+    if total > LISTED_SERIES {
+        listed.push(format!("and {} more", total - LISTED_SERIES));
+    }
+    listed.join(", ")
+}
+
+fn not_an_api_answer(status: u16, body: &[u8], query: &str, address: &str) -> Sample {
+    let text = String::from_utf8_lossy(body);
+    let excerpt: String = text.trim().chars().take(200).collect();
+    let what = format!("prometheus at {address} answered HTTP {status} for query `{query}` without an API response ({excerpt})");
+    match status {
+        429 | 500..=599 => Sample::Unreachable { message: what },
+        401 | 403 => Sample::Invalid {
+            message: format!("{what}; check spec.analysis.prometheus.auth"),
+        },
+        404 => Sample::Invalid {
+            message: format!("{what}; check spec.analysis.prometheus.address (shiftgate calls <address>/api/v1/query)"),
+        },
+        _ => Sample::Invalid {
+            message: format!("{what}; check that the address points at a Prometheus API"),
+        },
+    }
+}

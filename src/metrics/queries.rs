@@ -1,0 +1,222 @@
+//! Which PromQL queries a policy needs for one evaluation: per metric, the canary's (and,
+//! when the metric compares, stable's) value query, plus request and error counts where
+//! a built-in can tell, plus the canary's request count for `minRequests`. Pure.
+
+use std::collections::HashMap;
+
+use super::builtin::{self, Family};
+use super::template::Template;
+use super::variables::{Side, Variables};
+use super::PolicyRef;
+use crate::analysis::sample::{Measured, Sample};
+use crate::policy::{MetricSpec, RolloutSpec};
+
+/// The queries of one metric for one side, or why there are none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SideQueries {
+    Ready {
+        value: String,
+        requests: Option<String>,
+        errors: Option<String>,
+    },
+    /// The query could not be built (unknown template or variable, unsafe value); the
+    /// message names the metric.
+    Failed(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricQueries {
+    pub name: String,
+    pub canary: SideQueries,
+    pub stable: Option<SideQueries>,
+}
+
+/// Everything one evaluation of a policy asks Prometheus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyQueries {
+    pub metrics: Vec<MetricQueries>,
+    pub canary_requests: SideQueries,
+}
+
+impl PolicyQueries {
+    /// Builds the queries of `spec`.
+    pub fn plan(policy: &PolicyRef, spec: &RolloutSpec) -> PolicyQueries {
+        let variables = Variables::new(policy, spec);
+        let metrics = spec
+            .analysis
+            .metrics
+            .iter()
+            .map(|metric| MetricQueries {
+                name: metric.name.clone(),
+                canary: metric_queries(metric, &variables, Side::Canary),
+                stable: metric
+                    .compare
+                    .as_ref()
+                    .map(|_| metric_queries(metric, &variables, Side::Stable)),
+            })
+            .collect();
+        PolicyQueries {
+            metrics,
+            canary_requests: request_count(spec, &variables),
+        }
+    }
+
+    /// Every distinct query, each once.
+    pub fn distinct(&self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        let sides = self
+            .metrics
+            .iter()
+            .flat_map(|m| std::iter::once(&m.canary).chain(m.stable.as_ref()))
+            .chain(std::iter::once(&self.canary_requests));
+        let mut out = Vec::new();
+        for side in sides {
+            if let SideQueries::Ready {
+                value,
+                requests,
+                errors,
+            } = side
+            {
+                for q in std::iter::once(value).chain(requests).chain(errors) {
+                    if seen.insert(q.as_str()) {
+                        out.push(q.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The sample of one side from the answers to its queries.
+pub fn assemble(side: &SideQueries, answers: &HashMap<String, Sample>) -> Sample {
+    let answer = |q: &String| {
+        answers.get(q).cloned().unwrap_or_else(|| Sample::Invalid {
+            message: format!("query `{q}` was not run"),
+        })
+    };
+    let count = |q: &Option<String>| match q.as_ref().map(answer) {
+        Some(Sample::Value(m)) => Some(m.value),
+        _ => None,
+    };
+    match side {
+        SideQueries::Failed(message) => Sample::Invalid {
+            message: message.clone(),
+        },
+        SideQueries::Ready {
+            value,
+            requests,
+            errors,
+        } => match answer(value) {
+            Sample::Value(measured) => Sample::Value(Measured {
+                requests: count(requests),
+                errors: count(errors),
+                ..measured
+            }),
+            other => other,
+        },
+    }
+}
+
+fn render(metric: &str, text: &str, variables: &Variables) -> Result<String, String> {
+    Template::parse(metric, text)
+        .and_then(|t| t.render(variables))
+        .map_err(|e| e.to_string())
+}
+
+fn metric_queries(metric: &MetricSpec, variables: &Variables, side: Side) -> SideQueries {
+    let variables = variables.with_side(side);
+    let name = &metric.name;
+    let result = match (&metric.template, &metric.query) {
+        (Some(template), None) => builtin_queries(name, template, &variables),
+        (None, Some(query)) => raw_queries(metric, query, &variables),
+        (Some(_), Some(_)) => Err(format!(
+            "metric `{name}` has both `template` and `query`; keep one"
+        )),
+        (None, None) => Err(format!(
+            "metric `{name}` has neither `template` nor `query`; add one"
+        )),
+    };
+    result.unwrap_or_else(SideQueries::Failed)
+}
+
+fn builtin_queries(
+    metric: &str,
+    template: &str,
+    variables: &Variables,
+) -> Result<SideQueries, String> {
+    let builtin = builtin::lookup(template).ok_or_else(|| {
+        let known: Vec<&str> = builtin::BUILTINS.iter().map(|b| b.name).collect();
+        format!(
+            "metric `{metric}`: unknown template `{template}`; built-in templates: {}",
+            known.join(", ")
+        )
+    })?;
+    let queries = builtin.queries(variables.target().subset.is_some());
+    Ok(SideQueries::Ready {
+        value: render(metric, &queries.value, variables)?,
+        requests: Some(render(metric, &queries.requests, variables)?),
+        errors: Some(render(metric, &queries.errors, variables)?),
+    })
+}
+
+fn raw_queries(
+    metric: &MetricSpec,
+    query: &str,
+    variables: &Variables,
+) -> Result<SideQueries, String> {
+    let name = &metric.name;
+    let text = match (variables.side, &metric.stable_query) {
+        (Side::Canary, _) => query,
+        (Side::Stable, Some(stable)) => stable.as_str(),
+        (Side::Stable, None) => {
+            let reusable = Template::parse(name, query)
+                .map(|t| t.uses_target())
+                .map_err(|e| e.to_string())?;
+            if !reusable {
+                return Err(format!(
+                    "metric `{name}` compares against stable, but its query does not depend on the side; add `stableQuery` or write the query with `{{{{ target.* }}}}`"
+                ));
+            }
+            query
+        }
+    };
+    Ok(SideQueries::Ready {
+        value: render(name, text, variables)?,
+        requests: None,
+        errors: None,
+    })
+}
+
+/// The canary's request count, from the family of the first built-in the policy uses,
+/// else the router's own metrics (Envoy for the Envoy router, Istio otherwise).
+fn request_count(spec: &RolloutSpec, variables: &Variables) -> SideQueries {
+    let family = spec
+        .analysis
+        .metrics
+        .iter()
+        .filter_map(|m| m.template.as_deref().and_then(builtin::lookup))
+        .map(|b| b.family)
+        .next()
+        .unwrap_or(if spec.router.envoy.is_some() {
+            Family::Envoy
+        } else {
+            Family::Istio
+        });
+    let request_rate = builtin::BUILTINS
+        .iter()
+        .find(|b| b.family == family && b.measure == builtin::Measure::RequestRate);
+    let Some(request_rate) = request_rate else {
+        return SideQueries::Failed("no request-count query for the router".to_owned());
+    };
+    let variables = variables.with_side(Side::Canary);
+    let queries = request_rate.queries(variables.canary.subset.is_some());
+    match render("canary requests", &queries.requests, &variables) {
+        Ok(value) => SideQueries::Ready {
+            value,
+            requests: None,
+            errors: None,
+        },
+        Err(message) => SideQueries::Failed(message),
+    }
+}

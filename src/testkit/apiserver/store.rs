@@ -1,0 +1,763 @@
+//! The in-memory object store: one object per (group, resource, namespace, name), a
+//! global monotonically increasing resourceVersion, metadata the server owns (uid,
+//! creationTimestamp, generation, resourceVersion), the status subresource rule, and
+//! a bounded event history that watches replay from.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use tokio::sync::broadcast;
+
+use super::errors::ApiError;
+use super::path::{GroupResource, ResourcePath};
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub group_resource: GroupResource,
+    /// Empty for cluster-scoped objects.
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Added => "ADDED",
+            EventKind::Modified => "MODIFIED",
+            EventKind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as watches see it. `previous` lets a filtered watch turn a change that
+/// moves an object into or out of its selector into ADDED or DELETED, like the real one.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub revision: u64,
+    pub kind: EventKind,
+    pub key: ObjectKey,
+    pub object: Value,
+    pub previous: Option<Value>,
+}
+
+/// A watch's beginning: events to send first, the live feed, the revision the
+/// replay is consistent at.
+pub type WatchStart = (
+    Vec<Arc<StoredEvent>>,
+    broadcast::Receiver<Arc<StoredEvent>>,
+    u64,
+);
+
+/// Which part of an object a write may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The main resource: with a status subresource declared, status is kept as stored.
+    Main,
+    /// `/status`: only status is taken from the request.
+    Status,
+}
+
+/// The content types PATCH understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchKind {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+pub struct Store {
+    objects: BTreeMap<ObjectKey, Value>,
+    revision: u64,
+    history: VecDeque<Arc<StoredEvent>>,
+    history_limit: usize,
+    /// Watches from a revision below this cannot be served (410 Expired).
+    compacted: u64,
+    sender: broadcast::Sender<Arc<StoredEvent>>,
+    kinds: HashMap<GroupResource, String>,
+    status_subresources: HashSet<GroupResource>,
+    next_uid: u64,
+}
+
+/// Resources whose status is a subresource on a real cluster (built-ins whose main
+/// endpoint ignores status, and the CRDs shiftgate touches).
+const DEFAULT_STATUS_SUBRESOURCES: &[(&str, &str)] = &[
+    ("", "pods"),
+    ("", "services"),
+    ("", "namespaces"),
+    ("", "nodes"),
+    ("", "persistentvolumeclaims"),
+    ("", "replicationcontrollers"),
+    ("apps", "deployments"),
+    ("apps", "replicasets"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("batch", "jobs"),
+    ("shiftgate.dev", "rolloutpolicies"),
+    ("networking.istio.io", "virtualservices"),
+    ("networking.istio.io", "destinationrules"),
+    ("networking.istio.io", "gateways"),
+];
+
+impl Store {
+    pub fn new(history_limit: usize) -> Self {
+        let (sender, _) = broadcast::channel(4096);
+        Self {
+            objects: BTreeMap::new(),
+            revision: 1,
+            history: VecDeque::new(),
+            history_limit: history_limit.max(1),
+            compacted: 1,
+            sender,
+            kinds: HashMap::new(),
+            status_subresources: DEFAULT_STATUS_SUBRESOURCES
+                .iter()
+                .map(|(g, r)| GroupResource::new(g, r))
+                .collect(),
+            next_uid: 1,
+        }
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn declare_status_subresource(&mut self, gr: GroupResource, enabled: bool) {
+        if enabled {
+            self.status_subresources.insert(gr);
+        } else {
+            self.status_subresources.remove(&gr);
+        }
+    }
+
+    /// Forgets the event history: watches from any earlier revision get 410 Expired.
+    pub fn compact(&mut self) {
+        self.history.clear();
+        self.compacted = self.revision;
+    }
+
+    fn key(path: &ResourcePath, name: &str) -> ObjectKey {
+        ObjectKey {
+            group_resource: path.group_resource.clone(),
+            namespace: path.namespace.clone().unwrap_or_default(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn kind_of(&self, gr: &GroupResource) -> Option<String> {
+        self.kinds.get(gr).cloned()
+    }
+
+    pub fn has_status_subresource(&self, gr: &GroupResource) -> bool {
+        self.status_subresources.contains(gr)
+    }
+
+    pub fn get(&self, path: &ResourcePath, name: &str) -> Result<Value, ApiError> {
+        let key = Self::key(path, name);
+        self.objects
+            .get(&key)
+            .map(|o| present(o, path))
+            .ok_or_else(|| ApiError::not_found(&path.group_resource, name))
+    }
+
+    /// Objects of `path`'s resource (in its namespace, or everywhere), sorted by
+    /// namespace and name, and the revision the list is consistent at.
+    pub fn list(&self, path: &ResourcePath, keep: impl Fn(&Value) -> bool) -> Value {
+        let items: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|(k, _)| in_scope(k, path))
+            .filter(|(_, o)| keep(o))
+            .map(|(_, o)| present(o, path))
+            .collect();
+        let kind = self
+            .kinds
+            .get(&path.group_resource)
+            .map(|k| format!("{k}List"))
+            .unwrap_or_else(|| "List".to_owned());
+        json!({
+            "kind": kind,
+            "apiVersion": path.api_version(),
+            "metadata": { "resourceVersion": self.revision.to_string() },
+            "items": items,
+        })
+    }
+
+    pub fn create(
+        &mut self,
+        path: &ResourcePath,
+        body: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let gr = &path.group_resource;
+        let Value::Object(mut object) = body else {
+            return Err(ApiError::bad_request(
+                "the request body is not a JSON object".into(),
+            ));
+        };
+        let kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::bad_request("Object 'Kind' is missing in the body".into()))?;
+        check_api_version(&object, path)?;
+        let mut metadata = take_metadata(&mut object);
+        let name = match metadata.get("name").and_then(Value::as_str) {
+            Some(n) if !n.is_empty() => n.to_owned(),
+            _ => match metadata.get("generateName").and_then(Value::as_str) {
+                Some(prefix) if !prefix.is_empty() => {
+                    format!("{prefix}{}", generated_suffix(self.next_uid))
+                }
+                _ => {
+                    return Err(ApiError::invalid(
+                        gr,
+                        "",
+                        "metadata.name: Required value: name or generateName is required".into(),
+                    ))
+                }
+            },
+        };
+        check_name(gr, &name)?;
+        check_namespace(&metadata, path)?;
+        let key = Self::key(path, &name);
+        if self.objects.contains_key(&key) {
+            return Err(ApiError::already_exists(gr, &name));
+        }
+        let revision = self.revision + 1;
+        metadata.insert("name".into(), json!(name));
+        if let Some(ns) = &path.namespace {
+            metadata.insert("namespace".into(), json!(ns));
+        }
+        metadata.insert("uid".into(), json!(uid(self.next_uid)));
+        metadata.insert("creationTimestamp".into(), json!(now_rfc3339()));
+        metadata.insert("generation".into(), json!(1));
+        metadata.insert("resourceVersion".into(), json!(revision.to_string()));
+        metadata.remove("deletionTimestamp");
+        object.insert("apiVersion".into(), json!(path.api_version()));
+        object.insert("metadata".into(), Value::Object(metadata));
+        if self.has_status_subresource(gr) {
+            object.remove("status");
+        }
+        let object = Value::Object(object);
+        if dry_run {
+            return Ok(present(&object, path));
+        }
+        self.next_uid += 1;
+        self.kinds.insert(gr.clone(), kind);
+        self.commit(EventKind::Added, key, object.clone(), None);
+        Ok(present(&object, path))
+    }
+
+    pub fn replace(
+        &mut self,
+        path: &ResourcePath,
+        name: &str,
+        body: Value,
+        target: Target,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let key = Self::key(path, name);
+        let old = self
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&path.group_resource, name))?;
+        if body.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                body.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            )));
+        }
+        check_api_version_value(&body, path)?;
+        // Custom resources refuse unconditional updates; built-ins allow them.
+        let require_version = !is_builtin_group(&path.group_resource.group);
+        self.update(path, key, &old, body, target, require_version, dry_run)
+    }
+
+    /// Test setup: an unconditional write of `body` to the main resource or status.
+    pub fn write(
+        &mut self,
+        path: &ResourcePath,
+        name: &str,
+        body: Value,
+        target: Target,
+    ) -> Result<Value, ApiError> {
+        let key = Self::key(path, name);
+        let old = self
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&path.group_resource, name))?;
+        self.update(path, key, &old, body, target, false, false)
+    }
+
+    #[allow(clippy::too_many_arguments)] // one request's parameters, passed through
+    pub fn patch(
+        &mut self,
+        path: &ResourcePath,
+        name: &str,
+        kind: PatchKind,
+        patch: Value,
+        field_manager: Option<&str>,
+        target: Target,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let gr = &path.group_resource;
+        let key = Self::key(path, name);
+        let old = self.objects.get(&key).cloned();
+        let candidate = match kind {
+            PatchKind::Json => {
+                let old = old.as_ref().ok_or_else(|| ApiError::not_found(gr, name))?;
+                let ops: json_patch::Patch = serde_json::from_value(patch)
+                    .map_err(|e| ApiError::bad_request(format!("invalid json patch: {e}")))?;
+                let mut doc = old.clone();
+                json_patch::patch(&mut doc, &ops)
+                    .map_err(|e| ApiError::patch_failed(e.to_string()))?;
+                doc
+            }
+            PatchKind::Strategic if !is_builtin_group(&gr.group) => {
+                return Err(ApiError::unsupported_media_type(
+                    "the body of the request was in an unknown format - accepted media types \
+                     include: application/json-patch+json, application/merge-patch+json, \
+                     application/apply-patch+yaml"
+                        .into(),
+                ))
+            }
+            PatchKind::Merge | PatchKind::Strategic => {
+                let old = old.as_ref().ok_or_else(|| ApiError::not_found(gr, name))?;
+                let mut doc = old.clone();
+                json_patch::merge(&mut doc, &patch);
+                doc
+            }
+            PatchKind::Apply => {
+                if field_manager.is_none_or(str::is_empty) {
+                    return Err(ApiError::invalid(
+                        gr,
+                        name,
+                        "fieldManager: Required value: is required for apply patch".into(),
+                    ));
+                }
+                match &old {
+                    None => {
+                        let mut body = patch;
+                        if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut)
+                        {
+                            meta.insert("name".into(), json!(name));
+                        }
+                        return self.create(path, body, dry_run);
+                    }
+                    Some(old) => {
+                        let mut doc = old.clone();
+                        json_patch::merge(&mut doc, &patch);
+                        doc
+                    }
+                }
+            }
+        };
+        let old = old.ok_or_else(|| ApiError::not_found(gr, name))?;
+        self.update(path, key, &old, candidate, target, false, dry_run)
+    }
+
+    /// The one update path of PUT and PATCH: preconditions, server-owned metadata,
+    /// the status rule, generation, no-op detection, finalizers.
+    #[allow(clippy::too_many_arguments)] // one request's parameters, passed through
+    fn update(
+        &mut self,
+        path: &ResourcePath,
+        key: ObjectKey,
+        old: &Value,
+        candidate: Value,
+        target: Target,
+        require_version: bool,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let gr = &path.group_resource;
+        let name = key.name.clone();
+        let Value::Object(mut candidate) = candidate else {
+            return Err(ApiError::bad_request(
+                "the request body is not a JSON object".into(),
+            ));
+        };
+        let old_version = old
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str);
+        match candidate
+            .get("metadata")
+            .and_then(|m| m.get("resourceVersion"))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+        {
+            None if require_version => {
+                return Err(ApiError::invalid(
+                    gr,
+                    &name,
+                    "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+                        .into(),
+                ))
+            }
+            Some(v) if Some(v) != old_version => return Err(ApiError::conflict(gr, &name)),
+            _ => {}
+        }
+        if candidate
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .is_some_and(|n| n != name)
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object does not match the name on the URL ({name})"
+            )));
+        }
+        let mut new = match target {
+            Target::Status => {
+                let mut new = old.clone();
+                set_or_remove(&mut new, "status", candidate.remove("status"));
+                new
+            }
+            Target::Main => {
+                let mut metadata = take_metadata(&mut candidate);
+                check_namespace(&metadata, path)?;
+                for owned in [
+                    "name",
+                    "namespace",
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "generation",
+                    "resourceVersion",
+                ] {
+                    match old.pointer(&format!("/metadata/{owned}")) {
+                        Some(v) => metadata.insert(owned.into(), v.clone()),
+                        None => metadata.remove(owned),
+                    };
+                }
+                for inherited in ["apiVersion", "kind"] {
+                    if let Some(v) = old.get(inherited) {
+                        candidate.insert(inherited.into(), v.clone());
+                    }
+                }
+                candidate.insert("metadata".into(), Value::Object(metadata));
+                let mut new = Value::Object(candidate);
+                if self.has_status_subresource(gr) {
+                    set_or_remove(&mut new, "status", old.get("status").cloned());
+                }
+                new
+            }
+        };
+        let generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let with_status = !self.has_status_subresource(gr);
+        if without_metadata(&new, with_status) != without_metadata(old, with_status) {
+            set_metadata(&mut new, "generation", json!(generation + 1));
+        }
+        if new == *old {
+            return Ok(present(old, path));
+        }
+        let finalizers_done = new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+        if dry_run {
+            return Ok(present(&new, path));
+        }
+        if new.pointer("/metadata/deletionTimestamp").is_some() && finalizers_done {
+            self.objects.remove(&key);
+            set_metadata(
+                &mut new,
+                "resourceVersion",
+                json!((self.revision + 1).to_string()),
+            );
+            self.commit(EventKind::Deleted, key, new.clone(), Some(old.clone()));
+            return Ok(present(&new, path));
+        }
+        set_metadata(
+            &mut new,
+            "resourceVersion",
+            json!((self.revision + 1).to_string()),
+        );
+        self.commit(EventKind::Modified, key, new.clone(), Some(old.clone()));
+        Ok(present(&new, path))
+    }
+
+    /// DELETE: preconditions from the DeleteOptions body, then either marks the object
+    /// for deletion (finalizers remain) or removes it.
+    pub fn delete(
+        &mut self,
+        path: &ResourcePath,
+        name: &str,
+        options: &Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let gr = &path.group_resource;
+        let key = Self::key(path, name);
+        let old = self
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(gr, name))?;
+        for field in ["uid", "resourceVersion"] {
+            let expected = options
+                .pointer(&format!("/preconditions/{field}"))
+                .and_then(Value::as_str);
+            let actual = old
+                .pointer(&format!("/metadata/{field}"))
+                .and_then(Value::as_str);
+            if let Some(expected) = expected {
+                if Some(expected) != actual {
+                    return Err(ApiError::precondition_failed(
+                        gr,
+                        name,
+                        format!(
+                            "Precondition failed: {field} in precondition: {expected}, {field} in object meta: {}",
+                            actual.unwrap_or("")
+                        ),
+                    ));
+                }
+            }
+        }
+        let has_finalizers = old
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        let mut new = old.clone();
+        if dry_run {
+            return Ok(present(&new, path));
+        }
+        set_metadata(
+            &mut new,
+            "resourceVersion",
+            json!((self.revision + 1).to_string()),
+        );
+        if has_finalizers {
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok(present(&old, path));
+            }
+            set_metadata(&mut new, "deletionTimestamp", json!(now_rfc3339()));
+            self.commit(EventKind::Modified, key, new.clone(), Some(old));
+        } else {
+            self.objects.remove(&key);
+            self.commit(EventKind::Deleted, key, new.clone(), Some(old));
+        }
+        Ok(present(&new, path))
+    }
+
+    fn commit(&mut self, kind: EventKind, key: ObjectKey, object: Value, previous: Option<Value>) {
+        self.revision += 1;
+        if kind != EventKind::Deleted {
+            self.objects.insert(key.clone(), object.clone());
+        }
+        let event = Arc::new(StoredEvent {
+            revision: self.revision,
+            kind,
+            key,
+            object,
+            previous,
+        });
+        self.history.push_back(event.clone());
+        while self.history.len() > self.history_limit {
+            if let Some(dropped) = self.history.pop_front() {
+                self.compacted = dropped.revision;
+            }
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.sender.send(event);
+    }
+
+    /// Starts a watch: the events to send first (replayed history, or synthetic ADDED
+    /// for the current objects), a receiver for what follows, and the revision the
+    /// replay is consistent at. Both are taken under the store lock, so nothing is lost.
+    pub fn watch_from(
+        &self,
+        path: &ResourcePath,
+        from: Option<u64>,
+    ) -> Result<WatchStart, ApiError> {
+        let receiver = self.sender.subscribe();
+        let replay = match from {
+            None | Some(0) => self
+                .objects
+                .iter()
+                .filter(|(k, _)| in_scope(k, path))
+                .map(|(k, o)| {
+                    Arc::new(StoredEvent {
+                        revision: self.revision,
+                        kind: EventKind::Added,
+                        key: k.clone(),
+                        object: o.clone(),
+                        previous: None,
+                    })
+                })
+                .collect(),
+            Some(from) if from < self.compacted => {
+                return Err(ApiError::expired(from, self.compacted + 1))
+            }
+            Some(from) => self
+                .history
+                .iter()
+                .filter(|e| e.revision > from && in_scope(&e.key, path))
+                .cloned()
+                .collect(),
+        };
+        Ok((replay, receiver, self.revision))
+    }
+
+    /// Test setup: the stored object as is, without a version rewrite.
+    pub fn raw(&self, key: &ObjectKey) -> Option<Value> {
+        self.objects.get(key).cloned()
+    }
+}
+
+pub fn in_scope(key: &ObjectKey, path: &ResourcePath) -> bool {
+    key.group_resource == path.group_resource
+        && path
+            .namespace
+            .as_ref()
+            .is_none_or(|ns| *ns == key.namespace)
+}
+
+/// The object as served through `path`'s version (one storage, any served version).
+pub fn present(object: &Value, path: &ResourcePath) -> Value {
+    let mut object = object.clone();
+    if let Some(map) = object.as_object_mut() {
+        map.insert("apiVersion".into(), json!(path.api_version()));
+    }
+    object
+}
+
+/// Built-in API groups (core, `apps`, `*.k8s.io`) behave differently from custom
+/// resources in a few places (strategic merge, unconditional updates).
+pub fn is_builtin_group(group: &str) -> bool {
+    group.is_empty() || !group.contains('.') || group.ends_with(".k8s.io")
+}
+
+fn take_metadata(object: &mut Map<String, Value>) -> Map<String, Value> {
+    match object.remove("metadata") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+fn set_metadata(object: &mut Value, field: &str, value: Value) {
+    if let Some(map) = object.as_object_mut() {
+        let metadata = map
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(m) = metadata.as_object_mut() {
+            m.insert(field.to_owned(), value);
+        }
+    }
+}
+
+fn set_or_remove(object: &mut Value, field: &str, value: Option<Value>) {
+    if let Some(map) = object.as_object_mut() {
+        match value {
+            Some(v) => map.insert(field.to_owned(), v),
+            None => map.remove(field),
+        };
+    }
+}
+
+/// What generation tracks: everything but metadata (and status, when status is a
+/// subresource).
+fn without_metadata(object: &Value, keep_status: bool) -> Value {
+    let mut object = object.clone();
+    if let Some(map) = object.as_object_mut() {
+        map.remove("metadata");
+        if !keep_status {
+            map.remove("status");
+        }
+    }
+    object
+}
+
+fn check_api_version(object: &Map<String, Value>, path: &ResourcePath) -> Result<(), ApiError> {
+    match object.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if !v.is_empty() && v != path.api_version() => Err(ApiError::bad_request(format!(
+            "the API version in the data ({v}) does not match the expected API version ({})",
+            path.api_version()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_api_version_value(object: &Value, path: &ResourcePath) -> Result<(), ApiError> {
+    match object.as_object() {
+        Some(map) => check_api_version(map, path),
+        None => Err(ApiError::bad_request(
+            "the request body is not a JSON object".into(),
+        )),
+    }
+}
+
+fn check_namespace(metadata: &Map<String, Value>, path: &ResourcePath) -> Result<(), ApiError> {
+    let body_ns = metadata
+        .get("namespace")
+        .and_then(Value::as_str)
+        .filter(|ns| !ns.is_empty());
+    match (body_ns, &path.namespace) {
+        (Some(b), Some(p)) if b != p => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// RFC 1123 subdomain, as the real server requires of most names.
+fn check_name(gr: &GroupResource, name: &str) -> Result<(), ApiError> {
+    let valid = name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            gr,
+            name,
+            format!(
+                "metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must \
+                 consist of lower case alphanumeric characters, '-' or '.', and must start and \
+                 end with an alphanumeric character"
+            ),
+        ))
+    }
+}
+
+fn uid(counter: u64) -> String {
+    format!("00000000-0000-4000-8000-{counter:012x}")
+}
+
+/// Deterministic stand-in for the real server's random 5-character suffix.
+fn generated_suffix(counter: u64) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut n = counter;
+    (0..5)
+        .map(|_| {
+            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
+            n /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
+}
+
+/// The server stamps creation and deletion times from its own clock, like the real one;
+/// the test server is shell code, not part of the pure core.
+#[allow(clippy::disallowed_methods)]
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

@@ -4,6 +4,7 @@
 pub mod checks;
 pub mod clock;
 pub mod commands;
+pub mod leader;
 pub mod reconcile;
 
 pub use checks::CheckRunner;

@@ -2,7 +2,9 @@
 //! and dispatches here.
 
 pub mod demo_app;
+pub mod check;
 pub mod exit;
+pub mod schema;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +28,10 @@ pub enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Validate policy files: every problem of every file, with file:line:col and field path.
+    Check(check::CheckArgs),
+    /// Print the JSON Schema of a policy file (for editors' YAML language servers).
+    Schema(schema::SchemaArgs),
     /// One instance of the demo HTTP app (started by `shiftgate demo` and the tests).
     #[command(hide = true)]
     DemoApp(demo_app::DemoAppArgs),
@@ -34,6 +40,8 @@ pub enum Command {
 /// Runs the parsed command and returns the process exit code.
 pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
+        Command::Check(args) => check::run(args),
+        Command::Schema(args) => schema::run(args),
         Command::DemoApp(args) => demo_app::run(args),
     }
 }

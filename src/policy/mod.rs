@@ -15,3 +15,6 @@ pub mod templates;
 pub mod window;
 pub mod schema;
 pub mod structure;
+pub mod parse;
+pub mod report;
+pub mod validate;

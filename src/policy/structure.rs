@@ -14,12 +14,60 @@ use super::duration::Duration;
 
 /// Checks `value` against `schema` (a root schema holding its `definitions`).
 pub fn check_structure(value: &Value, schema: &Value) -> Vec<Issue> {
-    let mut walker = Walker {
-        root: schema,
-        issues: Vec::new(),
-    };
+    check_structure_detailed(value, schema).issues
+}
+
+/// The structural issues, and which of them are unknown fields.
+#[derive(Clone, Debug, Default)]
+pub struct Structure {
+    pub issues: Vec<Issue>,
+    /// `(parent path, key)` of every unknown field; each also has an issue.
+    pub unknown_fields: Vec<(String, String)>,
+}
+
+impl Structure {
+    /// Whether every error is an unknown field, so the value minus those fields may
+    /// still be read (and its other rules checked).
+    pub fn only_unknown_fields(&self) -> bool {
+        self.issues.iter().filter(|i| i.is_error()).count() == self.unknown_fields.len()
+    }
+}
+
+/// Like [`check_structure`], also telling which issues are unknown fields.
+pub fn check_structure_detailed(value: &Value, schema: &Value) -> Structure {
+    let mut walker = Walker::new(schema);
     walker.walk(value, schema, "");
-    walker.issues
+    Structure {
+        issues: walker.issues,
+        unknown_fields: walker.unknown_fields,
+    }
+}
+
+/// Removes the field `key` of the mapping at `parent` (a path such as `spec.steps[2]`).
+pub fn remove_field(value: &mut Value, parent: &str, key: &str) -> bool {
+    let mut node = value;
+    if !parent.is_empty() {
+        for segment in parent.split('.') {
+            let (name, indices) = match segment.find('[') {
+                Some(open) => (&segment[..open], &segment[open..]),
+                None => (segment, ""),
+            };
+            if !name.is_empty() {
+                match node.get_mut(name) {
+                    Some(next) => node = next,
+                    None => return false,
+                }
+            }
+            for i in indices.split(['[', ']']).filter(|s| !s.is_empty()) {
+                match i.parse::<usize>().ok().and_then(|i| node.get_mut(i)) {
+                    Some(next) => node = next,
+                    None => return false,
+                }
+            }
+        }
+    }
+    node.as_object_mut()
+        .is_some_and(|map| map.remove(key).is_some())
 }
 
 /// The schema definition that gets a dedicated check: durations are parsed for real, so
@@ -29,9 +77,18 @@ const DURATION_REF: &str = "#/definitions/Duration";
 struct Walker<'a> {
     root: &'a Value,
     issues: Vec<Issue>,
+    unknown_fields: Vec<(String, String)>,
 }
 
 impl<'a> Walker<'a> {
+    fn new(root: &'a Value) -> Self {
+        Walker {
+            root,
+            issues: Vec::new(),
+            unknown_fields: Vec::new(),
+        }
+    }
+
     fn walk(&mut self, value: &Value, schema: &'a Value, path: &str) {
         if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
             if reference == DURATION_REF {
@@ -144,20 +201,19 @@ impl<'a> Walker<'a> {
         }
         let mut candidates = Vec::new();
         for alternative in alternatives {
-            let mut trial = Walker {
-                root: self.root,
-                issues: Vec::new(),
-            };
+            let mut trial = Walker::new(self.root);
             trial.walk(value, alternative, path);
             if trial.issues.is_empty() {
                 return;
             }
             if self.kind_fits(value, alternative) {
-                candidates.push(trial.issues);
+                candidates.push(trial);
             }
         }
         if candidates.len() == 1 {
-            self.issues.append(&mut candidates[0]);
+            self.issues.append(&mut candidates[0].issues);
+            self.unknown_fields
+                .append(&mut candidates[0].unknown_fields);
             return;
         }
         let expected: Vec<String> = alternatives
@@ -264,6 +320,7 @@ impl<'a> Walker<'a> {
                         .map(|p| p.keys().map(String::as_str).collect())
                         .unwrap_or_default();
                     self.issues.push(unknown_field(&child_path, key, &known));
+                    self.unknown_fields.push((path.to_owned(), key.clone()));
                 }
                 Some(extra @ Value::Object(_)) => self.walk(child, extra, &child_path),
                 _ => {}

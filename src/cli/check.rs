@@ -1,0 +1,86 @@
+//! `shiftgate check FILE|DIR...`: validates policy files and reports every problem of
+//! every file at once, like a compiler: `file:line:col: path: message (hint: …)`.
+//! Exit 0 when all are valid, 2 (invalid input) otherwise.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use crate::cli::exit;
+use crate::policy::report::{check_paths, Report};
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// Policy files, or directories searched recursively for `*.yaml` and `*.yml`.
+    #[arg(required = true, value_name = "FILE|DIR")]
+    pub paths: Vec<PathBuf>,
+    /// `text` (one line per problem) or `json` (one document on stdout).
+    #[arg(long, value_enum, default_value_t = CheckOutput::Text)]
+    pub output: CheckOutput,
+    /// Treat warnings as errors (exit 2 when there is any).
+    #[arg(long, env = "SHIFTGATE_DENY_WARNINGS")]
+    pub deny_warnings: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckOutput {
+    Text,
+    Json,
+}
+
+pub fn run(args: CheckArgs) -> i32 {
+    let report = check_paths(&args.paths);
+    let valid = report.is_valid(args.deny_warnings);
+    let printed = match args.output {
+        CheckOutput::Text => print_text(&report),
+        CheckOutput::Json => print_json(&report, valid),
+    };
+    // A closed pipe (`shiftgate check … | head`) is not a failure of the check.
+    if let Err(e) = printed {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("shiftgate: cannot write the report: {e}");
+            return exit::COULD_NOT_RUN;
+        }
+    }
+    if valid {
+        exit::OK
+    } else {
+        exit::INVALID_INPUT
+    }
+}
+
+fn print_text(report: &Report) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for diagnostic in &report.diagnostics {
+        writeln!(out, "{diagnostic}")?;
+    }
+    out.flush()?;
+    eprintln!("{}", summary(report));
+    Ok(())
+}
+
+fn print_json(report: &Report, valid: bool) -> std::io::Result<()> {
+    let document = serde_json::json!({
+        "valid": valid,
+        "files": report.files,
+        "policies": report.documents,
+        "errors": report.errors(),
+        "warnings": report.warnings(),
+        "diagnostics": report.diagnostics,
+    });
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &document)?;
+    writeln!(out)?;
+    out.flush()
+}
+
+/// `checked 7 files (7 policies): 2 errors, 1 warning`.
+fn summary(report: &Report) -> String {
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    format!(
+        "checked {} ({}): {}, {}",
+        plural(report.files, "file"),
+        plural(report.documents, "policy").replace("policys", "policies"),
+        plural(report.errors(), "error"),
+        plural(report.warnings(), "warning"),
+    )
+}

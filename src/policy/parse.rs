@@ -1,0 +1,199 @@
+//! Policy files: YAML with one or more `---`-separated RolloutPolicy documents. Every
+//! problem of every document is reported at once, located at file, line, column and
+//! field path: first the structure (unknown fields, types, ranges) against the JSON
+//! Schema, then, when the structure is clean, the typed rules of `policy::validate`.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use super::diagnostic::{Diagnostic, Issue};
+use super::schema::document_schema;
+use super::structure::{check_structure_detailed, remove_field};
+use super::types::RolloutPolicy;
+use super::validate::{validate_metadata, validate_spec};
+use super::yaml::{load_documents, PositionedDocument};
+
+/// A valid policy and where it was read.
+#[derive(Clone, Debug)]
+pub struct LoadedPolicy {
+    pub policy: RolloutPolicy,
+    pub file: PathBuf,
+    /// Line where the policy's document starts.
+    pub line: usize,
+}
+
+/// A valid policy with the positions of its fields (for cross-file diagnostics).
+#[derive(Clone, Debug)]
+pub struct CheckedPolicy {
+    pub loaded: LoadedPolicy,
+    pub document: PositionedDocument,
+}
+
+/// Everything found in one file: its valid policies and all diagnostics (errors and
+/// warnings) of all its documents, in line order.
+#[derive(Clone, Debug, Default)]
+pub struct FileCheck {
+    pub policies: Vec<CheckedPolicy>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// How many policy documents the file holds (valid or not).
+    pub documents: usize,
+}
+
+impl FileCheck {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// Reads and checks a policy file. A file that cannot be read is one diagnostic.
+pub fn check_file(path: &Path) -> FileCheck {
+    match std::fs::read_to_string(path) {
+        Ok(text) => check_str(path, &text),
+        Err(e) => FileCheck {
+            diagnostics: vec![
+                Issue::error("", format!("cannot read the policy file: {e}"))
+                    .with_hint("check the path and its permissions")
+                    .located(path, 0, 0),
+            ],
+            ..FileCheck::default()
+        },
+    }
+}
+
+/// Checks policy text; `file_label` names it in diagnostics.
+pub fn check_str(file_label: impl AsRef<Path>, text: &str) -> FileCheck {
+    let file = file_label.as_ref();
+    let documents = match load_documents(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            return FileCheck {
+                diagnostics: vec![Issue::error("", e.to_string())
+                    .with_hint(
+                        "fix the YAML syntax at this position (indentation, quotes, brackets)",
+                    )
+                    .located(file, e.position.line, e.position.column)],
+                ..FileCheck::default()
+            }
+        }
+    };
+    let mut check = FileCheck {
+        documents: documents.len(),
+        ..FileCheck::default()
+    };
+    if documents.is_empty() {
+        check.diagnostics.push(
+            Issue::error("", "the file holds no policy")
+                .with_hint("write a RolloutPolicy (`apiVersion: shiftgate.dev/v1alpha1`, `kind: RolloutPolicy`, …); see policies/ for examples")
+                .located(file, 1, 1),
+        );
+        return check;
+    }
+    for document in documents {
+        let (policy, issues) = check_document(&document);
+        check.diagnostics.extend(locate(issues, &document, file));
+        if let Some(policy) = policy {
+            check.policies.push(CheckedPolicy {
+                loaded: LoadedPolicy {
+                    policy,
+                    file: file.to_path_buf(),
+                    line: document.start.line,
+                },
+                document,
+            });
+        }
+    }
+    check
+}
+
+/// Parses and validates a policy file; Err holds every diagnostic when any is an error.
+pub fn parse_file(path: &Path) -> Result<Vec<LoadedPolicy>, Vec<Diagnostic>> {
+    into_result(check_file(path))
+}
+
+/// Parses and validates policy text; `file_label` names it in diagnostics.
+pub fn parse_str(
+    file_label: impl AsRef<Path>,
+    text: &str,
+) -> Result<Vec<LoadedPolicy>, Vec<Diagnostic>> {
+    into_result(check_str(file_label, text))
+}
+
+fn into_result(check: FileCheck) -> Result<Vec<LoadedPolicy>, Vec<Diagnostic>> {
+    if check.has_errors() {
+        Err(check.diagnostics)
+    } else {
+        Ok(check.policies.into_iter().map(|p| p.loaded).collect())
+    }
+}
+
+/// Places issues at their positions in the document, in line order.
+pub fn locate(issues: Vec<Issue>, document: &PositionedDocument, file: &Path) -> Vec<Diagnostic> {
+    let mut located: Vec<Diagnostic> = issues
+        .into_iter()
+        .map(|issue| {
+            let at = document.position(&issue.path);
+            issue.located(file, at.line, at.column)
+        })
+        .collect();
+    located.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+    located
+}
+
+fn schema() -> &'static Value {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    SCHEMA.get_or_init(document_schema)
+}
+
+/// The policy (when it has no error) and every issue of one document.
+fn check_document(document: &PositionedDocument) -> (Option<RolloutPolicy>, Vec<Issue>) {
+    let mut issues = document.issues.clone();
+    if !document.value.is_object() {
+        issues.push(
+            Issue::error(
+                "",
+                "a policy must be a mapping with `apiVersion`, `kind`, `metadata` and `spec`",
+            )
+            .with_hint("start the document with `apiVersion: shiftgate.dev/v1alpha1`"),
+        );
+        return (None, issues);
+    }
+    let structure = check_structure_detailed(&document.value, schema());
+    let blocked = issues.iter().any(Issue::is_error) || !structure.only_unknown_fields();
+    let misspelt = !structure.unknown_fields.is_empty();
+    issues.extend(structure.issues);
+    if blocked {
+        return (None, issues);
+    }
+    let mut value = document.value.clone();
+    // Unknown fields are reported already; without them the rest can still be checked.
+    for (parent, key) in &structure.unknown_fields {
+        remove_field(&mut value, parent, key);
+    }
+    if let Value::Object(map) = &mut value {
+        // Status is shiftgate's own record; a file's copy (e.g. from `kubectl get -o yaml`) is ignored.
+        map.remove("status");
+    }
+    let policy: RolloutPolicy = match serde_json::from_value(value) {
+        Ok(policy) => policy,
+        Err(_) if misspelt => return (None, issues),
+        Err(e) => {
+            issues.push(
+                Issue::error(
+                    "",
+                    format!("the policy does not match the RolloutPolicy type: {e}"),
+                )
+                .with_hint("compare it with `shiftgate schema` and docs/policy.md"),
+            );
+            return (None, issues);
+        }
+    };
+    issues.extend(validate_metadata(
+        policy.metadata.name.as_deref(),
+        policy.metadata.namespace.as_deref(),
+    ));
+    issues.extend(validate_spec(&policy.spec));
+    let valid = !issues.iter().any(Issue::is_error);
+    (valid.then_some(policy), issues)
+}

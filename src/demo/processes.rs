@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::app::Faults;
 use super::envoy_bootstrap::{envoy_bootstrap, prometheus_config};
 use crate::policy::EnvoyRouter as EnvoyRouterSpec;
 
@@ -252,6 +253,7 @@ pub async fn start_app(
     app_binary: &Path,
     name: &str,
     version: &str,
+    faults: Faults,
     seed: u64,
 ) -> Result<SocketAddr, ProcessError> {
     let address_file = supervisor.dir().join(format!("{name}.address"));
@@ -263,6 +265,10 @@ pub async fn start_app(
         version.to_owned(),
         "--seed".to_owned(),
         seed.to_string(),
+        "--error-rate".to_owned(),
+        faults.error_rate.to_string(),
+        "--latency-ms".to_owned(),
+        faults.latency_ms.to_string(),
         "--address-file".to_owned(),
         address_file.display().to_string(),
     ];

@@ -171,12 +171,9 @@ impl EnvoyRouter {
                 if self.rejected_updates().await? > rejected_before {
                     return Err(RouterError::Invalid(format!(
                         "envoy at {} rejected route generation {generation} written to {}; its \
-                         log says why (often an unknown cluster: check stableCluster {:?} and \
-                         canaryCluster {:?} against the bootstrap)",
+                         log says why; the route served before is still in place",
                         self.admin_url,
                         self.routes_file.display(),
-                        self.spec.stable_cluster,
-                        self.spec.canary_cluster
                     )));
                 }
                 tokio::time::sleep(CONFIRM_POLL_INTERVAL).await;

@@ -1,0 +1,8 @@
+//! Shared helpers of the integration tests (each test file picks what it uses).
+// Each test file uses only some of the helpers.
+#![allow(dead_code)]
+
+pub mod envoy;
+pub mod exporter;
+pub mod ports;
+pub mod prometheus;

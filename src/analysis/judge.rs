@@ -1,6 +1,9 @@
 //! Judges one evaluation: every metric's canary value against its `min`/`max`, and
 //! against stable with `compare`. Pure: the same input gives the same verdict.
 //!
+//! At a canary weight of 100 stable serves nothing, so `compare` criteria are skipped
+//! there (noted in the detail); `min` and `max` still apply.
+//!
 //! `maxRatio` with a stable value of 0: a canary of 0 is a ratio of 1 (no change); any
 //! canary above 0 is an unbounded ratio, so it fails. Pair `maxRatio` with `max` or
 //! `maxIncrease` when stable is often exactly 0 (error rates of a quiet service).
@@ -34,14 +37,16 @@ pub struct Evaluation {
 
 /// Judges `input` against the policy's analysis. Any Fail gives Fail; else any
 /// Inconclusive gives Inconclusive; else Pass. Fewer canary requests than `minRequests`
-/// make the whole evaluation Inconclusive, whatever the metrics say.
-pub fn judge(spec: &AnalysisSpec, input: &AnalysisInput) -> Evaluation {
+/// make the whole evaluation Inconclusive, whatever the metrics say. `canary_weight` is
+/// the weight the window covered: at 100 there is no stable traffic to compare with.
+pub fn judge(spec: &AnalysisSpec, input: &AnalysisInput, canary_weight: u8) -> Evaluation {
+    let compare = canary_weight < 100;
     let metrics: Vec<MetricJudgement> = spec
         .metrics
         .iter()
         .map(|metric| {
             let observed = input.metrics.iter().find(|m| m.name == metric.name);
-            judge_metric(metric, observed)
+            judge_metric(metric, observed, compare)
         })
         .collect();
     let requests = finite_value(&input.canary_requests).ok();
@@ -116,7 +121,11 @@ fn finite_value(sample: &Sample) -> Result<f64, InconclusiveReason> {
     }
 }
 
-fn judge_metric(spec: &MetricSpec, observed: Option<&MetricObservation>) -> MetricJudgement {
+fn judge_metric(
+    spec: &MetricSpec,
+    observed: Option<&MetricObservation>,
+    compare_with_stable: bool,
+) -> MetricJudgement {
     let inconclusive = |reason: InconclusiveReason, stable: Option<f64>| MetricJudgement {
         name: spec.name.clone(),
         canary: None,
@@ -131,44 +140,55 @@ fn judge_metric(spec: &MetricSpec, observed: Option<&MetricObservation>) -> Metr
         Ok(v) => v,
         Err(reason) => return inconclusive(reason, None),
     };
-    let mut verdicts = Vec::new();
-    let mut details = Vec::new();
-    let mut criterion = |failed: bool, detail: String| {
-        verdicts.push(if failed {
+    let mut results: Vec<(Verdict, String)> = Vec::new();
+    let criterion = |failed: bool, detail: String| {
+        let verdict = if failed {
             Verdict::Fail {
                 metric: spec.name.clone(),
                 reason: detail.clone(),
             }
         } else {
             Verdict::Pass
-        });
-        details.push(detail);
+        };
+        (verdict, detail)
     };
     if let Some(max) = spec.max {
         let failed = canary > max;
-        criterion(failed, format!("{} {} max {}", num(canary), op(failed, '>'), num(max)));
+        results.push(criterion(
+            failed,
+            format!("{} {} max {}", num(canary), op(failed, '>'), num(max)),
+        ));
     }
     if let Some(min) = spec.min {
         let failed = canary < min;
-        criterion(failed, format!("{} {} min {}", num(canary), op(failed, '<'), num(min)));
+        results.push(criterion(
+            failed,
+            format!("{} {} min {}", num(canary), op(failed, '<'), num(min)),
+        ));
     }
     let mut stable_value = None;
-    if let Some(compare) = &spec.compare {
+    if spec.compare.is_some() && !compare_with_stable {
+        results.push((
+            Verdict::Pass,
+            "compare skipped: no stable traffic at 100%".to_owned(),
+        ));
+    }
+    if let Some(compare) = spec.compare.as_ref().filter(|_| compare_with_stable) {
         let stable = observed
             .stable
             .as_ref()
             .map_or(Err(InconclusiveReason::NoData), finite_value);
         match stable {
             Err(reason) => {
-                details.push(format!("stable: {reason}"));
-                verdicts.push(Verdict::Inconclusive(reason));
+                let detail = format!("stable: {reason}");
+                results.push((Verdict::Inconclusive(reason), detail));
             }
             Ok(stable) => {
                 stable_value = Some(stable);
                 if let Some(limit) = compare.max_increase {
                     let increase = canary - stable;
                     let failed = increase > limit;
-                    criterion(
+                    results.push(criterion(
                         failed,
                         format!(
                             "canary {} − stable {} = {} {} maxIncrease {}",
@@ -178,12 +198,12 @@ fn judge_metric(spec: &MetricSpec, observed: Option<&MetricObservation>) -> Metr
                             op(failed, '>'),
                             num(limit)
                         ),
-                    );
+                    ));
                 }
                 if let Some(limit) = compare.max_ratio {
                     let ratio = ratio(canary, stable);
                     let failed = ratio > limit;
-                    criterion(
+                    results.push(criterion(
                         failed,
                         format!(
                             "canary {} / stable {} = {} {} maxRatio {}",
@@ -193,7 +213,7 @@ fn judge_metric(spec: &MetricSpec, observed: Option<&MetricObservation>) -> Metr
                             op(failed, '>'),
                             num(limit)
                         ),
-                    );
+                    ));
                 }
             }
         }
@@ -202,8 +222,12 @@ fn judge_metric(spec: &MetricSpec, observed: Option<&MetricObservation>) -> Metr
         name: spec.name.clone(),
         canary: canary.is_finite().then_some(canary),
         stable: stable_value.filter(|v| v.is_finite()),
-        verdict: Verdict::combine(verdicts),
-        detail: details.join(", "),
+        detail: results
+            .iter()
+            .map(|(_, d)| d.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        verdict: Verdict::combine(results.into_iter().map(|(v, _)| v)),
     }
 }
 

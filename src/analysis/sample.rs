@@ -38,12 +38,16 @@ pub enum Sample {
     /// The query returned NaN (typically 0/0: no requests in the window).
     NotANumber,
     /// The source could not be reached or answered with an error.
-    Unreachable { message: String },
+    Unreachable {
+        message: String,
+    },
     /// The source did not answer within its timeout.
     TimedOut,
     /// The query itself is wrong (syntax error, several series, warnings). It will not
     /// fix itself; the message names the query.
-    Invalid { message: String },
+    Invalid {
+        message: String,
+    },
 }
 
 impl Sample {

@@ -57,7 +57,10 @@ impl fmt::Display for InconclusiveReason {
 pub enum Verdict {
     Pass,
     /// `metric` broke its limit; `reason` says by how much, with numbers.
-    Fail { metric: String, reason: String },
+    Fail {
+        metric: String,
+        reason: String,
+    },
     Inconclusive(InconclusiveReason),
 }
 

@@ -21,7 +21,9 @@ pub enum PlanError {
         weight: u8,
         previous: u8,
     },
-    #[error("the last of spec.steps is {weight}%: a rollout ends at 100; add 100 as the last step")]
+    #[error(
+        "the last of spec.steps is {weight}%: a rollout ends at 100; add 100 as the last step"
+    )]
     LastNotFull { weight: u8 },
     #[error("spec.checks run before traffic moves, but spec.steps[0] is {weight}%; start the steps at 0")]
     ChecksNeedZeroStep { weight: u8 },

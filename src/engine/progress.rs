@@ -165,7 +165,7 @@ impl Tick<'_> {
             self.actions.push(Action::QueryMetrics);
             return false;
         };
-        let evaluation = judge(self.plan.analysis(), input);
+        let evaluation = judge(self.plan.analysis(), input, self.s.canary_weight);
         self.s.last_evaluation_at = Some(self.now);
         self.s.last_analysis = Some(AnalysisSummary {
             at: self.now,

@@ -205,7 +205,10 @@ impl<'a> Tick<'a> {
 
     /// The live route differs from what was confirmed and from the write in flight.
     fn drift(&mut self, live: ManagedRoute) {
-        let expected = self.s.target.map_or(self.s.confirmed_route(), |t| t.route());
+        let expected = self
+            .s
+            .target
+            .map_or(self.s.confirmed_route(), |t| t.route());
         let message = format!(
             "live canary weight {}% (test route {}) differs from the expected {}% (test route {})",
             live.canary_weight,

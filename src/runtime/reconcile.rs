@@ -79,6 +79,8 @@ pub struct TickOutcome {
     pub writes: Vec<ManagedRoute>,
     /// Whether metrics were queried (and judged) in this tick.
     pub evaluated: bool,
+    /// Whether the pre-traffic checks ran in this tick.
+    pub checked: bool,
     pub problems: Vec<Problem>,
 }
 
@@ -140,13 +142,15 @@ impl Reconciler {
             transitions: Vec::new(),
             writes: Vec::new(),
             evaluated: false,
+            checked: false,
             problems: Vec::new(),
         };
         let mut rounds = 0;
         loop {
             rounds += 1;
             if rounds > MAX_ROUNDS {
-                outcome.wake_at = Some(obs.now + engine::plan::to_chrono(engine::plan::RETRY_DELAY));
+                outcome.wake_at =
+                    Some(obs.now + engine::plan::to_chrono(engine::plan::RETRY_DELAY));
                 break;
             }
             let decision = engine::step(&plan, &state, &obs);
@@ -159,6 +163,7 @@ impl Reconciler {
                 }
                 if decision.actions.contains(&Action::RunChecks) && obs.checks.is_none() {
                     obs.checks = Some(seams.checks.run(policy, spec).await);
+                    outcome.checked = true;
                     continue;
                 }
             }

@@ -1,0 +1,10 @@
+//! Deterministic simulation: the real engine and reconciler against an in-memory world
+//! scripted by a scenario, on virtual time. `shiftgate simulate` and the property tests
+//! run through here.
+
+pub mod render;
+pub mod run;
+pub mod scenario;
+
+pub use run::{outcome_of, SimReport, Simulation, TimelineEntry};
+pub use scenario::{Outcome, Scenario, ScenarioError};

@@ -1,0 +1,440 @@
+//! Runs a policy against a scenario: the real engine and reconciler, the in-memory
+//! router and store, scripted metrics and checks, on a virtual clock. Deterministic:
+//! the same policy, scenario and seed give the same timeline.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::engine::{Plan, PlanError, Transition};
+use crate::metrics::scripted::{MetricScript, ScriptedMetrics};
+use crate::metrics::PolicyRef;
+use crate::policy::status::{AnalysisSummary, CheckResult, Phase};
+use crate::policy::{Duration, RolloutSpec, RolloutStatus, Timestamp};
+use crate::router::memory::{MemoryRouter, RouterFaults};
+use crate::router::ManagedRoute;
+use crate::runtime::checks::ScriptedChecks;
+use crate::runtime::{QueuedCommands, Reconciler, Seams, VirtualClock};
+use crate::sim::scenario::{Outcome, RouterFaultKind, Scenario};
+use crate::store::memory::MemoryStore;
+
+/// Smallest step of virtual time, so a tick that asks to run "now" again still moves on.
+const MIN_ADVANCE: chrono::Duration = chrono::Duration::milliseconds(100);
+
+/// One tick in which something happened.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    /// Offset from the start.
+    pub at: Duration,
+    pub phase: Phase,
+    /// 1-based step number.
+    pub step: u32,
+    /// The live canary weight after the tick.
+    pub canary_weight: u8,
+    pub test_route: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<WriteRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSummary>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<Transition>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteRecord {
+    pub canary_weight: u8,
+    pub test_route: bool,
+}
+
+impl From<ManagedRoute> for WriteRecord {
+    fn from(r: ManagedRoute) -> Self {
+        WriteRecord {
+            canary_weight: r.canary_weight,
+            test_route: r.test_route,
+        }
+    }
+}
+
+/// The result of a simulation.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SimReport {
+    pub policy: String,
+    pub revision: String,
+    pub scenario: String,
+    pub seed: u64,
+    pub outcome: Outcome,
+    /// Offset at which the outcome was reached (or the simulation stopped).
+    pub elapsed: Duration,
+    pub ticks: u64,
+    pub timeline: Vec<TimelineEntry>,
+    pub status: RolloutStatus,
+    /// Why the expectation was not met; empty when met or when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expectation_failures: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+/// A running simulation. `tick` one at a time, or `run` to the end.
+pub struct Simulation {
+    policy: PolicyRef,
+    spec: RolloutSpec,
+    scenario: Scenario,
+    seed: u64,
+    clock: Arc<VirtualClock>,
+    router: Arc<MemoryRouter>,
+    store: Arc<MemoryStore>,
+    checks: Arc<ScriptedChecks>,
+    commands: Arc<QueuedCommands>,
+    metrics: Arc<ScriptedMetrics>,
+    reconciler: Reconciler,
+    commands_sent: usize,
+    drift_applied: usize,
+    restarts_done: usize,
+    ticks: u64,
+    timeline: Vec<TimelineEntry>,
+    status: RolloutStatus,
+    done: bool,
+}
+
+impl Simulation {
+    pub fn new(
+        policy: PolicyRef,
+        spec: RolloutSpec,
+        scenario: Scenario,
+        seed: u64,
+    ) -> Result<Simulation, SimError> {
+        Plan::new(&spec)?;
+        let clock = Arc::new(VirtualClock::new(scenario.start));
+        let router = Arc::new(MemoryRouter::new(ManagedRoute {
+            canary_weight: scenario.initial.canary_weight,
+            test_route: scenario.initial.test_route,
+        }));
+        let store = Arc::new(MemoryStore::default());
+        let checks = Arc::new(ScriptedChecks::passing());
+        let commands = Arc::new(QueuedCommands::default());
+        let script = MetricScript {
+            start: scenario.start,
+            traffic: scenario.traffic.clone(),
+            metrics: scenario.metrics.clone(),
+            outages: scenario.outages.clone(),
+        };
+        let metrics = Arc::new(ScriptedMetrics::new(script, router.clone(), seed));
+        let reconciler = Self::reconciler(&clock, &router, &store, &checks, &commands, &metrics);
+        Ok(Simulation {
+            policy,
+            spec,
+            scenario,
+            seed,
+            clock,
+            router,
+            store,
+            checks,
+            commands,
+            metrics,
+            reconciler,
+            commands_sent: 0,
+            drift_applied: 0,
+            restarts_done: 0,
+            ticks: 0,
+            timeline: Vec::new(),
+            status: RolloutStatus::default(),
+            done: false,
+        })
+    }
+
+    fn reconciler(
+        clock: &Arc<VirtualClock>,
+        router: &Arc<MemoryRouter>,
+        store: &Arc<MemoryStore>,
+        checks: &Arc<ScriptedChecks>,
+        commands: &Arc<QueuedCommands>,
+        metrics: &Arc<ScriptedMetrics>,
+    ) -> Reconciler {
+        Reconciler::new(Seams {
+            router: router.clone(),
+            metrics: metrics.clone(),
+            store: store.clone(),
+            checks: checks.clone(),
+            commands: commands.clone(),
+            clock: clock.clone(),
+        })
+    }
+
+    pub fn now(&self) -> Timestamp {
+        use crate::runtime::Clock;
+        self.clock.now()
+    }
+
+    fn offset(&self) -> Duration {
+        Duration::from(
+            (self.now() - self.scenario.start)
+                .to_std()
+                .unwrap_or_default(),
+        )
+    }
+
+    pub fn router(&self) -> &MemoryRouter {
+        &self.router
+    }
+
+    pub fn status(&self) -> &RolloutStatus {
+        &self.status
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Simulates a crash and restart: the stored document is all that survives. The
+    /// store is rebuilt from its JSON and a fresh reconciler takes over.
+    pub fn restart(&mut self) {
+        let store = Arc::new(MemoryStore::default());
+        if let Some(document) = self.store.document(&self.policy) {
+            store.restore(&self.policy, document);
+        }
+        self.store = store;
+        self.reconciler = Self::reconciler(
+            &self.clock,
+            &self.router,
+            &self.store,
+            &self.checks,
+            &self.commands,
+            &self.metrics,
+        );
+    }
+
+    /// Applies what the scenario scripts for the current instant.
+    fn apply_world(&mut self) {
+        let offset = self.offset();
+        let mut faults = RouterFaults::default();
+        for fault in self
+            .scenario
+            .router_faults
+            .iter()
+            .filter(|f| covers(f.from, f.until, offset))
+        {
+            match fault.kind {
+                RouterFaultKind::Conflict => faults.conflict = true,
+                RouterFaultKind::Unavailable => faults.unavailable = true,
+                RouterFaultKind::LostConfirmation => faults.lose_confirmation = true,
+                RouterFaultKind::Unreadable => faults.unreadable = true,
+            }
+        }
+        self.router.set_faults(faults);
+        let failing = self
+            .scenario
+            .check_failures
+            .iter()
+            .find(|p| p.covers(offset));
+        self.checks.set_failing(failing.map(|p| {
+            p.message
+                .clone()
+                .unwrap_or_else(|| "503 Service Unavailable, expected 200 (scripted)".to_owned())
+        }));
+        self.store.set_failing(
+            self.scenario
+                .store_failures
+                .iter()
+                .any(|p| p.covers(offset)),
+        );
+        while let Some(drift) = self.scenario.drift.get(self.drift_applied) {
+            if drift.at > offset {
+                break;
+            }
+            self.router.set_external(ManagedRoute {
+                canary_weight: drift.canary_weight,
+                test_route: drift.test_route,
+            });
+            self.drift_applied += 1;
+        }
+        while let Some(command) = self.scenario.commands.get(self.commands_sent) {
+            if command.at > offset {
+                break;
+            }
+            self.commands.push(&self.policy, command.command);
+            self.commands_sent += 1;
+        }
+        while let Some(restart) = self.scenario.restarts.get(self.restarts_done) {
+            if *restart > offset {
+                break;
+            }
+            self.restart();
+            self.restarts_done += 1;
+        }
+    }
+
+    /// Runs one reconcile tick and moves the virtual clock to the next wake-up. Returns
+    /// false when the simulation is over.
+    pub fn tick(&mut self) -> bool {
+        if self.done {
+            return false;
+        }
+        self.apply_world();
+        let at = self.offset();
+        let result = futures::executor::block_on(self.reconciler.tick(&self.policy, &self.spec));
+        self.ticks += 1;
+        let live = self.router.route();
+        let (wake_at, entry) = match result {
+            Ok(outcome) => {
+                self.status = outcome.status.clone();
+                let entry = TimelineEntry {
+                    at,
+                    phase: outcome.status.phase,
+                    step: outcome.status.step + 1,
+                    canary_weight: live.canary_weight,
+                    test_route: live.test_route,
+                    writes: outcome.writes.iter().map(|w| (*w).into()).collect(),
+                    analysis: outcome
+                        .evaluated
+                        .then(|| outcome.status.last_analysis.clone())
+                        .flatten(),
+                    checks: if outcome.checked {
+                        outcome.status.last_checks.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    transitions: outcome.transitions.clone(),
+                    problems: outcome
+                        .problems
+                        .iter()
+                        .map(|p| format!("{}: {}", p.reason, p.message))
+                        .collect(),
+                };
+                (outcome.wake_at, entry)
+            }
+            Err(e) => {
+                let entry = TimelineEntry {
+                    at,
+                    phase: self.status.phase,
+                    step: self.status.step + 1,
+                    canary_weight: live.canary_weight,
+                    test_route: live.test_route,
+                    writes: Vec::new(),
+                    analysis: None,
+                    checks: Vec::new(),
+                    transitions: Vec::new(),
+                    problems: vec![format!("{}: {e}", e.reason())],
+                };
+                let retry = crate::engine::plan::to_chrono(crate::engine::plan::RETRY_DELAY);
+                (Some(self.now() + retry), entry)
+            }
+        };
+        let interesting = !entry.writes.is_empty()
+            || entry.analysis.is_some()
+            || !entry.checks.is_empty()
+            || !entry.transitions.is_empty()
+            || !entry.problems.is_empty();
+        if interesting {
+            self.timeline.push(entry);
+        }
+        if self.status.is_settled() {
+            self.done = true;
+            return false;
+        }
+        let now = self.now();
+        let next_event = self
+            .scenario
+            .event_offsets()
+            .into_iter()
+            .map(|o| self.scenario.start + crate::engine::plan::to_chrono(o))
+            .find(|t| *t > now);
+        let next = match (wake_at, next_event) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(t) => t,
+                None => {
+                    self.done = true;
+                    return false;
+                }
+            },
+        };
+        let end = self.scenario.start + crate::engine::plan::to_chrono(self.scenario.max_duration);
+        let next = next.max(now + MIN_ADVANCE);
+        if next > end {
+            self.done = true;
+            return false;
+        }
+        self.clock.set(next);
+        true
+    }
+
+    /// Runs to the end and reports.
+    pub fn run(mut self) -> SimReport {
+        while self.tick() {}
+        self.report()
+    }
+
+    pub fn report(&self) -> SimReport {
+        let outcome = outcome_of(&self.status);
+        let elapsed = self.offset();
+        let mut failures = Vec::new();
+        if let Some(expect) = &self.scenario.expect {
+            if expect.outcome != outcome {
+                failures.push(format!(
+                    "expected outcome {}, got {}",
+                    expect.outcome.as_str(),
+                    outcome.as_str()
+                ));
+            }
+            if let Some(within) = expect.within {
+                if elapsed > within {
+                    failures.push(format!("expected within {within}, took {elapsed}"));
+                }
+            }
+            if let Some(reason) = &expect.reason {
+                let reasons: Vec<&str> = self
+                    .timeline
+                    .iter()
+                    .flat_map(|e| e.transitions.iter().map(|t| t.reason.as_str()))
+                    .chain(self.status.reason.as_deref())
+                    .collect();
+                if !reasons.contains(&reason.as_str()) {
+                    failures.push(format!(
+                        "expected reason {reason}, saw {}",
+                        reasons.join(", ")
+                    ));
+                }
+            }
+        }
+        SimReport {
+            policy: format!("{}/{}", self.policy.namespace, self.policy.name),
+            revision: self.spec.revision.clone(),
+            scenario: self.scenario.metadata.name.clone(),
+            seed: self.seed,
+            outcome,
+            elapsed,
+            ticks: self.ticks,
+            timeline: self.timeline.clone(),
+            status: self.status.clone(),
+            expectation_failures: failures,
+        }
+    }
+}
+
+fn covers(from: Duration, until: Option<Duration>, offset: Duration) -> bool {
+    offset >= from && until.is_none_or(|u| offset < u)
+}
+
+/// How a status reads as an outcome.
+pub fn outcome_of(status: &RolloutStatus) -> Outcome {
+    match status.phase {
+        Phase::Promoted if status.target.is_none() => Outcome::Promoted,
+        Phase::RolledBack => Outcome::RolledBack,
+        Phase::Aborted if status.target.is_none() => Outcome::Aborted,
+        Phase::Held => Outcome::Held,
+        Phase::Paused => Outcome::Paused,
+        _ => Outcome::Unfinished,
+    }
+}

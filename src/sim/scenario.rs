@@ -1,0 +1,292 @@
+//! The scenario file (`kind: Scenario`): how the world behaves during a simulated
+//! rollout. Documented field by field in docs/simulation.md.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Command;
+use crate::metrics::scripted::{MetricBehaviour, Outage, Traffic};
+use crate::policy::{Duration, Timestamp};
+
+pub const SCENARIO_KIND: &str = "Scenario";
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScenarioMetadata {
+    #[serde(default)]
+    pub name: String,
+}
+
+/// How the world behaves while the real engine and reconciler run on virtual time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    /// Must be `Scenario`.
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ScenarioMetadata,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Virtual wall-clock time at the start (matters for deployment windows).
+    #[serde(default = "default_start")]
+    pub start: Timestamp,
+    /// The simulation stops here if the rollout has not finished.
+    #[serde(default = "default_max_duration")]
+    pub max_duration: Duration,
+    /// The live route before the rollout.
+    #[serde(default)]
+    pub initial: InitialRoute,
+    #[serde(default)]
+    pub traffic: Traffic,
+    /// Metric name (as in the policy) → behaviour. A metric missing here has no data.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, MetricBehaviour>,
+    /// Metric source outages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outages: Vec<Outage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub router_faults: Vec<RouterFault>,
+    /// Periods in which every pre-traffic check fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub check_failures: Vec<Period>,
+    /// Periods in which saving the state fails (a crash before persisting).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub store_failures: Vec<Period>,
+    /// Someone else edits the managed weights.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<DriftEvent>,
+    /// Operator commands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<TimedCommand>,
+    /// Restarts of shiftgate: the in-memory state is dropped and re-read from the store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<Duration>,
+    /// What must happen; `simulate` exits 5 when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expectation>,
+}
+
+fn default_api_version() -> String {
+    crate::policy::API_VERSION.to_owned()
+}
+
+fn default_start() -> Timestamp {
+    // A Monday at 10:00 UTC: inside most working-hours windows.
+    chrono::DateTime::from_timestamp(1_767_607_200, 0).unwrap_or_default()
+}
+
+fn default_max_duration() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InitialRoute {
+    #[serde(default)]
+    pub canary_weight: u8,
+    #[serde(default)]
+    pub test_route: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Period {
+    pub from: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Duration>,
+    /// What a failing check reports (check failures only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Period {
+    pub fn covers(&self, offset: Duration) -> bool {
+        offset >= self.from && self.until.is_none_or(|u| offset < u)
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum RouterFaultKind {
+    /// Every write meets a concurrent edit.
+    Conflict,
+    /// The router cannot be reached for writes.
+    Unavailable,
+    /// Writes land but their confirmation is lost.
+    LostConfirmation,
+    /// The live route cannot be read.
+    Unreadable,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouterFault {
+    pub from: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Duration>,
+    pub kind: RouterFaultKind,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DriftEvent {
+    pub at: Duration,
+    pub canary_weight: u8,
+    #[serde(default)]
+    pub test_route: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimedCommand {
+    pub at: Duration,
+    /// `promote`, `promoteFull`, `pause`, `resume` or `abort`.
+    pub command: Command,
+}
+
+/// How a simulated rollout ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    Promoted,
+    RolledBack,
+    Aborted,
+    Held,
+    Paused,
+    /// Still running at `maxDuration`.
+    Unfinished,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Promoted => "promoted",
+            Outcome::RolledBack => "rolledBack",
+            Outcome::Aborted => "aborted",
+            Outcome::Held => "held",
+            Outcome::Paused => "paused",
+            Outcome::Unfinished => "unfinished",
+        }
+    }
+
+    /// The process exit code documented in docs/cli.md.
+    pub fn exit_code(self) -> i32 {
+        use crate::cli::exit;
+        match self {
+            Outcome::Promoted => exit::OK,
+            Outcome::RolledBack | Outcome::Aborted => exit::ROLLED_BACK,
+            Outcome::Held | Outcome::Paused => exit::HELD,
+            Outcome::Unfinished => exit::COULD_NOT_RUN,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Expectation {
+    pub outcome: Outcome,
+    /// The outcome must be reached within this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<Duration>,
+    /// The final status reason (a CamelCase constant), e.g. `AnalysisFailed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("scenario {path} is invalid: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Scenario {
+    /// Parses a scenario document; `path` only names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
+        let scenario: Scenario =
+            serde_yaml_ng::from_str(text).map_err(|e| ScenarioError::Invalid {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        if scenario.kind != SCENARIO_KIND {
+            return Err(ScenarioError::Invalid {
+                path: path.to_owned(),
+                message: format!(
+                    "kind is `{}`; a scenario has `kind: Scenario`",
+                    scenario.kind
+                ),
+            });
+        }
+        if let Some(w) = scenario.drift.iter().find(|d| d.canary_weight > 100) {
+            return Err(ScenarioError::Invalid {
+                path: path.to_owned(),
+                message: format!(
+                    "drift at {} sets canaryWeight {} (at most 100)",
+                    w.at, w.canary_weight
+                ),
+            });
+        }
+        Ok(scenario)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Scenario, ScenarioError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Scenario::parse(&text, &shown)
+    }
+
+    /// A scenario with healthy defaults, for code that builds scenarios (tests).
+    pub fn healthy(name: &str) -> Scenario {
+        Scenario {
+            api_version: default_api_version(),
+            kind: SCENARIO_KIND.to_owned(),
+            metadata: ScenarioMetadata {
+                name: name.to_owned(),
+            },
+            description: None,
+            start: default_start(),
+            max_duration: default_max_duration(),
+            initial: InitialRoute::default(),
+            traffic: Traffic::default(),
+            metrics: BTreeMap::new(),
+            outages: Vec::new(),
+            router_faults: Vec::new(),
+            check_failures: Vec::new(),
+            store_failures: Vec::new(),
+            drift: Vec::new(),
+            commands: Vec::new(),
+            restarts: Vec::new(),
+            expect: None,
+        }
+    }
+
+    /// Every offset at which something scripted starts or stops.
+    pub fn event_offsets(&self) -> Vec<Duration> {
+        let mut offsets = Vec::new();
+        for f in &self.router_faults {
+            offsets.push(f.from);
+            offsets.extend(f.until);
+        }
+        for p in self.check_failures.iter().chain(&self.store_failures) {
+            offsets.push(p.from);
+            offsets.extend(p.until);
+        }
+        offsets.extend(self.drift.iter().map(|d| d.at));
+        offsets.extend(self.commands.iter().map(|c| c.at));
+        offsets.extend(self.restarts.iter().copied());
+        offsets.sort();
+        offsets.dedup();
+        offsets
+    }
+}

@@ -3,6 +3,7 @@
 pub mod envoy;
 pub mod envoy_config;
 pub mod istio;
+pub mod memory;
 pub mod service;
 
 use async_trait::async_trait;

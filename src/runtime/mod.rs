@@ -2,8 +2,10 @@
 //! I/O seams (router, metrics, store, checks, commands, clock).
 
 pub mod checks;
+pub mod checks_http;
 pub mod clock;
 pub mod commands;
+pub mod commands_file;
 pub mod leader;
 pub mod reconcile;
 

@@ -170,6 +170,10 @@ impl<'a> Walker<'a> {
                     );
                 }
             }
+            Value::Number(n) => self.issues.push(
+                Issue::error(path, format!("expected a duration, found the number {n}"))
+                    .with_hint(format!("add a unit, e.g. `{n}s` or `{n}m`")),
+            ),
             other => self.issues.push(
                 Issue::error(
                     path,

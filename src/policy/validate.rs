@@ -366,6 +366,7 @@ fn test_route(route: &TestRoute, issues: &mut Vec<Issue>) {
                     .last()
                     .unwrap_or_default()
                     .trim()
+                    .trim_start_matches("error: ")
                     .to_owned();
                 issues.push(Issue::error(format!("{hpath}.regex"), format!("`{pattern}` is not a valid regular expression: {reason}")).with_hint("write an RE2 regular expression (as Istio and Envoy read them), e.g. `v2|canary`"));
             }

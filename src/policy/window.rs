@@ -77,8 +77,9 @@ impl Windows {
                                 Issue::error(
                                     format!("{path}.schedule"),
                                     format!(
-                                        "`{}` is not a valid cron schedule: {e}",
-                                        spec.schedule
+                                        "`{}` is not a valid cron schedule: {}",
+                                        spec.schedule,
+                                        last_line(&e.to_string())
                                     ),
                                 )
                                 .with_hint(CRON_HINT),
@@ -197,21 +198,23 @@ fn translate_schedule(schedule: &str) -> Result<Vec<String>, ScheduleProblem> {
     let fields: Vec<&str> = expanded.split_whitespace().collect();
     match fields.len() {
         5 => {}
-        6 | 7 => return Err(ScheduleProblem {
-            message: format!(
+        6 | 7 => {
+            return Err(ScheduleProblem {
+                message: format!(
                 "`{schedule}` has {} fields, but windows use standard 5-field cron without seconds",
                 fields.len()
             ),
-            hint: format!(
-                "drop the leading seconds field{}: `{}`",
-                if fields.len() == 7 {
-                    " and the trailing year"
-                } else {
-                    ""
-                },
-                fields[1..6].join(" ")
-            ),
-        }),
+                hint: format!(
+                    "drop the leading seconds field{}: `{}`",
+                    if fields.len() == 7 {
+                        " and the trailing year"
+                    } else {
+                        ""
+                    },
+                    fields[1..6].join(" ")
+                ),
+            })
+        }
         n => {
             return Err(ScheduleProblem {
                 message: format!("`{schedule}` has {n} fields, expected 5"),
@@ -319,6 +322,15 @@ fn unknown_time_zone(path: &str, name: &str) -> Issue {
         }
         _ => issue.with_hint("write a name such as `UTC`, `Europe/Berlin`, `America/New_York`"),
     }
+}
+
+/// The cron crate's errors repeat the expression with a caret; the reason is the last line.
+fn last_line(text: &str) -> &str {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(text)
+        .trim()
 }
 
 /// Is the time zone name known? (Used by validation before compiling.)

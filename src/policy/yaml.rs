@@ -238,11 +238,23 @@ mod tests {
         let d = &docs[0];
         assert_eq!(d.position("a"), Position { line: 1, column: 1 });
         assert_eq!(d.position("spec.steps"), Position { line: 3, column: 3 });
-        assert_eq!(d.position("spec.steps[1]"), Position { line: 3, column: 14 });
+        assert_eq!(
+            d.position("spec.steps[1]"),
+            Position {
+                line: 3,
+                column: 14
+            }
+        );
         assert_eq!(d.position("spec.list[0]"), Position { line: 5, column: 7 });
-        assert_eq!(d.position("spec.list[0].max"), Position { line: 6, column: 7 });
+        assert_eq!(
+            d.position("spec.list[0].max"),
+            Position { line: 6, column: 7 }
+        );
         // A missing field is shown at its nearest written parent.
-        assert_eq!(d.position("spec.list[0].min"), Position { line: 5, column: 7 });
+        assert_eq!(
+            d.position("spec.list[0].min"),
+            Position { line: 5, column: 7 }
+        );
         assert_eq!(d.value["spec"]["steps"][1], serde_json::json!(30));
     }
 

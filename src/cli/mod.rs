@@ -3,6 +3,7 @@
 
 pub mod demo_app;
 pub mod check;
+pub mod crd;
 pub mod exit;
 pub mod schema;
 
@@ -32,6 +33,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Print the JSON Schema of a policy file (for editors' YAML language servers).
     Schema(schema::SchemaArgs),
+    /// Print the RolloutPolicy CustomResourceDefinition (YAML) generated from the types.
+    Crd(crd::CrdArgs),
     /// One instance of the demo HTTP app (started by `shiftgate demo` and the tests).
     #[command(hide = true)]
     DemoApp(demo_app::DemoAppArgs),
@@ -42,6 +45,7 @@ pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Check(args) => check::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Crd(args) => crd::run(args),
         Command::DemoApp(args) => demo_app::run(args),
     }
 }

@@ -1,6 +1,7 @@
 //! State stores: where rollout state survives a restart.
 
 pub mod file;
+pub mod kube;
 pub mod memory;
 
 use async_trait::async_trait;

@@ -26,6 +26,7 @@
 mod errors;
 mod faults;
 mod handlers;
+mod meta;
 mod path;
 mod selector;
 mod store;

@@ -10,6 +10,9 @@ mod record;
 pub mod step;
 pub mod types;
 
+#[cfg(test)]
+mod tests;
+
 pub use plan::{Plan, PlanError};
 pub use record::set_condition;
 pub use step::step;

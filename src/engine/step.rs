@@ -121,10 +121,11 @@ impl<'a> Tick<'a> {
             }
             let restoring = matches!(
                 target.purpose,
-                TargetPurpose::Rollback | TargetPurpose::Abort
+                TargetPurpose::Rollback | TargetPurpose::Abort | TargetPurpose::Reassert
             );
             if restoring || live == self.s.confirmed_route() {
-                // The write has not landed (or someone fights a rollback): send it again.
+                // The write has not landed (or someone fights a rollback or a write-back of
+                // drifted weights): send it again.
                 self.actions.push(Action::ApplyRoute(target.route()));
                 self.retry_soon();
                 return false;
@@ -173,7 +174,8 @@ impl<'a> Tick<'a> {
             }
             TargetPurpose::Rollback => {
                 self.s.phase = Phase::RolledBack;
-                let cause = self.s.message.clone().unwrap_or_default();
+                let message = self.s.message.clone().unwrap_or_default();
+                let cause = message.trim_start_matches("rolling back: ").to_owned();
                 self.announce(
                     TransitionKind::RolledBack,
                     reasons::ROLLED_BACK,

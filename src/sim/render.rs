@@ -71,6 +71,9 @@ pub fn render_text(report: &SimReport) -> String {
         for transition in &entry.transitions {
             lines.push(format!("{}: {}", transition.reason, transition.message));
         }
+        if let Some(note) = &entry.note {
+            lines.push(note.clone());
+        }
         for problem in &entry.problems {
             lines.push(format!("! {problem}"));
         }

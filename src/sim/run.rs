@@ -43,6 +43,10 @@ pub struct TimelineEntry {
     pub transitions: Vec<Transition>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// The status message when the phase changed without an announced transition
+    /// (e.g. Waiting for a window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -286,7 +290,8 @@ impl Simulation {
         let result = futures::executor::block_on(self.reconciler.tick(&self.policy, &self.spec));
         self.ticks += 1;
         let live = self.router.route();
-        let (wake_at, entry) = match result {
+        let phase_before = self.status.phase;
+        let (wake_at, mut entry) = match result {
             Ok(outcome) => {
                 self.status = outcome.status.clone();
                 let entry = TimelineEntry {
@@ -311,6 +316,7 @@ impl Simulation {
                         .iter()
                         .map(|p| format!("{}: {}", p.reason, p.message))
                         .collect(),
+                    note: None,
                 };
                 (outcome.wake_at, entry)
             }
@@ -326,12 +332,21 @@ impl Simulation {
                     checks: Vec::new(),
                     transitions: Vec::new(),
                     problems: vec![format!("{}: {e}", e.reason())],
+                    note: None,
                 };
                 let retry = crate::engine::plan::to_chrono(crate::engine::plan::RETRY_DELAY);
                 (Some(self.now() + retry), entry)
             }
         };
-        let interesting = !entry.writes.is_empty()
+        if entry.phase != phase_before && entry.transitions.is_empty() {
+            entry.note = self
+                .status
+                .reason
+                .as_ref()
+                .map(|r| format!("{r}: {}", self.status.message.clone().unwrap_or_default()));
+        }
+        let interesting = entry.note.is_some()
+            || !entry.writes.is_empty()
             || entry.analysis.is_some()
             || !entry.checks.is_empty()
             || !entry.transitions.is_empty()
@@ -398,8 +413,10 @@ impl Simulation {
                     .timeline
                     .iter()
                     .flat_map(|e| e.transitions.iter().map(|t| t.reason.as_str()))
-                    .chain(self.status.reason.as_deref())
+                    .chain(self.status.history.iter().map(|h| h.reason.as_str()))
                     .collect();
+                let mut reasons = reasons;
+                reasons.dedup();
                 if !reasons.contains(&reason.as_str()) {
                     failures.push(format!(
                         "expected reason {reason}, saw {}",

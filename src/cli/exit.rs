@@ -10,5 +10,7 @@ pub const INVALID_INPUT: i32 = 2;
 pub const COULD_NOT_RUN: i32 = 3;
 /// The rollout is held after a failure, or paused, and needs an operator.
 pub const HELD: i32 = 4;
+/// `simulate`: the scenario's `expect` was not met.
+pub const EXPECTATION_NOT_MET: i32 = 5;
 /// Interrupted by Ctrl-C or SIGTERM; the state is consistent and a new run resumes.
 pub const INTERRUPTED: i32 = 130;

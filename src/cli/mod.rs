@@ -6,6 +6,7 @@ pub mod check;
 pub mod crd;
 pub mod exit;
 pub mod schema;
+pub mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +36,8 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     /// Print the RolloutPolicy CustomResourceDefinition (YAML) generated from the types.
     Crd(crd::CrdArgs),
+    /// Run a policy against a scripted scenario on virtual time: the real engine, no cluster.
+    Simulate(simulate::SimulateArgs),
     /// One instance of the demo HTTP app (started by `shiftgate demo` and the tests).
     #[command(hide = true)]
     DemoApp(demo_app::DemoAppArgs),
@@ -47,5 +50,6 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Schema(args) => schema::run(args),
         Command::Crd(args) => crd::run(args),
         Command::DemoApp(args) => demo_app::run(args),
+        Command::Simulate(args) => simulate::run(args),
     }
 }

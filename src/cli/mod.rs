@@ -4,6 +4,7 @@
 pub mod demo_app;
 pub mod check;
 pub mod crd;
+pub mod daemon;
 pub mod exit;
 pub mod schema;
 pub mod simulate;
@@ -38,6 +39,8 @@ pub enum Command {
     Crd(crd::CrdArgs),
     /// Run a policy against a scripted scenario on virtual time: the real engine, no cluster.
     Simulate(simulate::SimulateArgs),
+    /// Run the in-cluster controller: watch RolloutPolicies, drive their rollouts, serve /metrics.
+    Daemon(daemon::DaemonArgs),
     /// One instance of the demo HTTP app (started by `shiftgate demo` and the tests).
     #[command(hide = true)]
     DemoApp(demo_app::DemoAppArgs),
@@ -49,6 +52,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Check(args) => check::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Crd(args) => crd::run(args),
+        Command::Daemon(args) => daemon::run(args),
         Command::DemoApp(args) => demo_app::run(args),
         Command::Simulate(args) => simulate::run(args),
     }

@@ -43,6 +43,9 @@ pub enum RolloutEvent {
     RouteConflict {
         message: String,
     },
+    RouteInvalid {
+        message: String,
+    },
     InvalidPolicy {
         messages: Vec<String>,
     },
@@ -65,6 +68,7 @@ impl RolloutEvent {
             RolloutEvent::AnalysisInconclusive { .. } => "AnalysisInconclusive",
             RolloutEvent::DriftDetected { .. } => "DriftDetected",
             RolloutEvent::RouteConflict { .. } => "RouteConflict",
+            RolloutEvent::RouteInvalid { .. } => "RouteInvalid",
             RolloutEvent::InvalidPolicy { .. } => "InvalidPolicy",
         }
     }
@@ -78,6 +82,7 @@ impl RolloutEvent {
                 | RolloutEvent::AnalysisInconclusive { .. }
                 | RolloutEvent::DriftDetected { .. }
                 | RolloutEvent::RouteConflict { .. }
+                | RolloutEvent::RouteInvalid { .. }
                 | RolloutEvent::InvalidPolicy { .. }
         )
     }
@@ -92,7 +97,9 @@ impl RolloutEvent {
             RolloutEvent::RolledBack { .. } | RolloutEvent::Aborted { .. } => "Rollback",
             RolloutEvent::AnalysisInconclusive { .. } => "Analyse",
             RolloutEvent::DriftDetected { .. } => "ReadRoute",
-            RolloutEvent::RouteConflict { .. } | RolloutEvent::InvalidPolicy { .. } => "Refuse",
+            RolloutEvent::RouteConflict { .. }
+            | RolloutEvent::RouteInvalid { .. }
+            | RolloutEvent::InvalidPolicy { .. } => "Refuse",
         }
     }
 
@@ -118,7 +125,8 @@ impl RolloutEvent {
             | RolloutEvent::Aborted { message }
             | RolloutEvent::AnalysisInconclusive { message }
             | RolloutEvent::DriftDetected { message }
-            | RolloutEvent::RouteConflict { message } => message.clone(),
+            | RolloutEvent::RouteConflict { message }
+            | RolloutEvent::RouteInvalid { message } => message.clone(),
             RolloutEvent::InvalidPolicy { messages } => {
                 format!(
                     "policy refused, nothing was changed: {}",

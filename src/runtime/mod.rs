@@ -6,8 +6,11 @@ pub mod checks_http;
 pub mod clock;
 pub mod commands;
 pub mod commands_file;
+pub mod daemon;
 pub mod leader;
 pub mod reconcile;
+pub mod route_index;
+pub mod scheduler;
 
 pub use checks::CheckRunner;
 pub use clock::{Clock, SystemClock, VirtualClock};

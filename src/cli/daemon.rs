@@ -1,0 +1,204 @@
+//! `shiftgate daemon`: the in-cluster controller. Every flag can also be set through
+//! the environment (`SHIFTGATE_…`), as a Deployment does.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::cli::exit;
+use crate::metrics::prometheus::PrometheusSource;
+use crate::observe::http;
+use crate::policy::{BasicAuth, PrometheusAuth, PrometheusSpec};
+use crate::runtime::checks_http::HttpChecks;
+use crate::runtime::clock::SystemClock;
+use crate::runtime::daemon::{Daemon, DaemonOptions, DaemonSeams, KubeRouters};
+use crate::runtime::leader::LeaseConfig;
+use crate::store::kube::KubeStatusStore;
+
+#[derive(Args, Debug, Clone)]
+pub struct DaemonArgs {
+    /// Watch RolloutPolicies in this namespace only (default: all namespaces).
+    #[arg(long, short = 'n', env = "SHIFTGATE_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of the /healthz, /readyz and /metrics endpoints.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "SHIFTGATE_LISTEN")]
+    pub listen: SocketAddr,
+    /// Prometheus for policies without `spec.analysis.prometheus`.
+    #[arg(long, env = "SHIFTGATE_PROMETHEUS")]
+    pub prometheus: Option<String>,
+    /// Timeout of each Prometheus query (with --prometheus).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "SHIFTGATE_PROMETHEUS_TIMEOUT")]
+    pub prometheus_timeout: Duration,
+    /// File holding a bearer token for Prometheus (read at start, never logged).
+    #[arg(long, env = "SHIFTGATE_PROMETHEUS_BEARER_TOKEN_FILE")]
+    pub prometheus_bearer_token_file: Option<PathBuf>,
+    /// Name of an environment variable holding a bearer token for Prometheus.
+    #[arg(long, env = "SHIFTGATE_PROMETHEUS_BEARER_TOKEN_ENV")]
+    pub prometheus_bearer_token_env: Option<String>,
+    /// Basic-auth user for Prometheus; the password comes from
+    /// --prometheus-password-file or --prometheus-password-env.
+    #[arg(long, env = "SHIFTGATE_PROMETHEUS_USERNAME")]
+    pub prometheus_username: Option<String>,
+    #[arg(long, env = "SHIFTGATE_PROMETHEUS_PASSWORD_FILE")]
+    pub prometheus_password_file: Option<PathBuf>,
+    #[arg(long, env = "SHIFTGATE_PROMETHEUS_PASSWORD_ENV")]
+    pub prometheus_password_env: Option<String>,
+    /// PEM file of the CA that signs Prometheus' certificate.
+    #[arg(long, env = "SHIFTGATE_PROMETHEUS_CA_FILE")]
+    pub prometheus_ca_file: Option<PathBuf>,
+    /// Name of the leader-election Lease; empty: no election (run one replica only).
+    #[arg(long, default_value = "shiftgate", env = "SHIFTGATE_LEASE_NAME")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the namespace of the daemon's service account).
+    #[arg(long, env = "SHIFTGATE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// How long a leader's Lease stays valid without renewal.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, env = "SHIFTGATE_LEASE_DURATION")]
+    pub lease_duration: Duration,
+    /// This replica's name: the Lease holder and the Events' reporting instance.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Policies reconciled at once.
+    #[arg(long, default_value_t = 16, env = "SHIFTGATE_CONCURRENCY")]
+    pub concurrency: u16,
+    /// Every policy is looked at at least this often.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "SHIFTGATE_RESYNC")]
+    pub resync: Duration,
+    /// On SIGTERM, how long in-flight reconciles may take to finish their writes.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration, env = "SHIFTGATE_SHUTDOWN_DEADLINE")]
+    pub shutdown_deadline: Duration,
+}
+
+impl DaemonArgs {
+    /// The default Prometheus from the flags, with credentials by reference (files and
+    /// variable names), so secrets are read by the source, never held in the args.
+    fn prometheus_spec(&self) -> anyhow::Result<Option<PrometheusSpec>> {
+        let Some(address) = &self.prometheus else {
+            if self.prometheus_bearer_token_file.is_some() || self.prometheus_username.is_some() {
+                anyhow::bail!(
+                    "Prometheus credentials were given without --prometheus; add --prometheus URL"
+                );
+            }
+            return Ok(None);
+        };
+        reqwest::Url::parse(address).with_context(|| {
+            format!("--prometheus {address:?} is not a URL; write it as http://prometheus:9090")
+        })?;
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let basic = match &self.prometheus_username {
+            Some(username) => Some(BasicAuth {
+                username: username.clone(),
+                password_file: path(&self.prometheus_password_file),
+                password_env: self.prometheus_password_env.clone(),
+            }),
+            None => None,
+        };
+        let auth = (self.prometheus_bearer_token_file.is_some()
+            || self.prometheus_bearer_token_env.is_some()
+            || basic.is_some())
+        .then(|| PrometheusAuth {
+            bearer_token_file: path(&self.prometheus_bearer_token_file),
+            bearer_token_env: self.prometheus_bearer_token_env.clone(),
+            basic,
+        });
+        Ok(Some(PrometheusSpec {
+            address: address.clone(),
+            timeout: crate::policy::Duration::from_millis(
+                u64::try_from(self.prometheus_timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
+            auth,
+            ca_file: path(&self.prometheus_ca_file),
+        }))
+    }
+
+    fn pod_name(&self) -> String {
+        self.pod_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "shiftgate".to_owned())
+    }
+}
+
+pub fn run(args: DaemonArgs) -> i32 {
+    let prometheus = match args.prometheus_spec() {
+        Ok(spec) => spec,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    if args.concurrency == 0 {
+        eprintln!("error: --concurrency must be at least 1");
+        return exit::INVALID_INPUT;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return exit::COULD_NOT_RUN;
+        }
+    };
+    match runtime.block_on(serve(args, prometheus)) {
+        Ok(()) => exit::OK,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            exit::COULD_NOT_RUN
+        }
+    }
+}
+
+async fn serve(args: DaemonArgs, prometheus: Option<PrometheusSpec>) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await.context(
+        "cannot configure a Kubernetes client (in-cluster service account or kubeconfig); \
+         run the daemon in a pod with a service account, or set KUBECONFIG",
+    )?;
+    let pod_name = args.pod_name();
+    let lease = (!args.lease_name.is_empty()).then(|| {
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        LeaseConfig::new(&args.lease_name, &namespace, &pod_name, args.lease_duration)
+    });
+    let options = DaemonOptions {
+        namespace: args.namespace.clone(),
+        pod_name,
+        concurrency: args.concurrency,
+        lease,
+        resync: args.resync,
+        shutdown_deadline: args.shutdown_deadline,
+    };
+    let store = KubeStatusStore::new(client.clone());
+    // TODO(F1): the annotation command source (runtime::commands_kube) once it lands.
+    let commands = crate::runtime::commands::NoCommands;
+    let seams = DaemonSeams {
+        client: client.clone(),
+        routers: Arc::new(KubeRouters::new(client.clone())),
+        metrics: Arc::new(PrometheusSource::new(prometheus)),
+        store: Arc::new(store),
+        commands: Arc::new(commands),
+        checks: Arc::new(HttpChecks::new().context("cannot build the HTTP client for checks")?),
+        clock: Arc::new(SystemClock),
+    };
+    let daemon = Daemon::new(options, seams);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = http::router(daemon.metrics(), daemon.health());
+    let server = tokio::spawn(http::serve(listener, app, async move {
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }));
+    tracing::info!(listen = %args.listen, "shiftgate daemon started");
+    let result = daemon.run(http::shutdown_signal()).await;
+    // The endpoints stay up until the controller has stopped writing.
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    result.context("the daemon stopped")
+}

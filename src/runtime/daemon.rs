@@ -1,0 +1,770 @@
+//! The in-cluster controller: one `kube::runtime::Controller` over RolloutPolicies,
+//! bounded concurrency, requeues through the controller's scheduler (no task or timer
+//! per rollout), leader election so only one replica writes, and the observability the
+//! on-call needs (metrics, Events, conditions).
+//!
+//! For each policy a reconcile: validates the spec (a failing spec gets Accepted=False
+//! and a Warning Event, nothing is written to any router), refuses a second policy on a
+//! route that another already owns, builds the router for `spec.router`, runs one
+//! engine tick through [`Reconciler`], publishes what happened, and requeues at the
+//! tick's wake time.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::analysis::sample::AnalysisInput;
+use crate::engine::{Transition, TransitionKind};
+use crate::metrics::{MetricSource, PolicyRef};
+use crate::observe::events::{EventPublisher, RolloutEvent};
+use crate::observe::grafana::dashboard_link;
+use crate::observe::http::Health;
+use crate::observe::metrics::{Metrics, RolloutResult, Target, VerdictKind, WriteResult};
+use crate::policy::status::VerdictKind as StatusVerdict;
+use crate::policy::validate::validate_spec;
+use crate::policy::{RolloutPolicy, RolloutSpec, RolloutStatus, Timestamp};
+use crate::router::istio::{IstioRouter, IstioTarget};
+use crate::router::service::{ServiceRouter, ServiceTarget};
+use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
+use crate::runtime::checks::CheckRunner;
+use crate::runtime::clock::Clock;
+use crate::runtime::commands::CommandSource;
+use crate::runtime::leader::{FencedRouter, FencedStore, LeaderElector, Leadership, LeaseConfig};
+use crate::runtime::reconcile::{ReconcileError, Reconciler, Seams};
+use crate::runtime::route_index::conflicting_owner;
+use crate::runtime::scheduler;
+use crate::store::{StateStore, StoreError};
+
+/// Reasons of the Accepted=False conditions the daemon itself sets.
+pub mod reasons {
+    pub const INVALID_POLICY: &str = "InvalidPolicy";
+    pub const ROUTE_CONFLICT: &str = "RouteConflict";
+    pub const ROUTE_INVALID: &str = "RouteInvalid";
+    pub const ROUTER_NOT_SUPPORTED: &str = "RouterNotSupported";
+    pub const POLICY_ACCEPTED: &str = "PolicyAccepted";
+    /// Every reason above that means "refused by the daemon".
+    pub const REFUSALS: [&str; 4] = [
+        INVALID_POLICY,
+        ROUTE_CONFLICT,
+        ROUTE_INVALID,
+        ROUTER_NOT_SUPPORTED,
+    ];
+}
+
+const ACCEPTED: &str = "Accepted";
+
+/// How the daemon runs.
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    /// Watch one namespace; `None`: all namespaces.
+    pub namespace: Option<String>,
+    /// This replica's name (Event `reportingInstance`, Lease `holderIdentity`).
+    pub pod_name: String,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Leader election; `None`: this replica always leads (a single replica).
+    pub lease: Option<LeaseConfig>,
+    /// Every policy is looked at at least this often.
+    pub resync: Duration,
+    /// How long shutdown waits for in-flight reconciles (their writes) to finish.
+    pub shutdown_deadline: Duration,
+}
+
+/// Builds the router a policy's `spec.router` names.
+pub trait RouterFactory: Send + Sync {
+    fn build(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+    ) -> Result<Arc<dyn TrafficRouter>, RouterError>;
+}
+
+/// Istio VirtualServices and Services through the cluster's API server. Envoy is a
+/// local router: a policy naming it is refused with a clear condition.
+pub struct KubeRouters {
+    client: Client,
+}
+
+impl KubeRouters {
+    pub fn new(client: Client) -> Self {
+        KubeRouters { client }
+    }
+}
+
+impl RouterFactory for KubeRouters {
+    fn build(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+    ) -> Result<Arc<dyn TrafficRouter>, RouterError> {
+        if let Some(istio) = &spec.router.istio {
+            let target = IstioTarget::from_policy(
+                &policy.name,
+                &policy.namespace,
+                istio,
+                spec.test_route.as_ref(),
+            );
+            return Ok(Arc::new(IstioRouter::new(self.client.clone(), target)));
+        }
+        if let Some(service) = &spec.router.service {
+            let target = ServiceTarget::from_policy(&policy.namespace, service);
+            return Ok(Arc::new(ServiceRouter::new(self.client.clone(), target)));
+        }
+        Err(RouterError::Invalid(format!(
+            "policy {}/{}: spec.router.envoy drives a local Envoy and is not supported in a \
+             cluster; use spec.router.istio or spec.router.service, or run it with `shiftgate run`",
+            policy.namespace, policy.name
+        )))
+    }
+}
+
+/// What the daemon drives; production wires the Kubernetes implementations, tests
+/// may substitute any seam.
+#[derive(Clone)]
+pub struct DaemonSeams {
+    pub client: Client,
+    pub routers: Arc<dyn RouterFactory>,
+    pub metrics: Arc<dyn MetricSource>,
+    pub store: Arc<dyn StateStore>,
+    pub commands: Arc<dyn CommandSource>,
+    pub checks: Arc<dyn CheckRunner>,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("a RolloutPolicy without {field} was received from the API server; it is skipped")]
+    MissingMetadata { field: &'static str },
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the RolloutPolicy custom resource is not installed in the cluster ({source}); \
+         install it with `shiftgate crd | kubectl apply -f -`"
+    )]
+    CrdMissing {
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot list RolloutPolicies{scope}: {source}; check the API server address and the daemon's RBAC")]
+    ApiUnavailable {
+        scope: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Leader(#[from] crate::runtime::leader::LeaderError),
+}
+
+impl DaemonError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DaemonError::MissingMetadata { .. } => "MissingMetadata",
+            DaemonError::Reconcile(e) => e.reason(),
+            DaemonError::Store(e) => e.reason(),
+            DaemonError::CrdMissing { .. } => "CrdMissing",
+            DaemonError::ApiUnavailable { .. } => "ApiUnavailable",
+            DaemonError::Leader(e) => e.reason(),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DaemonError::MissingMetadata { .. } | DaemonError::CrdMissing { .. } => false,
+            DaemonError::Reconcile(e) => e.is_transient(),
+            DaemonError::Store(e) => e.is_transient(),
+            DaemonError::ApiUnavailable { .. } => true,
+            DaemonError::Leader(e) => e.is_transient(),
+        }
+    }
+}
+
+/// The daemon: create, take [`Daemon::metrics`] and [`Daemon::health`] for the HTTP
+/// endpoints, then [`Daemon::run`].
+pub struct Daemon {
+    options: DaemonOptions,
+    seams: DaemonSeams,
+    metrics: Arc<Metrics>,
+    health: Health,
+}
+
+impl Daemon {
+    pub fn new(options: DaemonOptions, seams: DaemonSeams) -> Self {
+        Daemon {
+            options,
+            seams,
+            metrics: Arc::new(Metrics::new()),
+            health: Health::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Runs until `shutdown` resolves; then lets in-flight reconciles finish their
+    /// writes (bounded by `shutdown_deadline`), and only then gives up the Lease.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), DaemonError> {
+        let Daemon {
+            options,
+            seams,
+            metrics,
+            health,
+        } = self;
+        let api: Api<RolloutPolicy> = match &options.namespace {
+            Some(ns) => Api::namespaced(seams.client.clone(), ns),
+            None => Api::all(seams.client.clone()),
+        };
+        check_crd(&api, options.namespace.as_deref()).await?;
+
+        // Every helper task lives in this set: if `run` is dropped (a crash in tests,
+        // an abort), they stop with it instead of, say, renewing the Lease forever.
+        let mut tasks = tokio::task::JoinSet::new();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (controller_done_tx, controller_done_rx) = watch::channel(false);
+        let (leadership, elector) = match &options.lease {
+            Some(lease) => {
+                let (elector, leadership) = LeaderElector::new(
+                    seams.client.clone(),
+                    lease.clone(),
+                    seams.clock.clone(),
+                    Some(metrics.clone()),
+                )?;
+                // The Lease is given up only after the controller stopped writing.
+                let task = tasks.spawn(elector.run(wait_true(controller_done_rx)));
+                (leadership, Some(task))
+            }
+            None => {
+                metrics.set_leader(true);
+                (Leadership::always(), None)
+            }
+        };
+        tasks.spawn(mark_settled(leadership.clone(), health.clone()));
+
+        let (reader, writer) = reflector::store::<RolloutPolicy>();
+        let forget_metrics = metrics.clone();
+        let policies = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .reflect(writer)
+            .inspect(move |event| {
+                if let Ok(watcher::Event::Delete(policy)) = event {
+                    if let Some(policy) = policy_ref(policy) {
+                        forget_metrics.forget_policy(&policy);
+                    }
+                }
+            })
+            .applied_objects()
+            // Our own status writes do not wake the policy again: only spec
+            // (generation) and annotation (operator command) changes do.
+            .predicate_filter(spec_or_annotations, Default::default());
+        tasks.spawn({
+            let reader = reader.clone();
+            let health = health.clone();
+            async move {
+                if reader.wait_until_ready().await.is_ok() {
+                    health.set_watches_synced();
+                }
+            }
+        });
+
+        let context = Arc::new(Context {
+            options: options.clone(),
+            events: EventPublisher::new(seams.client.clone(), &options.pod_name),
+            seams,
+            metrics,
+            leadership: leadership.clone(),
+            store: reader.clone(),
+        });
+        let stop = wait_true(shutdown_rx.clone());
+        let controller = Controller::for_stream(policies, reader)
+            .with_config(ControllerConfig::default().concurrency(options.concurrency))
+            .reconcile_all_on(leadership_gained(leadership))
+            .graceful_shutdown_on(stop)
+            .run(reconcile, error_policy, context)
+            .for_each(|result| {
+                if let Err(error) = result {
+                    tracing::debug!(error = %error, "controller event");
+                }
+                std::future::ready(())
+            });
+        tokio::pin!(controller);
+        let shutdown_health = health.clone();
+        tokio::select! {
+            () = &mut controller => {},
+            () = shutdown => {
+                shutdown_health.set_shutting_down();
+                let _ = shutdown_tx.send(true);
+                tracing::info!(deadline = ?options.shutdown_deadline, "shutting down: finishing in-flight reconciles");
+                if tokio::time::timeout(options.shutdown_deadline, &mut controller).await.is_err() {
+                    tracing::warn!("in-flight reconciles did not finish before the shutdown deadline");
+                }
+            }
+        }
+        let _ = controller_done_tx.send(true);
+        if let Some(elector) = elector {
+            // Releasing the Lease is one call with its own timeout.
+            let wait_elector = async {
+                while let Some(done) = tasks.join_next_with_id().await {
+                    if done.map_or_else(|e| e.id(), |(id, ())| id) == elector.id() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(10), wait_elector).await;
+        }
+        tasks.abort_all();
+        Ok(())
+    }
+}
+
+async fn check_crd(api: &Api<RolloutPolicy>, namespace: Option<&str>) -> Result<(), DaemonError> {
+    match api.list(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(DaemonError::CrdMissing {
+            source: kube::Error::Api(status),
+        }),
+        Err(source) => Err(DaemonError::ApiUnavailable {
+            scope: namespace.map_or_else(String::new, |ns| format!(" in namespace {ns}")),
+            source,
+        }),
+    }
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|done| *done).await;
+}
+
+async fn mark_settled(mut leadership: Leadership, health: Health) {
+    while !leadership.is_settled() {
+        leadership.changed().await;
+    }
+    health.set_election_settled();
+}
+
+/// Fires each time this replica becomes the leader, so every policy is reconciled by
+/// the new leader at once (followers do not reconcile).
+fn leadership_gained(leadership: Leadership) -> impl Stream<Item = ()> + Send {
+    futures::stream::unfold(
+        (leadership, false),
+        |(mut leadership, mut was)| async move {
+            loop {
+                leadership.changed().await;
+                let now = leadership.is_leading();
+                let gained = now && !was;
+                was = now;
+                if gained {
+                    return Some(((), (leadership, was)));
+                }
+            }
+        },
+    )
+}
+
+fn spec_or_annotations(policy: &RolloutPolicy) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    policy.metadata.generation.hash(&mut hasher);
+    let annotations: BTreeMap<_, _> = policy
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    annotations.hash(&mut hasher);
+    policy
+        .metadata
+        .deletion_timestamp
+        .is_some()
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+fn policy_ref(policy: &RolloutPolicy) -> Option<PolicyRef> {
+    Some(PolicyRef {
+        namespace: policy.metadata.namespace.clone()?,
+        name: policy.metadata.name.clone()?,
+    })
+}
+
+/// Shared by every reconcile.
+struct Context {
+    options: DaemonOptions,
+    seams: DaemonSeams,
+    metrics: Arc<Metrics>,
+    events: EventPublisher,
+    leadership: Leadership,
+    store: Store<RolloutPolicy>,
+}
+
+async fn reconcile(policy: Arc<RolloutPolicy>, ctx: Arc<Context>) -> Result<Action, DaemonError> {
+    let started = Instant::now();
+    let result = ctx.reconcile(&policy).await;
+    ctx.metrics
+        .observe_reconcile(started.elapsed().as_secs_f64());
+    result
+}
+
+fn error_policy(policy: Arc<RolloutPolicy>, error: &DaemonError, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(error.reason());
+    tracing::warn!(
+        namespace = policy.metadata.namespace.as_deref().unwrap_or(""),
+        name = policy.metadata.name.as_deref().unwrap_or(""),
+        reason = error.reason(),
+        error = %error,
+        "reconcile failed"
+    );
+    Action::requeue(scheduler::after_error(
+        error.is_transient(),
+        ctx.options.resync,
+    ))
+}
+
+impl Context {
+    async fn reconcile(&self, policy: &RolloutPolicy) -> Result<Action, DaemonError> {
+        let policy_ref = policy_ref(policy).ok_or(DaemonError::MissingMetadata {
+            field: "metadata.namespace or metadata.name",
+        })?;
+        self.metrics.set_policies(self.store.len());
+        if policy.metadata.deletion_timestamp.is_some() {
+            self.metrics.forget_policy(&policy_ref);
+            return Ok(Action::await_change());
+        }
+        if let Some(status) = &policy.status {
+            self.metrics
+                .set_rollout(&policy_ref, status.phase, status.step, status.canary_weight);
+        }
+        if !self.leadership.is_leading() {
+            // Followers keep the cache warm and reconcile everything when they lead.
+            return Ok(Action::await_change());
+        }
+        let spec = &policy.spec;
+        let errors: Vec<String> = validate_spec(spec)
+            .into_iter()
+            .filter(|issue| issue.severity == crate::policy::diagnostic::Severity::Error)
+            .map(|issue| match &issue.hint {
+                Some(hint) => format!("{}: {} (hint: {hint})", issue.path, issue.message),
+                None => format!("{}: {}", issue.path, issue.message),
+            })
+            .collect();
+        if !errors.is_empty() {
+            let message = errors.join("; ");
+            self.refuse(
+                policy,
+                &policy_ref,
+                reasons::INVALID_POLICY,
+                &message,
+                RolloutEvent::InvalidPolicy { messages: errors },
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        if let Some((owner, route)) = conflicting_owner(policy, &self.store.state()) {
+            let message = format!(
+                "{route} is already managed by RolloutPolicy {}/{}; one rollout per route at a \
+                 time: remove the route from one of the two policies",
+                owner.namespace, owner.name
+            );
+            self.refuse(
+                policy,
+                &policy_ref,
+                reasons::ROUTE_CONFLICT,
+                &message,
+                RolloutEvent::RouteConflict {
+                    message: message.clone(),
+                },
+            )
+            .await?;
+            // The owner may go away: look again at the resync.
+            return Ok(Action::requeue(self.options.resync));
+        }
+        let router = match self.seams.routers.build(&policy_ref, spec) {
+            Ok(router) => router,
+            Err(error) => {
+                let message = error.to_string();
+                self.refuse(
+                    policy,
+                    &policy_ref,
+                    reasons::ROUTER_NOT_SUPPORTED,
+                    &message,
+                    RolloutEvent::InvalidPolicy {
+                        messages: vec![message.clone()],
+                    },
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
+        };
+        self.metrics.set_thresholds(&policy_ref, spec);
+        let reconciler = Reconciler::new(Seams {
+            router: Arc::new(FencedRouter::new(
+                Arc::new(CountingRouter {
+                    inner: router,
+                    metrics: self.metrics.clone(),
+                }),
+                self.leadership.clone(),
+            )),
+            metrics: Arc::new(TimedMetrics {
+                inner: self.seams.metrics.clone(),
+                metrics: self.metrics.clone(),
+            }),
+            store: Arc::new(FencedStore::new(
+                self.seams.store.clone(),
+                self.leadership.clone(),
+            )),
+            checks: self.seams.checks.clone(),
+            commands: self.seams.commands.clone(),
+            clock: self.seams.clock.clone(),
+        });
+        let outcome = reconciler.tick(&policy_ref, spec).await?;
+        let status = &outcome.status;
+        self.metrics
+            .set_rollout(&policy_ref, status.phase, status.step, status.canary_weight);
+        if outcome.evaluated {
+            self.publish_analysis(&policy_ref, status);
+        }
+        let link = spec
+            .grafana
+            .as_ref()
+            .and_then(|g| dashboard_link(g, &policy_ref, status.started_at).ok());
+        let reference = object_reference(policy);
+        for transition in &outcome.transitions {
+            if let Some(result) = finished(transition) {
+                self.metrics.rollout_finished(result);
+            }
+            if let Some(event) = event_for(transition) {
+                self.events
+                    .publish(&reference, &event, link.as_deref())
+                    .await;
+            }
+        }
+        let route_invalid = outcome
+            .problems
+            .iter()
+            .find(|p| p.reason == RouterError::Invalid(String::new()).reason());
+        match route_invalid {
+            Some(problem) => {
+                self.refuse(
+                    policy,
+                    &policy_ref,
+                    reasons::ROUTE_INVALID,
+                    &problem.message,
+                    RolloutEvent::RouteInvalid {
+                        message: problem.message.clone(),
+                    },
+                )
+                .await?;
+            }
+            None => self.accept_if_refused(&policy_ref, status).await?,
+        }
+        Ok(Action::requeue(scheduler::requeue_after(
+            self.seams.clock.now(),
+            outcome.wake_at,
+            self.options.resync,
+        )))
+    }
+
+    /// Accepted=False with `reason`: written once, with one Warning Event; nothing is
+    /// written to any router.
+    async fn refuse(
+        &self,
+        policy: &RolloutPolicy,
+        policy_ref: &PolicyRef,
+        reason: &'static str,
+        message: &str,
+        event: RolloutEvent,
+    ) -> Result<(), DaemonError> {
+        let (mut status, version) = match self.seams.store.load(policy_ref).await? {
+            Some((status, version)) => (status, Some(version)),
+            None => (RolloutStatus::default(), None),
+        };
+        let already = status.conditions.iter().any(|c| {
+            c.type_ == ACCEPTED && c.status == "False" && c.reason == reason && c.message == message
+        });
+        if already {
+            return Ok(());
+        }
+        tracing::warn!(namespace = %policy_ref.namespace, name = %policy_ref.name, reason, message, "policy refused");
+        crate::engine::set_condition(
+            &mut status.conditions,
+            ACCEPTED,
+            "False",
+            reason,
+            message,
+            self.seams.clock.now(),
+        );
+        if let Some(condition) = status.conditions.iter_mut().find(|c| c.type_ == ACCEPTED) {
+            condition.observed_generation = policy.metadata.generation;
+        }
+        FencedStore::new(self.seams.store.clone(), self.leadership.clone())
+            .save(policy_ref, &status, version.as_ref())
+            .await?;
+        self.events
+            .publish(&object_reference(policy), &event, None)
+            .await;
+        Ok(())
+    }
+
+    /// Once a refused policy is fine again, Accepted goes back to True.
+    async fn accept_if_refused(
+        &self,
+        policy_ref: &PolicyRef,
+        status: &RolloutStatus,
+    ) -> Result<(), DaemonError> {
+        let refused = status.conditions.iter().any(|c| {
+            c.type_ == ACCEPTED
+                && c.status == "False"
+                && reasons::REFUSALS.contains(&c.reason.as_str())
+        });
+        if !refused {
+            return Ok(());
+        }
+        let Some((mut status, version)) = self.seams.store.load(policy_ref).await? else {
+            return Ok(());
+        };
+        crate::engine::set_condition(
+            &mut status.conditions,
+            ACCEPTED,
+            "True",
+            reasons::POLICY_ACCEPTED,
+            "the policy is valid and its route is free",
+            self.seams.clock.now(),
+        );
+        FencedStore::new(self.seams.store.clone(), self.leadership.clone())
+            .save(policy_ref, &status, Some(&version))
+            .await?;
+        Ok(())
+    }
+
+    fn publish_analysis(&self, policy: &PolicyRef, status: &RolloutStatus) {
+        let Some(analysis) = &status.last_analysis else {
+            return;
+        };
+        self.metrics.analysis_evaluated(match analysis.verdict {
+            StatusVerdict::Pass => VerdictKind::Pass,
+            StatusVerdict::Fail => VerdictKind::Fail,
+            StatusVerdict::Inconclusive => VerdictKind::Inconclusive,
+        });
+        for metric in &analysis.metrics {
+            for (target, value) in [
+                (Target::Canary, metric.canary),
+                (Target::Stable, metric.stable),
+            ] {
+                match value.filter(|v| v.is_finite()) {
+                    Some(value) => {
+                        self.metrics
+                            .set_metric_value(policy, &metric.name, target, value)
+                    }
+                    None => self
+                        .metrics
+                        .clear_metric_value(policy, &metric.name, target),
+                }
+            }
+        }
+    }
+}
+
+fn object_reference(policy: &RolloutPolicy) -> ObjectReference {
+    policy.object_ref(&())
+}
+
+fn finished(transition: &Transition) -> Option<RolloutResult> {
+    match transition.kind {
+        TransitionKind::Promoted => Some(RolloutResult::Promoted),
+        TransitionKind::RolledBack => Some(RolloutResult::RolledBack),
+        TransitionKind::Aborted => Some(RolloutResult::Aborted),
+        TransitionKind::Held => Some(RolloutResult::Held),
+        _ => None,
+    }
+}
+
+/// The Event a transition is announced with; `None` for transitions that are not worth
+/// a human's attention on their own.
+fn event_for(t: &Transition) -> Option<RolloutEvent> {
+    let message = t.message.clone();
+    Some(match t.kind {
+        TransitionKind::Started => RolloutEvent::RolloutStarted {
+            revision: t.revision.clone(),
+        },
+        TransitionKind::StepAdvanced => RolloutEvent::StepAdvanced {
+            step: t.step,
+            weight: t.canary_weight,
+            message,
+        },
+        TransitionKind::Promoted => RolloutEvent::Promoted {
+            revision: t.revision.clone(),
+        },
+        TransitionKind::Paused => RolloutEvent::Paused { message },
+        // One Event per rollback, sent when it starts: it carries the reason.
+        TransitionKind::RollingBack => RolloutEvent::RolledBack {
+            reason: t.reason.clone(),
+            message,
+        },
+        TransitionKind::Held => RolloutEvent::Held { message },
+        TransitionKind::Aborted => RolloutEvent::Aborted { message },
+        TransitionKind::InconclusiveLimit => RolloutEvent::AnalysisInconclusive { message },
+        TransitionKind::Drift => RolloutEvent::DriftDetected { message },
+        TransitionKind::Resumed | TransitionKind::RolledBack => return None,
+    })
+}
+
+/// Counts router writes by result.
+struct CountingRouter {
+    inner: Arc<dyn TrafficRouter>,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl TrafficRouter for CountingRouter {
+    async fn read(&self) -> Result<LiveRoute, RouterError> {
+        self.inner.read().await
+    }
+
+    async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
+        let result = self.inner.apply(expect, desired).await;
+        self.metrics.router_write(WriteResult::from_router(&result));
+        result
+    }
+}
+
+/// Times the metric queries of one evaluation.
+struct TimedMetrics {
+    inner: Arc<dyn MetricSource>,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl MetricSource for TimedMetrics {
+    async fn observe(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+        at: Timestamp,
+    ) -> AnalysisInput {
+        let started = Instant::now();
+        let input = self.inner.observe(policy, spec, at).await;
+        self.metrics
+            .observe_prometheus_query(started.elapsed().as_secs_f64());
+        input
+    }
+}

@@ -1,0 +1,159 @@
+//! One rollout per route: which policy owns which route. The oldest policy (by
+//! creation time, then namespace/name) keeps a route; any later policy naming the same
+//! route is refused. Derived from the watch cache on every reconcile, so it needs no
+//! state of its own and agrees across restarts and replicas.
+
+use crate::metrics::PolicyRef;
+use crate::policy::{RolloutPolicy, RolloutSpec};
+
+/// A route a policy drives: a managed http route of a VirtualService, a Service's
+/// selector, or an Envoy routes file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteKey(String);
+
+impl std::fmt::Display for RouteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The routes `spec` manages, for a policy in `namespace`.
+pub fn route_keys(namespace: &str, spec: &RolloutSpec) -> Vec<RouteKey> {
+    let mut keys = Vec::new();
+    if let Some(istio) = &spec.router.istio {
+        let (vs_namespace, vs_name) = match istio.virtual_service.split_once('/') {
+            Some((ns, name)) => (ns, name),
+            None => (namespace, istio.virtual_service.as_str()),
+        };
+        if istio.routes.is_empty() {
+            // The only http route: any other policy on this VirtualService may name it.
+            keys.push(RouteKey(format!("VirtualService {vs_namespace}/{vs_name}")));
+        } else {
+            for route in &istio.routes {
+                keys.push(RouteKey(format!(
+                    "VirtualService {vs_namespace}/{vs_name} route {route}"
+                )));
+            }
+        }
+    }
+    if let Some(service) = &spec.router.service {
+        let (ns, name) = match service.service.split_once('/') {
+            Some((ns, name)) => (ns, name),
+            None => (namespace, service.service.as_str()),
+        };
+        keys.push(RouteKey(format!("Service {ns}/{name}")));
+    }
+    if let Some(envoy) = &spec.router.envoy {
+        keys.push(RouteKey(format!("Envoy routes file {}", envoy.routes_file)));
+    }
+    keys
+}
+
+/// Whether two key sets overlap. A whole-VirtualService key (no route named) overlaps
+/// every route of that VirtualService.
+fn overlaps(a: &[RouteKey], b: &[RouteKey]) -> Option<RouteKey> {
+    for x in a {
+        for y in b {
+            let same = x == y
+                || y.0.starts_with(&format!("{} route ", x.0))
+                || x.0.starts_with(&format!("{} route ", y.0));
+            if same {
+                return Some(x.clone());
+            }
+        }
+    }
+    None
+}
+
+/// The policy that already owns a route of `policy`, if any: an older policy (creation
+/// time, then namespace/name) among `all` whose routes overlap. Policies being deleted
+/// own nothing.
+pub fn conflicting_owner(
+    policy: &RolloutPolicy,
+    all: &[std::sync::Arc<RolloutPolicy>],
+) -> Option<(PolicyRef, RouteKey)> {
+    let namespace = policy.metadata.namespace.clone().unwrap_or_default();
+    let name = policy.metadata.name.clone().unwrap_or_default();
+    let mine = route_keys(&namespace, &policy.spec);
+    let my_rank = (
+        policy.metadata.creation_timestamp.clone(),
+        namespace.clone(),
+        name.clone(),
+    );
+    all.iter()
+        .filter(|other| other.metadata.deletion_timestamp.is_none())
+        .filter_map(|other| {
+            let other_ns = other.metadata.namespace.clone().unwrap_or_default();
+            let other_name = other.metadata.name.clone().unwrap_or_default();
+            if other_ns == namespace && other_name == name {
+                return None;
+            }
+            let rank = (
+                other.metadata.creation_timestamp.clone(),
+                other_ns.clone(),
+                other_name.clone(),
+            );
+            if rank >= my_rank {
+                return None;
+            }
+            let theirs = route_keys(&other_ns, &other.spec);
+            let route = overlaps(&mine, &theirs)?;
+            Some((rank, route))
+        })
+        .min()
+        .map(|((_, namespace, name), route)| (PolicyRef { namespace, name }, route))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn policy(name: &str, created: i64, vs: &str, routes: &[&str]) -> Arc<RolloutPolicy> {
+        let spec: RolloutSpec = serde_json::from_value(serde_json::json!({
+            "revision": "v2",
+            "router": { "istio": {
+                "virtualService": vs,
+                "routes": routes,
+                "stable": { "host": "a" },
+                "canary": { "host": "b" }
+            }},
+            "steps": [0, 100],
+            "analysis": { "metrics": [] }
+        }))
+        .unwrap_or_else(|e| panic!("test spec: {e}"));
+        let mut p = RolloutPolicy::new(name, spec);
+        p.metadata.namespace = Some("shop".to_owned());
+        p.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(created).unwrap_or_default(),
+        ));
+        Arc::new(p)
+    }
+
+    #[test]
+    fn the_later_policy_on_a_route_is_refused_and_the_older_keeps_it() {
+        let first = policy("first", 100, "checkout", &["primary"]);
+        let second = policy("second", 200, "shop/checkout", &["primary", "other"]);
+        let unrelated = policy("unrelated", 50, "checkout", &["other-route"]);
+        let all = vec![first.clone(), second.clone(), unrelated.clone()];
+        assert_eq!(conflicting_owner(&first, &all), None);
+        let (owner, route) = conflicting_owner(&second, &all).unwrap_or_else(|| panic!("conflict"));
+        assert_eq!(owner.name, "first");
+        assert_eq!(
+            route.to_string(),
+            "VirtualService shop/checkout route primary"
+        );
+        assert_eq!(conflicting_owner(&unrelated, &all), None);
+    }
+
+    #[test]
+    fn whole_virtual_service_overlaps_its_named_routes() {
+        let whole = policy("whole", 100, "checkout", &[]);
+        let named = policy("named", 200, "checkout", &["primary"]);
+        let all = vec![whole.clone(), named.clone()];
+        assert_eq!(
+            conflicting_owner(&named, &all).map(|(p, _)| p.name),
+            Some("whole".to_owned())
+        );
+    }
+}

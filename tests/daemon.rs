@@ -1,0 +1,670 @@
+//! `shiftgate daemon` end to end against the in-repo test API server: the real kube
+//! client, the real Istio router and kube status store, a scripted metric source, and
+//! short analysis intervals. Every wait polls a condition with a timeout.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{json, Value};
+use shiftgate::analysis::sample::{AnalysisInput, MetricObservation, Sample};
+use shiftgate::metrics::{MetricSource, PolicyRef};
+use shiftgate::policy::{Phase, RolloutPolicy, RolloutSpec, RolloutStatus, Timestamp};
+use shiftgate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
+use shiftgate::runtime::checks::ScriptedChecks;
+use shiftgate::runtime::clock::SystemClock;
+use shiftgate::runtime::commands::NoCommands;
+use shiftgate::runtime::daemon::{Daemon, DaemonOptions, DaemonSeams, KubeRouters, RouterFactory};
+use shiftgate::runtime::leader::LeaseConfig;
+use shiftgate::store::kube::KubeStatusStore;
+use shiftgate::testkit::apiserver::{ResourceRef, TestApiServer};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+const NS: &str = "shop";
+
+/// The canary's error rate, settable while a rollout runs; stable is always healthy.
+struct ScriptedErrorRate {
+    canary_error_rate: Mutex<f64>,
+}
+
+impl ScriptedErrorRate {
+    fn new(rate: f64) -> Arc<Self> {
+        Arc::new(ScriptedErrorRate {
+            canary_error_rate: Mutex::new(rate),
+        })
+    }
+}
+
+#[async_trait]
+impl MetricSource for ScriptedErrorRate {
+    async fn observe(
+        &self,
+        _policy: &PolicyRef,
+        spec: &RolloutSpec,
+        at: Timestamp,
+    ) -> AnalysisInput {
+        let rate = *self.canary_error_rate.lock().unwrap();
+        AnalysisInput {
+            at,
+            canary_requests: Sample::value(1000.0),
+            metrics: spec
+                .analysis
+                .metrics
+                .iter()
+                .map(|m| MetricObservation {
+                    name: m.name.clone(),
+                    canary: Sample::value(rate),
+                    stable: m.compare.as_ref().map(|_| Sample::value(0.001)),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Records every route write the router confirmed, per daemon.
+#[derive(Default)]
+struct WriteLog {
+    writes: Mutex<Vec<(String, u8)>>,
+}
+
+impl WriteLog {
+    fn weights(&self) -> Vec<u8> {
+        self.writes
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, w)| *w)
+            .collect()
+    }
+
+    fn by(&self, daemon: &str) -> Vec<u8> {
+        self.writes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(d, _)| d == daemon)
+            .map(|(_, w)| *w)
+            .collect()
+    }
+}
+
+struct RecordingRouters {
+    daemon: String,
+    inner: KubeRouters,
+    log: Arc<WriteLog>,
+}
+
+struct RecordingRouter {
+    daemon: String,
+    inner: Arc<dyn TrafficRouter>,
+    log: Arc<WriteLog>,
+}
+
+impl RouterFactory for RecordingRouters {
+    fn build(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+    ) -> Result<Arc<dyn TrafficRouter>, RouterError> {
+        Ok(Arc::new(RecordingRouter {
+            daemon: self.daemon.clone(),
+            inner: self.inner.build(policy, spec)?,
+            log: self.log.clone(),
+        }))
+    }
+}
+
+#[async_trait]
+impl TrafficRouter for RecordingRouter {
+    async fn read(&self) -> Result<LiveRoute, RouterError> {
+        self.inner.read().await
+    }
+
+    async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
+        let version = self.inner.apply(expect, desired).await?;
+        self.log
+            .writes
+            .lock()
+            .unwrap()
+            .push((self.daemon.clone(), desired.canary_weight));
+        Ok(version)
+    }
+}
+
+fn virtual_service_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
+        "virtualservices",
+    )
+}
+
+/// A VirtualService with more than shiftgate manages: another route, retries, a
+/// timeout, headers, labels, an unknown field.
+fn virtual_service() -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": { "name": "checkout", "namespace": NS, "labels": { "team": "payments" } },
+        "spec": {
+            "hosts": ["checkout.example.com"],
+            "gateways": ["public"],
+            "http": [
+                {
+                    "name": "admin",
+                    "match": [{ "uri": { "prefix": "/admin" } }],
+                    "route": [{ "destination": { "host": "checkout-admin" } }]
+                },
+                {
+                    "name": "primary",
+                    "retries": { "attempts": 3, "perTryTimeout": "2s" },
+                    "timeout": "10s",
+                    "headers": { "request": { "set": { "x-via": "mesh" } } },
+                    "route": [
+                        { "destination": { "host": "checkout", "subset": "v1" }, "weight": 100 },
+                        { "destination": { "host": "checkout", "subset": "v2" }, "weight": 0 }
+                    ],
+                    "x-unknown-field": { "kept": true }
+                }
+            ]
+        }
+    })
+}
+
+fn policy(
+    name: &str,
+    steps: Value,
+    virtual_service: &str,
+    route: &str,
+    canary_subset: &str,
+) -> RolloutPolicy {
+    let spec: RolloutSpec = serde_json::from_value(json!({
+        "revision": "v2",
+        "router": { "istio": {
+            "virtualService": virtual_service,
+            "routes": [route],
+            "stable": { "host": "checkout", "subset": "v1" },
+            "canary": { "host": "checkout", "subset": canary_subset }
+        }},
+        "steps": steps,
+        "analysis": {
+            "interval": "1s",
+            "prometheus": { "address": "http://127.0.0.1:1" },
+            "metrics": [ { "name": "error-rate", "query": "sum(rate(errors[1m]))", "max": 0.01 } ],
+            "failureLimit": 0
+        },
+        "grafana": { "url": "https://grafana.example" }
+    }))
+    .unwrap();
+    let mut policy = RolloutPolicy::new(name, spec);
+    policy.metadata.namespace = Some(NS.to_owned());
+    policy
+}
+
+struct Cluster {
+    server: TestApiServer,
+    log: Arc<WriteLog>,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let server = TestApiServer::start().await.unwrap();
+        let vs = ResourceRef::new("networking.istio.io", "v1", "virtualservices");
+        server.put_object(&vs, virtual_service()).unwrap();
+        Cluster {
+            server,
+            log: Arc::new(WriteLog::default()),
+        }
+    }
+
+    fn policies(&self) -> Api<RolloutPolicy> {
+        Api::namespaced(self.server.client().unwrap(), NS)
+    }
+
+    async fn create(&self, policy: &RolloutPolicy) {
+        self.policies()
+            .create(&PostParams::default(), policy)
+            .await
+            .unwrap();
+    }
+
+    async fn status(&self, name: &str) -> RolloutStatus {
+        self.policies()
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
+    }
+
+    async fn virtual_service(&self) -> Value {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.server.client().unwrap(),
+            NS,
+            &virtual_service_resource(),
+        );
+        serde_json::to_value(api.get("checkout").await.unwrap()).unwrap()
+    }
+
+    async fn wait_for_status(
+        &self,
+        name: &str,
+        what: &str,
+        limit: Duration,
+        condition: impl Fn(&RolloutStatus) -> bool,
+    ) -> RolloutStatus {
+        let started = Instant::now();
+        loop {
+            let status = self.status(name).await;
+            if condition(&status) {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "timed out after {limit:?} waiting for {what}; status: {}",
+                serde_json::to_string_pretty(&status).unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The reasons of the Events about `name`, in order.
+    async fn event_reasons(&self, name: &str) -> Vec<(String, String, String)> {
+        let events = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
+            "events",
+        );
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.server.client().unwrap(), NS, &events);
+        let mut list: Vec<Value> = api
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .filter(|e| e["regarding"]["name"] == name)
+            .collect();
+        list.sort_by(|a, b| a["eventTime"].as_str().cmp(&b["eventTime"].as_str()));
+        list.iter()
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap_or("").to_owned(),
+                    e["reason"].as_str().unwrap_or("").to_owned(),
+                    e["note"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn daemon(&self, identity: &str, metrics: Arc<ScriptedErrorRate>, lease: bool) -> Running {
+        let client = self.server.client().unwrap();
+        let options = DaemonOptions {
+            namespace: Some(NS.to_owned()),
+            pod_name: identity.to_owned(),
+            concurrency: 4,
+            lease: lease
+                .then(|| LeaseConfig::new("shiftgate", NS, identity, Duration::from_secs(2))),
+            resync: Duration::from_secs(30),
+            shutdown_deadline: Duration::from_secs(5),
+        };
+        let seams = DaemonSeams {
+            client: client.clone(),
+            routers: Arc::new(RecordingRouters {
+                daemon: identity.to_owned(),
+                inner: KubeRouters::new(client.clone()),
+                log: self.log.clone(),
+            }),
+            metrics,
+            store: Arc::new(KubeStatusStore::new(client.clone())),
+            commands: Arc::new(NoCommands),
+            checks: Arc::new(ScriptedChecks::passing()),
+            clock: Arc::new(SystemClock),
+        };
+        let daemon = Daemon::new(options, seams);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(daemon.run(async move {
+            let _ = stop_rx.await;
+        }));
+        Running {
+            task,
+            stop: Some(stop_tx),
+        }
+    }
+}
+
+struct Running {
+    task: JoinHandle<Result<(), shiftgate::runtime::daemon::DaemonError>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Running {
+    /// SIGTERM: in-flight reconciles finish, then it stops.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(15), &mut self.task)
+            .await
+            .expect("daemon stops within its shutdown deadline")
+            .unwrap();
+        result.unwrap();
+    }
+
+    /// A crash: the daemon and every task it started are gone at once.
+    fn kill(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn canary_weight(vs: &Value) -> u64 {
+    vs["spec"]["http"][1]["route"][1]["weight"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Steps are walked one by one: each write is the next step's weight.
+fn assert_steps_in_order(writes: &[u8], steps: &[u8]) {
+    let expected: Vec<u8> = steps.iter().copied().filter(|w| *w != 0).collect();
+    assert_eq!(
+        writes, expected,
+        "route writes must be each step once, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walks_every_step_to_promoted_and_touches_only_the_weights() {
+    let cluster = Cluster::start().await;
+    let before = cluster.virtual_service().await;
+    let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
+    cluster
+        .create(&policy(
+            "checkout",
+            json!([0, 50, 100]),
+            "checkout",
+            "primary",
+            "v2",
+        ))
+        .await;
+    let status = cluster
+        .wait_for_status("checkout", "Promoted", Duration::from_secs(40), |s| {
+            s.phase == Phase::Promoted
+        })
+        .await;
+    assert_eq!(status.canary_weight, 100);
+    assert_steps_in_order(&cluster.log.weights(), &[0, 50, 100]);
+
+    let mut after = cluster.virtual_service().await;
+    assert_eq!(canary_weight(&after), 100);
+    // Put the old weights back: nothing else may differ.
+    after["spec"]["http"][1]["route"][0]["weight"] = json!(100);
+    after["spec"]["http"][1]["route"][1]["weight"] = json!(0);
+    assert_eq!(after["spec"], before["spec"]);
+    assert_eq!(after["metadata"]["labels"], before["metadata"]["labels"]);
+
+    let events = cluster.event_reasons("checkout").await;
+    let reasons: Vec<&str> = events.iter().map(|(_, r, _)| r.as_str()).collect();
+    assert!(reasons.contains(&"RolloutStarted"), "{events:?}");
+    assert!(reasons.contains(&"StepAdvanced"), "{events:?}");
+    assert!(reasons.contains(&"Promoted"), "{events:?}");
+    let (_, _, note) = events.iter().find(|(_, r, _)| r == "Promoted").unwrap();
+    assert!(
+        note.contains(
+            "https://grafana.example/d/shiftgate-rollout?var-namespace=shop&var-name=checkout"
+        ),
+        "{note}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_canary_is_rolled_back_with_a_warning_event() {
+    let cluster = Cluster::start().await;
+    let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.2), false);
+    cluster
+        .create(&policy(
+            "checkout",
+            json!([0, 30, 100]),
+            "checkout",
+            "primary",
+            "v2",
+        ))
+        .await;
+    let status = cluster
+        .wait_for_status("checkout", "RolledBack", Duration::from_secs(40), |s| {
+            s.phase == Phase::RolledBack
+        })
+        .await;
+    assert_eq!(status.canary_weight, 0);
+    assert_eq!(canary_weight(&cluster.virtual_service().await), 0);
+    assert_eq!(
+        cluster.log.weights(),
+        vec![30, 0],
+        "one step, then one rollback write"
+    );
+    let events = cluster.event_reasons("checkout").await;
+    let rolled_back = events
+        .iter()
+        .find(|(_, reason, _)| reason == "RolledBack")
+        .unwrap_or_else(|| panic!("no RolledBack event in {events:?}"));
+    assert_eq!(rolled_back.0, "Warning");
+    assert!(rolled_back.2.contains("error-rate"), "{rolled_back:?}");
+    daemon.stop().await;
+}
+
+const LONG_STEPS: [u8; 6] = [0, 20, 40, 60, 80, 100];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_daemon_resumes_from_the_status_without_repeating_a_step() {
+    let cluster = Cluster::start().await;
+    let metrics = ScriptedErrorRate::new(0.001);
+    let first = cluster.daemon("pod-a", metrics.clone(), false);
+    cluster
+        .create(&policy(
+            "checkout",
+            json!(LONG_STEPS),
+            "checkout",
+            "primary",
+            "v2",
+        ))
+        .await;
+    cluster
+        .wait_for_status("checkout", "step 2", Duration::from_secs(40), |s| {
+            s.step >= 2
+        })
+        .await;
+    first.stop().await;
+    let second = cluster.daemon("pod-b", metrics, false);
+    cluster
+        .wait_for_status("checkout", "Promoted", Duration::from_secs(60), |s| {
+            s.phase == Phase::Promoted
+        })
+        .await;
+    assert_steps_in_order(&cluster.log.weights(), &LONG_STEPS);
+    assert!(
+        !cluster.log.by("pod-b").is_empty(),
+        "the second daemon continued"
+    );
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_writes_and_a_follower_continues_after_it_dies() {
+    let cluster = Cluster::start().await;
+    let metrics = ScriptedErrorRate::new(0.001);
+    let a = cluster.daemon("pod-a", metrics.clone(), true);
+    let started = Instant::now();
+    // a must lead before b starts, so the roles are known.
+    loop {
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(cluster.server.client().unwrap(), NS);
+        if let Ok(lease) = leases.get("shiftgate").await {
+            if lease.spec.and_then(|s| s.holder_identity).as_deref() == Some("pod-a") {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "pod-a never led"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = cluster.daemon("pod-b", metrics, true);
+    cluster
+        .create(&policy(
+            "checkout",
+            json!(LONG_STEPS),
+            "checkout",
+            "primary",
+            "v2",
+        ))
+        .await;
+    cluster
+        .wait_for_status("checkout", "step 2", Duration::from_secs(40), |s| {
+            s.step >= 2
+        })
+        .await;
+    assert!(cluster.log.by("pod-b").is_empty(), "a follower wrote");
+    a.kill();
+    cluster
+        .wait_for_status("checkout", "Promoted", Duration::from_secs(60), |s| {
+            s.phase == Phase::Promoted
+        })
+        .await;
+    assert_steps_in_order(&cluster.log.weights(), &LONG_STEPS);
+    assert!(!cluster.log.by("pod-b").is_empty(), "pod-b took over");
+    b.stop().await;
+}
+
+/// A refused policy gets Accepted=False with `reason` and a Warning Event, and the
+/// VirtualService is never written.
+async fn assert_refused(cluster: &Cluster, name: &str, reason: &str, message_part: &str) {
+    let status = cluster
+        .wait_for_status(name, reason, Duration::from_secs(20), |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Accepted" && c.status == "False" && c.reason == reason)
+        })
+        .await;
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Accepted")
+        .unwrap();
+    assert!(
+        condition.message.contains(message_part),
+        "{reason}: message {:?} lacks {message_part:?}",
+        condition.message
+    );
+    let events = cluster.event_reasons(name).await;
+    assert!(
+        events.iter().any(|(t, r, _)| t == "Warning" && r == reason),
+        "no Warning {reason} event in {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_policies_get_a_condition_and_an_event_and_nothing_is_written() {
+    let cluster = Cluster::start().await;
+    let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
+    cluster
+        .create(&policy(
+            "missing-vs",
+            json!([0, 100]),
+            "nope",
+            "primary",
+            "v2",
+        ))
+        .await;
+    cluster
+        .create(&policy(
+            "missing-route",
+            json!([0, 100]),
+            "checkout",
+            "nope",
+            "v2",
+        ))
+        .await;
+    cluster
+        .create(&policy(
+            "missing-destination",
+            json!([0, 100]),
+            "checkout",
+            "primary",
+            "v9",
+        ))
+        .await;
+    cluster
+        .create(&policy(
+            "invalid",
+            json!([0, 150]),
+            "other",
+            "primary",
+            "v2",
+        ))
+        .await;
+    assert_refused(&cluster, "missing-vs", "RouteInvalid", "nope").await;
+    assert_refused(&cluster, "missing-route", "RouteInvalid", "nope").await;
+    assert_refused(&cluster, "missing-destination", "RouteInvalid", "v9").await;
+    assert_refused(&cluster, "invalid", "InvalidPolicy", "spec.steps").await;
+
+    // Events are sent once per refusal, not per reconcile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = cluster.event_reasons("missing-vs").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(cluster
+        .server
+        .requests_matching("PATCH", "/virtualservices/")
+        .is_empty());
+    assert!(cluster.log.weights().is_empty());
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_policy_on_the_same_route_is_refused() {
+    let cluster = Cluster::start().await;
+    let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
+    cluster
+        .create(&policy(
+            "first",
+            json!([0, 50, 100]),
+            "checkout",
+            "primary",
+            "v2",
+        ))
+        .await;
+    cluster
+        .wait_for_status("first", "first accepted", Duration::from_secs(20), |s| {
+            s.revision.is_some()
+        })
+        .await;
+    cluster
+        .create(&policy(
+            "second",
+            json!([0, 100]),
+            "checkout",
+            "primary",
+            "v2",
+        ))
+        .await;
+    assert_refused(&cluster, "second", "RouteConflict", "shop/first").await;
+    cluster
+        .wait_for_status("first", "Promoted", Duration::from_secs(40), |s| {
+            s.phase == Phase::Promoted
+        })
+        .await;
+    assert_eq!(
+        cluster.log.weights(),
+        vec![50, 100],
+        "only the first policy wrote"
+    );
+    daemon.stop().await;
+}

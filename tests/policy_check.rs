@@ -328,7 +328,9 @@ fn valid_fixture_parses_into_the_policy_type() {
         "30s",
         "default interval"
     );
-    let err = shiftgate::policy::parse::parse_str("inline.yaml", "kind: [").unwrap_err();
+    let Err(err) = shiftgate::policy::parse::parse_str("inline.yaml", "kind: [") else {
+        panic!("`kind: [` is not YAML and must not parse");
+    };
     assert_eq!(err[0].file, Path::new("inline.yaml"));
 }
 

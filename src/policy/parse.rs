@@ -137,7 +137,7 @@ pub fn locate(issues: Vec<Issue>, document: &PositionedDocument, file: &Path) ->
             issue.located(file, at.line, at.column)
         })
         .collect();
-    located.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+    located.sort_by_key(|d| (d.line, d.column));
     located
 }
 

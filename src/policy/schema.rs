@@ -101,6 +101,7 @@ fn collect_names(node: &Value, names: &mut std::collections::BTreeSet<String>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -488,6 +488,7 @@ fn misspelt_as<'k>(name: &str, written: impl Iterator<Item = &'k String>) -> Opt
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use serde_json::json;

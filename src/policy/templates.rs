@@ -84,6 +84,7 @@ pub fn builtin(name: &str) -> Option<&'static BuiltinTemplate> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

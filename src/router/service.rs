@@ -226,3 +226,80 @@ impl TrafficRouter for ServiceRouter {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn target() -> ServiceTarget {
+        ServiceTarget {
+            namespace: "shop".to_owned(),
+            name: "checkout".to_owned(),
+            selector_key: "app.kubernetes.io/version".to_owned(),
+            stable_value: "blue".to_owned(),
+            canary_value: "green".to_owned(),
+        }
+    }
+
+    fn service(value: &str) -> Value {
+        json!({
+            "metadata": {"name": "checkout", "namespace": "shop", "resourceVersion": "7"},
+            "spec": {"selector": {"app": "checkout", "app.kubernetes.io/version": value},
+                     "ports": [{"port": 80}]}
+        })
+    }
+
+    fn route(canary_weight: u8) -> ManagedRoute {
+        ManagedRoute {
+            canary_weight,
+            test_route: false,
+        }
+    }
+
+    #[test]
+    fn selector_value_reads_as_weight_0_or_100() {
+        assert_eq!(read_service(&service("blue"), &target()).unwrap(), route(0));
+        assert_eq!(
+            read_service(&service("green"), &target()).unwrap(),
+            route(100)
+        );
+        let error = read_service(&service("red"), &target()).unwrap_err();
+        assert!(error
+            .to_string()
+            .contains("\"red\", neither the stable value"));
+    }
+
+    #[test]
+    fn switch_tests_version_and_current_value_then_replaces_one_key() {
+        let patch = plan_service(&service("blue"), &target(), route(100)).unwrap();
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+                {"op": "test", "path": "/spec/selector/app.kubernetes.io~1version", "value": "blue"},
+                {"op": "replace", "path": "/spec/selector/app.kubernetes.io~1version", "value": "green"}
+            ])
+        );
+        let mut switched = service("blue");
+        json_patch::patch(&mut switched, &patch).unwrap();
+        assert_eq!(switched, service("green"));
+        assert!(plan_service(&switched, &target(), route(100))
+            .unwrap()
+            .0
+            .is_empty());
+    }
+
+    #[test]
+    fn weights_between_and_test_routes_are_refused() {
+        let error = plan_service(&service("blue"), &target(), route(30)).unwrap_err();
+        assert!(matches!(error, RouterError::Invalid(_)));
+        assert!(error.to_string().contains("canary weight 30 is impossible"));
+        let with_test_route = ManagedRoute {
+            canary_weight: 0,
+            test_route: true,
+        };
+        let error = plan_service(&service("blue"), &target(), with_test_route).unwrap_err();
+        assert!(error.to_string().contains("cannot send test traffic"));
+    }
+}

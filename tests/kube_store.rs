@@ -1,0 +1,303 @@
+//! The Kubernetes status store and command source against the test API server.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use serde_json::{json, Value};
+use shiftgate::engine::Command;
+use shiftgate::metrics::PolicyRef;
+use shiftgate::policy::{Phase, RolloutPolicy, RolloutStatus};
+use shiftgate::runtime::commands_kube::{submit_command, KubeCommandSource};
+use shiftgate::runtime::{CommandSource, CommandSourceError};
+use shiftgate::store::kube::KubeStatusStore;
+use shiftgate::store::{StateStore, StoreError};
+use shiftgate::testkit::apiserver::{Fault, FaultKind, ResourceRef, TestApiServer};
+
+const NS: &str = "shop";
+
+fn policy_ref() -> PolicyRef {
+    PolicyRef {
+        namespace: NS.into(),
+        name: "checkout".into(),
+    }
+}
+
+fn resource() -> ResourceRef {
+    ResourceRef::of::<RolloutPolicy>()
+}
+
+async fn server_with_policy() -> TestApiServer {
+    let server = TestApiServer::start().await.unwrap();
+    server
+        .put_object(
+            &resource(),
+            json!({
+                "apiVersion": "shiftgate.dev/v1alpha1", "kind": "RolloutPolicy",
+                "metadata": { "name": "checkout", "namespace": NS },
+                "spec": { "revision": "v2", "steps": [0, 30, 100] },
+            }),
+        )
+        .unwrap();
+    server
+}
+
+fn stored(server: &TestApiServer) -> Value {
+    server
+        .get_object(&resource(), Some(NS), "checkout")
+        .unwrap()
+}
+
+fn progressing(weight: u8) -> RolloutStatus {
+    RolloutStatus {
+        revision: Some("v2".into()),
+        phase: Phase::Progressing,
+        step: 1,
+        canary_weight: weight,
+        ..RolloutStatus::default()
+    }
+}
+
+#[tokio::test]
+async fn saves_and_loads_status_conditionally_on_the_resource_version() {
+    let server = server_with_policy().await;
+    let store = KubeStatusStore::new(server.client().unwrap());
+    let policy = policy_ref();
+    assert!(store.load(&policy).await.unwrap().is_none());
+
+    let v1 = store.save(&policy, &progressing(30), None).await.unwrap();
+    let (status, version) = store.load(&policy).await.unwrap().unwrap();
+    assert_eq!((status, &version), (progressing(30), &v1));
+    assert_eq!(stored(&server)["spec"]["revision"], "v2", "spec untouched");
+
+    // The write is a JSON Patch of /status that tests the version read.
+    let patch = server.requests_matching("PATCH", "/rolloutpolicies/checkout/status");
+    let last = patch.last().unwrap();
+    assert_eq!(
+        last.content_type.as_deref(),
+        Some("application/json-patch+json")
+    );
+    assert!(
+        last.path.contains("fieldManager=shiftgate"),
+        "{}",
+        last.path
+    );
+    let ops = last.json().unwrap();
+    assert_eq!(ops[0]["op"], "test");
+    assert_eq!(ops[0]["path"], "/metadata/resourceVersion");
+
+    let v2 = store
+        .save(&policy, &progressing(60), Some(&v1))
+        .await
+        .unwrap();
+    assert_ne!(v1, v2);
+    // A stale version: conflict, and the newer state survives.
+    let err = store
+        .save(&policy, &progressing(100), Some(&v1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert_eq!(stored(&server)["status"]["canaryWeight"], 60);
+    // "No state yet" while there is state: conflict too.
+    let err = store
+        .save(&policy, &progressing(100), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_concurrent_edit_of_the_policy_is_a_conflict_not_an_overwrite() {
+    let server = server_with_policy().await;
+    let store = KubeStatusStore::new(server.client().unwrap());
+    let policy = policy_ref();
+    let v1 = store.save(&policy, &progressing(30), None).await.unwrap();
+    // Someone edits the spec: the object's resourceVersion moves on.
+    let mut edited = stored(&server);
+    edited["spec"]["revision"] = json!("v3");
+    server.put_object(&resource(), edited).unwrap();
+    let err = store
+        .save(&policy, &progressing(60), Some(&v1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert_eq!(stored(&server)["status"]["canaryWeight"], 30);
+    assert_eq!(stored(&server)["spec"]["revision"], "v3");
+}
+
+#[tokio::test]
+async fn api_failures_are_conflicts_only_when_the_object_changed() {
+    let server = server_with_policy().await;
+    let store = KubeStatusStore::new(server.client().unwrap());
+    let policy = policy_ref();
+    let v1 = store.save(&policy, &progressing(30), None).await.unwrap();
+
+    server.inject(Fault::new("PATCH", "/status", FaultKind::Status(409), 1));
+    let err = store
+        .save(&policy, &progressing(60), Some(&v1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+
+    // A 422 that is not a failed `test` (the object did not change) is not a conflict.
+    server.inject(Fault::new("PATCH", "/status", FaultKind::Status(422), 1));
+    let err = store
+        .save(&policy, &progressing(60), Some(&v1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+
+    server.inject(Fault::new("PATCH", "/status", FaultKind::Status(500), 1));
+    let err = store
+        .save(&policy, &progressing(60), Some(&v1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("500"), "{err}");
+    assert_eq!(
+        stored(&server)["status"]["canaryWeight"],
+        30,
+        "nothing written"
+    );
+
+    server.inject(Fault::new(
+        "GET",
+        "/rolloutpolicies/checkout",
+        FaultKind::DropConnection,
+        1,
+    ));
+    let err = store.load(&policy).await.unwrap_err();
+    assert!(err.to_string().contains("unreachable"), "{err}");
+
+    // After all that, the store still works from the version it read.
+    store
+        .save(&policy, &progressing(60), Some(&v1))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn corrupt_status_and_missing_policies_are_reported_with_their_location() {
+    let server = server_with_policy().await;
+    let store = KubeStatusStore::new(server.client().unwrap());
+    let policy = policy_ref();
+    let mut broken = stored(&server);
+    broken["status"] = json!({ "phase": "Sideways" });
+    server.put_object(&resource(), broken).unwrap();
+    let err = store.load(&policy).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("shop/checkout"), "{err}");
+
+    let gone = PolicyRef {
+        namespace: NS.into(),
+        name: "gone".into(),
+    };
+    let err = store.load(&gone).await.unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn a_command_is_handed_over_once_and_its_id_saved_with_the_state() {
+    let server = server_with_policy().await;
+    let client = server.client().unwrap();
+    let store = KubeStatusStore::new(client.clone());
+    let commands = KubeCommandSource::new(client.clone(), store.ledger());
+    let policy = policy_ref();
+    assert!(commands.take(&policy).await.unwrap().is_empty());
+
+    let v1 = store.save(&policy, &progressing(30), None).await.unwrap();
+    let submitted = submit_command(client.clone(), NS, "checkout", Command::Pause)
+        .await
+        .unwrap();
+    let annotations = &stored(&server)["metadata"]["annotations"];
+    assert_eq!(annotations["shiftgate.dev/command"], "pause");
+    assert_eq!(annotations["shiftgate.dev/command-id"], json!(submitted.id));
+
+    // The annotation write moved the version: the reconciler re-reads, then takes.
+    let (_, version) = store.load(&policy).await.unwrap().unwrap();
+    assert_ne!(version, v1);
+    assert_eq!(commands.take(&policy).await.unwrap(), vec![Command::Pause]);
+    assert!(
+        commands.take(&policy).await.unwrap().is_empty(),
+        "handed over once"
+    );
+    let mut paused = progressing(30);
+    paused.phase = Phase::Paused;
+    store.save(&policy, &paused, Some(&version)).await.unwrap();
+    assert_eq!(
+        stored(&server)["status"]["lastCommandId"],
+        json!(submitted.id)
+    );
+    let (loaded, _) = store.load(&policy).await.unwrap().unwrap();
+    assert_eq!(
+        loaded, paused,
+        "the ledger field is not part of the engine's state"
+    );
+
+    // A restarted daemon (new store, new source) does not replay it.
+    let store2 = KubeStatusStore::new(client.clone());
+    let commands2 = KubeCommandSource::new(client.clone(), store2.ledger());
+    store2.load(&policy).await.unwrap();
+    assert!(commands2.take(&policy).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_command_whose_state_was_not_saved_is_handed_over_again() {
+    let server = server_with_policy().await;
+    let client = server.client().unwrap();
+    let store = KubeStatusStore::new(client.clone());
+    let commands = KubeCommandSource::new(client.clone(), store.ledger());
+    let policy = policy_ref();
+    store.save(&policy, &progressing(30), None).await.unwrap();
+    submit_command(client.clone(), NS, "checkout", Command::Abort)
+        .await
+        .unwrap();
+    let (_, version) = store.load(&policy).await.unwrap().unwrap();
+    assert_eq!(commands.take(&policy).await.unwrap(), vec![Command::Abort]);
+    server.inject(Fault::new("PATCH", "/status", FaultKind::Status(409), 1));
+    let aborted = RolloutStatus {
+        phase: Phase::Aborted,
+        ..progressing(0)
+    };
+    assert!(store.save(&policy, &aborted, Some(&version)).await.is_err());
+    assert_eq!(commands.take(&policy).await.unwrap(), vec![Command::Abort]);
+    store.save(&policy, &aborted, Some(&version)).await.unwrap();
+    assert!(commands.take(&policy).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_command_annotations_are_reported() {
+    let server = server_with_policy().await;
+    let client = server.client().unwrap();
+    let store = KubeStatusStore::new(client.clone());
+    let commands = KubeCommandSource::new(client, store.ledger());
+    let policy = policy_ref();
+    let mut annotated = stored(&server);
+    annotated["metadata"]["annotations"] = json!({ "shiftgate.dev/command": "pause" });
+    server.put_object(&resource(), annotated.clone()).unwrap();
+    let err = commands.take(&policy).await.unwrap_err();
+    assert!(matches!(err, CommandSourceError::Invalid { .. }), "{err}");
+    assert!(
+        err.to_string().contains("shiftgate.dev/command-id"),
+        "{err}"
+    );
+
+    annotated["metadata"]["annotations"] =
+        json!({ "shiftgate.dev/command": "explode", "shiftgate.dev/command-id": "7" });
+    server.put_object(&resource(), annotated).unwrap();
+    let err = commands.take(&policy).await.unwrap_err();
+    assert!(err.to_string().contains("explode"), "{err}");
+    assert!(
+        commands.take(&policy).await.unwrap().is_empty(),
+        "reported once"
+    );
+
+    server.inject(Fault::new(
+        "GET",
+        "/rolloutpolicies/checkout",
+        FaultKind::Status(500),
+        1,
+    ));
+    let err = commands.take(&policy).await.unwrap_err();
+    assert!(
+        matches!(err, CommandSourceError::Unavailable { .. }),
+        "{err}"
+    );
+}

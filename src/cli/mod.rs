@@ -1,12 +1,19 @@
 //! The command line: one file per subcommand. `main.rs` only parses, starts tracing
 //! and dispatches here.
 
+pub mod abort;
+pub mod demo;
 pub mod demo_app;
 pub mod check;
 pub mod crd;
 pub mod daemon;
 pub mod exit;
+pub mod pause;
+pub mod promote;
+pub mod resume;
+pub mod run;
 pub mod schema;
+pub mod status;
 pub mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +48,20 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Run the in-cluster controller: watch RolloutPolicies, drive their rollouts, serve /metrics.
     Daemon(daemon::DaemonArgs),
+    /// Run one local rollout (Envoy router) in the foreground to its end.
+    Run(run::RunArgs),
+    /// Show where a local rollout is.
+    Status(status::StatusArgs),
+    /// Skip the current step's remaining analysis (`--full`: straight to 100%).
+    Promote(promote::PromoteArgs),
+    /// Stop moving traffic at the current weight.
+    Pause(pause::PauseArgs),
+    /// Continue a paused or held rollout.
+    Resume(resume::ResumeArgs),
+    /// Put every request back on stable now and end the rollout.
+    Abort(abort::AbortArgs),
+    /// The local demo: real Envoy and Prometheus, a good release promoted, a bad one rolled back.
+    Demo(demo::DemoArgs),
     /// One instance of the demo HTTP app (started by `shiftgate demo` and the tests).
     #[command(hide = true)]
     DemoApp(demo_app::DemoAppArgs),
@@ -53,7 +74,14 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Schema(args) => schema::run(args),
         Command::Crd(args) => crd::run(args),
         Command::Daemon(args) => daemon::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::DemoApp(args) => demo_app::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Promote(args) => promote::run(args),
+        Command::Pause(args) => pause::run(args),
+        Command::Resume(args) => resume::run(args),
+        Command::Abort(args) => abort::run(args),
         Command::Simulate(args) => simulate::run(args),
     }
 }

@@ -19,6 +19,9 @@ pub fn envoy_bootstrap(
 ) -> Value {
     json!({
         "node": { "id": "shiftgate-demo", "cluster": "shiftgate-demo" },
+        // Histograms (latency quantiles) reach /stats/prometheus only at each flush:
+        // the default 5s would leave a short analysis window without latency data.
+        "stats_flush_interval": "1s",
         "admin": { "address": socket_address(([127, 0, 0, 1], 0).into()) },
         "static_resources": {
             "listeners": [{

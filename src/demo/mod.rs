@@ -5,3 +5,4 @@ pub mod app;
 pub mod envoy_bootstrap;
 pub mod load;
 pub mod processes;
+pub mod scenario;

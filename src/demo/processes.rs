@@ -256,11 +256,31 @@ pub async fn start_app(
     faults: Faults,
     seed: u64,
 ) -> Result<SocketAddr, ProcessError> {
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    start_app_at(
+        supervisor, app_binary, name, version, faults, seed, any_port,
+    )
+    .await
+}
+
+/// Starts a demo app instance on `listen` (e.g. the port of the instance it replaces,
+/// so Envoy's cluster keeps pointing at it).
+pub async fn start_app_at(
+    supervisor: &mut Supervisor,
+    app_binary: &Path,
+    name: &str,
+    version: &str,
+    faults: Faults,
+    seed: u64,
+    listen: SocketAddr,
+) -> Result<SocketAddr, ProcessError> {
     let address_file = supervisor.dir().join(format!("{name}.address"));
+    // A replaced instance left its address behind; only the new one's counts.
+    let _ = std::fs::remove_file(&address_file);
     let args = vec![
         "demo-app".to_owned(),
         "--listen".to_owned(),
-        "127.0.0.1:0".to_owned(),
+        listen.to_string(),
         "--version".to_owned(),
         version.to_owned(),
         "--seed".to_owned(),

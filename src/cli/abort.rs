@@ -1,0 +1,15 @@
+//! `shiftgate abort POLICY`: Put every request back on stable now; the rollout ends as Aborted.
+
+use crate::cli::promote::send;
+use crate::cli::status::LocalPolicyArgs;
+use crate::engine::Command;
+
+#[derive(clap::Args, Debug)]
+pub struct AbortArgs {
+    #[command(flatten)]
+    pub target: LocalPolicyArgs,
+}
+
+pub fn run(args: AbortArgs) -> i32 {
+    send(&args.target, Command::Abort)
+}

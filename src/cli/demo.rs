@@ -1,0 +1,74 @@
+//! `shiftgate demo`: real Envoy in front of two app versions, real Prometheus, user
+//! load, and two rollouts driven by the real local runtime: a good release promoted,
+//! a bad one rolled back by itself. Everything is cleaned up, also on Ctrl-C.
+
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::exit;
+use crate::cli::run::{cancel_on_signal, Progress};
+use crate::demo::scenario::{demo_succeeded, describe_summary, run_demo, DemoError};
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// The shiftgate binary that serves the demo app (default: this one).
+    #[arg(long, hide = true)]
+    pub app_binary: Option<PathBuf>,
+}
+
+pub fn run(args: DemoArgs) -> i32 {
+    let app_binary = match args.app_binary.map_or_else(std::env::current_exe, Ok) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("error: cannot find the shiftgate binary to start the demo app: {e}");
+            return exit::COULD_NOT_RUN;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::COULD_NOT_RUN;
+        }
+    };
+    runtime.block_on(async move {
+        let stop = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(stop.clone()));
+        let mut progress = Progress::default();
+        let mut last_revision = None;
+        let mut observe = |tick: &crate::runtime::local::TickReport<'_>| {
+            // Each rollout's clock starts at its own first tick.
+            let revision = tick.spec.revision.clone();
+            if last_revision.as_ref() != Some(&revision) {
+                progress = Progress::default();
+                last_revision = Some(revision);
+            }
+            progress.show(tick);
+        };
+        match run_demo(&app_binary, &mut observe, &stop).await {
+            Ok(summary) => {
+                eprint!("{}", describe_summary(&summary));
+                if summary.interrupted {
+                    exit::INTERRUPTED
+                } else if demo_succeeded(&summary) {
+                    eprintln!(
+                        "demo: v2 was promoted and v3 was rolled back by itself, as expected"
+                    );
+                    exit::OK
+                } else {
+                    eprintln!("demo: the rollouts did not end as expected (see above)");
+                    exit::ROLLED_BACK
+                }
+            }
+            Err(e @ DemoError::Local(_)) | Err(e @ DemoError::Step { .. }) => {
+                eprintln!("error: {e}");
+                exit::COULD_NOT_RUN
+            }
+            Err(e @ DemoError::Process(_)) => {
+                eprintln!("error: {e}");
+                exit::COULD_NOT_RUN
+            }
+        }
+    })
+}

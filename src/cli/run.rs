@@ -1,0 +1,226 @@
+//! `shiftgate run POLICY`: one local rollout in the foreground, to its end.
+//!
+//! Progress goes to stderr (step, weight, time left, each metric against its limit),
+//! `--output json` prints the final status on stdout. Exit codes: 0 promoted, 1 rolled
+//! back or aborted, 4 held or paused, 3 could not run, 2 invalid input, 130 interrupted
+//! (Ctrl-C or SIGTERM: the tick in flight finishes its write and persists; running the
+//! same command again resumes).
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::exit;
+use crate::policy::{Phase, RolloutStatus, Timestamp};
+use crate::runtime::local::{
+    describe_progress, load_policy, LocalError, LocalRun, RunEnd, RunOptions, TickReport,
+    DEFAULT_STATE_DIR,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Policy file holding one RolloutPolicy with `spec.router.envoy`.
+    #[arg(value_name = "POLICY")]
+    pub policy: PathBuf,
+    /// Where local rollout state and operator commands live.
+    #[arg(long, env = "SHIFTGATE_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Evaluate every step for real, but never write a route or the state file.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// `text`: progress and summary on stderr. `json`: also the final status on stdout.
+    #[arg(long, value_enum, default_value_t = RunOutput::Text)]
+    pub output: RunOutput,
+    /// Accepted for CI pipelines; `run` always waits for the end of the rollout.
+    #[arg(long, hide = true)]
+    pub wait: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutput {
+    Text,
+    Json,
+}
+
+pub fn run(args: RunArgs) -> i32 {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::COULD_NOT_RUN;
+        }
+    };
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: RunArgs) -> i32 {
+    let local = match load_policy(&args.policy) {
+        Ok(local) => local,
+        Err(e) => return report_error(&e),
+    };
+    let options = RunOptions {
+        dry_run: args.dry_run,
+    };
+    let label = format!("{}/{}", local.policy.namespace, local.policy.name);
+    let revision = local.spec.revision.clone();
+    let runner = match LocalRun::new(local, &args.state_dir, options) {
+        Ok(runner) => runner,
+        Err(e) => return report_error(&e),
+    };
+    if let Err(e) = runner.preflight().await {
+        return report_error(&e);
+    }
+    let dry = if args.dry_run {
+        " (dry run: no route is written)"
+    } else {
+        ""
+    };
+    eprintln!("shiftgate: rolling out {label} revision {revision}{dry}");
+    let stop = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(stop.clone()));
+    let mut progress = Progress::default();
+    let end = runner.run(&mut |tick| progress.show(tick), &stop).await;
+    match end {
+        Ok(end) => {
+            print_summary(&label, &end, progress.started);
+            let code = exit_code(&end);
+            if args.output == RunOutput::Json {
+                if let Err(e) = print_json(&label, &end, code) {
+                    eprintln!("error: cannot write the status: {e:#}");
+                }
+            }
+            code
+        }
+        Err(e) => report_error(&e),
+    }
+}
+
+/// The exit code of a finished local run.
+pub fn exit_code(end: &RunEnd) -> i32 {
+    match end {
+        RunEnd::Interrupted(_) => exit::INTERRUPTED,
+        RunEnd::Paused(_) => exit::HELD,
+        RunEnd::Settled(status) => match status.phase {
+            Phase::Promoted => exit::OK,
+            Phase::RolledBack | Phase::Aborted => exit::ROLLED_BACK,
+            _ => exit::HELD,
+        },
+    }
+}
+
+fn report_error(e: &LocalError) -> i32 {
+    eprintln!("error: {e}");
+    if e.is_invalid_input() {
+        exit::INVALID_INPUT
+    } else {
+        exit::COULD_NOT_RUN
+    }
+}
+
+/// Cancels `stop` on the first Ctrl-C or SIGTERM.
+pub async fn cancel_on_signal(stop: CancellationToken) {
+    crate::cli::demo_app::shutdown_signal().await;
+    eprintln!("shiftgate: interrupted; finishing the write in flight and saving the state");
+    stop.cancel();
+}
+
+/// Prints a progress line when something happened in a tick.
+#[derive(Default)]
+pub struct Progress {
+    pub started: Option<Timestamp>,
+    last_line: String,
+    last_problems: Vec<String>,
+}
+
+impl Progress {
+    pub fn show(&mut self, tick: &TickReport<'_>) {
+        let started = *self.started.get_or_insert(tick.now);
+        let elapsed = (tick.now - started).num_milliseconds() as f64 / 1000.0;
+        let outcome = tick.outcome;
+        for transition in &outcome.transitions {
+            eprintln!(
+                "[{elapsed:6.1}s] {:?}: {} (canary {}%)",
+                transition.kind, transition.message, transition.canary_weight
+            );
+        }
+        let problems: Vec<String> = outcome
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.reason, p.message))
+            .collect();
+        if problems != self.last_problems {
+            for problem in &problems {
+                eprintln!("[{elapsed:6.1}s] ! {problem}");
+            }
+            self.last_problems = problems;
+        }
+        let line = describe_progress(tick.spec, &outcome.status, tick.now);
+        let changed = line != self.last_line;
+        if outcome.evaluated || outcome.checked || !outcome.transitions.is_empty() || changed {
+            eprintln!("[{elapsed:6.1}s] {line}");
+            for check in outcome
+                .status
+                .last_checks
+                .iter()
+                .filter(|_| outcome.checked)
+            {
+                let mark = if check.passed { "passed" } else { "FAILED" };
+                eprintln!("          check {} {mark}: {}", check.name, check.message);
+            }
+        }
+        self.last_line = line;
+    }
+}
+
+fn print_summary(label: &str, end: &RunEnd, started: Option<Timestamp>) {
+    let status = end.status();
+    let how = match end {
+        RunEnd::Settled(_) => "",
+        RunEnd::Paused(_) => " (paused: `shiftgate resume` then run again)",
+        RunEnd::Interrupted(_) => " (interrupted: run again to resume)",
+    };
+    eprintln!(
+        "shiftgate: {label} is {} at canary {}%{how}",
+        status.phase, status.canary_weight
+    );
+    if let Some(message) = &status.message {
+        eprintln!("  {}: {message}", status.reason.as_deref().unwrap_or("-"));
+    }
+    print_history(status, started);
+}
+
+/// The transitions of this revision, oldest first.
+pub fn print_history(status: &RolloutStatus, since: Option<Timestamp>) {
+    let origin = since.or(status.started_at);
+    for entry in &status.history {
+        let at = match origin {
+            Some(origin) => format!(
+                "+{:5.1}s",
+                (entry.at - origin).num_milliseconds() as f64 / 1000.0
+            ),
+            None => entry.at.format("%H:%M:%S").to_string(),
+        };
+        eprintln!(
+            "  {at} {:<11} step {} canary {:>3}%  {}",
+            entry.phase.as_str(),
+            entry.step + 1,
+            entry.canary_weight,
+            entry.message
+        );
+    }
+}
+
+fn print_json(label: &str, end: &RunEnd, code: i32) -> anyhow::Result<()> {
+    let document = serde_json::json!({
+        "policy": label,
+        "phase": end.status().phase,
+        "canaryWeight": end.status().canary_weight,
+        "exitCode": code,
+        "interrupted": matches!(end, RunEnd::Interrupted(_)),
+        "status": end.status(),
+    });
+    let text = serde_json::to_string_pretty(&document).context("cannot encode the status")?;
+    println!("{text}");
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! `shiftgate status POLICY`: where a local rollout is, from its state file.
+
+use std::path::PathBuf;
+
+use crate::cli::exit;
+use crate::cli::run::print_history;
+use crate::runtime::local::{describe_progress, LocalTarget, DEFAULT_STATE_DIR};
+use crate::runtime::Clock as _;
+use crate::runtime::SystemClock;
+use crate::store::StateStore as _;
+
+/// Names a local rollout: a policy file or `[namespace/]name`, and the state dir.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LocalPolicyArgs {
+    /// A policy file, or `[namespace/]name` of a policy run before.
+    #[arg(value_name = "POLICY")]
+    pub policy: String,
+    /// Namespace of a bare policy name (default `default`).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Where local rollout state and operator commands live.
+    #[arg(long, env = "SHIFTGATE_STATE_DIR", default_value = crate::runtime::local::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+impl LocalPolicyArgs {
+    pub fn target(&self) -> Result<LocalTarget, i32> {
+        let policy = match (&self.namespace, self.policy.contains('/')) {
+            (Some(namespace), false) if !std::path::Path::new(&self.policy).is_file() => {
+                format!("{namespace}/{}", self.policy)
+            }
+            _ => self.policy.clone(),
+        };
+        LocalTarget::resolve(&policy, &self.state_dir).map_err(|e| {
+            eprintln!("error: {e}");
+            if e.is_invalid_input() {
+                exit::INVALID_INPUT
+            } else {
+                exit::COULD_NOT_RUN
+            }
+        })
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: LocalPolicyArgs,
+    /// `text` on stderr, or `json` (the stored status) on stdout.
+    #[arg(long, value_enum, default_value_t = crate::cli::run::RunOutput::Text)]
+    pub output: crate::cli::run::RunOutput,
+}
+
+pub fn run(args: StatusArgs) -> i32 {
+    let target = match args.target.target() {
+        Ok(target) => target,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::COULD_NOT_RUN;
+        }
+    };
+    let label = format!("{}/{}", target.policy.namespace, target.policy.name);
+    let loaded = runtime.block_on(target.store().load(&target.policy));
+    let status = match loaded {
+        Ok(Some((status, _))) => status,
+        Ok(None) => {
+            eprintln!(
+                "error: no local rollout of {label} in {} (run it with `shiftgate run`, or pass \
+                 the --state-dir it used; default {DEFAULT_STATE_DIR})",
+                target.state_dir.display()
+            );
+            return exit::COULD_NOT_RUN;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::COULD_NOT_RUN;
+        }
+    };
+    if args.output == crate::cli::run::RunOutput::Json {
+        match serde_json::to_string_pretty(&status) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("error: cannot encode the status: {e}");
+                return exit::COULD_NOT_RUN;
+            }
+        }
+        return exit::OK;
+    }
+    let revision = status.revision.as_deref().unwrap_or("-");
+    eprintln!("{label} revision {revision}");
+    // Without the spec, the step count and hold are unknown: show what the status says.
+    let spec_free = format!(
+        "{} · step {} · canary {}%{}",
+        status.phase,
+        status.step + 1,
+        status.canary_weight,
+        if status.test_route {
+            " + test route"
+        } else {
+            ""
+        }
+    );
+    let line = match crate::runtime::local::load_policy(std::path::Path::new(&args.target.policy)) {
+        Ok(local) => describe_progress(&local.spec, &status, SystemClock.now()),
+        Err(_) => spec_free,
+    };
+    eprintln!("  {line}");
+    if let Some(message) = &status.message {
+        eprintln!("  {}: {message}", status.reason.as_deref().unwrap_or("-"));
+    }
+    print_history(&status, None);
+    exit::OK
+}

@@ -1,0 +1,382 @@
+//! Local rollouts: one policy file, driven in the foreground to its end with the real
+//! reconciler, the Envoy router, Prometheus, the file state store, HTTP checks and
+//! file commands. Used by `shiftgate run`, `status`, `promote`, `pause`, `resume`,
+//! `abort` (local mode) and by `shiftgate demo`.
+//!
+//! Nothing is kept in memory between ticks: a run that is interrupted (or killed) and
+//! started again continues from the state file and what Envoy serves.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use super::checks_http::HttpChecks;
+use super::clock::{Clock, SystemClock};
+use super::commands::NoCommands;
+use super::commands_file::FileCommands;
+use super::reconcile::{ReconcileError, Reconciler, Seams, TickOutcome};
+use crate::engine::Plan;
+use crate::metrics::prometheus::PrometheusSource;
+use crate::metrics::PolicyRef;
+use crate::policy::parse::parse_file;
+use crate::policy::{Phase, RolloutSpec, RolloutStatus, Timestamp};
+use crate::router::envoy::EnvoyRouter;
+use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
+use crate::store::file::FileStore;
+use crate::store::memory::MemoryStore;
+use crate::store::{StateStore, StoreError};
+
+/// The longest a local run sleeps between ticks, so commands and Ctrl-C are seen quickly.
+const MAX_TICK_GAP: Duration = Duration::from_secs(1);
+/// The state directory when `--state-dir` is not given.
+pub const DEFAULT_STATE_DIR: &str = ".shiftgate";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// The policy file is invalid; each line is one located diagnostic.
+    #[error("{file} is not a valid policy:\n{}", diagnostics.join("\n"))]
+    InvalidPolicy {
+        file: String,
+        diagnostics: Vec<String>,
+    },
+    /// The policy is valid but cannot run locally.
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the local rollout of {policy}: {message}")]
+    CannotRun { policy: String, message: String },
+}
+
+impl LocalError {
+    /// Whether the input (not the world) is at fault: exit code 2 rather than 3.
+    pub fn is_invalid_input(&self) -> bool {
+        match self {
+            LocalError::InvalidPolicy { .. } | LocalError::Unsupported(_) => true,
+            LocalError::Reconcile(e) => {
+                !e.is_transient() && matches!(e, ReconcileError::Plan { .. })
+            }
+            LocalError::Store(_) | LocalError::CannotRun { .. } => false,
+        }
+    }
+}
+
+/// A policy read from a file, with the identity its state is stored under.
+#[derive(Clone, Debug)]
+pub struct LocalPolicy {
+    pub policy: PolicyRef,
+    pub spec: RolloutSpec,
+    pub file: PathBuf,
+}
+
+/// What a local command acts on: a policy file (or `[namespace/]name`) and the state dir.
+#[derive(Clone, Debug)]
+pub struct LocalTarget {
+    pub policy: PolicyRef,
+    pub state_dir: PathBuf,
+}
+
+impl LocalTarget {
+    /// `policy` is a policy file when one exists at that path, else `[namespace/]name`
+    /// (namespace `default`).
+    pub fn resolve(policy: &str, state_dir: &Path) -> Result<LocalTarget, LocalError> {
+        let policy = if Path::new(policy).is_file() {
+            load_policy(Path::new(policy))?.policy
+        } else {
+            let (namespace, name) = policy.split_once('/').unwrap_or(("default", policy));
+            if name.is_empty() || namespace.is_empty() || name.contains('/') {
+                return Err(LocalError::Unsupported(format!(
+                    "{policy:?} is neither a policy file nor `[namespace/]name`"
+                )));
+            }
+            PolicyRef {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            }
+        };
+        Ok(LocalTarget {
+            policy,
+            state_dir: state_dir.to_owned(),
+        })
+    }
+
+    pub fn store(&self) -> FileStore {
+        FileStore::new(&self.state_dir)
+    }
+
+    pub fn commands(&self) -> FileCommands {
+        FileCommands::new(&self.state_dir)
+    }
+}
+
+/// Reads one policy from `file`; every problem is reported at once.
+pub fn load_policy(file: &Path) -> Result<LocalPolicy, LocalError> {
+    let shown = file.display().to_string();
+    let mut policies = parse_file(file).map_err(|diagnostics| LocalError::InvalidPolicy {
+        file: shown.clone(),
+        diagnostics: diagnostics.iter().map(ToString::to_string).collect(),
+    })?;
+    if policies.len() != 1 {
+        return Err(LocalError::Unsupported(format!(
+            "{shown} holds {} policies; a local run takes a file with exactly one",
+            policies.len()
+        )));
+    }
+    let loaded = policies.remove(0);
+    let metadata = &loaded.policy.metadata;
+    let name = metadata.name.clone().ok_or_else(|| {
+        LocalError::Unsupported(format!("{shown}: the policy has no metadata.name; add one"))
+    })?;
+    Ok(LocalPolicy {
+        policy: PolicyRef {
+            namespace: metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
+            name,
+        },
+        spec: loaded.policy.spec,
+        file: file.to_owned(),
+    })
+}
+
+/// How a local run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunEnd {
+    /// A terminal phase (Promoted, RolledBack, Aborted, Held) with no write in flight.
+    Settled(RolloutStatus),
+    /// Paused; a `resume` and another run continue it.
+    Paused(RolloutStatus),
+    /// Stopped by a signal between ticks; the state is persisted.
+    Interrupted(RolloutStatus),
+}
+
+impl RunEnd {
+    pub fn status(&self) -> &RolloutStatus {
+        match self {
+            RunEnd::Settled(s) | RunEnd::Paused(s) | RunEnd::Interrupted(s) => s,
+        }
+    }
+}
+
+/// One tick as the progress display sees it.
+pub struct TickReport<'a> {
+    pub now: Timestamp,
+    pub spec: &'a RolloutSpec,
+    pub outcome: &'a TickOutcome,
+}
+
+/// `--dry-run` and friends.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Evaluate for real but never write a route (nor the state file).
+    pub dry_run: bool,
+}
+
+/// One local rollout, ready to run.
+pub struct LocalRun {
+    local: LocalPolicy,
+    reconciler: Reconciler,
+    router: Arc<dyn TrafficRouter>,
+    clock: Arc<dyn Clock>,
+}
+
+impl LocalRun {
+    pub fn new(
+        local: LocalPolicy,
+        state_dir: &Path,
+        options: RunOptions,
+    ) -> Result<Self, LocalError> {
+        let label = format!("{}/{}", local.policy.namespace, local.policy.name);
+        let Some(envoy) = &local.spec.router.envoy else {
+            return Err(LocalError::Unsupported(format!(
+                "{label}: `shiftgate run` drives a local Envoy (spec.router.envoy); istio and \
+                 service routers run under `shiftgate daemon` in a cluster"
+            )));
+        };
+        let envoy = EnvoyRouter::new(envoy, local.spec.test_route.as_ref()).map_err(|e| {
+            LocalError::CannotRun {
+                policy: label.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        let checks = HttpChecks::new().map_err(|e| LocalError::CannotRun {
+            policy: label.clone(),
+            message: format!("cannot build the HTTP client for checks: {e}"),
+        })?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let real_router: Arc<dyn TrafficRouter> = Arc::new(envoy);
+        let (router, store, commands): (Arc<dyn TrafficRouter>, Arc<dyn StateStore>, Arc<_>) =
+            if options.dry_run {
+                let router: Arc<dyn TrafficRouter> =
+                    Arc::new(DryRunRouter::new(Arc::clone(&real_router)));
+                let commands: Arc<dyn super::commands::CommandSource> = Arc::new(NoCommands);
+                (router, Arc::new(MemoryStore::default()), commands)
+            } else {
+                let commands: Arc<dyn super::commands::CommandSource> =
+                    Arc::new(FileCommands::new(state_dir));
+                (real_router, Arc::new(FileStore::new(state_dir)), commands)
+            };
+        let seams = Seams {
+            router: Arc::clone(&router),
+            metrics: Arc::new(PrometheusSource::new(None)),
+            store,
+            checks: Arc::new(checks),
+            commands,
+            clock: Arc::clone(&clock),
+        };
+        Ok(LocalRun {
+            local,
+            reconciler: Reconciler::new(seams),
+            router,
+            clock,
+        })
+    }
+
+    pub fn policy(&self) -> &LocalPolicy {
+        &self.local
+    }
+
+    /// Checks the router answers before anything starts: a run that cannot see Envoy
+    /// fails fast instead of waiting.
+    pub async fn preflight(&self) -> Result<LiveRoute, LocalError> {
+        self.router.read().await.map_err(|e| LocalError::CannotRun {
+            policy: format!("{}/{}", self.local.policy.namespace, self.local.policy.name),
+            message: e.to_string(),
+        })
+    }
+
+    /// Ticks until the rollout settles, pauses, or `stop` is cancelled (checked between
+    /// ticks: a tick in flight finishes its write and persists first).
+    pub async fn run(
+        &self,
+        observe: &mut (dyn FnMut(&TickReport<'_>) + Send),
+        stop: &CancellationToken,
+    ) -> Result<RunEnd, LocalError> {
+        loop {
+            let outcome = self
+                .reconciler
+                .tick(&self.local.policy, &self.local.spec)
+                .await?;
+            let now = self.clock.now();
+            observe(&TickReport {
+                now,
+                spec: &self.local.spec,
+                outcome: &outcome,
+            });
+            let status = outcome.status.clone();
+            if status.is_settled() {
+                return Ok(RunEnd::Settled(status));
+            }
+            if status.phase == Phase::Paused {
+                return Ok(RunEnd::Paused(status));
+            }
+            if stop.is_cancelled() {
+                return Ok(RunEnd::Interrupted(status));
+            }
+            let gap = outcome
+                .wake_at
+                .and_then(|at| (at - now).to_std().ok())
+                .unwrap_or(MAX_TICK_GAP)
+                .min(MAX_TICK_GAP);
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(RunEnd::Interrupted(status)),
+                _ = tokio::time::sleep(gap) => {}
+            }
+        }
+    }
+}
+
+/// One line of progress: phase, step, weight, time left in the step, each metric
+/// against its limit.
+pub fn describe_progress(spec: &RolloutSpec, status: &RolloutStatus, now: Timestamp) -> String {
+    let steps = spec.steps.len();
+    let mut line = format!(
+        "{} · step {}/{} · canary {}%",
+        status.phase,
+        (status.step as usize + 1).min(steps.max(1)),
+        steps,
+        status.canary_weight
+    );
+    if status.test_route {
+        line.push_str(" + test route");
+    }
+    if let Some(target) = status.target {
+        line.push_str(&format!(" → {}%", target.canary_weight));
+    }
+    if let (Ok(plan), Some(started), Phase::Progressing) =
+        (Plan::new(spec), status.step_started_at, status.phase)
+    {
+        let left = started + plan.hold(status.step) - now;
+        if left > chrono::Duration::zero() {
+            line.push_str(&format!(" · {}s left in step", left.num_seconds() + 1));
+        }
+    }
+    if let Some(analysis) = &status.last_analysis {
+        line.push_str(&format!(" · analysis {}", analysis.verdict.as_str()));
+        if let Some(requests) = analysis.canary_requests {
+            line.push_str(&format!(" ({requests:.0} canary reqs)"));
+        }
+        for metric in &analysis.metrics {
+            line.push_str(&format!("\n    {}: {}", metric.name, metric.message));
+        }
+    }
+    line
+}
+
+/// Pretends writes land, without touching the real router: `--dry-run`.
+struct DryRunRouter {
+    real: Arc<dyn TrafficRouter>,
+    pretend: Mutex<Option<(ManagedRoute, u64)>>,
+}
+
+impl DryRunRouter {
+    fn new(real: Arc<dyn TrafficRouter>) -> Self {
+        DryRunRouter {
+            real,
+            pretend: Mutex::new(None),
+        }
+    }
+
+    fn pretended(&self) -> Option<(ManagedRoute, u64)> {
+        *self.pretend.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl TrafficRouter for DryRunRouter {
+    async fn read(&self) -> Result<LiveRoute, RouterError> {
+        match self.pretended() {
+            Some((route, generation)) => Ok(LiveRoute {
+                route,
+                version: Version(format!("dry-run-{generation}")),
+            }),
+            None => self.real.read().await,
+        }
+    }
+
+    async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
+        let current = self.read().await?;
+        if &current.version != expect {
+            return Err(RouterError::Conflict {
+                what: format!(
+                    "dry run at {:?}, expected {:?}",
+                    current.version.0, expect.0
+                ),
+            });
+        }
+        let generation = self.pretended().map_or(1, |(_, g)| g + 1);
+        *self.pretend.lock().unwrap_or_else(|p| p.into_inner()) = Some((desired, generation));
+        tracing::info!(
+            weight = desired.canary_weight,
+            test_route = desired.test_route,
+            "dry run: route not written"
+        );
+        Ok(Version(format!("dry-run-{generation}")))
+    }
+}

@@ -149,24 +149,10 @@ mod tests {
     use super::*;
     use crate::metrics::template::Template;
 
-    /// The names the policy format accepts (helper A's `policy::templates` lists them
-    /// too; both must agree).
-    const POLICY_NAMES: &[&str] = &[
-        "istio-request-rate",
-        "istio-error-rate",
-        "istio-latency-p50",
-        "istio-latency-p90",
-        "istio-latency-p99",
-        "envoy-request-rate",
-        "envoy-error-rate",
-        "envoy-latency-p50",
-        "envoy-latency-p90",
-        "envoy-latency-p99",
-    ];
-
     #[test]
     fn every_policy_template_name_has_queries_that_parse() {
-        for name in POLICY_NAMES {
+        for template in crate::policy::templates::BUILTIN_TEMPLATES {
+            let name = template.name;
             let builtin = lookup(name).unwrap_or_else(|| panic!("no built-in `{name}`"));
             for subset in [false, true] {
                 let q = builtin.queries(subset);
@@ -177,7 +163,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(BUILTINS.len(), POLICY_NAMES.len());
+        assert_eq!(
+            BUILTINS.len(),
+            crate::policy::templates::BUILTIN_TEMPLATES.len()
+        );
     }
 
     #[test]
@@ -207,6 +196,19 @@ mod tests {
                 if let Err(e) = promql_parser::parser::parse(&query) {
                     panic!("{}: {query}: {e}", builtin.name);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn docs_show_every_builtin_query() {
+        let docs = include_str!("../../docs/metrics.md");
+        for builtin in BUILTINS {
+            let selector = builtin.family.selector(false);
+            let q = builtin.queries(false);
+            for text in [&q.value, &q.requests, &q.errors] {
+                let shown = format!("`{}`", text.replace(selector, "<selector>"));
+                assert!(docs.contains(&shown), "docs/metrics.md lacks {shown}");
             }
         }
     }

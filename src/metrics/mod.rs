@@ -4,8 +4,8 @@ pub mod auth;
 pub mod builtin;
 pub mod escape;
 pub mod prometheus;
-pub mod scripted;
 pub mod queries;
+pub mod scripted;
 pub mod template;
 pub mod variables;
 
@@ -25,5 +25,6 @@ pub struct PolicyRef {
 /// (unreachable, timed out, invalid) so the analysis can call it Inconclusive.
 #[async_trait]
 pub trait MetricSource: Send + Sync {
-    async fn observe(&self, policy: &PolicyRef, spec: &RolloutSpec, at: Timestamp) -> AnalysisInput;
+    async fn observe(&self, policy: &PolicyRef, spec: &RolloutSpec, at: Timestamp)
+        -> AnalysisInput;
 }

@@ -381,3 +381,129 @@ fn not_an_api_answer(status: u16, body: &[u8], query: &str, address: &str) -> Sa
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const Q: &str = "sum(rate(x[30s]))";
+    const ADDR: &str = "http://prom:9090";
+
+    fn vector(series: &str) -> String {
+        format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{series}]}}}}"#)
+    }
+
+    fn run(status: u16, body: &str) -> Sample {
+        interpret(status, body.as_bytes(), Q, ADDR)
+    }
+
+    fn message(sample: Sample) -> String {
+        match sample {
+            Sample::Invalid { message } | Sample::Unreachable { message } => message,
+            other => panic!("no message in {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_series_or_a_scalar_is_a_value() {
+        let one = vector(r#"{"metric":{},"value":[1700000000.5,"0.25"]}"#);
+        assert_eq!(run(200, &one), Sample::value(0.25));
+        let scalar =
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"3"]}}"#;
+        assert_eq!(run(200, scalar), Sample::value(3.0));
+    }
+
+    #[test]
+    fn empty_nan_and_infinity_are_not_numbers() {
+        assert_eq!(run(200, &vector("")), Sample::NoData);
+        for text in ["NaN", "+Inf", "-Inf"] {
+            let body = vector(&format!(r#"{{"metric":{{}},"value":[1,"{text}"]}}"#));
+            assert_eq!(run(200, &body), Sample::NotANumber, "{text}");
+        }
+    }
+
+    #[test]
+    fn several_series_are_invalid_and_named() {
+        let body = vector(
+            r#"{"metric":{"pod":"b","__name__":"up"},"value":[1,"1"]},{"metric":{"pod":"a"},"value":[1,"2"]}"#,
+        );
+        let text = message(run(200, &body));
+        assert!(text.contains(r#"up{pod="b"}, {pod="a"}"#), "{text}");
+        assert!(text.contains("sum()") && text.contains(Q), "{text}");
+    }
+
+    #[test]
+    fn many_series_are_listed_up_to_a_limit() {
+        let series: Vec<String> = (0..8)
+            .map(|i| format!(r#"{{"metric":{{"pod":"p{i}"}},"value":[1,"1"]}}"#))
+            .collect();
+        let text = message(run(200, &vector(&series.join(","))));
+        assert!(
+            text.contains("8 series") && text.contains("and 3 more"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn query_errors_are_invalid_and_name_the_query() {
+        let body = r#"{"status":"error","errorType":"bad_data","error":"1:18: parse error: unclosed left parenthesis"}"#;
+        let sample = run(400, body);
+        assert!(matches!(sample, Sample::Invalid { .. }), "{sample:?}");
+        let text = message(sample);
+        assert!(text.contains(Q) && text.contains("unclosed"), "{text}");
+        let exec = r#"{"status":"error","errorType":"execution","error":"many-to-many matching not allowed"}"#;
+        assert!(matches!(run(422, exec), Sample::Invalid { .. }));
+    }
+
+    #[test]
+    fn server_side_failures_are_unreachable_or_timed_out() {
+        let timeout = r#"{"status":"error","errorType":"timeout","error":"query timed out in expression evaluation"}"#;
+        assert_eq!(run(503, timeout), Sample::TimedOut);
+        let unavailable =
+            r#"{"status":"error","errorType":"unavailable","error":"tsdb not ready"}"#;
+        let text = message(run(503, unavailable));
+        assert!(text.contains(ADDR) && text.contains(Q), "{text}");
+        let proxy = run(502, "<html>Bad Gateway</html>");
+        assert!(matches!(proxy, Sample::Unreachable { .. }), "{proxy:?}");
+    }
+
+    #[test]
+    fn non_api_answers_say_what_to_check() {
+        let denied = run(401, "Unauthorized");
+        assert!(matches!(&denied, Sample::Invalid { .. }));
+        assert!(message(denied).contains("auth"));
+        assert!(message(run(404, "404 page not found")).contains("/api/v1/query"));
+        assert!(matches!(
+            run(200, "<html>grafana</html>"),
+            Sample::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn warnings_make_the_result_invalid() {
+        let body = r#"{"status":"success","warnings":["PromQL warning: encountered a mix of histograms and floats"],"data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1"]}]}}"#;
+        let text = message(run(200, body));
+        assert!(
+            text.contains("warnings") && text.contains("mix of histograms"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn range_vectors_and_strings_are_invalid() {
+        let matrix = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"1"]]}]}}"#;
+        assert!(message(run(200, matrix)).contains("range vector"));
+        let string = r#"{"status":"success","data":{"resultType":"string","result":[1,"x"]}}"#;
+        assert!(message(run(200, string)).contains("string"));
+    }
+
+    #[test]
+    fn bad_addresses_are_refused_at_connect() {
+        let source = PrometheusSource::new(None);
+        assert!(matches!(source.connect(None), Err(ConnectError::NoAddress)));
+        let spec: PrometheusSpec = serde_json::from_str(r#"{"address":"prometheus:9090"}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = source.connect(Some(&spec)).err().map(|e| e.to_string());
+        assert!(err.unwrap_or_default().contains("prometheus:9090"));
+    }
+}

@@ -220,3 +220,129 @@ fn request_count(spec: &RolloutSpec, variables: &Variables) -> SideQueries {
         Err(message) => SideQueries::Failed(message),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> PolicyRef {
+        PolicyRef {
+            namespace: "shop".to_owned(),
+            name: "checkout".to_owned(),
+        }
+    }
+
+    fn spec(router: &str, metrics: &str) -> RolloutSpec {
+        let yaml = format!(
+            "revision: v2\nrouter: {router}\nsteps: [0, 100]\nanalysis:\n  interval: 30s\n  metrics: {metrics}\n"
+        );
+        serde_yaml_ng::from_str(&yaml).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const ISTIO_HOSTS: &str =
+        "{istio: {virtualService: checkout, stable: {host: checkout}, canary: {host: checkout.stage.svc.cluster.local}}}";
+
+    #[test]
+    fn host_level_istio_queries_select_by_fqdn() {
+        let plan = PolicyQueries::plan(
+            &policy(),
+            &spec(
+                ISTIO_HOSTS,
+                "[{name: e, template: istio-error-rate, max: 0.01, compare: {maxIncrease: 0.01}}]",
+            ),
+        );
+        let SideQueries::Ready { value, .. } = &plan.metrics[0].canary else {
+            panic!("{plan:?}");
+        };
+        assert!(value.contains(r#"destination_service="checkout.stage.svc.cluster.local""#));
+        assert!(!value.contains("destination_version"), "{value}");
+        let Some(SideQueries::Ready { value, .. }) = &plan.metrics[0].stable else {
+            panic!("{plan:?}");
+        };
+        // The short stable host is expanded in the VirtualService's namespace.
+        assert!(value.contains(r#"destination_service="checkout.shop.svc.cluster.local""#));
+        let SideQueries::Ready { value, .. } = &plan.canary_requests else {
+            panic!("{plan:?}");
+        };
+        assert_eq!(
+            value,
+            r#"sum(increase(istio_requests_total{reporter="destination",destination_service="checkout.stage.svc.cluster.local"}[30s]))"#
+        );
+    }
+
+    #[test]
+    fn compare_needs_a_side_dependent_query() {
+        let fixed = PolicyQueries::plan(
+            &policy(),
+            &spec(
+                ISTIO_HOSTS,
+                r#"[{name: x, query: 'sum(up{job="a"})', compare: {maxRatio: 2}}]"#,
+            ),
+        );
+        let Some(SideQueries::Failed(message)) = &fixed.metrics[0].stable else {
+            panic!("{fixed:?}");
+        };
+        assert!(
+            message.contains("stableQuery") && message.contains("`x`"),
+            "{message}"
+        );
+
+        let reusable = PolicyQueries::plan(
+            &policy(),
+            &spec(
+                ISTIO_HOSTS,
+                r#"[{name: x, query: 'sum(up{svc="{{ target.host }}"})', compare: {maxRatio: 2}}]"#,
+            ),
+        );
+        assert_eq!(
+            reusable.metrics[0].stable,
+            Some(SideQueries::Ready {
+                value: r#"sum(up{svc="checkout.shop.svc.cluster.local"})"#.to_owned(),
+                requests: None,
+                errors: None,
+            })
+        );
+    }
+
+    #[test]
+    fn istio_templates_on_an_envoy_router_fail_by_name() {
+        let plan = PolicyQueries::plan(
+            &policy(),
+            &spec(
+                "{envoy: {routesFile: r.yaml, adminAddress: '127.0.0.1:9901', stableCluster: s, canaryCluster: c}}",
+                "[{name: e, template: istio-error-rate, max: 0.01}, {name: f, template: nope, max: 1}]",
+            ),
+        );
+        let SideQueries::Failed(message) = &plan.metrics[0].canary else {
+            panic!("{plan:?}");
+        };
+        assert!(
+            message.contains("target.host") && message.contains("envoy"),
+            "{message}"
+        );
+        let SideQueries::Failed(message) = &plan.metrics[1].canary else {
+            panic!("{plan:?}");
+        };
+        assert!(message.contains("unknown template `nope`"), "{message}");
+    }
+
+    #[test]
+    fn assemble_fills_counts_and_never_invents_numbers() {
+        let side = SideQueries::Ready {
+            value: "v".to_owned(),
+            requests: Some("r".to_owned()),
+            errors: Some("e".to_owned()),
+        };
+        let answers = HashMap::from([
+            ("v".to_owned(), Sample::value(0.05)),
+            ("r".to_owned(), Sample::value(200.0)),
+            ("e".to_owned(), Sample::NoData),
+        ]);
+        let Sample::Value(m) = assemble(&side, &answers) else {
+            panic!("no value");
+        };
+        assert_eq!((m.value, m.requests, m.errors), (0.05, Some(200.0), None));
+        let answers = HashMap::from([("v".to_owned(), Sample::NotANumber)]);
+        assert_eq!(assemble(&side, &answers), Sample::NotANumber);
+    }
+}

@@ -100,12 +100,7 @@ impl Tick<'_> {
                 self.s.consecutive_failures = 0;
                 self.s.consecutive_inconclusive = 0;
                 if reason == Some(PauseReason::Drift) && self.s.target.is_none() {
-                    let confirmed = self.s.confirmed_route();
-                    self.s.target = Some(RouteTarget {
-                        canary_weight: confirmed.canary_weight,
-                        test_route: confirmed.test_route,
-                        purpose: TargetPurpose::Reassert,
-                    });
+                    self.s.target = Some(self.reassert_target());
                 }
                 let message = format!("resumed by an operator at {}", self.step_label());
                 self.announce(TransitionKind::Resumed, reasons::RESUMED, message);

@@ -64,6 +64,7 @@ impl<'a> Tick<'a> {
         if self.s.revision.as_deref() != Some(self.plan.revision()) {
             self.start_revision();
         }
+        self.enforce_step_ceiling();
         for command in &self.obs.commands {
             self.apply_command(*command);
         }
@@ -88,6 +89,36 @@ impl<'a> Tick<'a> {
             }
         }
         self.retry_soon();
+    }
+
+    /// A stored state (hand-edited, or from an older spec with other steps) may ask for
+    /// more than its step allows; no write ever exceeds the current step's weight.
+    fn enforce_step_ceiling(&mut self) {
+        if self.s.step > self.plan.last_index() {
+            self.s.step = self.plan.last_index();
+        }
+        let ceiling = self.plan.step(self.s.step).weight;
+        if let Some(target) = self.s.target {
+            if target.canary_weight > ceiling {
+                match target.purpose {
+                    TargetPurpose::Promote => self.s.step = self.plan.last_index(),
+                    _ => self.target_step(),
+                }
+            }
+        }
+    }
+
+    /// What a write-back after drift restores: the confirmed weights, never above the
+    /// current step's weight.
+    pub(crate) fn reassert_target(&self) -> RouteTarget {
+        let confirmed = self.s.confirmed_route();
+        RouteTarget {
+            canary_weight: confirmed
+                .canary_weight
+                .min(self.plan.step(self.s.step).weight),
+            test_route: confirmed.test_route,
+            purpose: TargetPurpose::Reassert,
+        }
     }
 
     /// A new revision starts from the live weights: nothing is written before the
@@ -241,11 +272,7 @@ impl<'a> Tick<'a> {
                 );
             }
             OnDrift::Reassert => {
-                let target = self.s.target.unwrap_or(RouteTarget {
-                    canary_weight: expected.canary_weight,
-                    test_route: expected.test_route,
-                    purpose: TargetPurpose::Reassert,
-                });
+                let target = self.s.target.unwrap_or_else(|| self.reassert_target());
                 self.s.target = Some(target);
                 self.actions.push(Action::ApplyRoute(target.route()));
                 self.announce(

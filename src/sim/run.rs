@@ -197,6 +197,17 @@ impl Simulation {
         &self.status
     }
 
+    /// The state a restart would find in the store right now.
+    pub fn stored_status(&self) -> Option<RolloutStatus> {
+        self.store
+            .document(&self.policy)
+            .and_then(|doc| serde_json::from_str(&doc).ok())
+    }
+
+    pub fn timeline(&self) -> &[TimelineEntry] {
+        &self.timeline
+    }
+
     pub fn is_done(&self) -> bool {
         self.done
     }

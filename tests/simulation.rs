@@ -105,9 +105,148 @@ fn error_regression_is_rolled_back_in_one_write() {
     assert!(report.status.message.unwrap().contains("0.05"), "{text}");
 }
 
+fn text(report: &SimReport) -> String {
+    shiftgate::sim::render::render_text(report)
+}
+
 #[test]
-#[ignore = "prints a timeline for eyeballing"]
-fn show_timeline() {
-    let report = run(&spec(""), scenario(HEALTHY), 1);
-    println!("{}", shiftgate::sim::render::render_text(&report));
+fn a_manual_gate_waits_for_promote() {
+    let gated = spec("steps: [0, 30, { weight: 60, pause: true }, 100]\n");
+    let report = run(&gated, scenario(HEALTHY), 1);
+    assert_eq!(report.outcome, Outcome::Paused, "{}", text(&report));
+    assert_eq!(report.status.canary_weight, 60);
+    let s = scenario(&format!(
+        "{HEALTHY}commands: [{{ at: 5m, command: promote }}]\n"
+    ));
+    let report = run(&gated, s, 1);
+    assert_eq!(report.outcome, Outcome::Promoted, "{}", text(&report));
+    assert!(report.elapsed >= shiftgate::policy::Duration::from_secs(300));
+}
+
+#[test]
+fn a_prometheus_outage_is_inconclusive_never_pass_never_fail() {
+    let s = scenario(&format!(
+        "{HEALTHY}outages: [{{ from: 0s, kind: timeout }}]\n"
+    ));
+    let report = run(&spec(""), s, 1);
+    assert_eq!(report.outcome, Outcome::Paused, "{}", text(&report));
+    let verdicts: Vec<_> = report
+        .timeline
+        .iter()
+        .filter_map(|e| e.analysis.as_ref().map(|a| a.verdict))
+        .collect();
+    assert!(!verdicts.is_empty());
+    assert!(verdicts
+        .iter()
+        .all(|v| *v == shiftgate::policy::status::VerdictKind::Inconclusive));
+    assert_eq!(report.status.canary_weight, 30, "no step advanced");
+    assert!(report
+        .status
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("timed out"));
+}
+
+#[test]
+fn too_little_traffic_is_inconclusive() {
+    let s = scenario(&HEALTHY.replace("requestsPerSecond: 50", "requestsPerSecond: 1"));
+    let report = run(&spec(""), s, 1);
+    assert_eq!(report.outcome, Outcome::Paused, "{}", text(&report));
+    assert!(report
+        .status
+        .message
+        .unwrap()
+        .contains("too few canary requests"));
+}
+
+#[test]
+fn a_rollback_completes_through_router_outages() {
+    let s = scenario(&format!(
+        "{HEALTHY}\n  error-rate: {{ canary: [{{ value: 0.2 }}] }}\nrouterFaults: [{{ from: 30s, until: 3m, kind: unavailable }}]\n"
+    ));
+    let report = run(&spec(""), s, 1);
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", text(&report));
+    assert!(
+        report.elapsed >= shiftgate::policy::Duration::from_secs(180),
+        "{}",
+        text(&report)
+    );
+}
+
+#[test]
+fn a_write_whose_confirmation_was_lost_is_adopted_not_rewritten() {
+    let s = scenario(&format!(
+        "{HEALTHY}routerFaults: [{{ from: 25s, until: 35s, kind: lostConfirmation }}]\n"
+    ));
+    let policy = PolicyRef {
+        namespace: "shop".into(),
+        name: "checkout".into(),
+    };
+    let mut sim = Simulation::new(policy, spec(""), s, 1).unwrap();
+    while sim.tick() {}
+    let report = sim.report();
+    assert_eq!(report.outcome, Outcome::Promoted, "{}", text(&report));
+    // 0, 30, 60 (landed, unconfirmed, adopted), 100, promote: five writes, no repeat.
+    assert_eq!(sim.router().writes(), 5, "{}", text(&report));
+    assert!(!report
+        .timeline
+        .iter()
+        .flat_map(|e| &e.transitions)
+        .any(|t| t.kind == shiftgate::engine::TransitionKind::Drift));
+}
+
+#[test]
+fn drift_pauses_and_resume_writes_the_weights_back() {
+    let s = scenario(&format!(
+        "{HEALTHY}drift: [{{ at: 40s, canaryWeight: 90, testRoute: true }}]\ncommands: [{{ at: 2m, command: resume }}]\n"
+    ));
+    let report = run(&spec(""), s, 1);
+    let reasons: Vec<_> = report
+        .timeline
+        .iter()
+        .flat_map(|e| e.transitions.iter().map(|t| t.reason.clone()))
+        .collect();
+    assert!(
+        reasons.contains(&"DriftDetected".to_owned()),
+        "{}",
+        text(&report)
+    );
+    assert!(reasons.contains(&"Resumed".to_owned()), "{}", text(&report));
+    assert_eq!(report.outcome, Outcome::Promoted, "{}", text(&report));
+}
+
+#[test]
+fn abort_puts_every_request_back_on_stable() {
+    let s = scenario(&format!(
+        "{HEALTHY}commands: [{{ at: 45s, command: abort }}]\n"
+    ));
+    let report = run(&spec(""), s, 1);
+    assert_eq!(report.outcome, Outcome::Aborted, "{}", text(&report));
+    assert_eq!(report.status.canary_weight, 0);
+    assert!(!report.status.test_route);
+}
+
+#[test]
+fn hold_on_failure_stays_at_the_weight() {
+    let s = scenario(&format!(
+        "{HEALTHY}\n  error-rate: {{ canary: [{{ value: 0.002 }}, {{ from: 40s, value: 0.05 }}] }}\n"
+    ));
+    let report = run(&spec("onFailure: hold\n"), s, 1);
+    assert_eq!(report.outcome, Outcome::Held, "{}", text(&report));
+    assert_eq!(report.status.canary_weight, 60);
+}
+
+#[test]
+fn restarts_at_every_tick_change_nothing() {
+    let straight = run(&spec(""), scenario(HEALTHY), 3);
+    let policy = PolicyRef {
+        namespace: "shop".into(),
+        name: "checkout".into(),
+    };
+    let mut sim = Simulation::new(policy, spec(""), scenario(HEALTHY), 3).unwrap();
+    while sim.tick() {
+        sim.restart();
+    }
+    assert_eq!(sim.report(), straight);
 }

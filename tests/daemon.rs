@@ -2,6 +2,8 @@
 //! client, the real Istio router and kube status store, a scripted metric source, and
 //! short analysis intervals. Every wait polls a condition with a timeout.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

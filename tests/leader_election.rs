@@ -2,6 +2,8 @@
 //! server through the real kube client. Short real durations (a 2 s lease); every wait
 //! polls a condition with a timeout.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -89,14 +89,11 @@ impl DaemonArgs {
             format!("--prometheus {address:?} is not a URL; write it as http://prometheus:9090")
         })?;
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let basic = match &self.prometheus_username {
-            Some(username) => Some(BasicAuth {
-                username: username.clone(),
-                password_file: path(&self.prometheus_password_file),
-                password_env: self.prometheus_password_env.clone(),
-            }),
-            None => None,
-        };
+        let basic = self.prometheus_username.as_ref().map(|username| BasicAuth {
+            username: username.clone(),
+            password_file: path(&self.prometheus_password_file),
+            password_env: self.prometheus_password_env.clone(),
+        });
         let auth = (self.prometheus_bearer_token_file.is_some()
             || self.prometheus_bearer_token_env.is_some()
             || basic.is_some())
@@ -124,7 +121,7 @@ impl DaemonArgs {
     }
 }
 
-pub fn run(args: DaemonArgs) -> i32 {
+pub fn run(args: Box<DaemonArgs>) -> i32 {
     let prometheus = match args.prometheus_spec() {
         Ok(spec) => spec,
         Err(error) => {
@@ -143,7 +140,7 @@ pub fn run(args: DaemonArgs) -> i32 {
             return exit::COULD_NOT_RUN;
         }
     };
-    match runtime.block_on(serve(args, prometheus)) {
+    match runtime.block_on(serve(*args, prometheus)) {
         Ok(()) => exit::OK,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -47,7 +47,7 @@ pub enum Command {
     /// Run a policy against a scripted scenario on virtual time: the real engine, no cluster.
     Simulate(simulate::SimulateArgs),
     /// Run the in-cluster controller: watch RolloutPolicies, drive their rollouts, serve /metrics.
-    Daemon(daemon::DaemonArgs),
+    Daemon(Box<daemon::DaemonArgs>),
     /// Run one local rollout (Envoy router) in the foreground to its end.
     Run(run::RunArgs),
     /// Show where a local rollout is.

@@ -1,7 +1,7 @@
 //! The daemon's Prometheus registry (`prometheus-client`).
 //!
-//! Names follow `shiftgate_<name>[_<unit>][_total]` in base units; ratios go from 0 to
-//! 1. Labels are bounded: a policy's namespace and name, and values from closed enums
+//! Names follow `shiftgate_<name>[_<unit>][_total]` in base units; ratios go from zero
+//! to one. Labels are bounded: a policy's namespace and name, and values from closed enums
 //! (phase, verdict, result, target, bound) plus the metric names the policy declares.
 //! Never error text, revisions or URLs. The list of exported names is derived from the
 //! registry itself ([`Metrics::exported_names`]) so docs and dashboards are tested

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use futures::future::join_all;
+use futures::stream::{self, StreamExt};
 use serde::Deserialize;
 
 use super::auth::{self, AuthError};
@@ -18,6 +18,9 @@ use super::queries::{assemble, PolicyQueries};
 use super::{MetricSource, PolicyRef};
 use crate::analysis::sample::{AnalysisInput, MetricObservation, Sample};
 use crate::policy::{PrometheusSpec, RolloutSpec, Timestamp};
+
+/// Queries of one evaluation in flight at once.
+const MAX_CONCURRENT_QUERIES: usize = 16;
 
 /// How many label sets an error message lists before saying "and N more".
 const LISTED_SERIES: usize = 5;
@@ -131,7 +134,16 @@ impl MetricSource for PrometheusSource {
         {
             Ok(connection) => {
                 let distinct = queries.distinct();
-                let samples = join_all(distinct.iter().map(|q| connection.query(q, at))).await;
+                // Bounded, so a policy with many metrics cannot flood Prometheus; each
+                // query's timeout starts when it is sent.
+                let samples: Vec<Sample> = stream::iter(distinct.clone())
+                    .map(|query| {
+                        let connection = Arc::clone(&connection);
+                        async move { connection.query(&query, at).await }
+                    })
+                    .buffered(MAX_CONCURRENT_QUERIES)
+                    .collect()
+                    .await;
                 distinct.into_iter().zip(samples).collect()
             }
             Err(error) => {

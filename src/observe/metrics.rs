@@ -12,7 +12,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Metric, Registry, Unit};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
@@ -200,6 +201,8 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 /// Every metric the daemon exports, registered once at start.
 pub struct Metrics {
     registry: Registry,
+    /// Every exported name, as users query it.
+    names: Vec<String>,
     rollouts: Family<ResultLabel, Counter>,
     evaluations: Family<VerdictLabel, Counter>,
     canary_weight: Family<PolicyLabels, FloatGauge>,
@@ -231,6 +234,48 @@ fn latency_buckets() -> Histogram {
     ])
 }
 
+/// The registry plus the names it exports. prometheus-client omits families that have
+/// no series yet from its output, so the names are recorded at registration: the one
+/// place a metric comes into being.
+struct Registrar {
+    registry: Registry,
+    names: Vec<String>,
+}
+
+impl Registrar {
+    fn new() -> Self {
+        Registrar {
+            registry: Registry::with_prefix(PREFIX),
+            names: Vec::new(),
+        }
+    }
+
+    fn register<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M) {
+        self.record::<M>(name, None);
+        self.registry.register(name, help, metric);
+    }
+
+    fn register_seconds<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M) {
+        self.record::<M>(name, Some(Unit::Seconds));
+        self.registry
+            .register_with_unit(name, help, Unit::Seconds, metric);
+    }
+
+    fn record<M: TypedMetric>(&mut self, name: &str, unit: Option<Unit>) {
+        let mut full = format!("{PREFIX}_{name}");
+        if let Some(unit) = unit {
+            full.push('_');
+            full.push_str(unit.as_str());
+        }
+        if matches!(M::TYPE, MetricType::Counter) {
+            full.push_str("_total");
+        }
+        self.names.push(full);
+    }
+}
+
+const PREFIX: &str = "shiftgate";
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -239,7 +284,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("shiftgate");
+        let mut registry = Registrar::new();
         let rollouts = Family::<ResultLabel, Counter>::default();
         registry.register(
             "rollouts",
@@ -283,17 +328,15 @@ impl Metrics {
             metric_threshold.clone(),
         );
         let prometheus_query_duration = latency_buckets();
-        registry.register_with_unit(
+        registry.register_seconds(
             "prometheus_query_duration",
             "Time taken by the Prometheus queries of one analysis evaluation.",
-            Unit::Seconds,
             prometheus_query_duration.clone(),
         );
         let reconcile_duration = latency_buckets();
-        registry.register_with_unit(
+        registry.register_seconds(
             "reconcile_duration",
             "Time taken by one reconcile of one policy.",
-            Unit::Seconds,
             reconcile_duration.clone(),
         );
         let router_writes = Family::<ResultLabel, Counter>::default();
@@ -320,8 +363,10 @@ impl Metrics {
             "RolloutPolicies this daemon currently watches.",
             policies.clone(),
         );
+        let Registrar { registry, names } = registry;
         Metrics {
             registry,
+            names,
             rollouts,
             evaluations,
             canary_weight,
@@ -515,25 +560,10 @@ impl Metrics {
     }
 
     /// The metric names as users query them: counters with `_total`, histograms by
-    /// their base name. Derived from the registry's own `# TYPE` lines.
+    /// their base name (`…_bucket`, `…_sum` and `…_count` are its series). Sorted.
     pub fn exported_names(&self) -> Vec<String> {
-        let text = self.encode().unwrap_or_default();
-        let mut names: Vec<String> = text
-            .lines()
-            .filter_map(|line| line.strip_prefix("# TYPE "))
-            .filter_map(|rest| {
-                let mut parts = rest.split_whitespace();
-                let name = parts.next()?;
-                let kind = parts.next()?;
-                Some(if kind == "counter" {
-                    format!("{name}_total")
-                } else {
-                    name.to_owned()
-                })
-            })
-            .collect();
+        let mut names = self.names.clone();
         names.sort();
-        names.dedup();
         names
     }
 }
@@ -570,6 +600,39 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// With a series in every family, the names the encoder writes are exactly the
+    /// recorded ones (so the record cannot drift from prometheus-client's naming).
+    #[test]
+    fn recorded_names_match_the_encoded_ones() {
+        let metrics = Metrics::new();
+        metrics.rollout_finished(RolloutResult::Promoted);
+        metrics.analysis_evaluated(VerdictKind::Pass);
+        metrics.set_rollout(&policy(), Phase::Progressing, 1, 30);
+        metrics.set_metric_value(&policy(), "error-rate", Target::Canary, 0.01);
+        metrics.set_metric_threshold(&policy(), "error-rate", Bound::Max, 0.02);
+        metrics.observe_prometheus_query(0.1);
+        metrics.observe_reconcile(0.1);
+        metrics.router_write(WriteResult::Ok);
+        metrics.reconcile_failed("StatusConflict");
+        metrics.set_leader(true);
+        metrics.set_policies(1);
+        let text = metrics.encode().unwrap_or_default();
+        let mut encoded: Vec<String> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| {
+                let mut parts = rest.split_whitespace();
+                let name = parts.next()?;
+                Some(match parts.next()? {
+                    "counter" => format!("{name}_total"),
+                    _ => name.to_owned(),
+                })
+            })
+            .collect();
+        encoded.sort();
+        assert_eq!(encoded, metrics.exported_names());
     }
 
     #[test]

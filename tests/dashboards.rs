@@ -1,0 +1,254 @@
+//! Every Grafana dashboard in `dashboards/`: its PromQL parses (checked by Prometheus'
+//! own `promtool check rules`) and every `shiftgate_*` metric it uses is one the daemon
+//! exports. Grafana cannot be installed here; this is what can be checked without it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use shiftgate::observe::metrics::Metrics;
+
+const INSTALL_HINT: &str = "promtool ships with Prometheus: install it with \
+     `apt-get install prometheus` (Debian/Ubuntu) or `scripts/install-deps`";
+
+fn dashboards() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no dashboards in {}", dir.display());
+    files
+}
+
+/// Every `expr` in the dashboard (panel targets, annotations, nested rows) and every
+/// query variable's query, with the place it came from.
+fn expressions(value: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let here = format!("{at}.{key}");
+                match (key.as_str(), child) {
+                    ("expr", Value::String(expr)) => out.push((here, expr.clone())),
+                    _ => expressions(child, &here, out),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                expressions(child, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Grafana variables are not PromQL: replace them with values of the right kind
+/// (durations for Grafana's interval variables, a plain word otherwise — every other
+/// variable sits inside a quoted label value).
+fn substitute_variables(expr: &str) -> String {
+    let mut out = expr.to_owned();
+    for interval in ["$__rate_interval", "$__interval", "$__range"] {
+        out = out.replace(interval, "5m");
+    }
+    let mut result = String::new();
+    let mut chars = out.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            result.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'{') {
+            for c in chars.by_ref() {
+                if c == '}' {
+                    break;
+                }
+            }
+        } else {
+            while chars
+                .peek()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
+            {
+                chars.next();
+            }
+        }
+        result.push_str("value");
+    }
+    result
+}
+
+fn check_with_promtool(exprs: &[(String, String)], source: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("dashboard-rules.yml");
+    let mut yaml = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, (_, expr)) in exprs.iter().enumerate() {
+        let quoted = serde_json::to_string(&substitute_variables(expr)).unwrap();
+        yaml.push_str(&format!(
+            "      - record: dashboard:expression_{i}\n        expr: {quoted}\n"
+        ));
+    }
+    std::fs::write(&rules, yaml).unwrap();
+    let output = match Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+    {
+        Ok(output) => output,
+        Err(error) => panic!("cannot run promtool ({error}); {INSTALL_HINT}"),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "promtool rejected PromQL of {}:\n{stdout}\n{stderr}\nexpressions:\n{}",
+        source.display(),
+        exprs
+            .iter()
+            .enumerate()
+            .map(|(i, (at, e))| format!("  expression_{i} at {at}: {e}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// `shiftgate_*` names in an expression, histogram series mapped to their histogram.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(found) = expr[i..].find("shiftgate_") {
+        let start = i + found;
+        let boundary = start == 0
+            || !(bytes[start - 1].is_ascii_alphanumeric()
+                || bytes[start - 1] == b'_'
+                || bytes[start - 1] == b':');
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        if boundary {
+            names.insert(expr[start..end].to_owned());
+        }
+        i = end;
+    }
+    names
+}
+
+fn exported(name: &str, registry: &[String]) -> bool {
+    if registry.iter().any(|r| r == name) {
+        return true;
+    }
+    ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+        name.strip_suffix(suffix)
+            .is_some_and(|base| registry.iter().any(|r| r == base))
+    })
+}
+
+#[test]
+fn every_dashboard_expression_parses_and_uses_exported_metrics() {
+    let registry = Metrics::new().exported_names();
+    for path in dashboards() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let dashboard: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        let mut exprs = Vec::new();
+        expressions(&dashboard, "", &mut exprs);
+        // Query variables: `label_values(...)` is Grafana's, its selector is PromQL.
+        for (i, variable) in dashboard["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Some(query) = variable["query"]["query"].as_str() {
+                let selector = query
+                    .strip_prefix("label_values(")
+                    .and_then(|rest| rest.rsplit_once(','))
+                    .map_or(query, |(selector, _)| selector);
+                exprs.push((format!(".templating.list[{i}]"), selector.to_owned()));
+            }
+        }
+        assert!(
+            exprs.len() >= 10,
+            "{}: only {} expressions",
+            path.display(),
+            exprs.len()
+        );
+        check_with_promtool(&exprs, &path);
+        for (at, expr) in &exprs {
+            for name in metric_names(expr) {
+                assert!(
+                    exported(&name, &registry),
+                    "{}{at} uses {name}, which shiftgate does not export; exported: {registry:?}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rollout_dashboard_has_its_uid_variables_and_step_annotations() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/shiftgate-rollout.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(
+        dashboard["uid"], "shiftgate-rollout",
+        "the uid spec.grafana defaults to"
+    );
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for needed in ["namespace", "name"] {
+        assert!(
+            variables.contains(&needed),
+            "variable {needed} missing: {variables:?}"
+        );
+    }
+    let annotations = dashboard["annotations"]["list"].as_array().unwrap();
+    assert!(annotations.iter().any(|a| a["expr"]
+        .as_str()
+        .is_some_and(|e| e.contains("shiftgate_rollout_step"))));
+    let text = dashboard.to_string();
+    for shown in [
+        "shiftgate_canary_weight_ratio",
+        "shiftgate_rollout_phase",
+        "shiftgate_analysis_metric_value",
+        "shiftgate_analysis_metric_threshold",
+    ] {
+        assert!(text.contains(shown), "the dashboard does not show {shown}");
+    }
+}
+
+#[test]
+fn a_bad_expression_is_caught() {
+    // The checks above must be able to fail: promtool rejects broken PromQL…
+    let result = std::panic::catch_unwind(|| {
+        check_with_promtool(
+            &[("test".to_owned(), "sum(rate(x[5m])".to_owned())],
+            Path::new("test"),
+        );
+    });
+    assert!(
+        result.is_err(),
+        "promtool accepted an unbalanced parenthesis"
+    );
+    // …and an unknown metric name is not exported.
+    let registry = Metrics::new().exported_names();
+    assert!(!exported("shiftgate_canary_weight_percent", &registry));
+    assert!(exported(
+        "shiftgate_reconcile_duration_seconds_bucket",
+        &registry
+    ));
+    assert_eq!(
+        metric_names("rate(shiftgate_router_writes_total[5m]) + dashboard:shiftgate_x"),
+        BTreeSet::from(["shiftgate_router_writes_total".to_owned()])
+    );
+}

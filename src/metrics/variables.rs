@@ -70,7 +70,7 @@ impl Variables {
         Variables {
             namespace: policy.namespace.clone(),
             name: policy.name.clone(),
-            interval: spec.analysis.interval.to_promql(),
+            interval: spec.analysis.query_window().to_promql(),
             canary,
             stable,
             side: Side::Canary,
@@ -217,6 +217,71 @@ fn targets(policy: &PolicyRef, spec: &RolloutSpec) -> (&'static str, Target, Tar
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn variables(router: &str) -> Variables {
+        let yaml = format!(
+            "revision: v2\nrouter: {router}\nsteps: [0, 100]\nanalysis:\n  interval: 1m30s\n  metrics: []\n"
+        );
+        let spec: RolloutSpec = serde_yaml_ng::from_str(&yaml).unwrap_or_else(|e| panic!("{e}"));
+        let policy = PolicyRef {
+            namespace: "shop".to_owned(),
+            name: "checkout".to_owned(),
+        };
+        Variables::new(&policy, &spec)
+    }
+
+    #[test]
+    fn istio_targets_use_the_virtual_service_namespace_and_name_clusters() {
+        let vars = variables(
+            "{istio: {virtualService: mesh/checkout, stable: {host: checkout, subset: v1, port: 8080}, canary: {host: checkout, subset: v2}}}",
+        );
+        assert_eq!(vars.interval, "1m30s");
+        assert_eq!(
+            vars.lookup("stable.host").as_deref(),
+            Ok("checkout.mesh.svc.cluster.local")
+        );
+        assert_eq!(
+            vars.lookup("stable.cluster").as_deref(),
+            Ok("outbound|8080|v1|checkout.mesh.svc.cluster.local")
+        );
+        assert_eq!(vars.lookup("target.subset").as_deref(), Ok("v2"));
+        assert_eq!(
+            vars.with_side(Side::Stable)
+                .lookup("target.port")
+                .as_deref(),
+            Ok("8080")
+        );
+        assert!(matches!(
+            vars.lookup("canary.port"),
+            Err(VariableError::NotDefined { .. })
+        ));
+    }
+
+    #[test]
+    fn service_and_envoy_routers_give_what_they_know() {
+        let service = variables(
+            "{service: {service: web, selectorKey: version, stableValue: blue, canaryValue: green}}",
+        );
+        assert_eq!(
+            service.lookup("canary.host").as_deref(),
+            Ok("web.shop.svc.cluster.local")
+        );
+        assert_eq!(service.lookup("canary.subset").as_deref(), Ok("green"));
+        let envoy = variables(
+            "{envoy: {routesFile: r.yaml, adminAddress: '127.0.0.1:9901', stableCluster: app_v1, canaryCluster: app_v2}}",
+        );
+        assert_eq!(envoy.lookup("canary.cluster").as_deref(), Ok("app_v2"));
+        let missing = envoy.lookup("canary.host").err().map(|e| e.to_string());
+        assert!(missing.unwrap_or_default().contains("envoy router"));
+        assert!(matches!(
+            envoy.lookup("canary.hostname"),
+            Err(VariableError::Unknown { .. })
+        ));
+        assert!(matches!(
+            envoy.lookup("release"),
+            Err(VariableError::Unknown { .. })
+        ));
+    }
 
     #[test]
     fn short_hosts_are_expanded_with_the_namespace() {

@@ -50,12 +50,10 @@ fn api_code(err: kube::Error) -> u16 {
     }
 }
 
-fn within<T>(fut: impl std::future::Future<Output = T>) -> impl std::future::Future<Output = T> {
-    async move {
-        tokio::time::timeout(Duration::from_secs(10), fut)
-            .await
-            .expect("timed out after 10s")
-    }
+async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .expect("timed out after 10s")
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ pub mod check;
 pub mod crd;
 pub mod daemon;
 pub mod exit;
+pub mod kube_target;
 pub mod pause;
 pub mod promote;
 pub mod resume;

@@ -25,6 +25,9 @@ pub fn run(args: PromoteArgs) -> i32 {
 /// Queues `command` for the local rollout named by `target`; the running (or next)
 /// `shiftgate run` applies it.
 pub fn send(target: &LocalPolicyArgs, command: Command) -> i32 {
+    if let Some(cluster) = crate::cli::kube_target::cluster_target(target) {
+        return crate::cli::kube_target::cluster_command(&cluster, command);
+    }
     let target = match target.target() {
         Ok(target) => target,
         Err(code) => return code,

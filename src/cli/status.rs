@@ -21,6 +21,14 @@ pub struct LocalPolicyArgs {
     /// Where local rollout state and operator commands live.
     #[arg(long, env = "SHIFTGATE_STATE_DIR", default_value = crate::runtime::local::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// Address the RolloutPolicy in the cluster (kubeconfig) even when a local rollout of
+    /// that name exists. Without it, a POLICY that is neither a file nor a local rollout
+    /// is looked up in the cluster.
+    #[arg(long)]
+    pub cluster: bool,
+    /// kubeconfig context for the cluster (default: the current context).
+    #[arg(long, value_name = "CONTEXT")]
+    pub context: Option<String>,
 }
 
 impl LocalPolicyArgs {
@@ -52,6 +60,10 @@ pub struct StatusArgs {
 }
 
 pub fn run(args: StatusArgs) -> i32 {
+    if let Some(cluster) = crate::cli::kube_target::cluster_target(&args.target) {
+        let json = args.output == crate::cli::run::RunOutput::Json;
+        return crate::cli::kube_target::cluster_status(&cluster, json);
+    }
     let target = match args.target.target() {
         Ok(target) => target,
         Err(code) => return code,

@@ -1,0 +1,28 @@
+//! `kubectl shiftgate …`: the shiftgate CLI as a kubectl plugin (kubectl runs any
+//! `kubectl-shiftgate` on PATH). Same subcommands; a policy argument always names a
+//! RolloutPolicy in the cluster: `kubectl shiftgate status checkout -n shop`.
+
+use clap::{CommandFactory as _, FromArgMatches as _};
+
+use shiftgate::cli::{kube_target::CLUSTER_ENV, Cli, LogFormat};
+
+fn main() {
+    // Before any thread starts: every status/promote/pause/resume/abort targets the cluster.
+    std::env::set_var(CLUSTER_ENV, "1");
+    let matches = Cli::command().bin_name("kubectl shiftgate").get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    init_tracing(cli.log_format);
+    std::process::exit(shiftgate::cli::dispatch(cli));
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHIFTGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,295 @@
+//! The cluster side of `status`, `promote`, `pause`, `resume` and `abort`: the
+//! RolloutPolicy NAME in namespace NS, reached through kubeconfig (kube's
+//! `Config::infer`: `$KUBECONFIG`, `~/.kube/config`, then in-cluster), like
+//! `kubectl argo rollouts`. Commands are written as annotations the daemon consumes
+//! (see `runtime::commands_kube`). Also the `kubectl shiftgate` plugin.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::Value;
+
+use crate::cli::exit;
+use crate::engine::Command;
+use crate::metrics::PolicyRef;
+use crate::policy::{RolloutPolicy, RolloutStatus};
+use crate::runtime::commands_kube::{
+    last_handled_command, pending_command, submit_command, SubmitError,
+};
+use crate::store::file::FileStore;
+
+/// Set by the `kubectl-shiftgate` plugin: every policy argument names a cluster object.
+pub const CLUSTER_ENV: &str = "SHIFTGATE_CLUSTER";
+
+/// A RolloutPolicy in a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterTarget {
+    pub name: String,
+    /// `None`: the kubeconfig context's namespace (or `default`).
+    pub namespace: Option<String>,
+    /// kubeconfig context; `None`: the current one.
+    pub context: Option<String>,
+}
+
+impl ClusterTarget {
+    /// From the CLI argument: `NAME` or `NAMESPACE/NAME`; `-n` wins over the prefix.
+    pub fn from_arg(arg: &str, namespace: Option<&str>, context: Option<&str>) -> Self {
+        let (prefix, name) = match arg.split_once('/') {
+            Some((ns, name)) => (Some(ns), name),
+            None => (None, arg),
+        };
+        Self {
+            name: name.to_owned(),
+            namespace: namespace.or(prefix).map(str::to_owned),
+            context: context.map(str::to_owned),
+        }
+    }
+}
+
+/// Whether a `status`/`promote`/… argument means a cluster object: when asked for
+/// (`--cluster`, or the kubectl plugin), or when it is neither a policy file (nor a
+/// `.yaml`/`.yml`/`.json` path) nor a rollout with local state under `state_dir`.
+pub fn wants_cluster(arg: &str, namespace: Option<&str>, state_dir: &Path, forced: bool) -> bool {
+    if forced || std::env::var_os(CLUSTER_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
+        return true;
+    }
+    // A file, or what looks like one (a typo in a path is reported as a missing file).
+    let looks_like_file = [".yaml", ".yml", ".json"]
+        .iter()
+        .any(|ext| arg.ends_with(ext));
+    if looks_like_file || Path::new(arg).is_file() {
+        return false;
+    }
+    let target = ClusterTarget::from_arg(arg, namespace, None);
+    let local = PolicyRef {
+        namespace: target.namespace.unwrap_or_else(|| "default".to_owned()),
+        name: target.name,
+    };
+    !FileStore::new(state_dir).path(&local).exists()
+}
+
+/// The cluster object a `status`/`promote`/… argument names, when it names one.
+pub fn cluster_target(args: &crate::cli::status::LocalPolicyArgs) -> Option<ClusterTarget> {
+    let namespace = args.namespace.as_deref();
+    wants_cluster(&args.policy, namespace, &args.state_dir, args.cluster)
+        .then(|| ClusterTarget::from_arg(&args.policy, namespace, args.context.as_deref()))
+}
+
+/// Connects through kubeconfig; returns the client and the namespace to use.
+async fn connect(target: &ClusterTarget) -> anyhow::Result<(kube::Client, String)> {
+    let config = match &target.context {
+        Some(context) => {
+            let options = KubeConfigOptions {
+                context: Some(context.clone()),
+                ..KubeConfigOptions::default()
+            };
+            let kubeconfig = Kubeconfig::read()
+                .context("cannot read the kubeconfig ($KUBECONFIG or ~/.kube/config)")?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .with_context(|| format!("cannot use kubeconfig context {context:?}"))?
+        }
+        None => kube::Config::infer().await.context(
+            "cannot find a cluster: no kubeconfig ($KUBECONFIG or ~/.kube/config) and not \
+             running in a pod",
+        )?,
+    };
+    let namespace = target
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config).context("cannot build a Kubernetes client")?;
+    Ok((client, namespace))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            exit::COULD_NOT_RUN
+        })
+}
+
+/// `shiftgate status NAME -n NS`: text on stderr, or the status object as JSON on stdout.
+pub fn cluster_status(target: &ClusterTarget, json: bool) -> i32 {
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let fetched = runtime.block_on(async {
+        let (client, namespace) = connect(target).await?;
+        let resource = ApiResource::erase::<RolloutPolicy>(&());
+        let api: Api<DynamicObject> = Api::namespaced_with(client, &namespace, &resource);
+        let object = api.get_opt(&target.name).await.with_context(|| {
+            format!(
+                "cannot read rolloutpolicies.shiftgate.dev {namespace}/{}",
+                target.name
+            )
+        })?;
+        anyhow::Ok((namespace, object))
+    });
+    let (namespace, object) = match fetched {
+        Ok((namespace, Some(object))) => (namespace, object),
+        Ok((namespace, None)) => {
+            eprintln!(
+                "error: rolloutpolicies.shiftgate.dev {namespace}/{} not found; check the name \
+                 and -n NAMESPACE (kubectl get rolloutpolicies -A)",
+                target.name
+            );
+            return exit::COULD_NOT_RUN;
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::COULD_NOT_RUN;
+        }
+    };
+    let raw_status = object.data.get("status").cloned().unwrap_or(Value::Null);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&raw_status).unwrap_or_else(|_| "null".into())
+        );
+        return exit::OK;
+    }
+    for line in describe(&namespace, &object) {
+        eprintln!("{line}");
+    }
+    exit::OK
+}
+
+/// The human-readable status of a cluster RolloutPolicy, one line per entry.
+pub fn describe(namespace: &str, object: &DynamicObject) -> Vec<String> {
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let revision = object
+        .data
+        .pointer("/spec/revision")
+        .and_then(Value::as_str)
+        .unwrap_or("-");
+    let steps = object
+        .data
+        .pointer("/spec/steps")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let mut lines = vec![format!("{namespace}/{name} revision {revision}")];
+    let status = match object.data.get("status") {
+        None | Some(Value::Null) => {
+            lines.push("  not started: the daemon has not recorded a status yet".into());
+            None
+        }
+        Some(raw) => match serde_json::from_value::<RolloutStatus>(raw.clone()) {
+            Ok(status) => Some(status),
+            Err(e) => {
+                lines.push(format!("  unreadable status: {e}"));
+                None
+            }
+        },
+    };
+    if let Some(status) = &status {
+        lines.extend(describe_status(status, steps, object.metadata.generation));
+    }
+    if let Some((command, id)) = pending_command(object) {
+        let id = id.unwrap_or_default();
+        if last_handled_command(object).as_deref() != Some(id.as_str()) {
+            lines.push(format!(
+                "  command `{command}` (id {id}) requested, not yet handled by the daemon"
+            ));
+        }
+    }
+    lines
+}
+
+fn describe_status(status: &RolloutStatus, steps: usize, generation: Option<i64>) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut headline = format!(
+        "  {} · step {}/{} · canary {}%",
+        status.phase,
+        (status.step as usize + 1).min(steps.max(1)),
+        steps,
+        status.canary_weight
+    );
+    if status.test_route {
+        headline.push_str(" + test route");
+    }
+    if let Some(target) = &status.target {
+        headline.push_str(&format!(" → {}%", target.canary_weight));
+    }
+    lines.push(headline);
+    if let (Some(observed), Some(generation)) = (status.observed_generation, generation) {
+        if observed != generation {
+            lines.push(format!(
+                "  the spec changed (generation {generation}); the daemon last saw generation {observed}"
+            ));
+        }
+    }
+    if let Some(message) = &status.message {
+        lines.push(format!(
+            "  {}: {message}",
+            status.reason.as_deref().unwrap_or("-")
+        ));
+    }
+    if let Some(analysis) = &status.last_analysis {
+        let mut line = format!(
+            "  analysis {} at {}",
+            analysis.verdict.as_str(),
+            analysis.at
+        );
+        if let Some(requests) = analysis.canary_requests {
+            line.push_str(&format!(" ({requests:.0} canary reqs)"));
+        }
+        lines.push(line);
+        for metric in &analysis.metrics {
+            lines.push(format!("    {}: {}", metric.name, metric.message));
+        }
+    }
+    for condition in &status.conditions {
+        lines.push(format!(
+            "  {}={} {}: {}",
+            condition.type_, condition.status, condition.reason, condition.message
+        ));
+    }
+    lines
+}
+
+/// `shiftgate promote|pause|resume|abort NAME -n NS`: writes the command annotation.
+pub fn cluster_command(target: &ClusterTarget, command: Command) -> i32 {
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let submitted = runtime.block_on(async {
+        let (client, namespace) = connect(target).await?;
+        let submitted = submit_command(client, &namespace, &target.name, command).await;
+        anyhow::Ok((namespace, submitted))
+    });
+    match submitted {
+        Ok((namespace, Ok(submitted))) => {
+            if let Some(previous) = submitted.replaced_unhandled {
+                eprintln!(
+                    "warning: the earlier command {previous} had not been handled yet; `{command}` replaces it"
+                );
+            }
+            eprintln!(
+                "shiftgate: `{command}` requested for {namespace}/{} (command id {}); the \
+                 daemon applies it on its next tick (see `shiftgate status {} -n {namespace}`)",
+                target.name, submitted.id, target.name
+            );
+            exit::OK
+        }
+        Ok((_, Err(e @ SubmitError::NotFound { .. }))) => {
+            eprintln!("error: {e}");
+            exit::COULD_NOT_RUN
+        }
+        Ok((_, Err(e))) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            exit::COULD_NOT_RUN
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::COULD_NOT_RUN
+        }
+    }
+}

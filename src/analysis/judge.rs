@@ -56,7 +56,7 @@ pub fn judge(spec: &AnalysisSpec, input: &AnalysisInput, canary_weight: u8) -> E
         Some(inconclusive) => inconclusive,
         None => Verdict::combine(metrics.iter().map(|m| m.verdict.clone())),
     };
-    let window = spec.interval.to_promql();
+    let window = spec.query_window().to_promql();
     let reqs = requests.map_or_else(|| "unknown".to_owned(), |r| format!("{r:.0}"));
     let message = match &verdict {
         Verdict::Fail { metric, reason } => format!("{metric} {reason} over {window}, {reqs} reqs"),

@@ -238,9 +238,15 @@ fn default_check_attempts() -> u32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AnalysisSpec {
-    /// Evaluation cadence inside every step; also the query window `{{ interval }}`.
+    /// Evaluation cadence inside every step; also the query window `{{ interval }}`
+    /// unless `window` is set.
     #[serde(default = "default_interval")]
     pub interval: Duration,
+    /// How far back each query looks (`{{ interval }}` in templates); default: the
+    /// interval. Prometheus's `rate()` needs two scrapes inside the window, so with an
+    /// interval shorter than about three scrape intervals, set a longer window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusSpec>,
     /// Fewer canary requests than this in the window: Inconclusive, not Pass.
@@ -258,6 +264,13 @@ pub struct AnalysisSpec {
     /// Variables available to query templates as `{{ vars.NAME }}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+}
+
+impl AnalysisSpec {
+    /// The range every query looks back over: `window`, else `interval`.
+    pub fn query_window(&self) -> Duration {
+        self.window.unwrap_or(self.interval)
+    }
 }
 
 fn default_interval() -> Duration {

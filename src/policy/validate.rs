@@ -437,6 +437,17 @@ fn analysis(spec: &RolloutSpec, issues: &mut Vec<Issue>) {
                 .with_hint("write the evaluation cadence, e.g. `30s`"),
         );
     }
+    if a.window.is_some_and(|w| w.std().is_zero()) {
+        issues.push(
+            Issue::error(
+                format!("{path}.window"),
+                "window is 0s: no query would see data",
+            )
+            .with_hint(
+                "leave it out to use the interval, or write a few scrape intervals, e.g. `5s`",
+            ),
+        );
+    }
     if let Some(prometheus) = &a.prometheus {
         let ppath = format!("{path}.prometheus");
         http_url(&prometheus.address, &format!("{ppath}.address"), issues);

@@ -245,10 +245,32 @@ impl LocalRun {
     /// Checks the router answers before anything starts: a run that cannot see Envoy
     /// fails fast instead of waiting.
     pub async fn preflight(&self) -> Result<LiveRoute, LocalError> {
-        self.router.read().await.map_err(|e| LocalError::CannotRun {
-            policy: format!("{}/{}", self.local.policy.namespace, self.local.policy.name),
-            message: e.to_string(),
-        })
+        let live = self
+            .router
+            .read()
+            .await
+            .map_err(|e| LocalError::CannotRun {
+                policy: format!("{}/{}", self.local.policy.namespace, self.local.policy.name),
+                message: e.to_string(),
+            })?;
+        // Every query is asked once before anything moves: an unreachable Prometheus or
+        // a broken query stops the run here, with nothing written.
+        let source = PrometheusSource::new(None);
+        let probed = super::preflight::probe_queries(
+            &source,
+            &self.local.policy,
+            &self.local.spec,
+            self.clock.now(),
+        )
+        .await;
+        match probed {
+            Ok(()) => Ok(live),
+            Err(e) if e.is_invalid_input() => Err(LocalError::Unsupported(e.to_string())),
+            Err(e) => Err(LocalError::CannotRun {
+                policy: format!("{}/{}", self.local.policy.namespace, self.local.policy.name),
+                message: e.to_string(),
+            }),
+        }
     }
 
     /// Ticks until the rollout settles, pauses, or `stop` is cancelled (checked between

@@ -9,6 +9,7 @@ pub mod commands_file;
 pub mod daemon;
 pub mod leader;
 pub mod local;
+pub mod preflight;
 pub mod reconcile;
 pub mod route_index;
 pub mod scheduler;

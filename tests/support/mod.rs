@@ -6,3 +6,4 @@ pub mod envoy;
 pub mod exporter;
 pub mod ports;
 pub mod prometheus;
+pub mod rollout;

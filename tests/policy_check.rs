@@ -334,6 +334,40 @@ fn valid_fixture_parses_into_the_policy_type() {
     assert_eq!(err[0].file, Path::new("inline.yaml"));
 }
 
+#[test]
+fn kubectl_output_with_server_fields_and_status_is_accepted() {
+    assert_eq!(check(&["valid/from-kubectl.yaml"]), Vec::<String>::new());
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 256,
+        // Deterministic: the same cases on every run.
+        rng_seed: proptest::test_runner::RngSeed::Fixed(20261122),
+        ..Default::default()
+    })]
+
+    /// Whatever is cut out of a valid policy, the checker answers with located
+    /// diagnostics and never panics.
+    #[test]
+    fn damaged_policies_never_panic_and_stay_located(start in 0usize..2000, len in 0usize..80, insert in "[ a-z:\\[\\]{}\\-,\"'0-9\\n]{0,6}") {
+        let text = std::fs::read_to_string(root().join("policies/istio-host-canary.yaml")).unwrap_or_default();
+        let mut damaged: String = text.chars().take(start).collect();
+        damaged.push_str(&insert);
+        damaged.extend(text.chars().skip(start + len));
+        let lines = damaged.lines().count().max(1);
+        let result = shiftgate::policy::parse::check_str("damaged.yaml", &damaged);
+        for d in &result.diagnostics {
+            proptest::prop_assert!(d.line >= 1 && d.line <= lines + 1, "{d} (of {lines} lines)");
+            proptest::prop_assert!(d.column >= 1, "{d}");
+        }
+        if !result.has_errors() {
+            proptest::prop_assert!(!result.policies.is_empty(), "no error, yet no policy");
+        }
+        proptest::prop_assert!(result.policies.len() <= result.documents);
+    }
+}
+
 // ---- the built binary ----
 
 fn shiftgate(args: &[&str]) -> (i32, String, String) {

@@ -63,7 +63,20 @@ pub fn document_schema() -> Value {
                         "description": "Kubernetes annotations.",
                         "type": "object",
                         "additionalProperties": { "type": "string" }
-                    }
+                    },
+                    // Written by the API server: accepted (so `kubectl get -o yaml` output
+                    // checks as is) and otherwise ignored.
+                    "uid": { "description": "Set by Kubernetes; ignored.", "type": "string" },
+                    "resourceVersion": { "description": "Set by Kubernetes; ignored.", "type": "string" },
+                    "generation": { "description": "Set by Kubernetes; ignored.", "type": "integer" },
+                    "creationTimestamp": { "description": "Set by Kubernetes; ignored.", "type": ["string", "null"] },
+                    "deletionTimestamp": { "description": "Set by Kubernetes; ignored.", "type": "string" },
+                    "deletionGracePeriodSeconds": { "description": "Set by Kubernetes; ignored.", "type": "integer" },
+                    "generateName": { "description": "Set by Kubernetes; ignored.", "type": "string" },
+                    "selfLink": { "description": "Set by Kubernetes; ignored.", "type": "string" },
+                    "finalizers": { "description": "Set by Kubernetes; ignored.", "type": "array", "items": { "type": "string" } },
+                    "ownerReferences": { "description": "Set by Kubernetes; ignored.", "type": "array" },
+                    "managedFields": { "description": "Set by Kubernetes; ignored.", "type": "array" }
                 }
             },
             "spec": Value::Object(spec),

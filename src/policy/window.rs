@@ -86,6 +86,16 @@ impl Windows {
                             ),
                         }
                     }
+                    // A schedule such as `0 0 30 2 *` (February 30th) never fires.
+                    if !parsed.is_empty() && parsed.iter().all(never_fires) {
+                        issues.push(
+                            Issue::error(
+                                format!("{path}.schedule"),
+                                format!("`{}` never opens: no date matches it", spec.schedule),
+                            )
+                            .with_hint("check the day-of-month and month fields"),
+                        );
+                    }
                     parsed
                 }
                 Err(issue) => {
@@ -324,6 +334,12 @@ fn unknown_time_zone(path: &str, name: &str) -> Issue {
     }
 }
 
+/// Whether a schedule has no opening at all from 2000 on (the crate searches to 2100).
+fn never_fires(schedule: &cron::Schedule) -> bool {
+    let start = chrono::Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single();
+    start.is_none_or(|start| schedule.after(&start).next().is_none())
+}
+
 /// The cron crate's errors repeat the expression with a caret; the reason is the last line.
 fn last_line(text: &str) -> &str {
     text.lines()
@@ -521,6 +537,12 @@ mod tests {
                 Duration::from_secs(60),
                 "UTC",
             ),
+            window(
+                WindowKind::Deny,
+                "0 0 30 2 *",
+                Duration::from_secs(60),
+                "UTC",
+            ),
         ])
         .unwrap_err();
         let paths: Vec<_> = issues.iter().map(|i| i.path.as_str()).collect();
@@ -531,7 +553,8 @@ mod tests {
                 "spec.windows[1].schedule",
                 "spec.windows[1].timeZone",
                 "spec.windows[2].duration",
-                "spec.windows[3].schedule"
+                "spec.windows[3].schedule",
+                "spec.windows[4].schedule"
             ]
         );
         assert_eq!(

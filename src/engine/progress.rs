@@ -270,8 +270,12 @@ impl Tick<'_> {
         self.target_step();
         let (reason, why) = if by_operator {
             (reasons::PROMOTED_BY_OPERATOR, "promoted by an operator")
-        } else {
+        } else if from > 0 {
             (reasons::STEP_ADVANCED, "analysis passed")
+        } else if self.plan.has_checks() {
+            (reasons::STEP_ADVANCED, "checks passed")
+        } else {
+            (reasons::STEP_ADVANCED, "no user traffic to judge at 0%")
         };
         let message = format!("{} from {from}%: {why}", self.step_label());
         self.announce(TransitionKind::StepAdvanced, reason, message);

@@ -463,3 +463,72 @@ async fn a_stopped_prometheus_is_unreachable_then_answers_again() {
     scraped(&world.prometheus).await;
     assert_eq!(value(&connection.query("fixed_value", now()).await), 42.0);
 }
+
+/// A stand-in for an authenticating proxy in front of Prometheus: answers the query API
+/// with one value only when the expected `Authorization` header is sent, else 401.
+async fn auth_proxy(expected: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let app = axum::Router::new().route(
+        "/api/v1/query",
+        axum::routing::post(move |headers: axum::http::HeaderMap| async move {
+            let sent = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if sent == Some(expected) {
+                (
+                    axum::http::StatusCode::OK,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"7"]}]}}"#,
+                )
+            } else {
+                (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    [(axum::http::header::CONTENT_TYPE, "text/plain")],
+                    "Unauthorized",
+                )
+            }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{address}"), task)
+}
+
+#[tokio::test]
+async fn credentials_from_a_file_or_the_environment_are_sent() {
+    let (address, server) = auth_proxy("Bearer s3cret-token").await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap_or_else(|e| panic!("{e}"));
+    let with_file: PrometheusSpec = serde_yaml_ng::from_str(&format!(
+        "{{address: '{address}', timeout: 5s, auth: {{bearerTokenFile: '{}'}}}}",
+        token_file.display()
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let with_env: PrometheusSpec = serde_yaml_ng::from_str(&format!(
+        "{{address: '{address}', timeout: 5s, auth: {{bearerTokenEnv: PROM_TOKEN}}}}"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let source = PrometheusSource::new(None)
+        .with_env(|var| (var == "PROM_TOKEN").then(|| "s3cret-token".to_owned()));
+
+    for spec in [&with_file, &with_env] {
+        let connection = source.connect(Some(spec)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(value(&connection.query("up", now()).await), 7.0);
+        assert!(!format!("{connection:?}").contains("s3cret"));
+    }
+
+    let without = prometheus_spec(&address, "5s");
+    let connection = source
+        .connect(Some(&without))
+        .unwrap_or_else(|e| panic!("{e}"));
+    match connection.query("up", now()).await {
+        Sample::Invalid { message } => assert!(message.contains("auth"), "{message}"),
+        other => panic!("a 401 gave {other:?}"),
+    }
+    server.abort();
+}

@@ -293,3 +293,24 @@ fn deployment_runs_two_hardened_replicas_of_the_daemon() {
         assert_eq!(&labels[k], v, "pod template carries selector label {k}");
     }
 }
+
+#[test]
+fn deployment_env_names_are_flags_the_daemon_reads() {
+    use clap::CommandFactory as _;
+    let cli = shiftgate::cli::Cli::command();
+    let daemon = cli.find_subcommand("daemon").expect("a daemon subcommand");
+    let known: BTreeSet<String> = daemon
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .chain(["SHIFTGATE_LOG".to_owned()])
+        .collect();
+    let d = manifest("deployment.yaml");
+    for env in d["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+    {
+        let name = env["name"].as_str().unwrap();
+        assert!(known.contains(name), "deploy/deployment.yaml sets {name}, which `shiftgate daemon` does not read; known: {known:?}");
+    }
+}

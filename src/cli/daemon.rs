@@ -171,8 +171,9 @@ async fn serve(args: DaemonArgs, prometheus: Option<PrometheusSpec>) -> anyhow::
         shutdown_deadline: args.shutdown_deadline,
     };
     let store = KubeStatusStore::new(client.clone());
-    // TODO(F1): the annotation command source (runtime::commands_kube) once it lands.
-    let commands = crate::runtime::commands::NoCommands;
+    // Operator commands from annotations; their ids are saved with the state by `store`.
+    let commands =
+        crate::runtime::commands_kube::KubeCommandSource::new(client.clone(), store.ledger());
     let seams = DaemonSeams {
         client: client.clone(),
         routers: Arc::new(KubeRouters::new(client.clone())),

@@ -75,7 +75,13 @@ async fn weights_move_and_envoy_serves_each_split() {
     let admin = local.envoy.admin;
     let mut version = router.read().await.unwrap().version;
     for weight in [0u8, 30, 60, 100, 60, 30, 0] {
+        #[allow(clippy::disallowed_methods)] // measuring the confirmation latency
+        let started = std::time::Instant::now();
         version = router.apply(&version, route(weight, false)).await.unwrap();
+        eprintln!(
+            "weight {weight}: written and confirmed in {:?}",
+            started.elapsed()
+        );
         let live = router.read().await.unwrap();
         assert_eq!(live.route, route(weight, false));
         assert_eq!(live.version, version);

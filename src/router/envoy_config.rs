@@ -212,6 +212,7 @@ fn split_canary_weight(spec: &EnvoyRouterSpec, split: &Value) -> Result<u8, Stri
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn spec() -> EnvoyRouterSpec {

@@ -220,6 +220,7 @@ impl StateStore for FileStore {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -228,6 +228,7 @@ impl TrafficRouter for ServiceRouter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 mod tests {
     use super::*;
     use serde_json::json;

@@ -392,6 +392,7 @@ pub fn live_route(location: &Location, target: &IstioTarget) -> Result<ManagedRo
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 mod tests {
     use super::*;
 

@@ -145,6 +145,7 @@ pub fn build(vs: &Value, location: &Location, target: &IstioTarget) -> Result<Va
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 mod tests {
     use super::*;
 

@@ -243,7 +243,7 @@ fn rbac_grants_exactly_what_shiftgate_uses() {
             (
                 "shiftgate.dev",
                 "rolloutpolicies",
-                &["get", "list", "watch", "patch"]
+                &["get", "list", "watch"]
             ),
             ("shiftgate.dev", "rolloutpolicies/status", &["get", "patch"]),
             (

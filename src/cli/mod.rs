@@ -9,6 +9,7 @@ pub mod crd;
 pub mod daemon;
 pub mod exit;
 pub mod kube_target;
+pub mod measure;
 pub mod pause;
 pub mod promote;
 pub mod resume;
@@ -66,6 +67,9 @@ pub enum Command {
     /// One instance of the demo HTTP app (started by `shiftgate demo` and the tests).
     #[command(hide = true)]
     DemoApp(demo_app::DemoAppArgs),
+    /// Time to rollback on the local stack (driven by scripts/measure-rollback).
+    #[command(hide = true)]
+    MeasureRollback(measure::MeasureArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -77,6 +81,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Daemon(args) => daemon::run(args),
         Command::Demo(args) => demo::run(args),
         Command::DemoApp(args) => demo_app::run(args),
+        Command::MeasureRollback(args) => measure::run(args),
         Command::Run(args) => run::run(args),
         Command::Status(args) => status::run(args),
         Command::Promote(args) => promote::run(args),

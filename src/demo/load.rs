@@ -180,3 +180,59 @@ fn record_answer(counters: &LoadCounters, answer: reqwest::Result<reqwest::Respo
         None => report.unversioned += 1,
     });
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::demo::app::{router, Faults};
+
+    #[tokio::test]
+    async fn steady_load_counts_answers_per_version() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let faults = Faults {
+            error_rate: 0.5,
+            latency_ms: 0,
+        };
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router("v9", faults, 7))
+                .await
+                .unwrap();
+        });
+        let config = LoadConfig {
+            target,
+            requests_per_second: 100,
+            duration: Duration::from_millis(500),
+            headers: Vec::new(),
+        };
+        let report = run_load(&config, &LoadCounters::default(), &CancellationToken::new())
+            .await
+            .unwrap();
+        let counts = report.per_version["v9"];
+        // 100/s for 0.5s: the first tick fires at once, so 50 or 51 requests.
+        assert!(
+            (45..=52).contains(&(counts.ok + counts.server_errors)),
+            "{report:?}"
+        );
+        assert!(counts.ok > 0 && counts.server_errors > 0, "{report:?}");
+        assert_eq!(report.transport_errors, 0);
+        let later = LoadReport::default();
+        assert_eq!(report.since(&later), report);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn only_loopback_targets_are_accepted() {
+        let config = LoadConfig {
+            target: "192.0.2.1:80".parse().unwrap(),
+            requests_per_second: 1,
+            duration: Duration::from_millis(10),
+            headers: Vec::new(),
+        };
+        let err = run_load(&config, &LoadCounters::default(), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(err.contains("loopback"), "{err}");
+    }
+}

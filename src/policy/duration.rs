@@ -43,7 +43,7 @@ impl Duration {
     /// The duration as PromQL writes a range, e.g. `30s`, `1m30s`, `500ms`.
     pub fn to_promql(self) -> String {
         let ms = self.as_millis_u64();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             return format!("{ms}ms");
         }
         let secs = ms / 1000;

@@ -343,3 +343,39 @@ fn an_unreachable_envoy_exits_three_and_writes_nothing() {
     assert!(!routes.exists());
     assert!(!dir.path().join("default/x.json").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_evaluates_for_real_but_writes_nothing() {
+    let h = harness().await;
+    let policy = h.policy("[0, 100]");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let start = text.find("  checks:").unwrap();
+    let end = text.find("  analysis:").unwrap();
+    let text = format!("{}{}", &text[..start], &text[end..]);
+    std::fs::write(
+        &policy,
+        text.replace("inconclusiveLimit: 10", "inconclusiveLimit: 0"),
+    )
+    .unwrap();
+    let router = EnvoyRouter::new(&h.local.envoy.router, None).unwrap();
+    let before = router.read().await.unwrap();
+    let routes_before = std::fs::read(&h.local.envoy.router.routes_file).unwrap();
+
+    let output = finish(
+        h.command(&["run", "--dry-run", policy.to_str().unwrap()])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    let log = stderr(&output);
+    // Pretending 100%, the real canary got no requests: the real analysis says so.
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(log.contains("dry run"), "{log}");
+    assert!(log.contains("too few canary requests: 0 < 5"), "{log}");
+    assert_eq!(router.read().await.unwrap(), before);
+    assert_eq!(
+        std::fs::read(&h.local.envoy.router.routes_file).unwrap(),
+        routes_before
+    );
+    assert!(!h.state_dir.path().join("test/checkout.json").exists());
+}

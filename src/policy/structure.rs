@@ -323,7 +323,9 @@ impl<'a> Walker<'a> {
                     let known: Vec<&str> = properties
                         .map(|p| p.keys().map(String::as_str).collect())
                         .unwrap_or_default();
-                    self.issues.push(unknown_field(&child_path, key, &known));
+                    let home = home_of(self.root, key);
+                    self.issues
+                        .push(unknown_field(&child_path, key, &known, home.as_deref()));
                     self.unknown_fields.push((path.to_owned(), key.clone()));
                 }
                 Some(extra @ Value::Object(_)) => self.walk(child, extra, &child_path),
@@ -455,16 +457,63 @@ fn not_one_of(path: &str, value: &Value, allowed: &[Value]) -> Issue {
     }
 }
 
-fn unknown_field(path: &str, key: &str, known: &[&str]) -> Issue {
+fn unknown_field(path: &str, key: &str, known: &[&str], home: Option<&str>) -> Issue {
     let issue = Issue::error(path, format!("unknown field `{key}`"));
     match nearest(key, known.iter().copied()) {
         Some(best) => issue.with_hint(format!("did you mean `{best}`?")),
+        None if home.is_some() => issue.with_hint(format!(
+            "`{key}` belongs under `{}`; move it there",
+            home.unwrap_or_default()
+        )),
         None if known.is_empty() => issue.with_hint("remove it"),
         None => issue.with_hint(format!(
             "remove it; known fields here: {}",
             known.join(", ")
         )),
     }
+}
+
+/// Where a field called `key` lives in a policy (e.g. `failureLimit` → `spec.analysis`),
+/// for a field written at the wrong level. Breadth first, so the shallowest home wins.
+fn home_of(root: &Value, key: &str) -> Option<String> {
+    let mut queue = std::collections::VecDeque::from([(root, String::new(), 0usize)]);
+    while let Some((schema, path, depth)) = queue.pop_front() {
+        if depth > 12 {
+            continue;
+        }
+        if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+            if let Some(target) = root.pointer(reference.trim_start_matches('#')) {
+                queue.push_back((target, path, depth + 1));
+            }
+            continue;
+        }
+        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+            if properties.contains_key(key) {
+                return Some(if path.is_empty() {
+                    "the top level".to_owned()
+                } else {
+                    path
+                });
+            }
+            for (name, child) in properties {
+                queue.push_back((child, join(&path, name), depth + 1));
+            }
+        }
+        for combinator in ["allOf", "anyOf", "oneOf"] {
+            for alternative in schema
+                .get(combinator)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                queue.push_back((alternative, path.clone(), depth + 1));
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            queue.push_back((items, format!("{path}[]"), depth + 1));
+        }
+    }
+    None
 }
 
 /// The known name closest to `written`, if it is close enough to be a typo.
@@ -514,6 +563,23 @@ mod tests {
                 "spec.analysis.metircs: unknown field `metircs` (hint: did you mean `metrics`?)",
                 "spec.analysis: missing required field `metrics` (hint: `metircs` is written; did you mean `metrics`?)",
                 "spec.onFailure: the string `rollbak` is not one of `rollback`, `hold` (hint: did you mean `rollback`?)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_field_at_the_wrong_level_is_sent_home() {
+        let issues = check(json!({
+            "apiVersion": "shiftgate.dev/v1alpha1", "kind": "RolloutPolicy",
+            "metadata": {"name": "x"},
+            "spec": {"revision": "1", "router": {}, "steps": [0, 100], "failureLimit": 2,
+                     "analysis": {"metrics": [{"name": "e", "maxIncrease": 0.1}]}}
+        }));
+        assert_eq!(
+            issues,
+            [
+                "spec.analysis.metrics[0].maxIncrease: unknown field `maxIncrease` (hint: `maxIncrease` belongs under `spec.analysis.metrics[].compare`; move it there)",
+                "spec.failureLimit: unknown field `failureLimit` (hint: `failureLimit` belongs under `spec.analysis`; move it there)",
             ]
         );
     }

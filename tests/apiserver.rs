@@ -415,6 +415,17 @@ async fn kube_runtime_watcher_sees_objects_and_selector_moves() {
     let second = within(objects.try_next()).await.unwrap().unwrap();
     assert_eq!(second.metadata.name.as_deref(), Some("b"));
 
+    // Streaming lists (sendInitialEvents) see the same objects.
+    let streaming = watcher::Config::default().streaming_lists();
+    let mut streamed = watcher(api.clone(), streaming).applied_objects().boxed();
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let o = within(streamed.try_next()).await.unwrap().unwrap();
+        names.push(o.metadata.name.unwrap());
+    }
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+
     // An object leaving the selector is a DELETED event for a filtered watch.
     let from = server.resource_version().to_string();
     let filtered = quiet().labels("team=checkout");
@@ -586,4 +597,39 @@ fn background_server_serves_synchronous_tests() {
         );
         assert_eq!(got.data["status"]["observedGeneration"], 1);
     });
+}
+
+#[tokio::test]
+async fn a_posted_crd_declares_its_status_subresource() {
+    let server = TestApiServer::start().await.unwrap();
+    // A custom resource without a declared status subresource: status is ordinary data.
+    let widgets = ResourceRef::new("example.dev", "v1", "widgets");
+    let widget = json!({
+        "apiVersion": "example.dev/v1", "kind": "Widget",
+        "metadata": { "name": "w", "namespace": NS }, "spec": { "size": 1 },
+        "status": { "ready": true },
+    });
+    let stored = server.put_object(&widgets, widget).unwrap();
+    assert_eq!(stored["status"]["ready"], true);
+    let crd: Value = serde_yaml_ng::from_str(&shiftgate::cli::crd::render().unwrap()).unwrap();
+    let mut crd = crd;
+    crd["spec"]["group"] = json!("example.dev");
+    crd["spec"]["names"] = json!({ "plural": "widgets", "kind": "Widget", "singular": "widget" });
+    crd["metadata"]["name"] = json!("widgets.example.dev");
+    let crds = ResourceRef::new("apiextensions.k8s.io", "v1", "customresourcedefinitions");
+    server.put_object(&crds, crd).unwrap();
+    // Now a main-resource write keeps the stored status.
+    let client = server.client().unwrap();
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.dev", "v1", "Widget"),
+        "widgets",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client, NS, &ar);
+    let patch = Patch::Merge(json!({ "spec": { "size": 2 }, "status": { "ready": false } }));
+    let after = api
+        .patch("w", &PatchParams::default(), &patch)
+        .await
+        .unwrap();
+    assert_eq!(after.data["spec"]["size"], 2);
+    assert_eq!(after.data["status"]["ready"], true);
 }

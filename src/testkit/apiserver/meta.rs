@@ -1,7 +1,7 @@
 //! Object metadata the server owns or checks: names, namespaces, apiVersion, uids,
 //! timestamps, and the small JSON edits the store makes to metadata.
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use super::errors::ApiError;
 use super::path::{GroupResource, ResourcePath};
@@ -124,4 +124,27 @@ pub fn generated_suffix(counter: u64) -> String {
 #[allow(clippy::disallowed_methods)]
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+pub fn in_scope(key: &super::store::ObjectKey, path: &ResourcePath) -> bool {
+    key.group_resource == path.group_resource
+        && path
+            .namespace
+            .as_ref()
+            .is_none_or(|ns| *ns == key.namespace)
+}
+
+/// The object as served through `path`'s version (one storage, any served version).
+pub fn present(object: &Value, path: &ResourcePath) -> Value {
+    let mut object = object.clone();
+    if let Some(map) = object.as_object_mut() {
+        map.insert("apiVersion".into(), json!(path.api_version()));
+    }
+    object
+}
+
+/// Built-in API groups (core, `apps`, `*.k8s.io`) behave differently from custom
+/// resources in a few places (strategic merge, unconditional updates).
+pub fn is_builtin_group(group: &str) -> bool {
+    group.is_empty() || !group.contains('.') || group.ends_with(".k8s.io")
 }

@@ -27,6 +27,7 @@ mod errors;
 mod faults;
 mod handlers;
 mod meta;
+mod patch;
 mod path;
 mod selector;
 mod store;

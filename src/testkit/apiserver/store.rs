@@ -12,8 +12,10 @@ use tokio::sync::broadcast;
 use super::errors::ApiError;
 use super::meta::{
     check_api_version, check_api_version_value, check_name, check_namespace, generated_suffix,
-    now_rfc3339, set_metadata, set_or_remove, take_metadata, uid, without_metadata,
+    in_scope, is_builtin_group, now_rfc3339, present, set_metadata, set_or_remove, take_metadata,
+    uid, without_metadata,
 };
+use super::patch::{patched, Patched};
 use super::path::{GroupResource, ResourcePath};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -320,54 +322,9 @@ impl Store {
         let gr = &path.group_resource;
         let key = Self::key(path, name);
         let old = self.objects.get(&key).cloned();
-        let candidate = match kind {
-            PatchKind::Json => {
-                let old = old.as_ref().ok_or_else(|| ApiError::not_found(gr, name))?;
-                let ops: json_patch::Patch = serde_json::from_value(patch)
-                    .map_err(|e| ApiError::bad_request(format!("invalid json patch: {e}")))?;
-                let mut doc = old.clone();
-                json_patch::patch(&mut doc, &ops)
-                    .map_err(|e| ApiError::patch_failed(e.to_string()))?;
-                doc
-            }
-            PatchKind::Strategic if !is_builtin_group(&gr.group) => {
-                return Err(ApiError::unsupported_media_type(
-                    "the body of the request was in an unknown format - accepted media types \
-                     include: application/json-patch+json, application/merge-patch+json, \
-                     application/apply-patch+yaml"
-                        .into(),
-                ))
-            }
-            PatchKind::Merge | PatchKind::Strategic => {
-                let old = old.as_ref().ok_or_else(|| ApiError::not_found(gr, name))?;
-                let mut doc = old.clone();
-                json_patch::merge(&mut doc, &patch);
-                doc
-            }
-            PatchKind::Apply => {
-                if field_manager.is_none_or(str::is_empty) {
-                    return Err(ApiError::invalid(
-                        gr,
-                        name,
-                        "fieldManager: Required value: is required for apply patch".into(),
-                    ));
-                }
-                match &old {
-                    None => {
-                        let mut body = patch;
-                        if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut)
-                        {
-                            meta.insert("name".into(), json!(name));
-                        }
-                        return self.create(path, body, dry_run);
-                    }
-                    Some(old) => {
-                        let mut doc = old.clone();
-                        json_patch::merge(&mut doc, &patch);
-                        doc
-                    }
-                }
-            }
+        let candidate = match patched(gr, name, old.as_ref(), kind, patch, field_manager)? {
+            Patched::Update(candidate) => candidate,
+            Patched::Create(body) => return self.create(path, body, dry_run),
         };
         let old = old.ok_or_else(|| ApiError::not_found(gr, name))?;
         self.update(path, key, &old, candidate, target, false, dry_run)
@@ -560,6 +517,12 @@ impl Store {
 
     fn commit(&mut self, kind: EventKind, key: ObjectKey, object: Value, previous: Option<Value>) {
         self.revision += 1;
+        if key.group_resource
+            == GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions")
+            && kind != EventKind::Deleted
+        {
+            self.learn_crd(&object);
+        }
         if kind != EventKind::Deleted {
             self.objects.insert(key.clone(), object.clone());
         }
@@ -617,31 +580,29 @@ impl Store {
         Ok((replay, receiver, self.revision))
     }
 
+    /// A stored CustomResourceDefinition declares its resource's kind and whether it
+    /// has a `/status` subresource (its schema is not enforced).
+    fn learn_crd(&mut self, crd: &Value) {
+        let text = |p: &str| crd.pointer(p).and_then(Value::as_str).map(str::to_owned);
+        let (Some(group), Some(plural)) = (text("/spec/group"), text("/spec/names/plural")) else {
+            return;
+        };
+        let gr = GroupResource::new(&group, &plural);
+        if let Some(kind) = text("/spec/names/kind") {
+            self.kinds.insert(gr.clone(), kind);
+        }
+        let status = crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .is_some_and(|vs| {
+                vs.iter()
+                    .any(|v| v.pointer("/subresources/status").is_some())
+            });
+        self.declare_status_subresource(gr, status);
+    }
+
     /// Test setup: the stored object as is, without a version rewrite.
     pub fn raw(&self, key: &ObjectKey) -> Option<Value> {
         self.objects.get(key).cloned()
     }
-}
-
-pub fn in_scope(key: &ObjectKey, path: &ResourcePath) -> bool {
-    key.group_resource == path.group_resource
-        && path
-            .namespace
-            .as_ref()
-            .is_none_or(|ns| *ns == key.namespace)
-}
-
-/// The object as served through `path`'s version (one storage, any served version).
-pub fn present(object: &Value, path: &ResourcePath) -> Value {
-    let mut object = object.clone();
-    if let Some(map) = object.as_object_mut() {
-        map.insert("apiVersion".into(), json!(path.api_version()));
-    }
-    object
-}
-
-/// Built-in API groups (core, `apps`, `*.k8s.io`) behave differently from custom
-/// resources in a few places (strategic merge, unconditional updates).
-pub fn is_builtin_group(group: &str) -> bool {
-    group.is_empty() || !group.contains('.') || group.ends_with(".k8s.io")
 }

@@ -16,9 +16,10 @@ use tokio::sync::broadcast;
 
 use super::errors::ApiError;
 use super::handlers::json_response;
+use super::meta::{in_scope, present};
 use super::path::ResourcePath;
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::{in_scope, present, EventKind, StoredEvent};
+use super::store::{EventKind, StoredEvent};
 use super::Shared;
 
 pub struct WatchParams {

@@ -335,6 +335,14 @@ fn valid_fixture_parses_into_the_policy_type() {
 }
 
 #[test]
+fn a_type_error_past_the_schema_is_still_located() {
+    assert_eq!(
+        check(&["invalid/creation-timestamp.yaml"]),
+        ["5:3: metadata.creationTimestamp: does not match the RolloutPolicy type: failed to parse four digit integer as year: invalid digit, expected 0-9 but got y"]
+    );
+}
+
+#[test]
 fn kubectl_output_with_server_fields_and_status_is_accepted() {
     assert_eq!(check(&["valid/from-kubectl.yaml"]), Vec::<String>::new());
 }

@@ -175,14 +175,19 @@ fn check_document(document: &PositionedDocument) -> (Option<RolloutPolicy>, Vec<
         // Status is shiftgate's own record; a file's copy (e.g. from `kubectl get -o yaml`) is ignored.
         map.remove("status");
     }
-    let policy: RolloutPolicy = match serde_json::from_value(value) {
+    let policy: RolloutPolicy = match serde_path_to_error::deserialize(value) {
         Ok(policy) => policy,
         Err(_) if misspelt => return (None, issues),
         Err(e) => {
+            // The schema walk should have caught it; if not, still say where.
+            let path = match e.path().to_string() {
+                root if root == "." => String::new(),
+                path => path,
+            };
             issues.push(
                 Issue::error(
-                    "",
-                    format!("the policy does not match the RolloutPolicy type: {e}"),
+                    path,
+                    format!("does not match the RolloutPolicy type: {}", e.inner()),
                 )
                 .with_hint("compare it with `shiftgate schema` and docs/policy.md"),
             );

@@ -347,7 +347,7 @@ fn refusals_name_the_virtual_service_and_write_nothing() {
             }
             "read-only" => {
                 check(read(&fixture.vs, &fixture.target).unwrap_err().to_string());
-                // One write at a consistent weight repairs the drift (rollback stays possible).
+                // One write at a consistent weight repairs it (rollback stays possible).
                 let patch = plan(&fixture.vs, &fixture.target, step).unwrap();
                 let repaired = apply(&fixture.vs, &patch);
                 assert_eq!(read(&repaired, &fixture.target).unwrap(), step, "{file}");
@@ -517,4 +517,40 @@ proptest! {
             serde_json::to_string(&masked(&original, &location, &fixture.target)).unwrap()
         );
     }
+}
+
+#[test]
+fn managed_routes_that_disagree_read_as_the_highest_canary_weight_and_name_the_drift() {
+    let fixture = load(&fixture_dir().join("drift-between-routes.yaml"));
+    let live = read(&fixture.vs, &fixture.target).unwrap();
+    assert_eq!(
+        live,
+        ManagedRoute {
+            canary_weight: 60,
+            test_route: false
+        }
+    );
+    let location = locate(&fixture.vs, &fixture.target).unwrap();
+    let drift = shiftgate::router::istio::drift(&location, &fixture.target)
+        .unwrap()
+        .to_string();
+    assert!(
+        drift.contains("\"web\" (spec.http[0]) canary 30, \"mobile\" (spec.http[1]) canary 60"),
+        "{drift}"
+    );
+    // Rollback stays one write that sets every managed route to 0.
+    let rollback = ManagedRoute {
+        canary_weight: 0,
+        test_route: false,
+    };
+    let now = apply(
+        &fixture.vs,
+        &plan(&fixture.vs, &fixture.target, rollback).unwrap(),
+    );
+    assert_eq!(read(&now, &fixture.target).unwrap(), rollback);
+    assert!(shiftgate::router::istio::drift(
+        &locate(&now, &fixture.target).unwrap(),
+        &fixture.target
+    )
+    .is_none());
 }

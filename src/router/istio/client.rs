@@ -9,7 +9,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use kube::Client;
 use serde_json::Value;
 
-use super::{plan, IstioTarget};
+use super::{drift, live_route, locate, plan, IstioTarget};
 use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
 
 /// The field manager shiftgate writes as.
@@ -90,7 +90,17 @@ impl IstioRouter {
 impl TrafficRouter for IstioRouter {
     async fn read(&self) -> Result<LiveRoute, RouterError> {
         let (value, version) = self.get().await?;
-        let route = plan::read(&value, &self.target)?;
+        let location = locate(&value, &self.target)?;
+        let route = live_route(&location, &self.target)?;
+        if let Some(drift) = drift(&location, &self.target) {
+            tracing::warn!(
+                namespace = %self.target.namespace,
+                name = %self.target.name,
+                canary_weight = route.canary_weight,
+                error = %drift,
+                "managed routes disagree; reporting the highest canary weight"
+            );
+        }
         Ok(LiveRoute { route, version })
     }
 

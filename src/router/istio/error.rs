@@ -111,7 +111,8 @@ pub enum IstioError {
 
     #[error(
         "virtualservice {vs}: the managed routes disagree on the canary weight ({weights}); \
-         someone changed them by hand: set them to the same weight and shiftgate resumes"
+         someone changed them by hand. shiftgate reports the highest, so the rollout sees \
+         drift, and its next write sets them all to one weight"
     )]
     Drift { vs: String, weights: String },
 

@@ -351,12 +351,17 @@ fn describe_entry(destination: &Value) -> String {
     text
 }
 
-/// The managed route as Istio serves it: the canary weight shared by every managed route,
-/// and whether the test route is in place. Routes that disagree are drift, reported
-/// rather than guessed.
+/// The managed route as Istio serves it, and whether the test route is in place.
+///
+/// When the managed routes disagree on the canary weight (someone edited one by hand),
+/// the highest canary weight is reported: it is the most traffic any route sends to the
+/// canary, so the rollout sees a weight other than the one it confirmed (drift, handled by
+/// `onDrift`) and a rollback stays possible — its one write sets every route to 0. An
+/// error here would leave the reconciler without a version to write against. [`drift`]
+/// names the routes and weights for the log.
 pub fn live_route(location: &Location, target: &IstioTarget) -> Result<ManagedRoute, IstioError> {
     let vs = target.object_ref();
-    let mut weights = Vec::with_capacity(location.routes.len());
+    let mut highest: Option<u64> = None;
     for route in &location.routes {
         let stable = route.stable.effective_weight();
         let canary = route.canary.effective_weight();
@@ -368,26 +373,37 @@ pub fn live_route(location: &Location, target: &IstioTarget) -> Result<ManagedRo
                 canary,
             });
         }
-        weights.push((route.label(), canary));
+        highest = Some(highest.map_or(canary, |h| h.max(canary)));
     }
-    let Some((_, first)) = weights.first() else {
+    let Some(highest) = highest else {
         return Err(IstioError::NoHttpRoutes { vs });
     };
-    if weights.iter().any(|(_, weight)| weight != first) {
-        return Err(IstioError::Drift {
-            vs,
-            weights: weights
-                .iter()
-                .map(|(label, weight)| format!("{label} canary {weight}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    }
-    // Checked above: every canary weight is at most 100.
-    let canary_weight = u8::try_from(*first).unwrap_or(100);
+    // Every canary weight was read as 0..=100.
+    let canary_weight = u8::try_from(highest).unwrap_or(100);
     Ok(ManagedRoute {
         canary_weight,
         test_route: location.test_route_index.is_some(),
+    })
+}
+
+/// The managed routes' canary weights when they disagree.
+pub fn drift(location: &Location, target: &IstioTarget) -> Option<IstioError> {
+    let weights: Vec<(String, u64)> = location
+        .routes
+        .iter()
+        .map(|route| (route.label(), route.canary.effective_weight()))
+        .collect();
+    let (_, first) = weights.first()?;
+    if weights.iter().all(|(_, weight)| weight == first) {
+        return None;
+    }
+    Some(IstioError::Drift {
+        vs: target.object_ref(),
+        weights: weights
+            .iter()
+            .map(|(label, weight)| format!("{label} canary {weight}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     })
 }
 

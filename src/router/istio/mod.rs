@@ -16,7 +16,7 @@ pub mod test_route;
 
 pub use client::IstioRouter;
 pub use error::IstioError;
-pub use locate::{live_route, locate, LocatedDestination, LocatedRoute, Location};
+pub use locate::{drift, live_route, locate, LocatedDestination, LocatedRoute, Location};
 pub use plan::plan;
 
 use crate::policy::{Destination, IstioApiVersion, IstioRouter as IstioRouterSpec, TestRoute};

@@ -50,7 +50,7 @@ fn bench_engine_step(c: &mut Criterion) {
         last_evaluation_at: Some(t0 + chrono::Duration::seconds(30)),
         ..RolloutStatus::default()
     };
-    let now = t0 + chrono::Duration::seconds(60);
+    let now = t0 + chrono::Duration::seconds(90);
     let mut obs = Observation::at(
         now,
         Ok(ManagedRoute {
@@ -79,6 +79,10 @@ fn bench_engine_step(c: &mut Criterion) {
             },
         ],
     });
+    // The steady state: conditions, history and a last analysis already in place.
+    let mut warm = obs.clone();
+    warm.now = t0 + chrono::Duration::seconds(60);
+    let state = step(&plan, &state, &warm).state;
     // Sanity: this is the steady path (an evaluation that passes, no write).
     let d = step(&plan, &state, &obs);
     assert!(d.state.last_analysis.is_some() && d.route_write().is_none());
@@ -86,7 +90,7 @@ fn bench_engine_step(c: &mut Criterion) {
         b.iter(|| step(black_box(&plan), black_box(&state), black_box(&obs)))
     });
     let idle = Observation::at(
-        t0 + chrono::Duration::seconds(45),
+        t0 + chrono::Duration::seconds(75),
         Ok(ManagedRoute {
             canary_weight: 30,
             test_route: true,

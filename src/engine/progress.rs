@@ -192,7 +192,7 @@ impl Tick<'_> {
             Verdict::Pass => {
                 self.s.consecutive_failures = 0;
                 self.s.consecutive_inconclusive = 0;
-                self.record(reasons::ANALYSIS_PASSED, evaluation.message);
+                self.note(reasons::ANALYSIS_PASSED, evaluation.message);
             }
             Verdict::Fail { .. } => {
                 self.s.consecutive_failures += 1;
@@ -203,7 +203,7 @@ impl Tick<'_> {
                 if self.s.consecutive_failures > limits.failure_limit {
                     self.on_failure(reasons::ANALYSIS_FAILED, message);
                 } else {
-                    self.record(reasons::ANALYSIS_FAILED, message);
+                    self.note(reasons::ANALYSIS_FAILED, message);
                 }
             }
             Verdict::Inconclusive(_) => {
@@ -215,7 +215,7 @@ impl Tick<'_> {
                 if self.s.consecutive_inconclusive > limits.inconclusive_limit {
                     self.on_inconclusive(message);
                 } else {
-                    self.record(reasons::ANALYSIS_INCONCLUSIVE, message);
+                    self.note(reasons::ANALYSIS_INCONCLUSIVE, message);
                 }
             }
         }
@@ -254,7 +254,7 @@ impl Tick<'_> {
                     "{} passed; deployment window closed, traffic stays until it opens",
                     self.step_label()
                 );
-                self.record(reasons::WINDOW_CLOSED, message);
+                self.note(reasons::WINDOW_CLOSED, message);
             }
             if let Some(at) = self.plan.next_window_change(self.now) {
                 self.wake(at);

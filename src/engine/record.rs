@@ -8,6 +8,14 @@ use crate::policy::status::{Condition, HistoryEntry, Phase, HISTORY_LIMIT};
 use crate::policy::Timestamp;
 
 impl Tick<'_> {
+    /// Notes a routine change (an evaluation, a frozen advance): reason, message and
+    /// conditions, but no history entry, so the history keeps the transitions.
+    pub(crate) fn note(&mut self, reason: &str, message: String) {
+        self.s.reason = Some(reason.to_owned());
+        self.s.message = Some(message);
+        self.update_conditions();
+    }
+
     /// Records a change of state: reason, message and a history entry.
     pub(crate) fn record(&mut self, reason: &str, message: String) {
         self.s.reason = Some(reason.to_owned());
@@ -62,38 +70,50 @@ impl Tick<'_> {
 
     fn update_conditions(&mut self) {
         let now = self.now;
-        let reason = self.s.reason.clone().unwrap_or_default();
-        let message = self.s.message.clone().unwrap_or_default();
-        set_condition(
-            &mut self.s.conditions,
-            reasons::ACCEPTED,
-            "True",
-            reasons::REVISION_ACCEPTED,
-            &format!("revision {} accepted", self.plan.revision()),
-            now,
-        );
-        let progressing = match self.s.phase {
+        let revision = self.plan.revision();
+        let crate::policy::RolloutStatus {
+            conditions,
+            reason,
+            message,
+            last_analysis,
+            phase,
+            ..
+        } = &mut self.s;
+        let accepted = conditions
+            .iter()
+            .any(|c| c.type_ == reasons::ACCEPTED && c.message.ends_with(revision));
+        if !accepted {
+            set_condition(
+                conditions,
+                reasons::ACCEPTED,
+                "True",
+                reasons::REVISION_ACCEPTED,
+                &format!("accepted revision {revision}"),
+                now,
+            );
+        }
+        let progressing = match phase {
             Phase::Pending | Phase::Waiting | Phase::Checking | Phase::Progressing => "True",
             Phase::RollingBack => "True",
             Phase::Paused | Phase::Held => "Unknown",
             Phase::Promoted | Phase::RolledBack | Phase::Aborted => "False",
         };
         set_condition(
-            &mut self.s.conditions,
+            conditions,
             reasons::PROGRESSING,
             progressing,
-            &reason,
-            &message,
+            reason.as_deref().unwrap_or_default(),
+            message.as_deref().unwrap_or_default(),
             now,
         );
-        if let Some(analysis) = self.s.last_analysis.clone() {
+        if let Some(analysis) = last_analysis {
             let status = match analysis.verdict {
                 crate::policy::status::VerdictKind::Pass => "True",
                 crate::policy::status::VerdictKind::Fail => "False",
                 crate::policy::status::VerdictKind::Inconclusive => "Unknown",
             };
             set_condition(
-                &mut self.s.conditions,
+                conditions,
                 reasons::HEALTHY,
                 status,
                 &analysis.reason,
@@ -116,11 +136,19 @@ pub fn set_condition(
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != status {
-                c.status = status.to_owned();
+                c.status.clear();
+                c.status.push_str(status);
                 c.last_transition_time = now;
             }
-            c.reason = reason.to_owned();
-            c.message = message.to_owned();
+            // Reuse the buffers: this runs on every recorded change.
+            if c.reason != reason {
+                c.reason.clear();
+                c.reason.push_str(reason);
+            }
+            if c.message != message {
+                c.message.clear();
+                c.message.push_str(message);
+            }
         }
         None => conditions.push(Condition {
             type_: type_.to_owned(),

@@ -1,4 +1,5 @@
 //! Table-like unit tests of the state machine: one observation in, one decision out.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::TimeZone;
 
@@ -462,18 +463,23 @@ fn stepping_twice_with_the_same_observation_is_idempotent() {
 }
 
 #[test]
-fn history_is_bounded() {
-    let mut state = at_step(3, 0);
-    state.canary_weight = 100;
-    let mut secs = 0;
-    for _ in 0..100 {
-        secs += 30;
-        let mut o = obs(secs, route(100, true));
-        o.analysis = Some(analysis(Sample::value(0.001), 1.0));
+fn history_is_bounded_and_keeps_transitions_not_evaluations() {
+    let mut state = at_step(1, 0);
+    for i in 0..30 {
+        let mut o = obs(i, route(30, true));
+        o.commands = vec![Command::Pause, Command::Resume];
         state = step(&plan(), &state, &o).state;
-        state.consecutive_inconclusive = 0;
     }
     assert_eq!(state.history.len(), crate::policy::status::HISTORY_LIMIT);
+    let before = state.history.clone();
+    let mut o = obs(100, route(30, true));
+    o.analysis = Some(analysis(Sample::value(0.001), 500.0));
+    let d = step(&plan(), &state, &o);
+    assert_eq!(
+        d.state.last_analysis.as_ref().map(|a| a.verdict),
+        Some(crate::policy::status::VerdictKind::Pass)
+    );
+    assert_eq!(d.state.history, before, "an evaluation is not a transition");
 }
 
 #[test]

@@ -444,3 +444,32 @@ async fn the_policy_api_version_picks_the_path() {
         .starts_with("/apis/networking.istio.io/v1beta1/namespaces/shop/")));
     assert_eq!(stored(&server)["spec"], expected_spec(10));
 }
+
+#[tokio::test]
+async fn a_hand_edit_of_one_managed_route_reads_as_drift_and_rollback_still_writes_once() {
+    let (server, router) = setup().await;
+    let live = within(router.read()).await.unwrap();
+    within(router.apply(&live.version, route(30, true)))
+        .await
+        .unwrap();
+
+    // Someone moves the `mobile` route (now spec.http[3], behind the test route) to 80%.
+    let mut edited = stored(&server);
+    edited["spec"]["http"][3]["route"][1]["weight"] = json!(20);
+    edited["spec"]["http"][3]["route"][2]["weight"] = json!(80);
+    server.put_object(&vs_resource(), edited).unwrap();
+
+    let live = within(router.read()).await.unwrap();
+    assert_eq!(
+        live.route,
+        route(80, true),
+        "the highest canary weight is reported"
+    );
+
+    let before = patches(&server);
+    within(router.apply(&live.version, route(0, false)))
+        .await
+        .unwrap();
+    assert_eq!(patches(&server), before + 1);
+    assert_eq!(stored(&server)["spec"], expected_spec(0));
+}

@@ -6,7 +6,9 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use support::rollout::{stderr, PolicyOptions, Stack, WAIT_LIMIT};
 

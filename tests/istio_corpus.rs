@@ -554,3 +554,34 @@ fn managed_routes_that_disagree_read_as_the_highest_canary_weight_and_name_the_d
     )
     .is_none());
 }
+
+#[test]
+fn a_stale_test_route_is_replaced_after_a_test_of_its_name() {
+    let fixture = load(&fixture_dir().join("seed-subset-blue-green.yaml"));
+    let desired = ManagedRoute {
+        canary_weight: 10,
+        test_route: true,
+    };
+    let now = apply(
+        &fixture.vs,
+        &plan(&fixture.vs, &fixture.target, desired).unwrap(),
+    );
+    let mut changed = fixture.target.clone();
+    changed.test_route = Some(TestRoute {
+        cookie: Some("beta=1".to_owned()),
+        header: None,
+    });
+    let patch = serde_json::to_value(plan(&now, &changed, desired).unwrap()).unwrap();
+    assert_eq!(
+        patch.as_array().unwrap()[1],
+        json!({"op": "test", "path": "/spec/http/0/name", "value": "shiftgate-test-myapp"})
+    );
+    assert_eq!(patch.as_array().unwrap()[2]["op"], json!("replace"));
+    let patch = plan(&now, &changed, desired).unwrap();
+    let now = apply(&now, &patch);
+    assert_eq!(
+        now["spec"]["http"][0]["match"][0]["headers"]["cookie"]["regex"],
+        json!("^(.*?; ?)?(beta=1)(;.*)?$")
+    );
+    assert_eq!(read(&now, &changed).unwrap(), desired);
+}

@@ -194,3 +194,26 @@ async fn envoy_admin_down_is_unavailable_and_no_weight_is_claimed() {
     let never_served = router.apply(&Version("999".into()), route(0, false)).await;
     assert!(never_served.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_envoy_does_not_have_is_refused_before_any_write() {
+    let local = start().await;
+    let mut spec = local.envoy.router.clone();
+    spec.canary_cluster = "canry".into();
+    let router = EnvoyRouter::new(&spec, None).unwrap();
+    let version = router.read().await.unwrap().version;
+    let routes_before = std::fs::read(&spec.routes_file).unwrap();
+    match router.apply(&version, route(30, false)).await {
+        Err(e @ RouterError::Invalid(_)) => {
+            let text = e.to_string();
+            assert!(text.contains("canaryCluster \"canry\""), "{text}");
+            assert!(
+                text.contains("canary, stable") || text.contains("stable, canary"),
+                "{text}"
+            );
+            assert!(!e.is_transient());
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&spec.routes_file).unwrap(), routes_before);
+}

@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,6 +37,8 @@ pub struct EnvoyRouter {
     confirm_timeout: Duration,
     /// Serialises writes from this process; a lock file serialises processes.
     write_lock: Mutex<()>,
+    /// Set once Envoy was seen to know both clusters (checked before the first write).
+    clusters_known: AtomicBool,
 }
 
 impl EnvoyRouter {
@@ -66,6 +69,7 @@ impl EnvoyRouter {
             http,
             confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
             write_lock: Mutex::new(()),
+            clusters_known: AtomicBool::new(false),
         })
     }
 
@@ -113,6 +117,43 @@ impl EnvoyRouter {
             .filter_map(|line| line.rsplit_once(": "))
             .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
             .sum())
+    }
+
+    /// Refuses to route to a cluster Envoy does not have: Envoy would accept the route
+    /// and answer every such request with 503.
+    async fn check_clusters(&self) -> Result<(), RouterError> {
+        if self.clusters_known.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let url = format!("{}/clusters?format=json", self.admin_url);
+        let clusters: Value = self
+            .admin_get(&url)
+            .await?
+            .json()
+            .await
+            .map_err(|e| self.unavailable(format!("cannot decode {url}: {e}"), e))?;
+        let known: Vec<&str> = clusters
+            .get("cluster_statuses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("name").and_then(Value::as_str))
+            .collect();
+        for (field, cluster) in [
+            ("stableCluster", &self.spec.stable_cluster),
+            ("canaryCluster", &self.spec.canary_cluster),
+        ] {
+            if !known.contains(&cluster.as_str()) {
+                return Err(RouterError::Invalid(format!(
+                    "spec.router.envoy.{field} {cluster:?} is not a cluster of envoy at {} \
+                     (it has: {}); fix the policy or envoy's bootstrap",
+                    self.admin_url,
+                    known.join(", ")
+                )));
+            }
+        }
+        self.clusters_known.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn admin_get(&self, url: &str) -> Result<reqwest::Response, RouterError> {
@@ -221,6 +262,7 @@ impl TrafficRouter for EnvoyRouter {
         if live.route == desired {
             return Ok(live.version);
         }
+        self.check_clusters().await?;
         let generation = next_generation(&live.version, &self.routes_file).await;
         let content = render_routes_file(&self.spec, self.test_route.as_ref(), desired, generation)
             .map_err(RouterError::Invalid)?;

@@ -293,3 +293,31 @@ pub fn cluster_command(target: &ClusterTarget, command: Command) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_namespace_comes_from_the_flag_then_the_prefix() {
+        let t = ClusterTarget::from_arg("shop/checkout", None, Some("prod"));
+        assert_eq!(t.namespace.as_deref(), Some("shop"));
+        assert_eq!(t.name, "checkout");
+        assert_eq!(t.context.as_deref(), Some("prod"));
+        let t = ClusterTarget::from_arg("shop/checkout", Some("other"), None);
+        assert_eq!(t.namespace.as_deref(), Some("other"));
+        let t = ClusterTarget::from_arg("checkout", None, None);
+        assert_eq!(t.namespace, None);
+    }
+
+    #[test]
+    fn files_and_local_state_stay_local() {
+        let dir = std::env::temp_dir().join("shiftgate-kube-target-unit-none");
+        assert!(!wants_cluster("policies/checkout.yaml", None, &dir, false));
+        assert!(!wants_cluster("checkout.json", None, &dir, false));
+        assert!(wants_cluster("policies/checkout.yaml", None, &dir, true));
+        if std::env::var_os(CLUSTER_ENV).is_none() {
+            assert!(wants_cluster("checkout", Some("shop"), &dir, false));
+        }
+    }
+}

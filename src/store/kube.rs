@@ -291,3 +291,50 @@ impl StateStore for KubeStatusStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> PolicyRef {
+        PolicyRef {
+            namespace: "shop".into(),
+            name: "checkout".into(),
+        }
+    }
+
+    #[test]
+    fn a_command_is_delivered_until_saved_and_never_after() {
+        let ledger = CommandLedger::default();
+        let p = policy();
+        assert_eq!(ledger.to_write(&p), None, "unknown before any read");
+        assert!(ledger.deliver(&p, None, "7-pause"));
+        assert!(!ledger.deliver(&p, None, "7-pause"), "handed over once");
+        assert_eq!(ledger.to_write(&p), Some(Some("7-pause".into())));
+        ledger.unsaved(&p);
+        assert!(
+            ledger.deliver(&p, None, "7-pause"),
+            "again after a failed save"
+        );
+        ledger.saved(&p, Some("7-pause".into()));
+        assert_eq!(ledger.to_write(&p), Some(Some("7-pause".into())));
+        assert!(
+            !ledger.deliver(&p, Some("7-pause"), "7-pause"),
+            "saved: never again"
+        );
+        assert!(
+            ledger.deliver(&p, Some("7-pause"), "9-resume"),
+            "a new id is a new command"
+        );
+    }
+
+    #[test]
+    fn a_fresh_store_keeps_the_persisted_id() {
+        let ledger = CommandLedger::default();
+        let p = policy();
+        ledger.loaded(&p, Some("3-abort".into()));
+        assert_eq!(ledger.to_write(&p), Some(Some("3-abort".into())));
+        ledger.loaded(&p, None);
+        assert_eq!(ledger.to_write(&p), Some(None));
+    }
+}

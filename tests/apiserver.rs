@@ -100,6 +100,16 @@ async fn create_get_list_with_selectors_and_already_exists() {
         .map(|o| o.metadata.name.clone().unwrap())
         .collect();
     assert_eq!(names, ["a", "b", "c"]);
+    // Pages: `limit` and the `continue` token.
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    let token = first.metadata.continue_.clone().unwrap();
+    let rest = api
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(rest.items[0].metadata.name.as_deref(), Some("c"));
+    assert!(rest.metadata.continue_.is_none_or(|t| t.is_empty()));
     let labelled = api
         .list(&ListParams::default().labels("team=checkout"))
         .await
@@ -405,7 +415,9 @@ async fn kube_runtime_watcher_sees_objects_and_selector_moves() {
     api.create(&PostParams::default(), &policy("a", "v1"))
         .await
         .unwrap();
-    let config = watcher::Config::default().labels("team=checkout");
+    let config = watcher::Config::default()
+        .labels("team=checkout")
+        .page_size(1);
     let mut objects = watcher(api.clone(), config).applied_objects().boxed();
     let first = within(objects.try_next()).await.unwrap().unwrap();
     assert_eq!(first.metadata.name.as_deref(), Some("a"));

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::errors::ApiError;
 use super::path::ResourcePath;
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::{PatchKind, Target};
+use super::store::{Page, PatchKind, Target};
 use super::watch::{watch_response, WatchParams};
 use super::Shared;
 
@@ -66,9 +66,11 @@ fn dispatch(
                 LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))?;
             let fields =
                 FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))?;
-            let list = shared
-                .store()
-                .list(&path, |o| labels.matches(o) && fields.matches(o));
+            let page = page(query)?;
+            let list =
+                shared
+                    .store()
+                    .list(&path, |o| labels.matches(o) && fields.matches(o), &page);
             Ok(json_response(StatusCode::OK, &list))
         }
         ("GET", Some(name)) => {
@@ -154,4 +156,27 @@ fn parse_json_or_yaml(body: &Bytes) -> Result<Value, ApiError> {
         serde_yaml_ng::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))
     })
+}
+
+/// `limit` (0 or absent: everything) and `continue` (an earlier page's token).
+fn page(query: &HashMap<String, String>) -> Result<Page, ApiError> {
+    let limit = match query.get("limit").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("limit: Invalid value: {n:?}")))?,
+        ),
+    };
+    let after = match query.get("continue").map(String::as_str) {
+        None | Some("") => None,
+        Some(token) => Some(
+            token
+                .split_once('/')
+                .map(|(ns, name)| (ns.to_owned(), name.to_owned()))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("continue key is not valid: {token:?}"))
+                })?,
+        ),
+    };
+    Ok(Page { limit, after })
 }

@@ -62,6 +62,15 @@ pub type WatchStart = (
     u64,
 );
 
+/// One page of a list: at most `limit` objects after the `continue` token's key.
+/// Unlike the real server, later pages see the current objects, not a snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    pub limit: Option<usize>,
+    /// (namespace, name) of the last object of the previous page.
+    pub after: Option<(String, String)>,
+}
+
 /// Which part of an object a write may change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -176,23 +185,40 @@ impl Store {
 
     /// Objects of `path`'s resource (in its namespace, or everywhere), sorted by
     /// namespace and name, and the revision the list is consistent at.
-    pub fn list(&self, path: &ResourcePath, keep: impl Fn(&Value) -> bool) -> Value {
-        let items: Vec<Value> = self
+    pub fn list(&self, path: &ResourcePath, keep: impl Fn(&Value) -> bool, page: &Page) -> Value {
+        let mut selected = self
             .objects
             .iter()
             .filter(|(k, _)| in_scope(k, path))
-            .filter(|(_, o)| keep(o))
-            .map(|(_, o)| present(o, path))
-            .collect();
+            .filter(|(k, _)| {
+                page.after
+                    .as_ref()
+                    .is_none_or(|(ns, name)| (&k.namespace, &k.name) > (ns, name))
+            })
+            .filter(|(_, o)| keep(o));
+        let mut items = Vec::new();
+        let mut last = None;
+        while page.limit.is_none_or(|limit| items.len() < limit) {
+            let Some((key, object)) = selected.next() else {
+                break;
+            };
+            items.push(present(object, path));
+            last = Some(key);
+        }
+        let more = selected.next().is_some();
         let kind = self
             .kinds
             .get(&path.group_resource)
             .map(|k| format!("{k}List"))
             .unwrap_or_else(|| "List".to_owned());
+        let mut metadata = json!({ "resourceVersion": self.revision.to_string() });
+        if let (true, Some(last)) = (more, last) {
+            metadata["continue"] = json!(format!("{}/{}", last.namespace, last.name));
+        }
         json!({
             "kind": kind,
             "apiVersion": path.api_version(),
-            "metadata": { "resourceVersion": self.revision.to_string() },
+            "metadata": metadata,
             "items": items,
         })
     }

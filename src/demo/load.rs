@@ -210,9 +210,10 @@ mod tests {
             .await
             .unwrap();
         let counts = report.per_version["v9"];
-        // 100/s for 0.5s: the first tick fires at once, so 50 or 51 requests.
+        // 100/s for 0.5s: at most 51 (the first tick fires at once); fewer when the
+        // machine is busy, since late ticks are delayed, never bunched up.
         assert!(
-            (45..=52).contains(&(counts.ok + counts.server_errors)),
+            (10..=51).contains(&(counts.ok + counts.server_errors)),
             "{report:?}"
         );
         assert!(counts.ok > 0 && counts.server_errors > 0, "{report:?}");

@@ -252,21 +252,24 @@ fn op(failed: bool, broken: char) -> String {
     }
 }
 
-/// Up to four decimals, without trailing zeros: `0.034`, `512`, `1234.5`.
+/// Up to four decimals, without trailing zeros: `0.034`, `512`, `1234.5`. Rounds first
+/// and prints the shortest form (fixed-precision float formatting is slow).
 pub fn num(value: f64) -> String {
     if !value.is_finite() {
         return value.to_string();
     }
-    let text = format!("{value:.4}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text == "-0" {
+    let rounded = (value * 10_000.0).round() / 10_000.0;
+    if rounded == 0.0 {
         "0".to_owned()
+    } else if rounded.abs() >= 1e15 {
+        format!("{value:.0}")
     } else {
-        text.to_owned()
+        rounded.to_string()
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::analysis::sample::Measured;

@@ -17,7 +17,7 @@ use shiftgate::policy::{Phase, RolloutPolicy, RolloutSpec, RolloutStatus, Timest
 use shiftgate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
 use shiftgate::runtime::checks::ScriptedChecks;
 use shiftgate::runtime::clock::SystemClock;
-use shiftgate::runtime::commands::NoCommands;
+use shiftgate::runtime::commands_kube::{submit_command, KubeCommandSource};
 use shiftgate::runtime::daemon::{Daemon, DaemonOptions, DaemonSeams, KubeRouters, RouterFactory};
 use shiftgate::runtime::leader::LeaseConfig;
 use shiftgate::store::kube::KubeStatusStore;
@@ -312,6 +312,8 @@ impl Cluster {
             resync: Duration::from_secs(30),
             shutdown_deadline: Duration::from_secs(5),
         };
+        let store = KubeStatusStore::new(client.clone());
+        let commands = KubeCommandSource::new(client.clone(), store.ledger());
         let seams = DaemonSeams {
             client: client.clone(),
             routers: Arc::new(RecordingRouters {
@@ -320,12 +322,13 @@ impl Cluster {
                 log: self.log.clone(),
             }),
             metrics,
-            store: Arc::new(KubeStatusStore::new(client.clone())),
-            commands: Arc::new(NoCommands),
+            store: Arc::new(store),
+            commands: Arc::new(commands),
             checks: Arc::new(ScriptedChecks::passing()),
             clock: Arc::new(SystemClock),
         };
         let daemon = Daemon::new(options, seams);
+        let health = daemon.health();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(daemon.run(async move {
             let _ = stop_rx.await;
@@ -333,6 +336,7 @@ impl Cluster {
         Running {
             task,
             stop: Some(stop_tx),
+            health,
         }
     }
 }
@@ -340,6 +344,7 @@ impl Cluster {
 struct Running {
     task: JoinHandle<Result<(), shiftgate::runtime::daemon::DaemonError>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    health: shiftgate::observe::http::Health,
 }
 
 impl Running {
@@ -668,5 +673,44 @@ async fn a_second_policy_on_the_same_route_is_refused() {
         vec![50, 100],
         "only the first policy wrote"
     );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_step_waits_for_the_promote_annotation() {
+    let cluster = Cluster::start().await;
+    let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
+    cluster
+        .create(&policy(
+            "checkout",
+            json!([0, { "weight": 50, "pause": true }, 100]),
+            "checkout",
+            "primary",
+            "v2",
+        ))
+        .await;
+    cluster
+        .wait_for_status("checkout", "Paused at 50%", Duration::from_secs(30), |s| {
+            s.phase == Phase::Paused && s.canary_weight == 50
+        })
+        .await;
+    // Paused means paused: nothing moves while nobody decides.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cluster.status("checkout").await.phase, Phase::Paused);
+    assert_eq!(cluster.log.weights(), vec![50]);
+    submit_command(
+        cluster.server.client().unwrap(),
+        NS,
+        "checkout",
+        shiftgate::engine::Command::Promote,
+    )
+    .await
+    .unwrap();
+    cluster
+        .wait_for_status("checkout", "Promoted", Duration::from_secs(30), |s| {
+            s.phase == Phase::Promoted
+        })
+        .await;
+    assert_eq!(cluster.log.weights(), vec![50, 100]);
     daemon.stop().await;
 }

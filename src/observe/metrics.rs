@@ -288,79 +288,79 @@ impl Metrics {
         let rollouts = Family::<ResultLabel, Counter>::default();
         registry.register(
             "rollouts",
-            "Rollouts that ended, by result (promoted, rolled_back, aborted, held).",
+            "Rollouts that ended, by result (promoted, rolled_back, aborted, held)",
             rollouts.clone(),
         );
         let evaluations = Family::<VerdictLabel, Counter>::default();
         registry.register(
             "analysis_evaluations",
-            "Analysis evaluations, by verdict (pass, fail, inconclusive).",
+            "Analysis evaluations, by verdict (pass, fail, inconclusive)",
             evaluations.clone(),
         );
         let canary_weight = Family::<PolicyLabels, FloatGauge>::default();
         registry.register(
             "canary_weight_ratio",
-            "Share of requests routed to the canary, as last confirmed by the router (0 to 1).",
+            "Share of requests routed to the canary, as last confirmed by the router (0 to 1)",
             canary_weight.clone(),
         );
         let step = Family::<PolicyLabels, Gauge>::default();
         registry.register(
             "rollout_step",
-            "Index of the current step in spec.steps (changes mark step transitions).",
+            "Index of the current step in spec.steps (changes mark step transitions)",
             step.clone(),
         );
         let phase = Family::<PhaseLabels, Gauge>::default();
         registry.register(
             "rollout_phase",
-            "1 for the rollout's current phase, 0 for every other phase.",
+            "1 for the rollout's current phase, 0 for every other phase",
             phase.clone(),
         );
         let metric_value = Family::<ValueLabels, FloatGauge>::default();
         registry.register(
             "analysis_metric_value",
-            "Last measured value of an analysis metric, per target (canary, stable).",
+            "Last measured value of an analysis metric, per target (canary, stable)",
             metric_value.clone(),
         );
         let metric_threshold = Family::<ThresholdLabels, FloatGauge>::default();
         registry.register(
             "analysis_metric_threshold",
-            "Criterion of an analysis metric from the policy, per bound (min, max, max_increase, max_ratio).",
+            "Criterion of an analysis metric from the policy, per bound (min, max, max_increase, max_ratio)",
             metric_threshold.clone(),
         );
         let prometheus_query_duration = latency_buckets();
         registry.register_seconds(
             "prometheus_query_duration",
-            "Time taken by the Prometheus queries of one analysis evaluation.",
+            "Time taken by the Prometheus queries of one analysis evaluation",
             prometheus_query_duration.clone(),
         );
         let reconcile_duration = latency_buckets();
         registry.register_seconds(
             "reconcile_duration",
-            "Time taken by one reconcile of one policy.",
+            "Time taken by one reconcile of one policy",
             reconcile_duration.clone(),
         );
         let router_writes = Family::<ResultLabel, Counter>::default();
         registry.register(
             "router_writes",
-            "Writes to a traffic router, by result (ok, conflict, invalid, unavailable).",
+            "Writes to a traffic router, by result (ok, conflict, invalid, unavailable)",
             router_writes.clone(),
         );
         let reconcile_errors = Family::<ResultLabel, Counter>::default();
         registry.register(
             "reconcile_errors",
-            "Reconciles that failed, by error reason (a CamelCase constant).",
+            "Reconciles that failed, by error reason (a CamelCase constant)",
             reconcile_errors.clone(),
         );
         let leader = Gauge::default();
         registry.register(
             "leader",
-            "1 while this daemon holds the leader Lease and may write, else 0.",
+            "1 while this daemon holds the leader Lease and may write, else 0",
             leader.clone(),
         );
         let policies = Gauge::default();
         registry.register(
             "policies",
-            "RolloutPolicies this daemon currently watches.",
+            "RolloutPolicies this daemon currently watches",
             policies.clone(),
         );
         let Registrar { registry, names } = registry;

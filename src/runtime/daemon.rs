@@ -264,30 +264,26 @@ impl Daemon {
 
         let (reader, writer) = reflector::store::<RolloutPolicy>();
         let forget_metrics = metrics.clone();
+        let synced = health.clone();
         let policies = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .reflect(writer)
-            .inspect(move |event| {
-                if let Ok(watcher::Event::Delete(policy)) = event {
+            .inspect(move |event| match event {
+                Ok(watcher::Event::Delete(policy)) => {
                     if let Some(policy) = policy_ref(policy) {
                         forget_metrics.forget_policy(&policy);
                     }
                 }
+                // The initial list is complete. (Read from the stream rather than with
+                // `Store::wait_until_ready`: its one-shot wakes only one of several
+                // waiters, and the controller is already one.)
+                Ok(watcher::Event::InitDone) => synced.set_watches_synced(),
+                _ => {}
             })
             .applied_objects()
             // Our own status writes do not wake the policy again: only spec
             // (generation) and annotation (operator command) changes do.
             .predicate_filter(spec_or_annotations, Default::default());
-        tasks.spawn({
-            let reader = reader.clone();
-            let health = health.clone();
-            async move {
-                if reader.wait_until_ready().await.is_ok() {
-                    health.set_watches_synced();
-                }
-            }
-        });
-
         let context = Arc::new(Context {
             options: options.clone(),
             events: EventPublisher::new(seams.client.clone(), &options.pod_name),

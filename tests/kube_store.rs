@@ -301,3 +301,101 @@ async fn malformed_command_annotations_are_reported() {
         "{err}"
     );
 }
+
+/// The reconciler driving a policy whose state lives in the cluster: an operator's
+/// `pause` written by the CLI takes effect once, and a restarted daemon (new store, new
+/// command source, new reconciler) neither replays it nor loses the state.
+#[tokio::test]
+async fn the_reconciler_applies_an_annotation_command_once_across_restarts() {
+    use std::sync::Arc;
+
+    use shiftgate::metrics::scripted::{MetricScript, ScriptedMetrics, Traffic};
+    use shiftgate::router::memory::MemoryRouter;
+    use shiftgate::router::ManagedRoute;
+    use shiftgate::runtime::checks::ScriptedChecks;
+    use shiftgate::runtime::{Reconciler, Seams, VirtualClock};
+
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/istio-host-canary.yaml"),
+    )
+    .unwrap();
+    let mut policy: Value = serde_yaml_ng::from_str(&text).unwrap();
+    policy["metadata"] = json!({ "name": "checkout", "namespace": NS });
+    let spec: RolloutPolicy = serde_json::from_value(policy.clone()).unwrap();
+    let spec = spec.spec;
+    let server = TestApiServer::start().await.unwrap();
+    server.put_object(&resource(), policy).unwrap();
+    let client = server.client().unwrap();
+
+    let start = chrono::DateTime::parse_from_rfc3339("2026-01-05T10:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let clock = Arc::new(VirtualClock::new(start));
+    let router = Arc::new(MemoryRouter::new(ManagedRoute {
+        canary_weight: 0,
+        test_route: false,
+    }));
+    let daemon = |client: kube::Client| {
+        let store = KubeStatusStore::new(client.clone());
+        let commands = KubeCommandSource::new(client, store.ledger());
+        let script = MetricScript {
+            start,
+            traffic: Traffic::default(),
+            metrics: Default::default(),
+            outages: Vec::new(),
+        };
+        Reconciler::new(Seams {
+            router: router.clone(),
+            metrics: Arc::new(ScriptedMetrics::new(script, router.clone(), 7)),
+            store: Arc::new(store),
+            checks: Arc::new(ScriptedChecks::passing()),
+            commands: Arc::new(commands),
+            clock: clock.clone(),
+        })
+    };
+    let policy = policy_ref();
+    let first = daemon(client.clone());
+    for _ in 0..3 {
+        first.tick(&policy, &spec).await.unwrap();
+        clock.advance(chrono::Duration::seconds(1));
+    }
+    let submitted = submit_command(client.clone(), NS, "checkout", Command::Pause)
+        .await
+        .unwrap();
+    let outcome = first.tick(&policy, &spec).await.unwrap();
+    assert_eq!(
+        outcome.status.phase,
+        Phase::Paused,
+        "{:?}",
+        outcome.problems
+    );
+    assert_eq!(stored(&server)["status"]["phase"], "Paused");
+    assert_eq!(
+        stored(&server)["status"]["lastCommandId"],
+        json!(submitted.id)
+    );
+
+    // Restart: a new daemon resumes from the stored state and does not replay `pause`.
+    let second = daemon(client.clone());
+    let version_before = stored(&server)["metadata"]["resourceVersion"].clone();
+    let outcome = second.tick(&policy, &spec).await.unwrap();
+    assert_eq!(outcome.status.phase, Phase::Paused);
+    assert!(outcome.transitions.is_empty(), "{:?}", outcome.transitions);
+    assert_eq!(
+        stored(&server)["metadata"]["resourceVersion"],
+        version_before,
+        "nothing rewritten"
+    );
+
+    // `resume` through the same path continues the rollout.
+    submit_command(client.clone(), NS, "checkout", Command::Resume)
+        .await
+        .unwrap();
+    let outcome = second.tick(&policy, &spec).await.unwrap();
+    assert_ne!(
+        outcome.status.phase,
+        Phase::Paused,
+        "{:?}",
+        outcome.problems
+    );
+}

@@ -1,6 +1,8 @@
 //! One engine tick in the steady state: a progressing step whose evaluation is due, with
 //! an analysis input of three metrics (max, max, compare). Recorded in
 //! docs/benchmarks.md `## Engine tick`.
+// A benchmark's fixed input is an invariant: failing loudly on it is right.
+#![allow(clippy::expect_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;

@@ -4,6 +4,7 @@
 //!
 //! `SHIFTGATE_SIM_CASES` (default 1000) and `SHIFTGATE_SIM_SEED` (default: a fixed
 //! seed) choose the sweep; a failure prints the command that replays it alone.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -242,6 +243,13 @@ fn check_world(seed: u64) -> Result<Outcome, String> {
                 "live weight {} above step {} weight {ceiling}",
                 live.canary_weight, stored.step
             ));
+        }
+        // 5. The status stays coherent: a pause says why, and resumes somewhere else.
+        if stored.phase == Phase::Paused && stored.pause_reason.is_none() {
+            return Err("paused without a reason".into());
+        }
+        if stored.resume_phase == Some(Phase::Paused) {
+            return Err("a pause would resume into a pause".into());
         }
         for entry in &sim.timeline()[seen_entries..] {
             // An operator's resume or promote starts the count afresh.

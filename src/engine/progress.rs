@@ -312,7 +312,11 @@ impl Tick<'_> {
         match self.plan.on_inconclusive() {
             OnInconclusive::Rollback => self.rollback(reasons::INCONCLUSIVE_LIMIT, message),
             OnInconclusive::Pause => {
-                self.s.resume_phase = Some(self.s.phase);
+                // At a manual gate the phase is already Paused: resume to Progressing
+                // (the gate is passed again only after a new Pass).
+                if self.s.phase != Phase::Paused {
+                    self.s.resume_phase = Some(self.s.phase);
+                }
                 self.s.phase = Phase::Paused;
                 self.s.pause_reason = Some(PauseReason::Inconclusive);
                 let message = format!("{message}; paused, an operator decides");

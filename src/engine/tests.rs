@@ -505,3 +505,25 @@ fn commands_parse_from_words() {
     assert_eq!("promoteFull".parse::<Command>(), Ok(Command::PromoteFull));
     assert!("launch".parse::<Command>().is_err());
 }
+
+#[test]
+fn an_inconclusive_pause_at_a_gate_resumes_to_progressing() {
+    let spec = spec_with(serde_json::json!({"analysis": {
+        "interval": "30s", "inconclusiveLimit": 0, "onInconclusive": "pause",
+        "metrics": [ { "name": "error-rate", "query": "x", "max": 0.01 } ]
+    }}));
+    let plan = Plan::new(&spec).unwrap();
+    let mut s = at_step(2, 0);
+    s.phase = Phase::Paused;
+    s.pause_reason = Some(PauseReason::ManualGate);
+    s.resume_phase = Some(Phase::Progressing);
+    let mut o = obs(30, route(60, true));
+    o.analysis = Some(analysis(Sample::NoData, 500.0));
+    let d = step(&plan, &s, &o);
+    assert_eq!(d.state.pause_reason, Some(PauseReason::Inconclusive));
+    let mut o = obs(40, route(60, true));
+    o.commands = vec![Command::Resume];
+    let d = step(&plan, &d.state, &o);
+    assert_eq!(d.state.phase, Phase::Progressing);
+    assert_eq!(d.state.pause_reason, None);
+}

@@ -1,5 +1,6 @@
 //! `shiftgate simulate` as a user runs it: the built binary on the shipped policies and
 //! scenarios, its exit codes and its output.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,5 +1,6 @@
 //! The real engine and reconciler against scripted worlds: each test is one story a
 //! user would tell (good release, regression, outage, manual gate, faults, restarts).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use shiftgate::metrics::PolicyRef;
 use shiftgate::policy::RolloutSpec;

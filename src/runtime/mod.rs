@@ -6,6 +6,7 @@ pub mod checks_http;
 pub mod clock;
 pub mod commands;
 pub mod commands_file;
+pub mod commands_kube;
 pub mod daemon;
 pub mod leader;
 pub mod local;

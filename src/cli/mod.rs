@@ -2,11 +2,11 @@
 //! and dispatches here.
 
 pub mod abort;
-pub mod demo;
-pub mod demo_app;
 pub mod check;
 pub mod crd;
 pub mod daemon;
+pub mod demo;
+pub mod demo_app;
 pub mod exit;
 pub mod kube_target;
 pub mod measure;
@@ -15,8 +15,8 @@ pub mod promote;
 pub mod resume;
 pub mod run;
 pub mod schema;
-pub mod status;
 pub mod simulate;
+pub mod status;
 
 use clap::{Parser, Subcommand};
 

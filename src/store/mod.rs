@@ -47,7 +47,10 @@ impl StoreError {
 /// Loads and saves one policy's rollout state, conditionally on the version read.
 #[async_trait]
 pub trait StateStore: Send + Sync {
-    async fn load(&self, policy: &PolicyRef) -> Result<Option<(RolloutStatus, Version)>, StoreError>;
+    async fn load(
+        &self,
+        policy: &PolicyRef,
+    ) -> Result<Option<(RolloutStatus, Version)>, StoreError>;
     async fn save(
         &self,
         policy: &PolicyRef,

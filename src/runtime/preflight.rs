@@ -22,7 +22,7 @@ pub enum PreflightError {
     #[error("{message}; start Prometheus or fix spec.analysis.prometheus.address, then run again (nothing was changed)")]
     PrometheusUnavailable { policy: String, message: String },
     /// A query can never give a number: the policy is at fault.
-    #[error("{policy}: spec.analysis.metrics[{index}] `{metric}` ({side}): {message}; fix the query, then run again (nothing was changed)")]
+    #[error("{policy}: spec.analysis.metrics[{index}] `{metric}` ({side}): {message} (nothing was changed; run again once the query is fixed)")]
     InvalidQuery {
         policy: String,
         index: usize,

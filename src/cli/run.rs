@@ -1,4 +1,7 @@
-//! `shiftgate run POLICY`: one local rollout in the foreground, to its end.
+//! `shiftgate run POLICY`: one rollout in the foreground, to its end. An Envoy policy
+//! drives a local Envoy; an Istio or Service policy drives the cluster of the kubeconfig
+//! (`--context`), with the state and operator commands kept under `--state-dir` either
+//! way (see `runtime::cluster_run`).
 //!
 //! Progress goes to stderr (step, weight, time left, each metric against its limit),
 //! `--output json` prints the final status on stdout. Exit codes: 0 promoted, 1 rolled
@@ -13,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::exit;
 use crate::policy::{Phase, RolloutStatus, Timestamp};
+use crate::runtime::cluster_run::{is_cluster_policy, prepare};
 use crate::runtime::local::{
     describe_progress, load_policy, LocalError, LocalRun, RunEnd, RunOptions, TickReport,
     DEFAULT_STATE_DIR,
@@ -20,9 +24,12 @@ use crate::runtime::local::{
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Policy file holding one RolloutPolicy with `spec.router.envoy`.
+    /// Policy file holding one RolloutPolicy (`spec.router.envoy`, `istio` or `service`).
     #[arg(value_name = "POLICY")]
     pub policy: PathBuf,
+    /// kubeconfig context for an Istio or Service policy (default: the current one).
+    #[arg(long)]
+    pub context: Option<String>,
     /// Where local rollout state and operator commands live.
     #[arg(long, env = "SHIFTGATE_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
@@ -62,12 +69,35 @@ async fn run_async(args: RunArgs) -> i32 {
     let options = RunOptions {
         dry_run: args.dry_run,
     };
-    let label = format!("{}/{}", local.policy.namespace, local.policy.name);
     let revision = local.spec.revision.clone();
-    let runner = match LocalRun::new(local, &args.state_dir, options) {
-        Ok(runner) => runner,
-        Err(e) => return report_error(&e),
+    let runner = if is_cluster_policy(&local.spec) {
+        match prepare(
+            &args.policy,
+            args.context.as_deref(),
+            &args.state_dir,
+            options,
+        )
+        .await
+        {
+            Ok(cluster) => {
+                if let Some(warning) = cluster.warning {
+                    eprintln!("warning: {warning}; make sure no daemon drives this policy");
+                }
+                cluster.run
+            }
+            Err(e) => return report_error(&e),
+        }
+    } else {
+        if args.context.is_some() {
+            eprintln!("warning: --context is ignored: an Envoy policy runs locally");
+        }
+        match LocalRun::new(local, &args.state_dir, options) {
+            Ok(runner) => runner,
+            Err(e) => return report_error(&e),
+        }
     };
+    let policy = &runner.policy().policy;
+    let label = format!("{}/{}", policy.namespace, policy.name);
     if let Err(e) = runner.preflight().await {
         return report_error(&e);
     }

@@ -1,5 +1,5 @@
 //! Local rollouts: one policy file, driven in the foreground to its end with the real
-//! reconciler, the Envoy router, Prometheus, the file state store, HTTP checks and
+//! reconciler, the Envoy router (or a cluster's router, see [`super::cluster_run`]), Prometheus, the file state store, HTTP checks and
 //! file commands. Used by `shiftgate run`, `status`, `promote`, `pause`, `resume`,
 //! `abort` (local mode) and by `shiftgate demo`.
 //!
@@ -45,6 +45,9 @@ pub enum LocalError {
     /// The policy is valid but cannot run locally.
     #[error("{0}")]
     Unsupported(String),
+    /// A cluster run could not reach, or may not drive, the cluster.
+    #[error(transparent)]
+    Cluster(#[from] super::cluster_run::ClusterRunError),
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
     #[error(transparent)]
@@ -61,7 +64,7 @@ impl LocalError {
             LocalError::Reconcile(e) => {
                 !e.is_transient() && matches!(e, ReconcileError::Plan { .. })
             }
-            LocalError::Store(_) | LocalError::CannotRun { .. } => false,
+            LocalError::Store(_) | LocalError::CannotRun { .. } | LocalError::Cluster(_) => false,
         }
     }
 }
@@ -114,8 +117,15 @@ impl LocalTarget {
     }
 }
 
-/// Reads one policy from `file`; every problem is reported at once.
+/// Reads one policy from `file`; every problem is reported at once. A policy without
+/// `metadata.namespace` is in namespace `default`.
 pub fn load_policy(file: &Path) -> Result<LocalPolicy, LocalError> {
+    load_policy_in(file, "default")
+}
+
+/// Reads one policy from `file`, in `default_namespace` when it names none (a cluster
+/// run passes the kubeconfig context's namespace, as kubectl would).
+pub fn load_policy_in(file: &Path, default_namespace: &str) -> Result<LocalPolicy, LocalError> {
     let shown = file.display().to_string();
     let mut policies = parse_file(file).map_err(|diagnostics| LocalError::InvalidPolicy {
         file: shown.clone(),
@@ -137,7 +147,7 @@ pub fn load_policy(file: &Path) -> Result<LocalPolicy, LocalError> {
             namespace: metadata
                 .namespace
                 .clone()
-                .unwrap_or_else(|| "default".to_owned()),
+                .unwrap_or_else(|| default_namespace.to_owned()),
             name,
         },
         spec: loaded.policy.spec,
@@ -205,12 +215,23 @@ impl LocalRun {
                 message: e.to_string(),
             }
         })?;
+        Self::with_router(local, Arc::new(envoy), state_dir, options)
+    }
+
+    /// A run that drives `real_router` (Envoy, or a cluster's VirtualService/Service),
+    /// with the file store and file commands under `state_dir`.
+    pub fn with_router(
+        local: LocalPolicy,
+        real_router: Arc<dyn TrafficRouter>,
+        state_dir: &Path,
+        options: RunOptions,
+    ) -> Result<Self, LocalError> {
+        let label = format!("{}/{}", local.policy.namespace, local.policy.name);
         let checks = HttpChecks::new().map_err(|e| LocalError::CannotRun {
             policy: label.clone(),
             message: format!("cannot build the HTTP client for checks: {e}"),
         })?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let real_router: Arc<dyn TrafficRouter> = Arc::new(envoy);
         let (router, store, commands): (Arc<dyn TrafficRouter>, Arc<dyn StateStore>, Arc<_>) =
             if options.dry_run {
                 let router: Arc<dyn TrafficRouter> =
@@ -242,8 +263,9 @@ impl LocalRun {
         &self.local
     }
 
-    /// Checks the router answers before anything starts: a run that cannot see Envoy
-    /// fails fast instead of waiting.
+    /// Checks the router answers before anything starts: a run that cannot see Envoy (or
+    /// whose VirtualService, route, destination or Service is missing) fails fast,
+    /// with nothing written, instead of waiting.
     pub async fn preflight(&self) -> Result<LiveRoute, LocalError> {
         let live = self
             .router

@@ -50,7 +50,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Run the in-cluster controller: watch RolloutPolicies, drive their rollouts, serve /metrics.
     Daemon(Box<daemon::DaemonArgs>),
-    /// Run one local rollout (Envoy router) in the foreground to its end.
+    /// Run one rollout in the foreground to its end: Envoy locally, or Istio/Service
+    /// through kubeconfig.
     Run(run::RunArgs),
     /// Show where a local rollout is.
     Status(status::StatusArgs),

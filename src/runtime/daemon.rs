@@ -446,11 +446,17 @@ impl Context {
             self.metrics.forget_policy(&policy_ref);
             return Ok(Action::await_change());
         }
-        if let Some(status) = &policy.status {
-            self.metrics
-                .set_rollout(&policy_ref, status.phase, status.step, status.canary_weight);
-        }
         if !self.leadership.is_leading() {
+            // A follower exports the status it last saw (refreshed on spec changes);
+            // the leader's gauges are the current ones.
+            if let Some(status) = &policy.status {
+                self.metrics.set_rollout(
+                    &policy_ref,
+                    status.phase,
+                    status.step,
+                    status.canary_weight,
+                );
+            }
             // Followers keep the cache warm and reconcile everything when they lead.
             return Ok(Action::await_change());
         }

@@ -65,6 +65,31 @@ fn overlaps(a: &[RouteKey], b: &[RouteKey]) -> Option<RouteKey> {
     None
 }
 
+/// The object a spec's routes live in, borrowed: `(kind, namespace, name)`. Two specs
+/// can only share a route when they name the same object, so this cheap comparison
+/// (no allocation) filters the watch cache before route keys are built.
+fn target<'a>(
+    namespace: &'a str,
+    spec: &'a RolloutSpec,
+) -> Option<(&'static str, &'a str, &'a str)> {
+    let split = |reference: &'a str| match reference.split_once('/') {
+        Some((ns, name)) => (ns, name),
+        None => (namespace, reference),
+    };
+    if let Some(istio) = &spec.router.istio {
+        let (ns, name) = split(&istio.virtual_service);
+        return Some(("VirtualService", ns, name));
+    }
+    if let Some(service) = &spec.router.service {
+        let (ns, name) = split(&service.service);
+        return Some(("Service", ns, name));
+    }
+    spec.router
+        .envoy
+        .as_ref()
+        .map(|envoy| ("Envoy", "", envoy.routes_file.as_str()))
+}
+
 /// The policy that already owns a route of `policy`, if any: an older policy (creation
 /// time, then namespace/name) among `all` whose routes overlap. Policies being deleted
 /// own nothing.
@@ -72,36 +97,43 @@ pub fn conflicting_owner(
     policy: &RolloutPolicy,
     all: &[std::sync::Arc<RolloutPolicy>],
 ) -> Option<(PolicyRef, RouteKey)> {
-    let namespace = policy.metadata.namespace.clone().unwrap_or_default();
-    let name = policy.metadata.name.clone().unwrap_or_default();
-    let mine = route_keys(&namespace, &policy.spec);
-    let my_rank = (
-        policy.metadata.creation_timestamp.clone(),
-        namespace.clone(),
-        name.clone(),
-    );
-    all.iter()
-        .filter(|other| other.metadata.deletion_timestamp.is_none())
-        .filter_map(|other| {
-            let other_ns = other.metadata.namespace.clone().unwrap_or_default();
-            let other_name = other.metadata.name.clone().unwrap_or_default();
-            if other_ns == namespace && other_name == name {
-                return None;
+    let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
+    let name = policy.metadata.name.as_deref().unwrap_or_default();
+    let my_target = target(namespace, &policy.spec)?;
+    let my_rank = (policy.metadata.creation_timestamp.as_ref(), namespace, name);
+    let mut mine: Option<Vec<RouteKey>> = None;
+    let mut best: Option<((Option<&_>, &str, &str), RouteKey)> = None;
+    for other in all {
+        if other.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let other_ns = other.metadata.namespace.as_deref().unwrap_or_default();
+        let other_name = other.metadata.name.as_deref().unwrap_or_default();
+        let rank = (
+            other.metadata.creation_timestamp.as_ref(),
+            other_ns,
+            other_name,
+        );
+        if rank >= my_rank || target(other_ns, &other.spec) != Some(my_target) {
+            continue;
+        }
+        let mine = mine.get_or_insert_with(|| route_keys(namespace, &policy.spec));
+        let theirs = route_keys(other_ns, &other.spec);
+        if let Some(route) = overlaps(mine, &theirs) {
+            if best.as_ref().is_none_or(|(best_rank, _)| rank < *best_rank) {
+                best = Some((rank, route));
             }
-            let rank = (
-                other.metadata.creation_timestamp.clone(),
-                other_ns.clone(),
-                other_name.clone(),
-            );
-            if rank >= my_rank {
-                return None;
-            }
-            let theirs = route_keys(&other_ns, &other.spec);
-            let route = overlaps(&mine, &theirs)?;
-            Some((rank, route))
-        })
-        .min()
-        .map(|((_, namespace, name), route)| (PolicyRef { namespace, name }, route))
+        }
+    }
+    best.map(|((_, namespace, name), route)| {
+        (
+            PolicyRef {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            },
+            route,
+        )
+    })
 }
 
 #[cfg(test)]

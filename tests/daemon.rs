@@ -366,6 +366,20 @@ impl Running {
     }
 }
 
+impl Running {
+    /// `/readyz` says ready: the watch listed everything and the election settled.
+    async fn wait_ready(&self) {
+        let started = Instant::now();
+        while let Err(missing) = self.health.readiness() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never ready: {missing:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
@@ -392,6 +406,7 @@ async fn walks_every_step_to_promoted_and_touches_only_the_weights() {
     let cluster = Cluster::start().await;
     let before = cluster.virtual_service().await;
     let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
+    daemon.wait_ready().await;
     cluster
         .create(&policy(
             "checkout",
@@ -490,6 +505,8 @@ async fn restarted_daemon_resumes_from_the_status_without_repeating_a_step() {
         .await;
     first.stop().await;
     let second = cluster.daemon("pod-b", metrics, false);
+    // Ready with policies already in the cache (the initial list is not empty).
+    second.wait_ready().await;
     cluster
         .wait_for_status("checkout", "Promoted", Duration::from_secs(60), |s| {
             s.phase == Phase::Promoted

@@ -10,8 +10,14 @@ use super::structure::nearest;
 use super::templates::{builtin, BUILTIN_TEMPLATES};
 use super::types::*;
 
-pub(super) fn analysis(spec: &RolloutSpec, issues: &mut Vec<Issue>) {
-    let a = &spec.analysis;
+/// `a.metrics` is not read: `metrics` are its metrics, `None` where one was rejected.
+/// `router` is the policy's router when it is known (for template family warnings).
+pub(super) fn analysis(
+    a: &AnalysisSpec,
+    metrics: &[Option<&MetricSpec>],
+    router: Option<&RouterSpec>,
+    issues: &mut Vec<Issue>,
+) {
     let path = "spec.analysis";
     if a.interval.std().is_zero() {
         issues.push(
@@ -82,7 +88,7 @@ pub(super) fn analysis(spec: &RolloutSpec, issues: &mut Vec<Issue>) {
             }
         }
     }
-    if a.metrics.is_empty() {
+    if metrics.is_empty() {
         issues.push(
             Issue::warning(
                 format!("{path}.metrics"),
@@ -99,15 +105,16 @@ pub(super) fn analysis(spec: &RolloutSpec, issues: &mut Vec<Issue>) {
             .with_hint("write the fewest canary requests per interval worth judging, e.g. `100`"),
         );
     }
-    let family = if spec.router.istio.is_some() {
-        Some("istio")
-    } else if spec.router.envoy.is_some() {
-        Some("envoy")
-    } else {
-        None
+    let family = match router {
+        Some(r) if r.istio.is_some() => Some("istio"),
+        Some(r) if r.envoy.is_some() => Some("envoy"),
+        _ => None,
     };
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, metric) in a.metrics.iter().enumerate() {
+    for (i, metric) in metrics.iter().enumerate() {
+        let Some(metric) = metric else {
+            continue;
+        };
         let mpath = index(&format!("{path}.metrics"), i);
         if metric.name.trim().is_empty() {
             issues.push(
@@ -152,7 +159,7 @@ pub(super) fn analysis(spec: &RolloutSpec, issues: &mut Vec<Issue>) {
     }
     if a.inconclusive_limit == 0
         && a.on_inconclusive == OnInconclusive::Rollback
-        && !a.metrics.is_empty()
+        && !metrics.is_empty()
     {
         issues.push(
             Issue::warning(format!("{path}.inconclusiveLimit"), "inconclusiveLimit 0 with onInconclusive rollback: a single missed scrape or Prometheus hiccup rolls back a healthy canary")

@@ -13,6 +13,7 @@ mod analysis_rules;
 pub mod diagnostic;
 mod names;
 pub mod parse;
+mod partial;
 pub mod report;
 pub mod schema;
 pub mod structure;

@@ -1,7 +1,8 @@
 //! Policy files: YAML with one or more `---`-separated RolloutPolicy documents. Every
 //! problem of every document is reported at once, located at file, line, column and
 //! field path: first the structure (unknown fields, types, ranges) against the JSON
-//! Schema, then, when the structure is clean, the typed rules of `policy::validate`.
+//! Schema, then the typed rules of `policy::validate`: on the whole policy when the
+//! structure is clean, else on the parts that can still be read (`policy::partial`).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -9,8 +10,9 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 use super::diagnostic::{Diagnostic, Issue};
+use super::partial::{readable_issues, type_mismatch};
 use super::schema::document_schema;
-use super::structure::{check_structure_detailed, remove_field};
+use super::structure::check_structure_detailed;
 use super::types::RolloutPolicy;
 use super::validate::{validate_metadata, validate_spec};
 use super::yaml::{load_documents, PositionedDocument};
@@ -160,37 +162,26 @@ fn check_document(document: &PositionedDocument) -> (Option<RolloutPolicy>, Vec<
         return (None, issues);
     }
     let structure = check_structure_detailed(&document.value, schema());
-    let blocked = issues.iter().any(Issue::is_error) || !structure.only_unknown_fields();
-    let misspelt = !structure.unknown_fields.is_empty();
-    issues.extend(structure.issues);
-    if blocked {
+    issues.extend(structure.issues.iter().cloned());
+    if issues.iter().any(Issue::is_error) {
+        // Still judge what can be understood, so one pass shows every error.
+        issues.extend(readable_issues(
+            &document.value,
+            &document.issues,
+            &structure,
+        ));
         return (None, issues);
     }
     let mut value = document.value.clone();
-    // Unknown fields are reported already; without them the rest can still be checked.
-    for (parent, key) in &structure.unknown_fields {
-        remove_field(&mut value, parent, key);
-    }
     if let Value::Object(map) = &mut value {
         // Status is shiftgate's own record; a file's copy (e.g. from `kubectl get -o yaml`) is ignored.
         map.remove("status");
     }
     let policy: RolloutPolicy = match serde_path_to_error::deserialize(value) {
         Ok(policy) => policy,
-        Err(_) if misspelt => return (None, issues),
         Err(e) => {
             // The schema walk should have caught it; if not, still say where.
-            let path = match e.path().to_string() {
-                root if root == "." => String::new(),
-                path => path,
-            };
-            issues.push(
-                Issue::error(
-                    path,
-                    format!("does not match the RolloutPolicy type: {}", e.inner()),
-                )
-                .with_hint("compare it with `shiftgate schema` and docs/policy.md"),
-            );
+            issues.push(type_mismatch("", &e));
             return (None, issues);
         }
     };

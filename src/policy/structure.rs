@@ -23,6 +23,10 @@ pub struct Structure {
     pub issues: Vec<Issue>,
     /// `(parent path, key)` of every unknown field; each also has an issue.
     pub unknown_fields: Vec<(String, String)>,
+    /// Every other node the walk rejected (wrong type, value, range, duration), by path.
+    pub rejected: Vec<String>,
+    /// Every required field that is not written, by path (`spec.revision`).
+    pub missing: Vec<String>,
 }
 
 impl Structure {
@@ -40,6 +44,8 @@ pub fn check_structure_detailed(value: &Value, schema: &Value) -> Structure {
     Structure {
         issues: walker.issues,
         unknown_fields: walker.unknown_fields,
+        rejected: walker.rejected,
+        missing: walker.missing,
     }
 }
 
@@ -78,6 +84,8 @@ struct Walker<'a> {
     root: &'a Value,
     issues: Vec<Issue>,
     unknown_fields: Vec<(String, String)>,
+    rejected: Vec<String>,
+    missing: Vec<String>,
 }
 
 impl<'a> Walker<'a> {
@@ -86,7 +94,15 @@ impl<'a> Walker<'a> {
             root,
             issues: Vec::new(),
             unknown_fields: Vec::new(),
+            rejected: Vec::new(),
+            missing: Vec::new(),
         }
+    }
+
+    /// Reports the node at `path` as unusable: later checks must not read it.
+    fn reject(&mut self, issue: Issue) {
+        self.rejected.push(issue.path.clone());
+        self.issues.push(issue);
     }
 
     fn walk(&mut self, value: &Value, schema: &'a Value, path: &str) {
@@ -116,13 +132,13 @@ impl<'a> Walker<'a> {
         }
         if let Some(types) = schema.get("type") {
             if !type_matches(value, types) {
-                self.issues.push(type_mismatch(path, value, types));
+                self.reject(type_mismatch(path, value, types));
                 return;
             }
         }
         if let Some(expected) = schema.get("const") {
             if value != expected {
-                self.issues.push(
+                self.reject(
                     Issue::error(
                         path,
                         format!("must be `{}`, found {}", plain(expected), describe(value)),
@@ -134,7 +150,7 @@ impl<'a> Walker<'a> {
         }
         if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
             if !allowed.contains(value) {
-                self.issues.push(not_one_of(path, value, allowed));
+                self.reject(not_one_of(path, value, allowed));
                 return;
             }
         }
@@ -161,7 +177,7 @@ impl<'a> Walker<'a> {
         match value {
             Value::String(text) => {
                 if let Err(e) = text.parse::<Duration>() {
-                    self.issues.push(
+                    self.reject(
                         Issue::error(
                             path,
                             format!("`{}` is not a duration: {}", e.input, e.reason),
@@ -170,11 +186,11 @@ impl<'a> Walker<'a> {
                     );
                 }
             }
-            Value::Number(n) => self.issues.push(
+            Value::Number(n) => self.reject(
                 Issue::error(path, format!("expected a duration, found the number {n}"))
                     .with_hint(format!("add a unit, e.g. `{n}s` or `{n}m`")),
             ),
-            other => self.issues.push(
+            other => self.reject(
                 Issue::error(
                     path,
                     format!("expected a duration, found {}", describe(other)),
@@ -199,7 +215,7 @@ impl<'a> Walker<'a> {
             .collect();
         if let Some(constants) = constants {
             if !constants.contains(value) {
-                self.issues.push(not_one_of(path, value, &constants));
+                self.reject(not_one_of(path, value, &constants));
             }
             return;
         }
@@ -218,13 +234,15 @@ impl<'a> Walker<'a> {
             self.issues.append(&mut candidates[0].issues);
             self.unknown_fields
                 .append(&mut candidates[0].unknown_fields);
+            self.rejected.append(&mut candidates[0].rejected);
+            self.missing.append(&mut candidates[0].missing);
             return;
         }
         let expected: Vec<String> = alternatives
             .iter()
             .filter_map(|alt| self.kind_of_schema(alt))
             .collect();
-        self.issues.push(Issue::error(
+        self.reject(Issue::error(
             path,
             format!(
                 "expected {}, found {}",
@@ -305,8 +323,7 @@ impl<'a> Walker<'a> {
             (_, Some(hi)) => format!("write {hi} or less"),
             (None, None) => return,
         };
-        self.issues
-            .push(Issue::error(path, message).with_hint(hint));
+        self.reject(Issue::error(path, message).with_hint(hint));
     }
 
     fn object(&mut self, map: &serde_json::Map<String, Value>, schema: &'a Value, path: &str) {
@@ -343,6 +360,7 @@ impl<'a> Walker<'a> {
                         None => issue.with_hint(format!("add `{name}:`")),
                     };
                     self.issues.push(issue);
+                    self.missing.push(join(path, name));
                 }
             }
         }

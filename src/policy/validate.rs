@@ -7,37 +7,119 @@ use std::collections::BTreeMap;
 
 use super::analysis_rules::analysis;
 use super::diagnostic::{index, Issue};
+use super::duration::Duration;
 use super::names::{
     dns_label, dns_subdomain, host_port, http_url, is_token, label_key, label_value, object_ref,
 };
+use super::step::StepSpec;
 use super::structure::nearest;
 use super::types::*;
-use super::window::Windows;
+use super::window::window_field_issues;
 
 pub use super::report::{check_paths, Report};
 
 /// Every issue of a spec, errors and warnings, in field order.
 pub fn validate_spec(spec: &RolloutSpec) -> Vec<Issue> {
+    validate_parts(&SpecParts::whole(spec))
+}
+
+/// What the rules read of a spec. From a complete spec every part is there; from a
+/// document with structural errors only what could be read: `None` is a part that could
+/// not be read, a `None` item a list item that was rejected. Each rule runs on the parts
+/// it needs, so the rules that do not need a missing part still run.
+#[derive(Clone, Debug, Default)]
+pub(super) struct SpecParts<'a> {
+    pub revision: Option<&'a str>,
+    pub router: Option<&'a RouterSpec>,
+    /// Whether `router` is exactly what is written, so rules on other parts may read it.
+    pub router_complete: bool,
+    pub test_route_written: bool,
+    pub steps: Option<Vec<Option<&'a StepSpec>>>,
+    pub test_route: Option<&'a TestRoute>,
+    pub checks: Vec<Option<&'a CheckSpec>>,
+    /// Its `metrics` are not read: `metrics` are.
+    pub analysis: Option<&'a AnalysisSpec>,
+    pub metrics: Vec<Option<&'a MetricSpec>>,
+    pub windows: Vec<WindowFields<'a>>,
+    pub grafana: Option<&'a GrafanaSpec>,
+    pub notify: Vec<Option<&'a NotifySpec>>,
+}
+
+/// The readable fields of one deployment window.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct WindowFields<'a> {
+    pub schedule: Option<&'a str>,
+    pub time_zone: Option<&'a str>,
+    pub duration: Option<Duration>,
+}
+
+impl<'a> SpecParts<'a> {
+    pub fn whole(spec: &'a RolloutSpec) -> Self {
+        SpecParts {
+            revision: Some(&spec.revision),
+            router: Some(&spec.router),
+            router_complete: true,
+            test_route_written: spec.test_route.is_some(),
+            steps: Some(spec.steps.iter().map(Some).collect()),
+            test_route: spec.test_route.as_ref(),
+            checks: spec.checks.iter().map(Some).collect(),
+            analysis: Some(&spec.analysis),
+            metrics: spec.analysis.metrics.iter().map(Some).collect(),
+            windows: spec
+                .windows
+                .iter()
+                .map(|w| WindowFields {
+                    schedule: Some(&w.schedule),
+                    time_zone: Some(&w.time_zone),
+                    duration: Some(w.duration),
+                })
+                .collect(),
+            grafana: spec.grafana.as_ref(),
+            notify: spec.notify.iter().map(Some).collect(),
+        }
+    }
+}
+
+/// Every issue of the readable parts of a spec.
+pub(super) fn validate_parts(parts: &SpecParts<'_>) -> Vec<Issue> {
     let mut issues = Vec::new();
-    if spec.revision.trim().is_empty() {
+    if parts.revision.is_some_and(|r| r.trim().is_empty()) {
         issues.push(
             Issue::error("spec.revision", "revision is empty")
                 .with_hint("write the release being rolled out, e.g. `\"v2\"` or an image tag"),
         );
     }
-    router(spec, &mut issues);
-    steps(spec, &mut issues);
-    if let Some(route) = &spec.test_route {
+    if let Some(r) = parts.router {
+        router(r, parts.test_route_written, &mut issues);
+    }
+    // Rules on other parts read the router only when it is what the user wrote.
+    let router = parts.router.filter(|_| parts.router_complete);
+    if let Some(steps) = &parts.steps {
+        // Only when it is the one router: with several, the router error says it all.
+        let service =
+            router.is_some_and(|r| r.service.is_some() && r.istio.is_none() && r.envoy.is_none());
+        steps_rule(steps, service, &mut issues);
+    }
+    if let Some(route) = parts.test_route {
         test_route(route, &mut issues);
     }
-    for (i, check) in spec.checks.iter().enumerate() {
-        http_check(&check.http, &index("spec.checks", i), &mut issues);
+    for (i, check) in parts.checks.iter().enumerate() {
+        if let Some(check) = check {
+            http_check(&check.http, &index("spec.checks", i), &mut issues);
+        }
     }
-    analysis(spec, &mut issues);
-    if let Err(window_issues) = Windows::compile(&spec.windows) {
-        issues.extend(window_issues);
+    if let Some(a) = parts.analysis {
+        analysis(a, &parts.metrics, router, &mut issues);
     }
-    if let Some(grafana) = &spec.grafana {
+    for (i, window) in parts.windows.iter().enumerate() {
+        issues.extend(window_field_issues(
+            &index("spec.windows", i),
+            window.schedule,
+            window.time_zone,
+            window.duration,
+        ));
+    }
+    if let Some(grafana) = parts.grafana {
         http_url(&grafana.url, "spec.grafana.url", &mut issues);
         if grafana.dashboard.trim().is_empty() {
             issues.push(Issue::error(
@@ -46,12 +128,14 @@ pub fn validate_spec(spec: &RolloutSpec) -> Vec<Issue> {
             ));
         }
     }
-    for (i, notify) in spec.notify.iter().enumerate() {
-        http_url(
-            &notify.webhook.url,
-            &format!("{}.webhook.url", index("spec.notify", i)),
-            &mut issues,
-        );
+    for (i, notify) in parts.notify.iter().enumerate() {
+        if let Some(notify) = notify {
+            http_url(
+                &notify.webhook.url,
+                &format!("{}.webhook.url", index("spec.notify", i)),
+                &mut issues,
+            );
+        }
     }
     issues
 }
@@ -92,8 +176,7 @@ pub fn validate_metadata(name: Option<&str>, namespace: Option<&str>) -> Vec<Iss
     issues
 }
 
-fn router(spec: &RolloutSpec, issues: &mut Vec<Issue>) {
-    let r = &spec.router;
+fn router(r: &RouterSpec, test_route_written: bool, issues: &mut Vec<Issue>) {
     let set: Vec<&str> = [
         r.istio.as_ref().map(|_| "istio"),
         r.service.as_ref().map(|_| "service"),
@@ -211,7 +294,7 @@ fn router(spec: &RolloutSpec, issues: &mut Vec<Issue>) {
                 .with_hint("use the label value of the new release, e.g. `green`"),
             );
         }
-        if spec.test_route.is_some() {
+        if test_route_written {
             issues.push(Issue::error("spec.testRoute", "the `service` router cannot route by cookie or header: a selector switch moves all traffic at once").with_hint("remove `testRoute`, or use the istio or envoy router"));
         }
     }
@@ -259,19 +342,21 @@ fn router(spec: &RolloutSpec, issues: &mut Vec<Issue>) {
     }
 }
 
-fn steps(spec: &RolloutSpec, issues: &mut Vec<Issue>) {
-    let Some(last) = spec.steps.last() else {
+/// `steps[i]` is `None` when that item was rejected: it is neither judged nor compared.
+fn steps_rule(steps: &[Option<&StepSpec>], service: bool, issues: &mut Vec<Issue>) {
+    if steps.is_empty() {
         issues.push(
             Issue::error("spec.steps", "no steps")
                 .with_hint("write the canary weights in percent, e.g. `[0, 30, 60, 100]`"),
         );
         return;
-    };
-    // Only when it is the one router: with several, the router error says it all.
-    let r = &spec.router;
-    let service = r.service.is_some() && r.istio.is_none() && r.envoy.is_none();
+    }
     let mut previous: Option<u8> = None;
-    for (i, step) in spec.steps.iter().enumerate() {
+    for (i, step) in steps.iter().enumerate() {
+        let Some(step) = step else {
+            previous = None;
+            continue;
+        };
         let path = index("spec.steps", i);
         let weight = step.weight;
         if weight > 100 {
@@ -295,11 +380,13 @@ fn steps(spec: &RolloutSpec, issues: &mut Vec<Issue>) {
         }
         previous = Some(weight);
     }
-    if last.weight != 100 {
-        issues.push(
-            Issue::error(index("spec.steps", spec.steps.len() - 1), format!("the last step is {}, not 100: the rollout could never finish", last.weight))
-                .with_hint("end the steps with 100; to stop part-way, pause the last step with `{weight: 100, pause: true}` or use `pause: true` on an earlier one"),
-        );
+    if let Some(Some(last)) = steps.last() {
+        if last.weight != 100 {
+            issues.push(
+                Issue::error(index("spec.steps", steps.len() - 1), format!("the last step is {}, not 100: the rollout could never finish", last.weight))
+                    .with_hint("end the steps with 100; to stop part-way, pause the last step with `{weight: 100, pause: true}` or use `pause: true` on an earlier one"),
+            );
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use chrono::TimeZone;
 use chrono_tz::Tz;
 
 use super::diagnostic::{index, Issue};
+use super::duration::Duration;
 use super::status::Timestamp;
 use super::types::{WindowKind, WindowSpec};
 
@@ -67,65 +68,9 @@ impl Windows {
         let mut issues = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             let path = index("spec.windows", i);
-            let schedules = match translate_schedule(&spec.schedule) {
-                Ok(exprs) => {
-                    let mut parsed = Vec::new();
-                    for expr in exprs {
-                        match cron::Schedule::from_str(&expr) {
-                            Ok(s) => parsed.push(s),
-                            Err(e) => issues.push(
-                                Issue::error(
-                                    format!("{path}.schedule"),
-                                    format!(
-                                        "`{}` is not a valid cron schedule: {}",
-                                        spec.schedule,
-                                        last_line(&e.to_string())
-                                    ),
-                                )
-                                .with_hint(CRON_HINT),
-                            ),
-                        }
-                    }
-                    // A schedule such as `0 0 30 2 *` (February 30th) never fires.
-                    if !parsed.is_empty() && parsed.iter().all(never_fires) {
-                        issues.push(
-                            Issue::error(
-                                format!("{path}.schedule"),
-                                format!("`{}` never opens: no date matches it", spec.schedule),
-                            )
-                            .with_hint("check the day-of-month and month fields"),
-                        );
-                    }
-                    parsed
-                }
-                Err(issue) => {
-                    issues.push(issue.at(&format!("{path}.schedule")));
-                    Vec::new()
-                }
-            };
-            let time_zone = match Tz::from_str(&spec.time_zone) {
-                Ok(tz) => Some(tz),
-                Err(_) => {
-                    issues.push(unknown_time_zone(
-                        &format!("{path}.timeZone"),
-                        &spec.time_zone,
-                    ));
-                    None
-                }
-            };
-            let duration = chrono::Duration::from_std(spec.duration.std()).ok();
-            if spec.duration.std().is_zero() || duration.is_none() {
-                issues.push(
-                    Issue::error(
-                        format!("{path}.duration"),
-                        format!(
-                            "window duration `{}` must be longer than 0s and finite",
-                            spec.duration
-                        ),
-                    )
-                    .with_hint("write how long the window stays open, e.g. `8h`"),
-                );
-            }
+            let schedules = compile_schedule(&path, &spec.schedule, &mut issues);
+            let time_zone = compile_time_zone(&path, &spec.time_zone, &mut issues);
+            let duration = compile_duration(&path, spec.duration, &mut issues);
             if let (Some(time_zone), Some(duration)) = (time_zone, duration) {
                 let compiled = CompiledWindow {
                     schedules,
@@ -178,6 +123,96 @@ impl Windows {
         }
         last
     }
+}
+
+/// The issues of one window's fields, each checked on its own; `None` is a field that is
+/// not written or could not be read, and is not checked. For documents whose other parts
+/// have errors, where a whole `WindowSpec` may not be readable.
+pub(super) fn window_field_issues(
+    path: &str,
+    schedule: Option<&str>,
+    time_zone: Option<&str>,
+    duration: Option<Duration>,
+) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    if let Some(schedule) = schedule {
+        compile_schedule(path, schedule, &mut issues);
+    }
+    if let Some(time_zone) = time_zone {
+        compile_time_zone(path, time_zone, &mut issues);
+    }
+    if let Some(duration) = duration {
+        compile_duration(path, duration, &mut issues);
+    }
+    issues
+}
+
+/// `schedule` of the window at `path`, as the crate's schedules (empty when invalid).
+fn compile_schedule(path: &str, schedule: &str, issues: &mut Vec<Issue>) -> Vec<cron::Schedule> {
+    match translate_schedule(schedule) {
+        Ok(exprs) => {
+            let mut parsed = Vec::new();
+            for expr in exprs {
+                match cron::Schedule::from_str(&expr) {
+                    Ok(s) => parsed.push(s),
+                    Err(e) => issues.push(
+                        Issue::error(
+                            format!("{path}.schedule"),
+                            format!(
+                                "`{schedule}` is not a valid cron schedule: {}",
+                                last_line(&e.to_string())
+                            ),
+                        )
+                        .with_hint(CRON_HINT),
+                    ),
+                }
+            }
+            // A schedule such as `0 0 30 2 *` (February 30th) never fires.
+            if !parsed.is_empty() && parsed.iter().all(never_fires) {
+                issues.push(
+                    Issue::error(
+                        format!("{path}.schedule"),
+                        format!("`{schedule}` never opens: no date matches it"),
+                    )
+                    .with_hint("check the day-of-month and month fields"),
+                );
+            }
+            parsed
+        }
+        Err(problem) => {
+            issues.push(problem.at(&format!("{path}.schedule")));
+            Vec::new()
+        }
+    }
+}
+
+fn compile_time_zone(path: &str, name: &str, issues: &mut Vec<Issue>) -> Option<Tz> {
+    match Tz::from_str(name) {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            issues.push(unknown_time_zone(&format!("{path}.timeZone"), name));
+            None
+        }
+    }
+}
+
+fn compile_duration(
+    path: &str,
+    duration: Duration,
+    issues: &mut Vec<Issue>,
+) -> Option<chrono::Duration> {
+    let compiled = chrono::Duration::from_std(duration.std()).ok();
+    if duration.std().is_zero() || compiled.is_none() {
+        issues.push(
+            Issue::error(
+                format!("{path}.duration"),
+                format!("window duration `{duration}` must be longer than 0s and finite"),
+            )
+            .with_hint("write how long the window stays open, e.g. `8h`"),
+        );
+        return None;
+    }
+    compiled
 }
 
 const CRON_HINT: &str =

@@ -267,8 +267,10 @@ async fn a_good_canary_is_promoted_and_only_weights_change() {
 
     let output = tokio::task::block_in_place(|| cluster.run(&policy));
     let log = stderr(&output);
+    eprintln!("{log}");
     assert_eq!(output.status.code(), Some(0), "{log}");
     assert!(log.contains("shop/checkout"), "{log}");
+    assert!(log.contains("analysis passed"), "{log}");
 
     let promoted = cluster.virtual_service();
     assert_eq!(canary_weight(&promoted), 100, "{promoted:#}");
@@ -295,8 +297,10 @@ async fn a_bad_canary_is_rolled_back_to_weight_zero() {
 
     let output = tokio::task::block_in_place(|| cluster.run(&policy));
     let log = stderr(&output);
+    eprintln!("{log}");
     assert_eq!(output.status.code(), Some(1), "{log}");
     assert!(log.contains("RolledBack"), "{log}");
+    assert!(log.contains("error-rate 0.5 > max 0.05"), "{log}");
 
     let rolled_back = cluster.virtual_service();
     assert_eq!(canary_weight(&rolled_back), 0, "{rolled_back:#}");
@@ -338,4 +342,57 @@ fn a_policy_the_daemon_drives_is_refused() {
     assert!(log.contains("daemon is driving it"), "{log}");
     assert!(log.contains("Progressing"), "{log}");
     assert_eq!(cluster.patches(), 0, "{log}");
+}
+
+#[test]
+fn a_service_policy_switches_the_selector_and_nothing_else() {
+    let cluster = cluster("primary");
+    let services = ResourceRef::new("", "v1", "services");
+    let service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "checkout", "namespace": NS },
+        "spec": {
+            "selector": { "app": "checkout", "color": "blue" },
+            "ports": [{ "port": 80, "targetPort": 8080 }]
+        }
+    });
+    cluster.server.put_object(&services, service).unwrap();
+    // No metrics: the steps pass on their hold time alone (the policy draws a warning).
+    let policy = cluster.dir.path().join("service.yaml");
+    std::fs::write(
+        &policy,
+        r#"apiVersion: shiftgate.dev/v1alpha1
+kind: RolloutPolicy
+metadata: { name: checkout, namespace: shop }
+spec:
+  revision: green
+  router:
+    service: { service: checkout, selectorKey: color, stableValue: blue, canaryValue: green }
+  steps: [0, { weight: 100, hold: 1s }]
+  analysis: { interval: 1s, metrics: [] }
+"#,
+    )
+    .unwrap();
+
+    let output = cluster.run(&policy);
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    let switched = cluster
+        .server
+        .get_object(&services, Some(NS), "checkout")
+        .unwrap();
+    assert_eq!(
+        switched["spec"]["selector"],
+        json!({ "app": "checkout", "color": "green" }),
+        "{log}"
+    );
+    assert_eq!(
+        cluster
+            .server
+            .requests_matching("PATCH", "/services/")
+            .len(),
+        1,
+        "{log}"
+    );
 }

@@ -343,6 +343,76 @@ fn a_type_error_past_the_schema_is_still_located() {
 }
 
 #[test]
+fn structural_and_semantic_errors_are_reported_in_one_pass() {
+    // A wrong type (steps[3], minRequests, windows[1].duration), missing required fields
+    // (revision, metrics[2].name), steps that do not increase, a duplicate metric name, a
+    // metric without criterion, bad crons and an unknown time zone: all at once.
+    assert_eq!(
+        check(&["invalid/mixed-structure-and-rules.yaml"]),
+        [
+            "6:1: spec: missing required field `revision`",
+            "12:18: spec.steps[2]: weight 30 does not exceed the previous step's 60: steps must strictly increase",
+            "12:22: spec.steps[3]: expected a whole number or a mapping, found the string `abc`",
+            "15:5: spec.analysis.minRequests: expected a whole number, found the string `many`",
+            "16:5: spec.analysis.failureLimit: failureLimit 120 at interval 1m lets a failing canary keep its traffic for 121 minutes",
+            "19:9: spec.analysis.metrics[1]: metric `error-rate` has no criterion, so it could never fail",
+            "19:11: spec.analysis.metrics[1].name: duplicate metric name `error-rate` (also metrics[0])",
+            "20:9: spec.analysis.metrics[2]: missing required field `name`",
+            "22:22: spec.windows[0].schedule: `0 25 * * *` is not a valid cron schedule: Hours must be less than 23. ('25' specified.)",
+            "22:60: spec.windows[0].timeZone: `Europe/Berln` is not an IANA time zone",
+            "23:21: spec.windows[1].schedule: `0 0 9 * * Mon` has 6 fields, but windows use standard 5-field cron without seconds",
+            "23:48: spec.windows[1].duration: expected a duration, found the number 8",
+        ]
+    );
+    let hints = hints(&["invalid/mixed-structure-and-rules.yaml"]);
+    assert_eq!(hints[0], "add `revision:`");
+    assert_eq!(hints[9], "did you mean `Europe/Berlin`?");
+    assert_eq!(hints[11], "add a unit, e.g. `8s` or `8m`");
+    let paths: Vec<String> = diagnostics(&["invalid/mixed-structure-and-rules.yaml"])
+        .into_iter()
+        .map(|d| d.path)
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = paths.iter().collect();
+    assert_eq!(
+        unique.len(),
+        paths.len(),
+        "a path reported twice: {paths:?}"
+    );
+}
+
+#[test]
+fn a_single_type_error_has_no_follow_ups() {
+    // minRequests falls back to 0 once rejected; "minRequests is 0" would be about a
+    // value nobody wrote.
+    assert_eq!(
+        check(&["invalid/only-a-type-error.yaml"]),
+        ["16:5: spec.analysis.minRequests: expected a whole number, found the string `many`"]
+    );
+    // The last step is unreadable, so "the last step is 50, not 100" would be invented.
+    assert_eq!(
+        check(&["invalid/quoted-last-step.yaml"]),
+        ["13:18: spec.steps[2]: expected a whole number or a mapping, found the string `100`"]
+    );
+}
+
+#[test]
+fn rules_that_read_a_rejected_field_stay_silent() {
+    // Without the rejected interval, onInconclusive, stable port and stableQuery, the
+    // rules would judge defaults: "failureLimit 200 at interval 30s", "inconclusiveLimit
+    // 0 with onInconclusive rollback", "canary is the same destination as stable" and
+    // "compares a raw query with stable, but has no `stableQuery`".
+    assert_eq!(
+        check(&["invalid/rejected-field-not-defaulted.yaml"]),
+        [
+            "11:51: spec.router.istio.stable.port: expected a whole number, found the string `http`",
+            "15:5: spec.analysis.interval: expected a duration, found the number 30",
+            "18:5: spec.analysis.onInconclusive: the string `wait` is not one of `rollback`, `pause`",
+            "23:9: spec.analysis.metrics[0].stableQuery: expected a string, found the number 5",
+        ]
+    );
+}
+
+#[test]
 fn kubectl_output_with_server_fields_and_status_is_accepted() {
     assert_eq!(check(&["valid/from-kubectl.yaml"]), Vec::<String>::new());
 }

@@ -413,6 +413,17 @@ fn rules_that_read_a_rejected_field_stay_silent() {
 }
 
 #[test]
+fn a_type_error_past_the_schema_is_reported_next_to_structural_ones() {
+    assert_eq!(
+        check(&["invalid/creation-timestamp-and-type.yaml"]),
+        [
+            "5:3: metadata.creationTimestamp: does not match the RolloutPolicy type: failed to parse four digit integer as year: invalid digit, expected 0-9 but got y",
+            "14:23: spec.steps[3]: expected a whole number or a mapping, found the string `x`",
+        ]
+    );
+}
+
+#[test]
 fn kubectl_output_with_server_fields_and_status_is_accepted() {
     assert_eq!(check(&["valid/from-kubectl.yaml"]), Vec::<String>::new());
 }

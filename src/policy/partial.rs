@@ -273,22 +273,28 @@ pub(super) fn readable_issues(
     let mut reader = Reader {
         reported: &reported,
         issues: Vec::new(),
+        unreadable: Vec::new(),
     };
+    let mut judged = Vec::new();
     if let Some(metadata) = value.get("metadata").filter(|m| m.is_object()) {
         reader.read::<kube::api::ObjectMeta>(Some(metadata), "metadata");
         let text = |key: &str| metadata.get(key).and_then(Value::as_str);
-        reader
-            .issues
-            .extend(validate_metadata(text("name"), text("namespace")));
+        judged.extend(validate_metadata(text("name"), text("namespace")));
     }
     if let Some(spec) = value.get("spec").filter(|s| s.is_object()) {
         let sections = reader.sections(spec);
-        let parts = sections.parts();
-        reader.issues.extend(validate_parts(&parts));
+        judged.extend(validate_parts(&sections.parts()));
     }
-    let mut issues = reader.issues;
-    issues.retain(|issue| !reported.suppresses(&issue.path));
-    issues
+    let Reader {
+        issues: mut unreadable_issues,
+        unreadable,
+        ..
+    } = reader;
+    // A part that could not be read is as absent as a rejected one.
+    reported.gone.extend(unreadable);
+    judged.retain(|issue| !reported.suppresses(&issue.path));
+    unreadable_issues.extend(judged);
+    unreadable_issues
 }
 
 /// The parts of a spec that could be read, owned.
@@ -340,7 +346,10 @@ impl Sections {
 
 struct Reader<'r> {
     reported: &'r Reported,
+    /// Parts that could not be read for a reason the walk did not see.
     issues: Vec<Issue>,
+    /// The paths of those parts.
+    unreadable: Vec<String>,
 }
 
 impl Reader<'_> {
@@ -353,6 +362,7 @@ impl Reader<'_> {
             Err(e) => {
                 if !self.reported.touches(path) {
                     self.issues.push(type_mismatch(path, &e));
+                    self.unreadable.push(path.to_owned());
                 }
                 None
             }

@@ -5,4 +5,5 @@
 pub mod events;
 pub mod grafana;
 pub mod http;
+pub mod labels;
 pub mod metrics;

@@ -1,0 +1,363 @@
+//! The in-cluster controller: one `kube::runtime::Controller` over RolloutPolicies,
+//! bounded concurrency, requeues through the controller's scheduler (no task or timer
+//! per rollout), leader election so only one replica writes, and the observability the
+//! on-call needs (metrics, Events, conditions).
+//!
+//! For each policy a reconcile: validates the spec (a failing spec gets Accepted=False
+//! and a Warning Event, nothing is written to any router), refuses a second policy on a
+//! route that another already owns, builds the router for `spec.router`, runs one
+//! engine tick through [`Reconciler`], publishes what happened, and requeues at the
+//! tick's wake time.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::analysis::sample::AnalysisInput;
+use crate::engine::{Transition, TransitionKind};
+use crate::metrics::{MetricSource, PolicyRef};
+use crate::observe::events::{EventPublisher, RolloutEvent};
+use crate::observe::grafana::dashboard_link;
+use crate::observe::http::Health;
+use crate::observe::metrics::{Metrics, RolloutResult, Target, VerdictKind, WriteResult};
+use crate::policy::status::VerdictKind as StatusVerdict;
+use crate::policy::validate::validate_spec;
+use crate::policy::{RolloutPolicy, RolloutSpec, RolloutStatus, Timestamp};
+use crate::router::istio::{IstioRouter, IstioTarget};
+use crate::router::service::{ServiceRouter, ServiceTarget};
+use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
+use crate::runtime::checks::CheckRunner;
+use crate::runtime::clock::Clock;
+use crate::runtime::commands::CommandSource;
+use crate::runtime::leader::{FencedRouter, FencedStore, LeaderElector, Leadership, LeaseConfig};
+use crate::runtime::reconcile::{ReconcileError, Reconciler, Seams};
+use crate::runtime::route_index::conflicting_owner;
+use crate::runtime::scheduler;
+use crate::store::{StateStore, StoreError};
+
+mod policy;
+mod routers;
+
+use policy::{error_policy, reconcile, Context};
+use routers::{CountingRouter, TimedMetrics};
+pub use routers::{KubeRouters, RouterFactory};
+
+/// Reasons of the Accepted=False conditions the daemon itself sets.
+pub mod reasons {
+    pub const INVALID_POLICY: &str = "InvalidPolicy";
+    pub const ROUTE_CONFLICT: &str = "RouteConflict";
+    pub const ROUTE_INVALID: &str = "RouteInvalid";
+    pub const ROUTER_NOT_SUPPORTED: &str = "RouterNotSupported";
+    pub const POLICY_ACCEPTED: &str = "PolicyAccepted";
+    /// Every reason above that means "refused by the daemon".
+    pub const REFUSALS: [&str; 4] = [
+        INVALID_POLICY,
+        ROUTE_CONFLICT,
+        ROUTE_INVALID,
+        ROUTER_NOT_SUPPORTED,
+    ];
+}
+
+const ACCEPTED: &str = "Accepted";
+
+/// How the daemon runs.
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    /// Watch one namespace; `None`: all namespaces.
+    pub namespace: Option<String>,
+    /// This replica's name (Event `reportingInstance`, Lease `holderIdentity`).
+    pub pod_name: String,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Leader election; `None`: this replica always leads (a single replica).
+    pub lease: Option<LeaseConfig>,
+    /// Every policy is looked at at least this often.
+    pub resync: Duration,
+    /// How long shutdown waits for in-flight reconciles (their writes) to finish.
+    pub shutdown_deadline: Duration,
+}
+
+/// What the daemon drives; production wires the Kubernetes implementations, tests
+/// may substitute any seam.
+#[derive(Clone)]
+pub struct DaemonSeams {
+    pub client: Client,
+    pub routers: Arc<dyn RouterFactory>,
+    pub metrics: Arc<dyn MetricSource>,
+    pub store: Arc<dyn StateStore>,
+    pub commands: Arc<dyn CommandSource>,
+    pub checks: Arc<dyn CheckRunner>,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("a RolloutPolicy without {field} was received from the API server; it is skipped")]
+    MissingMetadata { field: &'static str },
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the RolloutPolicy custom resource is not installed in the cluster ({source}); \
+         install it with `shiftgate crd | kubectl apply -f -`"
+    )]
+    CrdMissing {
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot list RolloutPolicies{scope}: {source}; check the API server address and the daemon's RBAC")]
+    ApiUnavailable {
+        scope: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Leader(#[from] crate::runtime::leader::LeaderError),
+}
+
+impl DaemonError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DaemonError::MissingMetadata { .. } => "MissingMetadata",
+            DaemonError::Reconcile(e) => e.reason(),
+            DaemonError::Store(e) => e.reason(),
+            DaemonError::CrdMissing { .. } => "CrdMissing",
+            DaemonError::ApiUnavailable { .. } => "ApiUnavailable",
+            DaemonError::Leader(e) => e.reason(),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DaemonError::MissingMetadata { .. } | DaemonError::CrdMissing { .. } => false,
+            DaemonError::Reconcile(e) => e.is_transient(),
+            DaemonError::Store(e) => e.is_transient(),
+            DaemonError::ApiUnavailable { .. } => true,
+            DaemonError::Leader(e) => e.is_transient(),
+        }
+    }
+}
+
+/// The daemon: create, take [`Daemon::metrics`] and [`Daemon::health`] for the HTTP
+/// endpoints, then [`Daemon::run`].
+pub struct Daemon {
+    options: DaemonOptions,
+    seams: DaemonSeams,
+    metrics: Arc<Metrics>,
+    health: Health,
+}
+
+impl Daemon {
+    pub fn new(options: DaemonOptions, seams: DaemonSeams) -> Self {
+        Daemon {
+            options,
+            seams,
+            metrics: Arc::new(Metrics::new()),
+            health: Health::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Runs until `shutdown` resolves; then lets in-flight reconciles finish their
+    /// writes (bounded by `shutdown_deadline`), and only then gives up the Lease.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), DaemonError> {
+        let Daemon {
+            options,
+            seams,
+            metrics,
+            health,
+        } = self;
+        let api: Api<RolloutPolicy> = match &options.namespace {
+            Some(ns) => Api::namespaced(seams.client.clone(), ns),
+            None => Api::all(seams.client.clone()),
+        };
+        check_crd(&api, options.namespace.as_deref()).await?;
+
+        // Every helper task lives in this set: if `run` is dropped (a crash in tests,
+        // an abort), they stop with it instead of, say, renewing the Lease forever.
+        let mut tasks = tokio::task::JoinSet::new();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (controller_done_tx, controller_done_rx) = watch::channel(false);
+        let (leadership, elector) = match &options.lease {
+            Some(lease) => {
+                let (elector, leadership) = LeaderElector::new(
+                    seams.client.clone(),
+                    lease.clone(),
+                    seams.clock.clone(),
+                    Some(metrics.clone()),
+                )?;
+                // The Lease is given up only after the controller stopped writing.
+                let task = tasks.spawn(elector.run(wait_true(controller_done_rx)));
+                (leadership, Some(task))
+            }
+            None => {
+                metrics.set_leader(true);
+                (Leadership::always(), None)
+            }
+        };
+        tasks.spawn(mark_settled(leadership.clone(), health.clone()));
+
+        let (reader, writer) = reflector::store::<RolloutPolicy>();
+        let forget_metrics = metrics.clone();
+        let synced = health.clone();
+        let policies = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .reflect(writer)
+            .inspect(move |event| match event {
+                Ok(watcher::Event::Delete(policy)) => {
+                    if let Some(policy) = policy_ref(policy) {
+                        forget_metrics.forget_policy(&policy);
+                    }
+                }
+                // The initial list is complete. (Read from the stream rather than with
+                // `Store::wait_until_ready`: its one-shot wakes only one of several
+                // waiters, and the controller is already one.)
+                Ok(watcher::Event::InitDone) => synced.set_watches_synced(),
+                _ => {}
+            })
+            .applied_objects()
+            // Our own status writes do not wake the policy again: only spec
+            // (generation) and annotation (operator command) changes do.
+            .predicate_filter(spec_or_annotations, Default::default());
+        let context = Arc::new(Context {
+            options: options.clone(),
+            events: EventPublisher::new(seams.client.clone(), &options.pod_name),
+            seams,
+            metrics,
+            leadership: leadership.clone(),
+            store: reader.clone(),
+        });
+        let stop = wait_true(shutdown_rx.clone());
+        let controller = Controller::for_stream(policies, reader)
+            .with_config(ControllerConfig::default().concurrency(options.concurrency))
+            .reconcile_all_on(leadership_gained(leadership))
+            .graceful_shutdown_on(stop)
+            .run(reconcile, error_policy, context)
+            .for_each(|result| {
+                if let Err(error) = result {
+                    tracing::debug!(error = %error, "controller event");
+                }
+                std::future::ready(())
+            });
+        tokio::pin!(controller);
+        let shutdown_health = health.clone();
+        tokio::select! {
+            () = &mut controller => {},
+            () = shutdown => {
+                shutdown_health.set_shutting_down();
+                let _ = shutdown_tx.send(true);
+                tracing::info!(deadline = ?options.shutdown_deadline, "shutting down: finishing in-flight reconciles");
+                if tokio::time::timeout(options.shutdown_deadline, &mut controller).await.is_err() {
+                    tracing::warn!("in-flight reconciles did not finish before the shutdown deadline");
+                }
+            }
+        }
+        let _ = controller_done_tx.send(true);
+        if let Some(elector) = elector {
+            // Releasing the Lease is one call with its own timeout.
+            let wait_elector = async {
+                while let Some(done) = tasks.join_next_with_id().await {
+                    if done.map_or_else(|e| e.id(), |(id, ())| id) == elector.id() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(10), wait_elector).await;
+        }
+        tasks.abort_all();
+        Ok(())
+    }
+}
+
+async fn check_crd(api: &Api<RolloutPolicy>, namespace: Option<&str>) -> Result<(), DaemonError> {
+    match api.list(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(DaemonError::CrdMissing {
+            source: kube::Error::Api(status),
+        }),
+        Err(source) => Err(DaemonError::ApiUnavailable {
+            scope: namespace.map_or_else(String::new, |ns| format!(" in namespace {ns}")),
+            source,
+        }),
+    }
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|done| *done).await;
+}
+
+async fn mark_settled(mut leadership: Leadership, health: Health) {
+    while !leadership.is_settled() {
+        leadership.changed().await;
+    }
+    health.set_election_settled();
+}
+
+/// Fires each time this replica becomes the leader, so every policy is reconciled by
+/// the new leader at once (followers do not reconcile).
+fn leadership_gained(leadership: Leadership) -> impl Stream<Item = ()> + Send {
+    futures::stream::unfold(
+        (leadership, false),
+        |(mut leadership, mut was)| async move {
+            loop {
+                leadership.changed().await;
+                let now = leadership.is_leading();
+                let gained = now && !was;
+                was = now;
+                if gained {
+                    return Some(((), (leadership, was)));
+                }
+            }
+        },
+    )
+}
+
+fn spec_or_annotations(policy: &RolloutPolicy) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    policy.metadata.generation.hash(&mut hasher);
+    let annotations: BTreeMap<_, _> = policy
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    annotations.hash(&mut hasher);
+    policy
+        .metadata
+        .deletion_timestamp
+        .is_some()
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+fn policy_ref(policy: &RolloutPolicy) -> Option<PolicyRef> {
+    Some(PolicyRef {
+        namespace: policy.metadata.namespace.clone()?,
+        name: policy.metadata.name.clone()?,
+    })
+}

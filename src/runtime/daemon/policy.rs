@@ -1,0 +1,338 @@
+//! One reconcile of one RolloutPolicy: validate, refuse a taken route, build the
+//! router, tick the engine, publish metrics and Events, and say when to look again.
+
+use super::*;
+
+/// Shared by every reconcile.
+pub(super) struct Context {
+    pub(super) options: DaemonOptions,
+    pub(super) seams: DaemonSeams,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) events: EventPublisher,
+    pub(super) leadership: Leadership,
+    pub(super) store: Store<RolloutPolicy>,
+}
+
+pub(super) async fn reconcile(
+    policy: Arc<RolloutPolicy>,
+    ctx: Arc<Context>,
+) -> Result<Action, DaemonError> {
+    let started = Instant::now();
+    let result = ctx.reconcile(&policy).await;
+    ctx.metrics
+        .observe_reconcile(started.elapsed().as_secs_f64());
+    result
+}
+
+pub(super) fn error_policy(
+    policy: Arc<RolloutPolicy>,
+    error: &DaemonError,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics.reconcile_failed(error.reason());
+    tracing::warn!(
+        namespace = policy.metadata.namespace.as_deref().unwrap_or(""),
+        name = policy.metadata.name.as_deref().unwrap_or(""),
+        reason = error.reason(),
+        error = %error,
+        "reconcile failed"
+    );
+    Action::requeue(scheduler::after_error(
+        error.is_transient(),
+        ctx.options.resync,
+    ))
+}
+
+impl Context {
+    async fn reconcile(&self, policy: &RolloutPolicy) -> Result<Action, DaemonError> {
+        let policy_ref = policy_ref(policy).ok_or(DaemonError::MissingMetadata {
+            field: "metadata.namespace or metadata.name",
+        })?;
+        self.metrics.set_policies(self.store.len());
+        if policy.metadata.deletion_timestamp.is_some() {
+            self.metrics.forget_policy(&policy_ref);
+            return Ok(Action::await_change());
+        }
+        if !self.leadership.is_leading() {
+            // A follower exports the status it last saw (refreshed on spec changes);
+            // the leader's gauges are the current ones.
+            if let Some(status) = &policy.status {
+                self.metrics.set_rollout(
+                    &policy_ref,
+                    status.phase,
+                    status.step,
+                    status.canary_weight,
+                );
+            }
+            // Followers keep the cache warm and reconcile everything when they lead.
+            return Ok(Action::await_change());
+        }
+        let spec = &policy.spec;
+        let errors: Vec<String> = validate_spec(spec)
+            .into_iter()
+            .filter(|issue| issue.severity == crate::policy::diagnostic::Severity::Error)
+            .map(|issue| match &issue.hint {
+                Some(hint) => format!("{}: {} (hint: {hint})", issue.path, issue.message),
+                None => format!("{}: {}", issue.path, issue.message),
+            })
+            .collect();
+        if !errors.is_empty() {
+            let message = errors.join("; ");
+            self.refuse(
+                policy,
+                &policy_ref,
+                reasons::INVALID_POLICY,
+                &message,
+                RolloutEvent::InvalidPolicy { messages: errors },
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        if let Some((owner, route)) = conflicting_owner(policy, &self.store.state()) {
+            let message = format!(
+                "{route} is already managed by RolloutPolicy {}/{}; one rollout per route at a \
+                 time: remove the route from one of the two policies",
+                owner.namespace, owner.name
+            );
+            self.refuse(
+                policy,
+                &policy_ref,
+                reasons::ROUTE_CONFLICT,
+                &message,
+                RolloutEvent::RouteConflict {
+                    message: message.clone(),
+                },
+            )
+            .await?;
+            // The owner may go away: look again at the resync.
+            return Ok(Action::requeue(self.options.resync));
+        }
+        let router = match self.seams.routers.build(&policy_ref, spec) {
+            Ok(router) => router,
+            Err(error) => {
+                let message = error.to_string();
+                self.refuse(
+                    policy,
+                    &policy_ref,
+                    reasons::ROUTER_NOT_SUPPORTED,
+                    &message,
+                    RolloutEvent::InvalidPolicy {
+                        messages: vec![message.clone()],
+                    },
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
+        };
+        self.metrics.set_thresholds(&policy_ref, spec);
+        let reconciler = Reconciler::new(Seams {
+            router: Arc::new(FencedRouter::new(
+                Arc::new(CountingRouter {
+                    inner: router,
+                    metrics: self.metrics.clone(),
+                }),
+                self.leadership.clone(),
+            )),
+            metrics: Arc::new(TimedMetrics {
+                inner: self.seams.metrics.clone(),
+                metrics: self.metrics.clone(),
+            }),
+            store: Arc::new(FencedStore::new(
+                self.seams.store.clone(),
+                self.leadership.clone(),
+            )),
+            checks: self.seams.checks.clone(),
+            commands: self.seams.commands.clone(),
+            clock: self.seams.clock.clone(),
+        });
+        let outcome = reconciler.tick(&policy_ref, spec).await?;
+        let status = &outcome.status;
+        self.metrics
+            .set_rollout(&policy_ref, status.phase, status.step, status.canary_weight);
+        if outcome.evaluated {
+            self.publish_analysis(&policy_ref, status);
+        }
+        let link = spec
+            .grafana
+            .as_ref()
+            .and_then(|g| dashboard_link(g, &policy_ref, status.started_at).ok());
+        let reference = object_reference(policy);
+        for transition in &outcome.transitions {
+            if let Some(result) = finished(transition) {
+                self.metrics.rollout_finished(result);
+            }
+            if let Some(event) = event_for(transition) {
+                self.events
+                    .publish(&reference, &event, link.as_deref())
+                    .await;
+            }
+        }
+        let route_invalid = outcome
+            .problems
+            .iter()
+            .find(|p| p.reason == RouterError::Invalid(String::new()).reason());
+        match route_invalid {
+            Some(problem) => {
+                self.refuse(
+                    policy,
+                    &policy_ref,
+                    reasons::ROUTE_INVALID,
+                    &problem.message,
+                    RolloutEvent::RouteInvalid {
+                        message: problem.message.clone(),
+                    },
+                )
+                .await?;
+            }
+            None => self.accept_if_refused(&policy_ref, status).await?,
+        }
+        Ok(Action::requeue(scheduler::requeue_after(
+            self.seams.clock.now(),
+            outcome.wake_at,
+            self.options.resync,
+        )))
+    }
+
+    /// Accepted=False with `reason`: written once, with one Warning Event; nothing is
+    /// written to any router.
+    async fn refuse(
+        &self,
+        policy: &RolloutPolicy,
+        policy_ref: &PolicyRef,
+        reason: &'static str,
+        message: &str,
+        event: RolloutEvent,
+    ) -> Result<(), DaemonError> {
+        let (mut status, version) = match self.seams.store.load(policy_ref).await? {
+            Some((status, version)) => (status, Some(version)),
+            None => (RolloutStatus::default(), None),
+        };
+        let already = status.conditions.iter().any(|c| {
+            c.type_ == ACCEPTED && c.status == "False" && c.reason == reason && c.message == message
+        });
+        if already {
+            return Ok(());
+        }
+        tracing::warn!(namespace = %policy_ref.namespace, name = %policy_ref.name, reason, message, "policy refused");
+        crate::engine::set_condition(
+            &mut status.conditions,
+            ACCEPTED,
+            "False",
+            reason,
+            message,
+            self.seams.clock.now(),
+        );
+        if let Some(condition) = status.conditions.iter_mut().find(|c| c.type_ == ACCEPTED) {
+            condition.observed_generation = policy.metadata.generation;
+        }
+        FencedStore::new(self.seams.store.clone(), self.leadership.clone())
+            .save(policy_ref, &status, version.as_ref())
+            .await?;
+        self.events
+            .publish(&object_reference(policy), &event, None)
+            .await;
+        Ok(())
+    }
+
+    /// Once a refused policy is fine again, Accepted goes back to True.
+    async fn accept_if_refused(
+        &self,
+        policy_ref: &PolicyRef,
+        status: &RolloutStatus,
+    ) -> Result<(), DaemonError> {
+        let refused = status.conditions.iter().any(|c| {
+            c.type_ == ACCEPTED
+                && c.status == "False"
+                && reasons::REFUSALS.contains(&c.reason.as_str())
+        });
+        if !refused {
+            return Ok(());
+        }
+        let Some((mut status, version)) = self.seams.store.load(policy_ref).await? else {
+            return Ok(());
+        };
+        crate::engine::set_condition(
+            &mut status.conditions,
+            ACCEPTED,
+            "True",
+            reasons::POLICY_ACCEPTED,
+            "the policy is valid and its route is free",
+            self.seams.clock.now(),
+        );
+        FencedStore::new(self.seams.store.clone(), self.leadership.clone())
+            .save(policy_ref, &status, Some(&version))
+            .await?;
+        Ok(())
+    }
+
+    fn publish_analysis(&self, policy: &PolicyRef, status: &RolloutStatus) {
+        let Some(analysis) = &status.last_analysis else {
+            return;
+        };
+        self.metrics.analysis_evaluated(match analysis.verdict {
+            StatusVerdict::Pass => VerdictKind::Pass,
+            StatusVerdict::Fail => VerdictKind::Fail,
+            StatusVerdict::Inconclusive => VerdictKind::Inconclusive,
+        });
+        for metric in &analysis.metrics {
+            for (target, value) in [
+                (Target::Canary, metric.canary),
+                (Target::Stable, metric.stable),
+            ] {
+                match value.filter(|v| v.is_finite()) {
+                    Some(value) => {
+                        self.metrics
+                            .set_metric_value(policy, &metric.name, target, value)
+                    }
+                    None => self
+                        .metrics
+                        .clear_metric_value(policy, &metric.name, target),
+                }
+            }
+        }
+    }
+}
+
+fn object_reference(policy: &RolloutPolicy) -> ObjectReference {
+    policy.object_ref(&())
+}
+
+fn finished(transition: &Transition) -> Option<RolloutResult> {
+    match transition.kind {
+        TransitionKind::Promoted => Some(RolloutResult::Promoted),
+        TransitionKind::RolledBack => Some(RolloutResult::RolledBack),
+        TransitionKind::Aborted => Some(RolloutResult::Aborted),
+        TransitionKind::Held => Some(RolloutResult::Held),
+        _ => None,
+    }
+}
+
+/// The Event a transition is announced with; `None` for transitions that are not worth
+/// a human's attention on their own.
+fn event_for(t: &Transition) -> Option<RolloutEvent> {
+    let message = t.message.clone();
+    Some(match t.kind {
+        TransitionKind::Started => RolloutEvent::RolloutStarted {
+            revision: t.revision.clone(),
+        },
+        TransitionKind::StepAdvanced => RolloutEvent::StepAdvanced {
+            step: t.step,
+            weight: t.canary_weight,
+            message,
+        },
+        TransitionKind::Promoted => RolloutEvent::Promoted {
+            revision: t.revision.clone(),
+        },
+        TransitionKind::Paused => RolloutEvent::Paused { message },
+        // One Event per rollback, sent when it starts: it carries the reason.
+        TransitionKind::RollingBack => RolloutEvent::RolledBack {
+            reason: t.reason.clone(),
+            message,
+        },
+        TransitionKind::Held => RolloutEvent::Held { message },
+        TransitionKind::Aborted => RolloutEvent::Aborted { message },
+        TransitionKind::InconclusiveLimit => RolloutEvent::AnalysisInconclusive { message },
+        TransitionKind::Drift => RolloutEvent::DriftDetected { message },
+        TransitionKind::Resumed | TransitionKind::RolledBack => return None,
+    })
+}

@@ -29,15 +29,8 @@ pub struct Structure {
     pub missing: Vec<String>,
 }
 
-impl Structure {
-    /// Whether every error is an unknown field, so the value minus those fields may
-    /// still be read (and its other rules checked).
-    pub fn only_unknown_fields(&self) -> bool {
-        self.issues.iter().filter(|i| i.is_error()).count() == self.unknown_fields.len()
-    }
-}
-
-/// Like [`check_structure`], also telling which issues are unknown fields.
+/// Like [`check_structure`], also telling which nodes were rejected or are missing, so
+/// the rest of the document can still be judged (see `policy::partial`).
 pub fn check_structure_detailed(value: &Value, schema: &Value) -> Structure {
     let mut walker = Walker::new(schema);
     walker.walk(value, schema, "");
@@ -47,33 +40,6 @@ pub fn check_structure_detailed(value: &Value, schema: &Value) -> Structure {
         rejected: walker.rejected,
         missing: walker.missing,
     }
-}
-
-/// Removes the field `key` of the mapping at `parent` (a path such as `spec.steps[2]`).
-pub fn remove_field(value: &mut Value, parent: &str, key: &str) -> bool {
-    let mut node = value;
-    if !parent.is_empty() {
-        for segment in parent.split('.') {
-            let (name, indices) = match segment.find('[') {
-                Some(open) => (&segment[..open], &segment[open..]),
-                None => (segment, ""),
-            };
-            if !name.is_empty() {
-                match node.get_mut(name) {
-                    Some(next) => node = next,
-                    None => return false,
-                }
-            }
-            for i in indices.split(['[', ']']).filter(|s| !s.is_empty()) {
-                match i.parse::<usize>().ok().and_then(|i| node.get_mut(i)) {
-                    Some(next) => node = next,
-                    None => return false,
-                }
-            }
-        }
-    }
-    node.as_object_mut()
-        .is_some_and(|map| map.remove(key).is_some())
 }
 
 /// The schema definition that gets a dedicated check: durations are parsed for real, so

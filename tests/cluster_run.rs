@@ -281,6 +281,19 @@ async fn a_good_canary_is_promoted_and_only_weights_change() {
     .unwrap();
     assert_eq!(state["status"]["phase"], "Promoted", "{state:#}");
 
+    // `status POLICY` finds the state although the file names no namespace.
+    let status = Command::new(shiftgate_binary())
+        .arg("status")
+        .arg(&policy)
+        .arg("--state-dir")
+        .arg(cluster.state_dir())
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output()
+        .unwrap();
+    let shown = stderr(&status);
+    assert_eq!(status.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("Promoted"), "{shown}");
+
     // A second run of the same revision finds it settled and writes nothing.
     let patches = cluster.patches();
     let again = tokio::task::block_in_place(|| cluster.run(&policy));
@@ -316,6 +329,7 @@ fn a_missing_route_is_refused_before_anything_is_written() {
 
     let output = cluster.run(&policy);
     let log = stderr(&output);
+    eprintln!("{log}");
     assert_eq!(output.status.code(), Some(3), "{log}");
     assert!(log.contains("primary"), "{log}");
     assert!(log.contains("shop/checkout"), "{log}");
@@ -323,21 +337,29 @@ fn a_missing_route_is_refused_before_anything_is_written() {
     assert!(!cluster.state_dir().join("shop/checkout.json").exists());
 }
 
+/// Puts the policy of `file` in the cluster as `namespace/name` with `status`.
+fn put_daemon_policy(cluster: &Cluster, file: &Path, namespace: &str, name: &str, status: Value) {
+    let mut object: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    object["metadata"]["namespace"] = json!(namespace);
+    object["metadata"]["name"] = json!(name);
+    object["status"] = status;
+    cluster
+        .server
+        .put_object(&ResourceRef::of::<RolloutPolicy>(), object)
+        .unwrap();
+}
+
 #[test]
 fn a_policy_the_daemon_drives_is_refused() {
     let cluster = cluster("primary");
     let policy = cluster.policy("http://127.0.0.1:9");
-    let mut driven: Value =
-        serde_yaml_ng::from_str(&std::fs::read_to_string(&policy).unwrap()).unwrap();
-    driven["metadata"]["namespace"] = json!(NS);
-    driven["status"] = json!({ "phase": "Progressing", "revision": "v2", "canaryWeight": 50 });
-    cluster
-        .server
-        .put_object(&ResourceRef::of::<RolloutPolicy>(), driven)
-        .unwrap();
+    let progressing = json!({ "phase": "Progressing", "revision": "v2", "canaryWeight": 50 });
+    put_daemon_policy(&cluster, &policy, NS, "checkout", progressing);
 
     let output = cluster.run(&policy);
     let log = stderr(&output);
+    eprintln!("{log}");
     assert_eq!(output.status.code(), Some(3), "{log}");
     assert!(log.contains("daemon is driving it"), "{log}");
     assert!(log.contains("Progressing"), "{log}");
@@ -395,4 +417,40 @@ spec:
         1,
         "{log}"
     );
+}
+
+#[test]
+fn a_daemon_policy_of_another_name_on_the_same_route_is_refused_until_it_settles() {
+    let cluster = cluster("main");
+    let policy = cluster.policy("http://127.0.0.1:9");
+    // In another namespace, naming the VirtualService with its namespace.
+    let text = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace("virtualService: checkout", "virtualService: shop/checkout");
+    let other = cluster.dir.path().join("other.yaml");
+    std::fs::write(&other, text).unwrap();
+    let progressing = json!({ "phase": "Progressing", "revision": "v2", "canaryWeight": 50 });
+    put_daemon_policy(&cluster, &other, "payments", "checkout-green", progressing);
+
+    let output = cluster.run(&policy);
+    let log = stderr(&output);
+    eprintln!("{log}");
+    assert_eq!(output.status.code(), Some(3), "{log}");
+    assert!(log.contains("payments/checkout-green"), "{log}");
+    assert!(
+        log.contains("VirtualService shop/checkout route primary"),
+        "{log}"
+    );
+
+    // Once the daemon has settled it, the route is free: the run goes on to the
+    // router's preflight (the VirtualService has no route `primary`: exit 3 there).
+    let promoted = json!({ "phase": "Promoted", "revision": "v2", "canaryWeight": 100 });
+    put_daemon_policy(&cluster, &other, "payments", "checkout-green", promoted);
+    let output = cluster.run(&policy);
+    let log = stderr(&output);
+    eprintln!("{log}");
+    assert_eq!(output.status.code(), Some(3), "{log}");
+    assert!(!log.contains("payments/checkout-green"), "{log}");
+    assert!(log.contains("primary"), "{log}");
+    assert_eq!(cluster.patches(), 0, "{log}");
 }

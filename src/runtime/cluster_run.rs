@@ -8,17 +8,20 @@
 //! second run resumes from the state file and the live weights. Nothing is written to
 //! the cluster but the managed weights and the test route.
 //!
-//! Two drivers on one route would fight: a run is refused while a RolloutPolicy of the
-//! same namespace/name exists in the cluster and the daemon has not finished it.
+//! Two drivers on one route would fight: a run is refused while the daemon drives a
+//! RolloutPolicy of the same namespace/name, or one on the same route.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use kube::api::{Api, ApiResource, DynamicObject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 
 use super::local::{load_policy_in, LocalError, LocalPolicy, LocalRun, RunOptions};
+use super::route_index::conflicting_owner;
 use crate::metrics::PolicyRef;
 use crate::policy::{RolloutPolicy, RolloutSpec, RolloutStatus};
 use crate::router::istio::{IstioRouter, IstioTarget};
@@ -52,6 +55,15 @@ pub enum ClusterRunError {
         #[source]
         source: kube::Error,
     },
+    #[error("{policy}: {route} is driven by the daemon's rolloutpolicies.shiftgate.dev {owner} ({state}); two drivers on one route would fight. Wait for it to finish, or `kubectl delete rolloutpolicy -n {namespace} {name}` first (nothing was changed)")]
+    RouteTaken {
+        policy: String,
+        owner: String,
+        namespace: String,
+        name: String,
+        route: String,
+        state: String,
+    },
     #[error("rolloutpolicies.shiftgate.dev {policy} exists in the cluster and the daemon is driving it ({state}); two drivers on one route would fight. Wait for it to finish, or `kubectl delete rolloutpolicy -n {namespace} {name}` first (nothing was changed)")]
     DaemonManaged {
         policy: String,
@@ -64,6 +76,23 @@ pub enum ClusterRunError {
 /// Whether `spec` routes through the cluster (Istio or Service router).
 pub fn is_cluster_policy(spec: &RolloutSpec) -> bool {
     spec.router.istio.is_some() || spec.router.service.is_some()
+}
+
+/// The namespace of the kubeconfig's current context (`$KUBECONFIG` or
+/// `~/.kube/config`), else `default`: where a cluster policy without
+/// `metadata.namespace` runs when no `--context` is given. Reads the file only.
+pub fn kubeconfig_namespace() -> String {
+    let Ok(kubeconfig) = Kubeconfig::read() else {
+        return "default".to_owned();
+    };
+    let current = kubeconfig.current_context.as_deref();
+    kubeconfig
+        .contexts
+        .iter()
+        .find(|named| Some(named.name.as_str()) == current)
+        .and_then(|named| named.context.as_ref())
+        .and_then(|context| context.namespace.clone())
+        .unwrap_or_else(|| "default".to_owned())
 }
 
 /// A connection to the cluster: the client and the kubeconfig context's namespace.
@@ -144,34 +173,94 @@ pub enum DaemonCheck {
     Unknown(String),
 }
 
-/// Refuses when the daemon drives a RolloutPolicy with the same namespace/name: one
-/// exists and its status is not settled for its own revision.
+/// Refuses when the daemon drives a RolloutPolicy with the same namespace/name, or one
+/// whose routes overlap this policy's (the daemon's own one-rollout-per-route rule,
+/// `route_index::conflicting_owner`, with this run as the newest claimant). Driven means
+/// it exists and its status is not settled for its own revision. RolloutPolicies are
+/// listed in every namespace, else (no RBAC for that) in the policy's namespace only.
 pub async fn check_daemon(
     client: &Client,
     policy: &PolicyRef,
+    spec: &RolloutSpec,
 ) -> Result<DaemonCheck, ClusterRunError> {
     let resource = ApiResource::erase::<RolloutPolicy>(&());
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &policy.namespace, &resource);
-    let object = match api.get_opt(&policy.name).await {
-        Ok(Some(object)) => object,
-        Ok(None) => return Ok(DaemonCheck::Clear),
-        Err(e) => {
-            return Ok(DaemonCheck::Unknown(format!(
-                "cannot check whether the daemon drives rolloutpolicies.shiftgate.dev {}/{}: {e}",
-                policy.namespace, policy.name
-            )))
+    let params = ListParams::default();
+    let everywhere: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let (objects, partial) = match everywhere.list(&params).await {
+        Ok(list) => (list.items, None),
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(DaemonCheck::Clear),
+        Err(all_error) => {
+            let here: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &policy.namespace, &resource);
+            match here.list(&params).await {
+                Ok(list) => (
+                    list.items,
+                    Some(format!(
+                        "rolloutpolicies.shiftgate.dev could only be listed in namespace {} \
+                         ({all_error}); a daemon policy in another namespace on the same \
+                         route would not be seen",
+                        policy.namespace
+                    )),
+                ),
+                Err(e) => {
+                    return Ok(DaemonCheck::Unknown(format!(
+                        "cannot list rolloutpolicies.shiftgate.dev in namespace {} to check \
+                         whether the daemon drives {}/{} or its route: {e}",
+                        policy.namespace, policy.namespace, policy.name
+                    )))
+                }
+            }
         }
     };
-    match daemon_state(&object) {
-        None => Ok(DaemonCheck::Clear),
-        Some(state) => Err(ClusterRunError::DaemonManaged {
-            policy: format!("{}/{}", policy.namespace, policy.name),
-            namespace: policy.namespace.clone(),
-            name: policy.name.clone(),
-            state,
-        }),
+    let mut driven: Vec<(Arc<RolloutPolicy>, String)> = Vec::new();
+    for object in &objects {
+        let Some(state) = daemon_state(object) else {
+            continue;
+        };
+        let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+        let name = object.metadata.name.as_deref().unwrap_or_default();
+        if namespace == policy.namespace && name == policy.name {
+            return Err(ClusterRunError::DaemonManaged {
+                policy: format!("{namespace}/{name}"),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                state,
+            });
+        }
+        // A policy the daemon cannot read drives nothing.
+        if let Ok(parsed) = object.clone().try_parse::<RolloutPolicy>() {
+            driven.push((Arc::new(parsed), state));
+        }
     }
+    let mine = newest_claimant(policy, spec);
+    let all: Vec<Arc<RolloutPolicy>> = driven.iter().map(|(p, _)| Arc::clone(p)).collect();
+    if let Some((owner, route)) = conflicting_owner(&mine, &all) {
+        let state = driven
+            .iter()
+            .find(|(p, _)| {
+                p.metadata.namespace.as_deref() == Some(owner.namespace.as_str())
+                    && p.metadata.name.as_deref() == Some(owner.name.as_str())
+            })
+            .map_or_else(String::new, |(_, state)| state.clone());
+        return Err(ClusterRunError::RouteTaken {
+            policy: format!("{}/{}", policy.namespace, policy.name),
+            owner: format!("{}/{}", owner.namespace, owner.name),
+            namespace: owner.namespace,
+            name: owner.name,
+            route: route.to_string(),
+            state,
+        });
+    }
+    Ok(partial.map_or(DaemonCheck::Clear, DaemonCheck::Unknown))
+}
+
+/// This run as a RolloutPolicy created after every other: it never owns a route another
+/// (driven) policy has.
+fn newest_claimant(policy: &PolicyRef, spec: &RolloutSpec) -> RolloutPolicy {
+    let mut mine = RolloutPolicy::new(&policy.name, spec.clone());
+    mine.metadata.namespace = Some(policy.namespace.clone());
+    mine.metadata.creation_timestamp = Some(Time(jiff::Timestamp::MAX));
+    mine
 }
 
 /// Why the daemon is (or will be) driving `object`; `None` when it is done with it.
@@ -230,7 +319,7 @@ pub async fn prepare(
             "{shown}: not a cluster policy (spec.router.istio or spec.router.service)"
         )));
     };
-    let warning = match check_daemon(&connection.client, &local.policy).await? {
+    let warning = match check_daemon(&connection.client, &local.policy, &local.spec).await? {
         DaemonCheck::Clear => None,
         DaemonCheck::Unknown(message) => Some(message),
     };

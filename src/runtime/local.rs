@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::checks_http::HttpChecks;
 use super::clock::{Clock, SystemClock};
+use super::cluster_run::{is_cluster_policy, kubeconfig_namespace};
 use super::commands::NoCommands;
 use super::commands_file::FileCommands;
 use super::reconcile::{ReconcileError, Reconciler, Seams, TickOutcome};
@@ -47,13 +48,19 @@ pub enum LocalError {
     Unsupported(String),
     /// A cluster run could not reach, or may not drive, the cluster.
     #[error(transparent)]
-    Cluster(#[from] super::cluster_run::ClusterRunError),
+    Cluster(Box<super::cluster_run::ClusterRunError>),
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot start the local rollout of {policy}: {message}")]
+    #[error("cannot start the rollout of {policy}: {message}")]
     CannotRun { policy: String, message: String },
+}
+
+impl From<super::cluster_run::ClusterRunError> for LocalError {
+    fn from(error: super::cluster_run::ClusterRunError) -> Self {
+        LocalError::Cluster(Box::new(error))
+    }
 }
 
 impl LocalError {
@@ -75,6 +82,8 @@ pub struct LocalPolicy {
     pub policy: PolicyRef,
     pub spec: RolloutSpec,
     pub file: PathBuf,
+    /// Whether the file names `metadata.namespace` (else the default was used).
+    pub namespace_from_file: bool,
 }
 
 /// What a local command acts on: a policy file (or `[namespace/]name`) and the state dir.
@@ -89,7 +98,17 @@ impl LocalTarget {
     /// (namespace `default`).
     pub fn resolve(policy: &str, state_dir: &Path) -> Result<LocalTarget, LocalError> {
         let policy = if Path::new(policy).is_file() {
-            load_policy(Path::new(policy))?.policy
+            let local = load_policy(Path::new(policy))?;
+            if local.namespace_from_file || !is_cluster_policy(&local.spec) {
+                local.policy
+            } else {
+                // `shiftgate run` put a cluster policy without a namespace in the
+                // kubeconfig context's namespace; its state is stored under that one.
+                PolicyRef {
+                    namespace: kubeconfig_namespace(),
+                    name: local.policy.name,
+                }
+            }
         } else {
             let (namespace, name) = policy.split_once('/').unwrap_or(("default", policy));
             if name.is_empty() || namespace.is_empty() || name.contains('/') {
@@ -142,7 +161,9 @@ pub fn load_policy_in(file: &Path, default_namespace: &str) -> Result<LocalPolic
     let name = metadata.name.clone().ok_or_else(|| {
         LocalError::Unsupported(format!("{shown}: the policy has no metadata.name; add one"))
     })?;
+    let namespace_from_file = metadata.namespace.is_some();
     Ok(LocalPolicy {
+        namespace_from_file,
         policy: PolicyRef {
             namespace: metadata
                 .namespace

@@ -454,3 +454,77 @@ fn a_daemon_policy_of_another_name_on_the_same_route_is_refused_until_it_settles
     assert!(log.contains("primary"), "{log}");
     assert_eq!(cluster.patches(), 0, "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_exits_130_and_the_next_run_resumes() {
+    let (_exporter, prometheus) = prometheus_with(20, 0).await;
+    let cluster = cluster("primary");
+    // A long hold at 50%: the run is still there when it is interrupted.
+    let text = std::fs::read_to_string(cluster.policy(&prometheus.url()))
+        .unwrap()
+        .replace(
+            "steps: [50, 100]",
+            "steps: [{ weight: 50, hold: 10m }, 100]",
+        );
+    let policy = cluster.dir.path().join("long.yaml");
+    std::fs::write(&policy, text).unwrap();
+    let state_file = cluster.state_dir().join("shop/checkout.json");
+
+    let stderr_file = cluster.dir.path().join("interrupted.stderr");
+    let child = Command::new(shiftgate_binary())
+        .arg("run")
+        .arg(&policy)
+        .arg("--state-dir")
+        .arg(cluster.state_dir())
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_file).unwrap())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(Some(child));
+    // Polls the state file until the router confirmed 50%.
+    let confirmed = (0..300).any(|_| {
+        let state: Option<Value> = std::fs::read(&state_file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let done = state.is_some_and(|s| {
+            s["status"]["canaryWeight"] == 50 && s["status"]["stepStartedAt"].is_string()
+        });
+        if !done {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        done
+    });
+    assert!(confirmed, "50% was never confirmed");
+    let pid = guard.0.as_ref().unwrap().id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = wait_with_timeout(guard.0.take().unwrap());
+    let log = std::fs::read_to_string(&stderr_file).unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert_eq!(canary_weight(&cluster.virtual_service()), 50, "{log}");
+
+    // An operator command as a file, then the same command again: it resumes at 50%
+    // (no write back to 0) and the promote ends the hold.
+    let promote = Command::new(shiftgate_binary())
+        .arg("promote")
+        .arg(&policy)
+        .arg("--state-dir")
+        .arg(cluster.state_dir())
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output()
+        .unwrap();
+    assert_eq!(promote.status.code(), Some(0), "{}", stderr(&promote));
+    let patches = cluster.patches();
+    let output = tokio::task::block_in_place(|| cluster.run(&policy));
+    let log = stderr(&output);
+    eprintln!("{log}");
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    assert_eq!(canary_weight(&cluster.virtual_service()), 100, "{log}");
+    assert_eq!(
+        cluster.patches(),
+        patches + 1,
+        "one write: 50% to 100%\n{log}"
+    );
+}

@@ -107,7 +107,7 @@ fn random_scenario(rng: &mut StdRng, seed: u64) -> Scenario {
         requests_per_second: [2.0, 20.0, 80.0][rng.random_range(0..3)],
         jitter: 0.1,
     };
-    let mut behaviour = |rng: &mut StdRng, good: f64, bad: f64| {
+    let behaviour = |rng: &mut StdRng, good: f64, bad: f64| {
         let mut canary = vec![Segment {
             from: secs(0),
             value: good,

@@ -15,7 +15,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use kube::Client;
 use serde_json::Value;
 
-use super::istio::client::{call, to_kube_patch, DEFAULT_CALL_TIMEOUT, FIELD_MANAGER};
+use super::istio::client::{call, get_json, to_kube_patch, DEFAULT_CALL_TIMEOUT, FIELD_MANAGER};
 use super::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
 use crate::policy::ServiceRouter as ServiceRouterSpec;
 
@@ -155,28 +155,13 @@ impl ServiceRouter {
     }
 
     async fn get(&self) -> Result<(Value, Version), RouterError> {
-        let what = self.target.what();
-        let object = call(
+        get_json(
+            &self.api,
+            &self.target.name,
             self.call_timeout,
-            &what,
-            "read",
-            self.api.get(&self.target.name),
+            &self.target.what(),
         )
-        .await?;
-        let version =
-            object
-                .metadata
-                .resource_version
-                .clone()
-                .ok_or_else(|| RouterError::Unavailable {
-                    message: format!("{what} came back without a resourceVersion; retrying"),
-                    source: None,
-                })?;
-        let value = serde_json::to_value(&object).map_err(|error| RouterError::Unavailable {
-            message: format!("{what} could not be re-encoded as json"),
-            source: Some(Box::new(error)),
-        })?;
-        Ok((value, Version(version)))
+        .await
     }
 }
 

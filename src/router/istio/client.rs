@@ -61,28 +61,13 @@ impl IstioRouter {
 
     /// Reads the VirtualService as plain JSON with its resourceVersion.
     async fn get(&self) -> Result<(Value, Version), RouterError> {
-        let what = self.what();
-        let object = call(
+        get_json(
+            &self.api,
+            &self.target.name,
             self.call_timeout,
-            &what,
-            "read",
-            self.api.get(&self.target.name),
+            &self.what(),
         )
-        .await?;
-        let version =
-            object
-                .metadata
-                .resource_version
-                .clone()
-                .ok_or_else(|| RouterError::Unavailable {
-                    message: format!("{what} came back without a resourceVersion; retrying"),
-                    source: None,
-                })?;
-        let value = serde_json::to_value(&object).map_err(|error| RouterError::Unavailable {
-            message: format!("{what} could not be re-encoded as json"),
-            source: Some(Box::new(error)),
-        })?;
-        Ok((value, Version(version)))
+        .await
     }
 }
 
@@ -157,6 +142,31 @@ pub(crate) fn to_kube_patch(
                 "the patch for {what} could not be encoded: {error}; this is a bug in shiftgate"
             ))
         })
+}
+
+/// Reads one object as plain JSON (never a typed round-trip, so unknown fields survive)
+/// with the resourceVersion its next conditional write must be tested against.
+pub(crate) async fn get_json(
+    api: &Api<DynamicObject>,
+    name: &str,
+    limit: Duration,
+    what: &str,
+) -> Result<(Value, Version), RouterError> {
+    let object = call(limit, what, "read", api.get(name)).await?;
+    let version =
+        object
+            .metadata
+            .resource_version
+            .clone()
+            .ok_or_else(|| RouterError::Unavailable {
+                message: format!("{what} came back without a resourceVersion; retrying"),
+                source: None,
+            })?;
+    let value = serde_json::to_value(&object).map_err(|error| RouterError::Unavailable {
+        message: format!("{what} could not be re-encoded as json"),
+        source: Some(Box::new(error)),
+    })?;
+    Ok((value, Version(version)))
 }
 
 /// Runs one API call under `limit`, mapping its failure to what the reconciler should do.

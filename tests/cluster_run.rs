@@ -139,12 +139,18 @@ spec:
 
     /// `shiftgate run POLICY --state-dir …` with `KUBECONFIG` set, to its end.
     fn run(&self, policy: &Path) -> Output {
+        self.run_with(policy, &[])
+    }
+
+    /// [`Self::run`] with more arguments.
+    fn run_with(&self, policy: &Path, extra: &[&str]) -> Output {
         // Output goes to files, so a chatty child never blocks on a full pipe.
         let stdout = self.dir.path().join("stdout");
         let stderr = self.dir.path().join("stderr");
         let child = Command::new(shiftgate_binary())
             .arg("run")
             .arg(policy)
+            .args(extra)
             .arg("--state-dir")
             .arg(self.state_dir())
             .env("KUBECONFIG", &self.kubeconfig)
@@ -527,4 +533,20 @@ async fn an_interrupted_run_exits_130_and_the_next_run_resumes() {
         patches + 1,
         "one write: 50% to 100%\n{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_judges_every_step_and_writes_nothing() {
+    let (_exporter, prometheus) = prometheus_with(20, 0).await;
+    let cluster = cluster("primary");
+    let original = cluster.virtual_service();
+    let policy = cluster.policy(&prometheus.url());
+
+    let output = tokio::task::block_in_place(|| cluster.run_with(&policy, &["--dry-run"]));
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    assert!(log.contains("analysis passed"), "{log}");
+    assert_eq!(cluster.patches(), 0, "{log}");
+    assert_eq!(cluster.virtual_service(), original);
+    assert!(!cluster.state_dir().join("shop/checkout.json").exists());
 }

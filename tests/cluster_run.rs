@@ -550,3 +550,16 @@ async fn a_dry_run_judges_every_step_and_writes_nothing() {
     assert_eq!(cluster.virtual_service(), original);
     assert!(!cluster.state_dir().join("shop/checkout.json").exists());
 }
+
+#[test]
+fn an_unknown_context_is_refused_before_the_cluster_is_asked() {
+    let cluster = cluster("primary");
+    let policy = cluster.policy("http://127.0.0.1:9");
+
+    let output = cluster.run_with(&policy, &["--context", "nowhere"]);
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(3), "{log}");
+    assert!(log.contains("\"nowhere\""), "{log}");
+    assert!(log.contains("kubectl config get-contexts"), "{log}");
+    assert!(cluster.server.requests().is_empty(), "{log}");
+}

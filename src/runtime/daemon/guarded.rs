@@ -12,14 +12,18 @@
 //! driving a spec that can no longer be read, and its route stays at the live weights.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
+use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::policy::Context;
 use super::*;
+use crate::policy::diagnostic::Severity;
+use crate::policy::schema::document_schema;
+use crate::policy::structure::check_structure;
 
 /// How long one refusal (status read, status write, Event) may take.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,16 +40,28 @@ pub(super) struct Undecodable {
     /// The field path serde stopped at, like `spec.steps[0]`.
     pub(super) path: String,
     pub(super) cause: String,
+    /// Every structural problem of the spec (`path: message (hint: ..)`), as
+    /// `shiftgate validate` reports them; empty when only serde saw one.
+    pub(super) problems: Vec<String>,
 }
 
 impl Undecodable {
     /// The condition message: the field, why, and what to do.
     pub(super) fn message(&self) -> String {
+        let problems = if self.problems.is_empty() {
+            format!("{}: {}", self.path, self.cause)
+        } else {
+            self.problems.join("; ")
+        };
+        let what = if self.problems.len() > 1 {
+            "these fields"
+        } else {
+            &self.path
+        };
         format!(
-            "{}: {}; the daemon cannot read this policy and drives nothing for it (a rollout \
-             in progress stays at its live weights): fix {} (`shiftgate validate` lists every \
-             problem) and apply it again",
-            self.path, self.cause, self.path
+            "{problems}; the daemon cannot read this policy and drives nothing for it (a \
+             rollout in progress stays at its live weights): fix {what} (`shiftgate validate` \
+             lists every problem) and apply it again"
         )
     }
 }
@@ -55,7 +71,7 @@ pub(super) fn decode(
     object: &DynamicObject,
     resource: &ApiResource,
 ) -> Result<RolloutPolicy, Box<Undecodable>> {
-    let undecodable = |path: String, cause: String| {
+    let undecodable = |path: String, cause: String, problems: Vec<String>| {
         Box::new(Undecodable {
             policy: PolicyRef {
                 namespace: object.metadata.namespace.clone().unwrap_or_default(),
@@ -66,12 +82,43 @@ pub(super) fn decode(
             reference: object.object_ref(resource),
             path,
             cause,
+            problems,
         })
     };
-    let value =
-        serde_json::to_value(object).map_err(|e| undecodable(".".to_owned(), e.to_string()))?;
-    serde_path_to_error::deserialize::<_, RolloutPolicy>(value)
-        .map_err(|e| undecodable(e.path().to_string(), e.inner().to_string()))
+    let value = serde_json::to_value(object)
+        .map_err(|e| undecodable(".".to_owned(), e.to_string(), Vec::new()))?;
+    serde_path_to_error::deserialize::<_, RolloutPolicy>(value.clone()).map_err(|e| {
+        undecodable(
+            e.path().to_string(),
+            e.inner().to_string(),
+            spec_problems(&value),
+        )
+    })
+}
+
+/// The spec's structural errors, with the messages and hints of `shiftgate validate`
+/// (serde alone says "data did not match any variant of untagged enum StepRepr").
+fn spec_problems(object: &Value) -> Vec<String> {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    let schema = SCHEMA.get_or_init(document_schema);
+    // Only the spec is judged: the server's metadata and the status are not the user's.
+    let document = serde_json::json!({
+        "apiVersion": object.get("apiVersion"),
+        "kind": object.get("kind"),
+        "metadata": {
+            "name": object.pointer("/metadata/name"),
+            "namespace": object.pointer("/metadata/namespace"),
+        },
+        "spec": object.get("spec"),
+    });
+    check_structure(&document, schema)
+        .into_iter()
+        .filter(|issue| issue.severity == Severity::Error)
+        .map(|issue| match &issue.hint {
+            Some(hint) => format!("{}: {} (hint: {hint})", issue.path, issue.message),
+            None => format!("{}: {}", issue.path, issue.message),
+        })
+        .collect()
 }
 
 #[derive(Debug)]
@@ -362,8 +409,10 @@ mod tests {
         let error = decode(&object("bad", "1", json!([0, "abc"])), &resource()).unwrap_err();
         assert_eq!(error.path, "spec.steps[1]");
         assert_eq!(error.policy.name, "bad");
+        let message = error.message();
+        assert!(!message.contains("untagged enum"), "{message}");
         assert!(
-            error.message().contains("spec.steps[1]: "),
+            error.message().starts_with("spec.steps[1]: "),
             "{}",
             error.message()
         );

@@ -46,6 +46,14 @@ pub(super) struct Undecodable {
 }
 
 impl Undecodable {
+    /// The same spec generation with the same problem: nothing new to log or write.
+    fn same_problem(&self, other: &Undecodable) -> bool {
+        self.generation == other.generation
+            && self.path == other.path
+            && self.cause == other.cause
+            && self.problems == other.problems
+    }
+
     /// The condition message: the field, why, and what to do.
     pub(super) fn message(&self) -> String {
         let problems = if self.problems.is_empty() {
@@ -148,16 +156,22 @@ impl InvalidPolicies {
         f(&mut self.entries.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Records an undecodable object; logs it once per resourceVersion.
+    /// Records an undecodable object; logs it (and has its refusal written) once per
+    /// change of what is wrong. Keyed on generation and problem, not resourceVersion:
+    /// the refusal's own status write bumps the resourceVersion.
     fn record(&self, invalid: Undecodable) {
         let fresh = self.with(|entries| {
             if let Some(listing) = &mut entries.listing {
                 listing.insert(invalid.policy.clone());
             }
-            let known = entries
-                .by_policy
-                .get(&invalid.policy)
-                .is_some_and(|e| e.invalid.resource_version == invalid.resource_version);
+            let known = match entries.by_policy.get_mut(&invalid.policy) {
+                Some(entry) if entry.invalid.same_problem(&invalid) => {
+                    // The newest reference, for the Event.
+                    entry.invalid = invalid.clone();
+                    true
+                }
+                _ => false,
+            };
             if !known {
                 tracing::warn!(
                     kind = "RolloutPolicy",
@@ -212,11 +226,11 @@ impl InvalidPolicies {
         })
     }
 
-    /// The refusal of `invalid` is written, unless the object changed meanwhile.
+    /// The refusal of `invalid` is written, unless its problem changed meanwhile.
     fn handled(&self, invalid: &Undecodable) {
         self.with(|entries| {
             if let Some(entry) = entries.by_policy.get_mut(&invalid.policy) {
-                if entry.invalid.resource_version == invalid.resource_version {
+                if entry.invalid.same_problem(invalid) {
                     entry.handled = true;
                 }
             }
@@ -325,7 +339,7 @@ pub(super) async fn write_refusals(
 ) {
     let mut leadership = ctx.leadership.clone();
     loop {
-        let mut failed = false;
+        let mut retry_soon = false;
         if ctx.leadership.is_leading() {
             for undecodable in invalid.pending() {
                 let written = tokio::time::timeout(
@@ -345,17 +359,18 @@ pub(super) async fn write_refusals(
                 match written {
                     Ok(Ok(())) => invalid.handled(&undecodable),
                     Ok(Err(error)) => {
-                        failed = true;
+                        // A permanent error (a corrupt status) waits for the resync.
+                        retry_soon |= error.is_transient();
                         tracing::warn!(namespace = %undecodable.policy.namespace, name = %undecodable.policy.name, reason = error.reason(), error = %error, "cannot write the refusal of an undecodable policy; retrying");
                     }
                     Err(_) => {
-                        failed = true;
+                        retry_soon = true;
                         tracing::warn!(namespace = %undecodable.policy.namespace, name = %undecodable.policy.name, timeout = ?REFUSAL_TIMEOUT, "writing the refusal of an undecodable policy timed out; retrying");
                     }
                 }
             }
         }
-        let wait = if failed {
+        let wait = if retry_soon {
             REFUSAL_RETRY
         } else {
             ctx.options.resync
@@ -477,7 +492,7 @@ mod tests {
     }
 
     #[test]
-    fn handled_holds_only_for_the_version_it_was_written_for() {
+    fn handled_holds_only_for_the_problem_it_was_written_for() {
         let invalid = InvalidPolicies::default();
         let first = *decode(&object("bad", "1", json!(["abc"])), &resource()).unwrap_err();
         invalid.record(first.clone());
@@ -486,11 +501,14 @@ mod tests {
         assert_eq!(
             invalid.pending().len(),
             1,
-            "version 2 still needs its refusal"
+            "the changed problem still needs its refusal"
         );
         invalid.handled(&invalid.pending()[0].clone());
         assert!(invalid.pending().is_empty());
-        // The same version again (a re-list) is not new.
+        // The same version again (a re-list) is not new, nor is the same spec at a new
+        // resourceVersion (the refusal's own status write).
+        invalid.record(*decode(&object("bad", "3", json!(["abd"])), &resource()).unwrap_err());
+        assert!(invalid.pending().is_empty());
         invalid.record(*decode(&object("bad", "2", json!(["abd"])), &resource()).unwrap_err());
         assert!(invalid.pending().is_empty());
     }

@@ -177,6 +177,7 @@ impl InvalidPolicies {
                     kind = "RolloutPolicy",
                     namespace = %invalid.policy.namespace,
                     name = %invalid.policy.name,
+                    resource_version = invalid.resource_version.as_deref().unwrap_or(""),
                     field = %invalid.path,
                     error = %invalid.cause,
                     "undecodable policy skipped"

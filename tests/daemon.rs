@@ -1064,3 +1064,72 @@ async fn a_policy_edited_into_an_undecodable_one_mid_rollout_is_no_longer_driven
     assert_eq!(invalid.len(), 1, "{events:?}");
     daemon.stop().await;
 }
+
+/// With two replicas, only the leader writes an undecodable policy's refusal: one
+/// Warning Event, reported by the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_refuses_an_undecodable_policy() {
+    let cluster = Cluster::start().await;
+    let metrics = ScriptedErrorRate::new(0.001);
+    let a = cluster.daemon("pod-a", metrics.clone(), true);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(cluster.server.client().unwrap(), NS);
+    let started = Instant::now();
+    loop {
+        if let Ok(lease) = leases.get("shiftgate").await {
+            if lease.spec.and_then(|s| s.holder_identity).as_deref() == Some("pod-a") {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "pod-a never led"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = cluster.daemon("pod-b", metrics, true);
+    b.wait_ready().await;
+    cluster
+        .raw_policies()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(undecodable_policy(
+                "broken",
+                "checkout",
+                "/spec/steps",
+                json!([0, "half"]),
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_for_status("broken", "InvalidPolicy", Duration::from_secs(20), |s| {
+            condition(s, "InvalidPolicy").is_some()
+        })
+        .await;
+    // Both replicas have seen it by now; give a wrongly writing follower time to act.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events: Api<DynamicObject> = Api::namespaced_with(
+        cluster.server.client().unwrap(),
+        NS,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
+            "events",
+        ),
+    );
+    let instances: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .filter(|e| e["regarding"]["name"] == "broken")
+        .map(|e| e["reportingInstance"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(instances, ["pod-a"], "one Event, from the leader");
+    assert!(cluster.log.weights().is_empty());
+    a.stop().await;
+    b.stop().await;
+}

@@ -296,8 +296,9 @@ fn translate(
             invalid.end_listing();
             watcher::Event::InitDone
         }
-        // During a (re-)list an undecodable object is simply not listed: the reflector
-        // replaces its store at `InitDone`, so a formerly valid version is dropped.
+        // During a (re-)list an undecodable object is not listed, so the reflector drops
+        // a formerly valid version at `InitDone`; the `Delete` drops it now, and also
+        // tells the metrics to forget it.
         watcher::Event::InitApply(object) => match decode(&object, resource) {
             Ok(policy) => {
                 forget(&object);
@@ -305,7 +306,7 @@ fn translate(
             }
             Err(undecodable) => {
                 invalid.record(*undecodable);
-                return None;
+                watcher::Event::Delete(previously_known(&object)?)
             }
         },
         watcher::Event::Apply(object) => match decode(&object, resource) {
@@ -483,13 +484,27 @@ mod tests {
             watcher::Event::Apply(object("c", "3", json!(["abc"]))),
             watcher::Event::Apply(object("a", "4", json!([0, 100]))),
             watcher::Event::Delete(object("b", "5", json!(["abc"]))),
+            watcher::Event::Apply(object("d", "6", json!([0, 100]))),
             watcher::Event::Init,
             watcher::Event::InitApply(object("a", "4", json!([0, 100]))),
+            // Edited into an undecodable one while the watch was down.
+            watcher::Event::InitApply(object("d", "7", json!(["abc"]))),
             watcher::Event::InitDone,
         ])
         .await;
-        assert_eq!(out, ["apply a", "init", "init-apply a", "init-done"]);
-        assert_eq!(invalid.len(), 0, "c vanished during the re-list");
+        assert_eq!(
+            out,
+            [
+                "apply a",
+                "apply d",
+                "init",
+                "init-apply a",
+                "delete d",
+                "init-done"
+            ]
+        );
+        assert_eq!(invalid.len(), 1, "c vanished during the re-list; d is new");
+        assert_eq!(invalid.pending()[0].policy.name, "d");
     }
 
     #[test]

@@ -11,11 +11,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{Patch as JsonPatch, PatchOperation, ReplaceOperation, TestOperation};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::Client;
 use serde_json::Value;
 
-use super::istio::client::{call, get_json, to_kube_patch, DEFAULT_CALL_TIMEOUT, FIELD_MANAGER};
+use super::istio::client::{get_json, patch_json, DEFAULT_CALL_TIMEOUT};
 use super::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
 use crate::policy::ServiceRouter as ServiceRouterSpec;
 
@@ -188,27 +188,14 @@ impl TrafficRouter for ServiceRouter {
         if patch.0.is_empty() {
             return Ok(version);
         }
-        let patch = to_kube_patch(&patch, &what)?;
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PatchParams::default()
-        };
-        let written = call(
+        patch_json(
+            &self.api,
+            &self.target.name,
+            &patch,
             self.call_timeout,
             &what,
-            "patch",
-            self.api
-                .patch(&self.target.name, &params, &Patch::Json::<()>(patch)),
         )
-        .await?;
-        written
-            .metadata
-            .resource_version
-            .map(Version)
-            .ok_or_else(|| RouterError::Unavailable {
-                message: format!("{what} was patched but the reply has no resourceVersion"),
-                source: None,
-            })
+        .await
     }
 }
 

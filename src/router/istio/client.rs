@@ -105,28 +105,14 @@ impl TrafficRouter for IstioRouter {
         if patch.0.is_empty() {
             return Ok(version);
         }
-        let what = self.what();
-        let patch = to_kube_patch(&patch, &what)?;
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PatchParams::default()
-        };
-        let written = call(
+        patch_json(
+            &self.api,
+            &self.target.name,
+            &patch,
             self.call_timeout,
-            &what,
-            "patch",
-            self.api
-                .patch(&self.target.name, &params, &Patch::Json::<()>(patch)),
+            &self.what(),
         )
-        .await?;
-        written
-            .metadata
-            .resource_version
-            .map(Version)
-            .ok_or_else(|| RouterError::Unavailable {
-                message: format!("{what} was patched but the reply has no resourceVersion"),
-                source: None,
-            })
+        .await
     }
 }
 
@@ -167,6 +153,37 @@ pub(crate) async fn get_json(
         source: Some(Box::new(error)),
     })?;
     Ok((value, Version(version)))
+}
+
+/// Sends one JSON Patch (its `test` ops make it conditional) as field manager `shiftgate`
+/// and returns the resourceVersion the write produced.
+pub(crate) async fn patch_json(
+    api: &Api<DynamicObject>,
+    name: &str,
+    patch: &JsonPatch,
+    limit: Duration,
+    what: &str,
+) -> Result<Version, RouterError> {
+    let patch = to_kube_patch(patch, what)?;
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    let written = call(
+        limit,
+        what,
+        "patch",
+        api.patch(name, &params, &Patch::Json::<()>(patch)),
+    )
+    .await?;
+    written
+        .metadata
+        .resource_version
+        .map(Version)
+        .ok_or_else(|| RouterError::Unavailable {
+            message: format!("{what} was patched but the reply has no resourceVersion"),
+            source: None,
+        })
 }
 
 /// Runs one API call under `limit`, mapping its failure to what the reconciler should do.

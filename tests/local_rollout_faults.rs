@@ -112,6 +112,42 @@ async fn prometheus_down_past_the_limit_triggers_on_inconclusive() {
     assert_eq!(stack.served().await.canary_weight, 0);
 }
 
+/// A run killed at 50% and started again while Prometheus is down must not walk away
+/// from the traffic it moved (exit 3 would leave the canary at 50% unattended): it goes
+/// on, the outage is Inconclusive, and `onInconclusive` acts after its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_resumed_while_prometheus_is_down_goes_on_and_acts_on_inconclusive() {
+    let mut stack = Stack::start().await;
+    let limit = 3;
+    let policy = stack.write_policy(&PolicyOptions {
+        steps: "[0, {weight: 50, hold: 10m}, 100]".to_owned(),
+        inconclusive_limit: limit,
+        ..PolicyOptions::default()
+    });
+    let mut first = stack.spawn_run(&policy);
+    stack
+        .wait_for_state("50% after a passed analysis", at_weight_after_a_pass(50))
+        .await;
+    first.kill_hard();
+    stack.stop_prometheus();
+
+    let output = stack.spawn_run(&policy).finish().await;
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("Prometheus is unavailable"),
+        "the resumed run did not say why its evaluations are inconclusive:\n{log}"
+    );
+    let state = stack.state().unwrap();
+    assert_eq!(state["status"]["phase"], "RolledBack", "{log}");
+    let message = state["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("could not be reached") && message.contains("inconclusive"),
+        "{message}"
+    );
+    assert_eq!(stack.served().await.canary_weight, 0);
+}
+
 /// The (phase, step, weight) transitions of a history, without repeats.
 fn transitions(state: &serde_json::Value) -> Vec<(String, u64, u64)> {
     let mut out: Vec<(String, u64, u64)> = Vec::new();

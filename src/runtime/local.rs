@@ -214,6 +214,7 @@ pub struct LocalRun {
     local: LocalPolicy,
     reconciler: Reconciler,
     router: Arc<dyn TrafficRouter>,
+    store: Arc<dyn StateStore>,
     clock: Arc<dyn Clock>,
 }
 
@@ -267,7 +268,7 @@ impl LocalRun {
         let seams = Seams {
             router: Arc::clone(&router),
             metrics: Arc::new(PrometheusSource::new(None)),
-            store,
+            store: Arc::clone(&store),
             checks: Arc::new(checks),
             commands,
             clock: Arc::clone(&clock),
@@ -276,6 +277,7 @@ impl LocalRun {
             local,
             reconciler: Reconciler::new(seams),
             router,
+            store,
             clock,
         })
     }
@@ -309,10 +311,36 @@ impl LocalRun {
         match probed {
             Ok(()) => Ok(live),
             Err(e) if e.is_invalid_input() => Err(LocalError::Unsupported(e.to_string())),
+            // Traffic already moved and nobody else is driving it: refusing to run would
+            // leave the canary at its weight unattended. Going on, the outage is
+            // Inconclusive and the policy's `onInconclusive` acts after its limit.
+            Err(e) if self.resumes_moved_traffic().await => {
+                tracing::warn!(
+                    namespace = %self.local.policy.namespace,
+                    name = %self.local.policy.name,
+                    error = %e,
+                    "resuming a rollout whose traffic already moved while Prometheus is unavailable: \
+                     evaluations are inconclusive until it answers"
+                );
+                Ok(live)
+            }
             Err(e) => Err(LocalError::CannotRun {
                 policy: format!("{}/{}", self.local.policy.namespace, self.local.policy.name),
                 message: e.to_string(),
             }),
+        }
+    }
+
+    /// Whether the stored state is an unfinished rollout of this revision that already
+    /// moved traffic (or installed its test route).
+    async fn resumes_moved_traffic(&self) -> bool {
+        match self.store.load(&self.local.policy).await {
+            Ok(Some((status, _))) => {
+                status.revision.as_deref() == Some(self.local.spec.revision.as_str())
+                    && !status.is_settled()
+                    && (status.canary_weight > 0 || status.test_route || status.target.is_some())
+            }
+            Ok(None) | Err(_) => false,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use clap::{CommandFactory as _, FromArgMatches as _};
 
-use shiftgate::cli::{kube_target::CLUSTER_ENV, Cli, LogFormat};
+use shiftgate::cli::{kube_target::CLUSTER_ENV, logging::init_tracing, Cli};
 
 fn main() {
     // Before any thread starts: every status/promote/pause/resume/abort targets the cluster.
@@ -13,16 +13,4 @@ fn main() {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_tracing(cli.log_format);
     std::process::exit(shiftgate::cli::dispatch(cli));
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHIFTGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

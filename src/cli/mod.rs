@@ -9,6 +9,7 @@ pub mod demo;
 pub mod demo_app;
 pub mod exit;
 pub mod kube_target;
+pub mod logging;
 pub mod measure;
 pub mod pause;
 pub mod promote;

@@ -41,15 +41,9 @@ pub fn run(args: DemoAppArgs) -> i32 {
         eprintln!("error: invalid --error-rate/--latency-ms: {e}");
         return exit::INVALID_INPUT;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::current_thread_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::COULD_NOT_RUN;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(serve(args, faults)) {
         Ok(()) => exit::OK,

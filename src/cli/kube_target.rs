@@ -104,19 +104,9 @@ async fn connect(target: &ClusterTarget) -> anyhow::Result<(kube::Client, String
     Ok((client, namespace))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, i32> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
-            exit::COULD_NOT_RUN
-        })
-}
-
 /// `shiftgate status NAME -n NS`: text on stderr, or the status object as JSON on stdout.
 pub fn cluster_status(target: &ClusterTarget, json: bool) -> i32 {
-    let runtime = match runtime() {
+    let runtime = match crate::cli::current_thread_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -256,7 +246,7 @@ fn describe_status(status: &RolloutStatus, steps: usize, generation: Option<i64>
 
 /// `shiftgate promote|pause|resume|abort NAME -n NS`: writes the command annotation.
 pub fn cluster_command(target: &ClusterTarget, command: Command) -> i32 {
-    let runtime = match runtime() {
+    let runtime = match crate::cli::current_thread_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };

@@ -74,6 +74,18 @@ pub enum Command {
     MeasureRollback(measure::MeasureArgs),
 }
 
+/// The single-threaded runtime the short commands (status, promote, …) run on; a failure
+/// to build it is reported and becomes exit code 3.
+pub(crate) fn current_thread_runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            exit::COULD_NOT_RUN
+        })
+}
+
 /// Runs the parsed command and returns the process exit code.
 pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {

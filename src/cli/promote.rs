@@ -32,15 +32,9 @@ pub fn send(target: &LocalPolicyArgs, command: Command) -> i32 {
         Ok(target) => target,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::current_thread_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return crate::cli::exit::COULD_NOT_RUN;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(target.commands().submit(&target.policy, command)) {
         Ok(path) => {

@@ -68,15 +68,9 @@ pub fn run(args: StatusArgs) -> i32 {
         Ok(target) => target,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::current_thread_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::COULD_NOT_RUN;
-        }
+        Err(code) => return code,
     };
     let label = format!("{}/{}", target.policy.namespace, target.policy.name);
     let loaded = runtime.block_on(target.store().load(&target.policy));

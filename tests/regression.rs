@@ -1,0 +1,29 @@
+//! One test per defect an issue names, named after the defect (ripgrep's
+//! `tests/regression.rs`). Each must fail on the code before its fix. The tests are
+//! grouped by the area of the issue that named them; each group is its own file under
+//! `tests/regression/` so that the groups can be worked on independently.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+#[allow(dead_code)]
+mod support;
+
+/// Issue "trust" §1: a policy never borrows the daemon's identity.
+#[path = "regression/tenancy.rs"]
+mod tenancy;
+
+/// Issue "trust" §2: no traffic moves without a judgement.
+#[path = "regression/judgement.rs"]
+mod judgement;
+
+/// Issue "trust" §3 and commands that belong to a revision.
+#[path = "regression/commands.rs"]
+mod commands;
+
+/// Issue "trust" §4: no panic on any input; bounded resources.
+#[path = "regression/limits.rs"]
+mod limits;
+
+/// Issue "trust" §5: the Kubernetes path.
+#[path = "regression/kubernetes.rs"]
+mod kubernetes;

@@ -1,0 +1,1 @@
+//! Regression tests: see tests/regression.rs.

@@ -2,6 +2,7 @@
 //! advances, and the reactions to failure and to inconclusive analysis.
 
 use crate::analysis::{judge, Verdict};
+use crate::engine::plan::later;
 use crate::engine::reasons;
 use crate::engine::step::Tick;
 use crate::engine::types::{Action, TransitionKind};
@@ -77,7 +78,7 @@ impl Tick<'_> {
                 .s
                 .last_evaluation_at
                 .filter(|last| *last >= started)
-                .map_or(started, |last| last + self.plan.interval());
+                .map_or(started, |last| later(last, self.plan.interval()));
             if self.now < due {
                 self.wake(due);
                 return;
@@ -113,7 +114,7 @@ impl Tick<'_> {
                     self.on_failure(reasons::CHECKS_FAILED, message);
                 } else {
                     self.record(reasons::CHECKS_FAILED, message);
-                    self.wake(self.now + self.plan.interval());
+                    self.wake(later(self.now, self.plan.interval()));
                 }
                 return;
             }
@@ -156,7 +157,7 @@ impl Tick<'_> {
             .s
             .last_evaluation_at
             .filter(|last| *last > started)
-            .map_or(started + interval, |last| last + interval);
+            .map_or(later(started, interval), |last| later(last, interval));
         if self.now < due {
             self.wake(due);
             return true;
@@ -186,7 +187,7 @@ impl Tick<'_> {
                 })
                 .collect(),
         });
-        self.wake(self.now + interval);
+        self.wake(later(self.now, interval));
         let limits = self.plan.analysis();
         match evaluation.verdict {
             Verdict::Pass => {
@@ -224,7 +225,7 @@ impl Tick<'_> {
 
     /// The step's analysis (or checks) passed: it passes once its hold has elapsed.
     fn pass_step_when_held(&mut self, started: crate::policy::Timestamp) {
-        let hold_end = started + self.plan.hold(self.s.step);
+        let hold_end = later(started, self.plan.hold(self.s.step));
         if self.now < hold_end {
             self.wake(hold_end);
             return;

@@ -11,6 +11,7 @@ pub use step::StepSpec;
 pub use types::*;
 mod analysis_rules;
 pub mod diagnostic;
+pub mod limits;
 mod names;
 pub mod parse;
 mod partial;

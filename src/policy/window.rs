@@ -36,7 +36,10 @@ struct CompiledWindow {
 impl CompiledWindow {
     /// The opening `t` with `t <= now < t + duration`, if the window is open at `now`.
     fn opening_covering(&self, now: Timestamp) -> Option<Timestamp> {
-        let since = (now - self.duration).with_timezone(&self.time_zone);
+        // Checked: no window opened before the start of time.
+        let since = now
+            .checked_sub_signed(self.duration)?
+            .with_timezone(&self.time_zone);
         self.schedules
             .iter()
             .filter_map(|s| s.after(&since).next())
@@ -56,7 +59,9 @@ impl CompiledWindow {
             .min();
         // Every opening in (now - duration, now] closes after now; the earliest close is
         // the one of the earliest such opening.
-        let next_close = self.opening_covering(now).map(|t| t + self.duration);
+        let next_close = self
+            .opening_covering(now)
+            .and_then(|t| t.checked_add_signed(self.duration));
         [next_open, next_close].into_iter().flatten().min()
     }
 }
@@ -149,6 +154,19 @@ pub(super) fn window_field_issues(
 
 /// `schedule` of the window at `path`, as the crate's schedules (empty when invalid).
 fn compile_schedule(path: &str, schedule: &str, issues: &mut Vec<Issue>) -> Vec<cron::Schedule> {
+    if schedule.len() > super::limits::MAX_SCHEDULE_CHARS {
+        issues.push(
+            Issue::error(
+                format!("{path}.schedule"),
+                format!(
+                    "the schedule is longer than {} characters",
+                    super::limits::MAX_SCHEDULE_CHARS
+                ),
+            )
+            .with_hint(CRON_HINT),
+        );
+        return Vec::new();
+    }
     match translate_schedule(schedule) {
         Ok(exprs) => {
             let mut parsed = Vec::new();
@@ -187,6 +205,20 @@ fn compile_schedule(path: &str, schedule: &str, issues: &mut Vec<Issue>) -> Vec<
 }
 
 fn compile_time_zone(path: &str, name: &str, issues: &mut Vec<Issue>) -> Option<Tz> {
+    if name.len() > super::limits::MAX_TIME_ZONE_CHARS {
+        // Also keeps the did-you-mean search (quadratic in the length) cheap.
+        issues.push(
+            Issue::error(
+                format!("{path}.timeZone"),
+                format!(
+                    "the time zone is longer than {} characters, so it is not an IANA name",
+                    super::limits::MAX_TIME_ZONE_CHARS
+                ),
+            )
+            .with_hint("write a name such as `UTC`, `Europe/Berlin`, `America/New_York`"),
+        );
+        return None;
+    }
     match Tz::from_str(name) {
         Ok(tz) => Some(tz),
         Err(_) => {

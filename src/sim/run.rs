@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::engine::plan::{later, to_chrono};
 use crate::engine::{Plan, PlanError, Transition};
 use crate::metrics::scripted::{MetricScript, ScriptedMetrics};
 use crate::metrics::PolicyRef;
@@ -346,7 +347,7 @@ impl Simulation {
                     note: None,
                 };
                 let retry = crate::engine::plan::to_chrono(crate::engine::plan::RETRY_DELAY);
-                (Some(self.now() + retry), entry)
+                (Some(crate::engine::plan::later(self.now(), retry)), entry)
             }
         };
         if entry.phase != phase_before && entry.transitions.is_empty() {
@@ -374,7 +375,7 @@ impl Simulation {
             .scenario
             .event_offsets()
             .into_iter()
-            .map(|o| self.scenario.start + crate::engine::plan::to_chrono(o))
+            .map(|o| later(self.scenario.start, to_chrono(o)))
             .find(|t| *t > now);
         let next = match (wake_at, next_event) {
             (Some(a), Some(b)) => a.min(b),
@@ -386,8 +387,8 @@ impl Simulation {
                 }
             },
         };
-        let end = self.scenario.start + crate::engine::plan::to_chrono(self.scenario.max_duration);
-        let next = next.max(now + MIN_ADVANCE);
+        let end = later(self.scenario.start, to_chrono(self.scenario.max_duration));
+        let next = next.max(later(now, MIN_ADVANCE));
         if next > end {
             self.done = true;
             return false;

@@ -52,14 +52,14 @@ where
 {
     Target {
         name,
-        draw: Box::new(move |runner| {
+        draw: Box::new(move |runner: &mut TestRunner| {
             let case = strategy
                 .new_tree(runner)
                 .map(|tree| tree.current())
                 .expect("the strategies never reject");
             serde_json::to_string_pretty(&case).expect("cases serialize")
         }),
-        run: Box::new(move |text| run_json(text, run)),
+        run: Box::new(move |text: &str| run_json(text, run)),
     }
 }
 

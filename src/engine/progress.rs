@@ -101,7 +101,7 @@ impl Tick<'_> {
                 let message = format!("{} checks passed", outcome.results.len());
                 self.record(reasons::CHECKS_PASSED, message);
             } else {
-                self.s.consecutive_failures += 1;
+                self.s.consecutive_failures = self.s.consecutive_failures.saturating_add(1);
                 let message = format!(
                     "{} of {} checks failed ({} in a row, limit {}): {}",
                     failed.len(),
@@ -196,7 +196,7 @@ impl Tick<'_> {
                 self.note(reasons::ANALYSIS_PASSED, evaluation.message);
             }
             Verdict::Fail { .. } => {
-                self.s.consecutive_failures += 1;
+                self.s.consecutive_failures = self.s.consecutive_failures.saturating_add(1);
                 let message = format!(
                     "{} ({} failed in a row, limit {})",
                     evaluation.message, self.s.consecutive_failures, limits.failure_limit
@@ -208,7 +208,7 @@ impl Tick<'_> {
                 }
             }
             Verdict::Inconclusive(_) => {
-                self.s.consecutive_inconclusive += 1;
+                self.s.consecutive_inconclusive = self.s.consecutive_inconclusive.saturating_add(1);
                 let message = format!(
                     "{} ({} inconclusive in a row, limit {})",
                     evaluation.message, self.s.consecutive_inconclusive, limits.inconclusive_limit
@@ -263,7 +263,7 @@ impl Tick<'_> {
             return;
         }
         let from = self.plan.step(self.s.step).weight;
-        self.s.step += 1;
+        self.s.step = self.s.step.saturating_add(1);
         self.s.phase = Phase::Progressing;
         self.s.pause_reason = None;
         self.s.consecutive_failures = 0;

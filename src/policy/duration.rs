@@ -54,6 +54,16 @@ impl Duration {
         u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// For people: whole days as `30d`, anything else as [`Duration::to_promql`].
+    pub fn to_human(self) -> String {
+        let ms = self.as_millis_u64();
+        if ms > 0 && ms.is_multiple_of(86_400_000) {
+            format!("{}d", ms / 86_400_000)
+        } else {
+            self.to_promql()
+        }
+    }
+
     /// The duration as PromQL writes a range, e.g. `30s`, `1m30s`, `500ms`.
     pub fn to_promql(self) -> String {
         let ms = self.as_millis_u64();
@@ -140,7 +150,8 @@ fn parse(input: &str) -> Result<u64, DurationError> {
                 i += 1;
                 86_400_000
             }
-            (None, _) => return Err(fail(format!("`{number}` has no unit"))),
+            (None, _) if digits_start == 0 => return Err(fail("it has no unit".to_owned())),
+            (None, _) => return Err(fail(format!("`{number}` at the end has no unit"))),
             (Some(_), _) => {
                 return Err(fail(format!(
                     "`{}` after `{number}` is not a unit (ms, s, m, h or d)",

@@ -30,6 +30,8 @@ pub const MAX_KEY_CHARS: usize = 256;
 pub const MAX_TIME_ZONE_CHARS: usize = 64;
 /// Longest cron schedule.
 pub const MAX_SCHEDULE_CHARS: usize = 256;
+/// Longest annotation value (Kubernetes's limit for all of them together).
+pub const MAX_ANNOTATION_CHARS: usize = 256 * 1024;
 /// Longest revision (it is shown in statuses and events).
 pub const MAX_REVISION_CHARS: usize = 253;
 /// Most attempts of one pre-traffic check.
@@ -78,6 +80,7 @@ pub fn duration_issue(path: &str, generic_path: &str, value: Duration) -> Option
 
 /// A duration above `max`, at `path`.
 pub fn too_long_duration(path: &str, value: Duration, max: Duration) -> Issue {
+    let max = max.to_human();
     Issue::error(
         path,
         format!("{value} is longer than the maximum {max} of this field"),
@@ -223,6 +226,9 @@ fn max_chars(generic: &str) -> usize {
         MAX_SCHEDULE_CHARS
     } else if generic == "spec.revision" {
         MAX_REVISION_CHARS
+    } else if generic.starts_with("metadata.annotations.") {
+        // Kubernetes allows 256 KiB of annotations (kubectl's last-applied copy is one).
+        MAX_ANNOTATION_CHARS
     } else {
         MAX_STRING_CHARS
     }
@@ -333,13 +339,17 @@ pub(super) fn spec_issues(parts: &SpecParts<'_>) -> Vec<Issue> {
         }
     }
     for (i, check) in parts.checks.iter().enumerate() {
+        if let Some(check) = check {
+            duration(
+                format!("{}.http.timeout", index("spec.checks", i)),
+                "spec.checks[].http.timeout",
+                check.http.timeout,
+            );
+        }
+    }
+    for (i, check) in parts.checks.iter().enumerate() {
         let Some(check) = check else { continue };
         let path = format!("{}.http", index("spec.checks", i));
-        duration(
-            format!("{path}.timeout"),
-            "spec.checks[].http.timeout",
-            check.http.timeout,
-        );
         if check.http.attempts > MAX_CHECK_ATTEMPTS {
             issues.push(
                 Issue::error(
@@ -371,7 +381,7 @@ mod tests {
     #[test]
     fn every_duration_maximum_is_printable_and_parses_back() {
         for (path, max) in DURATIONS {
-            assert_eq!(max.to_string().parse::<Duration>(), Ok(*max), "{path}");
+            assert_eq!(max.to_human().parse::<Duration>(), Ok(*max), "{path}");
         }
     }
 

@@ -309,7 +309,7 @@ impl Simulation {
                 let entry = TimelineEntry {
                     at,
                     phase: outcome.status.phase,
-                    step: outcome.status.step + 1,
+                    step: outcome.status.step.saturating_add(1),
                     canary_weight: live.canary_weight,
                     test_route: live.test_route,
                     writes: outcome.writes.iter().map(|w| (*w).into()).collect(),
@@ -336,7 +336,7 @@ impl Simulation {
                 let entry = TimelineEntry {
                     at,
                     phase: self.status.phase,
-                    step: self.status.step + 1,
+                    step: self.status.step.saturating_add(1),
                     canary_weight: live.canary_weight,
                     test_route: live.test_route,
                     writes: Vec::new(),

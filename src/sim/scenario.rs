@@ -327,8 +327,9 @@ impl Scenario {
             .into_iter()
             .find(|(_, d)| *d > MAX_SCENARIO_DURATION)
             .map(|(field, d)| {
+                let max = MAX_SCENARIO_DURATION.to_human();
                 format!(
-                    "{field} is {d}, longer than the maximum {MAX_SCENARIO_DURATION} of a simulation; write at most `{MAX_SCENARIO_DURATION}`"
+                    "{field} is {d}, longer than the maximum {max} of a simulation; write at most `{max}`"
                 )
             })
     }

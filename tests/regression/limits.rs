@@ -184,7 +184,7 @@ fn simulate(dir: &Path, scenario: &str) -> (i32, String) {
     );
     let scenario = write(dir, "scenario.yaml", scenario);
     let mut command = shiftgate();
-    command.arg("simulate").arg(&policy).arg(&scenario);
+    command.arg("simulate").arg(&policy).arg("--scenario").arg(&scenario);
     let (output, _) = run_within(command, Duration::from_secs(60));
     (
         output.status.code().unwrap_or(-1),
@@ -231,7 +231,7 @@ fn fifty_megabyte_steps_list_is_refused_quickly() {
     let mut command = shiftgate();
     command.arg("check").arg(&path);
     let (output, took) = run_within(command, Duration::from_secs(30));
-    let out = text(&output.stderr);
+    let out = format!("{}{}", text(&output.stdout), text(&output.stderr));
     assert_eq!(output.status.code(), Some(2), "{out}");
     assert!(out.contains("1 MiB"), "says the bound: {out}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
@@ -249,7 +249,7 @@ fn long_time_zone_is_refused_quickly() {
     let mut command = shiftgate();
     command.arg("check").arg(&policy);
     let (output, took) = run_within(command, Duration::from_secs(60));
-    let out = text(&output.stderr);
+    let out = format!("{}{}", text(&output.stdout), text(&output.stderr));
     assert_eq!(output.status.code(), Some(2), "{out}");
     assert!(out.contains("spec.windows[0].timeZone"), "{out}");
     assert!(out.contains("64 characters"), "{out}");
@@ -401,18 +401,22 @@ impl Drop for HtmlServer {
     }
 }
 
-#[test]
-fn prometheus_html_answer_is_could_not_run() {
+#[tokio::test]
+async fn prometheus_html_answer_is_could_not_run() {
     let server = HtmlServer::start();
+    let local = super::support::envoy::start().await;
+    let router = &local.envoy.router;
+    let routes_before = std::fs::read_to_string(&router.routes_file).ok();
     let dir = tempfile::tempdir().unwrap();
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let routes = dir.path().join("routes.json");
     let policy = write(
         dir.path(),
         "policy.yaml",
         &format!(
-            "apiVersion: shiftgate.dev/v1alpha1\nkind: RolloutPolicy\nmetadata: {{ name: x }}\nspec:\n  revision: v2\n  router:\n    envoy: {{ routesFile: \"{}\", adminAddress: \"127.0.0.1:{closed}\", stableCluster: s, canaryCluster: c }}\n  steps: [0, 100]\n  analysis:\n    prometheus: {{ address: \"http://127.0.0.1:{}\" }}\n    metrics: [{{ name: e, template: envoy-error-rate, max: 0.1 }}]\n",
-            routes.display(),
+            "apiVersion: shiftgate.dev/v1alpha1\nkind: RolloutPolicy\nmetadata: {{ name: x }}\nspec:\n  revision: v2\n  router:\n    envoy: {{ routesFile: \"{}\", adminAddress: \"{}\", stableCluster: {}, canaryCluster: {} }}\n  steps: [0, 100]\n  analysis:\n    prometheus: {{ address: \"http://127.0.0.1:{}\" }}\n    metrics: [{{ name: e, template: envoy-error-rate, max: 0.1 }}]\n",
+            router.routes_file,
+            router.admin_address,
+            router.stable_cluster,
+            router.canary_cluster,
             server.port
         ),
     );
@@ -422,11 +426,18 @@ fn prometheus_html_answer_is_could_not_run() {
         .arg(&policy)
         .arg("--state-dir")
         .arg(dir.path());
-    let (output, _) = run_within(command, Duration::from_secs(60));
+    let (output, _) =
+        tokio::task::spawn_blocking(move || run_within(command, Duration::from_secs(60)))
+            .await
+            .unwrap();
     let log = text(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "could not run, not invalid input: {log}");
     assert!(log.contains("without an API response"), "{log}");
-    assert!(!routes.exists(), "nothing was written");
+    assert_eq!(
+        std::fs::read_to_string(&router.routes_file).ok(),
+        routes_before,
+        "nothing was written"
+    );
 }
 
 #[test]

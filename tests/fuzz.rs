@@ -100,12 +100,12 @@ fn quiet_panics() {
     }));
 }
 
-/// How one input ended, when it is a finding.
-fn run_one(target: &Target, input: &str) -> Option<String> {
+/// How one input ended, when it is a finding; and how long it took.
+fn run_one(target: &Target, input: &str) -> (Option<String>, Duration) {
     let started = Instant::now();
     let outcome = catch_unwind(AssertUnwindSafe(|| (target.run)(input)));
     let took = started.elapsed();
-    match outcome {
+    let finding = match outcome {
         Err(_) => Some(
             LAST_PANIC
                 .with(|last| last.borrow_mut().take())
@@ -113,7 +113,8 @@ fn run_one(target: &Target, input: &str) -> Option<String> {
         ),
         Ok(()) if took > SLOW => Some(format!("slow: {took:?} for one input")),
         Ok(()) => None,
-    }
+    };
+    (finding, took)
 }
 
 fn regressions_dir() -> PathBuf {
@@ -167,6 +168,7 @@ fn fuzz_every_target() {
     let started = Instant::now();
     let deadline = seconds.map(|s| started + Duration::from_secs(s));
     let mut executed = vec![0u64; targets.len()];
+    let mut busy = vec![Duration::ZERO; targets.len()];
     let mut findings: Vec<String> = Vec::new();
     let mut next_report = started + Duration::from_secs(60);
     'outer: loop {
@@ -183,7 +185,12 @@ fn fuzz_every_target() {
                 std::fs::write(path, format!("{}\n{input}", target.name)).unwrap();
             }
             executed[i] += 1;
-            if let Some(finding) = run_one(target, &input) {
+            let (finding, took) = run_one(target, &input);
+            busy[i] += took;
+            if took > Duration::from_secs(2) {
+                println!("fuzz: {} input #{} took {took:?}", target.name, executed[i]);
+            }
+            if let Some(finding) = finding {
                 let saved = if save_findings {
                     format!(", saved as {}", save(target.name, &input).display())
                 } else {
@@ -208,8 +215,8 @@ fn fuzz_every_target() {
     }
     let per_target: Vec<String> = targets
         .iter()
-        .zip(&executed)
-        .map(|(t, n)| format!("{} {n}", t.name))
+        .zip(executed.iter().zip(&busy))
+        .map(|(t, (n, busy))| format!("{} {n} in {:.0} s", t.name, busy.as_secs_f64()))
         .collect();
     println!(
         "fuzz: seed {seed} · {:.0} s · {} inputs ({}) · {} crashes",
@@ -237,7 +244,7 @@ fn fuzz_regressions_replay() {
         for path in paths.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
             let input = std::fs::read_to_string(path).unwrap();
             replayed += 1;
-            if let Some(finding) = run_one(&target, &input) {
+            if let (Some(finding), _) = run_one(&target, &input) {
                 failures.push(format!("{}: {finding}", path.display()));
             }
         }

@@ -22,6 +22,10 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// Deepest indentation (spaces, `-`, `?`, `:` before the first other character of a line),
 /// which bounds how deeply block YAML nests (flow nesting is bounded by the parser).
 pub const MAX_INDENT_COLUMNS: usize = 256;
+/// Deepest running nesting of `[`/`{` (closing brackets subtract). Counted on the raw
+/// text, so brackets inside strings count too; a PromQL query nests a few levels.
+/// Without it a deeply nested flow collection makes a YAML parser crawl.
+pub const MAX_BRACKET_DEPTH: usize = 128;
 /// Longest string value; queries and URLs are far shorter.
 pub const MAX_STRING_CHARS: usize = 16 * 1024;
 /// Longest mapping key (`vars`, `headers`, and every field name).
@@ -129,7 +133,25 @@ pub fn text_issue(text: &str) -> Option<(Issue, usize)> {
             1,
         ));
     }
+    let mut depth: usize = 0;
     for (number, line) in text.lines().enumerate() {
+        for c in line.chars() {
+            match c {
+                '[' | '{' => depth += 1,
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth > MAX_BRACKET_DEPTH {
+                return Some((
+                    Issue::error(
+                        "",
+                        format!("brackets are nested deeper than {MAX_BRACKET_DEPTH} levels here"),
+                    )
+                    .with_hint("a policy nests a few levels; close the extra `[` or `{`"),
+                    number + 1,
+                ));
+            }
+        }
         let indent = line
             .chars()
             .take_while(|c| matches!(c, ' ' | '\t' | '-' | '?' | ':'))
@@ -416,5 +438,10 @@ mod tests {
         let (issue, line) = text_issue(&text).unwrap();
         assert_eq!(line, 2, "{issue:?}");
         assert!(text_issue("a:\n  - b: 1\n").is_none());
+        let text = format!("a: 1\nb: 2\nc: {}\n", "[".repeat(129));
+        let (issue, line) = text_issue(&text).unwrap();
+        assert_eq!(line, 3, "{issue:?}");
+        let balanced = format!("q: {}\n", "sum(rate(x{a=\"b\"}[5m])) ".repeat(1000));
+        assert!(text_issue(&balanced).is_none());
     }
 }

@@ -19,6 +19,14 @@ use super::duration::Duration;
 use super::status::Timestamp;
 use super::types::{WindowKind, WindowSpec};
 
+/// Whether the cron crate can search from `now`: it panics on arithmetic past chrono's
+/// last date, and no clock reads a year outside 1970..=9000. Outside it no window is
+/// open (traffic waits) and none will change.
+fn within_calendar(now: Timestamp) -> bool {
+    use chrono::Datelike;
+    (1970..=9000).contains(&now.year())
+}
+
 /// Compiled deployment windows.
 #[derive(Clone, Debug, Default)]
 pub struct Windows {
@@ -36,6 +44,9 @@ struct CompiledWindow {
 impl CompiledWindow {
     /// The opening `t` with `t <= now < t + duration`, if the window is open at `now`.
     fn opening_covering(&self, now: Timestamp) -> Option<Timestamp> {
+        if !within_calendar(now) {
+            return None;
+        }
         // Checked: no window opened before the start of time.
         let since = now
             .checked_sub_signed(self.duration)?
@@ -50,6 +61,9 @@ impl CompiledWindow {
 
     /// Instants after `now` where this window opens or closes.
     fn next_edge(&self, now: Timestamp) -> Option<Timestamp> {
+        if !within_calendar(now) {
+            return None;
+        }
         let local_now = now.with_timezone(&self.time_zone);
         let next_open = self
             .schedules
@@ -98,6 +112,10 @@ impl Windows {
     /// True when there are no windows, or when `now` is inside an allow window (if any
     /// allow window exists) and outside every deny window.
     pub fn is_open(&self, now: Timestamp) -> bool {
+        let any = !(self.allow.is_empty() && self.deny.is_empty());
+        if any && !within_calendar(now) {
+            return false;
+        }
         let allowed =
             self.allow.is_empty() || self.allow.iter().any(|w| w.opening_covering(now).is_some());
         let denied = self.deny.iter().any(|w| w.opening_covering(now).is_some());

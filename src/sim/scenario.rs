@@ -216,10 +216,11 @@ pub const MAX_SCENARIO_ITEMS: usize = 1000;
 impl Scenario {
     /// Parses a scenario document; `path` only names it in errors.
     pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
-        if text.len() as u64 > crate::policy::limits::MAX_FILE_BYTES {
+        // Size and nesting before the YAML parser, whose cost grows with both.
+        if let Some((issue, line)) = crate::policy::limits::text_issue(text) {
             return Err(ScenarioError::Invalid {
                 path: path.to_owned(),
-                message: crate::policy::limits::ReadError::TooLarge.to_string(),
+                message: format!("line {line}: {}", issue.message),
             });
         }
         let scenario: Scenario =

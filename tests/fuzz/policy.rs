@@ -37,7 +37,8 @@ pub struct PolicyCase {
     /// Unix seconds of the engine's `now`, one step each.
     pub now: Vec<i64>,
     pub live_weight: u8,
-    pub samples: Vec<f64>,
+    /// Metric values as text (`NaN` and `inf` have no JSON number).
+    pub samples: Vec<String>,
     pub seed: u64,
 }
 
@@ -186,7 +187,7 @@ pub fn case() -> impl Strategy<Value = PolicyCase> {
         ),
         prop::collection::vec(instant(), 1..4),
         any::<u8>(),
-        prop::collection::vec(sample_value(), 0..6),
+        prop::collection::vec(sample_value().prop_map(|v| v.to_string()), 0..6),
         any::<u64>(),
     )
         .prop_map(
@@ -264,8 +265,8 @@ fn printed_back_checks_clean(policy: &RolloutPolicy) {
 
 fn engine_steps(plan: &Plan, policy: &RolloutPolicy, case: &PolicyCase) {
     let mut state: RolloutStatus = serde_json::from_value(case.status.clone()).unwrap_or_default();
-    let mut samples = case.samples.iter().copied().cycle();
-    let mut next_sample = || match samples.next() {
+    let mut samples = case.samples.iter().cycle();
+    let mut next_sample = || match samples.next().and_then(|v| v.parse::<f64>().ok()) {
         Some(v) => Sample::value(v),
         None => Sample::NoData,
     };

@@ -207,7 +207,10 @@ fn fuzz_every_target() {
             let (finding, took) = run_one(target, &input);
             busy[i] += took;
             if took > Duration::from_secs(2) {
-                println!("fuzz: {} input #{} took {took:?} of CPU", target.name, executed[i]);
+                println!(
+                    "fuzz: {} input #{} took {took:?} of CPU",
+                    target.name, executed[i]
+                );
             }
             if let Some(finding) = finding {
                 let saved = if save_findings {
@@ -215,7 +218,10 @@ fn fuzz_every_target() {
                 } else {
                     String::new()
                 };
-                println!("fuzz: {} input #{}: {finding}{saved}", target.name, executed[i]);
+                println!(
+                    "fuzz: {} input #{}: {finding}{saved}",
+                    target.name, executed[i]
+                );
                 findings.push(format!("{}: {finding}{saved}", target.name));
             }
             if Instant::now() >= next_report {
@@ -244,7 +250,11 @@ fn fuzz_every_target() {
         per_target.join(", "),
         findings.len()
     );
-    assert!(findings.is_empty(), "fuzz findings:\n{}", findings.join("\n"));
+    assert!(
+        findings.is_empty(),
+        "fuzz findings:\n{}",
+        findings.join("\n")
+    );
 }
 
 /// Every input ever saved by the fuzzer still runs without a finding.
@@ -260,7 +270,10 @@ fn fuzz_regressions_replay() {
         };
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
-        for path in paths.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+        for path in paths
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        {
             let input = std::fs::read_to_string(path).unwrap();
             replayed += 1;
             if let (Some(finding), _) = run_one(&target, &input) {
@@ -269,5 +282,9 @@ fn fuzz_regressions_replay() {
         }
     }
     println!("fuzz: replayed {replayed} saved inputs");
-    assert!(failures.is_empty(), "saved fuzz inputs fail again:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "saved fuzz inputs fail again:\n{}",
+        failures.join("\n")
+    );
 }

@@ -501,7 +501,11 @@ mod tests {
             Verdict::Inconclusive(InconclusiveReason::NotANumber),
             "a count that is not a number is not 0 requests"
         );
-        assert!(e.message.contains("canary request count: not a number"), "{}", e.message);
+        assert!(
+            e.message.contains("canary request count: not a number"),
+            "{}",
+            e.message
+        );
         let e = judge(
             &s,
             &input(Sample::TimedOut, vec![("m", v(0.001), None)]),

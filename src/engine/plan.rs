@@ -179,8 +179,8 @@ pub fn to_chrono(d: Duration) -> chrono::Duration {
 /// duration beyond every limit) is the last second of 9999, which RFC 3339 can still
 /// write and which is never reached. All time arithmetic of rollouts goes through this.
 pub fn later(at: Timestamp, by: chrono::Duration) -> Timestamp {
-    let far_future =
-        chrono::DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    let far_future = chrono::DateTime::from_timestamp(253_402_300_799, 0)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
     at.checked_add_signed(by)
         .map_or(far_future, |sum| sum.min(far_future.max(at)))
 }

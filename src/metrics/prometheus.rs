@@ -325,7 +325,12 @@ pub fn interpret(status: u16, body: &[u8], query: &str, address: &str) -> Sample
                 ),
             }
         } else {
-            malformed(status, &format!("a malformed `{result_type}` result"), query, address)
+            malformed(
+                status,
+                &format!("a malformed `{result_type}` result"),
+                query,
+                address,
+            )
         };
     };
     use prometheus_http_query::response::Data;
@@ -550,7 +555,10 @@ mod tests {
             "",
         ] {
             let sample = run(200, body);
-            assert!(matches!(sample, Sample::Unreachable { .. }), "{body}: {sample:?}");
+            assert!(
+                matches!(sample, Sample::Unreachable { .. }),
+                "{body}: {sample:?}"
+            );
         }
     }
 

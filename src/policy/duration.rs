@@ -267,7 +267,9 @@ mod tests {
 
     #[test]
     fn accepts_only_the_crd_units() {
-        for rejected in ["5min", "1 hour", "2w", "1y", "5sec", " 5m", "5m  ", "1.5h", "-5s"] {
+        for rejected in [
+            "5min", "1 hour", "2w", "1y", "5sec", " 5m", "5m  ", "1.5h", "-5s",
+        ] {
             let error = rejected.parse::<Duration>().unwrap_err();
             assert!(!error.too_large, "{rejected}: {error}");
             assert!(

@@ -97,7 +97,10 @@ pub fn too_long_duration(path: &str, value: Duration, max: Duration) -> Issue {
 pub enum ReadError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("the file is larger than {} bytes (1 MiB), the largest accepted", MAX_FILE_BYTES)]
+    #[error(
+        "the file is larger than {} bytes (1 MiB), the largest accepted",
+        MAX_FILE_BYTES
+    )]
     TooLarge,
     #[error("the file is not UTF-8 text")]
     NotText,
@@ -107,7 +110,10 @@ pub enum ReadError {
 /// without reading further: a huge input costs at most that much memory.
 pub fn read_bounded(path: &Path) -> Result<String, ReadError> {
     let file = std::fs::File::open(path)?;
-    if file.metadata().is_ok_and(|m| m.is_file() && m.len() > MAX_FILE_BYTES) {
+    if file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() > MAX_FILE_BYTES)
+    {
         return Err(ReadError::TooLarge);
     }
     read_bounded_from(file)

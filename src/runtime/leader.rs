@@ -341,7 +341,10 @@ impl LeaderElector {
             let seen_at = self.observed.as_ref().map_or(now, |seen| seen.at);
             // The duration is the other holder's (any i32): checked, and an overflow
             // means the lease never expires in this process's lifetime.
-            if seen_at.checked_add(duration).is_none_or(|expiry| now < expiry) {
+            if seen_at
+                .checked_add(duration)
+                .is_none_or(|expiry| now < expiry)
+            {
                 return Ok(Attempt::Following { holder });
             }
         }

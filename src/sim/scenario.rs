@@ -246,14 +246,12 @@ impl Scenario {
                 ),
             });
         }
-        scenario
-            .limit_problem()
-            .map_or(Ok(()), |message| {
-                Err(ScenarioError::Invalid {
-                    path: path.to_owned(),
-                    message,
-                })
-            })?;
+        scenario.limit_problem().map_or(Ok(()), |message| {
+            Err(ScenarioError::Invalid {
+                path: path.to_owned(),
+                message,
+            })
+        })?;
         Ok(scenario)
     }
 
@@ -288,8 +286,13 @@ impl Scenario {
                 "{field} has {n} items, more than the {MAX_SCENARIO_ITEMS} a scenario may hold"
             ));
         }
-        let mut durations: Vec<(String, Duration)> = vec![("maxDuration".into(), self.max_duration)];
-        let periods = |name: &str, list: &mut Vec<(String, Duration)>, from: Duration, until: Option<Duration>, i: usize| {
+        let mut durations: Vec<(String, Duration)> =
+            vec![("maxDuration".into(), self.max_duration)];
+        let periods = |name: &str,
+                       list: &mut Vec<(String, Duration)>,
+                       from: Duration,
+                       until: Option<Duration>,
+                       i: usize| {
             list.push((format!("{name}[{i}].from"), from));
             list.extend(until.map(|u| (format!("{name}[{i}].until"), u)));
         };

@@ -30,9 +30,32 @@ pub struct LocateCase {
 }
 
 const VS_FIELDS: &[&str] = &[
-    "http", "route", "destination", "host", "subset", "port", "number", "weight", "name",
-    "match", "headers", "cookie", "regex", "exact", "prefix", "uri", "tcp", "tls", "hosts",
-    "gateways", "delegate", "mirror", "resourceVersion", "spec", "metadata", "namespace",
+    "http",
+    "route",
+    "destination",
+    "host",
+    "subset",
+    "port",
+    "number",
+    "weight",
+    "name",
+    "match",
+    "headers",
+    "cookie",
+    "regex",
+    "exact",
+    "prefix",
+    "uri",
+    "tcp",
+    "tls",
+    "hosts",
+    "gateways",
+    "delegate",
+    "mirror",
+    "resourceVersion",
+    "spec",
+    "metadata",
+    "namespace",
 ];
 
 fn corpus() -> &'static Vec<Value> {
@@ -48,7 +71,11 @@ fn corpus() -> &'static Vec<Value> {
             .filter_map(|p| std::fs::read_to_string(p).ok())
             .filter_map(|text| serde_yaml_ng::from_str(&text).ok())
             .collect();
-        assert!(!corpus.is_empty(), "no VirtualServices in {}", dir.display());
+        assert!(
+            !corpus.is_empty(),
+            "no VirtualServices in {}",
+            dir.display()
+        );
         corpus
     })
 }
@@ -63,7 +90,10 @@ fn host() -> impl Strategy<Value = String> {
 fn destination() -> impl Strategy<Value = Destination> {
     (
         host(),
-        prop::option::of(prop::sample::select(vec!["v1", "v2", "v3", "blue", "green", ""]).prop_map(str::to_owned)),
+        prop::option::of(
+            prop::sample::select(vec!["v1", "v2", "v3", "blue", "green", ""])
+                .prop_map(str::to_owned),
+        ),
         prop::option::of(prop_oneof![Just(80u16), Just(9080u16), any::<u16>()]),
     )
         .prop_map(|(host, subset, port)| Destination { host, subset, port })
@@ -73,18 +103,53 @@ pub fn case() -> impl Strategy<Value = LocateCase> {
     (
         prop::sample::select(corpus().clone()),
         mutate::mutations(4),
-        prop::sample::select(vec!["default", "prod", "bookinfo", "istio-system"]).prop_map(str::to_owned),
+        prop::sample::select(vec!["default", "prod", "bookinfo", "istio-system"])
+            .prop_map(str::to_owned),
         prop_oneof![Just(String::new()), "[a-z]{1,6}/[a-z]{1,6}"],
-        prop::collection::vec(prop::sample::select(vec!["primary", "reviews", "default", "canary-route", "shiftgate-test-fuzz", ""]).prop_map(str::to_owned), 0..3),
+        prop::collection::vec(
+            prop::sample::select(vec![
+                "primary",
+                "reviews",
+                "default",
+                "canary-route",
+                "shiftgate-test-fuzz",
+                "",
+            ])
+            .prop_map(str::to_owned),
+            0..3,
+        ),
         destination(),
         destination(),
-        prop::option::of(prop::sample::select(vec!["test=true", "x", "=", "a=b=c"]).prop_map(str::to_owned)),
+        prop::option::of(
+            prop::sample::select(vec!["test=true", "x", "=", "a=b=c"]).prop_map(str::to_owned),
+        ),
         prop::collection::vec((0u8..=100, any::<bool>()), 1..4),
     )
         .prop_map(
-            |(mut vs, mutations, policy_namespace, vs_ref, routes, stable, canary, cookie, desired)| {
-                mutate::apply(&mut vs, &mutations, &VS_FIELDS.iter().map(|f| (*f).to_owned()).collect::<Vec<_>>());
-                let name = vs.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("vs").to_owned();
+            |(
+                mut vs,
+                mutations,
+                policy_namespace,
+                vs_ref,
+                routes,
+                stable,
+                canary,
+                cookie,
+                desired,
+            )| {
+                mutate::apply(
+                    &mut vs,
+                    &mutations,
+                    &VS_FIELDS
+                        .iter()
+                        .map(|f| (*f).to_owned())
+                        .collect::<Vec<_>>(),
+                );
+                let name = vs
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("vs")
+                    .to_owned();
                 LocateCase {
                     virtual_service: vs,
                     policy_namespace,
@@ -111,7 +176,8 @@ pub fn run(case: &LocateCase) {
         cookie: Some(cookie),
         header: None,
     });
-    let target = IstioTarget::from_policy("fuzz", &case.policy_namespace, &spec, test_route.as_ref());
+    let target =
+        IstioTarget::from_policy("fuzz", &case.policy_namespace, &spec, test_route.as_ref());
     let vs = &case.virtual_service;
     if let Ok(location) = locate(vs, &target) {
         let _ = live_route(&location, &target).map_err(|e| e.to_string());

@@ -113,7 +113,11 @@ fn documents(dir: &str) -> Vec<Value> {
             }
         }
     }
-    assert!(!documents.is_empty(), "no seed documents in {}", dir.display());
+    assert!(
+        !documents.is_empty(),
+        "no seed documents in {}",
+        dir.display()
+    );
     documents
 }
 
@@ -328,7 +332,8 @@ fn simulate(policy: &RolloutPolicy, scenario: &Scenario, seed: u64) {
             .unwrap_or_else(|| "default".to_owned()),
         name: policy.metadata.name.clone().unwrap_or_default(),
     };
-    let Ok(mut simulation) = Simulation::new(reference, policy.spec.clone(), scenario.clone(), seed)
+    let Ok(mut simulation) =
+        Simulation::new(reference, policy.spec.clone(), scenario.clone(), seed)
     else {
         return;
     };

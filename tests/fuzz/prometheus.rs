@@ -48,7 +48,15 @@ fn envelope() -> impl Strategy<Value = Value> {
     (
         prop::sample::select(vec!["success", "error", "", "weird"]),
         data,
-        prop::option::of(prop::sample::select(vec!["timeout", "bad_data", "execution", "unavailable", "internal", "canceled", "x"])),
+        prop::option::of(prop::sample::select(vec![
+            "timeout",
+            "bad_data",
+            "execution",
+            "unavailable",
+            "internal",
+            "canceled",
+            "x",
+        ])),
         prop::collection::vec("\\PC{0,10}", 0..2),
     )
         .prop_map(|(status, data, error_type, warnings)| {
@@ -108,7 +116,12 @@ spec:
 "#;
 
 pub fn run(case: &PrometheusCase) {
-    let sample = interpret(case.status, case.body.as_bytes(), "sum(rate(x[1m]))", "http://127.0.0.1:9");
+    let sample = interpret(
+        case.status,
+        case.body.as_bytes(),
+        "sum(rate(x[1m]))",
+        "http://127.0.0.1:9",
+    );
     if let Sample::Value(measured) = &sample {
         assert!(
             measured.value.is_finite(),

@@ -156,8 +156,13 @@ fn huge_step_hold_does_not_panic_the_engine_after_traffic_moved() {
         }],
     });
     let decision = shiftgate::engine::step(&plan, &state, &observation);
-    assert_eq!(decision.state.canary_weight, 50, "still holding: {decision:?}");
-    let wake = decision.wake_at.expect("a holding rollout asks to be woken");
+    assert_eq!(
+        decision.state.canary_weight, 50,
+        "still holding: {decision:?}"
+    );
+    let wake = decision
+        .wake_at
+        .expect("a holding rollout asks to be woken");
     assert!(wake > later, "{wake}");
 }
 
@@ -184,7 +189,11 @@ fn simulate(dir: &Path, scenario: &str) -> (i32, String) {
     );
     let scenario = write(dir, "scenario.yaml", scenario);
     let mut command = shiftgate();
-    command.arg("simulate").arg(&policy).arg("--scenario").arg(&scenario);
+    command
+        .arg("simulate")
+        .arg(&policy)
+        .arg("--scenario")
+        .arg(&scenario);
     let (output, _) = run_within(command, Duration::from_secs(60));
     (
         output.status.code().unwrap_or(-1),
@@ -296,9 +305,25 @@ fn schema_has_no_nonstandard_formats() {
     // The formats JSON Schema defines (draft 2020-12 §7.3); ajv in strict mode refuses
     // any other.
     let standard = [
-        "date-time", "date", "time", "duration", "email", "idn-email", "hostname",
-        "idn-hostname", "ipv4", "ipv6", "uri", "uri-reference", "iri", "iri-reference",
-        "uuid", "uri-template", "json-pointer", "relative-json-pointer", "regex",
+        "date-time",
+        "date",
+        "time",
+        "duration",
+        "email",
+        "idn-email",
+        "hostname",
+        "idn-hostname",
+        "ipv4",
+        "ipv6",
+        "uri",
+        "uri-reference",
+        "iri",
+        "iri-reference",
+        "uuid",
+        "uri-template",
+        "json-pointer",
+        "relative-json-pointer",
+        "regex",
     ];
     let mut found = Vec::new();
     collect_formats(&schema, "", &mut found);
@@ -431,7 +456,11 @@ async fn prometheus_html_answer_is_could_not_run() {
             .await
             .unwrap();
     let log = text(&output.stderr);
-    assert_eq!(output.status.code(), Some(3), "could not run, not invalid input: {log}");
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "could not run, not invalid input: {log}"
+    );
     assert!(log.contains("without an API response"), "{log}");
     assert_eq!(
         std::fs::read_to_string(&router.routes_file).ok(),
@@ -446,9 +475,12 @@ fn unparseable_request_count_is_inconclusive() {
         "{POLICY_HEAD}  steps: [0, 100]\n  analysis:\n    minRequests: 100\n    metrics:\n      - {{ name: error-rate, template: istio-error-rate, max: 0.01 }}\n"
     ))
     .unwrap();
-    let count = |body: &str| interpret(200, body.as_bytes(), "sum(increase(x[30s]))", "http://prom");
+    let count =
+        |body: &str| interpret(200, body.as_bytes(), "sum(increase(x[30s]))", "http://prom");
     let vector = |value: &str| {
-        format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1767607200,"{value}"]}}]}}}}"#)
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1767607200,"{value}"]}}]}}}}"#
+        )
     };
     for (body, expected) in [
         (vector("NaN"), "NotANumber"),
@@ -475,6 +507,10 @@ fn unparseable_request_count_is_inconclusive() {
             evaluation.message
         );
         assert_eq!(reason.reason(), expected, "{body}: {}", evaluation.message);
-        assert!(!evaluation.message.contains(" 0 < "), "{}", evaluation.message);
+        assert!(
+            !evaluation.message.contains(" 0 < "),
+            "{}",
+            evaluation.message
+        );
     }
 }

@@ -94,7 +94,14 @@ mod tests {
 
     #[test]
     fn odd_input_never_panics() {
-        for text in ["://", "http://", "http://@", "a://b://c@d", "é://ü:ö@ß/", "x://\u{0}@"] {
+        for text in [
+            "://",
+            "http://",
+            "http://@",
+            "a://b://c@d",
+            "é://ü:ö@ß/",
+            "x://\u{0}@",
+        ] {
             let _ = urls(text);
         }
     }

@@ -64,7 +64,11 @@ pub struct DaemonArgs {
     /// Comma-separated URL prefixes a policy's own `spec.analysis.prometheus.address` may
     /// use (`*`: any). Default: with any provider (or --prometheus) configured, only the
     /// providers' addresses; with none, any address.
-    #[arg(long, value_delimiter = ',', env = "SHIFTGATE_PROMETHEUS_ALLOWED_ADDRESSES")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        env = "SHIFTGATE_PROMETHEUS_ALLOWED_ADDRESSES"
+    )]
     pub prometheus_allowed_addresses: Option<Vec<String>>,
     /// Whether policies may name Secrets of their own namespace for Prometheus
     /// credentials (`…SecretRef`; needs `get` on secrets). `false`: providers only.
@@ -155,7 +159,10 @@ impl DaemonArgs {
             None => BTreeMap::new(),
         };
         if let Some(default) = self.prometheus_spec()? {
-            if providers.insert(DEFAULT_PROVIDER.to_owned(), default).is_some() {
+            if providers
+                .insert(DEFAULT_PROVIDER.to_owned(), default)
+                .is_some()
+            {
                 anyhow::bail!(
                     "--prometheus-providers names a provider `{DEFAULT_PROVIDER}`, and --prometheus is that provider too; rename the file's or drop --prometheus"
                 );

@@ -233,9 +233,12 @@ pub async fn resolve_from_secrets(
             ))
         }
         (None, Some(basic)) => {
-            let reference = basic.password_secret_ref.as_ref().ok_or(AuthError::Conflict(
-                "basic auth in the daemon needs passwordSecretRef",
-            ))?;
+            let reference = basic
+                .password_secret_ref
+                .as_ref()
+                .ok_or(AuthError::Conflict(
+                    "basic auth in the daemon needs passwordSecretRef",
+                ))?;
             let field = "spec.analysis.prometheus.auth.basic.passwordSecretRef";
             Ok(Credentials::Basic {
                 username: basic.username.clone(),
@@ -457,7 +460,11 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new()?;
         writeln!(file, "not a certificate")?;
         let ca = CaBundle::from_file(file.path())?;
-        let result = http_client(&Credentials::None, Some(&ca), std::time::Duration::from_secs(1));
+        let result = http_client(
+            &Credentials::None,
+            Some(&ca),
+            std::time::Duration::from_secs(1),
+        );
         let message = result.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains("caFile"), "{message}");
         Ok(())

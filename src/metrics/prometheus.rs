@@ -14,10 +14,10 @@ use futures::stream::{self, StreamExt};
 use serde::Deserialize;
 
 use super::auth::{self, AuthError, CaBundle, Credentials};
-use super::providers::{self, AccessError, PrometheusAccess, Target};
-use super::secrets::SecretReader;
 use super::escape;
+use super::providers::{self, AccessError, PrometheusAccess, Target};
 use super::queries::{assemble, PolicyQueries};
+use super::secrets::SecretReader;
 use super::{MetricSource, PolicyRef};
 use crate::analysis::sample::{AnalysisInput, MetricObservation, Sample};
 use crate::policy::{PrometheusSpec, RolloutSpec, Timestamp};

@@ -227,12 +227,13 @@ impl PrometheusAccess {
                         "`provider` brings its own credentials and CA: remove `auth` and `caSecretRef`",
                     ));
                 }
-                let (name, provider) = self.providers.get_key_value(name.as_str()).ok_or_else(
-                    || AccessError::UnknownProvider {
-                        name: name.clone(),
-                        known: self.known_providers(),
-                    },
-                )?;
+                let (name, provider) =
+                    self.providers.get_key_value(name.as_str()).ok_or_else(|| {
+                        AccessError::UnknownProvider {
+                            name: name.clone(),
+                            known: self.known_providers(),
+                        }
+                    })?;
                 Ok(Target::Provider {
                     name,
                     spec: provider,
@@ -342,10 +343,16 @@ impl AllowedAddress {
             )
         })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("`{}`: the scheme must be http or https", redact::urls(text)));
+            return Err(format!(
+                "`{}`: the scheme must be http or https",
+                redact::urls(text)
+            ));
         }
         if redact::has_userinfo(text) {
-            return Err(format!("`{}`: no credentials in an allowed address", redact::urls(text)));
+            return Err(format!(
+                "`{}`: no credentials in an allowed address",
+                redact::urls(text)
+            ));
         }
         let host = url
             .host_str()
@@ -424,7 +431,9 @@ pub fn parse_providers(
         let spec = provider_spec(&entry.name, entry.address, &at)?;
         if entry.auth.as_ref().is_some_and(|a| {
             a.bearer_token_secret_ref.is_some()
-                || a.basic.as_ref().is_some_and(|b| b.password_secret_ref.is_some())
+                || a.basic
+                    .as_ref()
+                    .is_some_and(|b| b.password_secret_ref.is_some())
         }) {
             return Err(format!(
                 "{at}: a provider reads its credentials from the daemon's own files or environment (…File, …Env); Secret references are for policies"
@@ -536,7 +545,10 @@ mod tests {
             Ok(Target::Provider { name: "main", timeout, .. }) if timeout == Duration::from_secs(2)
         ));
         let unknown = spec("{provider: other}");
-        let message = access.admit(Some(&unknown), "a").err().map(|e| e.to_string());
+        let message = access
+            .admit(Some(&unknown), "a")
+            .err()
+            .map(|e| e.to_string());
         assert!(message.unwrap_or_default().contains("configured: main"));
     }
 
@@ -547,28 +559,57 @@ mod tests {
             .map(|a| AllowedAddress::parse(a))
             .collect::<Result<Vec<_>, _>>()
             .unwrap_or_default();
-        let access = PrometheusAccess::new(providers(&[("main", "http://main:9090")]), Some(list), true);
-        assert!(access.admit(Some(&spec("{address: 'http://prom-a:9090'}")), "a").is_ok());
-        assert!(access.admit(Some(&spec("{address: 'https://prom-b:443/x'}")), "a").is_ok());
-        assert!(access.admit(Some(&spec("{address: 'http://main:9090'}")), "a").is_err());
-        let any = PrometheusAccess::new(providers(&[("main", "http://main:9090")]), Some(vec![AllowedAddress::Any]), true);
-        assert!(any.admit(Some(&spec("{address: 'http://anything:1'}")), "a").is_ok());
+        let access =
+            PrometheusAccess::new(providers(&[("main", "http://main:9090")]), Some(list), true);
+        assert!(access
+            .admit(Some(&spec("{address: 'http://prom-a:9090'}")), "a")
+            .is_ok());
+        assert!(access
+            .admit(Some(&spec("{address: 'https://prom-b:443/x'}")), "a")
+            .is_ok());
+        assert!(access
+            .admit(Some(&spec("{address: 'http://main:9090'}")), "a")
+            .is_err());
+        let any = PrometheusAccess::new(
+            providers(&[("main", "http://main:9090")]),
+            Some(vec![AllowedAddress::Any]),
+            true,
+        );
+        assert!(any
+            .admit(Some(&spec("{address: 'http://anything:1'}")), "a")
+            .is_ok());
     }
 
     #[test]
     fn without_providers_any_address_without_local_credentials() {
         let access = PrometheusAccess::open();
-        let with_secret = spec("{address: 'http://p', auth: {bearerTokenSecretRef: {name: t, key: token}}}");
+        let with_secret =
+            spec("{address: 'http://p', auth: {bearerTokenSecretRef: {name: t, key: token}}}");
         assert!(access.admit(Some(&with_secret), "a").is_ok());
-        assert_eq!(access.admit(None, "a").err(), Some(AccessError::NoPrometheus));
+        assert_eq!(
+            access.admit(None, "a").err(),
+            Some(AccessError::NoPrometheus)
+        );
         let off = PrometheusAccess::new(BTreeMap::new(), None, false);
         let error = off.admit(Some(&with_secret), "a").err();
-        assert_eq!(error.as_ref().map(AccessError::reason), Some(CREDENTIALS_NOT_ALLOWED));
-        assert!(error.map(|e| e.to_string()).unwrap_or_default().contains("--allow-policy-secrets=false"));
+        assert_eq!(
+            error.as_ref().map(AccessError::reason),
+            Some(CREDENTIALS_NOT_ALLOWED)
+        );
+        assert!(error
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+            .contains("--allow-policy-secrets=false"));
         let in_url = spec("{address: 'http://u:hunter2@p'}");
-        let message = access.admit(Some(&in_url), "a").err().map(|e| e.to_string());
+        let message = access
+            .admit(Some(&in_url), "a")
+            .err()
+            .map(|e| e.to_string());
         let message = message.unwrap_or_default();
-        assert!(!message.contains("hunter2") && message.contains("http://***@p"), "{message}");
+        assert!(
+            !message.contains("hunter2") && message.contains("http://***@p"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -94,8 +94,7 @@ impl SecretReader for KubeSecrets {
             name: reference.name.clone(),
             message,
         };
-        let secret = match tokio::time::timeout(READ_TIMEOUT, api.get_opt(&reference.name)).await
-        {
+        let secret = match tokio::time::timeout(READ_TIMEOUT, api.get_opt(&reference.name)).await {
             Err(_) => return Err(api_error(format!("no answer within {READ_TIMEOUT:?}"))),
             Ok(Err(error)) => return Err(api_error(error.to_string())),
             Ok(Ok(None)) => {

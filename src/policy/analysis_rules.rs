@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::diagnostic::{index, Issue};
-use super::names::{http_url, is_identifier};
+use super::names::is_identifier;
 use super::structure::nearest;
 use super::templates::{builtin, BUILTIN_TEMPLATES};
 use super::types::*;

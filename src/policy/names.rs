@@ -19,7 +19,7 @@ pub(super) fn http_url(text: &str, path: &str, issues: &mut Vec<Issue>) {
                 path,
                 format!("`{}` is not a URL: {why}", crate::redact::urls(text)),
             )
-                .with_hint("write a full URL, e.g. `http://prometheus.monitoring:9090`"),
+            .with_hint("write a full URL, e.g. `http://prometheus.monitoring:9090`"),
         );
     }
 }

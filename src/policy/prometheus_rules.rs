@@ -93,7 +93,11 @@ pub(super) fn connection(prometheus: &PrometheusSpec, ppath: &str, issues: &mut 
             );
         }
         if let Some(reference) = &basic.password_secret_ref {
-            secret_ref(reference, &format!("{apath}.basic.passwordSecretRef"), issues);
+            secret_ref(
+                reference,
+                &format!("{apath}.basic.passwordSecretRef"),
+                issues,
+            );
         }
     }
 }

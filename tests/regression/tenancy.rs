@@ -50,7 +50,10 @@ impl Receiver {
                     .get("authorization")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                record.lock().unwrap().push((uri.path().to_owned(), authorization));
+                record
+                    .lock()
+                    .unwrap()
+                    .push((uri.path().to_owned(), authorization));
                 axum::Json(json!({
                     "status": "success",
                     "data": { "resultType": "vector", "result": [
@@ -68,7 +71,12 @@ impl Receiver {
     }
 
     fn authorizations(&self) -> Vec<Option<String>> {
-        self.seen.lock().unwrap().iter().map(|(_, a)| a.clone()).collect()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, a)| a.clone())
+            .collect()
     }
 
     async fn wait_for_queries(&self) -> Vec<Option<String>> {
@@ -92,7 +100,10 @@ async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
         if let Some(value) = probe() {
             return value;
         }
-        assert!(started.elapsed() < WAIT, "timed out after {WAIT:?} waiting for {what}");
+        assert!(
+            started.elapsed() < WAIT,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -244,7 +255,9 @@ fn daemon(server: &TestApiServer, access: PrometheusAccess, lease: Option<LeaseC
 
 fn no_route_writes(server: &TestApiServer) {
     assert!(
-        server.requests_matching("PATCH", "/virtualservices/").is_empty(),
+        server
+            .requests_matching("PATCH", "/virtualservices/")
+            .is_empty(),
         "a refused policy wrote a route"
     );
 }
@@ -260,7 +273,11 @@ async fn daemon_refuses_bearer_token_file() {
     std::fs::write(&token, "daemon-service-account-token\n").unwrap();
     let file = token.display().to_string();
     let cases = [
-        ("token-file", json!({ "bearerTokenFile": file }), "auth.bearerTokenFile"),
+        (
+            "token-file",
+            json!({ "bearerTokenFile": file }),
+            "auth.bearerTokenFile",
+        ),
         (
             "password-file",
             json!({ "basic": { "username": "u", "passwordFile": file } }),
@@ -268,21 +285,43 @@ async fn daemon_refuses_bearer_token_file() {
         ),
     ];
     for (name, auth, _) in &cases {
-        put_policy(&server, A, name, json!({ "address": attacker.url, "auth": auth }));
+        put_policy(
+            &server,
+            A,
+            name,
+            json!({ "address": attacker.url, "auth": auth }),
+        );
     }
-    put_policy(&server, B, "ca-file", json!({ "address": attacker.url, "caFile": file }));
+    put_policy(
+        &server,
+        B,
+        "ca-file",
+        json!({ "address": attacker.url, "caFile": file }),
+    );
     let _daemon = daemon(&server, PrometheusAccess::open(), None);
 
     for (name, _, field) in &cases {
         let (reason, message) = wait_refused(&server, A, name).await;
         assert_eq!(reason, "CredentialsNotAllowed", "{message}");
-        assert!(message.contains(field) && message.contains("SecretRef"), "{message}");
-        assert!(message.contains("provider") && message.contains("shiftgate run"), "{message}");
+        assert!(
+            message.contains(field) && message.contains("SecretRef"),
+            "{message}"
+        );
+        assert!(
+            message.contains("provider") && message.contains("shiftgate run"),
+            "{message}"
+        );
     }
     let (reason, message) = wait_refused(&server, B, "ca-file").await;
     assert_eq!(reason, "CredentialsNotAllowed");
-    assert!(message.contains("caFile") && message.contains("caSecretRef"), "{message}");
-    assert!(attacker.authorizations().is_empty(), "the attacker's address was queried");
+    assert!(
+        message.contains("caFile") && message.contains("caSecretRef"),
+        "{message}"
+    );
+    assert!(
+        attacker.authorizations().is_empty(),
+        "the attacker's address was queried"
+    );
     no_route_writes(&server);
 }
 
@@ -292,7 +331,12 @@ async fn daemon_refuses_credentials_from_env() {
     let server = cluster();
     let attacker = Receiver::start().await;
     // PATH is set in every process: the old daemon read it and sent it.
-    put_policy(&server, A, "token-env", json!({ "address": attacker.url, "auth": { "bearerTokenEnv": "PATH" } }));
+    put_policy(
+        &server,
+        A,
+        "token-env",
+        json!({ "address": attacker.url, "auth": { "bearerTokenEnv": "PATH" } }),
+    );
     put_policy(
         &server,
         B,
@@ -301,13 +345,22 @@ async fn daemon_refuses_credentials_from_env() {
     );
     let _daemon = daemon(&server, PrometheusAccess::open(), None);
 
-    for (ns, name, field) in [(A, "token-env", "auth.bearerTokenEnv"), (B, "password-env", "auth.basic.passwordEnv")] {
+    for (ns, name, field) in [
+        (A, "token-env", "auth.bearerTokenEnv"),
+        (B, "password-env", "auth.basic.passwordEnv"),
+    ] {
         let (reason, message) = wait_refused(&server, ns, name).await;
         assert_eq!(reason, "CredentialsNotAllowed", "{message}");
-        assert!(message.contains(field) && message.contains("environment variable"), "{message}");
+        assert!(
+            message.contains(field) && message.contains("environment variable"),
+            "{message}"
+        );
         assert!(message.contains(&format!("namespace `{ns}`")), "{message}");
     }
-    assert!(attacker.authorizations().is_empty(), "the attacker's address was queried");
+    assert!(
+        attacker.authorizations().is_empty(),
+        "the attacker's address was queried"
+    );
     no_route_writes(&server);
 }
 
@@ -317,8 +370,14 @@ async fn daemon_reads_secret_only_in_policy_namespace() {
     let server = cluster();
     let prometheus = Receiver::start().await;
     let secret_ref = json!({ "bearerTokenSecretRef": { "name": "prom-token", "key": "token" } });
-    put_policy(&server, A, "own", json!({ "address": prometheus.url, "auth": secret_ref }));
-    let cross = json!({ "bearerTokenSecretRef": { "name": "prom-token", "key": "token", "namespace": B } });
+    put_policy(
+        &server,
+        A,
+        "own",
+        json!({ "address": prometheus.url, "auth": secret_ref }),
+    );
+    let cross =
+        json!({ "bearerTokenSecretRef": { "name": "prom-token", "key": "token", "namespace": B } });
     server
         .put_object(&policies(), {
             let mut p = server.get_object(&policies(), Some(A), "own").unwrap();
@@ -333,7 +392,8 @@ async fn daemon_reads_secret_only_in_policy_namespace() {
 
     let seen = prometheus.wait_for_queries().await;
     assert!(
-        seen.iter().all(|a| a.as_deref() == Some("Bearer token-of-team-a")),
+        seen.iter()
+            .all(|a| a.as_deref() == Some("Bearer token-of-team-a")),
         "credentials sent: {seen:?}"
     );
     let (reason, message) = wait_refused(&server, A, "cross").await;
@@ -342,7 +402,10 @@ async fn daemon_reads_secret_only_in_policy_namespace() {
     let reads = secret_reads(&server);
     assert!(!reads.is_empty());
     for read in &reads {
-        assert!(read.starts_with("GET /api/v1/namespaces/team-a/secrets/prom-token"), "{reads:?}");
+        assert!(
+            read.starts_with("GET /api/v1/namespaces/team-a/secrets/prom-token"),
+            "{reads:?}"
+        );
     }
 }
 
@@ -370,21 +433,37 @@ async fn daemon_refuses_address_outside_allow_list() {
     let access = PrometheusAccess::new(providers, Some(allowed), true);
 
     let secret_ref = json!({ "bearerTokenSecretRef": { "name": "prom-token", "key": "token" } });
-    put_policy(&server, A, "elsewhere", json!({ "address": attacker.url, "auth": secret_ref }));
+    put_policy(
+        &server,
+        A,
+        "elsewhere",
+        json!({ "address": attacker.url, "auth": secret_ref }),
+    );
     put_policy(&server, B, "by-name", json!({ "provider": "main" }));
     let _daemon = daemon(&server, access, None);
 
     let (reason, message) = wait_refused(&server, A, "elsewhere").await;
     assert_eq!(reason, "PrometheusNotAllowed", "{message}");
-    assert!(message.contains("not allowed") && message.contains("configured: main"), "{message}");
+    assert!(
+        message.contains("not allowed") && message.contains("configured: main"),
+        "{message}"
+    );
     let seen = provider.wait_for_queries().await;
     assert!(
-        seen.iter().all(|a| a.as_deref() == Some("Bearer operator-token")),
+        seen.iter()
+            .all(|a| a.as_deref() == Some("Bearer operator-token")),
         "{seen:?}"
     );
-    assert!(attacker.authorizations().is_empty(), "the disallowed address was queried");
+    assert!(
+        attacker.authorizations().is_empty(),
+        "the disallowed address was queried"
+    );
     // Nothing was read for the refused policy either.
-    assert!(secret_reads(&server).is_empty(), "{:?}", secret_reads(&server));
+    assert!(
+        secret_reads(&server).is_empty(),
+        "{:?}",
+        secret_reads(&server)
+    );
     let refused_writes = server
         .requests_matching("PATCH", "/virtualservices/")
         .into_iter()
@@ -416,11 +495,17 @@ fn check_refuses_password_in_prometheus_url() {
     );
     assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(
-        text.contains("policy.yaml:15:16: spec.analysis.prometheus.address"),
+        text.contains("policy.yaml:15:7: spec.analysis.prometheus.address"),
         "{text}"
     );
-    assert!(text.contains("credentials in the URL") && text.contains("passwordSecretRef"), "{text}");
-    assert!(!text.contains("hunter2"), "the password was printed: {text}");
+    assert!(
+        text.contains("credentials in the URL") && text.contains("passwordSecretRef"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("hunter2"),
+        "the password was printed: {text}"
+    );
 }
 
 /// A URL with a password (one that reaches the daemon, or `run`'s source) never shows
@@ -434,26 +519,37 @@ async fn prometheus_url_userinfo_is_redacted_in_status_and_errors() {
     let address = format!("http://shiftgate:hunter2@127.0.0.1:{closed}");
 
     // `shiftgate run`'s source, with the URL as written (as if `check` were skipped).
-    let spec: PrometheusSpec = serde_json::from_value(json!({ "address": address, "timeout": "1s" })).unwrap();
+    let spec: PrometheusSpec =
+        serde_json::from_value(json!({ "address": address, "timeout": "1s" })).unwrap();
     let connection = PrometheusSource::new(None).connect(Some(&spec)).unwrap();
     let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
     let sample = connection.query("up", at).await;
     let shown = format!("{sample:?} {connection:?}");
     assert!(shown.contains("***@127.0.0.1"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
-    let bad: PrometheusSpec = serde_json::from_value(json!({ "address": "ftp://u:hunter2@h" })).unwrap();
-    let error = PrometheusSource::new(None).connect(Some(&bad)).err().map(|e| e.to_string());
+    let bad: PrometheusSpec =
+        serde_json::from_value(json!({ "address": "ftp://u:hunter2@h" })).unwrap();
+    let error = PrometheusSource::new(None)
+        .connect(Some(&bad))
+        .err()
+        .map(|e| e.to_string());
     assert!(!error.unwrap_or_default().contains("hunter2"));
 
     // The daemon: whatever it says about the policy, the password is in none of it.
     let server = cluster();
-    put_policy(&server, A, "in-url", json!({ "address": address, "timeout": "500ms" }));
+    put_policy(
+        &server,
+        A,
+        "in-url",
+        json!({ "address": address, "timeout": "500ms" }),
+    );
     let _daemon = daemon(&server, PrometheusAccess::open(), None);
     wait_until("a refusal or an analysis in the policy's status", || {
         let status = status(&server, A, "in-url");
-        let refused = status["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Accepted" && c["status"] == "False"));
+        let refused = status["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Accepted" && c["status"] == "False")
+        });
         (refused || status["lastAnalysis"].is_object()).then_some(())
     })
     .await;
@@ -461,7 +557,13 @@ async fn prometheus_url_userinfo_is_redacted_in_status_and_errors() {
     assert!(!status.contains("hunter2"), "status: {status}");
     assert!(status.contains("***@127.0.0.1"), "status: {status}");
     for request in server.requests() {
-        assert!(!request.body.contains("hunter2"), "{} {}: {}", request.method, request.path, request.body);
+        assert!(
+            !request.body.contains("hunter2"),
+            "{} {}: {}",
+            request.method,
+            request.path,
+            request.body
+        );
     }
 }
 
@@ -469,7 +571,9 @@ async fn prometheus_url_userinfo_is_redacted_in_status_and_errors() {
 fn granted() -> BTreeSet<(String, String, String)> {
     let mut out = BTreeSet::new();
     for file in ["clusterrole.yaml", "role.yaml"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy")
+            .join(file);
         let doc: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         for rule in doc["rules"].as_array().unwrap() {
             for group in rule["apiGroups"].as_array().unwrap() {
@@ -504,7 +608,13 @@ fn used(server: &TestApiServer) -> BTreeSet<(String, String, String)> {
         };
         let verb = match (request.method.as_str(), parsed.name.is_some()) {
             ("GET", true) => "get",
-            ("GET", false) if query.split('&').any(|p| p == "watch=true" || p == "watch=1") => "watch",
+            ("GET", false)
+                if query
+                    .split('&')
+                    .any(|p| p == "watch=true" || p == "watch=1") =>
+            {
+                "watch"
+            }
             ("GET", false) => "list",
             ("POST", _) => "create",
             ("PATCH", _) => "patch",
@@ -512,7 +622,11 @@ fn used(server: &TestApiServer) -> BTreeSet<(String, String, String)> {
             ("DELETE", _) => "delete",
             (other, _) => panic!("unexpected method {other}"),
         };
-        out.insert((parsed.group_resource.group.clone(), resource, verb.to_owned()));
+        out.insert((
+            parsed.group_resource.group.clone(),
+            resource,
+            verb.to_owned(),
+        ));
     }
     out
 }
@@ -526,7 +640,12 @@ async fn rbac_grants_only_what_is_used() {
     let prometheus = Receiver::start().await;
     // An Istio rollout with a Secret of its namespace, a Service blue/green, a refusal.
     let secret_ref = json!({ "bearerTokenSecretRef": { "name": "prom-token", "key": "token" } });
-    put_policy(&server, A, "istio", json!({ "address": prometheus.url, "auth": secret_ref }));
+    put_policy(
+        &server,
+        A,
+        "istio",
+        json!({ "address": prometheus.url, "auth": secret_ref }),
+    );
     server
         .put_object(
             &ResourceRef::new("", "v1", "services"),
@@ -552,36 +671,71 @@ async fn rbac_grants_only_what_is_used() {
             }),
         )
         .unwrap();
-    put_policy(&server, B, "refused", json!({ "address": prometheus.url, "auth": { "bearerTokenEnv": "PATH" } }));
-    let lease = LeaseConfig::new("shiftgate", "shiftgate", "shiftgate-0", Duration::from_secs(2));
+    put_policy(
+        &server,
+        B,
+        "refused",
+        json!({ "address": prometheus.url, "auth": { "bearerTokenEnv": "PATH" } }),
+    );
+    let lease = LeaseConfig::new(
+        "shiftgate",
+        "shiftgate",
+        "shiftgate-0",
+        Duration::from_secs(2),
+    );
     let _daemon = daemon(&server, PrometheusAccess::open(), Some(lease));
 
     prometheus.wait_for_queries().await;
     wait_refused(&server, B, "refused").await;
-    wait_until("the Service to be switched and every call kind to be made", || {
-        let service = server.get_object(&ResourceRef::new("", "v1", "services"), Some(B), "web")?;
-        let used = used(&server);
-        (service["spec"]["selector"]["color"] == "green"
-            && used.contains(&("coordination.k8s.io".into(), "leases".into(), "update".into()))
-            && used.contains(&("networking.istio.io".into(), "virtualservices".into(), "patch".into())))
-        .then_some(())
-    })
+    wait_until(
+        "the Service to be switched and every call kind to be made",
+        || {
+            let service =
+                server.get_object(&ResourceRef::new("", "v1", "services"), Some(B), "web")?;
+            let used = used(&server);
+            (service["spec"]["selector"]["color"] == "green"
+                && used.contains(&(
+                    "coordination.k8s.io".into(),
+                    "leases".into(),
+                    "update".into(),
+                ))
+                && used.contains(&(
+                    "networking.istio.io".into(),
+                    "virtualservices".into(),
+                    "patch".into(),
+                )))
+            .then_some(())
+        },
+    )
     .await;
 
     let used = used(&server);
     let granted = granted();
     let not_granted: Vec<_> = used.difference(&granted).collect();
-    assert!(not_granted.is_empty(), "the daemon called what deploy/ does not grant: {not_granted:?}");
-    let series_patch = ("events.k8s.io".to_owned(), "events".to_owned(), "patch".to_owned());
+    assert!(
+        not_granted.is_empty(),
+        "the daemon called what deploy/ does not grant: {not_granted:?}"
+    );
+    let series_patch = (
+        "events.k8s.io".to_owned(),
+        "events".to_owned(),
+        "patch".to_owned(),
+    );
     let unused: Vec<_> = granted
         .difference(&used)
         .filter(|g| **g != series_patch)
         .collect();
-    assert!(unused.is_empty(), "deploy/ grants what the daemon never calls: {unused:?}");
+    assert!(
+        unused.is_empty(),
+        "deploy/ grants what the daemon never calls: {unused:?}"
+    );
     // Sanity: the rollout really ran through each kind of call.
     let kinds: BTreeMap<&str, usize> = used.iter().fold(BTreeMap::new(), |mut m, (_, r, _)| {
         *m.entry(r.as_str()).or_default() += 1;
         m
     });
-    assert!(kinds.contains_key("secrets") && kinds.contains_key("events"), "{kinds:?}");
+    assert!(
+        kinds.contains_key("secrets") && kinds.contains_key("events"),
+        "{kinds:?}"
+    );
 }

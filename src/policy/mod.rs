@@ -16,6 +16,7 @@ pub mod limits;
 mod names;
 pub mod parse;
 mod partial;
+mod prometheus_rules;
 pub mod report;
 pub mod schema;
 pub mod structure;

@@ -118,6 +118,20 @@ fn run_one(target: &Target, input: &str) -> (Option<String>, Duration) {
     (finding, took)
 }
 
+/// The fuzzer runs for a wall-clock budget: the one clock read of the harness.
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// A new seed for each timed run (printed, so the run can be replayed).
+#[allow(clippy::disallowed_methods)]
+fn fresh_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
 /// CPU time of the calling thread (user + system), from /proc/thread-self/stat, in
 /// clock ticks of 10 ms.
 fn thread_cpu_time() -> Duration {
@@ -176,15 +190,13 @@ fn fuzz_every_target() {
     // for scripts/fuzz to save.
     let current = std::env::var_os("SHIFTGATE_FUZZ_CURRENT").map(PathBuf::from);
     let seed = env_u64("SHIFTGATE_FUZZ_SEED").unwrap_or_else(|| match seconds {
-        Some(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64),
+        Some(_) => fresh_seed(),
         None => SMOKE_SEED,
     });
     println!("fuzz: seed {seed} (reproduce with SHIFTGATE_FUZZ_SEED={seed})");
     let targets = targets();
     let mut runner = runner(seed);
-    let started = Instant::now();
+    let started = now();
     let deadline = seconds.map(|s| started + Duration::from_secs(s));
     let mut executed = vec![0u64; targets.len()];
     let mut busy = vec![Duration::ZERO; targets.len()];
@@ -193,7 +205,7 @@ fn fuzz_every_target() {
     'outer: loop {
         for (i, target) in targets.iter().enumerate() {
             let done = match deadline {
-                Some(deadline) => Instant::now() >= deadline,
+                Some(deadline) => now() >= deadline,
                 None => executed[i] >= SMOKE_INPUTS,
             };
             if done {
@@ -224,7 +236,7 @@ fn fuzz_every_target() {
                 );
                 findings.push(format!("{}: {finding}{saved}", target.name));
             }
-            if Instant::now() >= next_report {
+            if now() >= next_report {
                 next_report += Duration::from_secs(60);
                 println!(
                     "fuzz: {:.0} s, {} inputs, {} findings",

@@ -249,7 +249,7 @@ impl PrometheusAccess {
                 if !self.policy_secrets {
                     if let Some(field) = secret_fields(spec).first() {
                         return Err(AccessError::SecretsOff {
-                            field: *field,
+                            field,
                             known: self.known_suffix(),
                         });
                     }

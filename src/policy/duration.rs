@@ -247,6 +247,7 @@ impl JsonSchema for Duration {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -311,7 +311,7 @@ fn engine_steps(plan: &Plan, policy: &RolloutPolicy, case: &PolicyCase) {
             observation.checks = Some(ChecksOutcome {
                 results: vec![CheckResult {
                     name: "fuzz".to_owned(),
-                    passed: case.seed % 3 != 0,
+                    passed: !case.seed.is_multiple_of(3),
                     message: "scripted".to_owned(),
                 }],
             });

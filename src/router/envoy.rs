@@ -105,6 +105,31 @@ impl EnvoyRouter {
         })
     }
 
+    /// On the first call (the start of a run): removes leftover temp files. Never while
+    /// this process holds the routes file's lock (the lock is not reentrant).
+    async fn remove_leftovers_once(&self) {
+        if self.leftovers_checked.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        match self.remove_leftover_temp_files().await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                removed,
+                dir = %parent_dir(&self.routes_file).display(),
+                "removed temp files left by a killed route write"
+            ),
+            Err(e) => tracing::warn!(error = %e, "leftover temp files stay"),
+        }
+    }
+
+    async fn read_served(&self) -> Result<LiveRoute, RouterError> {
+        let served = self.served().await?.ok_or_else(|| self.not_served())?;
+        Ok(LiveRoute {
+            route: served.route,
+            version: Version(served.version_info),
+        })
+    }
+
     /// What Envoy serves right now, or `None` when it serves no configuration of this name.
     async fn served(&self) -> Result<Option<ServedRoute>, RouterError> {
         let url = format!(
@@ -266,28 +291,15 @@ impl EnvoyRouter {
 #[async_trait]
 impl TrafficRouter for EnvoyRouter {
     async fn read(&self) -> Result<LiveRoute, RouterError> {
-        if !self.leftovers_checked.swap(true, Ordering::Relaxed) {
-            match self.remove_leftover_temp_files().await {
-                Ok(0) => {}
-                Ok(removed) => tracing::info!(
-                    removed,
-                    dir = %parent_dir(&self.routes_file).display(),
-                    "removed temp files left by a killed route write"
-                ),
-                Err(e) => tracing::warn!(error = %e, "leftover temp files stay"),
-            }
-        }
-        let served = self.served().await?.ok_or_else(|| self.not_served())?;
-        Ok(LiveRoute {
-            route: served.route,
-            version: Version(served.version_info),
-        })
+        self.remove_leftovers_once().await;
+        self.read_served().await
     }
 
     async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
+        self.remove_leftovers_once().await;
         let _in_process = self.write_lock.lock().await;
         let _across_processes = lock_routes_file(&self.routes_file).await?;
-        let live = self.read().await?;
+        let live = self.read_served().await?;
         if &live.version != expect {
             return Err(RouterError::Conflict {
                 what: format!(

@@ -403,7 +403,15 @@ async fn pause_survives_kill_during_slow_router_write() {
     run.kill_hard();
     slow.stop_holding();
 
-    let output = stack.spawn_run(&policy).finish().await;
+    let restarted = stack.spawn_run(&policy);
+    // Bounded: a lost pause would leave the run walking its hour-long step (the guard
+    // kills it when the wait panics).
+    stack
+        .wait_for_state("the operator's pause", |doc| {
+            doc["status"]["phase"] == "Paused"
+        })
+        .await;
+    let output = restarted.finish().await;
     let log = run_log(&output);
     assert_eq!(output.status.code(), Some(4), "paused means exit 4:\n{log}");
     let state = stack.state().unwrap();

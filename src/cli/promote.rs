@@ -145,6 +145,7 @@ pub fn send(target: &LocalPolicyArgs, revision: &RevisionArg, command: Command) 
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -195,16 +195,19 @@ fn random_scenario(rng: &mut StdRng, seed: u64) -> Scenario {
         s.commands.push(TimedCommand {
             at: secs(at),
             command,
+            revision: None,
         });
     }
     // Nobody is left waiting forever on a gate or a pause.
     s.commands.push(TimedCommand {
         at: secs(at + 3000),
         command: Command::Resume,
+        revision: None,
     });
     s.commands.push(TimedCommand {
         at: secs(at + 3001),
         command: Command::Promote,
+        revision: None,
     });
     if rng.random_bool(0.15) {
         s.drift.push(DriftEvent {
@@ -531,7 +534,11 @@ proptest! {
             chrono::DateTime::from_timestamp(1_767_607_200 + at, 0).unwrap_or_default(),
             Ok(ManagedRoute { canary_weight: live_weight, test_route: live_test }),
         );
-        obs.commands = commands;
+        obs.commands = commands
+            .into_iter()
+            .enumerate()
+            .map(|(id, c)| engine::OperatorCommand::new(id.to_string(), c, plan.revision()))
+            .collect();
         let d = engine::step(&plan, &state, &obs);
         let writes: Vec<ManagedRoute> = d.actions.iter().filter_map(|a| match a { Action::ApplyRoute(r) => Some(*r), _ => None }).collect();
         prop_assert!(writes.len() <= 1, "one write per decision: {:?}", writes);

@@ -17,6 +17,6 @@ pub use plan::{Plan, PlanError};
 pub use record::set_condition;
 pub use step::step;
 pub use types::{
-    Action, ChecksOutcome, Command, Decision, Observation, Transition, TransitionKind,
-    UnknownCommand,
+    Action, ChecksOutcome, Command, Decision, Observation, OperatorCommand, Transition,
+    TransitionKind, UnknownCommand,
 };

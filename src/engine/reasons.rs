@@ -23,6 +23,7 @@ pub const HELD: &str = "Held";
 pub const DRIFT_DETECTED: &str = "DriftDetected";
 pub const DRIFT_REASSERTED: &str = "DriftReasserted";
 pub const ROUTE_UNREADABLE: &str = "RouteUnreadable";
+pub const COMMAND_REFUSED: &str = "CommandRefused";
 
 /// Condition types.
 pub const ACCEPTED: &str = "Accepted";

@@ -72,7 +72,7 @@ impl<'a> Tick<'a> {
         }
         self.enforce_step_ceiling();
         for command in &self.obs.commands {
-            self.apply_command(*command);
+            self.handle_command(command);
         }
         let live = match &self.obs.live {
             Ok(live) => *live,
@@ -132,8 +132,11 @@ impl<'a> Tick<'a> {
     fn start_revision(&mut self) {
         let previous = self.s.revision.take();
         let generation = self.s.observed_generation;
+        // Commands handled under the old revision stay handled.
+        let last_command_id = self.s.last_command_id.take();
         self.s = RolloutStatus {
             observed_generation: generation,
+            last_command_id,
             revision: Some(self.plan.revision().to_owned()),
             ..RolloutStatus::default()
         };

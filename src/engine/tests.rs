@@ -46,6 +46,18 @@ fn route(w: u8, test: bool) -> ManagedRoute {
     }
 }
 
+/// Commands for the plan's revision, each with a new id.
+fn cmds(words: &[Command]) -> Vec<OperatorCommand> {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    words
+        .iter()
+        .map(|w| {
+            let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            OperatorCommand::new(id.to_string(), *w, "v2")
+        })
+        .collect()
+}
+
 fn obs(secs: i64, live: ManagedRoute) -> Observation {
     Observation::at(t(secs), Ok(live))
 }
@@ -290,11 +302,11 @@ fn a_manual_gate_waits_for_promote_and_resume_does_not_skip_it() {
     assert_eq!(d.state.phase, Phase::Paused);
     assert_eq!(d.state.pause_reason, Some(PauseReason::ManualGate));
     let mut o = obs(40, route(60, true));
-    o.commands = vec![Command::Resume];
+    o.commands = cmds(&[Command::Resume]);
     let d2 = step(&plan(), &d.state, &o);
     assert_eq!(d2.state.phase, Phase::Paused);
     let mut o = obs(41, route(60, true));
-    o.commands = vec![Command::Promote];
+    o.commands = cmds(&[Command::Promote]);
     let d3 = step(&plan(), &d.state, &o);
     assert_eq!(d3.state.step, 3);
     assert_eq!(writes(&d3), vec![route(100, true)]);
@@ -316,7 +328,7 @@ fn a_regression_at_a_manual_gate_still_rolls_back() {
 #[test]
 fn abort_puts_every_request_back_on_stable() {
     let mut o = obs(10, route(30, true));
-    o.commands = vec![Command::Abort];
+    o.commands = cmds(&[Command::Abort]);
     let d = step(&plan(), &at_step(1, 0), &o);
     assert_eq!(d.state.phase, Phase::Aborted);
     assert_eq!(writes(&d), vec![route(0, false)]);
@@ -327,14 +339,14 @@ fn abort_puts_every_request_back_on_stable() {
 #[test]
 fn pause_and_resume() {
     let mut o = obs(10, route(30, true));
-    o.commands = vec![Command::Pause];
+    o.commands = cmds(&[Command::Pause]);
     let d = step(&plan(), &at_step(1, 0), &o);
     assert_eq!(d.state.phase, Phase::Paused);
     assert_eq!(d.wake_at, None, "paused: only a command changes anything");
     let d2 = step(&plan(), &d.state, &obs(500, route(30, true)));
     assert_eq!(d2.state, d.state, "nothing happens while paused");
     let mut o = obs(501, route(30, true));
-    o.commands = vec![Command::Resume];
+    o.commands = cmds(&[Command::Resume]);
     let d3 = step(&plan(), &d.state, &o);
     assert_eq!(d3.state.phase, Phase::Progressing);
     assert_eq!(d3.actions.last(), Some(&Action::QueryMetrics));
@@ -343,7 +355,7 @@ fn pause_and_resume() {
 #[test]
 fn promote_full_goes_straight_to_promoted() {
     let mut o = obs(10, route(30, true));
-    o.commands = vec![Command::PromoteFull];
+    o.commands = cmds(&[Command::PromoteFull]);
     let d = step(&plan(), &at_step(1, 0), &o);
     assert_eq!(writes(&d), vec![route(100, false)]);
     let done = step(&plan(), &d.state, &obs(11, route(100, false)));
@@ -377,7 +389,7 @@ fn drift_pauses_by_default_and_resume_writes_the_weights_back() {
     let again = step(&plan(), &d.state, &obs(20, route(80, true)));
     assert_eq!(again.state, d.state, "drift is reported once");
     let mut o = obs(30, route(80, true));
-    o.commands = vec![Command::Resume];
+    o.commands = cmds(&[Command::Resume]);
     let d2 = step(&plan(), &d.state, &o);
     assert_eq!(writes(&d2), vec![route(30, true)]);
 }
@@ -468,7 +480,7 @@ fn history_is_bounded_and_keeps_transitions_not_evaluations() {
     let mut state = at_step(1, 0);
     for i in 0..30 {
         let mut o = obs(i, route(30, true));
-        o.commands = vec![Command::Pause, Command::Resume];
+        o.commands = cmds(&[Command::Pause, Command::Resume]);
         state = step(&plan(), &state, &o).state;
     }
     assert_eq!(state.history.len(), crate::policy::status::HISTORY_LIMIT);
@@ -523,7 +535,7 @@ fn an_inconclusive_pause_at_a_gate_resumes_to_progressing() {
     let d = step(&plan, &s, &o);
     assert_eq!(d.state.pause_reason, Some(PauseReason::Inconclusive));
     let mut o = obs(40, route(60, true));
-    o.commands = vec![Command::Resume];
+    o.commands = cmds(&[Command::Resume]);
     let d = step(&plan, &d.state, &o);
     assert_eq!(d.state.phase, Phase::Progressing);
     assert_eq!(d.state.pause_reason, None);

@@ -215,6 +215,8 @@ pub struct LocalRun {
     reconciler: Reconciler,
     router: Arc<dyn TrafficRouter>,
     store: Arc<dyn StateStore>,
+    /// The file store behind `store` (none in a dry run): cleaned up at the start.
+    file_store: Option<FileStore>,
     clock: Arc<dyn Clock>,
 }
 
@@ -278,6 +280,7 @@ impl LocalRun {
             reconciler: Reconciler::new(seams),
             router,
             store,
+            file_store: (!options.dry_run).then(|| FileStore::new(state_dir)),
             clock,
         })
     }
@@ -289,7 +292,19 @@ impl LocalRun {
     /// Checks the router answers before anything starts: a run that cannot see Envoy (or
     /// whose VirtualService, route, destination or Service is missing) fails fast,
     /// with nothing written, instead of waiting.
+    /// Also the start of a run: the temp files a killed run left behind (the state's
+    /// here, the routes file's in the Envoy router's first read) are removed.
     pub async fn preflight(&self) -> Result<LiveRoute, LocalError> {
+        if let Some(file_store) = &self.file_store {
+            match file_store
+                .remove_leftover_temp_files(&self.local.policy)
+                .await
+            {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "removed temp files left by a killed save"),
+                Err(e) => tracing::warn!(error = %e, "leftover temp files stay"),
+            }
+        }
         let live = self
             .router
             .read()

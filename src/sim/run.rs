@@ -278,7 +278,9 @@ impl Simulation {
             if command.at > offset {
                 break;
             }
-            self.commands.push(&self.policy, command.command);
+            let revision = command.revision.as_deref().unwrap_or(&self.spec.revision);
+            self.commands
+                .push(&self.policy, command.command, Some(revision));
             self.commands_sent += 1;
         }
         while let Some(restart) = self.scenario.restarts.get(self.restarts_done) {

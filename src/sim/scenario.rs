@@ -145,6 +145,10 @@ pub struct TimedCommand {
     pub at: Duration,
     /// `promote`, `promoteFull`, `pause`, `resume` or `abort`.
     pub command: Command,
+    /// The revision the command is given for; default: the policy's. Another revision
+    /// makes a stale command, which the engine refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 /// How a simulated rollout ended.

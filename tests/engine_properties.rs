@@ -287,8 +287,13 @@ fn check_world(seed: u64) -> Result<Outcome, String> {
     let mut seen_entries = 0;
     // The canary serves users before anything was judged: the live colour.
     let live_start = scenario.initial.canary_weight > plan.step(0).weight;
-    let mut last_resume: Option<Duration> = None;
+    let mut write_back_asked = false;
+    // The weight an operator's `promote` asked for, until it is written.
+    let mut promoted_to: Option<u8> = None;
     loop {
+        // The instant the tick runs at (a tick ends by moving the clock on).
+        let offset = sim_offset(&sim, &scenario);
+        let tick_now = sim.now();
         let more = sim.tick();
         let stored = sim.stored_status().unwrap_or_default();
         let live = sim.router().route();
@@ -310,7 +315,6 @@ fn check_world(seed: u64) -> Result<Outcome, String> {
         }
         // 7. Drift keeps judging: a canary that someone else moved to a weight with users
         // on it is evaluated every interval while the rollout is paused for the drift.
-        let offset = sim_offset(&sim, &scenario);
         let quiet = !scenario
             .router_faults
             .iter()
@@ -322,7 +326,7 @@ fn check_world(seed: u64) -> Result<Outcome, String> {
             && live.canary_weight > 0
             && !stored
                 .last_evaluation_at
-                .is_some_and(|t| sim.now() - t <= plan.interval())
+                .is_some_and(|t| tick_now - t <= plan.interval())
         {
             return Err(format!(
                 "a drifted canary at {}% went unjudged at {offset} (last evaluation {:?})",
@@ -330,13 +334,25 @@ fn check_world(seed: u64) -> Result<Outcome, String> {
             ));
         }
         for entry in &sim.timeline()[seen_entries..] {
-            if entry.transitions.iter().any(|t| t.kind == TransitionKind::Resumed) {
-                last_resume = Some(entry.at);
+            // A write-back of drifted weights, asked for by `resume` or by the policy's
+            // `onDrift: reassert`, stays asked for until a write lands.
+            if entry.transitions.iter().any(|t| {
+                t.kind == TransitionKind::Resumed
+                    || (t.kind == TransitionKind::Drift && spec.on_drift == OnDrift::Reassert)
+            }) {
+                write_back_asked = true;
             }
             // 6. No write moves users off a canary that serves them (the live colour, a
             // drifted weight) without a judgement or an operator's command: only a
             // rollback (Fail, inconclusive limit, failed checks), an abort, or writing
             // drifted weights back (`resume`, or the policy's `onDrift: reassert`).
+            if let Some(t) = entry
+                .transitions
+                .iter()
+                .rfind(|t| t.reason == engine::reasons::PROMOTED_BY_OPERATOR)
+            {
+                promoted_to = Some(t.canary_weight);
+            }
             let mut before = entry.live_before.canary_weight;
             for w in &entry.writes {
                 if w.canary_weight < before {
@@ -345,13 +361,11 @@ fn check_world(seed: u64) -> Result<Outcome, String> {
                             entry.phase,
                             Phase::RollingBack | Phase::RolledBack | Phase::Aborted
                         );
-                    let drifted = scenario.drift.iter().rev().find(|d| d.at <= entry.at);
-                    let written_back = drifted.is_some_and(|d| {
-                        d.canary_weight == before
-                            && (spec.on_drift == OnDrift::Reassert
-                                || last_resume.is_some_and(|r| r >= d.at))
-                    });
-                    if !rolled_back && !written_back {
+                    let written_back = write_back_asked && !scenario.drift.is_empty();
+                    // An operator's `promote` (even of a rollout refused for its live
+                    // canary) is an explicit command, until its write lands.
+                    let promoted = promoted_to == Some(w.canary_weight);
+                    if !rolled_back && !written_back && !promoted {
                         return Err(format!(
                             "moved users off the canary ({before}% → {}%) at {} without a \
                              judgement or a command (phase {})",
@@ -359,11 +373,18 @@ fn check_world(seed: u64) -> Result<Outcome, String> {
                         ));
                     }
                 }
+                if promoted_to == Some(w.canary_weight) {
+                    promoted_to = None;
+                }
                 before = w.canary_weight;
+                write_back_asked = false;
             }
             // 8. Where no user reaches the canary there is nothing to judge: no
             // evaluation (and so nothing inconclusive) at a live weight of 0.
-            if entry.analysis.is_some() && entry.live_before.canary_weight == 0 {
+            if entry.analysis.is_some()
+                && entry.live_before.canary_weight == 0
+                && entry.writes.iter().all(|w| w.canary_weight == 0)
+            {
                 return Err(format!(
                     "judged a canary that serves no user at {} (phase {})",
                     entry.at, entry.phase
@@ -656,4 +677,18 @@ proptest! {
             prop_assert_eq!(&again.state, &d.state);
         }
     }
+}
+
+#[test]
+#[ignore]
+fn show_world() {
+    let seed = env_u64("SHIFTGATE_SIM_SEED", DEFAULT_SEED);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let spec = random_spec(&mut rng);
+    let scenario = random_scenario(&mut rng, seed);
+    eprintln!("{}", serde_json::to_string(&spec).unwrap());
+    eprintln!("{:?}", scenario);
+    let sim = Simulation::new(policy_ref(), spec, scenario, seed).unwrap();
+    let report = sim.run();
+    eprintln!("{}", shiftgate::sim::render::render_text(&report));
 }

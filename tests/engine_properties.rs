@@ -678,17 +678,3 @@ proptest! {
         }
     }
 }
-
-#[test]
-#[ignore]
-fn show_world() {
-    let seed = env_u64("SHIFTGATE_SIM_SEED", DEFAULT_SEED);
-    let mut rng = StdRng::seed_from_u64(seed);
-    let spec = random_spec(&mut rng);
-    let scenario = random_scenario(&mut rng, seed);
-    eprintln!("{}", serde_json::to_string(&spec).unwrap());
-    eprintln!("{:?}", scenario);
-    let sim = Simulation::new(policy_ref(), spec, scenario, seed).unwrap();
-    let report = sim.run();
-    eprintln!("{}", shiftgate::sim::render::render_text(&report));
-}

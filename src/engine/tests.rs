@@ -121,7 +121,11 @@ fn a_new_revision_into_a_live_canary_writes_nothing_until_the_route_allows_it() 
     let started = step(&plan(), &d.state, &obs(90, route(0, false)));
     assert_eq!(writes(&started), vec![route(0, true)]);
     assert!(!refused_live_canary(&started.state));
-    let accepted = started.state.conditions.iter().find(|c| c.type_ == "Accepted");
+    let accepted = started
+        .state
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Accepted");
     assert_eq!(accepted.map(|c| c.status.as_str()), Some("True"));
 }
 

@@ -307,6 +307,7 @@ impl Simulation {
         self.ticks += 1;
         let live = self.router.route();
         let phase_before = self.status.phase;
+        let refused_before = crate::engine::refused_live_canary(&self.status);
         let (wake_at, mut entry) = match result {
             Ok(outcome) => {
                 self.status = outcome.status.clone();
@@ -356,7 +357,8 @@ impl Simulation {
                 (Some(self.now() + retry), entry)
             }
         };
-        if entry.phase != phase_before && entry.transitions.is_empty() {
+        let refused = !refused_before && crate::engine::refused_live_canary(&self.status);
+        if (entry.phase != phase_before || refused) && entry.transitions.is_empty() {
             entry.note = self
                 .status
                 .reason

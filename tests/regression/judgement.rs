@@ -85,7 +85,11 @@ fn live_colour_start_writes_nothing() {
         "every user to cowsay-blue.web.svc.cluster.local, unjudged",
         "Swap stable and canary",
     ] {
-        assert!(accepted.message.contains(part), "{part}: {}", accepted.message);
+        assert!(
+            accepted.message.contains(part),
+            "{part}: {}",
+            accepted.message
+        );
     }
     let progressing = status
         .conditions
@@ -178,10 +182,10 @@ fn manual_gate_at_zero_is_not_inconclusive() {
         "nothing but the 0% step (and its test route) is written: {at_gate:?}"
     );
     assert!(
-        report
-            .timeline
+        report.timeline.iter().all(|e| e
+            .transitions
             .iter()
-            .all(|e| e.transitions.iter().all(|t| t.reason != reasons::INCONCLUSIVE_LIMIT)),
+            .all(|t| t.reason != reasons::INCONCLUSIVE_LIMIT)),
         "waiting at the gate is not inconclusive"
     );
     assert!(
@@ -302,9 +306,10 @@ fn cluster_policy(name: &str, created: i64, steps: Value) -> Arc<RolloutPolicy> 
     .unwrap();
     let mut policy = RolloutPolicy::new(name, spec);
     policy.metadata.namespace = Some("shop".to_owned());
-    policy.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        k8s_openapi::jiff::Timestamp::from_second(created).unwrap(),
-    ));
+    policy.metadata.creation_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(created).unwrap(),
+        ));
     Arc::new(policy)
 }
 

@@ -27,3 +27,7 @@ mod limits;
 /// Issue "trust" §5: the Kubernetes path.
 #[path = "regression/kubernetes.rs"]
 mod kubernetes;
+
+/// Issue "first hour": the messages a newcomer meets.
+#[path = "regression/first_hour.rs"]
+mod first_hour;

@@ -324,9 +324,9 @@ fn check_world(seed: u64) -> Result<Outcome, String> {
             && stored.phase == Phase::Paused
             && stored.pause_reason == Some(PauseReason::Drift)
             && live.canary_weight > 0
-            && !stored
+            && stored
                 .last_evaluation_at
-                .is_some_and(|t| tick_now - t <= plan.interval())
+                .is_none_or(|t| tick_now - t > plan.interval())
         {
             return Err(format!(
                 "a drifted canary at {}% went unjudged at {offset} (last evaluation {:?})",

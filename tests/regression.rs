@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-#[allow(dead_code)]
 mod support;
 
 /// Issue "trust" §1: a policy never borrows the daemon's identity.

@@ -15,6 +15,7 @@ pub mod diagnostic;
 mod names;
 pub mod parse;
 mod partial;
+mod prometheus_rules;
 pub mod report;
 pub mod schema;
 pub mod structure;

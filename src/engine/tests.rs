@@ -185,7 +185,10 @@ fn a_manual_gate_at_zero_is_never_evaluated() {
     s.resume_phase = Some(Phase::Progressing);
     let d = step(&plan, &s, &obs(3600, route(0, true)));
     assert!(!d.needs_input());
-    assert_eq!(d.state, s);
+    assert_eq!(d.state.phase, Phase::Paused);
+    assert_eq!(d.state.pause_reason, Some(PauseReason::ManualGate));
+    assert_eq!(d.state.last_evaluation_at, None, "nothing was judged");
+    assert_eq!(d.state.consecutive_inconclusive, 0);
     assert_eq!(d.wake_at, None, "only `promote` moves a 0% gate");
 }
 

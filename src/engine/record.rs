@@ -97,7 +97,18 @@ impl Tick<'_> {
         let accepted = conditions
             .iter()
             .any(|c| c.type_ == reasons::ACCEPTED && c.message.ends_with(revision));
-        if !accepted {
+        let refused = matches!(phase, Phase::Pending | Phase::Waiting)
+            && reason.as_deref() == Some(reasons::CANARY_IS_LIVE);
+        if refused {
+            set_condition(
+                conditions,
+                reasons::ACCEPTED,
+                "False",
+                reasons::CANARY_IS_LIVE,
+                message.as_deref().unwrap_or_default(),
+                now,
+            );
+        } else if !accepted {
             set_condition(
                 conditions,
                 reasons::ACCEPTED,
@@ -108,6 +119,7 @@ impl Tick<'_> {
             );
         }
         let progressing = match phase {
+            _ if refused => "False",
             Phase::Pending | Phase::Waiting | Phase::Checking | Phase::Progressing => "True",
             Phase::RollingBack => "True",
             Phase::Paused | Phase::Held => "Unknown",

@@ -86,6 +86,9 @@ impl<'a> Tick<'a> {
         };
         for _ in 0..MAX_ROUNDS {
             if !self.settle_route(live) {
+                if self.judge_drift(live) {
+                    continue;
+                }
                 return;
             }
             let target_before = self.s.target;
@@ -268,8 +271,11 @@ impl<'a> Tick<'a> {
                     self.s.resume_phase = Some(self.s.phase);
                 }
                 if self.s.phase == Phase::Held {
-                    // Held stays held: an operator is already needed.
-                    self.announce(TransitionKind::Drift, reasons::DRIFT_DETECTED, message);
+                    // Held stays held: an operator is already needed. Said once, not on
+                    // every look at the route.
+                    if self.s.reason.as_deref() != Some(reasons::DRIFT_DETECTED) {
+                        self.announce(TransitionKind::Drift, reasons::DRIFT_DETECTED, message);
+                    }
                     return;
                 }
                 self.s.phase = Phase::Paused;

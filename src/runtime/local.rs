@@ -55,6 +55,9 @@ pub enum LocalError {
     Store(#[from] StoreError),
     #[error("cannot start the rollout of {policy}: {message}")]
     CannotRun { policy: String, message: String },
+    /// The canary already serves more than the first step: nothing was written.
+    #[error("refusing to start the rollout of {policy}: {message}")]
+    CanaryIsLive { policy: String, message: String },
 }
 
 impl From<super::cluster_run::ClusterRunError> for LocalError {
@@ -67,7 +70,9 @@ impl LocalError {
     /// Whether the input (not the world) is at fault: exit code 2 rather than 3.
     pub fn is_invalid_input(&self) -> bool {
         match self {
-            LocalError::InvalidPolicy { .. } | LocalError::Unsupported(_) => true,
+            LocalError::InvalidPolicy { .. }
+            | LocalError::Unsupported(_)
+            | LocalError::CanaryIsLive { .. } => true,
             LocalError::Reconcile(e) => {
                 !e.is_transient() && matches!(e, ReconcileError::Plan { .. })
             }
@@ -378,6 +383,12 @@ impl LocalRun {
                 outcome: &outcome,
             });
             let status = outcome.status.clone();
+            if crate::engine::refused_live_canary(&status) {
+                return Err(LocalError::CanaryIsLive {
+                    policy: format!("{}/{}", self.local.policy.namespace, self.local.policy.name),
+                    message: status.message.unwrap_or_default(),
+                });
+            }
             if status.is_settled() {
                 return Ok(RunEnd::Settled(status));
             }

@@ -162,6 +162,9 @@ pub enum Outcome {
     Paused,
     /// Still running at `maxDuration`.
     Unfinished,
+    /// Never started: the canary already served more than the first step (the live
+    /// colour), so nothing was written.
+    Refused,
 }
 
 impl Outcome {
@@ -173,6 +176,7 @@ impl Outcome {
             Outcome::Held => "held",
             Outcome::Paused => "paused",
             Outcome::Unfinished => "unfinished",
+            Outcome::Refused => "refused",
         }
     }
 
@@ -184,6 +188,7 @@ impl Outcome {
             Outcome::RolledBack | Outcome::Aborted => exit::ROLLED_BACK,
             Outcome::Held | Outcome::Paused => exit::HELD,
             Outcome::Unfinished => exit::COULD_NOT_RUN,
+            Outcome::Refused => exit::INVALID_INPUT,
         }
     }
 }

@@ -235,7 +235,7 @@ fn daemon(server: &TestApiServer, access: PrometheusAccess, lease: Option<LeaseC
         shutdown_deadline: Duration::from_secs(5),
     };
     let store = KubeStatusStore::new(client.clone());
-    let commands = KubeCommandSource::new(client.clone(), store.ledger());
+    let commands = KubeCommandSource::new(client.clone());
     let seams = DaemonSeams {
         client: client.clone(),
         routers: Arc::new(KubeRouters::new(client.clone())),

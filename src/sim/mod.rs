@@ -5,6 +5,7 @@
 pub mod render;
 pub mod run;
 pub mod scenario;
+pub mod traffic;
 
 pub use run::{outcome_of, SimReport, Simulation, TimelineEntry};
 pub use scenario::{Outcome, Scenario, ScenarioError};

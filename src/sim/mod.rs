@@ -4,6 +4,7 @@
 
 pub mod render;
 pub mod run;
+pub mod judge_bench;
 pub mod scenario;
 pub mod traffic;
 

@@ -1,8 +1,8 @@
 //! Verdicts from metric results: threshold gates and comparisons against stable. Pure.
 
 pub mod judge;
-pub mod sequential;
 pub mod sample;
+pub mod sequential;
 pub mod verdict;
 
 pub use judge::{judge, Evaluation, MetricJudgement};

@@ -99,7 +99,11 @@ fn model(rate: f64, scenario: &Scenario) -> TrafficModel {
     TrafficModel {
         requests_per_second: rate,
         stable: base(),
-        canary: if late.is_some() { base() } else { scenario.canary },
+        canary: if late.is_some() {
+            base()
+        } else {
+            scenario.canary
+        },
         change: late.map(|from_secs| Change {
             from_secs,
             canary: scenario.canary,
@@ -294,7 +298,10 @@ fn print_targets(cells: &[(f64, &str, &str, Cell)]) {
         line(
             format!(
                 "false rollbacks ≤ 1 % at {rate}/s (upper bound {})",
-                c.map_or("—".to_owned(), |c| pct(clopper_pearson_upper(c.false_rollbacks, c.runs)))
+                c.map_or("—".to_owned(), |c| pct(clopper_pearson_upper(
+                    c.false_rollbacks,
+                    c.runs
+                )))
             ),
             c.map(|c| c.false_rollbacks as f64 <= 0.01 * c.runs as f64),
         );

@@ -128,7 +128,9 @@ pub fn run_sequential(
             let l = set.latency.judge("latency", &latency, &canary, &stable);
             errors = e.state;
             latency = l.state;
-            if matches!(e.verdict, Verdict::Fail { .. }) || matches!(l.verdict, Verdict::Fail { .. }) {
+            if matches!(e.verdict, Verdict::Fail { .. })
+                || matches!(l.verdict, Verdict::Fail { .. })
+            {
                 return RolloutResult {
                     ending: Ending::RolledBack,
                     rollback_at: Some(scrape.end_secs),
@@ -225,7 +227,11 @@ fn result(ending: Ending, canary_requests: u64) -> RolloutResult {
 }
 
 /// What Prometheus would answer for the example policy's metrics over the last window.
-fn analysis_input(recent: &[Scrape], scrapes: usize, at: crate::policy::Timestamp) -> AnalysisInput {
+fn analysis_input(
+    recent: &[Scrape],
+    scrapes: usize,
+    at: crate::policy::Timestamp,
+) -> AnalysisInput {
     let (mut canary, mut stable) = (TargetCounts::default(), TargetCounts::default());
     for s in recent.iter().rev().take(scrapes) {
         canary.add(&s.canary);
@@ -278,7 +284,9 @@ pub fn histogram_quantile(q: f64, counts: &TargetCounts) -> Option<f64> {
             if cumulative == lower_count {
                 return Some(*le);
             }
-            return Some(lower_edge + (le - lower_edge) * (rank - lower_count) / (cumulative - lower_count));
+            return Some(
+                lower_edge + (le - lower_edge) * (rank - lower_count) / (cumulative - lower_count),
+            );
         }
         lower_edge = *le;
         lower_count = cumulative;
@@ -320,7 +328,10 @@ mod tests {
         // 50 at or below 100 ms, all at or below 250 ms.
         c.buckets = [0, 0, 0, 0, 50, 100, 100, 100, 100, 100, 100];
         assert_eq!(histogram_quantile(0.5, &c), Some(100.0));
-        assert_eq!(histogram_quantile(0.99, &c), Some(100.0 + 150.0 * 49.0 / 50.0));
+        assert_eq!(
+            histogram_quantile(0.99, &c),
+            Some(100.0 + 150.0 * 49.0 / 50.0)
+        );
         c.buckets = [0; 11];
         assert_eq!(histogram_quantile(0.99, &c), Some(10000.0));
         assert_eq!(histogram_quantile(0.5, &TargetCounts::default()), None);

@@ -2,9 +2,9 @@
 //! scripted by a scenario, on virtual time. `shiftgate simulate` and the property tests
 //! run through here.
 
+pub mod judge_bench;
 pub mod render;
 pub mod run;
-pub mod judge_bench;
 pub mod scenario;
 pub mod traffic;
 

@@ -271,7 +271,10 @@ mod tests {
             let m = draws.iter().sum::<f64>() / n as f64;
             let var = draws.iter().map(|d| (d - m).powi(2)).sum::<f64>() / (n - 1) as f64;
             // Five standard errors of the mean; the variance within 5 %.
-            assert!((m - mean).abs() < 5.0 * (mean / n as f64).sqrt(), "{mean}: {m}");
+            assert!(
+                (m - mean).abs() < 5.0 * (mean / n as f64).sqrt(),
+                "{mean}: {m}"
+            );
             assert!((var / mean - 1.0).abs() < 0.05, "{mean}: {var}");
         }
         assert_eq!(poisson(&mut rng, 0.0), 0);

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::sample::Sample;
 use crate::analysis::sequential::evidence::{IntervalCounts, RatioEvidence};
-use crate::analysis::sequential::{count, evidence_words, grouped, measured, short, verdict, Judged};
+use crate::analysis::sequential::{
+    count, evidence_words, grouped, measured, short, verdict, Judged,
+};
 use crate::analysis::verdict::{InconclusiveReason, Verdict};
 
 /// The parameters of one error-rate comparison.
@@ -151,7 +153,12 @@ mod tests {
         let mut state = JUDGE.start();
         let mut last = None;
         for _ in 0..40 {
-            let j = JUDGE.judge("errors", &state, &side(1500.0, 15.0), &side(28_500.0, 135.0));
+            let j = JUDGE.judge(
+                "errors",
+                &state,
+                &side(1500.0, 15.0),
+                &side(28_500.0, 135.0),
+            );
             state = j.state.clone();
             last = Some(j);
             if matches!(last.as_ref().unwrap().verdict, Verdict::Fail { .. }) {
@@ -160,9 +167,22 @@ mod tests {
         }
         let j = last.unwrap();
         assert!(matches!(j.verdict, Verdict::Fail { .. }), "{j:?}");
-        assert!(j.explanation.starts_with("canary errors 2.1× stable, evidence "), "{}", j.explanation);
-        assert!(j.explanation.contains(" of 100 needed to roll back, "), "{}", j.explanation);
-        assert!(j.explanation.ends_with(" canary requests"), "{}", j.explanation);
+        assert!(
+            j.explanation
+                .starts_with("canary errors 2.1× stable, evidence "),
+            "{}",
+            j.explanation
+        );
+        assert!(
+            j.explanation.contains(" of 100 needed to roll back, "),
+            "{}",
+            j.explanation
+        );
+        assert!(
+            j.explanation.ends_with(" canary requests"),
+            "{}",
+            j.explanation
+        );
     }
 
     #[test]
@@ -178,6 +198,10 @@ mod tests {
         );
         assert_eq!(j.state.canary_trials, 4.0);
         assert_eq!(j.state.intervals, 1);
-        assert!(j.explanation.contains("1 canary errors, none on stable"), "{}", j.explanation);
+        assert!(
+            j.explanation.contains("1 canary errors, none on stable"),
+            "{}",
+            j.explanation
+        );
     }
 }

@@ -225,7 +225,10 @@ mod tests {
         // JSON keeps the numbers to the last bit or one ulp off: the same evidence.
         assert!((back.log_evidence_worse() - e.log_evidence_worse()).abs() < 1e-12);
         assert!((back.log_evidence_no_worse() - e.log_evidence_no_worse()).abs() < 1e-12);
-        assert_eq!((back.intervals, back.canary_events), (e.intervals, e.canary_events));
+        assert_eq!(
+            (back.intervals, back.canary_events),
+            (e.intervals, e.canary_events)
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::sample::{Measured, Sample};
 use crate::analysis::sequential::evidence::{IntervalCounts, RatioEvidence, Standing};
-use crate::analysis::sequential::{count, evidence_words, grouped, measured, short, verdict, Judged};
+use crate::analysis::sequential::{
+    count, evidence_words, grouped, measured, short, verdict, Judged,
+};
 use crate::analysis::verdict::{InconclusiveReason, Verdict};
 
 /// Stable requests needed in one interval before edges are chosen from it.
@@ -101,7 +103,11 @@ impl LatencyJudge {
         }
     }
 
-    fn unchanged(&self, state: &LatencyEvidence, reason: InconclusiveReason) -> Judged<LatencyEvidence> {
+    fn unchanged(
+        &self,
+        state: &LatencyEvidence,
+        reason: InconclusiveReason,
+    ) -> Judged<LatencyEvidence> {
         let explanation = match state.edges.is_empty() {
             true => reason.to_string(),
             false => format!("{reason}; {}", self.explain(state)),
@@ -164,7 +170,9 @@ impl LatencyJudge {
         let alpha = self.alpha_per_edge();
         let worst = state.edges.iter().max_by(|a, b| {
             let key = |e: &EdgeEvidence| (e.evidence.crossed, e.evidence.log_evidence_worse());
-            key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal)
+            key(a)
+                .partial_cmp(&key(b))
+                .unwrap_or(std::cmp::Ordering::Equal)
         });
         let Some(edge) = worst else {
             return "no bucket edges chosen yet".to_owned();
@@ -264,28 +272,62 @@ mod tests {
 
     #[test]
     fn edges_come_from_stable_then_evidence_starts() {
-        let j = judge().judge("latency", &LatencyEvidence::default(), &hist(100.0, BASE), &hist(2000.0, BASE));
+        let j = judge().judge(
+            "latency",
+            &LatencyEvidence::default(),
+            &hist(100.0, BASE),
+            &hist(2000.0, BASE),
+        );
         let edges: Vec<f64> = j.state.edges.iter().map(|e| e.le).collect();
         assert_eq!(edges, vec![100.0, 250.0, 500.0]);
-        assert!(j.state.edges.iter().all(|e| e.evidence.canary_trials == 0.0));
+        assert!(j
+            .state
+            .edges
+            .iter()
+            .all(|e| e.evidence.canary_trials == 0.0));
         assert!(matches!(j.verdict, Verdict::Inconclusive(_)));
-        assert!(j.explanation.contains("slower than 100, 250, 500"), "{}", j.explanation);
+        assert!(
+            j.explanation.contains("slower than 100, 250, 500"),
+            "{}",
+            j.explanation
+        );
     }
 
     #[test]
     fn too_few_stable_requests_choose_no_edges() {
-        let j = judge().judge("latency", &LatencyEvidence::default(), &hist(10.0, BASE), &hist(20.0, BASE));
+        let j = judge().judge(
+            "latency",
+            &LatencyEvidence::default(),
+            &hist(10.0, BASE),
+            &hist(20.0, BASE),
+        );
         assert!(j.state.edges.is_empty());
-        assert!(j.explanation.contains("20 stable requests"), "{}", j.explanation);
+        assert!(
+            j.explanation.contains("20 stable requests"),
+            "{}",
+            j.explanation
+        );
     }
 
     #[test]
     fn a_slower_canary_fails_and_names_the_edge() {
         let j = judge();
-        let mut state = j.judge("latency", &LatencyEvidence::default(), &hist(1000.0, BASE), &hist(9000.0, BASE)).state;
+        let mut state = j
+            .judge(
+                "latency",
+                &LatencyEvidence::default(),
+                &hist(1000.0, BASE),
+                &hist(9000.0, BASE),
+            )
+            .state;
         let mut verdict = Verdict::Pass;
         for _ in 0..30 {
-            let r = j.judge("latency", &state, &hist(1000.0, SLOWER), &hist(9000.0, BASE));
+            let r = j.judge(
+                "latency",
+                &state,
+                &hist(1000.0, SLOWER),
+                &hist(9000.0, BASE),
+            );
             state = r.state;
             verdict = r.verdict;
             if matches!(verdict, Verdict::Fail { .. }) {
@@ -295,19 +337,32 @@ mod tests {
         let Verdict::Fail { reason, .. } = verdict else {
             panic!("{verdict:?}");
         };
-        assert!(reason.starts_with("canary requests slower than "), "{reason}");
+        assert!(
+            reason.starts_with("canary requests slower than "),
+            "{reason}"
+        );
         assert!(reason.contains(" needed to roll back"), "{reason}");
     }
 
     #[test]
     fn missing_histograms_are_inconclusive_and_change_nothing() {
         let j = judge();
-        let state = j.judge("latency", &LatencyEvidence::default(), &hist(1000.0, BASE), &hist(9000.0, BASE)).state;
+        let state = j
+            .judge(
+                "latency",
+                &LatencyEvidence::default(),
+                &hist(1000.0, BASE),
+                &hist(9000.0, BASE),
+            )
+            .state;
         let no_buckets = Sample::value(120.0);
         let other_edges = Sample::Value(Measured {
             value: 0.0,
             requests: Some(100.0),
-            buckets: vec![Bucket { le: 0.1, count: 50.0 }],
+            buckets: vec![Bucket {
+                le: 0.1,
+                count: 50.0,
+            }],
             ..Measured::default()
         });
         for (canary, stable) in [
@@ -325,9 +380,21 @@ mod tests {
     #[test]
     fn a_like_for_like_canary_is_never_failed() {
         let j = judge();
-        let mut state = j.judge("latency", &LatencyEvidence::default(), &hist(10_000.0, BASE), &hist(90_000.0, BASE)).state;
+        let mut state = j
+            .judge(
+                "latency",
+                &LatencyEvidence::default(),
+                &hist(10_000.0, BASE),
+                &hist(90_000.0, BASE),
+            )
+            .state;
         for _ in 0..100 {
-            let r = j.judge("latency", &state, &hist(10_000.0, BASE), &hist(90_000.0, BASE));
+            let r = j.judge(
+                "latency",
+                &state,
+                &hist(10_000.0, BASE),
+                &hist(90_000.0, BASE),
+            );
             assert!(!matches!(r.verdict, Verdict::Fail { .. }), "{r:?}");
             state = r.state;
         }

@@ -71,9 +71,9 @@ pub(crate) fn verdict(metric: &str, standing: Standing, explanation: &str) -> Ve
             reason: explanation.to_owned(),
         },
         Standing::NoWorse => Verdict::Pass,
-        Standing::Undecided => {
-            Verdict::Inconclusive(InconclusiveReason::NotEnoughEvidence(explanation.to_owned()))
-        }
+        Standing::Undecided => Verdict::Inconclusive(InconclusiveReason::NotEnoughEvidence(
+            explanation.to_owned(),
+        )),
     }
 }
 

@@ -65,7 +65,11 @@ fn crossing_count(requests: f64, p_stable: f64, tolerance: f64, ratio: f64) -> f
 fn error_rates_at_the_null_boundary_cross_at_most_alpha() {
     // 0.5 % errors, 20 % tolerance, 30,000 requests per interval (2000/s, 15 s).
     let crossings = crossing_count(30_000.0, 0.005, 0.2, 1.2);
-    assert!(crossings <= bound(), "{crossings} of {SEEDS} crossed, bound {}", bound());
+    assert!(
+        crossings <= bound(),
+        "{crossings} of {SEEDS} crossed, bound {}",
+        bound()
+    );
 }
 
 #[test]
@@ -73,7 +77,11 @@ fn slow_shares_at_the_null_boundary_cross_at_most_alpha() {
     // Half of the requests slower than the edge (the p50 edge): far from Poisson,
     // the binomial case the conditioning argument has to cover.
     let crossings = crossing_count(750.0, 0.5, 0.1, 1.1);
-    assert!(crossings <= bound(), "{crossings} of {SEEDS} crossed, bound {}", bound());
+    assert!(
+        crossings <= bound(),
+        "{crossings} of {SEEDS} crossed, bound {}",
+        bound()
+    );
 }
 
 #[test]

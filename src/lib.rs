@@ -8,6 +8,7 @@ pub mod engine;
 pub mod metrics;
 pub mod observe;
 pub mod policy;
+pub mod redact;
 pub mod router;
 pub mod runtime;
 pub mod sim;

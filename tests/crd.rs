@@ -302,15 +302,11 @@ fn rbac_grants_exactly_what_shiftgate_uses() {
                 "rolloutpolicies",
                 &["get", "list", "watch"]
             ),
-            ("shiftgate.dev", "rolloutpolicies/status", &["get", "patch"]),
-            (
-                "networking.istio.io",
-                "virtualservices",
-                &["get", "list", "watch", "patch"]
-            ),
+            ("shiftgate.dev", "rolloutpolicies/status", &["patch"]),
+            ("networking.istio.io", "virtualservices", &["get", "patch"]),
             ("", "services", &["get", "patch"]),
-            ("", "events", &["create", "patch"]),
             ("events.k8s.io", "events", &["create", "patch"]),
+            ("", "secrets", &["get"]),
         ])
     );
     let role = manifest("role.yaml");

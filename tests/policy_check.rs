@@ -128,7 +128,7 @@ fn bad_cron_and_unknown_time_zone() {
         check(&["invalid/windows.yaml"]),
         [
             "21:22: spec.windows[0].schedule: `0 0 9 * * Mon-Fri` has 6 fields, but windows use standard 5-field cron without seconds",
-            "22:21: spec.windows[1].schedule: `0 25 * * *` is not a valid cron schedule: Hours must be less than 23. ('25' specified.)",
+            "22:21: spec.windows[1].schedule: `0 25 * * *` is not a valid cron schedule: hour 25 is out of range (0 to 23)",
             "23:61: spec.windows[2].timeZone: `Europe/Berln` is not an IANA time zone",
             "24:21: spec.windows[3].schedule: day-of-week `9` in `0 18 * * 9`: 9 is outside 0..=7",
         ]
@@ -209,7 +209,7 @@ fn empty_file_and_comments_only() {
 fn not_yaml_reports_the_parser_position() {
     assert_eq!(
         check(&["invalid/not-yaml.yaml"]),
-        ["5:11: : not valid YAML: illegal placement of ':' indicator"]
+        ["4:10: : not valid YAML: `[` is never closed (the parser stopped at line 5, column 11: illegal placement of ':' indicator)"]
     );
 }
 
@@ -358,7 +358,7 @@ fn structural_and_semantic_errors_are_reported_in_one_pass() {
             "19:9: spec.analysis.metrics[1]: metric `error-rate` has no criterion, so it could never fail",
             "19:11: spec.analysis.metrics[1].name: duplicate metric name `error-rate` (also metrics[0])",
             "20:9: spec.analysis.metrics[2]: missing required field `name`",
-            "22:22: spec.windows[0].schedule: `0 25 * * *` is not a valid cron schedule: Hours must be less than 23. ('25' specified.)",
+            "22:22: spec.windows[0].schedule: `0 25 * * *` is not a valid cron schedule: hour 25 is out of range (0 to 23)",
             "22:60: spec.windows[0].timeZone: `Europe/Berln` is not an IANA time zone",
             "23:21: spec.windows[1].schedule: `0 0 9 * * Mon` has 6 fields, but windows use standard 5-field cron without seconds",
             "23:48: spec.windows[1].duration: expected a duration, found the number 8",

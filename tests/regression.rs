@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-#[allow(dead_code)]
 mod support;
 
 /// Issue "trust" §1: a policy never borrows the daemon's identity.
@@ -27,3 +26,7 @@ mod limits;
 /// Issue "trust" §5: the Kubernetes path.
 #[path = "regression/kubernetes.rs"]
 mod kubernetes;
+
+/// Issue "first hour": the messages a newcomer meets.
+#[path = "regression/first_hour.rs"]
+mod first_hour;

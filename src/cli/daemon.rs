@@ -1,6 +1,7 @@
 //! `shiftgate daemon`: the in-cluster controller. Every flag can also be set through
 //! the environment (`SHIFTGATE_…`), as a Deployment does.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +12,10 @@ use clap::Args;
 
 use crate::cli::exit;
 use crate::metrics::prometheus::PrometheusSource;
+use crate::metrics::providers::{
+    parse_providers, AllowedAddress, PrometheusAccess, DEFAULT_PROVIDER,
+};
+use crate::metrics::secrets::{KubeSecrets, SecretReader};
 use crate::observe::http;
 use crate::policy::{BasicAuth, PrometheusAuth, PrometheusSpec};
 use crate::runtime::checks_http::HttpChecks;
@@ -27,7 +32,7 @@ pub struct DaemonArgs {
     /// Address of the /healthz, /readyz and /metrics endpoints.
     #[arg(long, default_value = "0.0.0.0:8080", env = "SHIFTGATE_LISTEN")]
     pub listen: SocketAddr,
-    /// Prometheus for policies without `spec.analysis.prometheus`.
+    /// Prometheus for policies without `spec.analysis.prometheus`: the provider `default`.
     #[arg(long, env = "SHIFTGATE_PROMETHEUS")]
     pub prometheus: Option<String>,
     /// Timeout of each Prometheus query (with --prometheus).
@@ -50,6 +55,25 @@ pub struct DaemonArgs {
     /// PEM file of the CA that signs Prometheus' certificate.
     #[arg(long, env = "SHIFTGATE_PROMETHEUS_CA_FILE")]
     pub prometheus_ca_file: Option<PathBuf>,
+    /// YAML file of named Prometheus providers policies may use by name
+    /// (`spec.analysis.prometheus.provider`): `providers: [{name, address, timeout,
+    /// auth, caFile}]`, credentials from the daemon's own files or environment. Read at
+    /// start (mount it from a ConfigMap).
+    #[arg(long, env = "SHIFTGATE_PROMETHEUS_PROVIDERS")]
+    pub prometheus_providers: Option<PathBuf>,
+    /// Comma-separated URL prefixes a policy's own `spec.analysis.prometheus.address` may
+    /// use (`*`: any). Default: with any provider (or --prometheus) configured, only the
+    /// providers' addresses; with none, any address.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        env = "SHIFTGATE_PROMETHEUS_ALLOWED_ADDRESSES"
+    )]
+    pub prometheus_allowed_addresses: Option<Vec<String>>,
+    /// Whether policies may name Secrets of their own namespace for Prometheus
+    /// credentials (`…SecretRef`; needs `get` on secrets). `false`: providers only.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SHIFTGATE_ALLOW_POLICY_SECRETS")]
+    pub allow_policy_secrets: bool,
     /// Name of the leader-election Lease; empty: no election (run one replica only).
     #[arg(long, default_value = "shiftgate", env = "SHIFTGATE_LEASE_NAME")]
     pub lease_name: String,
@@ -85,14 +109,21 @@ impl DaemonArgs {
             }
             return Ok(None);
         };
+        let shown = crate::redact::urls(address);
         reqwest::Url::parse(address).with_context(|| {
-            format!("--prometheus {address:?} is not a URL; write it as http://prometheus:9090")
+            format!("--prometheus {shown:?} is not a URL; write it as http://prometheus:9090")
         })?;
+        if crate::redact::has_userinfo(address) {
+            anyhow::bail!(
+                "--prometheus {shown:?} carries credentials in the URL; remove them and use --prometheus-username with --prometheus-password-file, or --prometheus-bearer-token-file"
+            );
+        }
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         let basic = self.prometheus_username.as_ref().map(|username| BasicAuth {
             username: username.clone(),
             password_file: path(&self.prometheus_password_file),
             password_env: self.prometheus_password_env.clone(),
+            password_secret_ref: None,
         });
         let auth = (self.prometheus_bearer_token_file.is_some()
             || self.prometheus_bearer_token_env.is_some()
@@ -100,16 +131,59 @@ impl DaemonArgs {
         .then(|| PrometheusAuth {
             bearer_token_file: path(&self.prometheus_bearer_token_file),
             bearer_token_env: self.prometheus_bearer_token_env.clone(),
+            bearer_token_secret_ref: None,
             basic,
         });
         Ok(Some(PrometheusSpec {
-            address: address.clone(),
+            address: Some(address.clone()),
+            provider: None,
             timeout: crate::policy::Duration::from_millis(
                 u64::try_from(self.prometheus_timeout.as_millis()).unwrap_or(u64::MAX),
             ),
             auth,
             ca_file: path(&self.prometheus_ca_file),
+            ca_secret_ref: None,
         }))
+    }
+
+    /// What policies may reach: the providers (the file's and `--prometheus` as
+    /// `default`), the allow-list, and whether policy Secrets are read.
+    fn prometheus_access(&self) -> anyhow::Result<PrometheusAccess> {
+        let mut providers = match &self.prometheus_providers {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read --prometheus-providers {}", path.display())
+                })?;
+                parse_providers(&text, &path.display().to_string()).map_err(anyhow::Error::msg)?
+            }
+            None => BTreeMap::new(),
+        };
+        if let Some(default) = self.prometheus_spec()? {
+            if providers
+                .insert(DEFAULT_PROVIDER.to_owned(), default)
+                .is_some()
+            {
+                anyhow::bail!(
+                    "--prometheus-providers names a provider `{DEFAULT_PROVIDER}`, and --prometheus is that provider too; rename the file's or drop --prometheus"
+                );
+            }
+        }
+        let allowed = self
+            .prometheus_allowed_addresses
+            .as_ref()
+            .map(|list| {
+                list.iter()
+                    .filter(|a| !a.trim().is_empty())
+                    .map(|a| AllowedAddress::parse(a))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(|why| anyhow::anyhow!("--prometheus-allowed-addresses: {why}"))?;
+        Ok(PrometheusAccess::new(
+            providers,
+            allowed,
+            self.allow_policy_secrets,
+        ))
     }
 
     fn pod_name(&self) -> String {
@@ -122,8 +196,8 @@ impl DaemonArgs {
 }
 
 pub fn run(args: Box<DaemonArgs>) -> i32 {
-    let prometheus = match args.prometheus_spec() {
-        Ok(spec) => spec,
+    let prometheus = match args.prometheus_access() {
+        Ok(access) => access,
         Err(error) => {
             eprintln!("error: {error:#}");
             return exit::INVALID_INPUT;
@@ -149,7 +223,7 @@ pub fn run(args: Box<DaemonArgs>) -> i32 {
     }
 }
 
-async fn serve(args: DaemonArgs, prometheus: Option<PrometheusSpec>) -> anyhow::Result<()> {
+async fn serve(args: DaemonArgs, prometheus: PrometheusAccess) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.context(
         "cannot configure a Kubernetes client (in-cluster service account or kubeconfig); \
          run the daemon in a pod with a service account, or set KUBECONFIG",
@@ -177,7 +251,11 @@ async fn serve(args: DaemonArgs, prometheus: Option<PrometheusSpec>) -> anyhow::
     let seams = DaemonSeams {
         client: client.clone(),
         routers: Arc::new(KubeRouters::new(client.clone())),
-        metrics: Arc::new(PrometheusSource::new(prometheus)),
+        metrics: Arc::new(PrometheusSource::for_daemon(
+            prometheus,
+            args.allow_policy_secrets
+                .then(|| Arc::new(KubeSecrets::new(client.clone())) as Arc<dyn SecretReader>),
+        )),
         store: Arc::new(store),
         commands: Arc::new(commands),
         checks: Arc::new(HttpChecks::new().context("cannot build the HTTP client for checks")?),

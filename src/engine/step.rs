@@ -43,7 +43,13 @@ impl<'a> Tick<'a> {
         }
     }
 
-    fn finish(self) -> Decision {
+    fn finish(mut self) -> Decision {
+        // `step` is an index; people read steps counted from 1 (see `step_label`).
+        self.s.current_step = Some(format!(
+            "{}/{}",
+            self.s.step.saturating_add(1),
+            self.plan.steps().len()
+        ));
         Decision {
             state: self.s,
             actions: self.actions,

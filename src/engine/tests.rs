@@ -69,6 +69,7 @@ fn at_step(index: u32, started: i64) -> RolloutStatus {
         revision: Some("v2".into()),
         phase: Phase::Progressing,
         step: index,
+        current_step: Some(format!("{}/{}", index + 1, p.steps().len())),
         canary_weight: p.step(index).weight,
         test_route: true,
         checks_passed: true,

@@ -1,8 +1,12 @@
 //! Credentials and TLS for reaching Prometheus.
 //!
-//! Secrets come from files or environment variables named in the policy, never from the
-//! policy itself. They are read once, when a connection is built, and kept in a
-//! [`Secret`] whose `Debug` prints `***`, so they cannot leak into logs or status.
+//! Secrets are never written in the policy itself. Where they come from depends on who
+//! runs the policy: `shiftgate run` (the user's own process) reads the files and
+//! environment variables the policy names ([`resolve`]); the daemon reads only Secrets
+//! in the policy's own namespace ([`resolve_from_secrets`]) or uses an operator's
+//! provider (see `metrics::providers`). They are read when a connection is built and
+//! kept in a [`Secret`] whose `Debug` prints `***`, so they cannot leak into logs or
+//! status.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,7 +14,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 
-use crate::policy::PrometheusAuth;
+use super::secrets::{read_text, SecretError, SecretReader};
+use crate::policy::{PrometheusAuth, SecretKeyRef};
 
 /// A secret value. `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -66,8 +71,15 @@ pub enum AuthError {
     Empty { field: &'static str, from: String },
     #[error("spec.analysis.prometheus.auth: {0}")]
     Conflict(&'static str),
-    #[error("spec.analysis.prometheus.caFile `{}`: {problem}; give a PEM file with the CA certificate(s)", path.display())]
-    BadCa { path: PathBuf, problem: String },
+    #[error("{from}: {problem}; give a PEM bundle with the CA certificate(s)")]
+    BadCa { from: String, problem: String },
+    #[error("{field} is read by the daemon from a Secret in the policy's namespace; `shiftgate run` reads credentials from your files or environment: use {instead}")]
+    SecretRefOutsideDaemon {
+        field: &'static str,
+        instead: &'static str,
+    },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     #[error("the credentials cannot be sent as an HTTP header (they contain control characters)")]
     BadHeader,
     #[error("cannot build the HTTP client for prometheus: {0}")]
@@ -85,7 +97,9 @@ impl AuthError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            AuthError::ReadFile { .. } | AuthError::MissingEnv { .. }
+            AuthError::ReadFile { .. }
+                | AuthError::MissingEnv { .. }
+                | AuthError::Secret(SecretError::NotFound { .. } | SecretError::Api { .. })
         )
     }
 }
@@ -99,6 +113,22 @@ pub fn resolve(
     let Some(auth) = auth else {
         return Ok(Credentials::None);
     };
+    if auth.bearer_token_secret_ref.is_some() {
+        return Err(AuthError::SecretRefOutsideDaemon {
+            field: "spec.analysis.prometheus.auth.bearerTokenSecretRef",
+            instead: "`bearerTokenFile` or `bearerTokenEnv`",
+        });
+    }
+    if auth
+        .basic
+        .as_ref()
+        .is_some_and(|b| b.password_secret_ref.is_some())
+    {
+        return Err(AuthError::SecretRefOutsideDaemon {
+            field: "spec.analysis.prometheus.auth.basic.passwordSecretRef",
+            instead: "`passwordFile` or `passwordEnv`",
+        });
+    }
     let bearer = secret(
         "spec.analysis.prometheus.auth.bearerTokenFile",
         auth.bearer_token_file.as_deref(),
@@ -169,6 +199,103 @@ fn secret(
     Ok(Some(Secret::new(value)))
 }
 
+/// The daemon's way: the credentials named by `auth`, read only from Secrets in
+/// `namespace` (the policy's own). File and environment fields are never read here;
+/// the daemon refuses such policies before it gets this far, and they are an error
+/// here too.
+pub async fn resolve_from_secrets(
+    auth: Option<&PrometheusAuth>,
+    namespace: &str,
+    secrets: &dyn SecretReader,
+) -> Result<Credentials, AuthError> {
+    let Some(auth) = auth else {
+        return Ok(Credentials::None);
+    };
+    let local = auth.bearer_token_file.is_some()
+        || auth.bearer_token_env.is_some()
+        || auth
+            .basic
+            .as_ref()
+            .is_some_and(|b| b.password_file.is_some() || b.password_env.is_some());
+    if local {
+        return Err(AuthError::Conflict(
+            "the daemon never reads files or environment variables named by a policy; use …SecretRef",
+        ));
+    }
+    match (&auth.bearer_token_secret_ref, &auth.basic) {
+        (Some(_), Some(_)) => Err(AuthError::Conflict(
+            "set either a bearer token or basic auth, not both",
+        )),
+        (Some(reference), None) => {
+            let field = "spec.analysis.prometheus.auth.bearerTokenSecretRef";
+            Ok(Credentials::Bearer(
+                read_text(secrets, namespace, reference, field).await?,
+            ))
+        }
+        (None, Some(basic)) => {
+            let reference = basic
+                .password_secret_ref
+                .as_ref()
+                .ok_or(AuthError::Conflict(
+                    "basic auth in the daemon needs passwordSecretRef",
+                ))?;
+            let field = "spec.analysis.prometheus.auth.basic.passwordSecretRef";
+            Ok(Credentials::Basic {
+                username: basic.username.clone(),
+                password: read_text(secrets, namespace, reference, field).await?,
+            })
+        }
+        (None, None) => Ok(Credentials::None),
+    }
+}
+
+/// A PEM bundle of CA certificates, and where it came from (for errors).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    pub pem: Vec<u8>,
+    pub from: String,
+}
+
+impl fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaBundle")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CaBundle {
+    /// The user's or the operator's own file (`shiftgate run`, a provider).
+    pub fn from_file(path: &Path) -> Result<CaBundle, AuthError> {
+        let pem = std::fs::read(path).map_err(|source| AuthError::ReadFile {
+            field: "spec.analysis.prometheus.caFile",
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(CaBundle {
+            pem,
+            from: format!("spec.analysis.prometheus.caFile `{}`", path.display()),
+        })
+    }
+
+    /// A key of a Secret in the policy's namespace (the daemon).
+    pub async fn from_secret(
+        secrets: &dyn SecretReader,
+        namespace: &str,
+        reference: &SecretKeyRef,
+    ) -> Result<CaBundle, AuthError> {
+        let field = "spec.analysis.prometheus.caSecretRef";
+        let pem = secrets.read(namespace, reference, field).await?;
+        Ok(CaBundle {
+            pem,
+            from: format!(
+                "{field} (Secret {namespace}/{}, key `{}`)",
+                reference.name, reference.key
+            ),
+        })
+    }
+}
+
 impl Credentials {
     /// The `Authorization` header to send, marked sensitive so HTTP logging hides it.
     pub fn header(&self) -> Result<Option<HeaderValue>, AuthError> {
@@ -189,31 +316,29 @@ impl Credentials {
     }
 }
 
-/// An HTTP client for Prometheus: the credentials as a default header, the CA in
-/// `ca_file` trusted beside the system roots, and a connect timeout.
+/// An HTTP client for Prometheus: the credentials as a default header, the CA bundle
+/// trusted beside the system roots, and a connect timeout. Redirects are not followed:
+/// the credentials go to the address that was allowed, and nowhere else.
 pub fn http_client(
     credentials: &Credentials,
-    ca_file: Option<&Path>,
+    ca: Option<&CaBundle>,
     connect_timeout: std::time::Duration,
 ) -> Result<reqwest::Client, AuthError> {
-    let mut builder = reqwest::Client::builder().connect_timeout(connect_timeout);
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none());
     if let Some(header) = credentials.header()? {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(AUTHORIZATION, header);
         builder = builder.default_headers(headers);
     }
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|source| AuthError::ReadFile {
-            field: "spec.analysis.prometheus.caFile",
-            path: path.to_owned(),
-            source,
-        })?;
+    if let Some(ca) = ca {
         let bad_ca = |problem: String| AuthError::BadCa {
-            path: path.to_owned(),
+            from: ca.from.clone(),
             problem,
         };
         let certificates =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad_ca(e.to_string()))?;
+            reqwest::Certificate::from_pem_bundle(&ca.pem).map_err(|e| bad_ca(e.to_string()))?;
         if certificates.is_empty() {
             return Err(bad_ca("it contains no PEM certificate".to_owned()));
         }
@@ -241,6 +366,7 @@ mod tests {
         PrometheusAuth {
             bearer_token_file: None,
             bearer_token_env: None,
+            bearer_token_secret_ref: None,
             basic: None,
         }
     }
@@ -278,6 +404,7 @@ mod tests {
                 username: "shiftgate".to_owned(),
                 password_file: None,
                 password_env: Some("PROM_PASSWORD".to_owned()),
+                password_secret_ref: None,
             }),
             ..auth()
         };
@@ -317,6 +444,7 @@ mod tests {
                 username: "u".to_owned(),
                 password_file: None,
                 password_env: Some("T".to_owned()),
+                password_secret_ref: None,
             }),
             ..auth()
         };
@@ -331,9 +459,10 @@ mod tests {
     fn a_bad_ca_file_is_named() -> Result<(), Box<dyn std::error::Error>> {
         let mut file = tempfile::NamedTempFile::new()?;
         writeln!(file, "not a certificate")?;
+        let ca = CaBundle::from_file(file.path())?;
         let result = http_client(
             &Credentials::None,
-            Some(file.path()),
+            Some(&ca),
             std::time::Duration::from_secs(1),
         );
         let message = result.err().map(|e| e.to_string()).unwrap_or_default();

@@ -4,8 +4,10 @@ pub mod auth;
 pub mod builtin;
 pub mod escape;
 pub mod prometheus;
+pub mod providers;
 pub mod queries;
 pub mod scripted;
+pub mod secrets;
 pub mod template;
 pub mod variables;
 
@@ -25,6 +27,17 @@ pub struct PolicyRef {
 /// (unreachable, timed out, invalid) so the analysis can call it Inconclusive.
 #[async_trait]
 pub trait MetricSource: Send + Sync {
+    /// Whether this source may serve `spec` for `policy`, decided before anything is read
+    /// or sent; the daemon refuses a policy that is not admitted (Accepted=False).
+    /// Default: every policy.
+    fn admit(
+        &self,
+        _policy: &PolicyRef,
+        _spec: &RolloutSpec,
+    ) -> Result<(), providers::AccessError> {
+        Ok(())
+    }
+
     async fn observe(&self, policy: &PolicyRef, spec: &RolloutSpec, at: Timestamp)
         -> AnalysisInput;
 }

@@ -5,6 +5,7 @@
 //! broken query each keep their own kind, so the analysis can call them Inconclusive.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -12,12 +13,15 @@ use async_trait::async_trait;
 use futures::stream::{self, StreamExt};
 use serde::Deserialize;
 
-use super::auth::{self, AuthError};
+use super::auth::{self, AuthError, CaBundle, Credentials};
 use super::escape;
+use super::providers::{self, AccessError, PrometheusAccess, Target};
 use super::queries::{assemble, PolicyQueries};
+use super::secrets::SecretReader;
 use super::{MetricSource, PolicyRef};
 use crate::analysis::sample::{AnalysisInput, MetricObservation, Sample};
 use crate::policy::{PrometheusSpec, RolloutSpec, Timestamp};
+use crate::redact;
 
 /// Queries of one evaluation in flight at once.
 const MAX_CONCURRENT_QUERIES: usize = 16;
@@ -28,19 +32,27 @@ const LISTED_SERIES: usize = 5;
 /// Why a connection to Prometheus cannot be set up from a policy.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// `address` is shown redacted (no userinfo).
     #[error("spec.analysis.prometheus.address `{address}` is not a usable URL: {message}; write e.g. `http://prometheus:9090`")]
     Address { address: String, message: String },
     #[error("no prometheus to query: set spec.analysis.prometheus.address (or give the daemon a default address)")]
     NoAddress,
+    #[error("spec.analysis.prometheus.provider `{0}`: providers are configured on the daemon; with `shiftgate run` write spec.analysis.prometheus.address")]
+    ProviderOutsideDaemon(String),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
 }
 
 impl ConnectError {
     pub fn reason(&self) -> &'static str {
         match self {
-            ConnectError::Address { .. } | ConnectError::NoAddress => "PrometheusAddressInvalid",
+            ConnectError::Address { .. }
+            | ConnectError::NoAddress
+            | ConnectError::ProviderOutsideDaemon(_) => "PrometheusAddressInvalid",
             ConnectError::Auth(e) => e.reason(),
+            ConnectError::Access(e) => e.reason(),
         }
     }
 
@@ -52,6 +64,7 @@ impl ConnectError {
 /// A ready client for one Prometheus (address, credentials, CA, timeout).
 pub struct Connection {
     client: prometheus_http_query::Client,
+    /// For messages and logs: the address with any userinfo hidden.
     address: String,
     timeout: std::time::Duration,
 }
@@ -67,10 +80,28 @@ impl std::fmt::Debug for Connection {
 
 type EnvLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
 
-/// Queries Prometheus for a policy's metrics. Connections (with their credentials, read
-/// once) are built on first use per `spec.analysis.prometheus` and kept.
+/// Connections kept at most; past it the cache starts over (rotated Secrets make new
+/// keys).
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Whose process the source runs in, which decides where credentials may come from.
+enum Access {
+    /// `shiftgate run`: the user's own process, so the files and environment variables a
+    /// policy names are the user's.
+    Local { default: Option<PrometheusSpec> },
+    /// The daemon: a policy's credentials come from Secrets in its own namespace, or it
+    /// uses an operator's provider; its address must be allowed (see
+    /// [`PrometheusAccess`]). Only providers read the daemon's files and environment.
+    Daemon {
+        access: PrometheusAccess,
+        secrets: Option<Arc<dyn SecretReader>>,
+    },
+}
+
+/// Queries Prometheus for a policy's metrics. Connections (with their credentials) are
+/// built on first use and kept.
 pub struct PrometheusSource {
-    default: Option<PrometheusSpec>,
+    access: Access,
     env: Arc<EnvLookup>,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
 }
@@ -82,17 +113,32 @@ impl Default for PrometheusSource {
 }
 
 impl PrometheusSource {
-    /// A source that uses each policy's `analysis.prometheus`, or `default` when a policy
-    /// has none. Secrets named `…Env` are read from the process environment.
+    /// For `shiftgate run`: uses each policy's `analysis.prometheus`, or `default` when a
+    /// policy has none. Secrets named `…File`/`…Env` are read from the user's files and
+    /// the process environment.
     pub fn new(default: Option<PrometheusSpec>) -> PrometheusSource {
+        PrometheusSource::with_access(Access::Local { default })
+    }
+
+    /// For the daemon: policies are admitted by `access`; their `…SecretRef`s are read
+    /// through `secrets` in their own namespace (`None`: Secrets are never read).
+    pub fn for_daemon(
+        access: PrometheusAccess,
+        secrets: Option<Arc<dyn SecretReader>>,
+    ) -> PrometheusSource {
+        PrometheusSource::with_access(Access::Daemon { access, secrets })
+    }
+
+    fn with_access(access: Access) -> PrometheusSource {
         PrometheusSource {
-            default,
+            access,
             env: Arc::new(|var| std::env::var(var).ok()),
             connections: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Reads `…Env` secrets through `env` instead of the process environment.
+    /// Reads `…Env` secrets (of `run`, of the daemon's providers) through `env` instead
+    /// of the process environment.
     pub fn with_env(
         mut self,
         env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
@@ -101,13 +147,116 @@ impl PrometheusSource {
         self
     }
 
-    /// The connection for `spec` (or the default when `None`), built and cached on first use.
+    /// `shiftgate run`'s connection for `spec` (or the default when `None`), built and
+    /// cached on first use. The daemon's connections need the policy: see
+    /// [`PrometheusSource::connect_for`].
     pub fn connect(&self, spec: Option<&PrometheusSpec>) -> Result<Arc<Connection>, ConnectError> {
-        let spec = spec
-            .or(self.default.as_ref())
-            .ok_or(ConnectError::NoAddress)?;
+        let default = match &self.access {
+            Access::Local { default } => default.as_ref(),
+            Access::Daemon { .. } => None,
+        };
+        let spec = spec.or(default).ok_or(ConnectError::NoAddress)?;
+        if let Some(provider) = &spec.provider {
+            return Err(ConnectError::ProviderOutsideDaemon(provider.clone()));
+        }
+        if let Access::Daemon { .. } = self.access {
+            // Files and environment variables are the daemon's own: never for a policy.
+            return Err(ConnectError::NoAddress);
+        }
         // The spec names files and variables, never secrets, so it is a safe cache key.
-        let key = format!("{spec:?}");
+        let key = format!("local:{spec:?}");
+        self.cached(key, || {
+            let credentials = auth::resolve(spec.auth.as_ref(), self.env.as_ref())?;
+            let ca = spec
+                .ca_file
+                .as_deref()
+                .map(|p| CaBundle::from_file(Path::new(p)))
+                .transpose()?;
+            build_connection(spec, &credentials, ca.as_ref(), spec.timeout)
+        })
+    }
+
+    /// The connection for `policy`'s `spec`, in either mode.
+    pub async fn connect_for(
+        &self,
+        policy: &PolicyRef,
+        spec: Option<&PrometheusSpec>,
+    ) -> Result<Arc<Connection>, ConnectError> {
+        let (access, secrets) = match &self.access {
+            Access::Local { .. } => return self.connect(spec),
+            Access::Daemon { access, secrets } => (access, secrets),
+        };
+        match access.admit(spec, &policy.namespace)? {
+            Target::Provider {
+                name,
+                spec: provider,
+                timeout,
+            } => {
+                // The operator's provider: its files and environment are the daemon's,
+                // chosen by the operator.
+                let key = format!("provider:{name}:{timeout}");
+                self.cached(key, || {
+                    let credentials = auth::resolve(provider.auth.as_ref(), self.env.as_ref())?;
+                    let ca = provider
+                        .ca_file
+                        .as_deref()
+                        .map(|p| CaBundle::from_file(Path::new(p)))
+                        .transpose()?;
+                    build_connection(provider, &credentials, ca.as_ref(), timeout)
+                })
+            }
+            Target::Policy { spec, .. } => {
+                let fields = providers::secret_fields(spec);
+                let (credentials, ca) = match secrets {
+                    Some(secrets) => {
+                        let credentials = auth::resolve_from_secrets(
+                            spec.auth.as_ref(),
+                            &policy.namespace,
+                            secrets.as_ref(),
+                        )
+                        .await?;
+                        let ca = match &spec.ca_secret_ref {
+                            Some(reference) => Some(
+                                CaBundle::from_secret(
+                                    secrets.as_ref(),
+                                    &policy.namespace,
+                                    reference,
+                                )
+                                .await?,
+                            ),
+                            None => None,
+                        };
+                        (credentials, ca)
+                    }
+                    None if fields.is_empty() => (Credentials::None, None),
+                    None => {
+                        return Err(ConnectError::Access(AccessError::SecretsOff {
+                            field: fields[0],
+                            known: String::new(),
+                        }))
+                    }
+                };
+                // Keyed by what was read, so a rotated Secret makes a new client; the key
+                // is a hash, never printed.
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                (&policy.namespace, format!("{spec:?}")).hash(&mut hasher);
+                if let Some(header) = credentials.header()? {
+                    header.as_bytes().hash(&mut hasher);
+                }
+                ca.as_ref().map(|c| &c.pem).hash(&mut hasher);
+                let key = format!("policy:{:x}", hasher.finish());
+                self.cached(key, || {
+                    build_connection(spec, &credentials, ca.as_ref(), spec.timeout)
+                })
+            }
+        }
+    }
+
+    fn cached(
+        &self,
+        key: String,
+        build: impl FnOnce() -> Result<Connection, ConnectError>,
+    ) -> Result<Arc<Connection>, ConnectError> {
         let mut connections = self
             .connections
             .lock()
@@ -115,7 +264,10 @@ impl PrometheusSource {
         if let Some(connection) = connections.get(&key) {
             return Ok(Arc::clone(connection));
         }
-        let connection = Arc::new(build_connection(spec, self.env.as_ref())?);
+        let connection = Arc::new(build()?);
+        if connections.len() >= MAX_CONNECTIONS {
+            connections.clear();
+        }
         connections.insert(key, Arc::clone(&connection));
         Ok(connection)
     }
@@ -123,6 +275,21 @@ impl PrometheusSource {
 
 #[async_trait]
 impl MetricSource for PrometheusSource {
+    fn admit(&self, policy: &PolicyRef, spec: &RolloutSpec) -> Result<(), AccessError> {
+        match &self.access {
+            Access::Local { .. } => Ok(()),
+            // A policy without metrics and without `prometheus` asks nothing.
+            Access::Daemon { .. }
+                if spec.analysis.metrics.is_empty() && spec.analysis.prometheus.is_none() =>
+            {
+                Ok(())
+            }
+            Access::Daemon { access, .. } => access
+                .admit(spec.analysis.prometheus.as_ref(), &policy.namespace)
+                .map(|_| ()),
+        }
+    }
+
     async fn observe(
         &self,
         policy: &PolicyRef,
@@ -130,7 +297,9 @@ impl MetricSource for PrometheusSource {
         at: Timestamp,
     ) -> AnalysisInput {
         let queries = PolicyQueries::plan(policy, spec);
-        let answers: HashMap<String, Sample> = match self.connect(spec.analysis.prometheus.as_ref())
+        let answers: HashMap<String, Sample> = match self
+            .connect_for(policy, spec.analysis.prometheus.as_ref())
+            .await
         {
             Ok(connection) => {
                 let distinct = queries.distinct();
@@ -174,27 +343,29 @@ impl MetricSource for PrometheusSource {
     }
 }
 
-fn build_connection(spec: &PrometheusSpec, env: &EnvLookup) -> Result<Connection, ConnectError> {
-    let credentials = auth::resolve(spec.auth.as_ref(), env)?;
-    let timeout = spec.timeout.std();
-    let http = auth::http_client(
-        &credentials,
-        spec.ca_file.as_deref().map(Path::new),
-        timeout,
-    )?;
+fn build_connection(
+    spec: &PrometheusSpec,
+    credentials: &Credentials,
+    ca: Option<&CaBundle>,
+    timeout: crate::policy::Duration,
+) -> Result<Connection, ConnectError> {
+    let address = spec.address.as_deref().ok_or(ConnectError::NoAddress)?;
+    let timeout = timeout.std();
+    let http = auth::http_client(credentials, ca, timeout)?;
+    let shown = redact::urls(address).into_owned();
     let address_error = |message: String| ConnectError::Address {
-        address: spec.address.clone(),
-        message,
+        address: shown.clone(),
+        message: redact::urls(&message).into_owned(),
     };
-    let parsed = reqwest::Url::parse(&spec.address).map_err(|e| address_error(e.to_string()))?;
+    let parsed = reqwest::Url::parse(address).map_err(|e| address_error(e.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(address_error("the scheme must be http or https".to_owned()));
     }
-    let client = prometheus_http_query::Client::from(http, &spec.address)
+    let client = prometheus_http_query::Client::from(http, address)
         .map_err(|e| address_error(e.to_string()))?;
     Ok(Connection {
         client,
-        address: spec.address.clone(),
+        address: shown,
         timeout,
     })
 }
@@ -220,8 +391,9 @@ impl Connection {
             Err(_elapsed) => Sample::TimedOut,
             Ok(Err(cause)) => Sample::Unreachable {
                 message: format!(
-                    "prometheus at {} could not be reached for query `{query}`: {cause}",
-                    self.address
+                    "prometheus at {} could not be reached for query `{query}`: {}",
+                    self.address,
+                    redact::urls(&cause)
                 ),
             },
             Ok(Ok((status, body))) => interpret(status, &body, query, &self.address),

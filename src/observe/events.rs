@@ -110,10 +110,8 @@ impl RolloutEvent {
                 format!("rollout of revision {revision} started")
             }
             RolloutEvent::StepAdvanced {
-                step,
-                weight,
-                message,
-            } => format!("step {step}: canary weight {weight}%; {message}"),
+                weight, message, ..
+            } => format!("{message}; canary weight {weight}%"),
             RolloutEvent::Promoted { revision } => {
                 format!("revision {revision} promoted: canary weight 100%")
             }
@@ -181,6 +179,15 @@ impl EventPublisher {
         event: &RolloutEvent,
         grafana_link: Option<&str>,
     ) {
+        // kube's recorder folds an Event into an earlier one with the same reason and
+        // action about the same object (bumping its series count, keeping the first
+        // note) for minutes: naming the step in `fieldPath` keeps each step's advance
+        // its own Event, with its own note.
+        let mut regarding = regarding.clone();
+        if let RolloutEvent::StepAdvanced { step, .. } = event {
+            regarding.field_path = Some(format!("spec.steps[{step}]"));
+        }
+        let regarding = &regarding;
         let kube_event = Event {
             type_: if event.is_warning() {
                 EventType::Warning
@@ -213,14 +220,14 @@ mod tests {
         let event = RolloutEvent::StepAdvanced {
             step: 2,
             weight: 30,
-            message: "error-rate 0.002 <= 0.01".to_owned(),
+            message: "step 3/4 (30%) from 10%: analysis passed".to_owned(),
         };
         assert_eq!(event.reason(), "StepAdvanced");
         assert!(!event.is_warning());
         let note = event.note(Some("https://g/d/x"));
         assert_eq!(
             note,
-            "step 2: canary weight 30%; error-rate 0.002 <= 0.01; dashboard: https://g/d/x"
+            "step 3/4 (30%) from 10%: analysis passed; canary weight 30%; dashboard: https://g/d/x"
         );
         let long = RolloutEvent::InvalidPolicy {
             messages: vec!["é".repeat(2000)],

@@ -31,7 +31,7 @@ pub fn dashboard_link(
     let base = grafana.url.trim_end_matches('/');
     let mut url = Url::parse(&format!("{base}/d/{}", grafana.dashboard)).map_err(|source| {
         GrafanaError::InvalidUrl {
-            url: grafana.url.clone(),
+            url: crate::redact::urls(&grafana.url).into_owned(),
             source,
         }
     })?;
@@ -45,7 +45,8 @@ pub fn dashboard_link(
             query.append_pair("to", "now");
         }
     }
-    Ok(url.into())
+    // The link is shown in status and Events: never with credentials in it.
+    Ok(crate::redact::urls(url.as_str()).into_owned())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::diagnostic::{index, Issue};
-use super::names::{http_url, is_identifier};
+use super::names::is_identifier;
 use super::structure::nearest;
 use super::templates::{builtin, BUILTIN_TEMPLATES};
 use super::types::*;
@@ -38,7 +38,6 @@ pub(super) fn analysis(
     }
     if let Some(prometheus) = &a.prometheus {
         let ppath = format!("{path}.prometheus");
-        http_url(&prometheus.address, &format!("{ppath}.address"), issues);
         if prometheus.timeout.std().is_zero() {
             issues.push(
                 Issue::error(
@@ -59,34 +58,7 @@ pub(super) fn analysis(
                 .with_hint("keep the timeout below the interval"),
             );
         }
-        if let Some(auth) = &prometheus.auth {
-            let apath = format!("{ppath}.auth");
-            let kinds = [
-                auth.bearer_token_file.is_some(),
-                auth.bearer_token_env.is_some(),
-                auth.basic.is_some(),
-            ];
-            if kinds.iter().filter(|k| **k).count() != 1 {
-                issues.push(
-                    Issue::error(
-                        &apath,
-                        "set exactly one of `bearerTokenFile`, `bearerTokenEnv`, `basic`",
-                    )
-                    .with_hint("keep one way to authenticate"),
-                );
-            }
-            if let Some(basic) = &auth.basic {
-                if basic.password_file.is_some() == basic.password_env.is_some() {
-                    issues.push(
-                        Issue::error(
-                            format!("{apath}.basic"),
-                            "set exactly one of `passwordFile` and `passwordEnv`",
-                        )
-                        .with_hint("read the password from a file or from an environment variable"),
-                    );
-                }
-            }
-        }
+        super::prometheus_rules::connection(prometheus, &ppath, issues);
     }
     if metrics.is_empty() {
         issues.push(

@@ -15,8 +15,11 @@ pub(super) fn http_url(text: &str, path: &str, issues: &mut Vec<Issue>) {
     };
     if let Some(why) = problem {
         issues.push(
-            Issue::error(path, format!("`{text}` is not a URL: {why}"))
-                .with_hint("write a full URL, e.g. `http://prometheus.monitoring:9090`"),
+            Issue::error(
+                path,
+                format!("`{}` is not a URL: {why}", crate::redact::urls(text)),
+            )
+            .with_hint("write a full URL, e.g. `http://prometheus.monitoring:9090`"),
         );
     }
 }

@@ -148,6 +148,30 @@ fn schema() -> &'static Value {
     SCHEMA.get_or_init(document_schema)
 }
 
+/// Drops a warning about a field's default (e.g. "minRequests is 0") when the same
+/// mapping has an unknown field that the user evidently meant as that field
+/// (`minRequest`, hint "did you mean `minRequests`?"): the value was written, only
+/// misspelt, and the error already says so.
+fn drop_warnings_about_misspelt_fields(issues: &mut Vec<Issue>) {
+    let meant: Vec<String> = issues
+        .iter()
+        .filter(|issue| issue.is_error())
+        .filter_map(|issue| {
+            let hint = issue.hint.as_deref()?;
+            let start = hint.find("did you mean `")? + "did you mean `".len();
+            let len = hint.get(start..)?.find('`')?;
+            let field = hint.get(start..start + len)?;
+            let parent = issue.path.rsplit_once('.').map_or("", |(parent, _)| parent);
+            Some(if parent.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{parent}.{field}")
+            })
+        })
+        .collect();
+    issues.retain(|issue| issue.is_error() || !meant.contains(&issue.path));
+}
+
 /// The policy (when it has no error) and every issue of one document.
 fn check_document(document: &PositionedDocument) -> (Option<RolloutPolicy>, Vec<Issue>) {
     let mut issues = document.issues.clone();
@@ -170,6 +194,7 @@ fn check_document(document: &PositionedDocument) -> (Option<RolloutPolicy>, Vec<
             &document.issues,
             &structure,
         ));
+        drop_warnings_about_misspelt_fields(&mut issues);
         return (None, issues);
     }
     let mut value = document.value.clone();

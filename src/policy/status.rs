@@ -99,6 +99,10 @@ pub struct RolloutStatus {
     /// Index of the current step in `spec.steps`.
     #[serde(default)]
     pub step: u32,
+    /// The current step counted from 1, of the number of steps (`2/4`), as the CLI,
+    /// the messages and the Events count it: the Step column of `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<String>,
     /// Canary weight last confirmed by the router.
     #[serde(default)]
     pub canary_weight: u8,

@@ -30,7 +30,7 @@ pub const KIND: &str = "RolloutPolicy";
     status = "crate::policy::status::RolloutStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.canaryWeight"}"#,
-    printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.step"}"#,
+    printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.currentStep"}"#,
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".spec.revision"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -280,25 +280,39 @@ fn default_inconclusive_limit() -> u32 {
     4
 }
 
+/// Where the analysis queries go: a Prometheus `address`, or a `provider` the daemon's
+/// operator configured by name. Set exactly one of the two.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrometheusSpec {
-    pub address: String,
+    /// URL of the Prometheus to query, e.g. `http://prometheus.monitoring:9090`; no
+    /// credentials in it (use `auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Name of a Prometheus provider configured on the daemon (`--prometheus-providers`):
+    /// its address, credentials and CA are the operator's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     #[serde(default = "default_prometheus_timeout")]
     pub timeout: Duration,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<PrometheusAuth>,
-    /// PEM file of a CA that signs the Prometheus server certificate.
+    /// PEM file of a CA that signs the Prometheus server certificate (`shiftgate run`
+    /// only: the daemon refuses files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// A CA bundle (PEM) from a Secret in the policy's own namespace (daemon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
 }
 
 fn default_prometheus_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-/// Credentials for Prometheus. Secrets are read from files or the environment, never
-/// written into the policy itself.
+/// Credentials for Prometheus, never written into the policy itself: from a Secret in
+/// the policy's namespace (`…SecretRef`, the daemon), or from the user's own files and
+/// environment (`…File`, `…Env`, `shiftgate run` only).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrometheusAuth {
@@ -306,6 +320,9 @@ pub struct PrometheusAuth {
     pub bearer_token_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_env: Option<String>,
+    /// The bearer token, from a key of a Secret in the policy's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic: Option<BasicAuth>,
 }
@@ -318,6 +335,20 @@ pub struct BasicAuth {
     pub password_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// The password, from a key of a Secret in the policy's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+}
+
+/// One key of a Secret in the policy's own namespace. There is no namespace field on
+/// purpose: a policy can only name Secrets beside it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    pub name: String,
+    /// The key in the Secret's `data`.
+    pub key: String,
 }
 
 /// One metric: a built-in template or a raw PromQL query, with at least one criterion

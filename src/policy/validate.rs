@@ -311,7 +311,10 @@ fn router(r: &RouterSpec, test_route_written: bool, issues: &mut Vec<Issue>) {
             issues.push(
                 Issue::error(
                     format!("{path}.adminAddress"),
-                    format!("`{}` is not an admin address: {why}", envoy.admin_address),
+                    format!(
+                        "`{}` is not an admin address: {why}",
+                        crate::redact::urls(&envoy.admin_address)
+                    ),
                 )
                 .with_hint("write `host:port`, e.g. `127.0.0.1:9901`"),
             );

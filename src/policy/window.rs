@@ -160,7 +160,7 @@ fn compile_schedule(path: &str, schedule: &str, issues: &mut Vec<Issue>) -> Vec<
                             format!("{path}.schedule"),
                             format!(
                                 "`{schedule}` is not a valid cron schedule: {}",
-                                last_line(&e.to_string())
+                                super::cron_message::explain(last_line(&e.to_string()))
                             ),
                         )
                         .with_hint(CRON_HINT),

@@ -104,9 +104,23 @@ pub struct YamlError {
 
 /// Parses every `---`-separated document of `text`. An empty file gives no documents.
 pub fn load_documents(text: &str) -> Result<Vec<PositionedDocument>, YamlError> {
-    let docs = MarkedYaml::load_from_str(text).map_err(|e| YamlError {
-        position: Position::of(e.marker()),
-        message: e.info().to_owned(),
+    let docs = MarkedYaml::load_from_str(text).map_err(|e| {
+        let stopped = Position::of(e.marker());
+        match super::yaml_brackets::unclosed_opener_before(text, stopped) {
+            Some((bracket, opened)) => YamlError {
+                position: opened,
+                message: format!(
+                    "`{bracket}` is never closed (the parser stopped at line {}, column {}: {})",
+                    stopped.line,
+                    stopped.column,
+                    e.info()
+                ),
+            },
+            None => YamlError {
+                position: stopped,
+                message: e.info().to_owned(),
+            },
+        }
     })?;
     Ok(docs
         .iter()

@@ -32,6 +32,8 @@ pub struct EnvoyRouter {
     spec: EnvoyRouterSpec,
     test_route: Option<TestRoute>,
     admin_url: String,
+    /// `admin_url` as messages show it (userinfo hidden).
+    admin_shown: String,
     routes_file: PathBuf,
     http: reqwest::Client,
     confirm_timeout: Duration,
@@ -64,6 +66,7 @@ impl EnvoyRouter {
         Ok(EnvoyRouter {
             spec: spec.clone(),
             test_route: test_route.cloned(),
+            admin_shown: crate::redact::urls(&admin_url).into_owned(),
             admin_url,
             routes_file: PathBuf::from(&spec.routes_file),
             http,
@@ -94,7 +97,7 @@ impl EnvoyRouter {
         parse_config_dump(&self.spec, &dump).map_err(|message| {
             RouterError::Invalid(format!(
                 "envoy at {} serves a route configuration shiftgate cannot manage: {message}",
-                self.admin_url
+                self.admin_shown
             ))
         })
     }
@@ -147,7 +150,7 @@ impl EnvoyRouter {
                 return Err(RouterError::Invalid(format!(
                     "spec.router.envoy.{field} {cluster:?} is not a cluster of envoy at {} \
                      (it has: {}); fix the policy or envoy's bootstrap",
-                    self.admin_url,
+                    self.admin_shown,
                     known.join(", ")
                 )));
             }
@@ -168,7 +171,11 @@ impl EnvoyRouter {
         })?;
         if !response.status().is_success() {
             return Err(RouterError::Unavailable {
-                message: format!("envoy admin {url} answered {}", response.status()),
+                message: format!(
+                    "envoy admin {} answered {}",
+                    crate::redact::urls(url),
+                    response.status()
+                ),
                 source: None,
             });
         }
@@ -177,7 +184,7 @@ impl EnvoyRouter {
 
     fn unavailable(&self, message: String, source: reqwest::Error) -> RouterError {
         RouterError::Unavailable {
-            message,
+            message: crate::redact::urls(&message).into_owned(),
             source: Some(Box::new(source)),
         }
     }
@@ -186,7 +193,7 @@ impl EnvoyRouter {
         RouterError::Invalid(format!(
             "envoy at {} serves no route configuration named {:?}: its bootstrap must use \
              rds.route_config_name {:?} with a path_config_source on {}",
-            self.admin_url,
+            self.admin_shown,
             self.spec.route_config_name,
             self.spec.route_config_name,
             self.routes_file.display()
@@ -213,7 +220,7 @@ impl EnvoyRouter {
                     return Err(RouterError::Invalid(format!(
                         "envoy at {} rejected route generation {generation} written to {}; its \
                          log says why; the route served before is still in place",
-                        self.admin_url,
+                        self.admin_shown,
                         self.routes_file.display(),
                     )));
                 }
@@ -226,7 +233,7 @@ impl EnvoyRouter {
                 message: format!(
                     "envoy at {} did not serve route generation {generation} (canary weight {}) \
                      within {:?} of writing {}; the live weights are unknown until the next read",
-                    self.admin_url,
+                    self.admin_shown,
                     desired.canary_weight,
                     self.confirm_timeout,
                     self.routes_file.display()
@@ -255,7 +262,7 @@ impl TrafficRouter for EnvoyRouter {
             return Err(RouterError::Conflict {
                 what: format!(
                     "envoy at {} serves generation {:?}, expected {:?}",
-                    self.admin_url, live.version.0, expect.0
+                    self.admin_shown, live.version.0, expect.0
                 ),
             });
         }

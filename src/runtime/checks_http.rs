@@ -41,7 +41,8 @@ impl HttpChecks {
                         passed: true,
                         message: format!(
                             "{} {}: {status} (attempt {attempt} of {attempts})",
-                            check.method, check.url
+                            check.method,
+                            crate::redact::urls(&check.url)
                         ),
                     }
                 }
@@ -51,6 +52,7 @@ impl HttpChecks {
                 tokio::time::sleep(RETRY_DELAY).await;
             }
         }
+        let last_failure = crate::redact::urls(&last_failure);
         tracing::warn!(check = %name, failure = %last_failure, "check failed");
         CheckResult {
             name,
@@ -58,7 +60,7 @@ impl HttpChecks {
             message: format!(
                 "{} {}: {last_failure} (after {attempts} attempt{})",
                 check.method,
-                check.url,
+                crate::redact::urls(&check.url),
                 if attempts == 1 { "" } else { "s" }
             ),
         }

@@ -63,7 +63,8 @@ pub async fn probe_queries(
         return Ok(());
     }
     let connection = source
-        .connect(spec.analysis.prometheus.as_ref())
+        .connect_for(policy, spec.analysis.prometheus.as_ref())
+        .await
         .map_err(|e| PreflightError::InvalidConnection {
             policy: label.clone(),
             message: e.to_string(),
@@ -110,7 +111,8 @@ pub async fn probe_queries(
                             spec.analysis
                                 .prometheus
                                 .as_ref()
-                                .map_or("(default)", |p| p.address.as_str()),
+                                .and_then(|p| p.address.as_deref())
+                                .map_or_else(|| "(default)".into(), crate::redact::urls),
                             spec.analysis.prometheus.as_ref().map_or_else(
                                 || "its timeout".to_owned(),
                                 |p| p.timeout.to_string()

@@ -4,6 +4,7 @@
 
 pub mod envoy;
 pub mod exporter;
+pub mod kube_apiserver;
 pub mod ports;
 pub mod prometheus;
 pub mod rollout;

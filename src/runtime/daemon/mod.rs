@@ -63,12 +63,15 @@ pub mod reasons {
     pub const ROUTE_INVALID: &str = "RouteInvalid";
     pub const ROUTER_NOT_SUPPORTED: &str = "RouterNotSupported";
     pub const POLICY_ACCEPTED: &str = "PolicyAccepted";
+    pub use crate::metrics::providers::{CREDENTIALS_NOT_ALLOWED, PROMETHEUS_NOT_ALLOWED};
     /// Every reason above that means "refused by the daemon".
-    pub const REFUSALS: [&str; 4] = [
+    pub const REFUSALS: [&str; 6] = [
         INVALID_POLICY,
         ROUTE_CONFLICT,
         ROUTE_INVALID,
         ROUTER_NOT_SUPPORTED,
+        CREDENTIALS_NOT_ALLOWED,
+        PROMETHEUS_NOT_ALLOWED,
     ];
 }
 

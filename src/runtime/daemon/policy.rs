@@ -2,6 +2,7 @@
 //! router, tick the engine, publish metrics and Events, and say when to look again.
 
 use super::*;
+use crate::metrics::providers::refuse_local_credentials;
 
 /// Shared by every reconcile.
 pub(super) struct Context {
@@ -84,6 +85,26 @@ impl Context {
                 reasons::INVALID_POLICY,
                 &message,
                 RolloutEvent::InvalidPolicy { messages: errors },
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        // A policy never lends the daemon's identity: no file or environment variable of
+        // the daemon, only the Prometheus addresses and Secrets the operator allows.
+        // Decided before anything is read or sent.
+        let prometheus = spec.analysis.prometheus.as_ref();
+        if let Err(refusal) = refuse_local_credentials(prometheus, &policy_ref.namespace)
+            .and_then(|()| self.seams.metrics.admit(&policy_ref, spec))
+        {
+            let message = refusal.to_string();
+            self.refuse(
+                policy,
+                &policy_ref,
+                refusal.reason(),
+                &message,
+                RolloutEvent::InvalidPolicy {
+                    messages: vec![message.clone()],
+                },
             )
             .await?;
             return Ok(Action::await_change());

@@ -78,6 +78,14 @@ pub(super) struct TimedMetrics {
 
 #[async_trait]
 impl MetricSource for TimedMetrics {
+    fn admit(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+    ) -> Result<(), crate::metrics::providers::AccessError> {
+        self.inner.admit(policy, spec)
+    }
+
     async fn observe(
         &self,
         policy: &PolicyRef,

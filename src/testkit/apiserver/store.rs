@@ -11,9 +11,9 @@ use tokio::sync::broadcast;
 
 use super::errors::ApiError;
 use super::meta::{
-    check_api_version, check_api_version_value, check_name, check_namespace, generated_suffix,
-    in_scope, is_builtin_group, now_rfc3339, present, set_metadata, set_or_remove, take_metadata,
-    uid, without_metadata,
+    check_api_version, check_api_version_value, check_name, check_namespace, check_object,
+    generated_suffix, in_scope, is_builtin_group, now_rfc3339, present, set_metadata,
+    set_or_remove, take_metadata, uid, without_metadata,
 };
 use super::patch::{patched, Patched};
 use super::path::{GroupResource, ResourcePath};
@@ -260,6 +260,7 @@ impl Store {
         };
         check_name(gr, &name)?;
         check_namespace(&metadata, path)?;
+        check_object(gr, &name, &object)?;
         let key = Self::key(path, &name);
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(gr, &name));
@@ -415,6 +416,7 @@ impl Store {
             Target::Main => {
                 let mut metadata = take_metadata(&mut candidate);
                 check_namespace(&metadata, path)?;
+                check_object(gr, &name, &candidate)?;
                 for owned in [
                     "name",
                     "namespace",

@@ -101,7 +101,7 @@ fn commands_are_written_as_annotations_with_a_conditional_merge_patch() {
     let out = run(SHIFTGATE, dir.path(), &["pause", "checkout", "-n", NS]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("`pause` requested for shop/checkout"),
+        stderr(&out).contains("`pause` for revision v2 requested for shop/checkout"),
         "{}",
         stderr(&out)
     );
@@ -122,6 +122,10 @@ fn commands_are_written_as_annotations_with_a_conditional_merge_patch() {
     assert_eq!(
         body["metadata"]["annotations"]["shiftgate.dev/command"],
         "pause"
+    );
+    assert_eq!(
+        body["metadata"]["annotations"]["shiftgate.dev/command-revision"], "v2",
+        "the command names the running revision"
     );
     assert!(
         body.get("spec").is_none() && body.get("status").is_none(),
@@ -146,7 +150,9 @@ fn commands_are_written_as_annotations_with_a_conditional_merge_patch() {
 
     let out = run(SHIFTGATE, dir.path(), &["status", "checkout", "-n", NS]);
     assert!(
-        stderr(&out).contains(&format!("command `promote-full` (id {id}) requested")),
+        stderr(&out).contains(&format!(
+            "command `promote-full` for v2 (id {id}) requested"
+        )),
         "{}",
         stderr(&out)
     );

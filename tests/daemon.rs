@@ -323,7 +323,7 @@ impl Cluster {
             shutdown_deadline: Duration::from_secs(5),
         };
         let store = KubeStatusStore::new(client.clone());
-        let commands = KubeCommandSource::new(client.clone(), store.ledger());
+        let commands = KubeCommandSource::new(client.clone());
         let seams = DaemonSeams {
             client: client.clone(),
             routers: Arc::new(RecordingRouters {
@@ -730,6 +730,7 @@ async fn a_paused_step_waits_for_the_promote_annotation() {
         NS,
         "checkout",
         shiftgate::engine::Command::Promote,
+        "v2",
     )
     .await
     .unwrap();

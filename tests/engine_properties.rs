@@ -13,8 +13,8 @@ use rand::{Rng, SeedableRng};
 use shiftgate::engine::{self, Action, Command, Observation, Plan, TransitionKind};
 use shiftgate::metrics::scripted::{MetricBehaviour, Outage, OutageKind, Segment, Traffic};
 use shiftgate::metrics::PolicyRef;
-use shiftgate::policy::status::{Phase, RouteTarget, TargetPurpose, VerdictKind};
-use shiftgate::policy::{Duration, RolloutSpec, RolloutStatus};
+use shiftgate::policy::status::{PauseReason, Phase, RouteTarget, TargetPurpose, VerdictKind};
+use shiftgate::policy::{Duration, OnDrift, RolloutSpec, RolloutStatus};
 use shiftgate::router::ManagedRoute;
 use shiftgate::sim::scenario::{DriftEvent, Period, RouterFault, RouterFaultKind, TimedCommand};
 use shiftgate::sim::{Outcome, Scenario, Simulation};
@@ -43,9 +43,10 @@ fn random_spec(rng: &mut StdRng) -> RolloutSpec {
         w = (w + rng.random_range(5..=60)).min(100);
         weights.push(w);
     }
+    // A gate may be at 0% (a blue/green approval before any user moves).
     let gate = rng
         .random_bool(0.2)
-        .then(|| rng.random_range(1..weights.len()));
+        .then(|| rng.random_range(0..weights.len()));
     let steps: Vec<serde_json::Value> = weights
         .iter()
         .enumerate()
@@ -87,6 +88,7 @@ fn random_spec(rng: &mut StdRng) -> RolloutSpec {
             "metrics": metrics,
         },
         "onFailure": if rng.random_bool(0.8) { "rollback" } else { "hold" },
+        "onDrift": if rng.random_bool(0.8) { "pause" } else { "reassert" },
     });
     let mut spec = spec;
     if spec["testRoute"].is_null() {
@@ -195,30 +197,77 @@ fn random_scenario(rng: &mut StdRng, seed: u64) -> Scenario {
         s.commands.push(TimedCommand {
             at: secs(at),
             command,
+            revision: None,
         });
     }
     // Nobody is left waiting forever on a gate or a pause.
     s.commands.push(TimedCommand {
         at: secs(at + 3000),
         command: Command::Resume,
+        revision: None,
     });
     s.commands.push(TimedCommand {
         at: secs(at + 3001),
         command: Command::Promote,
+        revision: None,
     });
-    if rng.random_bool(0.15) {
-        s.drift.push(DriftEvent {
-            at: secs(rng.random_range(0..1200)),
-            canary_weight: rng.random_range(0..=100),
-            test_route: rng.random_bool(0.5),
-        });
-    }
     let mut restart = 0;
     for _ in 0..rng.random_range(0..3) {
         restart += rng.random_range(1..900);
         s.restarts.push(secs(restart));
     }
+    if rng.random_bool(0.2) {
+        live_colour_start(rng, &mut s);
+    }
+    if rng.random_bool(0.25) {
+        drift(rng, &mut s);
+    }
+    s.restarts.sort();
+    s.drift.sort_by_key(|d| d.at);
     s
+}
+
+/// The rollout starts with the canary already serving users: the live colour of a
+/// blue/green pair (100%), or a weight someone else left behind. Sometimes a person
+/// later puts the route back to 0%, after which the rollout may start.
+fn live_colour_start(rng: &mut StdRng, s: &mut Scenario) {
+    s.initial.canary_weight = if rng.random_bool(0.5) {
+        100
+    } else {
+        rng.random_range(1..100)
+    };
+    s.initial.test_route = rng.random_bool(0.2);
+    if rng.random_bool(0.5) {
+        s.drift.push(DriftEvent {
+            at: secs(rng.random_range(1..1200)),
+            canary_weight: 0,
+            test_route: false,
+        });
+    }
+}
+
+/// Someone else edits the managed weights, often to a high canary weight, while the
+/// canary may be failing. A restart 20 minutes later makes sure the world is looked at
+/// while it is drifted, whatever the engine asked for.
+fn drift(rng: &mut StdRng, s: &mut Scenario) {
+    for _ in 0..rng.random_range(1..=2) {
+        let at = rng.random_range(0..1200);
+        s.drift.push(DriftEvent {
+            at: secs(at),
+            canary_weight: if rng.random_bool(0.5) {
+                rng.random_range(80..=100)
+            } else {
+                rng.random_range(0..=100)
+            },
+            test_route: rng.random_bool(0.5),
+        });
+        s.restarts.push(secs(at + 1200));
+    }
+}
+
+/// Virtual time since the scenario's start.
+fn sim_offset(sim: &Simulation, scenario: &Scenario) -> Duration {
+    Duration::from((sim.now() - scenario.start).to_std().unwrap_or_default())
 }
 
 fn replay_hint(seed: u64) -> String {
@@ -239,14 +288,22 @@ fn check_world(seed: u64) -> Result<Outcome, String> {
     let mut previous_step = 0;
     let mut fails_in_a_row = 0u32;
     let mut seen_entries = 0;
+    // The canary serves users before anything was judged: the live colour.
+    let live_start = scenario.initial.canary_weight > plan.step(0).weight;
+    let mut write_back_asked = false;
+    // The weight an operator's `promote` asked for, until it is written.
+    let mut promoted_to: Option<u8> = None;
     loop {
+        // The instant the tick runs at (a tick ends by moving the clock on).
+        let offset = sim_offset(&sim, &scenario);
+        let tick_now = sim.now();
         let more = sim.tick();
         let stored = sim.stored_status().unwrap_or_default();
         let live = sim.router().route();
         // 1. The weight never exceeds the current step's weight (unless someone else
         // set it: drift), and no write of shiftgate's ever does.
         let ceiling = plan.step(stored.step).weight;
-        if scenario.drift.is_empty() && live.canary_weight > ceiling {
+        if scenario.drift.is_empty() && !live_start && live.canary_weight > ceiling {
             return Err(format!(
                 "live weight {} above step {} weight {ceiling}",
                 live.canary_weight, stored.step
@@ -259,7 +316,83 @@ fn check_world(seed: u64) -> Result<Outcome, String> {
         if stored.resume_phase == Some(Phase::Paused) {
             return Err("a pause would resume into a pause".into());
         }
+        // 7. Drift keeps judging: a canary that someone else moved to a weight with users
+        // on it is evaluated every interval while the rollout is paused for the drift.
+        let quiet = !scenario
+            .router_faults
+            .iter()
+            .any(|f| f.from <= offset && f.until.is_none_or(|u| offset < u))
+            && !scenario.store_failures.iter().any(|p| p.covers(offset));
+        if quiet
+            && stored.phase == Phase::Paused
+            && stored.pause_reason == Some(PauseReason::Drift)
+            && live.canary_weight > 0
+            && stored
+                .last_evaluation_at
+                .is_none_or(|t| tick_now - t > plan.interval())
+        {
+            return Err(format!(
+                "a drifted canary at {}% went unjudged at {offset} (last evaluation {:?})",
+                live.canary_weight, stored.last_evaluation_at
+            ));
+        }
         for entry in &sim.timeline()[seen_entries..] {
+            // A write-back of drifted weights, asked for by `resume` or by the policy's
+            // `onDrift: reassert`, stays asked for until a write lands.
+            if entry.transitions.iter().any(|t| {
+                t.kind == TransitionKind::Resumed
+                    || (t.kind == TransitionKind::Drift && spec.on_drift == OnDrift::Reassert)
+            }) {
+                write_back_asked = true;
+            }
+            // 6. No write moves users off a canary that serves them (the live colour, a
+            // drifted weight) without a judgement or an operator's command: only a
+            // rollback (Fail, inconclusive limit, failed checks), an abort, or writing
+            // drifted weights back (`resume`, or the policy's `onDrift: reassert`).
+            if let Some(t) = entry
+                .transitions
+                .iter()
+                .rfind(|t| t.reason == engine::reasons::PROMOTED_BY_OPERATOR)
+            {
+                promoted_to = Some(t.canary_weight);
+            }
+            let mut before = entry.live_before.canary_weight;
+            for w in &entry.writes {
+                if w.canary_weight < before {
+                    let rolled_back = w.canary_weight == 0
+                        && matches!(
+                            entry.phase,
+                            Phase::RollingBack | Phase::RolledBack | Phase::Aborted
+                        );
+                    let written_back = write_back_asked && !scenario.drift.is_empty();
+                    // An operator's `promote` (even of a rollout refused for its live
+                    // canary) is an explicit command, until its write lands.
+                    let promoted = promoted_to == Some(w.canary_weight);
+                    if !rolled_back && !written_back && !promoted {
+                        return Err(format!(
+                            "moved users off the canary ({before}% → {}%) at {} without a \
+                             judgement or a command (phase {})",
+                            w.canary_weight, entry.at, entry.phase
+                        ));
+                    }
+                }
+                if promoted_to == Some(w.canary_weight) {
+                    promoted_to = None;
+                }
+                before = w.canary_weight;
+                write_back_asked = false;
+            }
+            // 8. Where no user reaches the canary there is nothing to judge: no
+            // evaluation (and so nothing inconclusive) at a live weight of 0.
+            if entry.analysis.is_some()
+                && entry.live_before.canary_weight == 0
+                && entry.writes.iter().all(|w| w.canary_weight == 0)
+            {
+                return Err(format!(
+                    "judged a canary that serves no user at {} (phase {})",
+                    entry.at, entry.phase
+                ));
+            }
             if let Some(w) = entry.writes.iter().find(|w| w.canary_weight > ceiling) {
                 return Err(format!(
                     "wrote {}% at {}, above step {} weight {ceiling}",
@@ -437,7 +570,7 @@ fn sweep() {
     );
     // The sweep must exercise every ending, or it proves little.
     if cases >= 200 {
-        for outcome in ["Promoted", "RolledBack", "Paused"] {
+        for outcome in ["Promoted", "RolledBack", "Paused", "Refused"] {
             assert!(
                 outcomes.contains_key(outcome),
                 "no world ended {outcome}: {outcomes:?}"
@@ -531,7 +664,11 @@ proptest! {
             chrono::DateTime::from_timestamp(1_767_607_200 + at, 0).unwrap_or_default(),
             Ok(ManagedRoute { canary_weight: live_weight, test_route: live_test }),
         );
-        obs.commands = commands;
+        obs.commands = commands
+            .into_iter()
+            .enumerate()
+            .map(|(id, c)| engine::OperatorCommand::new(id.to_string(), c, plan.revision()))
+            .collect();
         let d = engine::step(&plan, &state, &obs);
         let writes: Vec<ManagedRoute> = d.actions.iter().filter_map(|a| match a { Action::ApplyRoute(r) => Some(*r), _ => None }).collect();
         prop_assert!(writes.len() <= 1, "one write per decision: {:?}", writes);

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use serde_json::{json, Value};
-use shiftgate::engine::Command;
+use shiftgate::engine::{Command, OperatorCommand};
 use shiftgate::metrics::PolicyRef;
 use shiftgate::policy::{Phase, RolloutPolicy, RolloutStatus};
 use shiftgate::runtime::commands_kube::{submit_command, KubeCommandSource};
@@ -193,101 +193,88 @@ async fn corrupt_status_and_missing_policies_are_reported_with_their_location() 
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
 
+/// The id, word and revision of each pending command.
+fn seen(commands: &[OperatorCommand]) -> Vec<(String, Command, Option<String>)> {
+    commands
+        .iter()
+        .map(|c| (c.id.clone(), c.command.clone().unwrap(), c.revision.clone()))
+        .collect()
+}
+
 #[tokio::test]
-async fn a_command_is_handed_over_once_and_its_id_saved_with_the_state() {
+async fn a_command_is_pending_until_a_state_that_handled_it_is_saved() {
     let server = server_with_policy().await;
     let client = server.client().unwrap();
     let store = KubeStatusStore::new(client.clone());
-    let commands = KubeCommandSource::new(client.clone(), store.ledger());
+    let commands = KubeCommandSource::new(client.clone());
     let policy = policy_ref();
-    assert!(commands.take(&policy).await.unwrap().is_empty());
+    assert!(commands.pending(&policy, None).await.unwrap().is_empty());
 
     let v1 = store.save(&policy, &progressing(30), None).await.unwrap();
-    let submitted = submit_command(client.clone(), NS, "checkout", Command::Pause)
+    let submitted = submit_command(client.clone(), NS, "checkout", Command::Pause, "v2")
         .await
         .unwrap();
     let annotations = &stored(&server)["metadata"]["annotations"];
     assert_eq!(annotations["shiftgate.dev/command"], "pause");
     assert_eq!(annotations["shiftgate.dev/command-id"], json!(submitted.id));
+    assert_eq!(annotations["shiftgate.dev/command-revision"], "v2");
 
-    // The annotation write moved the version: the reconciler re-reads, then takes.
+    // The annotation write moved the version: the reconciler re-reads, then reads it.
     let (_, version) = store.load(&policy).await.unwrap().unwrap();
     assert_ne!(version, v1);
-    assert_eq!(commands.take(&policy).await.unwrap(), vec![Command::Pause]);
-    assert!(
-        commands.take(&policy).await.unwrap().is_empty(),
-        "handed over once"
+    let expected = vec![(submitted.id.clone(), Command::Pause, Some("v2".into()))];
+    assert_eq!(
+        seen(&commands.pending(&policy, None).await.unwrap()),
+        expected
+    );
+    // Until a state that handled it is saved, every reader (a restart) sees it again.
+    assert_eq!(
+        seen(&commands.pending(&policy, None).await.unwrap()),
+        expected
     );
     let mut paused = progressing(30);
     paused.phase = Phase::Paused;
+    paused.last_command_id = Some(submitted.id.clone());
     store.save(&policy, &paused, Some(&version)).await.unwrap();
     assert_eq!(
         stored(&server)["status"]["lastCommandId"],
         json!(submitted.id)
     );
     let (loaded, _) = store.load(&policy).await.unwrap().unwrap();
-    assert_eq!(
-        loaded, paused,
-        "the ledger field is not part of the engine's state"
-    );
-
-    // A restarted daemon (new store, new source) does not replay it.
-    let store2 = KubeStatusStore::new(client.clone());
-    let commands2 = KubeCommandSource::new(client.clone(), store2.ledger());
-    store2.load(&policy).await.unwrap();
-    assert!(commands2.take(&policy).await.unwrap().is_empty());
+    assert_eq!(loaded, paused);
+    let handled = loaded.last_command_id.as_deref();
+    assert!(commands.pending(&policy, handled).await.unwrap().is_empty());
 }
 
 #[tokio::test]
-async fn a_command_whose_state_was_not_saved_is_handed_over_again() {
+async fn malformed_command_annotations_are_reported_or_handed_over_to_be_refused() {
     let server = server_with_policy().await;
     let client = server.client().unwrap();
-    let store = KubeStatusStore::new(client.clone());
-    let commands = KubeCommandSource::new(client.clone(), store.ledger());
-    let policy = policy_ref();
-    store.save(&policy, &progressing(30), None).await.unwrap();
-    submit_command(client.clone(), NS, "checkout", Command::Abort)
-        .await
-        .unwrap();
-    let (_, version) = store.load(&policy).await.unwrap().unwrap();
-    assert_eq!(commands.take(&policy).await.unwrap(), vec![Command::Abort]);
-    server.inject(Fault::new("PATCH", "/status", FaultKind::Status(409), 1));
-    let aborted = RolloutStatus {
-        phase: Phase::Aborted,
-        ..progressing(0)
-    };
-    assert!(store.save(&policy, &aborted, Some(&version)).await.is_err());
-    assert_eq!(commands.take(&policy).await.unwrap(), vec![Command::Abort]);
-    store.save(&policy, &aborted, Some(&version)).await.unwrap();
-    assert!(commands.take(&policy).await.unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn malformed_command_annotations_are_reported() {
-    let server = server_with_policy().await;
-    let client = server.client().unwrap();
-    let store = KubeStatusStore::new(client.clone());
-    let commands = KubeCommandSource::new(client, store.ledger());
+    let commands = KubeCommandSource::new(client);
     let policy = policy_ref();
     let mut annotated = stored(&server);
     annotated["metadata"]["annotations"] = json!({ "shiftgate.dev/command": "pause" });
     server.put_object(&resource(), annotated.clone()).unwrap();
-    let err = commands.take(&policy).await.unwrap_err();
+    let err = commands.pending(&policy, None).await.unwrap_err();
     assert!(matches!(err, CommandSourceError::Invalid { .. }), "{err}");
     assert!(
         err.to_string().contains("shiftgate.dev/command-id"),
         "{err}"
     );
 
+    // An unknown word, or no revision (the old format), has an id: the engine refuses it.
     annotated["metadata"]["annotations"] =
         json!({ "shiftgate.dev/command": "explode", "shiftgate.dev/command-id": "7" });
     server.put_object(&resource(), annotated).unwrap();
-    let err = commands.take(&policy).await.unwrap_err();
-    assert!(err.to_string().contains("explode"), "{err}");
-    assert!(
-        commands.take(&policy).await.unwrap().is_empty(),
-        "reported once"
-    );
+    let pending = commands.pending(&policy, None).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert!(pending[0].command.is_err(), "{pending:?}");
+    assert_eq!(pending[0].revision, None);
+    assert!(commands
+        .pending(&policy, Some("7"))
+        .await
+        .unwrap()
+        .is_empty());
 
     server.inject(Fault::new(
         "GET",
@@ -295,7 +282,7 @@ async fn malformed_command_annotations_are_reported() {
         FaultKind::Status(500),
         1,
     ));
-    let err = commands.take(&policy).await.unwrap_err();
+    let err = commands.pending(&policy, None).await.unwrap_err();
     assert!(
         matches!(err, CommandSourceError::Unavailable { .. }),
         "{err}"
@@ -337,7 +324,7 @@ async fn the_reconciler_applies_an_annotation_command_once_across_restarts() {
     }));
     let daemon = |client: kube::Client| {
         let store = KubeStatusStore::new(client.clone());
-        let commands = KubeCommandSource::new(client, store.ledger());
+        let commands = KubeCommandSource::new(client);
         let script = MetricScript {
             start,
             traffic: Traffic::default(),
@@ -359,7 +346,7 @@ async fn the_reconciler_applies_an_annotation_command_once_across_restarts() {
         first.tick(&policy, &spec).await.unwrap();
         clock.advance(chrono::Duration::seconds(1));
     }
-    let submitted = submit_command(client.clone(), NS, "checkout", Command::Pause)
+    let submitted = submit_command(client.clone(), NS, "checkout", Command::Pause, "2.4.0")
         .await
         .unwrap();
     let outcome = first.tick(&policy, &spec).await.unwrap();
@@ -388,7 +375,7 @@ async fn the_reconciler_applies_an_annotation_command_once_across_restarts() {
     );
 
     // `resume` through the same path continues the rollout.
-    submit_command(client.clone(), NS, "checkout", Command::Resume)
+    submit_command(client.clone(), NS, "checkout", Command::Resume, "2.4.0")
         .await
         .unwrap();
     let outcome = second.tick(&policy, &spec).await.unwrap();

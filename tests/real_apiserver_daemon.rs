@@ -165,7 +165,7 @@ async fn start_daemon(
         shutdown_deadline: Duration::from_secs(5),
     };
     let store = KubeStatusStore::new(client.clone());
-    let commands = KubeCommandSource::new(client.clone(), store.ledger());
+    let commands = KubeCommandSource::new(client.clone());
     let seams = DaemonSeams {
         client: client.clone(),
         routers: Arc::new(RecordingRouters {

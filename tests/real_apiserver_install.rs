@@ -303,7 +303,7 @@ async fn status_store_and_command_ledger_work_on_the_status_subresource() {
         .await
         .unwrap();
     let store = KubeStatusStore::new(client.clone());
-    let commands = KubeCommandSource::new(client.clone(), store.ledger());
+    let commands = KubeCommandSource::new(client.clone());
     let policy = policy_ref(&namespace);
     assert!(store.load(&policy).await.unwrap().is_none());
 
@@ -326,15 +326,24 @@ async fn status_store_and_command_ledger_work_on_the_status_subresource() {
 
     // A command: the annotation write moves the version; handed over once; its id is
     // saved with the next state and a restarted daemon does not replay it.
-    let submitted = submit_command(client.clone(), &namespace, "checkout", Command::Pause)
+    let submitted = submit_command(client.clone(), &namespace, "checkout", Command::Pause, "v2")
         .await
         .unwrap();
     let (_, v3) = store.load(&policy).await.unwrap().unwrap();
     assert_ne!(v3, v2);
-    assert_eq!(commands.take(&policy).await.unwrap(), vec![Command::Pause]);
-    assert!(commands.take(&policy).await.unwrap().is_empty());
+    let pending = commands.pending(&policy, None).await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].id, submitted.id);
+    assert_eq!(pending[0].command.as_ref().ok(), Some(&Command::Pause));
+    assert_eq!(pending[0].revision.as_deref(), Some("v2"));
+    assert!(commands
+        .pending(&policy, Some(&submitted.id))
+        .await
+        .unwrap()
+        .is_empty());
     let mut paused = progressing(60);
     paused.phase = Phase::Paused;
+    paused.last_command_id = Some(submitted.id.clone());
     store.save(&policy, &paused, Some(&v3)).await.unwrap();
     let stored = serde_json::to_value(
         policies(client.clone(), &namespace)
@@ -346,8 +355,12 @@ async fn status_store_and_command_ledger_work_on_the_status_subresource() {
     assert_eq!(stored["status"]["lastCommandId"], json!(submitted.id));
     assert_eq!(stored["spec"]["revision"], "v2", "spec untouched");
     let store2 = KubeStatusStore::new(client.clone());
-    let commands2 = KubeCommandSource::new(client, store2.ledger());
+    let commands2 = KubeCommandSource::new(client);
     let (loaded, _) = store2.load(&policy).await.unwrap().unwrap();
     assert_eq!(loaded, paused);
-    assert!(commands2.take(&policy).await.unwrap().is_empty());
+    assert!(commands2
+        .pending(&policy, loaded.last_command_id.as_deref())
+        .await
+        .unwrap()
+        .is_empty());
 }

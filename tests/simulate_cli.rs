@@ -58,6 +58,7 @@ fn expected_exit(scenario: &Path) -> i32 {
         Some("promoted") => 0,
         Some("rolledBack" | "aborted") => 1,
         Some("held" | "paused") => 4,
+        Some("refused") => 2,
         other => panic!(
             "{}: every shipped scenario states its outcome, got {other:?}",
             scenario.display()

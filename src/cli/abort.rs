@@ -1,6 +1,6 @@
 //! `shiftgate abort POLICY`: Put every request back on stable now; the rollout ends as Aborted.
 
-use crate::cli::promote::send;
+use crate::cli::promote::{send, RevisionArg};
 use crate::cli::status::LocalPolicyArgs;
 use crate::engine::Command;
 
@@ -8,8 +8,10 @@ use crate::engine::Command;
 pub struct AbortArgs {
     #[command(flatten)]
     pub target: LocalPolicyArgs,
+    #[command(flatten)]
+    pub revision: RevisionArg,
 }
 
 pub fn run(args: AbortArgs) -> i32 {
-    send(&args.target, Command::Abort)
+    send(&args.target, &args.revision, Command::Abort)
 }

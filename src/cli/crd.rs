@@ -63,7 +63,6 @@ pub fn crd_value() -> Result<Value, CrdError> {
         if let Some(schema) = version.pointer_mut("/schema/openAPIV3Schema") {
             make_structural(schema);
             describe_root(schema);
-            add_command_ledger(schema);
         }
     }
     Ok(crd)
@@ -139,23 +138,6 @@ fn describe_root(schema: &mut Value) {
                 "A progressive rollout: shiftgate moves traffic to the canary in `spec.steps`, \
                  judges every step from Prometheus, and records where it is in `status`."
             ),
-        );
-    }
-}
-
-/// `status.lastCommandId` is written by the Kubernetes status store, not the engine:
-/// the id of the last operator command (annotation `shiftgate.dev/command-id`) the
-/// daemon handled, so a restart never replays it. It must be in the schema or the API
-/// server would prune it.
-fn add_command_ledger(schema: &mut Value) {
-    if let Some(Value::Object(properties)) = schema.pointer_mut("/properties/status/properties") {
-        properties.insert(
-            crate::store::kube::LAST_COMMAND_ID_FIELD.into(),
-            json!({
-                "description": "Id of the last operator command (annotation `shiftgate.dev/command-id`) the daemon handled.",
-                "nullable": true,
-                "type": "string",
-            }),
         );
     }
 }

@@ -245,9 +245,8 @@ async fn serve(args: DaemonArgs, prometheus: PrometheusAccess) -> anyhow::Result
         shutdown_deadline: args.shutdown_deadline,
     };
     let store = KubeStatusStore::new(client.clone());
-    // Operator commands from annotations; their ids are saved with the state by `store`.
-    let commands =
-        crate::runtime::commands_kube::KubeCommandSource::new(client.clone(), store.ledger());
+    // Operator commands from annotations; the engine records their ids in the state.
+    let commands = crate::runtime::commands_kube::KubeCommandSource::new(client.clone());
     let seams = DaemonSeams {
         client: client.clone(),
         routers: Arc::new(KubeRouters::new(client.clone())),

@@ -16,7 +16,7 @@ use crate::engine::Command;
 use crate::metrics::PolicyRef;
 use crate::policy::{RolloutPolicy, RolloutStatus};
 use crate::runtime::commands_kube::{
-    last_handled_command, pending_command, submit_command, SubmitError,
+    last_handled_command, pending_command, submit_command, CommandAnnotation, SubmitError,
 };
 use crate::store::file::FileStore;
 
@@ -181,11 +181,18 @@ pub fn describe(namespace: &str, object: &DynamicObject) -> Vec<String> {
     if let Some(status) = &status {
         lines.extend(describe_status(status, steps, object.metadata.generation));
     }
-    if let Some((command, id)) = pending_command(object) {
+    if let Some(CommandAnnotation {
+        command,
+        id,
+        revision,
+    }) = pending_command(object)
+    {
         let id = id.unwrap_or_default();
         if last_handled_command(object).as_deref() != Some(id.as_str()) {
+            let revision = revision.as_deref().unwrap_or("no revision");
             lines.push(format!(
-                "  command `{command}` (id {id}) requested, not yet handled by the daemon"
+                "  command `{command}` for {revision} (id {id}) requested, not yet handled by \
+                 the daemon"
             ));
         }
     }
@@ -244,36 +251,85 @@ fn describe_status(status: &RolloutStatus, steps: usize, generation: Option<i64>
     lines
 }
 
-/// `shiftgate promote|pause|resume|abort NAME -n NS`: writes the command annotation.
-pub fn cluster_command(target: &ClusterTarget, command: Command) -> i32 {
+/// Why a cluster command was not sent.
+enum NotSent {
+    /// The revision is not the running one (or not clear): exit 2.
+    Revision(String),
+    Submit(SubmitError),
+}
+
+/// `shiftgate promote|pause|resume|abort NAME -n NS`: writes the command annotations,
+/// for `revision` or the one running (`status.revision`, else `spec.revision`).
+pub fn cluster_command(target: &ClusterTarget, command: Command, revision: Option<&str>) -> i32 {
     let runtime = match crate::cli::current_thread_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     let submitted = runtime.block_on(async {
         let (client, namespace) = connect(target).await?;
-        let submitted = submit_command(client, &namespace, &target.name, command).await;
-        anyhow::Ok((namespace, submitted))
+        let resource = ApiResource::erase::<RolloutPolicy>(&());
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
+        let object = api.get_opt(&target.name).await.with_context(|| {
+            format!(
+                "cannot read rolloutpolicies.shiftgate.dev {namespace}/{}",
+                target.name
+            )
+        })?;
+        let Some(object) = object else {
+            let missing = SubmitError::NotFound {
+                namespace: namespace.clone(),
+                name: target.name.clone(),
+            };
+            return anyhow::Ok((namespace, String::new(), Err(NotSent::Submit(missing))));
+        };
+        let text = |pointer: &str| {
+            object
+                .data
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let (running, desired) = (text("/status/revision"), text("/spec/revision"));
+        let revision = match crate::cli::promote::command_revision(
+            revision,
+            running.as_deref(),
+            desired.as_deref(),
+        ) {
+            Ok(revision) => revision,
+            Err(why) => return Ok((namespace, String::new(), Err(NotSent::Revision(why)))),
+        };
+        let submitted = submit_command(client, &namespace, &target.name, command, &revision)
+            .await
+            .map_err(NotSent::Submit);
+        anyhow::Ok((namespace, revision, submitted))
     });
     match submitted {
-        Ok((namespace, Ok(submitted))) => {
+        Ok((namespace, _, Err(NotSent::Revision(why)))) => {
+            eprintln!(
+                "error: `{command}` not sent to {namespace}/{}: {why}",
+                target.name
+            );
+            exit::INVALID_INPUT
+        }
+        Ok((namespace, revision, Ok(submitted))) => {
             if let Some(previous) = submitted.replaced_unhandled {
                 eprintln!(
                     "warning: the earlier command {previous} had not been handled yet; `{command}` replaces it"
                 );
             }
             eprintln!(
-                "shiftgate: `{command}` requested for {namespace}/{} (command id {}); the \
-                 daemon applies it on its next tick (see `shiftgate status {} -n {namespace}`)",
+                "shiftgate: `{command}` for revision {revision} requested for {namespace}/{} \
+                 (command id {}); the daemon applies it on its next tick, or refuses it if \
+                 another revision runs by then (see `shiftgate status {} -n {namespace}`)",
                 target.name, submitted.id, target.name
             );
             exit::OK
         }
-        Ok((_, Err(e @ SubmitError::NotFound { .. }))) => {
+        Ok((_, _, Err(NotSent::Submit(e @ SubmitError::NotFound { .. })))) => {
             eprintln!("error: {e}");
             exit::COULD_NOT_RUN
         }
-        Ok((_, Err(e))) => {
+        Ok((_, _, Err(NotSent::Submit(e)))) => {
             eprintln!("error: {:#}", anyhow::Error::from(e));
             exit::COULD_NOT_RUN
         }

@@ -1,6 +1,6 @@
 //! `shiftgate resume POLICY`: Continue a paused, held or drifted local rollout (run it again if it exited).
 
-use crate::cli::promote::send;
+use crate::cli::promote::{send, RevisionArg};
 use crate::cli::status::LocalPolicyArgs;
 use crate::engine::Command;
 
@@ -8,8 +8,10 @@ use crate::engine::Command;
 pub struct ResumeArgs {
     #[command(flatten)]
     pub target: LocalPolicyArgs,
+    #[command(flatten)]
+    pub revision: RevisionArg,
 }
 
 pub fn run(args: ResumeArgs) -> i32 {
-    send(&args.target, Command::Resume)
+    send(&args.target, &args.revision, Command::Resume)
 }

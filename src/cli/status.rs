@@ -122,5 +122,21 @@ pub fn run(args: StatusArgs) -> i32 {
         eprintln!("  {}: {message}", status.reason.as_deref().unwrap_or("-"));
     }
     print_history(&status, None);
+    // Commands not handled yet: the running `run` takes them within a second.
+    if let Ok(queued) = target
+        .commands()
+        .queued(&target.policy, status.last_command_id.as_deref())
+    {
+        for command in queued {
+            let word = command
+                .command
+                .map_or_else(|e| e.0, |c| c.as_str().to_owned());
+            let revision = command.revision.as_deref().unwrap_or("no revision");
+            eprintln!(
+                "  command `{word}` for {revision} (id {}) queued, not yet handled",
+                command.id
+            );
+        }
+    }
     exit::OK
 }

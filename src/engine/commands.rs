@@ -1,13 +1,56 @@
 //! Operator commands, applied at the start of a tick in the order received. A command
-//! that makes no sense in the current phase changes nothing.
+//! belongs to the revision it was given for: one for another revision, one that names
+//! none (the old format) and an unknown word are refused with the reason, never applied.
+//! Every command handled (applied or refused) leaves its id in the state, so the state
+//! saved after it says it was handled, and a restart neither loses nor repeats it. A
+//! command that makes no sense in the current phase changes nothing.
 
 use crate::engine::reasons;
 use crate::engine::step::Tick;
-use crate::engine::types::{Command, TransitionKind};
+use crate::engine::types::{Command, OperatorCommand, TransitionKind};
 use crate::policy::status::{PauseReason, Phase, RouteTarget, TargetPurpose};
 
 impl Tick<'_> {
-    pub(crate) fn apply_command(&mut self, command: Command) {
+    pub(crate) fn handle_command(&mut self, command: &OperatorCommand) {
+        if self.s.last_command_id.as_deref() == Some(command.id.as_str()) {
+            // Handled before, and the state that says so was saved.
+            return;
+        }
+        self.s.last_command_id = Some(command.id.clone());
+        match (&command.command, command.revision.as_deref()) {
+            (Err(unknown), _) => self.refuse(command, &unknown.to_string()),
+            (Ok(word), None) => {
+                let why = format!(
+                    "`{word}` names no revision (a command from an older shiftgate, or an \
+                     annotation without shiftgate.dev/command-revision), so it could be meant \
+                     for any revision; send it again with `shiftgate {}`",
+                    cli_words(*word)
+                );
+                self.refuse(command, &why);
+            }
+            (Ok(word), Some(revision)) if revision != self.plan.revision() => {
+                let why = format!(
+                    "`{word}` was given for revision {revision}, but revision {} is running; \
+                     send it again if it is meant for {}",
+                    self.plan.revision(),
+                    self.plan.revision()
+                );
+                self.refuse(command, &why);
+            }
+            (Ok(word), Some(_)) => self.apply_command(*word),
+        }
+    }
+
+    fn refuse(&mut self, command: &OperatorCommand, why: &str) {
+        let message = format!("command {} refused, not applied: {why}", command.id);
+        self.announce_aside(
+            TransitionKind::CommandRefused,
+            reasons::COMMAND_REFUSED,
+            message,
+        );
+    }
+
+    fn apply_command(&mut self, command: Command) {
         let phase = self.s.phase;
         let finished = matches!(
             phase,
@@ -114,5 +157,112 @@ impl Tick<'_> {
             }
             _ => {}
         }
+    }
+}
+
+/// How a command is typed on the command line.
+fn cli_words(command: Command) -> &'static str {
+    match command {
+        Command::PromoteFull => "promote --full",
+        other => other.as_str(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use crate::engine::types::{Observation, OperatorCommand, UnknownCommand};
+    use crate::engine::{reasons, step, Command, Plan, TransitionKind};
+    use crate::policy::status::{Phase, RolloutStatus};
+    use crate::router::ManagedRoute;
+
+    fn plan() -> Plan {
+        let spec = serde_json::json!({
+            "revision": "v2",
+            "router": { "istio": { "virtualService": "vs", "stable": { "host": "s" }, "canary": { "host": "c" } } },
+            "steps": [0, 30, 100],
+            "analysis": { "metrics": [ { "name": "e", "query": "x", "max": 0.01 } ] },
+        });
+        Plan::new(&serde_json::from_value(spec).unwrap()).unwrap()
+    }
+
+    fn at_30() -> RolloutStatus {
+        RolloutStatus {
+            revision: Some("v2".into()),
+            phase: Phase::Progressing,
+            step: 1,
+            canary_weight: 30,
+            ..RolloutStatus::default()
+        }
+    }
+
+    fn observe(commands: Vec<OperatorCommand>) -> Observation {
+        let mut obs = Observation::at(
+            chrono::DateTime::from_timestamp(1_767_607_200, 0).unwrap(),
+            Ok(ManagedRoute {
+                canary_weight: 30,
+                test_route: false,
+            }),
+        );
+        obs.commands = commands;
+        obs
+    }
+
+    #[test]
+    fn a_command_for_another_revision_or_none_is_refused_and_recorded() {
+        let stale = OperatorCommand::new("7", Command::PromoteFull, "v1");
+        let mut old_format = OperatorCommand::new("8", Command::Abort, "v2");
+        old_format.revision = None;
+        let unknown = OperatorCommand {
+            command: Err(UnknownCommand("explode".into())),
+            ..OperatorCommand::new("9", Command::Pause, "v2")
+        };
+        let d = step(
+            &plan(),
+            &at_30(),
+            &observe(vec![stale, old_format, unknown]),
+        );
+        assert_eq!(d.state.phase, Phase::Progressing);
+        assert_eq!(d.state.target, None, "nothing is written");
+        assert_eq!(d.state.last_command_id.as_deref(), Some("9"));
+        let refused: Vec<_> = d
+            .transitions()
+            .filter(|t| t.kind == TransitionKind::CommandRefused)
+            .map(|t| t.message.clone())
+            .collect();
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        assert!(refused[0].contains("given for revision v1, but revision v2 is running"));
+        assert!(refused[1].contains("names no revision"));
+        assert!(refused[2].contains("explode"));
+        assert_eq!(
+            d.state
+                .history
+                .iter()
+                .filter(|e| e.reason == reasons::COMMAND_REFUSED)
+                .count(),
+            3
+        );
+        // A refusal leaves the last transition's reason alone.
+        assert_ne!(d.state.reason.as_deref(), Some(reasons::COMMAND_REFUSED));
+    }
+
+    #[test]
+    fn a_command_whose_id_the_state_names_is_not_applied_again() {
+        let promote = OperatorCommand::new("4", Command::Promote, "v2");
+        let first = step(&plan(), &at_30(), &observe(vec![promote.clone()]));
+        assert_eq!(first.state.step, 2);
+        assert_eq!(first.state.last_command_id.as_deref(), Some("4"));
+        let again = step(&plan(), &first.state, &observe(vec![promote]));
+        assert_eq!(again.state.step, 2, "not two steps for one promote");
+    }
+
+    #[test]
+    fn a_new_revision_keeps_the_last_command_id() {
+        let mut v1 = at_30();
+        v1.revision = Some("v1".into());
+        v1.last_command_id = Some("12".into());
+        let d = step(&plan(), &v1, &observe(Vec::new()));
+        assert_eq!(d.state.revision.as_deref(), Some("v2"));
+        assert_eq!(d.state.last_command_id.as_deref(), Some("12"));
     }
 }

@@ -3,6 +3,8 @@
 //! the step, and executes the actions.
 
 mod commands;
+mod drift_analysis;
+mod live_colour;
 pub mod plan;
 mod progress;
 pub mod reasons;
@@ -13,10 +15,11 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
+pub use live_colour::refused_live_canary;
 pub use plan::{Plan, PlanError};
 pub use record::set_condition;
 pub use step::step;
 pub use types::{
-    Action, ChecksOutcome, Command, Decision, Observation, Transition, TransitionKind,
-    UnknownCommand,
+    Action, ChecksOutcome, Command, Decision, Observation, OperatorCommand, Transition,
+    TransitionKind, UnknownCommand,
 };

@@ -1,6 +1,7 @@
 //! A policy compiled once for the engine: steps, analysis, windows, reactions. Compiling
 //! checks the invariants the engine relies on, so `step` never has to.
 
+use crate::engine::live_colour::DestinationNames;
 use crate::policy::window::Windows;
 use crate::policy::{
     AnalysisSpec, Duration, OnDrift, OnFailure, OnInconclusive, RolloutSpec, StepSpec, Timestamp,
@@ -54,6 +55,7 @@ pub struct Plan {
     windows: Windows,
     on_failure: OnFailure,
     on_drift: OnDrift,
+    names: DestinationNames,
 }
 
 impl Plan {
@@ -107,6 +109,7 @@ impl Plan {
             windows,
             on_failure: spec.on_failure,
             on_drift: spec.on_drift,
+            names: DestinationNames::of(spec),
         })
     }
 
@@ -159,6 +162,11 @@ impl Plan {
 
     pub fn on_drift(&self) -> OnDrift {
         self.on_drift
+    }
+
+    /// The stable and canary destinations, for messages.
+    pub(crate) fn destination_names(&self) -> &DestinationNames {
+        &self.names
     }
 
     pub fn window_open(&self, now: Timestamp) -> bool {

@@ -17,9 +17,13 @@ impl Tick<'_> {
             Phase::Pending | Phase::Waiting => self.start(),
             Phase::Checking => self.checking(),
             Phase::Progressing => self.progressing(),
-            // A manual gate keeps judging: a regression at the gate still rolls back.
+            // A manual gate keeps judging: a regression at the gate still rolls back. At
+            // 0% no user reaches the canary: there is nothing to judge, and waiting for a
+            // person is not an inconclusive analysis.
             Phase::Paused if self.s.pause_reason == Some(PauseReason::ManualGate) => {
-                self.evaluate_if_due();
+                if self.s.canary_weight > 0 {
+                    self.evaluate_if_due();
+                }
             }
             Phase::Paused
             | Phase::Held
@@ -31,6 +35,9 @@ impl Tick<'_> {
     }
 
     fn start(&mut self) {
+        if self.refuse_live_canary() {
+            return;
+        }
         if !self.plan.window_open(self.now) {
             if self.s.phase != Phase::Waiting {
                 self.s.phase = Phase::Waiting;
@@ -157,6 +164,13 @@ impl Tick<'_> {
             .last_evaluation_at
             .filter(|last| *last > started)
             .map_or(started + interval, |last| last + interval);
+        self.evaluate_from(due, self.s.canary_weight)
+    }
+
+    /// Evaluates at `weight` (the canary's share of user traffic) once `due` has come.
+    /// Returns false when it asked for metrics and must be stepped again with them.
+    pub(crate) fn evaluate_from(&mut self, due: crate::policy::Timestamp, weight: u8) -> bool {
+        let interval = self.plan.interval();
         if self.now < due {
             self.wake(due);
             return true;
@@ -165,7 +179,7 @@ impl Tick<'_> {
             self.actions.push(Action::QueryMetrics);
             return false;
         };
-        let evaluation = judge(self.plan.analysis(), input, self.s.canary_weight);
+        let evaluation = judge(self.plan.analysis(), input, weight);
         self.s.last_evaluation_at = Some(self.now);
         self.s.last_analysis = Some(AnalysisSummary {
             at: self.now,
@@ -311,6 +325,14 @@ impl Tick<'_> {
     fn on_inconclusive(&mut self, message: String) {
         match self.plan.on_inconclusive() {
             OnInconclusive::Rollback => self.rollback(reasons::INCONCLUSIVE_LIMIT, message),
+            // Paused after drift already waits for an operator: the pause keeps its
+            // reason, so `resume` still writes the expected weights back.
+            OnInconclusive::Pause if self.s.pause_reason == Some(PauseReason::Drift) => {
+                self.note(
+                    reasons::INCONCLUSIVE_LIMIT,
+                    format!("{message}; paused after drift, an operator decides"),
+                );
+            }
             OnInconclusive::Pause => {
                 // At a manual gate the phase is already Paused: resume to Progressing
                 // (the gate is passed again only after a new Pass).

@@ -23,6 +23,9 @@ pub const HELD: &str = "Held";
 pub const DRIFT_DETECTED: &str = "DriftDetected";
 pub const DRIFT_REASSERTED: &str = "DriftReasserted";
 pub const ROUTE_UNREADABLE: &str = "RouteUnreadable";
+pub const COMMAND_REFUSED: &str = "CommandRefused";
+/// A new rollout refused: the canary already serves more than the first step.
+pub const CANARY_IS_LIVE: &str = "CanaryIsLive";
 
 /// Condition types.
 pub const ACCEPTED: &str = "Accepted";

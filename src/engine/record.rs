@@ -20,6 +20,18 @@ impl Tick<'_> {
     pub(crate) fn record(&mut self, reason: &str, message: String) {
         self.s.reason = Some(reason.to_owned());
         self.s.message = Some(message.clone());
+        self.push_history(reason, message);
+        self.update_conditions();
+    }
+
+    /// Announces something that is not a change of state (a refused command): a history
+    /// entry and a notification, leaving the last transition's reason and message alone.
+    pub(crate) fn announce_aside(&mut self, kind: TransitionKind, reason: &str, message: String) {
+        self.push_history(reason, message.clone());
+        self.notify(kind, reason, message);
+    }
+
+    fn push_history(&mut self, reason: &str, message: String) {
         let entry = HistoryEntry {
             at: self.now,
             phase: self.s.phase,
@@ -33,12 +45,15 @@ impl Tick<'_> {
             let excess = self.s.history.len() - HISTORY_LIMIT;
             self.s.history.drain(..excess);
         }
-        self.update_conditions();
     }
 
     /// Records a change and announces it.
     pub(crate) fn announce(&mut self, kind: TransitionKind, reason: &str, message: String) {
         self.record(reason, message.clone());
+        self.notify(kind, reason, message);
+    }
+
+    fn notify(&mut self, kind: TransitionKind, reason: &str, message: String) {
         self.actions.push(Action::Notify(Transition {
             kind,
             at: self.now,
@@ -82,7 +97,18 @@ impl Tick<'_> {
         let accepted = conditions
             .iter()
             .any(|c| c.type_ == reasons::ACCEPTED && c.message.ends_with(revision));
-        if !accepted {
+        let refused = matches!(phase, Phase::Pending | Phase::Waiting)
+            && reason.as_deref() == Some(reasons::CANARY_IS_LIVE);
+        if refused {
+            set_condition(
+                conditions,
+                reasons::ACCEPTED,
+                "False",
+                reasons::CANARY_IS_LIVE,
+                message.as_deref().unwrap_or_default(),
+                now,
+            );
+        } else if !accepted {
             set_condition(
                 conditions,
                 reasons::ACCEPTED,
@@ -93,6 +119,7 @@ impl Tick<'_> {
             );
         }
         let progressing = match phase {
+            _ if refused => "False",
             Phase::Pending | Phase::Waiting | Phase::Checking | Phase::Progressing => "True",
             Phase::RollingBack => "True",
             Phase::Paused | Phase::Held => "Unknown",

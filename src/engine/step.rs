@@ -72,7 +72,7 @@ impl<'a> Tick<'a> {
         }
         self.enforce_step_ceiling();
         for command in &self.obs.commands {
-            self.apply_command(*command);
+            self.handle_command(command);
         }
         let live = match &self.obs.live {
             Ok(live) => *live,
@@ -86,6 +86,9 @@ impl<'a> Tick<'a> {
         };
         for _ in 0..MAX_ROUNDS {
             if !self.settle_route(live) {
+                if self.judge_drift(live) {
+                    continue;
+                }
                 return;
             }
             let target_before = self.s.target;
@@ -132,8 +135,11 @@ impl<'a> Tick<'a> {
     fn start_revision(&mut self) {
         let previous = self.s.revision.take();
         let generation = self.s.observed_generation;
+        // Commands handled under the old revision stay handled.
+        let last_command_id = self.s.last_command_id.take();
         self.s = RolloutStatus {
             observed_generation: generation,
+            last_command_id,
             revision: Some(self.plan.revision().to_owned()),
             ..RolloutStatus::default()
         };
@@ -265,8 +271,11 @@ impl<'a> Tick<'a> {
                     self.s.resume_phase = Some(self.s.phase);
                 }
                 if self.s.phase == Phase::Held {
-                    // Held stays held: an operator is already needed.
-                    self.announce(TransitionKind::Drift, reasons::DRIFT_DETECTED, message);
+                    // Held stays held: an operator is already needed. Said once, not on
+                    // every look at the route.
+                    if self.s.reason.as_deref() != Some(reasons::DRIFT_DETECTED) {
+                        self.announce(TransitionKind::Drift, reasons::DRIFT_DETECTED, message);
+                    }
                     return;
                 }
                 self.s.phase = Phase::Paused;

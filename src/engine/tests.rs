@@ -46,6 +46,18 @@ fn route(w: u8, test: bool) -> ManagedRoute {
     }
 }
 
+/// Commands for the plan's revision, each with a new id.
+fn cmds(words: &[Command]) -> Vec<OperatorCommand> {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    words
+        .iter()
+        .map(|w| {
+            let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            OperatorCommand::new(id.to_string(), *w, "v2")
+        })
+        .collect()
+}
+
 fn obs(secs: i64, live: ManagedRoute) -> Observation {
     Observation::at(t(secs), Ok(live))
 }
@@ -90,26 +102,106 @@ fn writes(d: &Decision) -> Vec<ManagedRoute> {
 }
 
 #[test]
-fn a_new_revision_starts_at_step_zero_whatever_the_live_weight() {
+fn a_new_revision_starts_from_the_live_weight_at_step_zero() {
+    let d = step(&plan(), &RolloutStatus::default(), &obs(0, route(0, false)));
+    assert_eq!(writes(&d), vec![route(0, true)]);
+    assert_eq!(d.state.phase, Phase::Checking);
+    assert!(d.transitions().any(|t| t.kind == TransitionKind::Started));
+}
+
+#[test]
+fn a_new_revision_into_a_live_canary_writes_nothing_until_the_route_allows_it() {
     let d = step(
         &plan(),
         &RolloutStatus::default(),
         &obs(0, route(40, false)),
     );
-    assert_eq!(writes(&d), vec![route(0, true)]);
-    assert_eq!(d.state.phase, Phase::Checking);
+    assert!(writes(&d).is_empty(), "{:?}", d.actions);
+    assert_eq!(d.state.phase, Phase::Pending);
+    assert!(refused_live_canary(&d.state));
     assert_eq!(d.state.canary_weight, 40, "the live weight is the baseline");
-    assert!(d.transitions().any(|t| t.kind == TransitionKind::Started));
+    assert_eq!(d.transitions().count(), 0);
+    let message = d.state.message.clone().unwrap_or_default();
+    assert!(message.contains("canary c already serves 40%"), "{message}");
+    let accepted = d.state.conditions.iter().find(|c| c.type_ == "Accepted");
+    assert_eq!(
+        accepted.map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("False", reasons::CANARY_IS_LIVE))
+    );
+    let again = step(&plan(), &d.state, &obs(60, route(40, false)));
+    assert_eq!(again.state, d.state, "refused once, not on every look");
+    // Someone put the route back: the rollout starts, and is accepted.
+    let started = step(&plan(), &d.state, &obs(90, route(0, false)));
+    assert_eq!(writes(&started), vec![route(0, true)]);
+    assert!(!refused_live_canary(&started.state));
+    let accepted = started
+        .state
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Accepted");
+    assert_eq!(accepted.map(|c| c.status.as_str()), Some("True"));
 }
 
 #[test]
-fn a_new_revision_replaces_the_old_state() {
+fn a_new_revision_never_deploys_into_the_live_colour() {
     let mut old = at_step(3, 0);
     old.revision = Some("v1".into());
     old.phase = Phase::Promoted;
     let d = step(&plan(), &old, &obs(0, route(100, false)));
     assert_eq!(d.state.revision.as_deref(), Some("v2"));
-    assert_eq!(writes(&d), vec![route(0, true)]);
+    assert!(writes(&d).is_empty(), "{:?}", d.actions);
+    let message = d.state.message.clone().unwrap_or_default();
+    assert!(message.contains("that is the live colour"), "{message}");
+    assert!(message.contains("every user to s, unjudged"), "{message}");
+    // An operator's explicit `promote-full` is still obeyed.
+    let mut o = obs(10, route(100, false));
+    o.commands = cmds(&[Command::PromoteFull]);
+    let d2 = step(&plan(), &d.state, &o);
+    assert_eq!(d2.state.phase, Phase::Promoted);
+}
+
+#[test]
+fn a_drifted_canary_is_judged_at_its_live_weight_and_a_fail_holds_per_on_failure() {
+    let spec = spec_with(serde_json::json!({"onFailure": "hold"}));
+    let plan = Plan::new(&spec).unwrap();
+    let mut s = at_step(1, 0);
+    s.consecutive_failures = 1;
+    let d = step(&plan, &s, &obs(10, route(90, true)));
+    assert_eq!(d.state.pause_reason, Some(PauseReason::Drift));
+    assert_eq!(d.actions.last(), Some(&Action::QueryMetrics));
+    let mut o = obs(10, route(90, true));
+    o.analysis = Some(analysis(Sample::value(0.5), 900.0));
+    let d2 = step(&plan, &d.state, &o);
+    assert_eq!(d2.state.phase, Phase::Held);
+    assert!(writes(&d2).is_empty(), "hold writes nothing");
+    let again = step(&plan, &d2.state, &obs(20, route(90, true)));
+    let again2 = step(&plan, &again.state, &obs(30, route(90, true)));
+    assert_eq!(again2.state, again.state, "held after drift says so once");
+}
+
+#[test]
+fn a_drifted_canary_at_zero_is_not_judged() {
+    let d = step(&plan(), &at_step(1, 0), &obs(10, route(0, false)));
+    assert_eq!(d.state.pause_reason, Some(PauseReason::Drift));
+    assert!(!d.needs_input());
+}
+
+#[test]
+fn a_manual_gate_at_zero_is_never_evaluated() {
+    let spec = spec_with(serde_json::json!({"steps": [{"weight": 0, "pause": true}, 100]}));
+    let plan = Plan::new(&spec).unwrap();
+    let mut s = at_step(0, 0);
+    s.canary_weight = 0;
+    s.phase = Phase::Paused;
+    s.pause_reason = Some(PauseReason::ManualGate);
+    s.resume_phase = Some(Phase::Progressing);
+    let d = step(&plan, &s, &obs(3600, route(0, true)));
+    assert!(!d.needs_input());
+    assert_eq!(d.state.phase, Phase::Paused);
+    assert_eq!(d.state.pause_reason, Some(PauseReason::ManualGate));
+    assert_eq!(d.state.last_evaluation_at, None, "nothing was judged");
+    assert_eq!(d.state.consecutive_inconclusive, 0);
+    assert_eq!(d.wake_at, None, "only `promote` moves a 0% gate");
 }
 
 #[test]
@@ -290,11 +382,11 @@ fn a_manual_gate_waits_for_promote_and_resume_does_not_skip_it() {
     assert_eq!(d.state.phase, Phase::Paused);
     assert_eq!(d.state.pause_reason, Some(PauseReason::ManualGate));
     let mut o = obs(40, route(60, true));
-    o.commands = vec![Command::Resume];
+    o.commands = cmds(&[Command::Resume]);
     let d2 = step(&plan(), &d.state, &o);
     assert_eq!(d2.state.phase, Phase::Paused);
     let mut o = obs(41, route(60, true));
-    o.commands = vec![Command::Promote];
+    o.commands = cmds(&[Command::Promote]);
     let d3 = step(&plan(), &d.state, &o);
     assert_eq!(d3.state.step, 3);
     assert_eq!(writes(&d3), vec![route(100, true)]);
@@ -316,7 +408,7 @@ fn a_regression_at_a_manual_gate_still_rolls_back() {
 #[test]
 fn abort_puts_every_request_back_on_stable() {
     let mut o = obs(10, route(30, true));
-    o.commands = vec![Command::Abort];
+    o.commands = cmds(&[Command::Abort]);
     let d = step(&plan(), &at_step(1, 0), &o);
     assert_eq!(d.state.phase, Phase::Aborted);
     assert_eq!(writes(&d), vec![route(0, false)]);
@@ -327,14 +419,14 @@ fn abort_puts_every_request_back_on_stable() {
 #[test]
 fn pause_and_resume() {
     let mut o = obs(10, route(30, true));
-    o.commands = vec![Command::Pause];
+    o.commands = cmds(&[Command::Pause]);
     let d = step(&plan(), &at_step(1, 0), &o);
     assert_eq!(d.state.phase, Phase::Paused);
     assert_eq!(d.wake_at, None, "paused: only a command changes anything");
     let d2 = step(&plan(), &d.state, &obs(500, route(30, true)));
     assert_eq!(d2.state, d.state, "nothing happens while paused");
     let mut o = obs(501, route(30, true));
-    o.commands = vec![Command::Resume];
+    o.commands = cmds(&[Command::Resume]);
     let d3 = step(&plan(), &d.state, &o);
     assert_eq!(d3.state.phase, Phase::Progressing);
     assert_eq!(d3.actions.last(), Some(&Action::QueryMetrics));
@@ -343,7 +435,7 @@ fn pause_and_resume() {
 #[test]
 fn promote_full_goes_straight_to_promoted() {
     let mut o = obs(10, route(30, true));
-    o.commands = vec![Command::PromoteFull];
+    o.commands = cmds(&[Command::PromoteFull]);
     let d = step(&plan(), &at_step(1, 0), &o);
     assert_eq!(writes(&d), vec![route(100, false)]);
     let done = step(&plan(), &d.state, &obs(11, route(100, false)));
@@ -377,7 +469,7 @@ fn drift_pauses_by_default_and_resume_writes_the_weights_back() {
     let again = step(&plan(), &d.state, &obs(20, route(80, true)));
     assert_eq!(again.state, d.state, "drift is reported once");
     let mut o = obs(30, route(80, true));
-    o.commands = vec![Command::Resume];
+    o.commands = cmds(&[Command::Resume]);
     let d2 = step(&plan(), &d.state, &o);
     assert_eq!(writes(&d2), vec![route(30, true)]);
 }
@@ -468,7 +560,7 @@ fn history_is_bounded_and_keeps_transitions_not_evaluations() {
     let mut state = at_step(1, 0);
     for i in 0..30 {
         let mut o = obs(i, route(30, true));
-        o.commands = vec![Command::Pause, Command::Resume];
+        o.commands = cmds(&[Command::Pause, Command::Resume]);
         state = step(&plan(), &state, &o).state;
     }
     assert_eq!(state.history.len(), crate::policy::status::HISTORY_LIMIT);
@@ -523,7 +615,7 @@ fn an_inconclusive_pause_at_a_gate_resumes_to_progressing() {
     let d = step(&plan, &s, &o);
     assert_eq!(d.state.pause_reason, Some(PauseReason::Inconclusive));
     let mut o = obs(40, route(60, true));
-    o.commands = vec![Command::Resume];
+    o.commands = cmds(&[Command::Resume]);
     let d = step(&plan, &d.state, &o);
     assert_eq!(d.state.phase, Phase::Progressing);
     assert_eq!(d.state.pause_reason, None);

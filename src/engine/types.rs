@@ -50,7 +50,7 @@ impl std::fmt::Display for Command {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 #[error("`{0}` is not a command; use one of promote, promote-full, pause, resume, abort")]
 pub struct UnknownCommand(pub String);
 
@@ -66,6 +66,31 @@ impl std::str::FromStr for Command {
                     || (c.as_str().replace('-', "")).eq_ignore_ascii_case(word)
             })
             .ok_or_else(|| UnknownCommand(word.to_owned()))
+    }
+}
+
+/// An operator's command as it reaches the engine: what was asked, for which revision,
+/// and the id that makes handling it idempotent (saved in the state once handled).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorCommand {
+    /// Unique per policy within its source: a command file's number, or the
+    /// `shiftgate.dev/command-id` annotation.
+    pub id: String,
+    /// What was asked; an unknown word is refused with its reason.
+    pub command: Result<Command, UnknownCommand>,
+    /// The revision it was given for. `None`: a command in the old format (no
+    /// revision), refused rather than applied to whatever revision runs now.
+    pub revision: Option<String>,
+}
+
+impl OperatorCommand {
+    /// A well-formed command for `revision`.
+    pub fn new(id: impl Into<String>, command: Command, revision: impl Into<String>) -> Self {
+        OperatorCommand {
+            id: id.into(),
+            command: Ok(command),
+            revision: Some(revision.into()),
+        }
     }
 }
 
@@ -93,8 +118,9 @@ pub struct Observation {
     pub analysis: Option<AnalysisInput>,
     /// Check results, when the engine asked for them (`Action::RunChecks`).
     pub checks: Option<ChecksOutcome>,
-    /// Operator commands received since the last tick, in order.
-    pub commands: Vec<Command>,
+    /// Operator commands not handled yet (their ids come after the state's
+    /// `last_command_id`), in order.
+    pub commands: Vec<OperatorCommand>,
 }
 
 impl Observation {
@@ -127,6 +153,8 @@ pub enum TransitionKind {
     Aborted,
     InconclusiveLimit,
     Drift,
+    /// An operator command was not applied: for another revision, without one, or unknown.
+    CommandRefused,
 }
 
 impl TransitionKind {
@@ -140,6 +168,7 @@ impl TransitionKind {
                 | TransitionKind::Aborted
                 | TransitionKind::InconclusiveLimit
                 | TransitionKind::Drift
+                | TransitionKind::CommandRefused
         )
     }
 }

@@ -49,6 +49,10 @@ pub enum RolloutEvent {
     InvalidPolicy {
         messages: Vec<String>,
     },
+    /// An operator command was refused (another revision, no revision, unknown word).
+    CommandRefused {
+        message: String,
+    },
 }
 
 /// Events' notes are limited to 1 kB by the API server.
@@ -70,6 +74,7 @@ impl RolloutEvent {
             RolloutEvent::RouteConflict { .. } => "RouteConflict",
             RolloutEvent::RouteInvalid { .. } => "RouteInvalid",
             RolloutEvent::InvalidPolicy { .. } => "InvalidPolicy",
+            RolloutEvent::CommandRefused { .. } => "CommandRefused",
         }
     }
 
@@ -84,6 +89,7 @@ impl RolloutEvent {
                 | RolloutEvent::RouteConflict { .. }
                 | RolloutEvent::RouteInvalid { .. }
                 | RolloutEvent::InvalidPolicy { .. }
+                | RolloutEvent::CommandRefused { .. }
         )
     }
 
@@ -99,7 +105,8 @@ impl RolloutEvent {
             RolloutEvent::DriftDetected { .. } => "ReadRoute",
             RolloutEvent::RouteConflict { .. }
             | RolloutEvent::RouteInvalid { .. }
-            | RolloutEvent::InvalidPolicy { .. } => "Refuse",
+            | RolloutEvent::InvalidPolicy { .. }
+            | RolloutEvent::CommandRefused { .. } => "Refuse",
         }
     }
 
@@ -124,7 +131,8 @@ impl RolloutEvent {
             | RolloutEvent::AnalysisInconclusive { message }
             | RolloutEvent::DriftDetected { message }
             | RolloutEvent::RouteConflict { message }
-            | RolloutEvent::RouteInvalid { message } => message.clone(),
+            | RolloutEvent::RouteInvalid { message }
+            | RolloutEvent::CommandRefused { message } => message.clone(),
             RolloutEvent::InvalidPolicy { messages } => {
                 format!(
                     "policy refused, nothing was changed: {}",

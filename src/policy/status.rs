@@ -149,6 +149,11 @@ pub struct RolloutStatus {
     /// The last transitions, newest last, at most `HISTORY_LIMIT`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// Id of the last operator command handled (applied or refused): the number of a
+    /// local command file, or the annotation `shiftgate.dev/command-id`. Saved with the
+    /// state the command led to, so a restart neither loses nor repeats a command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_command_id: Option<String>,
 }
 
 impl RolloutStatus {

@@ -6,6 +6,10 @@
 //! Envoy never sees a half-written file. It then polls Envoy's admin
 //! `/config_dump?resource=dynamic_route_configs` until Envoy serves the new generation
 //! with the new weights. The truth is what Envoy serves: `read()` never looks at the file.
+//!
+//! A process killed between writing the temp file and renaming it leaves
+//! `.shiftgate-routes-*.tmp` in Envoy's watched directory; the router's first `read()`
+//! (the start of a run) removes such leftovers under the routes file's lock.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,6 +45,8 @@ pub struct EnvoyRouter {
     write_lock: Mutex<()>,
     /// Set once Envoy was seen to know both clusters (checked before the first write).
     clusters_known: AtomicBool,
+    /// Set once leftover temp files of killed writes were looked for.
+    leftovers_checked: AtomicBool,
 }
 
 impl EnvoyRouter {
@@ -73,6 +79,7 @@ impl EnvoyRouter {
             confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
             write_lock: Mutex::new(()),
             clusters_known: AtomicBool::new(false),
+            leftovers_checked: AtomicBool::new(false),
         })
     }
 
@@ -80,6 +87,50 @@ impl EnvoyRouter {
     pub fn with_confirm_timeout(mut self, timeout: Duration) -> Self {
         self.confirm_timeout = timeout;
         self
+    }
+
+    /// Removes the temp files that writes killed half-way left beside the routes file;
+    /// returns how many. Holds the routes file's lock, so another process's write in
+    /// flight keeps its temp file.
+    pub async fn remove_leftover_temp_files(&self) -> Result<usize, RouterError> {
+        let _across_processes = lock_routes_file(&self.routes_file).await?;
+        let dir = parent_dir(&self.routes_file).to_owned();
+        let shown = dir.display().to_string();
+        let removed = tokio::task::spawn_blocking(move || remove_leftovers(&dir))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        removed.map_err(|e| RouterError::Unavailable {
+            message: format!(
+                "cannot remove leftover temp files in {shown}: {e}; make the directory writable"
+            ),
+            source: Some(Box::new(e)),
+        })
+    }
+
+    /// On the first call (the start of a run): removes leftover temp files. Never while
+    /// this process holds the routes file's lock (the lock is not reentrant).
+    async fn remove_leftovers_once(&self) {
+        if self.leftovers_checked.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        match self.remove_leftover_temp_files().await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                removed,
+                dir = %parent_dir(&self.routes_file).display(),
+                "removed temp files left by a killed route write"
+            ),
+            Err(e) => tracing::warn!(error = %e, "leftover temp files stay"),
+        }
+    }
+
+    async fn read_served(&self) -> Result<LiveRoute, RouterError> {
+        let served = self.served().await?.ok_or_else(|| self.not_served())?;
+        Ok(LiveRoute {
+            route: served.route,
+            version: Version(served.version_info),
+        })
     }
 
     /// What Envoy serves right now, or `None` when it serves no configuration of this name.
@@ -247,17 +298,15 @@ impl EnvoyRouter {
 #[async_trait]
 impl TrafficRouter for EnvoyRouter {
     async fn read(&self) -> Result<LiveRoute, RouterError> {
-        let served = self.served().await?.ok_or_else(|| self.not_served())?;
-        Ok(LiveRoute {
-            route: served.route,
-            version: Version(served.version_info),
-        })
+        self.remove_leftovers_once().await;
+        self.read_served().await
     }
 
     async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
+        self.remove_leftovers_once().await;
         let _in_process = self.write_lock.lock().await;
         let _across_processes = lock_routes_file(&self.routes_file).await?;
-        let live = self.read().await?;
+        let live = self.read_served().await?;
         if &live.version != expect {
             return Err(RouterError::Conflict {
                 what: format!(
@@ -333,16 +382,40 @@ pub async fn write_routes_file(path: &Path, content: &Value) -> std::io::Result<
         .map_err(std::io::Error::other)?
 }
 
+const TEMP_PREFIX: &str = ".shiftgate-routes-";
+const TEMP_SUFFIX: &str = ".tmp";
+
 fn atomic_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = parent_dir(path);
     let mut temp = tempfile::Builder::new()
-        .prefix(".shiftgate-routes-")
-        .suffix(".tmp")
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)?;
     temp.write_all(bytes)?;
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes `.shiftgate-routes-*.tmp` in `dir`; the caller holds the routes file's lock.
+fn remove_leftovers(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let leftover = name
+            .to_str()
+            .is_some_and(|n| n.starts_with(TEMP_PREFIX) && n.ends_with(TEMP_SUFFIX));
+        if !leftover {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
 }
 
 fn parent_dir(path: &Path) -> &Path {

@@ -1,24 +1,27 @@
 //! Where operator commands come from (a command file, the custom resource's
-//! annotations, the status API). `take` hands each command over exactly once.
+//! annotations, a queue in memory). Reading a command consumes nothing: the reconciler
+//! hands it to the engine, saves the state that records its id, and only then
+//! acknowledges it. A kill at any instant therefore neither loses a command (it is still
+//! there after a restart) nor repeats one (the saved state names it as handled).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::engine::Command;
+use crate::engine::{Command, OperatorCommand};
 use crate::metrics::PolicyRef;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandSourceError {
-    /// The source could not be read; no command was taken, so none is lost.
+    /// The source could not be read or cleaned up; no command was taken, so none is lost.
     #[error("cannot read commands for {policy} from {location}: {message}")]
     Unavailable {
         policy: String,
         location: String,
         message: String,
     },
-    /// A command was malformed; it is reported and dropped.
+    /// A command cannot be handed over at all (it has no id to record it by).
     #[error("invalid command for {policy} at {location}: {message}")]
     Invalid {
         policy: String,
@@ -40,10 +43,28 @@ impl CommandSourceError {
     }
 }
 
-/// Hands over the commands received for a policy since the last call, in order.
+/// The operator commands of each policy.
 #[async_trait]
 pub trait CommandSource: Send + Sync {
-    async fn take(&self, policy: &PolicyRef) -> Result<Vec<Command>, CommandSourceError>;
+    /// The commands after `handled` (the id of the last command the stored state
+    /// handled; `None`: none yet), in order. Commands up to `handled` may be forgotten
+    /// here: the state that handled them is stored.
+    async fn pending(
+        &self,
+        policy: &PolicyRef,
+        handled: Option<&str>,
+    ) -> Result<Vec<OperatorCommand>, CommandSourceError>;
+
+    /// The state that handled every command up to `handled` is stored: the source may
+    /// forget them. Sources that keep only the latest command (annotations) keep it as
+    /// the record of what was asked; `pending` already skips it.
+    async fn acknowledge(
+        &self,
+        _policy: &PolicyRef,
+        _handled: &str,
+    ) -> Result<(), CommandSourceError> {
+        Ok(())
+    }
 }
 
 /// No commands ever (CI runs without an operator).
@@ -52,31 +73,96 @@ pub struct NoCommands;
 
 #[async_trait]
 impl CommandSource for NoCommands {
-    async fn take(&self, _policy: &PolicyRef) -> Result<Vec<Command>, CommandSourceError> {
+    async fn pending(
+        &self,
+        _policy: &PolicyRef,
+        _handled: Option<&str>,
+    ) -> Result<Vec<OperatorCommand>, CommandSourceError> {
         Ok(Vec::new())
     }
 }
 
-/// An in-memory queue per policy; `push` from anywhere, `take` drains.
+/// An in-memory queue per policy (the simulator, tests): `push` from anywhere; ids are
+/// sequence numbers, so "after `handled`" is a comparison.
 #[derive(Debug, Default)]
 pub struct QueuedCommands {
-    queues: Mutex<HashMap<PolicyRef, VecDeque<Command>>>,
+    queues: Mutex<HashMap<PolicyRef, Queue>>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    last_sequence: u64,
+    commands: VecDeque<(u64, OperatorCommand)>,
+}
+
+impl Queue {
+    fn forget_up_to(&mut self, handled: Option<&str>) {
+        let handled = sequence_of(handled);
+        while self
+            .commands
+            .front()
+            .is_some_and(|(seq, _)| *seq <= handled)
+        {
+            self.commands.pop_front();
+        }
+    }
+}
+
+/// The sequence number an id stands for; 0 (before every command) when it names none.
+fn sequence_of(id: Option<&str>) -> u64 {
+    id.and_then(|id| id.parse::<u64>().ok()).unwrap_or(0)
 }
 
 impl QueuedCommands {
-    pub fn push(&self, policy: &PolicyRef, command: Command) {
+    /// Queues `command` for `revision` (`None`: the old format without a revision);
+    /// returns its id.
+    pub fn push(&self, policy: &PolicyRef, command: Command, revision: Option<&str>) -> String {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        queues.entry(policy.clone()).or_default().push_back(command);
+        let queue = queues.entry(policy.clone()).or_default();
+        queue.last_sequence += 1;
+        let id = queue.last_sequence.to_string();
+        queue.commands.push_back((
+            queue.last_sequence,
+            OperatorCommand {
+                id: id.clone(),
+                command: Ok(command),
+                revision: revision.map(str::to_owned),
+            },
+        ));
+        id
+    }
+
+    /// Commands not acknowledged yet.
+    pub fn queued(&self, policy: &PolicyRef) -> usize {
+        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.get(policy).map_or(0, |q| q.commands.len())
     }
 }
 
 #[async_trait]
 impl CommandSource for QueuedCommands {
-    async fn take(&self, policy: &PolicyRef) -> Result<Vec<Command>, CommandSourceError> {
+    async fn pending(
+        &self,
+        policy: &PolicyRef,
+        handled: Option<&str>,
+    ) -> Result<Vec<OperatorCommand>, CommandSourceError> {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(queues
-            .get_mut(policy)
-            .map(|q| q.drain(..).collect())
-            .unwrap_or_default())
+        let Some(queue) = queues.get_mut(policy) else {
+            return Ok(Vec::new());
+        };
+        queue.forget_up_to(handled);
+        Ok(queue.commands.iter().map(|(_, c)| c.clone()).collect())
+    }
+
+    async fn acknowledge(
+        &self,
+        policy: &PolicyRef,
+        handled: &str,
+    ) -> Result<(), CommandSourceError> {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(queue) = queues.get_mut(policy) {
+            queue.forget_up_to(Some(handled));
+        }
+        Ok(())
     }
 }

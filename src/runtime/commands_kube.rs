@@ -1,43 +1,42 @@
 //! Operator commands for policies in a cluster, as annotations on the RolloutPolicy:
-//! `shiftgate.dev/command: promote|promote-full|pause|resume|abort` and
+//! `shiftgate.dev/command: promote|promote-full|pause|resume|abort`,
+//! `shiftgate.dev/command-revision: <the revision it is for>` and
 //! `shiftgate.dev/command-id: <unique>`, written by `shiftgate promote NAME -n NS`
 //! (and the kubectl plugin), or by hand with `kubectl annotate`.
 //!
 //! The daemon reads them on every tick. A command is handed to the engine when its id
-//! differs from `status.lastCommandId`, and the id is saved in status together with the
-//! state the engine computed from it (see `store::kube`). So a command is applied once:
-//! a restart after the save never replays it, and a command whose state was never saved
-//! is handed over again.
-
-use std::sync::Arc;
+//! differs from `status.lastCommandId`; the engine records the id in the state, and the
+//! status store saves it in the same conditional write as the state the command led
+//! to. So a command is applied once: a restart after that write never replays it, and
+//! a command whose state was never written is handed over again. The annotations stay
+//! as the record of what was asked last.
 
 use async_trait::async_trait;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{json, Value};
 
 use super::commands::{CommandSource, CommandSourceError};
-use crate::engine::Command;
+use crate::engine::{Command, OperatorCommand};
 use crate::metrics::PolicyRef;
 use crate::policy::RolloutPolicy;
 use crate::store::kube::{
-    CommandLedger, COMMAND_ANNOTATION, COMMAND_ID_ANNOTATION, FIELD_MANAGER, LAST_COMMAND_ID_FIELD,
+    COMMAND_ANNOTATION, COMMAND_ID_ANNOTATION, COMMAND_REVISION_ANNOTATION, FIELD_MANAGER,
 };
+
+/// The status field holding the id of the last handled operator command.
+pub const LAST_COMMAND_ID_FIELD: &str = "lastCommandId";
 
 /// Reads operator commands from RolloutPolicy annotations.
 pub struct KubeCommandSource {
     client: kube::Client,
     resource: ApiResource,
-    ledger: Arc<CommandLedger>,
 }
 
 impl KubeCommandSource {
-    /// `ledger` must be the one of the `KubeStatusStore` that saves these policies'
-    /// state (`store.ledger()`), so handled command ids are saved with the state.
-    pub fn new(client: kube::Client, ledger: Arc<CommandLedger>) -> Self {
+    pub fn new(client: kube::Client) -> Self {
         Self {
             client,
             resource: ApiResource::erase::<RolloutPolicy>(&()),
-            ledger,
         }
     }
 }
@@ -49,11 +48,22 @@ fn location(policy: &PolicyRef) -> String {
     )
 }
 
-/// The pending command annotation of an object: (command text, id), if both are set.
-pub fn pending_command(object: &DynamicObject) -> Option<(String, Option<String>)> {
+/// A command annotation of an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandAnnotation {
+    pub command: String,
+    pub id: Option<String>,
+    pub revision: Option<String>,
+}
+
+/// The command annotations of an object, if a command is set.
+pub fn pending_command(object: &DynamicObject) -> Option<CommandAnnotation> {
     let annotations = object.metadata.annotations.as_ref()?;
-    let command = annotations.get(COMMAND_ANNOTATION)?.clone();
-    Some((command, annotations.get(COMMAND_ID_ANNOTATION).cloned()))
+    Some(CommandAnnotation {
+        command: annotations.get(COMMAND_ANNOTATION)?.clone(),
+        id: annotations.get(COMMAND_ID_ANNOTATION).cloned(),
+        revision: annotations.get(COMMAND_REVISION_ANNOTATION).cloned(),
+    })
 }
 
 /// `status.lastCommandId` of an object.
@@ -67,7 +77,11 @@ pub fn last_handled_command(object: &DynamicObject) -> Option<String> {
 
 #[async_trait]
 impl CommandSource for KubeCommandSource {
-    async fn take(&self, policy: &PolicyRef) -> Result<Vec<Command>, CommandSourceError> {
+    async fn pending(
+        &self,
+        policy: &PolicyRef,
+        handled: Option<&str>,
+    ) -> Result<Vec<OperatorCommand>, CommandSourceError> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &policy.namespace, &self.resource);
         let object = match api.get_opt(&policy.name).await {
@@ -81,30 +95,31 @@ impl CommandSource for KubeCommandSource {
                 })
             }
         };
-        let Some((text, id)) = pending_command(&object) else {
+        let Some(annotation) = pending_command(&object) else {
             return Ok(Vec::new());
         };
-        let invalid = |message: String| CommandSourceError::Invalid {
-            policy: format!("{}/{}", policy.namespace, policy.name),
-            location: location(policy),
-            message,
-        };
-        let Some(id) = id else {
+        let Some(id) = annotation.id else {
             // Without an id a command cannot be told apart from the one before it.
-            return Err(invalid(format!(
-                "command `{text}` has no {COMMAND_ID_ANNOTATION} annotation; use `shiftgate \
-                 {text} {} -n {}` or set both annotations",
-                policy.name, policy.namespace
-            )));
+            return Err(CommandSourceError::Invalid {
+                policy: format!("{}/{}", policy.namespace, policy.name),
+                location: location(policy),
+                message: format!(
+                    "command `{}` has no {COMMAND_ID_ANNOTATION} annotation; use `shiftgate \
+                     {} {} -n {}` or set the command, its revision and a new id",
+                    annotation.command, annotation.command, policy.name, policy.namespace
+                ),
+            });
         };
-        let persisted = last_handled_command(&object);
-        if !self.ledger.deliver(policy, persisted.as_deref(), &id) {
+        if handled == Some(id.as_str()) {
             return Ok(Vec::new());
         }
-        // An unknown word is reported once: its id is now handled like any other.
-        text.parse::<Command>()
-            .map(|command| vec![command])
-            .map_err(|e| invalid(format!("{e} (command id {id})")))
+        // An unknown word or a missing revision is refused by the engine, once: its id
+        // is then handled like any other.
+        Ok(vec![OperatorCommand {
+            command: annotation.command.parse::<Command>(),
+            revision: annotation.revision,
+            id,
+        }])
     }
 }
 
@@ -137,14 +152,16 @@ pub enum SubmitError {
     },
 }
 
-/// Writes `command` as annotations, conditionally on the resourceVersion read (so a
-/// concurrent command is never silently overwritten: the write is retried on the new
-/// version). The id is `<resourceVersion read>-<command>`, unique per object history.
+/// Writes `command`, given for `revision`, as annotations, conditionally on the
+/// resourceVersion read (so a concurrent command is never silently overwritten: the
+/// write is retried on the new version). The id is `<resourceVersion read>-<command>`,
+/// unique per object history.
 pub async fn submit_command(
     client: kube::Client,
     namespace: &str,
     name: &str,
     command: Command,
+    revision: &str,
 ) -> Result<SubmittedCommand, SubmitError> {
     const ATTEMPTS: u32 = 5;
     let resource = ApiResource::erase::<RolloutPolicy>(&());
@@ -165,8 +182,12 @@ pub async fn submit_command(
                 })?;
         let version = object.metadata.resource_version.clone().unwrap_or_default();
         let replaced_unhandled = match pending_command(&object) {
-            Some((text, Some(id))) if Some(&id) != last_handled_command(&object).as_ref() => {
-                Some(format!("{text} ({id})"))
+            Some(CommandAnnotation {
+                command,
+                id: Some(id),
+                ..
+            }) if Some(&id) != last_handled_command(&object).as_ref() => {
+                Some(format!("{command} ({id})"))
             }
             _ => None,
         };
@@ -174,7 +195,11 @@ pub async fn submit_command(
         let patch = json!({
             "metadata": {
                 "resourceVersion": version,
-                "annotations": { COMMAND_ANNOTATION: command.as_str(), COMMAND_ID_ANNOTATION: id },
+                "annotations": {
+                    COMMAND_ANNOTATION: command.as_str(),
+                    COMMAND_ID_ANNOTATION: id,
+                    COMMAND_REVISION_ANNOTATION: revision,
+                },
             }
         });
         let params = PatchParams {

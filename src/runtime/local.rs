@@ -55,6 +55,9 @@ pub enum LocalError {
     Store(#[from] StoreError),
     #[error("cannot start the rollout of {policy}: {message}")]
     CannotRun { policy: String, message: String },
+    /// The canary already serves more than the first step: nothing was written.
+    #[error("refusing to start the rollout of {policy}: {message}")]
+    CanaryIsLive { policy: String, message: String },
 }
 
 impl From<super::cluster_run::ClusterRunError> for LocalError {
@@ -67,7 +70,9 @@ impl LocalError {
     /// Whether the input (not the world) is at fault: exit code 2 rather than 3.
     pub fn is_invalid_input(&self) -> bool {
         match self {
-            LocalError::InvalidPolicy { .. } | LocalError::Unsupported(_) => true,
+            LocalError::InvalidPolicy { .. }
+            | LocalError::Unsupported(_)
+            | LocalError::CanaryIsLive { .. } => true,
             LocalError::Reconcile(e) => {
                 !e.is_transient() && matches!(e, ReconcileError::Plan { .. })
             }
@@ -215,6 +220,8 @@ pub struct LocalRun {
     reconciler: Reconciler,
     router: Arc<dyn TrafficRouter>,
     store: Arc<dyn StateStore>,
+    /// The file store behind `store` (none in a dry run): cleaned up at the start.
+    file_store: Option<FileStore>,
     clock: Arc<dyn Clock>,
 }
 
@@ -278,6 +285,7 @@ impl LocalRun {
             reconciler: Reconciler::new(seams),
             router,
             store,
+            file_store: (!options.dry_run).then(|| FileStore::new(state_dir)),
             clock,
         })
     }
@@ -289,7 +297,19 @@ impl LocalRun {
     /// Checks the router answers before anything starts: a run that cannot see Envoy (or
     /// whose VirtualService, route, destination or Service is missing) fails fast,
     /// with nothing written, instead of waiting.
+    /// Also the start of a run: the temp files a killed run left behind (the state's
+    /// here, the routes file's in the Envoy router's first read) are removed.
     pub async fn preflight(&self) -> Result<LiveRoute, LocalError> {
+        if let Some(file_store) = &self.file_store {
+            match file_store
+                .remove_leftover_temp_files(&self.local.policy)
+                .await
+            {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "removed temp files left by a killed save"),
+                Err(e) => tracing::warn!(error = %e, "leftover temp files stay"),
+            }
+        }
         let live = self
             .router
             .read()
@@ -363,6 +383,12 @@ impl LocalRun {
                 outcome: &outcome,
             });
             let status = outcome.status.clone();
+            if crate::engine::refused_live_canary(&status) {
+                return Err(LocalError::CanaryIsLive {
+                    policy: format!("{}/{}", self.local.policy.namespace, self.local.policy.name),
+                    message: status.message.unwrap_or_default(),
+                });
+            }
             if status.is_settled() {
                 return Ok(RunEnd::Settled(status));
             }

@@ -15,6 +15,7 @@ use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter};
 use crate::runtime::checks::CheckRunner;
 use crate::runtime::clock::Clock;
 use crate::runtime::commands::CommandSource;
+use crate::runtime::faults::{CrashPoint, FaultHook};
 use crate::store::{StateStore, StoreError};
 
 /// Engine rounds per tick: metrics, checks, a write, its confirmation, a conflict or two.
@@ -41,6 +42,9 @@ pub enum ReconcileError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A fault hook ended the tick here, as a kill would (tests only).
+    #[error("tick of {policy} crashed at {point:?} (injected fault)")]
+    Crashed { policy: String, point: CrashPoint },
 }
 
 impl ReconcileError {
@@ -48,6 +52,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Plan { source, .. } => source.reason(),
             ReconcileError::Store(e) => e.reason(),
+            ReconcileError::Crashed { .. } => "InjectedCrash",
         }
     }
 
@@ -55,6 +60,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Plan { .. } => false,
             ReconcileError::Store(e) => e.is_transient(),
+            ReconcileError::Crashed { .. } => true,
         }
     }
 }
@@ -88,11 +94,32 @@ pub struct TickOutcome {
 #[derive(Clone)]
 pub struct Reconciler {
     seams: Seams,
+    faults: Option<Arc<dyn FaultHook>>,
 }
 
 impl Reconciler {
     pub fn new(seams: Seams) -> Self {
-        Reconciler { seams }
+        Reconciler {
+            seams,
+            faults: None,
+        }
+    }
+
+    /// Installs a fault hook that may end a tick at any [`CrashPoint`] (crash tests).
+    pub fn with_fault_hook(mut self, hook: Arc<dyn FaultHook>) -> Self {
+        self.faults = Some(hook);
+        self
+    }
+
+    /// Ends the tick here when the fault hook says so.
+    fn reached(&self, policy: &PolicyRef, point: CrashPoint) -> Result<(), ReconcileError> {
+        match &self.faults {
+            Some(hook) if hook.crash_at(point) => Err(ReconcileError::Crashed {
+                policy: format!("{}/{}", policy.namespace, policy.name),
+                point,
+            }),
+            _ => Ok(()),
+        }
     }
 
     pub fn seams(&self) -> &Seams {
@@ -115,8 +142,15 @@ impl Reconciler {
             Some((status, version)) => (status, Some(version)),
             None => (RolloutStatus::default(), None),
         };
+        self.reached(policy, CrashPoint::StateLoaded)?;
         let mut problems = Vec::new();
-        let commands = match seams.commands.take(policy).await {
+        // Commands stay in their source until a state that handled them is stored.
+        let handled_before = persisted.last_command_id.clone();
+        let commands = match seams
+            .commands
+            .pending(policy, handled_before.as_deref())
+            .await
+        {
             Ok(commands) => commands,
             Err(e) => {
                 problems.push(Problem {
@@ -126,7 +160,9 @@ impl Reconciler {
                 Vec::new()
             }
         };
+        self.reached(policy, CrashPoint::CommandsRead)?;
         let mut live = seams.router.read().await;
+        self.reached(policy, CrashPoint::RouteRead)?;
         let mut obs = Observation {
             now: seams.clock.now(),
             live: observed(&live),
@@ -158,11 +194,13 @@ impl Reconciler {
                 let wants_metrics = decision.actions.contains(&Action::QueryMetrics);
                 if wants_metrics && obs.analysis.is_none() {
                     obs.analysis = Some(seams.metrics.observe(policy, spec, obs.now).await);
+                    self.reached(policy, CrashPoint::MetricsQueried)?;
                     outcome.evaluated = true;
                     continue;
                 }
                 if decision.actions.contains(&Action::RunChecks) && obs.checks.is_none() {
                     obs.checks = Some(seams.checks.run(policy, spec).await);
+                    self.reached(policy, CrashPoint::ChecksRun)?;
                     outcome.checked = true;
                     continue;
                 }
@@ -186,8 +224,11 @@ impl Reconciler {
             if state != persisted {
                 version = Some(seams.store.save(policy, &state, version.as_ref()).await?);
                 persisted = state.clone();
+                self.reached(policy, CrashPoint::SavedBeforeWrite)?;
             }
-            match seams.router.apply(&current.version, desired).await {
+            let applied = seams.router.apply(&current.version, desired).await;
+            self.reached(policy, CrashPoint::RouteWritten)?;
+            match applied {
                 Ok(new_version) => {
                     outcome.writes.push(desired);
                     live = Ok(LiveRoute {
@@ -202,6 +243,7 @@ impl Reconciler {
                         message: e.to_string(),
                     });
                     live = seams.router.read().await;
+                    self.reached(policy, CrashPoint::RouteReread)?;
                     note_router_error(&live, &mut problems);
                 }
                 Err(e) => {
@@ -219,6 +261,19 @@ impl Reconciler {
         }
         if state != persisted {
             seams.store.save(policy, &state, version.as_ref()).await?;
+            self.reached(policy, CrashPoint::StateSaved)?;
+        }
+        // Only now, with the state that handled them stored, may the source forget them.
+        if let Some(handled) = state.last_command_id.as_deref() {
+            if state.last_command_id != handled_before {
+                if let Err(e) = seams.commands.acknowledge(policy, handled).await {
+                    problems.push(Problem {
+                        reason: e.reason(),
+                        message: e.to_string(),
+                    });
+                }
+                self.reached(policy, CrashPoint::CommandsAcknowledged)?;
+            }
         }
         outcome.status = state;
         outcome.problems = problems;

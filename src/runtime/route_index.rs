@@ -90,6 +90,16 @@ fn target<'a>(
         .map(|envoy| ("Envoy", "", envoy.routes_file.as_str()))
 }
 
+/// Whether a policy may own routes at all: one the daemon refuses as invalid never
+/// runs, so it must not keep a valid policy off its route. The same rules as the
+/// daemon's refusal (`validate_spec` errors); run only for the few policies on the same
+/// object, after the cheap filters.
+fn can_own_routes(spec: &RolloutSpec) -> bool {
+    !crate::policy::validate::validate_spec(spec)
+        .iter()
+        .any(|issue| issue.severity == crate::policy::diagnostic::Severity::Error)
+}
+
 /// The policy that already owns a route of `policy`, if any: an older policy (creation
 /// time, then namespace/name) among `all` whose routes overlap. Policies being deleted
 /// own nothing.
@@ -115,6 +125,9 @@ pub fn conflicting_owner(
             other_name,
         );
         if rank >= my_rank || target(other_ns, &other.spec) != Some(my_target) {
+            continue;
+        }
+        if !can_own_routes(&other.spec) {
             continue;
         }
         let mine = mine.get_or_insert_with(|| route_keys(namespace, &policy.spec));
@@ -176,6 +189,20 @@ mod tests {
             "VirtualService shop/checkout route primary"
         );
         assert_eq!(conflicting_owner(&unrelated, &all), None);
+    }
+
+    #[test]
+    fn an_invalid_older_policy_owns_no_route() {
+        let invalid = policy("invalid", 100, "checkout", &["primary"]);
+        let mut spec = invalid.spec.clone();
+        spec.steps.clear();
+        let invalid = Arc::new(RolloutPolicy {
+            spec,
+            ..(*invalid).clone()
+        });
+        let valid = policy("valid", 200, "checkout", &["primary"]);
+        let all = vec![invalid.clone(), valid.clone()];
+        assert_eq!(conflicting_owner(&valid, &all), None);
     }
 
     #[test]

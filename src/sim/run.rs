@@ -32,6 +32,10 @@ pub struct TimelineEntry {
     pub step: u32,
     /// The live canary weight after the tick.
     pub canary_weight: u8,
+    /// The live route as the tick found it (after the world's scripted changes), so a
+    /// sweep can tell what each write moved; not part of the report.
+    #[serde(skip)]
+    pub live_before: WriteRecord,
     pub test_route: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub writes: Vec<WriteRecord>,
@@ -278,7 +282,9 @@ impl Simulation {
             if command.at > offset {
                 break;
             }
-            self.commands.push(&self.policy, command.command);
+            let revision = command.revision.as_deref().unwrap_or(&self.spec.revision);
+            self.commands
+                .push(&self.policy, command.command, Some(revision));
             self.commands_sent += 1;
         }
         while let Some(restart) = self.scenario.restarts.get(self.restarts_done) {
@@ -298,10 +304,12 @@ impl Simulation {
         }
         self.apply_world();
         let at = self.offset();
+        let live_before = WriteRecord::from(self.router.route());
         let result = futures::executor::block_on(self.reconciler.tick(&self.policy, &self.spec));
         self.ticks += 1;
         let live = self.router.route();
         let phase_before = self.status.phase;
+        let refused_before = crate::engine::refused_live_canary(&self.status);
         let (wake_at, mut entry) = match result {
             Ok(outcome) => {
                 self.status = outcome.status.clone();
@@ -310,6 +318,7 @@ impl Simulation {
                     phase: outcome.status.phase,
                     step: outcome.status.step + 1,
                     canary_weight: live.canary_weight,
+                    live_before,
                     test_route: live.test_route,
                     writes: outcome.writes.iter().map(|w| (*w).into()).collect(),
                     analysis: outcome
@@ -337,6 +346,7 @@ impl Simulation {
                     phase: self.status.phase,
                     step: self.status.step + 1,
                     canary_weight: live.canary_weight,
+                    live_before,
                     test_route: live.test_route,
                     writes: Vec::new(),
                     analysis: None,
@@ -349,7 +359,8 @@ impl Simulation {
                 (Some(self.now() + retry), entry)
             }
         };
-        if entry.phase != phase_before && entry.transitions.is_empty() {
+        let refused = !refused_before && crate::engine::refused_live_canary(&self.status);
+        if (entry.phase != phase_before || refused) && entry.transitions.is_empty() {
             entry.note = self
                 .status
                 .reason
@@ -463,6 +474,7 @@ pub fn outcome_of(status: &RolloutStatus) -> Outcome {
         Phase::Aborted if status.target.is_none() => Outcome::Aborted,
         Phase::Held => Outcome::Held,
         Phase::Paused => Outcome::Paused,
+        _ if crate::engine::refused_live_canary(status) => Outcome::Refused,
         _ => Outcome::Unfinished,
     }
 }

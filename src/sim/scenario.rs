@@ -145,6 +145,10 @@ pub struct TimedCommand {
     pub at: Duration,
     /// `promote`, `promoteFull`, `pause`, `resume` or `abort`.
     pub command: Command,
+    /// The revision the command is given for; default: the policy's. Another revision
+    /// makes a stale command, which the engine refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 /// How a simulated rollout ended.
@@ -158,6 +162,9 @@ pub enum Outcome {
     Paused,
     /// Still running at `maxDuration`.
     Unfinished,
+    /// Never started: the canary already served more than the first step (the live
+    /// colour), so nothing was written.
+    Refused,
 }
 
 impl Outcome {
@@ -169,6 +176,7 @@ impl Outcome {
             Outcome::Held => "held",
             Outcome::Paused => "paused",
             Outcome::Unfinished => "unfinished",
+            Outcome::Refused => "refused",
         }
     }
 
@@ -180,6 +188,7 @@ impl Outcome {
             Outcome::RolledBack | Outcome::Aborted => exit::ROLLED_BACK,
             Outcome::Held | Outcome::Paused => exit::HELD,
             Outcome::Unfinished => exit::COULD_NOT_RUN,
+            Outcome::Refused => exit::INVALID_INPUT,
         }
     }
 }

@@ -5,7 +5,9 @@
 //! file and fsyncs the directory, so a crash at any instant leaves either the old or the
 //! new document, never a mix. Saves are conditional on the generation read, under an
 //! exclusive lock on `<name>.lock`, so concurrent writers with a stale version conflict
-//! instead of overwriting each other.
+//! instead of overwriting each other. A process killed in the middle of a save leaves
+//! its temp file behind; [`FileStore::remove_leftover_temp_files`] removes those at the
+//! start of a run, under the same lock, so it never takes a live writer's file.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -61,6 +63,93 @@ impl FileStore {
             .join(&policy.namespace)
             .join(format!("{}.lock", policy.name))
     }
+
+    /// Removes the temp files a save killed half-way left beside the policy's state
+    /// file; returns how many. Takes the policy's lock, so a save in flight in another
+    /// process keeps its file.
+    pub async fn remove_leftover_temp_files(
+        &self,
+        policy: &PolicyRef,
+    ) -> Result<usize, StoreError> {
+        check_ref(policy, &self.dir)?;
+        let store = self.clone();
+        let owned = policy.clone();
+        tokio::task::spawn_blocking(move || remove_leftovers_blocking(&store, &owned))
+            .await
+            .map_err(|e| StoreError::Io {
+                policy: policy_name(policy),
+                location: self.dir.display().to_string(),
+                message: format!("the temp file cleanup stopped: {e}"),
+                source: Some(Box::new(e)),
+            })?
+    }
+}
+
+/// Whether `file_name` is a temp file of `save_blocking` for the policy named `name`:
+/// `.<name>.` + tempfile's 6 random alphanumerics + `.tmp`, and nothing else (a policy
+/// named `a.b` has temp files that start with `.a.` too).
+fn is_temp_file_of(file_name: &str, name: &str) -> bool {
+    file_name
+        .strip_prefix('.')
+        .and_then(|rest| rest.strip_prefix(name))
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX))
+        .is_some_and(|random| {
+            random.len() == TEMP_RANDOM_CHARS && random.chars().all(|c| c.is_ascii_alphanumeric())
+        })
+}
+
+const TEMP_SUFFIX: &str = ".tmp";
+const TEMP_RANDOM_CHARS: usize = 6;
+
+fn remove_leftovers_blocking(store: &FileStore, policy: &PolicyRef) -> Result<usize, StoreError> {
+    let path = store.path(policy);
+    let dir = path.parent().unwrap_or(&store.dir).to_owned();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_error(policy, &dir, "cannot list the state directory", e)),
+    };
+    let _lock = lock_policy(store, policy)?;
+    let mut removed = 0;
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| io_error(policy, &dir, "cannot list the state directory", e))?;
+        let is_leftover = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| is_temp_file_of(n, &policy.name));
+        if !is_leftover {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(io_error(
+                    policy,
+                    &entry.path(),
+                    "cannot remove a leftover temp file",
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// The policy's exclusive lock, held until the file is dropped.
+fn lock_policy(store: &FileStore, policy: &PolicyRef) -> Result<std::fs::File, StoreError> {
+    let lock_path = store.lock_path(policy);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| io_error(policy, &lock_path, "cannot open the lock file", e))?;
+    lock.lock()
+        .map_err(|e| io_error(policy, &lock_path, "cannot lock the state", e))?;
+    Ok(lock)
 }
 
 fn policy_name(policy: &PolicyRef) -> String {
@@ -127,15 +216,7 @@ fn save_blocking(
     let dir = path.parent().unwrap_or(&store.dir).to_owned();
     std::fs::create_dir_all(&dir)
         .map_err(|e| io_error(policy, &dir, "cannot create the state directory", e))?;
-    let lock_path = store.lock_path(policy);
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| io_error(policy, &lock_path, "cannot open the lock file", e))?;
-    lock.lock()
-        .map_err(|e| io_error(policy, &lock_path, "cannot lock the state", e))?;
+    let _lock = lock_policy(store, policy)?;
 
     let current = read_state(policy, &path)?.map(|state| state.generation);
     let expected = match expect {
@@ -163,7 +244,8 @@ fn save_blocking(
     let write = || -> std::io::Result<()> {
         let mut temp = tempfile::Builder::new()
             .prefix(&format!(".{}.", policy.name))
-            .suffix(".tmp")
+            .rand_bytes(TEMP_RANDOM_CHARS)
+            .suffix(TEMP_SUFFIX)
             .tempfile_in(&dir)?;
         temp.write_all(&bytes)?;
         temp.write_all(b"\n")?;
@@ -235,6 +317,16 @@ mod tests {
             name: "a/b".into(),
         };
         assert!(check_ref(&policy, Path::new("/tmp")).is_err());
+    }
+
+    #[test]
+    fn only_this_policys_temp_files_count_as_leftovers() {
+        assert!(is_temp_file_of(".checkout.a1B2c3.tmp", "checkout"));
+        assert!(!is_temp_file_of(".checkout.b.a1B2c3.tmp", "checkout"));
+        assert!(!is_temp_file_of(".checkout.a1B2c3.tmp", "checkout.b"));
+        assert!(is_temp_file_of(".checkout.b.a1B2c3.tmp", "checkout.b"));
+        assert!(!is_temp_file_of("checkout.json", "checkout"));
+        assert!(!is_temp_file_of(".checkout.a1B2c3.json", "checkout"));
     }
 
     #[test]

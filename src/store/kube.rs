@@ -5,14 +5,9 @@
 //! concurrent write is detected (409, or 422 for the failed `test`) and reported as
 //! `StoreError::Conflict`, never overwritten.
 //!
-//! The store also persists `status.lastCommandId`, the id of the last operator command
-//! the daemon handled (see `runtime::commands_kube`): commands are handed to the engine
-//! through the shared [`CommandLedger`] and their id is written with the state the
-//! engine computed from them, in the same conditional write. A command whose state was
-//! never saved is handed over again; one whose state was saved never is.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+//! `status.lastCommandId` (the id of the last operator command the engine handled, see
+//! `runtime::commands_kube`) is part of the state, so it is saved in the same
+//! conditional write as the state the command led to.
 
 use ::kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use async_trait::async_trait;
@@ -23,84 +18,20 @@ use crate::metrics::PolicyRef;
 use crate::policy::{RolloutPolicy, RolloutStatus};
 use crate::router::Version;
 
-/// The status field holding the id of the last handled operator command.
-pub const LAST_COMMAND_ID_FIELD: &str = "lastCommandId";
 /// Annotation the CLI writes: `promote`, `promote-full`, `pause`, `resume`, `abort`.
 pub const COMMAND_ANNOTATION: &str = "shiftgate.dev/command";
 /// Annotation the CLI writes with every command: a new value is a new command.
 pub const COMMAND_ID_ANNOTATION: &str = "shiftgate.dev/command-id";
+/// Annotation the CLI writes with every command: the revision it is given for.
+pub const COMMAND_REVISION_ANNOTATION: &str = "shiftgate.dev/command-revision";
 /// Field manager of every write shiftgate makes.
 pub const FIELD_MANAGER: &str = "shiftgate";
-
-/// What the daemon knows about a policy's operator commands.
-#[derive(Clone, Debug, Default)]
-struct LedgerEntry {
-    /// `status.lastCommandId` as last read or written; `None` inside: no command yet.
-    persisted: Option<Option<String>>,
-    /// Handed to the engine, not yet saved.
-    delivered: Option<String>,
-}
-
-/// Shared by [`KubeStatusStore`] and the Kubernetes command source: which command ids
-/// were handed over and which are saved.
-#[derive(Debug, Default)]
-pub struct CommandLedger {
-    entries: Mutex<HashMap<PolicyRef, LedgerEntry>>,
-}
-
-impl CommandLedger {
-    fn with<T>(&self, policy: &PolicyRef, f: impl FnOnce(&mut LedgerEntry) -> T) -> T {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        f(entries.entry(policy.clone()).or_default())
-    }
-
-    /// Whether the command with `id` should be handed to the engine now: not the one
-    /// saved in status (`persisted`), and not one already handed over and unsaved.
-    /// Marks it handed over when so.
-    pub fn deliver(&self, policy: &PolicyRef, persisted: Option<&str>, id: &str) -> bool {
-        self.with(policy, |e| {
-            e.persisted = Some(persisted.map(str::to_owned));
-            let fresh = persisted != Some(id) && e.delivered.as_deref() != Some(id);
-            if fresh {
-                e.delivered = Some(id.to_owned());
-            }
-            fresh
-        })
-    }
-
-    fn loaded(&self, policy: &PolicyRef, persisted: Option<String>) {
-        self.with(policy, |e| e.persisted = Some(persisted));
-    }
-
-    /// The id to write with the next save; outer `None`: not known yet.
-    fn to_write(&self, policy: &PolicyRef) -> Option<Option<String>> {
-        self.with(policy, |e| match &e.delivered {
-            Some(id) => Some(Some(id.clone())),
-            None => e.persisted.clone(),
-        })
-    }
-
-    fn saved(&self, policy: &PolicyRef, written: Option<String>) {
-        self.with(policy, |e| {
-            if e.delivered == written {
-                e.delivered = None;
-            }
-            e.persisted = Some(written);
-        });
-    }
-
-    /// The save carrying a delivered command failed: hand it over again next time.
-    fn unsaved(&self, policy: &PolicyRef) {
-        self.with(policy, |e| e.delivered = None);
-    }
-}
 
 /// [`StateStore`] on the RolloutPolicy status subresource.
 #[derive(Clone)]
 pub struct KubeStatusStore {
     client: ::kube::Client,
     resource: ApiResource,
-    ledger: Arc<CommandLedger>,
 }
 
 impl KubeStatusStore {
@@ -108,14 +39,7 @@ impl KubeStatusStore {
         Self {
             client,
             resource: ApiResource::erase::<RolloutPolicy>(&()),
-            ledger: Arc::new(CommandLedger::default()),
         }
-    }
-
-    /// The ledger to give the Kubernetes command source, so command ids are saved with
-    /// the state.
-    pub fn ledger(&self) -> Arc<CommandLedger> {
-        self.ledger.clone()
     }
 
     fn api(&self, policy: &PolicyRef) -> Api<DynamicObject> {
@@ -165,17 +89,11 @@ fn resource_version(object: &DynamicObject) -> Option<String> {
     object.metadata.resource_version.clone()
 }
 
-/// The status document without the store's own field, and that field.
-fn split_status(object: &DynamicObject) -> (Option<Value>, Option<String>) {
+/// The status document, when there is one.
+fn status_of(object: &DynamicObject) -> Option<Value> {
     match object.data.get("status") {
-        Some(Value::Object(map)) if !map.is_empty() => {
-            let mut status = map.clone();
-            let last_command = status
-                .remove(LAST_COMMAND_ID_FIELD)
-                .and_then(|v| v.as_str().map(str::to_owned));
-            (Some(Value::Object(status)), last_command)
-        }
-        _ => (None, None),
+        Some(Value::Object(map)) if !map.is_empty() => Some(Value::Object(map.clone())),
+        _ => None,
     }
 }
 
@@ -186,9 +104,7 @@ impl StateStore for KubeStatusStore {
         policy: &PolicyRef,
     ) -> Result<Option<(RolloutStatus, Version)>, StoreError> {
         let object = self.read(policy).await?;
-        let (status, last_command) = split_status(&object);
-        self.ledger.loaded(policy, last_command);
-        let Some(status) = status else {
+        let Some(status) = status_of(&object) else {
             return Ok(None);
         };
         let status: RolloutStatus =
@@ -216,31 +132,23 @@ impl StateStore for KubeStatusStore {
         let conflict = || StoreError::Conflict {
             policy: name_of(policy),
         };
-        // Without a version, or without knowing the persisted command id, read first.
-        let (expect, last_command) = match (expect, self.ledger.to_write(policy)) {
-            (Some(v), Some(last_command)) => (v.0.clone(), last_command),
-            (expect, known) => {
+        // Without a version, read first: a save must never overwrite a stored status.
+        let expect = match expect {
+            Some(v) => v.0.clone(),
+            None => {
                 let object = self.read(policy).await?;
-                let (stored, persisted) = split_status(&object);
-                let current = resource_version(&object).unwrap_or_default();
-                match expect {
-                    None if stored.is_some() => return Err(conflict()),
-                    Some(v) if v.0 != current => return Err(conflict()),
-                    _ => {}
+                if status_of(&object).is_some() {
+                    return Err(conflict());
                 }
-                self.ledger.loaded(policy, persisted.clone());
-                (current, known.unwrap_or(persisted))
+                resource_version(&object).unwrap_or_default()
             }
         };
-        let mut document = serde_json::to_value(status).map_err(|e| StoreError::Io {
+        let document = serde_json::to_value(status).map_err(|e| StoreError::Io {
             policy: name_of(policy),
             location: location(policy),
             message: format!("cannot serialize the status: {e}"),
             source: None,
         })?;
-        if let (Some(map), Some(id)) = (document.as_object_mut(), &last_command) {
-            map.insert(LAST_COMMAND_ID_FIELD.into(), json!(id));
-        }
         let ops: json_patch_for_kube::Patch = serde_json::from_value(json!([
             { "op": "test", "path": "/metadata/resourceVersion", "value": expect },
             { "op": "add", "path": "/status", "value": document },
@@ -261,7 +169,6 @@ impl StateStore for KubeStatusStore {
             .await;
         match written {
             Ok(object) => {
-                self.ledger.saved(policy, last_command);
                 resource_version(&object)
                     .map(Version)
                     .ok_or_else(|| StoreError::Corrupt {
@@ -270,12 +177,8 @@ impl StateStore for KubeStatusStore {
                         message: "the API server answered without metadata.resourceVersion".into(),
                     })
             }
-            Err(::kube::Error::Api(s)) if s.code == 409 => {
-                self.ledger.unsaved(policy);
-                Err(conflict())
-            }
+            Err(::kube::Error::Api(s)) if s.code == 409 => Err(conflict()),
             Err(::kube::Error::Api(s)) if s.code == 422 => {
-                self.ledger.unsaved(policy);
                 // A failed `test` is a conflict; anything else the server refused is not.
                 match self.read(policy).await {
                     Ok(now) if resource_version(&now).as_deref() != Some(expect.as_str()) => {
@@ -284,57 +187,7 @@ impl StateStore for KubeStatusStore {
                     _ => Err(io_error(policy, "write", ::kube::Error::Api(s))),
                 }
             }
-            Err(e) => {
-                self.ledger.unsaved(policy);
-                Err(io_error(policy, "write", e))
-            }
+            Err(e) => Err(io_error(policy, "write", e)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy() -> PolicyRef {
-        PolicyRef {
-            namespace: "shop".into(),
-            name: "checkout".into(),
-        }
-    }
-
-    #[test]
-    fn a_command_is_delivered_until_saved_and_never_after() {
-        let ledger = CommandLedger::default();
-        let p = policy();
-        assert_eq!(ledger.to_write(&p), None, "unknown before any read");
-        assert!(ledger.deliver(&p, None, "7-pause"));
-        assert!(!ledger.deliver(&p, None, "7-pause"), "handed over once");
-        assert_eq!(ledger.to_write(&p), Some(Some("7-pause".into())));
-        ledger.unsaved(&p);
-        assert!(
-            ledger.deliver(&p, None, "7-pause"),
-            "again after a failed save"
-        );
-        ledger.saved(&p, Some("7-pause".into()));
-        assert_eq!(ledger.to_write(&p), Some(Some("7-pause".into())));
-        assert!(
-            !ledger.deliver(&p, Some("7-pause"), "7-pause"),
-            "saved: never again"
-        );
-        assert!(
-            ledger.deliver(&p, Some("7-pause"), "9-resume"),
-            "a new id is a new command"
-        );
-    }
-
-    #[test]
-    fn a_fresh_store_keeps_the_persisted_id() {
-        let ledger = CommandLedger::default();
-        let p = policy();
-        ledger.loaded(&p, Some("3-abort".into()));
-        assert_eq!(ledger.to_write(&p), Some(Some("3-abort".into())));
-        ledger.loaded(&p, None);
-        assert_eq!(ledger.to_write(&p), Some(None));
     }
 }

@@ -31,17 +31,20 @@ const A: &str = "team-a";
 const B: &str = "team-b";
 const WAIT: Duration = Duration::from_secs(20);
 
+/// `(path, Authorization header)` of every request a receiver saw.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// A stand-in Prometheus: records `(path, Authorization)` of every request and answers
 /// every query with one sample of value 0.
 struct Receiver {
     url: String,
-    seen: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    seen: Seen,
     task: JoinHandle<()>,
 }
 
 impl Receiver {
     async fn start() -> Receiver {
-        let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let record = seen.clone();
         let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap| {
             let record = record.clone();
@@ -235,7 +238,7 @@ fn daemon(server: &TestApiServer, access: PrometheusAccess, lease: Option<LeaseC
         shutdown_deadline: Duration::from_secs(5),
     };
     let store = KubeStatusStore::new(client.clone());
-    let commands = KubeCommandSource::new(client.clone(), store.ledger());
+    let commands = KubeCommandSource::new(client.clone());
     let seams = DaemonSeams {
         client: client.clone(),
         routers: Arc::new(KubeRouters::new(client.clone())),

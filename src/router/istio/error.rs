@@ -39,6 +39,18 @@ pub enum IstioError {
     },
 
     #[error(
+        "virtualservice {vs} has {count} http routes named \"{route}\" ({entries}), and the \
+         policy manages that name: shiftgate cannot tell which one to move, so it writes \
+         nothing; give each route a unique name in the VirtualService"
+    )]
+    DuplicateRouteName {
+        vs: String,
+        route: String,
+        count: usize,
+        entries: String,
+    },
+
+    #[error(
         "virtualservice {vs}: http route {route} has no {side} destination {wanted} (it routes \
          to: {found}); add `- destination: {{ host: ... }}` for it to the route (weight 0 for \
          the canary), or fix spec.router.istio.{side}"

@@ -129,6 +129,25 @@ fn choose_routes<'a>(
     }
     let mut chosen = Vec::with_capacity(target.routes.len());
     for wanted in &target.routes {
+        let same_name: Vec<usize> = candidates
+            .iter()
+            .filter(|(_, name)| *name == Some(wanted.as_str()))
+            .map(|(index, _)| *index)
+            .collect();
+        if same_name.len() > 1 {
+            // Istio applies the first match, yet a person may have meant either: moving
+            // one of them silently is not what the policy says.
+            return Err(IstioError::DuplicateRouteName {
+                vs,
+                route: wanted.clone(),
+                count: same_name.len(),
+                entries: same_name
+                    .iter()
+                    .map(|index| format!("spec.http[{index}]"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
         let found = candidates
             .iter()
             .find(|(_, name)| *name == Some(wanted.as_str()));

@@ -374,6 +374,7 @@ fn event_for(t: &Transition) -> Option<RolloutEvent> {
         TransitionKind::Aborted => RolloutEvent::Aborted { message },
         TransitionKind::InconclusiveLimit => RolloutEvent::AnalysisInconclusive { message },
         TransitionKind::Drift => RolloutEvent::DriftDetected { message },
+        TransitionKind::CommandRefused => RolloutEvent::CommandRefused { message },
         TransitionKind::Resumed | TransitionKind::RolledBack => return None,
     })
 }

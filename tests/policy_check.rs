@@ -113,7 +113,7 @@ fn bad_durations() {
         check(&["invalid/bad-duration.yaml"]),
         [
             "16:5: spec.analysis.interval: expected a duration, found the number 30",
-            "17:54: spec.analysis.prometheus.timeout: `fast` is not a duration: expected number at 0",
+            "17:54: spec.analysis.prometheus.timeout: `fast` is not a duration: expected a number at character 1, found `f`",
         ]
     );
     assert_eq!(

@@ -66,7 +66,14 @@ pub fn judge(spec: &AnalysisSpec, input: &AnalysisInput, canary_weight: u8) -> E
                 .find(|m| matches!(m.verdict, Verdict::Inconclusive(_)))
                 .filter(|_| !too_little_traffic)
                 .map(|m| format!("{}: ", m.name))
-                .unwrap_or_default();
+                .unwrap_or_else(|| {
+                    let counted = matches!(reason, InconclusiveReason::TooFewRequests { .. });
+                    if too_little_traffic && !counted {
+                        "canary request count: ".to_owned()
+                    } else {
+                        String::new()
+                    }
+                });
             format!("{which}{reason} over {window}, {reqs} reqs")
         }
         Verdict::Pass => {
@@ -96,8 +103,9 @@ fn judge_traffic(min_requests: u64, sample: &Sample) -> Option<Verdict> {
             requests,
             min: min_requests,
         })),
-        // No requests at all reads as NaN or no data from most rate queries.
-        Err(InconclusiveReason::NoData | InconclusiveReason::NotANumber) => {
+        // No series is no requests. A count that is NaN or infinite is not a count:
+        // it stays Inconclusive for that reason (below), never "0 requests".
+        Err(InconclusiveReason::NoData) => {
             Some(Verdict::Inconclusive(InconclusiveReason::TooFewRequests {
                 requests: 0.0,
                 min: min_requests,
@@ -478,15 +486,26 @@ mod tests {
             })
         );
         assert!(e.message.contains("42 < 100"), "{}", e.message);
+        let e = judge(&s, &input(Sample::NoData, vec![("m", v(0.001), None)]), 30);
+        assert!(matches!(
+            e.verdict,
+            Verdict::Inconclusive(InconclusiveReason::TooFewRequests { .. })
+        ));
         let e = judge(
             &s,
             &input(Sample::NotANumber, vec![("m", v(0.001), None)]),
             30,
         );
-        assert!(matches!(
+        assert_eq!(
             e.verdict,
-            Verdict::Inconclusive(InconclusiveReason::TooFewRequests { .. })
-        ));
+            Verdict::Inconclusive(InconclusiveReason::NotANumber),
+            "a count that is not a number is not 0 requests"
+        );
+        assert!(
+            e.message.contains("canary request count: not a number"),
+            "{}",
+            e.message
+        );
         let e = judge(
             &s,
             &input(Sample::TimedOut, vec![("m", v(0.001), None)]),

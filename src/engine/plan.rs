@@ -182,3 +182,13 @@ impl Plan {
 pub fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d.std()).unwrap_or(chrono::Duration::MAX)
 }
+
+/// `at + by`, never panicking: a sum past the year 9999 (a corrupt stored time, or a
+/// duration beyond every limit) is the last second of 9999, which RFC 3339 can still
+/// write and which is never reached. All time arithmetic of rollouts goes through this.
+pub fn later(at: Timestamp, by: chrono::Duration) -> Timestamp {
+    let far_future = chrono::DateTime::from_timestamp(253_402_300_799, 0)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    at.checked_add_signed(by)
+        .map_or(far_future, |sum| sum.min(far_future.max(at)))
+}

@@ -2,6 +2,7 @@
 //! advances, and the reactions to failure and to inconclusive analysis.
 
 use crate::analysis::{judge, Verdict};
+use crate::engine::plan::later;
 use crate::engine::reasons;
 use crate::engine::step::Tick;
 use crate::engine::types::{Action, TransitionKind};
@@ -84,7 +85,7 @@ impl Tick<'_> {
                 .s
                 .last_evaluation_at
                 .filter(|last| *last >= started)
-                .map_or(started, |last| last + self.plan.interval());
+                .map_or(started, |last| later(last, self.plan.interval()));
             if self.now < due {
                 self.wake(due);
                 return;
@@ -107,7 +108,7 @@ impl Tick<'_> {
                 let message = format!("{} checks passed", outcome.results.len());
                 self.record(reasons::CHECKS_PASSED, message);
             } else {
-                self.s.consecutive_failures += 1;
+                self.s.consecutive_failures = self.s.consecutive_failures.saturating_add(1);
                 let message = format!(
                     "{} of {} checks failed ({} in a row, limit {}): {}",
                     failed.len(),
@@ -120,7 +121,7 @@ impl Tick<'_> {
                     self.on_failure(reasons::CHECKS_FAILED, message);
                 } else {
                     self.record(reasons::CHECKS_FAILED, message);
-                    self.wake(self.now + self.plan.interval());
+                    self.wake(later(self.now, self.plan.interval()));
                 }
                 return;
             }
@@ -163,7 +164,7 @@ impl Tick<'_> {
             .s
             .last_evaluation_at
             .filter(|last| *last > started)
-            .map_or(started + interval, |last| last + interval);
+            .map_or(later(started, interval), |last| later(last, interval));
         self.evaluate_from(due, self.s.canary_weight)
     }
 
@@ -200,7 +201,7 @@ impl Tick<'_> {
                 })
                 .collect(),
         });
-        self.wake(self.now + interval);
+        self.wake(later(self.now, interval));
         let limits = self.plan.analysis();
         match evaluation.verdict {
             Verdict::Pass => {
@@ -209,7 +210,7 @@ impl Tick<'_> {
                 self.note(reasons::ANALYSIS_PASSED, evaluation.message);
             }
             Verdict::Fail { .. } => {
-                self.s.consecutive_failures += 1;
+                self.s.consecutive_failures = self.s.consecutive_failures.saturating_add(1);
                 let message = format!(
                     "{} ({} failed in a row, limit {})",
                     evaluation.message, self.s.consecutive_failures, limits.failure_limit
@@ -221,7 +222,7 @@ impl Tick<'_> {
                 }
             }
             Verdict::Inconclusive(_) => {
-                self.s.consecutive_inconclusive += 1;
+                self.s.consecutive_inconclusive = self.s.consecutive_inconclusive.saturating_add(1);
                 let message = format!(
                     "{} ({} inconclusive in a row, limit {})",
                     evaluation.message, self.s.consecutive_inconclusive, limits.inconclusive_limit
@@ -238,7 +239,7 @@ impl Tick<'_> {
 
     /// The step's analysis (or checks) passed: it passes once its hold has elapsed.
     fn pass_step_when_held(&mut self, started: crate::policy::Timestamp) {
-        let hold_end = started + self.plan.hold(self.s.step);
+        let hold_end = later(started, self.plan.hold(self.s.step));
         if self.now < hold_end {
             self.wake(hold_end);
             return;
@@ -276,7 +277,7 @@ impl Tick<'_> {
             return;
         }
         let from = self.plan.step(self.s.step).weight;
-        self.s.step += 1;
+        self.s.step = self.s.step.saturating_add(1);
         self.s.phase = Phase::Progressing;
         self.s.pause_reason = None;
         self.s.consecutive_failures = 0;

@@ -77,7 +77,8 @@ impl Tick<'_> {
     pub(crate) fn step_label(&self) -> String {
         format!(
             "step {}/{} ({}%)",
-            self.s.step + 1,
+            // Saturating: a stored status may hold any step.
+            self.s.step.saturating_add(1),
             self.plan.steps().len(),
             self.plan.step(self.s.step).weight
         )

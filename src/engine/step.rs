@@ -63,7 +63,10 @@ impl<'a> Tick<'a> {
     }
 
     pub(crate) fn retry_soon(&mut self) {
-        self.wake(self.now + crate::engine::plan::to_chrono(RETRY_DELAY));
+        self.wake(crate::engine::plan::later(
+            self.now,
+            crate::engine::plan::to_chrono(RETRY_DELAY),
+        ));
     }
 
     fn run(&mut self) {

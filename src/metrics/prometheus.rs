@@ -450,6 +450,9 @@ pub fn interpret(status: u16, body: &[u8], query: &str, address: &str) -> Sample
     let Ok(envelope) = serde_json::from_slice::<Envelope>(body) else {
         return not_an_api_answer(status, body, query, address);
     };
+    if envelope.status != "success" && envelope.status != "error" {
+        return malformed(status, "an unknown `status`", query, address);
+    }
     if envelope.status != "success" {
         let error_type = envelope.error_type.unwrap_or_else(|| "unknown".to_owned());
         let error = envelope.error.unwrap_or_default();
@@ -486,10 +489,22 @@ pub fn interpret(status: u16, body: &[u8], query: &str, address: &str) -> Sample
         .to_owned();
     let Ok(result) = serde_json::from_value::<prometheus_http_query::response::PromqlResult>(data)
     else {
-        return Sample::Invalid {
-            message: format!(
-                "query `{query}` returned a {result_type}, not a number; make it return one series"
-            ),
+        // A string is a real (wrong) query result; anything else that does not parse is
+        // a broken answer (a value that is not a number, a missing field): Prometheus,
+        // or whatever answers at its address, is at fault, not the query.
+        return if result_type == "string" {
+            Sample::Invalid {
+                message: format!(
+                    "query `{query}` returned a {result_type}, not a number; make it return one series"
+                ),
+            }
+        } else {
+            malformed(
+                status,
+                &format!("a malformed `{result_type}` result"),
+                query,
+                address,
+            )
         };
     };
     use prometheus_http_query::response::Data;
@@ -550,11 +565,32 @@ fn list_series<'a>(series: impl ExactSizeIterator<Item = &'a HashMap<String, Str
     listed.join(", ")
 }
 
+/// A JSON answer that is not what the Prometheus API answers: the source is broken (or
+/// is not Prometheus), so the run cannot go on, and the query is not blamed.
+fn malformed(status: u16, what: &str, query: &str, address: &str) -> Sample {
+    Sample::Unreachable {
+        message: format!(
+            "prometheus at {address} answered HTTP {status} for query `{query}` with {what}, not a Prometheus API response; check that the address points at a working Prometheus"
+        ),
+    }
+}
+
 fn not_an_api_answer(status: u16, body: &[u8], query: &str, address: &str) -> Sample {
     let text = String::from_utf8_lossy(body);
-    let excerpt: String = text.trim().chars().take(200).collect();
+    // One short line: the body may be a whole HTML page with control characters.
+    let excerpt: String = text
+        .trim()
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let what = format!("prometheus at {address} answered HTTP {status} for query `{query}` without an API response ({excerpt})");
     match status {
+        // A success that is not the API (a login page, a proxy's banner, another
+        // service): the world is at fault, as with a 5xx; the run cannot go on.
+        200..=299 => Sample::Unreachable {
+            message: format!("{what}; check that the address points at a working Prometheus"),
+        },
         429 | 500..=599 => Sample::Unreachable { message: what },
         401 | 403 => Sample::Invalid {
             message: format!("{what}; check spec.analysis.prometheus.auth"),
@@ -659,10 +695,9 @@ mod tests {
         assert!(matches!(&denied, Sample::Invalid { .. }));
         assert!(message(denied).contains("auth"));
         assert!(message(run(404, "404 page not found")).contains("/api/v1/query"));
-        assert!(matches!(
-            run(200, "<html>grafana</html>"),
-            Sample::Invalid { .. }
-        ));
+        let html = run(200, "<html>grafana</html>");
+        assert!(matches!(html, Sample::Unreachable { .. }), "{html:?}");
+        assert!(message(html).contains("working Prometheus"));
     }
 
     #[test]
@@ -681,6 +716,24 @@ mod tests {
         assert!(message(run(200, matrix)).contains("range vector"));
         let string = r#"{"status":"success","data":{"resultType":"string","result":[1,"x"]}}"#;
         assert!(message(run(200, string)).contains("string"));
+    }
+
+    #[test]
+    fn malformed_successes_are_the_source_not_the_query() {
+        for body in [
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"abc"]}]}}"#,
+            r#"{"status":"success","data":{"resultType":"scalar","result":"x"}}"#,
+            r#"{"status":"success","data":{"result":[]}}"#,
+            r#"{"status":"maybe"}"#,
+            "garbage",
+            "",
+        ] {
+            let sample = run(200, body);
+            assert!(
+                matches!(sample, Sample::Unreachable { .. }),
+                "{body}: {sample:?}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub use types::*;
 mod analysis_rules;
 mod cron_message;
 pub mod diagnostic;
+pub mod limits;
 mod names;
 pub mod parse;
 mod partial;

@@ -51,12 +51,15 @@ impl FileCheck {
 
 /// Reads and checks a policy file. A file that cannot be read is one diagnostic.
 pub fn check_file(path: &Path) -> FileCheck {
-    match std::fs::read_to_string(path) {
+    match super::limits::read_bounded(path) {
         Ok(text) => check_str(path, &text),
         Err(e) => FileCheck {
             diagnostics: vec![
                 Issue::error("", format!("cannot read the policy file: {e}"))
-                    .with_hint("check the path and its permissions")
+                    .with_hint(match e {
+                        super::limits::ReadError::Io(_) => "check the path and its permissions",
+                        _ => "a policy file is UTF-8 text of at most 1 MiB; split larger files",
+                    })
                     .located(path, 0, 0),
             ],
             ..FileCheck::default()
@@ -67,6 +70,12 @@ pub fn check_file(path: &Path) -> FileCheck {
 /// Checks policy text; `file_label` names it in diagnostics.
 pub fn check_str(file_label: impl AsRef<Path>, text: &str) -> FileCheck {
     let file = file_label.as_ref();
+    if let Some((issue, line)) = super::limits::text_issue(text) {
+        return FileCheck {
+            diagnostics: vec![issue.located(file, line, 1)],
+            ..FileCheck::default()
+        };
+    }
     let documents = match load_documents(text) {
         Ok(docs) => docs,
         Err(e) => {
@@ -183,6 +192,12 @@ fn check_document(document: &PositionedDocument) -> (Option<RolloutPolicy>, Vec<
             )
             .with_hint("start the document with `apiVersion: shiftgate.dev/v1alpha1`"),
         );
+        return (None, issues);
+    }
+    let too_large = super::limits::document_issues(&document.value);
+    if !too_large.is_empty() {
+        // Judging more of a document this large would cost time and memory in proportion.
+        issues.extend(too_large);
         return (None, issues);
     }
     let structure = check_structure_detailed(&document.value, schema());

@@ -9,7 +9,8 @@ use super::types::{RolloutSpec, API_VERSION, KIND};
 /// The JSON Schema (draft-07, which YAML language servers support best) of a policy file.
 pub fn document_schema() -> Value {
     let generator = schemars::generate::SchemaSettings::draft07().into_generator();
-    let spec = generator.into_root_schema_for::<RolloutSpec>().to_value();
+    let mut spec = generator.into_root_schema_for::<RolloutSpec>().to_value();
+    standard_formats_only(&mut spec);
     let mut spec = match spec {
         Value::Object(map) => map,
         _ => serde_json::Map::new(),
@@ -87,6 +88,88 @@ pub fn document_schema() -> Value {
         },
         "definitions": definitions
     })
+}
+
+/// The `format`s JSON Schema (draft-07 and 2019-09) defines; strict validators such as
+/// ajv refuse a schema with any other.
+pub const STANDARD_FORMATS: &[&str] = &[
+    "date-time",
+    "date",
+    "time",
+    "duration",
+    "email",
+    "idn-email",
+    "hostname",
+    "idn-hostname",
+    "ipv4",
+    "ipv6",
+    "uri",
+    "uri-reference",
+    "iri",
+    "iri-reference",
+    "uri-template",
+    "uuid",
+    "json-pointer",
+    "relative-json-pointer",
+    "regex",
+];
+
+/// Replaces schemars' own `format`s (`uint32`, `uint16`, `double`, …) by what standard
+/// JSON Schema says with them: an integer format becomes its `minimum`/`maximum` (which
+/// `policy::structure` checks), a float format says nothing more than `type: number`.
+fn standard_formats_only(node: &mut Value) {
+    match node {
+        Value::Object(map) => {
+            let custom = map
+                .get("format")
+                .and_then(Value::as_str)
+                .filter(|f| !STANDARD_FORMATS.contains(f))
+                .map(str::to_owned);
+            if let Some(format) = custom {
+                map.remove("format");
+                let (min, max): (Option<i64>, Option<u64>) = match format.as_str() {
+                    "uint8" => (Some(0), Some(u8::MAX.into())),
+                    "uint16" => (Some(0), Some(u16::MAX.into())),
+                    "uint32" => (Some(0), Some(u32::MAX.into())),
+                    "uint64" | "uint" => (Some(0), Some(u64::MAX)),
+                    "int8" => (Some(i8::MIN.into()), Some(i8::MAX as u64)),
+                    "int16" => (Some(i16::MIN.into()), Some(i16::MAX as u64)),
+                    "int32" => (Some(i32::MIN.into()), Some(i32::MAX as u64)),
+                    "int64" | "int" => (Some(i64::MIN), Some(i64::MAX as u64)),
+                    _ => (None, None),
+                };
+                if let Some(min) = min {
+                    map.entry("minimum").or_insert_with(|| json!(min));
+                }
+                if let Some(max) = max {
+                    map.entry("maximum").or_insert_with(|| json!(max));
+                }
+            }
+            map.values_mut().for_each(standard_formats_only);
+        }
+        Value::Array(items) => items.iter_mut().for_each(standard_formats_only),
+        _ => {}
+    }
+}
+
+/// Every `format` the schema uses, depth first.
+pub fn formats(schema: &Value) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    collect_formats(schema, &mut found);
+    found
+}
+
+fn collect_formats(node: &Value, found: &mut std::collections::BTreeSet<String>) {
+    match node {
+        Value::Object(map) => {
+            if let Some(Value::String(format)) = map.get("format") {
+                found.insert(format.clone());
+            }
+            map.values().for_each(|v| collect_formats(v, found));
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_formats(i, found)),
+        _ => {}
+    }
 }
 
 /// Every property name the schema mentions, depth first (for docs completeness tests).

@@ -76,7 +76,7 @@ impl JsonSchema for StepSpec {
                     "additionalProperties": false,
                     "properties": {
                         "weight": { "type": "integer", "minimum": 0, "maximum": 100 },
-                        "hold": { "type": "string", "description": "Minimum time at this weight, e.g. `5m`." },
+                        "hold": { "type": "string", "pattern": super::duration::PATTERN, "description": "Minimum time at this weight, e.g. `5m`." },
                         "pause": { "type": "boolean", "description": "Wait for `promote` after the analysis passes." }
                     }
                 }

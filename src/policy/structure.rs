@@ -148,7 +148,7 @@ impl<'a> Walker<'a> {
                             path,
                             format!("`{}` is not a duration: {}", e.input, e.reason),
                         )
-                        .with_hint("write a number and a unit, e.g. `30s`, `5m`, `1h30m`, `500ms`"),
+                        .with_hint(super::duration::HINT),
                     );
                 }
             }
@@ -161,7 +161,7 @@ impl<'a> Walker<'a> {
                     path,
                     format!("expected a duration, found {}", describe(other)),
                 )
-                .with_hint("write a number and a unit, e.g. `30s`, `5m`, `1h30m`, `500ms`"),
+                .with_hint(super::duration::HINT),
             ),
         }
     }
@@ -581,10 +581,10 @@ mod tests {
             [
                 "apiVersion: must be `shiftgate.dev/v1alpha1`, found the string `v1` (hint: write `shiftgate.dev/v1alpha1`)",
                 "spec.analysis.failureLimit: -1 is outside 0..=4294967295 (hint: write a number from 0 to 4294967295)",
-                "spec.analysis.interval: `30` is not a duration: it has no unit (hint: write a number and a unit, e.g. `30s`, `5m`, `1h30m`, `500ms`)",
+                "spec.analysis.interval: `30` is not a duration: it has no unit (hint: write numbers with a unit (ms, s, m, h or d), e.g. `30s`, `5m`, `1h30m`, `500ms`)",
                 "spec.revision: expected a string, found the number 2 (hint: quote it: `\"2\"`)",
                 "spec.steps[1]: 150 is outside 0..=100 (hint: write a number from 0 to 100)",
-                "spec.steps[2].hold: `soon` is not a duration: expected number at 0 (hint: write a number and a unit, e.g. `30s`, `5m`, `1h30m`, `500ms`)",
+                "spec.steps[2].hold: `soon` is not a duration: expected a number at character 1, found `s` (hint: write numbers with a unit (ms, s, m, h or d), e.g. `30s`, `5m`, `1h30m`, `500ms`)",
             ]
         );
     }

@@ -82,7 +82,7 @@ impl<'a> SpecParts<'a> {
 
 /// Every issue of the readable parts of a spec.
 pub(super) fn validate_parts(parts: &SpecParts<'_>) -> Vec<Issue> {
-    let mut issues = Vec::new();
+    let mut issues = super::limits::spec_issues(parts);
     if parts.revision.is_some_and(|r| r.trim().is_empty()) {
         issues.push(
             Issue::error("spec.revision", "revision is empty")

@@ -19,6 +19,14 @@ use super::duration::Duration;
 use super::status::Timestamp;
 use super::types::{WindowKind, WindowSpec};
 
+/// Whether the cron crate can search from `now`: it panics on arithmetic past chrono's
+/// last date, and no clock reads a year outside 1970..=9000. Outside it no window is
+/// open (traffic waits) and none will change.
+fn within_calendar(now: Timestamp) -> bool {
+    use chrono::Datelike;
+    (1970..=9000).contains(&now.year())
+}
+
 /// Compiled deployment windows.
 #[derive(Clone, Debug, Default)]
 pub struct Windows {
@@ -36,7 +44,13 @@ struct CompiledWindow {
 impl CompiledWindow {
     /// The opening `t` with `t <= now < t + duration`, if the window is open at `now`.
     fn opening_covering(&self, now: Timestamp) -> Option<Timestamp> {
-        let since = (now - self.duration).with_timezone(&self.time_zone);
+        if !within_calendar(now) {
+            return None;
+        }
+        // Checked: no window opened before the start of time.
+        let since = now
+            .checked_sub_signed(self.duration)?
+            .with_timezone(&self.time_zone);
         self.schedules
             .iter()
             .filter_map(|s| s.after(&since).next())
@@ -47,6 +61,9 @@ impl CompiledWindow {
 
     /// Instants after `now` where this window opens or closes.
     fn next_edge(&self, now: Timestamp) -> Option<Timestamp> {
+        if !within_calendar(now) {
+            return None;
+        }
         let local_now = now.with_timezone(&self.time_zone);
         let next_open = self
             .schedules
@@ -56,7 +73,9 @@ impl CompiledWindow {
             .min();
         // Every opening in (now - duration, now] closes after now; the earliest close is
         // the one of the earliest such opening.
-        let next_close = self.opening_covering(now).map(|t| t + self.duration);
+        let next_close = self
+            .opening_covering(now)
+            .and_then(|t| t.checked_add_signed(self.duration));
         [next_open, next_close].into_iter().flatten().min()
     }
 }
@@ -93,6 +112,10 @@ impl Windows {
     /// True when there are no windows, or when `now` is inside an allow window (if any
     /// allow window exists) and outside every deny window.
     pub fn is_open(&self, now: Timestamp) -> bool {
+        let any = !(self.allow.is_empty() && self.deny.is_empty());
+        if any && !within_calendar(now) {
+            return false;
+        }
         let allowed =
             self.allow.is_empty() || self.allow.iter().any(|w| w.opening_covering(now).is_some());
         let denied = self.deny.iter().any(|w| w.opening_covering(now).is_some());
@@ -149,6 +172,19 @@ pub(super) fn window_field_issues(
 
 /// `schedule` of the window at `path`, as the crate's schedules (empty when invalid).
 fn compile_schedule(path: &str, schedule: &str, issues: &mut Vec<Issue>) -> Vec<cron::Schedule> {
+    if schedule.len() > super::limits::MAX_SCHEDULE_CHARS {
+        issues.push(
+            Issue::error(
+                format!("{path}.schedule"),
+                format!(
+                    "the schedule is longer than {} characters",
+                    super::limits::MAX_SCHEDULE_CHARS
+                ),
+            )
+            .with_hint(CRON_HINT),
+        );
+        return Vec::new();
+    }
     match translate_schedule(schedule) {
         Ok(exprs) => {
             let mut parsed = Vec::new();
@@ -187,6 +223,20 @@ fn compile_schedule(path: &str, schedule: &str, issues: &mut Vec<Issue>) -> Vec<
 }
 
 fn compile_time_zone(path: &str, name: &str, issues: &mut Vec<Issue>) -> Option<Tz> {
+    if name.len() > super::limits::MAX_TIME_ZONE_CHARS {
+        // Also keeps the did-you-mean search (quadratic in the length) cheap.
+        issues.push(
+            Issue::error(
+                format!("{path}.timeZone"),
+                format!(
+                    "the time zone is longer than {} characters, so it is not an IANA name",
+                    super::limits::MAX_TIME_ZONE_CHARS
+                ),
+            )
+            .with_hint("write a name such as `UTC`, `Europe/Berlin`, `America/New_York`"),
+        );
+        return None;
+    }
     match Tz::from_str(name) {
         Ok(tz) => Some(tz),
         Err(_) => {

@@ -49,7 +49,7 @@ impl VirtualClock {
             .now
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *now += by;
+        *now = crate::engine::plan::later(*now, by);
     }
 }
 

@@ -222,7 +222,8 @@ impl LeaderElector {
                 tokio::time::timeout(self.config.retry_period, self.try_acquire_or_renew()).await;
             match attempt {
                 Ok(Ok(Attempt::Leading)) => {
-                    self.publish(Some(started + self.config.renew_deadline));
+                    // Checked: the deadline comes from a flag.
+                    self.publish(started.checked_add(self.config.renew_deadline));
                 }
                 Ok(Ok(Attempt::Following { holder })) => {
                     if self.leading_until().is_some() {
@@ -237,7 +238,9 @@ impl LeaderElector {
                     tracing::warn!(lease = %self.config.name, timeout = ?self.config.retry_period, "leader lease call timed out");
                 }
             }
-            let next_attempt = started + self.config.retry_period;
+            let next_attempt = started
+                .checked_add(self.config.retry_period)
+                .unwrap_or(started);
             // While leading, wake at the deadline too so followers of `Leadership`
             // are told at once when it passes without a renewal.
             let deadline = self.leading_until();
@@ -336,7 +339,12 @@ impl LeaderElector {
                 .and_then(|s| u64::try_from(s).ok())
                 .map_or(self.config.lease_duration, Duration::from_secs);
             let seen_at = self.observed.as_ref().map_or(now, |seen| seen.at);
-            if now < seen_at + duration {
+            // The duration is the other holder's (any i32): checked, and an overflow
+            // means the lease never expires in this process's lifetime.
+            if seen_at
+                .checked_add(duration)
+                .is_none_or(|expiry| now < expiry)
+            {
                 return Ok(Attempt::Following { holder });
             }
         }

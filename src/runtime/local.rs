@@ -431,7 +431,7 @@ pub fn describe_progress(spec: &RolloutSpec, status: &RolloutStatus, now: Timest
     if let (Ok(plan), Some(started), Phase::Progressing) =
         (Plan::new(spec), status.step_started_at, status.phase)
     {
-        let left = started + plan.hold(status.step) - now;
+        let left = crate::engine::plan::later(started, plan.hold(status.step)) - now;
         if left > chrono::Duration::zero() {
             line.push_str(&format!(" · {}s left in step", left.num_seconds() + 1));
         }

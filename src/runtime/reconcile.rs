@@ -185,8 +185,10 @@ impl Reconciler {
         loop {
             rounds += 1;
             if rounds > MAX_ROUNDS {
-                outcome.wake_at =
-                    Some(obs.now + engine::plan::to_chrono(engine::plan::RETRY_DELAY));
+                outcome.wake_at = Some(engine::plan::later(
+                    obs.now,
+                    engine::plan::to_chrono(engine::plan::RETRY_DELAY),
+                ));
                 break;
             }
             let decision = engine::step(&plan, &state, &obs);

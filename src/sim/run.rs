@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::engine::plan::{later, to_chrono};
 use crate::engine::{Plan, PlanError, Transition};
 use crate::metrics::scripted::{MetricScript, ScriptedMetrics};
 use crate::metrics::PolicyRef;
@@ -316,7 +317,7 @@ impl Simulation {
                 let entry = TimelineEntry {
                     at,
                     phase: outcome.status.phase,
-                    step: outcome.status.step + 1,
+                    step: outcome.status.step.saturating_add(1),
                     canary_weight: live.canary_weight,
                     live_before,
                     test_route: live.test_route,
@@ -344,7 +345,7 @@ impl Simulation {
                 let entry = TimelineEntry {
                     at,
                     phase: self.status.phase,
-                    step: self.status.step + 1,
+                    step: self.status.step.saturating_add(1),
                     canary_weight: live.canary_weight,
                     live_before,
                     test_route: live.test_route,
@@ -356,7 +357,7 @@ impl Simulation {
                     note: None,
                 };
                 let retry = crate::engine::plan::to_chrono(crate::engine::plan::RETRY_DELAY);
-                (Some(self.now() + retry), entry)
+                (Some(crate::engine::plan::later(self.now(), retry)), entry)
             }
         };
         let refused = !refused_before && crate::engine::refused_live_canary(&self.status);
@@ -385,7 +386,7 @@ impl Simulation {
             .scenario
             .event_offsets()
             .into_iter()
-            .map(|o| self.scenario.start + crate::engine::plan::to_chrono(o))
+            .map(|o| later(self.scenario.start, to_chrono(o)))
             .find(|t| *t > now);
         let next = match (wake_at, next_event) {
             (Some(a), Some(b)) => a.min(b),
@@ -397,8 +398,8 @@ impl Simulation {
                 }
             },
         };
-        let end = self.scenario.start + crate::engine::plan::to_chrono(self.scenario.max_duration);
-        let next = next.max(now + MIN_ADVANCE);
+        let end = later(self.scenario.start, to_chrono(self.scenario.max_duration));
+        let next = next.max(later(now, MIN_ADVANCE));
         if next > end {
             self.done = true;
             return false;

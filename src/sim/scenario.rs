@@ -217,9 +217,21 @@ pub enum ScenarioError {
     Invalid { path: String, message: String },
 }
 
+/// The longest simulated time, and so the largest offset of any scripted event.
+pub const MAX_SCENARIO_DURATION: Duration = Duration::from_secs(30 * 86_400);
+/// Most items of any list of a scenario (segments, outages, faults, commands, …).
+pub const MAX_SCENARIO_ITEMS: usize = 1000;
+
 impl Scenario {
     /// Parses a scenario document; `path` only names it in errors.
     pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
+        // Size and nesting before the YAML parser, whose cost grows with both.
+        if let Some((issue, line)) = crate::policy::limits::text_issue(text) {
+            return Err(ScenarioError::Invalid {
+                path: path.to_owned(),
+                message: format!("line {line}: {}", issue.message),
+            });
+        }
         let scenario: Scenario =
             serde_yaml_ng::from_str(text).map_err(|e| ScenarioError::Invalid {
                 path: path.to_owned(),
@@ -243,14 +255,109 @@ impl Scenario {
                 ),
             });
         }
+        scenario.limit_problem().map_or(Ok(()), |message| {
+            Err(ScenarioError::Invalid {
+                path: path.to_owned(),
+                message,
+            })
+        })?;
         Ok(scenario)
+    }
+
+    /// The first field beyond its limit: every offset and `maxDuration` at most
+    /// [`MAX_SCENARIO_DURATION`], lists at most [`MAX_SCENARIO_ITEMS`], a start that
+    /// plus the whole simulation is a date (years 1970 to 9000).
+    fn limit_problem(&self) -> Option<String> {
+        let earliest = chrono::DateTime::from_timestamp(0, 0)?;
+        let latest = chrono::DateTime::from_timestamp(221_845_392_000, 0)?; // 9000-01-01
+        if self.start < earliest || self.start > latest {
+            return Some(format!(
+                "start {} is outside the years 1970 to 9000",
+                self.start.to_rfc3339()
+            ));
+        }
+        let mut counts: Vec<(&str, usize)> = vec![
+            ("metrics", self.metrics.len()),
+            ("outages", self.outages.len()),
+            ("routerFaults", self.router_faults.len()),
+            ("checkFailures", self.check_failures.len()),
+            ("storeFailures", self.store_failures.len()),
+            ("drift", self.drift.len()),
+            ("commands", self.commands.len()),
+            ("restarts", self.restarts.len()),
+        ];
+        for behaviour in self.metrics.values() {
+            counts.push(("metrics.*.canary", behaviour.canary.len()));
+            counts.push(("metrics.*.stable", behaviour.stable.len()));
+        }
+        if let Some((field, n)) = counts.iter().find(|(_, n)| *n > MAX_SCENARIO_ITEMS) {
+            return Some(format!(
+                "{field} has {n} items, more than the {MAX_SCENARIO_ITEMS} a scenario may hold"
+            ));
+        }
+        let mut durations: Vec<(String, Duration)> =
+            vec![("maxDuration".into(), self.max_duration)];
+        let periods = |name: &str,
+                       list: &mut Vec<(String, Duration)>,
+                       from: Duration,
+                       until: Option<Duration>,
+                       i: usize| {
+            list.push((format!("{name}[{i}].from"), from));
+            list.extend(until.map(|u| (format!("{name}[{i}].until"), u)));
+        };
+        for (i, f) in self.router_faults.iter().enumerate() {
+            periods("routerFaults", &mut durations, f.from, f.until, i);
+        }
+        for (i, p) in self.check_failures.iter().enumerate() {
+            periods("checkFailures", &mut durations, p.from, p.until, i);
+        }
+        for (i, p) in self.store_failures.iter().enumerate() {
+            periods("storeFailures", &mut durations, p.from, p.until, i);
+        }
+        for (i, o) in self.outages.iter().enumerate() {
+            periods("outages", &mut durations, o.from, o.until, i);
+        }
+        for (i, d) in self.drift.iter().enumerate() {
+            durations.push((format!("drift[{i}].at"), d.at));
+        }
+        for (i, c) in self.commands.iter().enumerate() {
+            durations.push((format!("commands[{i}].at"), c.at));
+        }
+        for (i, r) in self.restarts.iter().enumerate() {
+            durations.push((format!("restarts[{i}]"), *r));
+        }
+        for (name, behaviour) in &self.metrics {
+            for (side, segments) in [("canary", &behaviour.canary), ("stable", &behaviour.stable)] {
+                for (i, s) in segments.iter().enumerate() {
+                    durations.push((format!("metrics.{name}.{side}[{i}].from"), s.from));
+                }
+            }
+        }
+        if let Some(within) = self.expect.as_ref().and_then(|e| e.within) {
+            durations.push(("expect.within".into(), within));
+        }
+        durations
+            .into_iter()
+            .find(|(_, d)| *d > MAX_SCENARIO_DURATION)
+            .map(|(field, d)| {
+                let max = MAX_SCENARIO_DURATION.to_human();
+                format!(
+                    "{field} is {d}, longer than the maximum {max} of a simulation; write at most `{max}`"
+                )
+            })
     }
 
     pub fn load(path: &std::path::Path) -> Result<Scenario, ScenarioError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-            path: shown.clone(),
-            source,
+        let text = crate::policy::limits::read_bounded(path).map_err(|e| match e {
+            crate::policy::limits::ReadError::Io(source) => ScenarioError::Read {
+                path: shown.clone(),
+                source,
+            },
+            other => ScenarioError::Invalid {
+                path: shown.clone(),
+                message: other.to_string(),
+            },
         })?;
         Scenario::parse(&text, &shown)
     }

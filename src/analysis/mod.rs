@@ -2,6 +2,7 @@
 
 pub mod judge;
 pub mod sample;
+pub mod sequential;
 pub mod verdict;
 
 pub use judge::{judge, Evaluation, MetricJudgement};

@@ -26,6 +26,17 @@ pub struct Measured {
     /// The metric over the window, when a range query was run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub series: Vec<Point>,
+    /// Latency histogram of the window, cumulative like Prometheus's `_bucket` series,
+    /// finite edges only (the `+Inf` bucket is `requests`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<Bucket>,
+}
+
+/// Observations at or below `le` (a finite bucket edge, in the metric's unit).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct Bucket {
+    pub le: f64,
+    pub count: f64,
 }
 
 /// The outcome of one query for one target.

@@ -19,6 +19,9 @@ pub enum InconclusiveReason {
     TimedOut,
     /// The query is wrong; it will not fix itself.
     InvalidQuery(String),
+    /// A sequential judge has not yet seen enough to decide either way; the evidence so
+    /// far is kept. The text says how much there is.
+    NotEnoughEvidence(String),
 }
 
 impl InconclusiveReason {
@@ -31,6 +34,7 @@ impl InconclusiveReason {
             InconclusiveReason::SourceUnreachable(_) => "SourceUnreachable",
             InconclusiveReason::TimedOut => "SourceTimedOut",
             InconclusiveReason::InvalidQuery(_) => "InvalidQuery",
+            InconclusiveReason::NotEnoughEvidence(_) => "NotEnoughEvidence",
         }
     }
 }
@@ -48,6 +52,7 @@ impl fmt::Display for InconclusiveReason {
             }
             InconclusiveReason::TimedOut => f.write_str("metric source timed out"),
             InconclusiveReason::InvalidQuery(msg) => write!(f, "invalid query: {msg}"),
+            InconclusiveReason::NotEnoughEvidence(msg) => write!(f, "not enough evidence: {msg}"),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and dispatches here.
 
 pub mod abort;
+pub mod bench_judges;
 pub mod check;
 pub mod crd;
 pub mod daemon;
@@ -72,6 +73,9 @@ pub enum Command {
     /// Time to rollback on the local stack (driven by scripts/measure-rollback).
     #[command(hide = true)]
     MeasureRollback(measure::MeasureArgs),
+    /// The detection benchmark of docs/benchmarks.md: judges on seeded noisy traffic.
+    #[command(hide = true)]
+    BenchJudges(bench_judges::BenchJudgesArgs),
 }
 
 /// The single-threaded runtime the short commands (status, promote, …) run on; a failure
@@ -96,6 +100,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Demo(args) => demo::run(args),
         Command::DemoApp(args) => demo_app::run(args),
         Command::MeasureRollback(args) => measure::run(args),
+        Command::BenchJudges(args) => bench_judges::run(args),
         Command::Run(args) => run::run(args),
         Command::Status(args) => status::run(args),
         Command::Promote(args) => promote::run(args),

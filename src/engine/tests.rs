@@ -155,7 +155,7 @@ fn a_new_revision_never_deploys_into_the_live_colour() {
     assert!(message.contains("every user to s, unjudged"), "{message}");
     // An operator's explicit `promote-full` is still obeyed.
     let mut o = obs(10, route(100, false));
-    o.commands = vec![OperatorCommand::new("1", Command::PromoteFull, "v2")];
+    o.commands = cmds(&[Command::PromoteFull]);
     let d2 = step(&plan(), &d.state, &o);
     assert_eq!(d2.state.phase, Phase::Promoted);
 }

@@ -247,7 +247,7 @@ impl PrometheusAccess {
                     });
                 }
                 if !self.policy_secrets {
-                    if let Some(field) = secret_fields(spec).first() {
+                    if let Some(field) = secret_fields(spec).first().copied() {
                         return Err(AccessError::SecretsOff {
                             field,
                             known: self.known_suffix(),

@@ -2,9 +2,11 @@
 //! scripted by a scenario, on virtual time. `shiftgate simulate` and the property tests
 //! run through here.
 
+pub mod judge_bench;
 pub mod render;
 pub mod run;
 pub mod scenario;
+pub mod traffic;
 
 pub use run::{outcome_of, SimReport, Simulation, TimelineEntry};
 pub use scenario::{Outcome, Scenario, ScenarioError};

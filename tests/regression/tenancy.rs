@@ -31,17 +31,20 @@ const A: &str = "team-a";
 const B: &str = "team-b";
 const WAIT: Duration = Duration::from_secs(20);
 
+/// `(path, Authorization header)` of every request a receiver saw.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// A stand-in Prometheus: records `(path, Authorization)` of every request and answers
 /// every query with one sample of value 0.
 struct Receiver {
     url: String,
-    seen: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    seen: Seen,
     task: JoinHandle<()>,
 }
 
 impl Receiver {
     async fn start() -> Receiver {
-        let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let record = seen.clone();
         let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap| {
             let record = record.clone();

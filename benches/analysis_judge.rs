@@ -1,0 +1,59 @@
+//! One evaluation of three metrics with the sequential judges (two error rates, one
+//! latency histogram at three edges), with evidence from 20 earlier intervals.
+//! Recorded in docs/benchmarks.md `## Sequential judge`.
+// A benchmark's fixed input is an invariant: failing loudly on it is right.
+#![allow(clippy::expect_used)]
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+
+use shiftgate::analysis::sequential::{ErrorRateJudge, LatencyEvidence, LatencyJudge};
+use shiftgate::sim::traffic::{Behaviour, Traffic, TrafficModel};
+
+fn bench_sequential(c: &mut Criterion) {
+    let base = Behaviour {
+        error_rate: 0.005,
+        median_ms: 100.0,
+        sigma: 0.5,
+        slow_tail: None,
+    };
+    let model = TrafficModel {
+        requests_per_second: 2000.0,
+        stable: base,
+        canary: base,
+        change: None,
+        scrape_interval_secs: 15,
+    };
+    let errors = ErrorRateJudge {
+        alpha: 0.01 / 3.0,
+        tolerance: 0.0,
+    };
+    let latency = LatencyJudge::with_default_quantiles(0.01 / 3.0, 0.0);
+    let mut traffic = Traffic::new(model, 1);
+    let mut error_state = errors.start();
+    let mut other_state = errors.start();
+    let mut latency_state = LatencyEvidence::default();
+    for _ in 0..20 {
+        let s = traffic.next_scrape(10);
+        let (canary, stable) = (s.canary.to_sample(), s.stable.to_sample());
+        error_state = errors.judge("errors", &error_state, &canary, &stable).state;
+        other_state = errors.judge("5xx", &other_state, &canary, &stable).state;
+        latency_state = latency
+            .judge("latency", &latency_state, &canary, &stable)
+            .state;
+    }
+    assert_eq!(latency_state.edges.len(), 3, "three edges chosen");
+    let s = traffic.next_scrape(10);
+    let (canary, stable) = (s.canary.to_sample(), s.stable.to_sample());
+    c.bench_function("sequential_judge_three_metrics", |b| {
+        b.iter(|| {
+            let e = errors.judge("errors", black_box(&error_state), &canary, &stable);
+            let o = errors.judge("5xx", black_box(&other_state), &canary, &stable);
+            let l = latency.judge("latency", black_box(&latency_state), &canary, &stable);
+            black_box((e, o, l))
+        })
+    });
+}
+
+criterion_group!(benches, bench_sequential);
+criterion_main!(benches);

@@ -1,0 +1,147 @@
+//! Sequential judges: canary against stable from counts, with a known false-rollback
+//! rate however often they look. Pure: `(state, new interval's counts) -> (verdict,
+//! state, explanation)`, the state O(1) per metric and serialisable into the status.
+//!
+//! Each evaluation must bring the counts of the interval since the previous one (not
+//! an overlapping window): the state adds them up. Outage, NaN and no data are
+//! Inconclusive and change nothing; low traffic is Inconclusive with the evidence
+//! kept, so it is not forgotten at the next evaluation.
+//!
+//! Not yet selectable in policies: the engine judges with `analysis::judge` (the
+//! threshold judge). `shiftgate bench-judges` measures both.
+
+pub mod error_rate;
+pub mod evidence;
+pub mod latency;
+#[cfg(test)]
+mod validity;
+
+pub use error_rate::ErrorRateJudge;
+pub use evidence::{IntervalCounts, RatioEvidence, Standing};
+pub use latency::{LatencyEvidence, LatencyJudge};
+
+use crate::analysis::sample::{Measured, Sample};
+use crate::analysis::verdict::{InconclusiveReason, Verdict};
+
+/// A judge's answer: the verdict, the state to keep, and one line for on-call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judged<S> {
+    pub verdict: Verdict,
+    pub state: S,
+    pub explanation: String,
+}
+
+/// The false-rollback budget of a rollout shared by its metrics (Bonferroni): each of
+/// `metrics` judges gets `alpha / metrics`.
+pub fn alpha_per_metric(alpha: f64, metrics: usize) -> f64 {
+    alpha / metrics.max(1) as f64
+}
+
+/// The measured counts of a sample, or why there are none.
+pub(crate) fn measured(sample: &Sample) -> Result<&Measured, InconclusiveReason> {
+    match sample {
+        Sample::Value(m) => Ok(m),
+        Sample::NoData => Err(InconclusiveReason::NoData),
+        Sample::NotANumber => Err(InconclusiveReason::NotANumber),
+        Sample::Unreachable { message } => {
+            Err(InconclusiveReason::SourceUnreachable(message.clone()))
+        }
+        Sample::TimedOut => Err(InconclusiveReason::TimedOut),
+        Sample::Invalid { message } => Err(InconclusiveReason::InvalidQuery(message.clone())),
+    }
+}
+
+/// A count a judge can use: present, finite, not negative.
+pub(crate) fn count(value: Option<f64>) -> Result<f64, InconclusiveReason> {
+    match value {
+        None => Err(InconclusiveReason::NoData),
+        Some(v) if v.is_nan() => Err(InconclusiveReason::NotANumber),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Some(v) => Err(InconclusiveReason::InvalidQuery(format!(
+            "count {v} is not a finite number ≥ 0"
+        ))),
+    }
+}
+
+/// The verdict for a metric whose evidence stands at `standing`.
+pub(crate) fn verdict(metric: &str, standing: Standing, explanation: &str) -> Verdict {
+    match standing {
+        Standing::Worse => Verdict::Fail {
+            metric: metric.to_owned(),
+            reason: explanation.to_owned(),
+        },
+        Standing::NoWorse => Verdict::Pass,
+        Standing::Undecided => Verdict::Inconclusive(InconclusiveReason::NotEnoughEvidence(
+            explanation.to_owned(),
+        )),
+    }
+}
+
+/// "evidence 48 of 100 needed to roll back" (or "… shows no worse" when it passed).
+pub(crate) fn evidence_words(evidence: &RatioEvidence, alpha: f64, standing: Standing) -> String {
+    let needed = 1.0 / alpha;
+    match standing {
+        Standing::NoWorse => format!(
+            "no worse than {}× shown (evidence {} of {} needed)",
+            short(evidence.ratio0),
+            grouped(evidence.log_evidence_no_worse().exp().min(needed * 1e6)),
+            grouped(needed)
+        ),
+        _ => format!(
+            "evidence {} of {} needed to roll back",
+            grouped(evidence.log_evidence_worse().exp().min(needed * 1e6)),
+            grouped(needed)
+        ),
+    }
+}
+
+/// A ratio like `2.1`, `0.95`, `12`.
+pub(crate) fn short(value: f64) -> String {
+    if !value.is_finite() {
+        return value.to_string();
+    }
+    if value >= 10.0 {
+        format!("{value:.0}")
+    } else if value >= 1.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+/// A whole number with thousands separators: `1,240`.
+pub fn grouped(value: f64) -> String {
+    if !value.is_finite() {
+        return value.to_string();
+    }
+    let rounded = value.round();
+    let digits = format!("{:.0}", rounded.abs());
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if rounded < 0.0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_like_on_call_expects() {
+        assert_eq!(grouped(1240.0), "1,240");
+        assert_eq!(grouped(48.4), "48");
+        assert_eq!(grouped(1_234_567.0), "1,234,567");
+        assert_eq!(grouped(-1000.0), "-1,000");
+        assert_eq!(short(2.06), "2.1");
+        assert_eq!(short(0.954), "0.95");
+        assert_eq!(alpha_per_metric(0.01, 2), 0.005);
+        assert_eq!(alpha_per_metric(0.01, 0), 0.01);
+    }
+}

@@ -1,0 +1,365 @@
+//! One seeded rollout of the detection benchmark (`shiftgate bench-judges`): the
+//! traffic model's counts, judged either by today's threshold judge through the real
+//! engine, or by the sequential judges through the same step schedule.
+//!
+//! The sequential judges are not in the engine yet (no policy selects them), so their
+//! rollout is driven here: an evaluation at every scrape with that scrape's counts,
+//! rollback at the first Fail, promotion when the last step's hold ends. An early Pass
+//! does not advance a step (the engine will decide that once the judges are wired).
+
+use crate::analysis::sample::{AnalysisInput, MetricObservation, Sample};
+use crate::analysis::sequential::{
+    alpha_per_metric, ErrorRateJudge, LatencyEvidence, LatencyJudge, RatioEvidence,
+};
+use crate::analysis::Verdict;
+use crate::engine::{step, Action, Observation, Plan, PlanError};
+use crate::policy::status::Phase;
+use crate::policy::{RolloutSpec, RolloutStatus};
+use crate::router::ManagedRoute;
+use crate::sim::traffic::{Scrape, TargetCounts, Traffic, TrafficModel, BUCKETS_MS};
+
+/// The benchmark's steps: canary weight and how long each is held.
+pub const STEPS: [u8; 4] = [5, 10, 25, 50];
+pub const HOLD_SECS: u64 = 300;
+/// No rollout of the benchmark runs longer than this (the steps take 20 minutes).
+const LIMIT_SECS: u64 = 30 * 60;
+
+/// `policies/istio-host-canary.yaml`'s analysis on the benchmark's steps.
+pub fn threshold_spec(window: Option<&str>) -> String {
+    let window = window.map_or(String::new(), |w| format!(r#""window": "{w}","#));
+    let steps: Vec<String> = STEPS
+        .iter()
+        .map(|w| format!(r#"{{"weight": {w}, "hold": "{HOLD_SECS}s"}}"#))
+        .collect();
+    format!(
+        r#"{{
+  "revision": "v2",
+  "router": {{ "istio": {{ "virtualService": "vs", "stable": {{ "host": "s" }}, "canary": {{ "host": "c" }} }} }},
+  "steps": [{}, 100],
+  "analysis": {{
+    "interval": "30s", {window} "minRequests": 100, "failureLimit": 1,
+    "inconclusiveLimit": 4, "onInconclusive": "pause",
+    "metrics": [
+      {{ "name": "error-rate", "template": "istio-error-rate", "max": 0.01 }},
+      {{ "name": "p99-latency", "template": "istio-latency-p99", "max": 500 }},
+      {{ "name": "errors-vs-stable", "template": "istio-error-rate", "compare": {{ "maxIncrease": 0.005 }} }}
+    ]
+  }},
+  "onFailure": "rollback"
+}}"#,
+        steps.join(", ")
+    )
+}
+
+/// How one rollout ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    RolledBack,
+    Promoted,
+    /// Paused (inconclusive limit) or still running at the limit: never judged bad.
+    Stuck,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RolloutResult {
+    pub ending: Ending,
+    /// Seconds from the start when the rollback was decided.
+    pub rollback_at: Option<u64>,
+    /// Canary requests from `counted_from` to the end of the rollout.
+    pub canary_requests: u64,
+}
+
+/// Adds up canary requests from an offset on (the regression's onset).
+struct Served {
+    from_secs: u64,
+    requests: u64,
+}
+
+impl Served {
+    fn add(&mut self, scrape: &Scrape) {
+        if scrape.end_secs > self.from_secs {
+            self.requests += scrape.canary.requests;
+        }
+    }
+}
+
+/// The sequential judges of one rollout: error rate and latency, α split between them.
+#[derive(Clone, Debug)]
+pub struct SequentialSet {
+    pub errors: ErrorRateJudge,
+    pub latency: LatencyJudge,
+}
+
+impl SequentialSet {
+    pub fn new(alpha: f64, error_tolerance: f64, latency_tolerance: f64) -> Self {
+        let each = alpha_per_metric(alpha, 2);
+        SequentialSet {
+            errors: ErrorRateJudge {
+                alpha: each,
+                tolerance: error_tolerance,
+            },
+            latency: LatencyJudge::with_default_quantiles(each, latency_tolerance),
+        }
+    }
+}
+
+/// One rollout judged by the sequential judges; `counted_from` is the regression's
+/// onset (canary requests are counted from there).
+pub fn run_sequential(
+    set: &SequentialSet,
+    model: TrafficModel,
+    seed: u64,
+    counted_from: u64,
+) -> RolloutResult {
+    let mut traffic = Traffic::new(model, seed);
+    let mut served = Served {
+        from_secs: counted_from,
+        requests: 0,
+    };
+    let mut errors = RatioEvidence::new(1.0 + set.errors.tolerance);
+    let mut latency = LatencyEvidence::default();
+    for weight in STEPS {
+        let step_end = traffic.elapsed_secs() + HOLD_SECS;
+        while traffic.elapsed_secs() < step_end {
+            let scrape = traffic.next_scrape(weight);
+            served.add(&scrape);
+            let (canary, stable) = (scrape.canary.to_sample(), scrape.stable.to_sample());
+            let e = set.errors.judge("errors", &errors, &canary, &stable);
+            let l = set.latency.judge("latency", &latency, &canary, &stable);
+            errors = e.state;
+            latency = l.state;
+            if matches!(e.verdict, Verdict::Fail { .. })
+                || matches!(l.verdict, Verdict::Fail { .. })
+            {
+                return RolloutResult {
+                    ending: Ending::RolledBack,
+                    rollback_at: Some(scrape.end_secs),
+                    canary_requests: served.requests,
+                };
+            }
+        }
+    }
+    RolloutResult {
+        ending: Ending::Promoted,
+        rollback_at: None,
+        canary_requests: served.requests,
+    }
+}
+
+/// One rollout judged by the threshold judge through the real engine (`engine::step`),
+/// the router confirming every write at once.
+pub fn run_threshold(
+    spec: &RolloutSpec,
+    model: TrafficModel,
+    seed: u64,
+    counted_from: u64,
+) -> Result<RolloutResult, PlanError> {
+    let plan = Plan::new(spec)?;
+    let window_secs = (spec.analysis.query_window().as_secs_f64().ceil() as u64).max(1);
+    let interval = model.scrape_interval_secs.max(1);
+    let scrapes_per_window = window_secs.div_ceil(interval) as usize;
+    let t0 = chrono::DateTime::UNIX_EPOCH;
+    let mut traffic = Traffic::new(model, seed);
+    let mut recent: Vec<Scrape> = Vec::new();
+    let mut served = Served {
+        from_secs: counted_from,
+        requests: 0,
+    };
+    let mut state = RolloutStatus::default();
+    let mut live = ManagedRoute {
+        canary_weight: 0,
+        test_route: false,
+    };
+    let mut now_secs = 0;
+    loop {
+        let now = t0 + chrono::Duration::seconds(now_secs as i64);
+        let mut obs = Observation::at(now, Ok(live));
+        let mut decision = step(&plan, &state, &obs);
+        if decision.actions.contains(&Action::QueryMetrics) {
+            obs.analysis = Some(analysis_input(&recent, scrapes_per_window, now));
+            decision = step(&plan, &state, &obs);
+        }
+        state = decision.state.clone();
+        match state.phase {
+            Phase::RollingBack | Phase::RolledBack => {
+                return Ok(RolloutResult {
+                    ending: Ending::RolledBack,
+                    rollback_at: Some(now_secs),
+                    canary_requests: served.requests,
+                });
+            }
+            Phase::Promoted => {
+                return Ok(result(Ending::Promoted, served.requests));
+            }
+            Phase::Paused | Phase::Held => return Ok(result(Ending::Stuck, served.requests)),
+            _ => {}
+        }
+        if let Some(write) = decision.route_write() {
+            // The router confirms at once: look again at the same instant.
+            live = write;
+            continue;
+        }
+        let next = decision
+            .wake_at
+            .map_or(LIMIT_SECS, |w| (w - t0).num_seconds().max(0) as u64)
+            .max(now_secs + 1);
+        if next > LIMIT_SECS {
+            return Ok(result(Ending::Stuck, served.requests));
+        }
+        while traffic.elapsed_secs() < next {
+            let scrape = traffic.next_scrape(live.canary_weight);
+            served.add(&scrape);
+            recent.push(scrape);
+            if recent.len() > scrapes_per_window {
+                recent.remove(0);
+            }
+        }
+        now_secs = next;
+    }
+}
+
+fn result(ending: Ending, canary_requests: u64) -> RolloutResult {
+    RolloutResult {
+        ending,
+        rollback_at: None,
+        canary_requests,
+    }
+}
+
+/// What Prometheus would answer for the example policy's metrics over the last window.
+fn analysis_input(
+    recent: &[Scrape],
+    scrapes: usize,
+    at: crate::policy::Timestamp,
+) -> AnalysisInput {
+    let (mut canary, mut stable) = (TargetCounts::default(), TargetCounts::default());
+    for s in recent.iter().rev().take(scrapes) {
+        canary.add(&s.canary);
+        stable.add(&s.stable);
+    }
+    let rate = |c: &TargetCounts| {
+        if c.requests == 0 {
+            Sample::NotANumber
+        } else {
+            Sample::value(c.errors as f64 / c.requests as f64)
+        }
+    };
+    let p99 = match histogram_quantile(0.99, &canary) {
+        Some(v) => Sample::value(v),
+        None => Sample::NotANumber,
+    };
+    let requests = if canary.requests == 0 {
+        Sample::NotANumber
+    } else {
+        Sample::value(canary.requests as f64)
+    };
+    let observation = |name: &str, canary: Sample, stable: Option<Sample>| MetricObservation {
+        name: name.to_owned(),
+        canary,
+        stable,
+    };
+    AnalysisInput {
+        at,
+        canary_requests: requests,
+        metrics: vec![
+            observation("error-rate", rate(&canary), None),
+            observation("p99-latency", p99, None),
+            observation("errors-vs-stable", rate(&canary), Some(rate(&stable))),
+        ],
+    }
+}
+
+/// Prometheus's `histogram_quantile`: linear interpolation inside the bucket that
+/// holds the rank; the highest finite edge when the rank is in the `+Inf` bucket.
+pub fn histogram_quantile(q: f64, counts: &TargetCounts) -> Option<f64> {
+    if counts.requests == 0 {
+        return None;
+    }
+    let rank = q * counts.requests as f64;
+    let mut lower_edge = 0.0;
+    let mut lower_count = 0.0;
+    for (le, cumulative) in BUCKETS_MS.iter().zip(counts.buckets) {
+        let cumulative = cumulative as f64;
+        if cumulative >= rank {
+            if cumulative == lower_count {
+                return Some(*le);
+            }
+            return Some(
+                lower_edge + (le - lower_edge) * (rank - lower_count) / (cumulative - lower_count),
+            );
+        }
+        lower_edge = *le;
+        lower_count = cumulative;
+    }
+    BUCKETS_MS.last().copied()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::sim::traffic::Behaviour;
+
+    fn model(rps: f64, canary_error_rate: f64) -> TrafficModel {
+        let base = Behaviour {
+            error_rate: 0.005,
+            median_ms: 100.0,
+            sigma: 0.5,
+            slow_tail: None,
+        };
+        TrafficModel {
+            requests_per_second: rps,
+            stable: base,
+            canary: Behaviour {
+                error_rate: canary_error_rate,
+                ..base
+            },
+            change: None,
+            scrape_interval_secs: 15,
+        }
+    }
+
+    #[test]
+    fn histogram_quantile_interpolates_like_prometheus() {
+        let mut c = TargetCounts {
+            requests: 100,
+            ..TargetCounts::default()
+        };
+        // 50 at or below 100 ms, all at or below 250 ms.
+        c.buckets = [0, 0, 0, 0, 50, 100, 100, 100, 100, 100, 100];
+        assert_eq!(histogram_quantile(0.5, &c), Some(100.0));
+        assert_eq!(
+            histogram_quantile(0.99, &c),
+            Some(100.0 + 150.0 * 49.0 / 50.0)
+        );
+        c.buckets = [0; 11];
+        assert_eq!(histogram_quantile(0.99, &c), Some(10000.0));
+        assert_eq!(histogram_quantile(0.5, &TargetCounts::default()), None);
+    }
+
+    #[test]
+    fn the_threshold_judge_through_the_engine_reproduces_the_issue() {
+        let spec: RolloutSpec = serde_json::from_str(&threshold_spec(None)).unwrap();
+        // 50 requests/s: the 5 % canary never reaches minRequests 100 in 30 s.
+        let r = run_threshold(&spec, model(50.0, 0.005), 1, 0).unwrap();
+        assert_eq!(r.ending, Ending::Stuck);
+        // 2000 requests/s and 10× the errors: rolled back within the first step.
+        let r = run_threshold(&spec, model(2000.0, 0.05), 1, 0).unwrap();
+        assert_eq!(r.ending, Ending::RolledBack);
+        assert!(r.rollback_at.unwrap() <= 120, "{r:?}");
+        // 2000 requests/s, healthy: promoted.
+        let r = run_threshold(&spec, model(2000.0, 0.005), 1, 0).unwrap();
+        assert_eq!(r.ending, Ending::Promoted, "{r:?}");
+    }
+
+    #[test]
+    fn the_sequential_judges_catch_a_regression_and_promote_a_healthy_canary() {
+        let set = SequentialSet::new(0.01, 0.0, 0.0);
+        let r = run_sequential(&set, model(2000.0, 0.05), 1, 0);
+        assert_eq!(r.ending, Ending::RolledBack);
+        assert!(r.rollback_at.unwrap() <= 30, "{r:?}");
+        let r = run_sequential(&set, model(2000.0, 0.005), 1, 0);
+        assert_eq!(r.ending, Ending::Promoted, "{r:?}");
+        assert!(r.canary_requests > 0);
+    }
+}

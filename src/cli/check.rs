@@ -6,6 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use crate::cli::exit;
+use crate::cli::output::say;
 use crate::policy::report::{check_paths, Report};
 
 #[derive(clap::Args, Debug)]
@@ -37,7 +38,7 @@ pub fn run(args: CheckArgs) -> i32 {
     // A closed pipe (`shiftgate check … | head`) is not a failure of the check.
     if let Err(e) = printed {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("shiftgate: cannot write the report: {e}");
+            say!("shiftgate: cannot write the report: {e}");
             return exit::COULD_NOT_RUN;
         }
     }
@@ -54,7 +55,7 @@ fn print_text(report: &Report) -> std::io::Result<()> {
         writeln!(out, "{diagnostic}")?;
     }
     out.flush()?;
-    eprintln!("{}", summary(report));
+    say!("{}", summary(report));
     Ok(())
 }
 

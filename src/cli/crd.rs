@@ -8,6 +8,7 @@ use kube::CustomResourceExt as _;
 use serde_json::{json, Value};
 
 use crate::cli::exit;
+use crate::cli::output::say;
 use crate::policy::RolloutPolicy;
 
 #[derive(clap::Args, Debug)]
@@ -17,7 +18,7 @@ pub fn run(_args: CrdArgs) -> i32 {
     let rendered = match render() {
         Ok(yaml) => yaml,
         Err(e) => {
-            eprintln!("shiftgate: cannot render the CustomResourceDefinition: {e}");
+            say!("shiftgate: cannot render the CustomResourceDefinition: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
@@ -29,7 +30,7 @@ pub fn run(_args: CrdArgs) -> i32 {
         Ok(()) => exit::OK,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
         Err(e) => {
-            eprintln!("shiftgate: cannot write the CustomResourceDefinition: {e}");
+            say!("shiftgate: cannot write the CustomResourceDefinition: {e}");
             exit::COULD_NOT_RUN
         }
     }

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::cli::exit;
+use crate::cli::output::say;
 use crate::metrics::prometheus::PrometheusSource;
 use crate::metrics::providers::{
     parse_providers, AllowedAddress, PrometheusAccess, DEFAULT_PROVIDER,
@@ -199,25 +200,25 @@ pub fn run(args: Box<DaemonArgs>) -> i32 {
     let prometheus = match args.prometheus_access() {
         Ok(access) => access,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            say!("error: {error:#}");
             return exit::INVALID_INPUT;
         }
     };
     if args.concurrency == 0 {
-        eprintln!("error: --concurrency must be at least 1");
+        say!("error: --concurrency must be at least 1");
         return exit::INVALID_INPUT;
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            say!("error: cannot start the async runtime: {error}");
             return exit::COULD_NOT_RUN;
         }
     };
     match runtime.block_on(serve(*args, prometheus)) {
         Ok(()) => exit::OK,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            say!("error: {error:#}");
             exit::COULD_NOT_RUN
         }
     }

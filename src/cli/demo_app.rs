@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use crate::cli::exit;
+use crate::cli::output::say;
 use crate::demo::app::{self, Faults};
 
 #[derive(clap::Args, Debug)]
@@ -38,7 +39,7 @@ pub fn run(args: DemoAppArgs) -> i32 {
         latency_ms: args.latency_ms,
     };
     if let Err(e) = faults.validate() {
-        eprintln!("error: invalid --error-rate/--latency-ms: {e}");
+        say!("error: invalid --error-rate/--latency-ms: {e}");
         return exit::INVALID_INPUT;
     }
     let runtime = match crate::cli::current_thread_runtime() {
@@ -48,7 +49,7 @@ pub fn run(args: DemoAppArgs) -> i32 {
     match runtime.block_on(serve(args, faults)) {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say!("error: {e:#}");
             exit::COULD_NOT_RUN
         }
     }

@@ -12,6 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
 
 use crate::cli::exit;
+use crate::cli::output::{out, say};
 use crate::engine::Command;
 use crate::metrics::PolicyRef;
 use crate::policy::{RolloutPolicy, RolloutStatus};
@@ -125,7 +126,7 @@ pub fn cluster_status(target: &ClusterTarget, json: bool) -> i32 {
     let (namespace, object) = match fetched {
         Ok((namespace, Some(object))) => (namespace, object),
         Ok((namespace, None)) => {
-            eprintln!(
+            say!(
                 "error: rolloutpolicies.shiftgate.dev {namespace}/{} not found; check the name \
                  and -n NAMESPACE (kubectl get rolloutpolicies -A)",
                 target.name
@@ -133,20 +134,20 @@ pub fn cluster_status(target: &ClusterTarget, json: bool) -> i32 {
             return exit::COULD_NOT_RUN;
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say!("error: {e:#}");
             return exit::COULD_NOT_RUN;
         }
     };
     let raw_status = object.data.get("status").cloned().unwrap_or(Value::Null);
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&raw_status).unwrap_or_else(|_| "null".into())
         );
         return exit::OK;
     }
     for line in describe(&namespace, &object) {
-        eprintln!("{line}");
+        say!("{line}");
     }
     exit::OK
 }
@@ -305,7 +306,7 @@ pub fn cluster_command(target: &ClusterTarget, command: Command, revision: Optio
     });
     match submitted {
         Ok((namespace, _, Err(NotSent::Revision(why)))) => {
-            eprintln!(
+            say!(
                 "error: `{command}` not sent to {namespace}/{}: {why}",
                 target.name
             );
@@ -313,28 +314,30 @@ pub fn cluster_command(target: &ClusterTarget, command: Command, revision: Optio
         }
         Ok((namespace, revision, Ok(submitted))) => {
             if let Some(previous) = submitted.replaced_unhandled {
-                eprintln!(
+                say!(
                     "warning: the earlier command {previous} had not been handled yet; `{command}` replaces it"
                 );
             }
-            eprintln!(
+            say!(
                 "shiftgate: `{command}` for revision {revision} requested for {namespace}/{} \
                  (command id {}); the daemon applies it on its next tick, or refuses it if \
                  another revision runs by then (see `shiftgate status {} -n {namespace}`)",
-                target.name, submitted.id, target.name
+                target.name,
+                submitted.id,
+                target.name
             );
             exit::OK
         }
         Ok((_, _, Err(NotSent::Submit(e @ SubmitError::NotFound { .. })))) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             exit::COULD_NOT_RUN
         }
         Ok((_, _, Err(NotSent::Submit(e)))) => {
-            eprintln!("error: {:#}", anyhow::Error::from(e));
+            say!("error: {:#}", anyhow::Error::from(e));
             exit::COULD_NOT_RUN
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say!("error: {e:#}");
             exit::COULD_NOT_RUN
         }
     }

@@ -16,6 +16,7 @@ use anyhow::{bail, Context as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::exit;
+use crate::cli::output::{out, say};
 use crate::demo::app::{set_remote_faults, Faults, FaultsUpdate};
 use crate::demo::load::{run_load, LoadConfig, LoadCounters};
 use crate::demo::processes::{self, EnvoyHandle, Supervisor};
@@ -55,14 +56,14 @@ pub fn run(args: MeasureArgs) -> i32 {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
     match runtime.block_on(measure(args)) {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say!("error: {e:#}");
             exit::COULD_NOT_RUN
         }
     }
@@ -115,14 +116,14 @@ async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
         tokio::spawn(async move { run_load(&load, &LoadCounters::default(), &stop).await });
     }
     let _stop_load = load_stop.drop_guard();
-    eprintln!(
+    say!(
         "measure-rollback: envoy admin {}, prometheus {}, {} user req/s, fault: canary error rate {}",
         stack.envoy.admin, stack.prometheus, args.load, args.error_rate
     );
     let mut figures = Vec::new();
     for run in 1..=args.runs {
         let one = measure_one(&stack, &binary, &args, run).await?;
-        eprintln!(
+        say!(
             "run {run:2}: rollback {:.2} s · shiftgate run cpu {:.3} s over {:.1} s wall · peak rss {} KiB",
             one.rollback_seconds, one.cpu_seconds, one.wall_seconds, one.peak_rss_kib
         );
@@ -343,7 +344,7 @@ fn print_summary(figures: &[RunFigures], args: &MeasureArgs) {
     let cpu: f64 = figures.iter().map(|f| f.cpu_seconds).sum();
     let wall: f64 = figures.iter().map(|f| f.wall_seconds).sum();
     let rss = figures.iter().map(|f| f.peak_rss_kib).max().unwrap_or(0);
-    println!(
+    out!(
         "time to rollback over {} runs (1 s scrape, 1 s interval, {} window, error rate {}): median {:.2} s, min {:.2} s, max {:.2} s; {:.1}x faster than Flagger's minimum of {FLAGGER_MIN_SECONDS:.0} s (10 s interval x threshold 5)",
         figures.len(),
         args.window,
@@ -353,7 +354,7 @@ fn print_summary(figures: &[RunFigures], args: &MeasureArgs) {
         times[times.len() - 1],
         FLAGGER_MIN_SECONDS / med
     );
-    println!(
+    out!(
         "shiftgate run: {:.4} cpu s per wall s (user+sys {cpu:.2} s over {wall:.1} s), peak rss {:.1} MiB",
         cpu / wall,
         rss as f64 / 1024.0

@@ -12,6 +12,7 @@ pub mod exit;
 pub mod kube_target;
 pub mod logging;
 pub mod measure;
+pub mod output;
 pub mod pause;
 pub mod promote;
 pub mod resume;
@@ -21,6 +22,8 @@ pub mod simulate;
 pub mod status;
 
 use clap::{Parser, Subcommand};
+
+use crate::cli::output::say;
 
 /// shiftgate moves traffic from a stable release to a canary in steps, judges every
 /// step from Prometheus, and rolls back by itself when the canary is bad.
@@ -85,7 +88,7 @@ pub(crate) fn current_thread_runtime() -> Result<tokio::runtime::Runtime, i32> {
         .enable_all()
         .build()
         .map_err(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             exit::COULD_NOT_RUN
         })
 }

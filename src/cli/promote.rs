@@ -4,6 +4,7 @@
 //! or `--revision`), and the engine refuses it for any other.
 
 use crate::cli::exit;
+use crate::cli::output::say;
 use crate::cli::status::LocalPolicyArgs;
 use crate::engine::Command;
 use crate::store::StateStore as _;
@@ -94,7 +95,7 @@ pub fn send(target: &LocalPolicyArgs, revision: &RevisionArg, command: Command) 
     let running = match runtime.block_on(target_ref.store().load(&target_ref.policy)) {
         Ok(state) => state.and_then(|(status, _)| status.revision),
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
@@ -103,7 +104,7 @@ pub fn send(target: &LocalPolicyArgs, revision: &RevisionArg, command: Command) 
         match crate::runtime::local::load_policy(file) {
             Ok(local) => Some(local.spec.revision),
             Err(e) => {
-                eprintln!("error: {e}");
+                say!("error: {e}");
                 return exit::INVALID_INPUT;
             }
         }
@@ -117,7 +118,7 @@ pub fn send(target: &LocalPolicyArgs, revision: &RevisionArg, command: Command) 
     ) {
         Ok(revision) => revision,
         Err(why) => {
-            eprintln!("error: `{command}` not sent to {label}: {why}");
+            say!("error: `{command}` not sent to {label}: {why}");
             return exit::INVALID_INPUT;
         }
     };
@@ -128,7 +129,7 @@ pub fn send(target: &LocalPolicyArgs, revision: &RevisionArg, command: Command) 
     ));
     match submitted {
         Ok(path) => {
-            eprintln!(
+            say!(
                 "shiftgate: `{command}` for revision {revision} queued for {label} ({}); the \
                  running `shiftgate run` applies it within a second, or refuses it if another \
                  revision runs by then (see `shiftgate status`)",
@@ -137,7 +138,7 @@ pub fn send(target: &LocalPolicyArgs, revision: &RevisionArg, command: Command) 
             exit::OK
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             exit::COULD_NOT_RUN
         }
     }

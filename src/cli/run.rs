@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::exit;
+use crate::cli::output::{out, say};
 use crate::policy::{Phase, RolloutStatus, Timestamp};
 use crate::runtime::cluster_run::{is_cluster_policy, prepare};
 use crate::runtime::local::{
@@ -54,7 +55,7 @@ pub fn run(args: RunArgs) -> i32 {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
@@ -81,7 +82,7 @@ async fn run_async(args: RunArgs) -> i32 {
         {
             Ok(cluster) => {
                 if let Some(warning) = cluster.warning {
-                    eprintln!("warning: {warning}; make sure no daemon drives this policy");
+                    say!("warning: {warning}; make sure no daemon drives this policy");
                 }
                 cluster.run
             }
@@ -89,7 +90,7 @@ async fn run_async(args: RunArgs) -> i32 {
         }
     } else {
         if args.context.is_some() {
-            eprintln!("warning: --context is ignored: an Envoy policy runs locally");
+            say!("warning: --context is ignored: an Envoy policy runs locally");
         }
         match LocalRun::new(local, &args.state_dir, options) {
             Ok(runner) => runner,
@@ -106,7 +107,7 @@ async fn run_async(args: RunArgs) -> i32 {
     } else {
         ""
     };
-    eprintln!("shiftgate: rolling out {label} revision {revision}{dry}");
+    say!("shiftgate: rolling out {label} revision {revision}{dry}");
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
     let mut progress = Progress::default();
@@ -117,7 +118,7 @@ async fn run_async(args: RunArgs) -> i32 {
             let code = exit_code(&end);
             if args.output == RunOutput::Json {
                 if let Err(e) = print_json(&label, &end, code) {
-                    eprintln!("error: cannot write the status: {e:#}");
+                    say!("error: cannot write the status: {e:#}");
                 }
             }
             code
@@ -140,7 +141,7 @@ pub fn exit_code(end: &RunEnd) -> i32 {
 }
 
 fn report_error(e: &LocalError) -> i32 {
-    eprintln!("error: {e}");
+    say!("error: {e}");
     if e.is_invalid_input() {
         exit::INVALID_INPUT
     } else {
@@ -151,7 +152,7 @@ fn report_error(e: &LocalError) -> i32 {
 /// Cancels `stop` on the first Ctrl-C or SIGTERM.
 pub async fn cancel_on_signal(stop: CancellationToken) {
     crate::cli::demo_app::shutdown_signal().await;
-    eprintln!("shiftgate: interrupted; finishing the write in flight and saving the state");
+    say!("shiftgate: interrupted; finishing the write in flight and saving the state");
     stop.cancel();
 }
 
@@ -169,9 +170,11 @@ impl Progress {
         let elapsed = (tick.now - started).num_milliseconds() as f64 / 1000.0;
         let outcome = tick.outcome;
         for transition in &outcome.transitions {
-            eprintln!(
+            say!(
                 "[{elapsed:6.1}s] {:?}: {} (canary {}%)",
-                transition.kind, transition.message, transition.canary_weight
+                transition.kind,
+                transition.message,
+                transition.canary_weight
             );
         }
         let problems: Vec<String> = outcome
@@ -181,14 +184,14 @@ impl Progress {
             .collect();
         if problems != self.last_problems {
             for problem in &problems {
-                eprintln!("[{elapsed:6.1}s] ! {problem}");
+                say!("[{elapsed:6.1}s] ! {problem}");
             }
             self.last_problems = problems;
         }
         let line = describe_progress(tick.spec, &outcome.status, tick.now);
         let changed = line != self.last_line;
         if outcome.evaluated || outcome.checked || !outcome.transitions.is_empty() || changed {
-            eprintln!("[{elapsed:6.1}s] {line}");
+            say!("[{elapsed:6.1}s] {line}");
             for check in outcome
                 .status
                 .last_checks
@@ -196,7 +199,7 @@ impl Progress {
                 .filter(|_| outcome.checked)
             {
                 let mark = if check.passed { "passed" } else { "FAILED" };
-                eprintln!("          check {} {mark}: {}", check.name, check.message);
+                say!("          check {} {mark}: {}", check.name, check.message);
             }
         }
         self.last_line = line;
@@ -210,12 +213,13 @@ fn print_summary(label: &str, end: &RunEnd, started: Option<Timestamp>) {
         RunEnd::Paused(_) => " (paused: `shiftgate resume` then run again)",
         RunEnd::Interrupted(_) => " (interrupted: run again to resume)",
     };
-    eprintln!(
+    say!(
         "shiftgate: {label} is {} at canary {}%{how}",
-        status.phase, status.canary_weight
+        status.phase,
+        status.canary_weight
     );
     if let Some(message) = &status.message {
-        eprintln!("  {}: {message}", status.reason.as_deref().unwrap_or("-"));
+        say!("  {}: {message}", status.reason.as_deref().unwrap_or("-"));
     }
     print_history(status, started);
 }
@@ -231,7 +235,7 @@ pub fn print_history(status: &RolloutStatus, since: Option<Timestamp>) {
             ),
             None => entry.at.format("%H:%M:%S").to_string(),
         };
-        eprintln!(
+        say!(
             "  {at} {:<11} step {} canary {:>3}%  {}",
             entry.phase.as_str(),
             entry.step + 1,
@@ -251,6 +255,6 @@ fn print_json(label: &str, end: &RunEnd, code: i32) -> anyhow::Result<()> {
         "status": end.status(),
     });
     let text = serde_json::to_string_pretty(&document).context("cannot encode the status")?;
-    println!("{text}");
+    out!("{text}");
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use crate::cli::exit;
+use crate::cli::output::say;
 use crate::metrics::PolicyRef;
 use crate::policy::parse::parse_file;
 use crate::sim::render::render_text;
@@ -42,7 +43,7 @@ pub fn run(args: SimulateArgs) -> i32 {
         Ok(policies) => policies,
         Err(diagnostics) => {
             for d in diagnostics {
-                eprintln!("{d}");
+                say!("{d}");
             }
             return exit::INVALID_INPUT;
         }
@@ -58,7 +59,7 @@ pub fn run(args: SimulateArgs) -> i32 {
     let loaded = match chosen.as_slice() {
         [one] => *one,
         [] => {
-            eprintln!(
+            say!(
                 "shiftgate: {} holds no policy{}; check the file or --name",
                 args.policy.display(),
                 args.name
@@ -69,7 +70,7 @@ pub fn run(args: SimulateArgs) -> i32 {
             return exit::INVALID_INPUT;
         }
         _ => {
-            eprintln!(
+            say!(
                 "shiftgate: {} holds {} policies; choose one with --name",
                 args.policy.display(),
                 chosen.len()
@@ -80,7 +81,7 @@ pub fn run(args: SimulateArgs) -> i32 {
     let scenario = match Scenario::load(&args.scenario) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("shiftgate: {e}");
+            say!("shiftgate: {e}");
             return exit::INVALID_INPUT;
         }
     };
@@ -97,7 +98,7 @@ pub fn run(args: SimulateArgs) -> i32 {
     {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("shiftgate: {}: {e}", args.policy.display());
+            say!("shiftgate: {}: {e}", args.policy.display());
             return exit::INVALID_INPUT;
         }
     };
@@ -118,13 +119,13 @@ pub fn run(args: SimulateArgs) -> i32 {
     };
     if let Err(e) = printed {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("shiftgate: cannot write the timeline: {e}");
+            say!("shiftgate: cannot write the timeline: {e}");
             return exit::COULD_NOT_RUN;
         }
     }
     if !report.expectation_failures.is_empty() {
         for failure in &report.expectation_failures {
-            eprintln!("shiftgate: expectation not met: {failure}");
+            say!("shiftgate: expectation not met: {failure}");
         }
         return exit::EXPECTATION_NOT_MET;
     }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::cli::exit;
+use crate::cli::output::{out, say};
 use crate::cli::run::print_history;
 use crate::runtime::local::{describe_progress, LocalTarget, DEFAULT_STATE_DIR};
 use crate::runtime::Clock as _;
@@ -40,7 +41,7 @@ impl LocalPolicyArgs {
             _ => self.policy.clone(),
         };
         LocalTarget::resolve(&policy, &self.state_dir).map_err(|e| {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             if e.is_invalid_input() {
                 exit::INVALID_INPUT
             } else {
@@ -77,7 +78,7 @@ pub fn run(args: StatusArgs) -> i32 {
     let status = match loaded {
         Ok(Some((status, _))) => status,
         Ok(None) => {
-            eprintln!(
+            say!(
                 "error: no local rollout of {label} in {} (run it with `shiftgate run`, or pass \
                  the --state-dir it used; default {DEFAULT_STATE_DIR})",
                 target.state_dir.display()
@@ -85,22 +86,22 @@ pub fn run(args: StatusArgs) -> i32 {
             return exit::COULD_NOT_RUN;
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
     if args.output == crate::cli::run::RunOutput::Json {
         match serde_json::to_string_pretty(&status) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => out!("{text}"),
             Err(e) => {
-                eprintln!("error: cannot encode the status: {e}");
+                say!("error: cannot encode the status: {e}");
                 return exit::COULD_NOT_RUN;
             }
         }
         return exit::OK;
     }
     let revision = status.revision.as_deref().unwrap_or("-");
-    eprintln!("{label} revision {revision}");
+    say!("{label} revision {revision}");
     // Without the spec, the step count and hold are unknown: show what the status says.
     let spec_free = format!(
         "{} · step {} · canary {}%{}",
@@ -117,9 +118,9 @@ pub fn run(args: StatusArgs) -> i32 {
         Ok(local) => describe_progress(&local.spec, &status, SystemClock.now()),
         Err(_) => spec_free,
     };
-    eprintln!("  {line}");
+    say!("  {line}");
     if let Some(message) = &status.message {
-        eprintln!("  {}: {message}", status.reason.as_deref().unwrap_or("-"));
+        say!("  {}: {message}", status.reason.as_deref().unwrap_or("-"));
     }
     print_history(&status, None);
     // Commands not handled yet: the running `run` takes them within a second.
@@ -132,7 +133,7 @@ pub fn run(args: StatusArgs) -> i32 {
                 .command
                 .map_or_else(|e| e.0, |c| c.as_str().to_owned());
             let revision = command.revision.as_deref().unwrap_or("no revision");
-            eprintln!(
+            say!(
                 "  command `{word}` for {revision} (id {}) queued, not yet handled",
                 command.id
             );

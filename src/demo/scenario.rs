@@ -140,13 +140,13 @@ pub async fn run_demo(
     observe: &mut (dyn FnMut(&TickReport<'_>) + Send),
     stop: &CancellationToken,
 ) -> Result<DemoSummary, DemoError> {
-    eprintln!("demo: starting two app instances (v1 stable, v2 canary), Envoy and Prometheus on 127.0.0.1");
+    crate::cli::output::say!("demo: starting two app instances (v1 stable, v2 canary), Envoy and Prometheus on 127.0.0.1");
     let started = tokio::select! {
         env = start_environment(app_binary) => env?,
         _ = stop.cancelled() => return Ok(DemoSummary { rollouts: Vec::new(), interrupted: true }),
     };
     let mut env = started;
-    eprintln!(
+    crate::cli::output::say!(
         "demo: envoy listener http://{} (admin {}), prometheus http://{}, files in {}",
         env.envoy.listener,
         env.envoy.admin,
@@ -166,13 +166,13 @@ pub async fn run_demo(
         let load_stop = load_stop.clone();
         tokio::spawn(async move { run_load(&load_config, &counters, &load_stop).await })
     };
-    eprintln!("demo: {USER_LOAD_PER_SECOND} user requests/s flowing through Envoy");
+    crate::cli::output::say!("demo: {USER_LOAD_PER_SECOND} user requests/s flowing through Envoy");
 
     let outcome = both_rollouts(&mut env, &counters, observe, stop).await;
     load_stop.cancel();
     let _ = load.await;
     drop(env);
-    eprintln!("demo: stopped every process and removed the temp dir");
+    crate::cli::output::say!("demo: stopped every process and removed the temp dir");
     outcome
 }
 
@@ -187,7 +187,7 @@ async fn both_rollouts(
         rollouts: Vec::new(),
         interrupted: false,
     };
-    eprintln!("\ndemo: ── rollout 1: revision v2, a good release ──");
+    crate::cli::output::say!("\ndemo: ── rollout 1: revision v2, a good release ──");
     let good = rollout(env, &state_dir, "v2", None, counters, observe, stop).await?;
     let finished = matches!(good.end, RunEnd::Settled(_));
     summary.rollouts.push(good);
@@ -196,7 +196,9 @@ async fn both_rollouts(
         return Ok(summary);
     }
     release_promoted_to_stable(env).await?;
-    eprintln!("\ndemo: ── rollout 2: revision v3, which starts failing at {FAULT_AT_WEIGHT}% ──");
+    crate::cli::output::say!(
+        "\ndemo: ── rollout 2: revision v3, which starts failing at {FAULT_AT_WEIGHT}% ──"
+    );
     let bad = rollout(
         env,
         &state_dir,
@@ -215,7 +217,7 @@ async fn both_rollouts(
 /// After a promotion, what a release pipeline does next: the stable instance now runs
 /// v2, every request goes back to it, and the canary instance gets the next release v3.
 async fn release_promoted_to_stable(env: &mut Environment) -> Result<(), DemoError> {
-    eprintln!("\ndemo: v2 promoted; redeploying stable as v2, routing users back to it, deploying v3 as canary");
+    crate::cli::output::say!("\ndemo: v2 promoted; redeploying stable as v2, routing users back to it, deploying v3 as canary");
     let healthy = Faults {
         error_rate: 0.0,
         latency_ms: 5,
@@ -291,7 +293,7 @@ async fn rollout(
         last_seconds = (tick.now - start).num_milliseconds() as f64 / 1000.0;
         if tick.outcome.evaluated || !tick.outcome.transitions.is_empty() {
             let now = counters.snapshot();
-            eprintln!(
+            crate::cli::output::say!(
                 "          users: {}",
                 describe_users(&now.since(&window_start))
             );
@@ -301,7 +303,7 @@ async fn rollout(
         if let (Some(app), false) = (fail_app, injected) {
             if weight >= FAULT_AT_WEIGHT && tick.outcome.status.phase == Phase::Progressing {
                 injected = true;
-                eprintln!(
+                crate::cli::output::say!(
                     "          demo: injecting faults: v3 now fails {:.0}% of its requests",
                     BAD_ERROR_RATE * 100.0
                 );
@@ -312,7 +314,7 @@ async fn rollout(
                 };
                 tokio::spawn(async move {
                     if let Err(e) = set_remote_faults(&http, app, update).await {
-                        eprintln!("          demo: could not inject the fault: {e}");
+                        crate::cli::output::say!("          demo: could not inject the fault: {e}");
                     }
                 });
             }

@@ -1,9 +1,7 @@
-use clap::Parser;
-
-use shiftgate::cli::{logging::init_tracing, Cli};
+use shiftgate::cli::{command, logging::init_tracing, parse_args};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse_args(command());
     init_tracing(cli.log_format);
     std::process::exit(shiftgate::cli::dispatch(cli));
 }

@@ -14,3 +14,120 @@ pub const HELD: i32 = 4;
 pub const EXPECTATION_NOT_MET: i32 = 5;
 /// Interrupted by Ctrl-C or SIGTERM; the state is consistent and a new run resumes.
 pub const INTERRUPTED: i32 = 130;
+/// `promote`/`pause`/`resume`/`abort`: no rollout of that policy (and revision) is in
+/// progress, so there is nothing for the command to act on; nothing was sent.
+pub const NOT_IN_PROGRESS: i32 = 6;
+
+/// The exit codes of one command, and what each means there.
+pub type Codes = &'static [(i32, &'static str)];
+
+const OPERATOR_COMMAND: Codes = &[
+    (OK, "sent: the rollout's `shiftgate run` (or the daemon) applies it, or refuses it if another revision runs by then"),
+    (INVALID_INPUT, "not sent: the policy file is invalid, or the revision is not clear (say it with --revision)"),
+    (COULD_NOT_RUN, "not sent: the state, the command directory or the cluster could not be reached, or the RolloutPolicy does not exist"),
+    (NOT_IN_PROGRESS, "not sent: no rollout of that policy and revision is in progress (never run, or already Promoted, RolledBack or Aborted)"),
+];
+
+/// Every command's exit codes. `--help` and docs/cli.md are both made from this table
+/// (a test compares the doc with it), so they cannot drift apart.
+pub const BY_COMMAND: &[(&str, Codes)] = &[
+    ("check", &[
+        (OK, "every file is valid"),
+        (INVALID_INPUT, "a file has an error (with --deny-warnings: or a warning), or cannot be read"),
+        (COULD_NOT_RUN, "the report could not be written (a closed pipe is not a failure)"),
+    ]),
+    ("schema", &[
+        (OK, "the schema was printed"),
+        (COULD_NOT_RUN, "it could not be written (a closed pipe is not a failure)"),
+    ]),
+    ("crd", &[
+        (OK, "the CustomResourceDefinition was printed"),
+        (COULD_NOT_RUN, "it could not be rendered or written (a closed pipe is not a failure)"),
+    ]),
+    ("simulate", &[
+        (OK, "the simulated rollout was promoted"),
+        (ROLLED_BACK, "it was rolled back or aborted"),
+        (INVALID_INPUT, "the policy, scenario or a flag is invalid, or the rollout was refused (its canary is the live colour)"),
+        (COULD_NOT_RUN, "the scenario ended before the rollout did, or the timeline could not be written"),
+        (HELD, "it ended held or paused"),
+        (EXPECTATION_NOT_MET, "the scenario's `expect` was not met"),
+    ]),
+    ("daemon", &[
+        (OK, "stopped by SIGTERM or Ctrl-C after its writes finished"),
+        (INVALID_INPUT, "a flag is invalid"),
+        (COULD_NOT_RUN, "no Kubernetes client, the listen address is taken, or the controller failed"),
+    ]),
+    ("run", &[
+        (OK, "the rollout was promoted"),
+        (ROLLED_BACK, "it was rolled back or aborted"),
+        (INVALID_INPUT, "the policy or a flag is invalid, a query is broken, or the canary is the live colour (CanaryIsLive); nothing was changed"),
+        (COULD_NOT_RUN, "the router, Prometheus or the state store failed, or the preflight refused the policy"),
+        (HELD, "the rollout is held after a failure, or paused, and needs an operator"),
+        (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM; the state is saved and running again resumes"),
+    ]),
+    ("status", &[
+        (OK, "the status was shown"),
+        (INVALID_INPUT, "the policy file or name is invalid"),
+        (COULD_NOT_RUN, "no rollout of that policy was found, or the state or the cluster could not be read"),
+    ]),
+    ("promote", OPERATOR_COMMAND),
+    ("pause", OPERATOR_COMMAND),
+    ("resume", OPERATOR_COMMAND),
+    ("abort", OPERATOR_COMMAND),
+    ("demo", &[
+        (OK, "v2 was promoted and v3 rolled back, as the demo expects"),
+        (ROLLED_BACK, "the rollouts did not end as expected"),
+        (COULD_NOT_RUN, "a process of the demo stack could not be started"),
+        (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM; every process was stopped"),
+    ]),
+];
+
+/// Codes every command shares, whatever it does.
+const COMMON: Codes = &[
+    (OK, "`--help` and `--version`"),
+    (
+        INVALID_INPUT,
+        "the command line cannot be parsed (an unknown flag, a missing argument)",
+    ),
+];
+
+/// The exit codes of `command` (its name on the command line).
+pub fn codes_of(command: &str) -> Option<Codes> {
+    BY_COMMAND
+        .iter()
+        .find(|(name, _)| *name == command)
+        .map(|(_, codes)| *codes)
+}
+
+/// The `Exit codes:` paragraph of a command's `--help`.
+pub fn help(codes: Codes) -> String {
+    let mut text = String::from("Exit codes:\n");
+    for (code, meaning) in codes {
+        text.push_str(&format!("  {code:<4} {meaning}\n"));
+    }
+    text.push_str(&format!(
+        "  {INVALID_INPUT:<4} also when the command line cannot be parsed\n\
+         Every command's codes: docs/cli.md, `## Exit codes by command`."
+    ));
+    text
+}
+
+/// The `## Exit codes by command` section of docs/cli.md, exactly.
+pub fn markdown() -> String {
+    let mut text = String::from("| command | code | meaning |\n|---|---|---|\n");
+    for (name, codes) in BY_COMMAND
+        .iter()
+        .map(|(n, c)| (*n, *c))
+        .chain([("every command", COMMON)])
+    {
+        for (code, meaning) in codes {
+            let shown = if name == "every command" {
+                name.to_owned()
+            } else {
+                format!("`{name}`")
+            };
+            text.push_str(&format!("| {shown} | {code} | {meaning} |\n"));
+        }
+    }
+    text
+}

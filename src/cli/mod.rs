@@ -28,7 +28,13 @@ use crate::cli::output::say;
 /// shiftgate moves traffic from a stable release to a canary in steps, judges every
 /// step from Prometheus, and rolls back by itself when the canary is bad.
 #[derive(Parser, Debug)]
-#[command(name = "shiftgate", version, about, long_about = None)]
+#[command(
+    name = "shiftgate",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes: each command's `--help` lists its own (all of them: docs/cli.md)."
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SHIFTGATE_LOG_FORMAT")]
@@ -91,6 +97,24 @@ pub(crate) fn current_thread_runtime() -> Result<tokio::runtime::Runtime, i32> {
             say!("error: cannot start the async runtime: {e}");
             exit::COULD_NOT_RUN
         })
+}
+
+/// The command line, with every subcommand's exit codes (from [`exit::BY_COMMAND`]) at
+/// the end of its `--help`. Both binaries parse with this, never with `Cli::parse`.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command().mut_subcommands(|subcommand| {
+        match exit::codes_of(subcommand.get_name()) {
+            Some(codes) => subcommand.after_help(exit::help(codes)),
+            None => subcommand,
+        }
+    })
+}
+
+/// Parses the process's arguments with [`command`]; a usage error exits 2 (or 0 for
+/// `--help`), as clap does.
+pub fn parse_args(command: clap::Command) -> Cli {
+    let matches = command.get_matches();
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Runs the parsed command and returns the process exit code.

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use crate::cli::exit;
-use crate::cli::output::say;
+use crate::cli::output::{say, stdout_all, with_stdout};
 use crate::metrics::PolicyRef;
 use crate::policy::parse::parse_file;
 use crate::sim::render::render_text;
@@ -103,25 +103,18 @@ pub fn run(args: SimulateArgs) -> i32 {
         }
     };
     let report = simulation.run();
+    // A closed pipe (`… --output json | head`) is a normal end: the outcome's code.
     let printed = match args.output {
-        SimulateOutput::Text => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(render_text(&report).as_bytes())
-                .and_then(|()| out.flush())
-        }
-        SimulateOutput::Json => {
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, &report)
-                .map_err(std::io::Error::other)
-                .and_then(|()| writeln!(out))
-                .and_then(|()| out.flush())
-        }
+        SimulateOutput::Text => stdout_all(&render_text(&report)),
+        SimulateOutput::Json => with_stdout(|out| {
+            // `From` keeps the I/O error's kind (a broken pipe stays one).
+            serde_json::to_writer_pretty(&mut *out, &report).map_err(std::io::Error::from)?;
+            writeln!(out)
+        }),
     };
     if let Err(e) = printed {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            say!("shiftgate: cannot write the timeline: {e}");
-            return exit::COULD_NOT_RUN;
-        }
+        say!("shiftgate: cannot write the timeline: {e}");
+        return exit::COULD_NOT_RUN;
     }
     if !report.expectation_failures.is_empty() {
         for failure in &report.expectation_failures {

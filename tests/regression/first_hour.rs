@@ -1,5 +1,10 @@
-//! Regression tests of issue "first hour": the messages a newcomer meets in `check`.
+//! Regression tests of issue "first hour": the messages a newcomer meets in `check`,
+//! and the command line's hygiene (pipes, `--help`, operator commands, progress).
 
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use shiftgate::cli::exit;
 use shiftgate::policy::diagnostic::{Diagnostic, Severity};
 use shiftgate::policy::parse::check_str;
 
@@ -71,4 +76,133 @@ fn misspelt_min_requests_gives_no_spurious_zero_warning() {
         .filter(|d| d.severity == Severity::Warning && d.path == "spec.analysis.minRequests")
         .collect();
     assert!(spurious.is_empty(), "{spurious:?}");
+}
+
+const SHIFTGATE: &str = env!("CARGO_BIN_EXE_shiftgate");
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// `shiftgate ARGS` with its stdout and stderr pipes closed by the reader before it
+/// writes (`shiftgate … 2>&1 | head -c0`); returns the exit code and nothing else.
+fn exit_code_with_closed_pipes(args: &[&str], current_dir: &Path) -> Option<i32> {
+    let mut child = Command::new(SHIFTGATE)
+        .args(args)
+        .current_dir(current_dir)
+        .env_remove("SHIFTGATE_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reading ends go away at once: every write the command makes meets EPIPE.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    child.wait().unwrap().code()
+}
+
+/// `shiftgate ARGS` with its output read to the end.
+fn exit_code_when_read(args: &[&str], current_dir: &Path) -> Option<i32> {
+    Command::new(SHIFTGATE)
+        .args(args)
+        .current_dir(current_dir)
+        .env_remove("SHIFTGATE_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+        .status
+        .code()
+}
+
+#[test]
+fn closed_pipe_ends_a_command_with_its_own_code_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let unreachable = dir.path().join("unreachable.yaml");
+    // Nothing listens on port 1: `run` fails its preflight and says so on stderr.
+    std::fs::write(
+        &unreachable,
+        POLICY.replace("127.0.0.1:9901", "127.0.0.1:1").replace(
+            "/tmp/shiftgate-demo/envoy",
+            &dir.path().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let unreachable = unreachable.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let cases: [&[&str]; 6] = [
+        &["check", "policies/"],
+        &["check", "policies/", "--output", "json"],
+        &[
+            "simulate",
+            "policies/envoy-local.yaml",
+            "--scenario",
+            "scenarios/envoy-local-bad-release.yaml",
+            "--output",
+            "json",
+        ],
+        &[
+            "simulate",
+            "policies/envoy-local.yaml",
+            "--scenario",
+            "scenarios/envoy-local-good-release.yaml",
+        ],
+        &["run", unreachable, "--state-dir", state, "--output", "json"],
+        &["pause", "--help"],
+    ];
+    for args in cases {
+        let expected = exit_code_when_read(args, Path::new(REPO));
+        assert_ne!(expected, Some(101), "{args:?} panics even when read");
+        assert_eq!(
+            exit_code_with_closed_pipes(args, Path::new(REPO)),
+            expected,
+            "`shiftgate {}` with its output closed",
+            args.join(" ")
+        );
+    }
+}
+
+#[test]
+fn help_of_every_command_lists_its_exit_codes() {
+    let cli = shiftgate::cli::command();
+    let commands: Vec<&str> = cli
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name())
+        .collect();
+    assert!(commands.len() >= 12, "{commands:?}");
+    for name in commands {
+        let codes = exit::codes_of(name)
+            .unwrap_or_else(|| panic!("`{name}` has no row in exit::BY_COMMAND"));
+        let help = Command::new(SHIFTGATE)
+            .args([name, "--help"])
+            .output()
+            .unwrap();
+        assert_eq!(help.status.code(), Some(0));
+        let help = String::from_utf8_lossy(&help.stdout);
+        let listed = help
+            .split_once("Exit codes:")
+            .unwrap_or_else(|| panic!("`shiftgate {name} --help` lists no exit codes:\n{help}"))
+            .1;
+        for (code, meaning) in codes {
+            assert!(
+                listed.contains(&format!("{code:<4} {meaning}")),
+                "`shiftgate {name} --help` does not say what {code} means:\n{help}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cli_doc_lists_every_exit_code_of_every_command() {
+    let doc = std::fs::read_to_string(Path::new(REPO).join("docs/cli.md")).unwrap();
+    let section = doc
+        .split_once("<!-- exit-codes:begin -->\n")
+        .and_then(|(_, rest)| rest.split_once("<!-- exit-codes:end -->"))
+        .map(|(section, _)| section)
+        .expect("docs/cli.md has the exit-codes markers");
+    assert_eq!(
+        section,
+        exit::markdown(),
+        "docs/cli.md's exit codes differ from exit::BY_COMMAND; put this between the markers:\n{}",
+        exit::markdown()
+    );
 }

@@ -256,6 +256,8 @@ fn describe_status(status: &RolloutStatus, steps: usize, generation: Option<i64>
 enum NotSent {
     /// The revision is not the running one (or not clear): exit 2.
     Revision(String),
+    /// No rollout of that revision is in progress: exit 6.
+    NotInProgress(String),
     Submit(SubmitError),
 }
 
@@ -299,6 +301,19 @@ pub fn cluster_command(target: &ClusterTarget, command: Command, revision: Optio
             Ok(revision) => revision,
             Err(why) => return Ok((namespace, String::new(), Err(NotSent::Revision(why)))),
         };
+        // A status this CLI cannot read is left for the daemon to judge.
+        let status = match object.data.get("status").cloned() {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => serde_json::from_value::<RolloutStatus>(value).map(Some),
+        };
+        if let Ok(status) = status {
+            let start = "the daemon starts it once spec.revision names it";
+            if let Some(why) =
+                crate::cli::promote::not_in_progress(status.as_ref(), &revision, start)
+            {
+                return Ok((namespace, revision, Err(NotSent::NotInProgress(why))));
+            }
+        }
         let submitted = submit_command(client, &namespace, &target.name, command, &revision)
             .await
             .map_err(NotSent::Submit);
@@ -311,6 +326,13 @@ pub fn cluster_command(target: &ClusterTarget, command: Command, revision: Optio
                 target.name
             );
             exit::INVALID_INPUT
+        }
+        Ok((namespace, _, Err(NotSent::NotInProgress(why)))) => {
+            say!(
+                "error: `{command}` not sent to {namespace}/{}: {why}",
+                target.name
+            );
+            exit::NOT_IN_PROGRESS
         }
         Ok((namespace, revision, Ok(submitted))) => {
             if let Some(previous) = submitted.replaced_unhandled {

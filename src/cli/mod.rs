@@ -17,6 +17,7 @@ pub mod pause;
 pub mod promote;
 pub mod resume;
 pub mod run;
+pub mod run_lock;
 pub mod schema;
 pub mod simulate;
 pub mod status;

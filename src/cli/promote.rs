@@ -5,8 +5,10 @@
 
 use crate::cli::exit;
 use crate::cli::output::say;
+use crate::cli::run_lock;
 use crate::cli::status::LocalPolicyArgs;
 use crate::engine::Command;
+use crate::policy::{Phase, RolloutStatus};
 use crate::store::StateStore as _;
 
 #[derive(clap::Args, Debug)]
@@ -92,13 +94,15 @@ pub fn send(target: &LocalPolicyArgs, revision: &RevisionArg, command: Command) 
         Err(code) => return code,
     };
     let label = format!("{}/{}", target_ref.policy.namespace, target_ref.policy.name);
-    let running = match runtime.block_on(target_ref.store().load(&target_ref.policy)) {
-        Ok(state) => state.and_then(|(status, _)| status.revision),
+    let store = target_ref.store();
+    let stored = match runtime.block_on(store.load(&target_ref.policy)) {
+        Ok(state) => state.map(|(status, _)| status),
         Err(e) => {
             say!("error: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
+    let running = stored.as_ref().and_then(|status| status.revision.clone());
     let file = std::path::Path::new(&target.policy);
     let desired = if file.is_file() {
         match crate::runtime::local::load_policy(file) {
@@ -122,6 +126,11 @@ pub fn send(target: &LocalPolicyArgs, revision: &RevisionArg, command: Command) 
             return exit::INVALID_INPUT;
         }
     };
+    let start = format!("`shiftgate run {}` starts it", run_argument(target));
+    if let Some(why) = not_in_progress(stored.as_ref(), &revision, &start) {
+        say!("error: `{command}` not sent to {label}: {why}");
+        return exit::NOT_IN_PROGRESS;
+    }
     let submitted = runtime.block_on(target_ref.commands().submit(
         &target_ref.policy,
         command,
@@ -129,11 +138,12 @@ pub fn send(target: &LocalPolicyArgs, revision: &RevisionArg, command: Command) 
     ));
     match submitted {
         Ok(path) => {
+            let driven = run_lock::is_held(&store, &target_ref.policy);
             say!(
-                "shiftgate: `{command}` for revision {revision} queued for {label} ({}); the \
-                 running `shiftgate run` applies it within a second, or refuses it if another \
-                 revision runs by then (see `shiftgate status`)",
-                path.display()
+                "shiftgate: `{command}` for revision {revision} queued for {label} ({}); {} (see \
+                 `shiftgate status`)",
+                path.display(),
+                who_applies(driven, target, "it")
             );
             exit::OK
         }
@@ -142,6 +152,78 @@ pub fn send(target: &LocalPolicyArgs, revision: &RevisionArg, command: Command) 
             exit::COULD_NOT_RUN
         }
     }
+}
+
+/// How to name the policy to `shiftgate run`: its file, when the operator gave one.
+fn run_argument(target: &LocalPolicyArgs) -> String {
+    if std::path::Path::new(&target.policy).is_file() {
+        target.policy.clone()
+    } else {
+        "POLICY-FILE".to_owned()
+    }
+}
+
+/// Who will handle queued local commands (`them`: "it" or "them"), from whether a
+/// `run` holds the rollout's run lock (`None`: unknown).
+pub fn who_applies(driven: Option<bool>, target: &LocalPolicyArgs, them: &str) -> String {
+    match driven {
+        Some(true) => format!(
+            "the running `shiftgate run` applies {them} within a second, or refuses {them} if \
+             another revision runs by then"
+        ),
+        Some(false) => format!(
+            "no `shiftgate run` drives this rollout now: the next `shiftgate run {}` applies \
+             {them} first",
+            run_argument(target)
+        ),
+        None => format!(
+            "the rollout's `shiftgate run` applies {them}, or refuses {them} if another \
+             revision runs by then"
+        ),
+    }
+}
+
+/// Why a command for `revision` would have nothing to act on, if so: no rollout of the
+/// policy has started, another revision is the one that started, or the rollout is
+/// over (Promoted, RolledBack or Aborted, with no write in flight). Paused and Held
+/// rollouts are in progress: they wait for an operator. `start` says how to start one.
+pub fn not_in_progress(
+    status: Option<&RolloutStatus>,
+    revision: &str,
+    start: &str,
+) -> Option<String> {
+    let started = status.filter(|s| s.phase != Phase::Pending);
+    let Some(status) = started else {
+        return Some(format!(
+            "no rollout of it is in progress: none has started; {start}"
+        ));
+    };
+    match status.revision.as_deref() {
+        Some(running) if running == revision => {}
+        Some(running) => {
+            return Some(format!(
+                "no rollout of revision {revision} is in progress: the last one started was \
+                 revision {running} ({} at canary {}%); {start}",
+                status.phase, status.canary_weight
+            ))
+        }
+        None => {
+            return Some(format!(
+                "no rollout of it is in progress: none has started; {start}"
+            ))
+        }
+    }
+    let over = matches!(
+        status.phase,
+        Phase::Promoted | Phase::RolledBack | Phase::Aborted
+    ) && status.target.is_none();
+    over.then(|| {
+        format!(
+            "the rollout of revision {revision} is over: {} at canary {}%; nothing is left to \
+             act on",
+            status.phase, status.canary_weight
+        )
+    })
 }
 
 #[cfg(test)]
@@ -166,5 +248,45 @@ mod tests {
         let other = command_revision(Some("v3"), Some("v1"), Some("v2")).unwrap_err();
         assert!(other.contains("v3"), "{other}");
         assert!(command_revision(None, None, None).is_err());
+    }
+
+    fn status(revision: &str, phase: Phase) -> RolloutStatus {
+        RolloutStatus {
+            revision: Some(revision.to_owned()),
+            phase,
+            ..RolloutStatus::default()
+        }
+    }
+
+    #[test]
+    fn only_a_started_unfinished_rollout_of_the_revision_takes_commands() {
+        let never = not_in_progress(None, "v1", "run it").unwrap();
+        assert!(never.contains("none has started; run it"), "{never}");
+        for phase in [
+            Phase::Progressing,
+            Phase::Paused,
+            Phase::Held,
+            Phase::Waiting,
+        ] {
+            assert_eq!(not_in_progress(Some(&status("v1", phase)), "v1", "-"), None);
+        }
+        for phase in [Phase::Promoted, Phase::RolledBack, Phase::Aborted] {
+            let over = not_in_progress(Some(&status("v1", phase)), "v1", "-").unwrap();
+            assert!(over.contains("is over"), "{over}");
+        }
+        let other = not_in_progress(Some(&status("v1", Phase::Promoted)), "v2", "-").unwrap();
+        assert!(
+            other.contains("last one started was revision v1"),
+            "{other}"
+        );
+        let refused = not_in_progress(Some(&status("v1", Phase::Pending)), "v1", "-");
+        assert!(refused.is_some(), "a refused start is no rollout");
+        let mut in_flight = status("v1", Phase::RolledBack);
+        in_flight.target = Some(crate::policy::status::RouteTarget {
+            canary_weight: 0,
+            test_route: false,
+            purpose: crate::policy::status::TargetPurpose::Rollback,
+        });
+        assert_eq!(not_in_progress(Some(&in_flight), "v1", "-"), None);
     }
 }

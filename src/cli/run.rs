@@ -99,6 +99,23 @@ async fn run_async(args: RunArgs) -> i32 {
     };
     let policy = &runner.policy().policy;
     let label = format!("{}/{}", policy.namespace, policy.name);
+    // Held to the end: `pause` & co. and `status` tell whether a run drives the rollout.
+    let _running = if args.dry_run {
+        None
+    } else {
+        let store = crate::store::file::FileStore::new(&args.state_dir);
+        match crate::cli::run_lock::hold(&store, policy) {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                say!(
+                    "error: {label}: cannot take the run lock under {}: {e}; make the state \
+                     directory writable or pass --state-dir",
+                    args.state_dir.display()
+                );
+                return exit::COULD_NOT_RUN;
+            }
+        }
+    };
     if let Err(e) = runner.preflight().await {
         return report_error(&e);
     }

@@ -2,9 +2,15 @@
 
 use std::path::PathBuf;
 
+use serde_json::Value;
+
 use crate::cli::exit;
 use crate::cli::output::{out, say};
+use crate::cli::promote::who_applies;
 use crate::cli::run::print_history;
+use crate::cli::run_lock;
+use crate::engine::OperatorCommand;
+use crate::policy::RolloutStatus;
 use crate::runtime::local::{describe_progress, LocalTarget, DEFAULT_STATE_DIR};
 use crate::runtime::Clock as _;
 use crate::runtime::SystemClock;
@@ -83,6 +89,8 @@ pub fn run(args: StatusArgs) -> i32 {
                  the --state-dir it used; default {DEFAULT_STATE_DIR})",
                 target.state_dir.display()
             );
+            // Commands left for it (by an older shiftgate) are shown all the same.
+            print_pending(&target, &args.target, None);
             return exit::COULD_NOT_RUN;
         }
         Err(e) => {
@@ -91,7 +99,8 @@ pub fn run(args: StatusArgs) -> i32 {
         }
     };
     if args.output == crate::cli::run::RunOutput::Json {
-        match serde_json::to_string_pretty(&status) {
+        let document = with_pending_commands(&status, &pending_commands(&target, &status));
+        match serde_json::to_string_pretty(&document) {
             Ok(text) => out!("{text}"),
             Err(e) => {
                 say!("error: cannot encode the status: {e}");
@@ -123,21 +132,65 @@ pub fn run(args: StatusArgs) -> i32 {
         say!("  {}: {message}", status.reason.as_deref().unwrap_or("-"));
     }
     print_history(&status, None);
-    // Commands not handled yet: the running `run` takes them within a second.
-    if let Ok(queued) = target
+    print_pending(&target, &args.target, Some(&status));
+    exit::OK
+}
+
+/// The commands written for the rollout but not handled yet (after the stored state's
+/// `lastCommandId`), oldest first. Unreadable: none shown, the run reports it.
+fn pending_commands(target: &LocalTarget, status: &RolloutStatus) -> Vec<OperatorCommand> {
+    target
         .commands()
         .queued(&target.policy, status.last_command_id.as_deref())
-    {
-        for command in queued {
-            let word = command
-                .command
-                .map_or_else(|e| e.0, |c| c.as_str().to_owned());
-            let revision = command.revision.as_deref().unwrap_or("no revision");
-            say!(
-                "  command `{word}` for {revision} (id {}) queued, not yet handled",
-                command.id
-            );
-        }
+        .unwrap_or_default()
+}
+
+/// The stored status, with the pending commands as `pendingCommands` (when any).
+fn with_pending_commands(status: &RolloutStatus, pending: &[OperatorCommand]) -> Value {
+    let mut document = serde_json::to_value(status).unwrap_or(Value::Null);
+    if let (Value::Object(fields), false) = (&mut document, pending.is_empty()) {
+        let listed = pending
+            .iter()
+            .map(|command| {
+                serde_json::json!({
+                    "id": command.id,
+                    "command": command_word(command),
+                    "revision": command.revision,
+                })
+            })
+            .collect();
+        fields.insert("pendingCommands".to_owned(), Value::Array(listed));
     }
-    exit::OK
+    document
+}
+
+fn command_word(command: &OperatorCommand) -> String {
+    command
+        .command
+        .as_ref()
+        .map_or_else(|e| e.0.clone(), |c| c.as_str().to_owned())
+}
+
+/// One line per command not handled yet, and who will handle it.
+fn print_pending(target: &LocalTarget, args: &LocalPolicyArgs, status: Option<&RolloutStatus>) {
+    let pending = target
+        .commands()
+        .queued(
+            &target.policy,
+            status.and_then(|s| s.last_command_id.as_deref()),
+        )
+        .unwrap_or_default();
+    if pending.is_empty() {
+        return;
+    }
+    for command in &pending {
+        let revision = command.revision.as_deref().unwrap_or("no revision");
+        say!(
+            "  pending: command `{}` for {revision} (id {}), not handled yet",
+            command_word(command),
+            command.id
+        );
+    }
+    let driven = run_lock::is_held(&target.store(), &target.policy);
+    say!("  {}", who_applies(driven, args, "them"));
 }

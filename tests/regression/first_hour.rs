@@ -5,6 +5,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use shiftgate::cli::exit;
+use shiftgate::policy::{Phase, RolloutStatus};
+use shiftgate::runtime::commands_file::FileCommands;
+use shiftgate::store::file::FileStore;
+use shiftgate::store::StateStore as _;
+
+use super::support::command_world::{policy, spec, tick_until_weight, World};
 use shiftgate::policy::diagnostic::{Diagnostic, Severity};
 use shiftgate::policy::parse::check_str;
 
@@ -204,5 +210,122 @@ fn cli_doc_lists_every_exit_code_of_every_command() {
         exit::markdown(),
         "docs/cli.md's exit codes differ from exit::BY_COMMAND; put this between the markers:\n{}",
         exit::markdown()
+    );
+}
+
+/// `shiftgate ARGS --state-dir DIR`, as an operator types it: (exit code, stdout, stderr).
+fn operator(state_dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(SHIFTGATE)
+        .args(args)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .env_remove("SHIFTGATE_LOG")
+        .env_remove("SHIFTGATE_CLUSTER")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Command files waiting under the state dir for shop/checkout.
+fn command_files(state_dir: &Path) -> usize {
+    std::fs::read_dir(state_dir.join("shop/checkout.commands")).map_or(0, |entries| {
+        entries
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".cmd"))
+            })
+            .count()
+    })
+}
+
+/// A local rollout of `spec("v1")` at 20%, with no `shiftgate run` driving it.
+async fn rollout_at_20(state_dir: &Path) {
+    let world = World::new();
+    let store = std::sync::Arc::new(FileStore::new(state_dir));
+    let commands = std::sync::Arc::new(FileCommands::new(state_dir));
+    let reconciler = world.reconciler(store, commands);
+    tick_until_weight(&world, &reconciler, &spec("v1"), 20).await;
+}
+
+#[tokio::test]
+async fn pause_with_no_rollout_in_progress_exits_non_zero_without_a_false_promise() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let file = dir.path().join("checkout.yaml");
+    std::fs::write(
+        &file,
+        POLICY.replace("name: demo", "name: checkout\n  namespace: shop"),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    // Never run: nothing to pause, resume, promote or abort.
+    for word in ["pause", "resume", "promote", "abort"] {
+        let (code, _, said) = operator(&state, &[word, file]);
+        assert_eq!(code, Some(exit::NOT_IN_PROGRESS), "`{word}`: {said}");
+        assert!(said.contains("no rollout of it is in progress"), "{said}");
+        assert!(!said.contains("applies it"), "a false promise: {said}");
+    }
+    assert_eq!(command_files(&state), 0, "nothing was queued");
+
+    // Over: promoted.
+    let promoted = RolloutStatus {
+        revision: Some("v2".to_owned()),
+        phase: Phase::Promoted,
+        canary_weight: 100,
+        ..RolloutStatus::default()
+    };
+    let store = FileStore::new(&state);
+    store.save(&policy(), &promoted, None).await.unwrap();
+    let (code, _, said) = operator(&state, &["resume", file]);
+    assert_eq!(code, Some(exit::NOT_IN_PROGRESS), "{said}");
+    assert!(said.contains("is over: Promoted at canary 100%"), "{said}");
+    assert_eq!(command_files(&state), 0);
+
+    // In progress, but no `run` drives it: queued, and said so.
+    let driven = tempfile::tempdir().unwrap();
+    rollout_at_20(driven.path()).await;
+    let (code, _, said) = operator(driven.path(), &["pause", "shop/checkout"]);
+    assert_eq!(code, Some(exit::OK), "{said}");
+    assert!(
+        said.contains("no `shiftgate run` drives this rollout now"),
+        "{said}"
+    );
+    assert!(!said.contains("the running `shiftgate run`"), "{said}");
+}
+
+#[tokio::test]
+async fn status_shows_a_command_written_but_not_handled_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    rollout_at_20(dir.path()).await;
+    let (code, _, said) = operator(dir.path(), &["pause", "shop/checkout"]);
+    assert_eq!(code, Some(exit::OK), "{said}");
+
+    let (code, _, shown) = operator(dir.path(), &["status", "shop/checkout"]);
+    assert_eq!(code, Some(exit::OK), "{shown}");
+    assert!(
+        shown.contains("pending: command `pause` for v1 (id 1), not handled yet"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("no `shiftgate run` drives this rollout now"),
+        "{shown}"
+    );
+
+    let (code, json, said) = operator(dir.path(), &["status", "shop/checkout", "--output", "json"]);
+    assert_eq!(code, Some(exit::OK), "{said}");
+    let document: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        document["pendingCommands"],
+        serde_json::json!([{ "id": "1", "command": "pause", "revision": "v1" }]),
+        "{json}"
+    );
+    assert_eq!(
+        document["canaryWeight"], 20,
+        "still the stored status: {json}"
     );
 }

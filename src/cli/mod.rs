@@ -14,6 +14,7 @@ pub mod logging;
 pub mod measure;
 pub mod output;
 pub mod pause;
+pub mod progress;
 pub mod promote;
 pub mod resume;
 pub mod run;

@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::exit;
 use crate::cli::output::{out, say};
+pub use crate::cli::progress::Progress;
 use crate::policy::{Phase, RolloutStatus, Timestamp};
 use crate::runtime::cluster_run::{is_cluster_policy, prepare};
 use crate::runtime::local::{
-    describe_progress, load_policy, LocalError, LocalRun, RunEnd, RunOptions, TickReport,
-    DEFAULT_STATE_DIR,
+    load_policy, LocalError, LocalRun, RunEnd, RunOptions, DEFAULT_STATE_DIR,
 };
 
 #[derive(clap::Args, Debug)]
@@ -171,56 +171,6 @@ pub async fn cancel_on_signal(stop: CancellationToken) {
     crate::cli::demo_app::shutdown_signal().await;
     say!("shiftgate: interrupted; finishing the write in flight and saving the state");
     stop.cancel();
-}
-
-/// Prints a progress line when something happened in a tick.
-#[derive(Default)]
-pub struct Progress {
-    pub started: Option<Timestamp>,
-    last_line: String,
-    last_problems: Vec<String>,
-}
-
-impl Progress {
-    pub fn show(&mut self, tick: &TickReport<'_>) {
-        let started = *self.started.get_or_insert(tick.now);
-        let elapsed = (tick.now - started).num_milliseconds() as f64 / 1000.0;
-        let outcome = tick.outcome;
-        for transition in &outcome.transitions {
-            say!(
-                "[{elapsed:6.1}s] {:?}: {} (canary {}%)",
-                transition.kind,
-                transition.message,
-                transition.canary_weight
-            );
-        }
-        let problems: Vec<String> = outcome
-            .problems
-            .iter()
-            .map(|p| format!("{}: {}", p.reason, p.message))
-            .collect();
-        if problems != self.last_problems {
-            for problem in &problems {
-                say!("[{elapsed:6.1}s] ! {problem}");
-            }
-            self.last_problems = problems;
-        }
-        let line = describe_progress(tick.spec, &outcome.status, tick.now);
-        let changed = line != self.last_line;
-        if outcome.evaluated || outcome.checked || !outcome.transitions.is_empty() || changed {
-            say!("[{elapsed:6.1}s] {line}");
-            for check in outcome
-                .status
-                .last_checks
-                .iter()
-                .filter(|_| outcome.checked)
-            {
-                let mark = if check.passed { "passed" } else { "FAILED" };
-                say!("          check {} {mark}: {}", check.name, check.message);
-            }
-        }
-        self.last_line = line;
-    }
 }
 
 fn print_summary(label: &str, end: &RunEnd, started: Option<Timestamp>) {

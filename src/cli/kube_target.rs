@@ -238,9 +238,15 @@ fn describe_status(status: &RolloutStatus, steps: usize, generation: Option<i64>
         if let Some(requests) = analysis.canary_requests {
             line.push_str(&format!(" ({requests:.0} canary reqs)"));
         }
+        if analysis.verdict != crate::policy::status::VerdictKind::Pass {
+            line.push_str(&format!(": {}: {}", analysis.reason, analysis.message));
+        }
         lines.push(line);
         for metric in &analysis.metrics {
-            lines.push(format!("    {}: {}", metric.name, metric.message));
+            lines.push(format!(
+                "    {}",
+                crate::runtime::local::describe_metric(metric)
+            ));
         }
     }
     for condition in &status.conditions {

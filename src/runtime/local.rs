@@ -23,6 +23,7 @@ use crate::engine::Plan;
 use crate::metrics::prometheus::PrometheusSource;
 use crate::metrics::PolicyRef;
 use crate::policy::parse::parse_file;
+use crate::policy::status::{AnalysisSummary, MetricSummary, VerdictKind};
 use crate::policy::{Phase, RolloutSpec, RolloutStatus, Timestamp};
 use crate::router::envoy::EnvoyRouter;
 use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
@@ -436,16 +437,45 @@ pub fn describe_progress(spec: &RolloutSpec, status: &RolloutStatus, now: Timest
             line.push_str(&format!(" · {}s left in step", left.num_seconds() + 1));
         }
     }
-    if let Some(analysis) = &status.last_analysis {
-        line.push_str(&format!(" · analysis {}", analysis.verdict.as_str()));
-        if let Some(requests) = analysis.canary_requests {
-            line.push_str(&format!(" ({requests:.0} canary reqs)"));
+    match current_analysis(status) {
+        Some(analysis) => {
+            line.push_str(&format!(" · analysis {}", analysis.verdict.as_str()));
+            if let Some(requests) = analysis.canary_requests {
+                line.push_str(&format!(" ({requests:.0} canary reqs)"));
+            }
+            // Why it did not pass (too few requests, no data, …), as `status` says it.
+            if analysis.verdict != VerdictKind::Pass {
+                line.push_str(&format!(": {}: {}", analysis.reason, analysis.message));
+            }
+            for metric in &analysis.metrics {
+                line.push_str(&format!("\n    {}", describe_metric(metric)));
+            }
         }
-        for metric in &analysis.metrics {
-            line.push_str(&format!("\n    {}: {}", metric.name, metric.message));
+        None if status.last_analysis.is_some()
+            && status.phase == Phase::Progressing
+            && status.target.is_none() =>
+        {
+            line.push_str(" · no analysis of this step yet");
         }
+        None => {}
     }
     line
+}
+
+/// The last analysis when it judged the current step: one made before the step's
+/// weight was confirmed (the previous step's, shown after a `promote` or an
+/// advance) is not this step's verdict.
+pub fn current_analysis(status: &RolloutStatus) -> Option<&AnalysisSummary> {
+    status.last_analysis.as_ref().filter(|analysis| {
+        status
+            .step_started_at
+            .is_some_and(|started| analysis.at >= started)
+    })
+}
+
+/// One metric of an analysis, as `run` and `status` show it.
+pub fn describe_metric(metric: &MetricSummary) -> String {
+    format!("{}: {}", metric.name, metric.message)
 }
 
 /// Pretends writes land, without touching the real router: `--dry-run`.

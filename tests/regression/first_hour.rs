@@ -243,6 +243,17 @@ fn command_files(state_dir: &Path) -> usize {
     })
 }
 
+/// The README's local policy as shop/checkout (revision v2), written into `dir`.
+fn policy_file(dir: &Path) -> String {
+    let file = dir.join("checkout.yaml");
+    std::fs::write(
+        &file,
+        POLICY.replace("name: demo", "name: checkout\n  namespace: shop"),
+    )
+    .unwrap();
+    file.to_str().unwrap().to_owned()
+}
+
 /// A local rollout of `spec("v1")` at 20%, with no `shiftgate run` driving it.
 async fn rollout_at_20(state_dir: &Path) {
     let world = World::new();
@@ -256,13 +267,8 @@ async fn rollout_at_20(state_dir: &Path) {
 async fn pause_with_no_rollout_in_progress_exits_non_zero_without_a_false_promise() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let file = dir.path().join("checkout.yaml");
-    std::fs::write(
-        &file,
-        POLICY.replace("name: demo", "name: checkout\n  namespace: shop"),
-    )
-    .unwrap();
-    let file = file.to_str().unwrap();
+    let file = policy_file(dir.path());
+    let file = file.as_str();
     // Never run: nothing to pause, resume, promote or abort.
     for word in ["pause", "resume", "promote", "abort"] {
         let (code, _, said) = operator(&state, &[word, file]);
@@ -300,6 +306,28 @@ async fn pause_with_no_rollout_in_progress_exits_non_zero_without_a_false_promis
 
 #[tokio::test]
 async fn status_shows_a_command_written_but_not_handled_yet() {
+    // A `pause` an older shiftgate queued for a policy never run: `status` found no
+    // state and said nothing of it.
+    let never_run = tempfile::tempdir().unwrap();
+    let queue = never_run.path().join("shop/checkout.commands");
+    std::fs::create_dir_all(&queue).unwrap();
+    std::fs::write(
+        queue.join("000000000001.cmd"),
+        r#"{"command":"pause","revision":"v2"}"#,
+    )
+    .unwrap();
+    let file = policy_file(never_run.path());
+    let (code, _, shown) = operator(never_run.path(), &["status", &file]);
+    assert_eq!(code, Some(exit::COULD_NOT_RUN), "{shown}");
+    assert!(
+        shown.contains("no local rollout of shop/checkout"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("pending: command `pause` for v2 (id 1), not handled yet"),
+        "{shown}"
+    );
+
     let dir = tempfile::tempdir().unwrap();
     rollout_at_20(dir.path()).await;
     let (code, _, said) = operator(dir.path(), &["pause", "shop/checkout"]);

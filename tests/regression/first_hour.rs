@@ -166,6 +166,42 @@ fn closed_pipe_ends_a_command_with_its_own_code_not_a_panic() {
     }
 }
 
+/// With only stdout closed (`shiftgate check policies/ | head -c0`), stderr read: the
+/// command says nothing of a panic and ends with its own code.
+#[test]
+fn closed_stdout_alone_is_no_panic() {
+    let mut child = Command::new(SHIFTGATE)
+        .args(["check", "policies/", "--output", "json"])
+        .current_dir(REPO)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(exit::OK), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+}
+
+/// `shiftgate run POLICY --output json | head -1` on the real local stack: the rollout
+/// goes on to its end with nobody reading, and the exit code is the rollout's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_into_closed_pipes_still_promotes_and_exits_zero() {
+    use super::support::rollout::{ChildGuard, PolicyOptions, Stack};
+
+    let stack = Stack::start().await;
+    let policy = stack.write_policy(&PolicyOptions::default());
+    let mut command = stack.command(&["run", policy.to_str().unwrap(), "--output", "json"]);
+    let mut child = command.spawn().unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let output = ChildGuard(Some(child)).finish().await;
+    assert_eq!(output.status.code(), Some(exit::OK));
+    assert_eq!(stack.state().unwrap()["status"]["phase"], "Promoted");
+}
+
 #[test]
 fn help_of_every_command_lists_its_exit_codes() {
     let cli = shiftgate::cli::command();
@@ -527,4 +563,54 @@ mod progress {
             "no reason for Inconclusive:\n{shown}"
         );
     }
+}
+
+/// The kubectl plugin reads "in progress" from the RolloutPolicy's status.
+#[test]
+fn kubectl_plugin_refuses_commands_for_a_finished_rollout() {
+    use shiftgate::policy::RolloutPolicy;
+    use shiftgate::testkit::apiserver::{ResourceRef, TestApiServer};
+
+    let server = TestApiServer::start_background().unwrap();
+    let policy = |phase: &str| {
+        serde_json::json!({
+            "apiVersion": "shiftgate.dev/v1alpha1", "kind": "RolloutPolicy",
+            "metadata": { "name": "checkout", "namespace": "shop" },
+            "spec": { "revision": "v2", "steps": [0, 30, 100] },
+            "status": { "revision": "v2", "phase": phase, "step": 2, "canaryWeight": 100 },
+        })
+    };
+    let resource = ResourceRef::of::<RolloutPolicy>();
+    server.put_object(&resource, policy("Promoted")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    server.write_kubeconfig(dir.path(), "shop").unwrap();
+    let plugin = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kubectl-shiftgate"))
+            .args(args)
+            .env("KUBECONFIG", dir.path().join("kubeconfig"))
+            .env("HOME", dir.path())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap()
+    };
+    let refused = plugin(&["abort", "checkout"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(exit::NOT_IN_PROGRESS), "{said}");
+    assert!(said.contains("is over: Promoted at canary 100%"), "{said}");
+    let annotations = &server
+        .get_object(&resource, Some("shop"), "checkout")
+        .unwrap()["metadata"]["annotations"];
+    assert!(
+        annotations["shiftgate.dev/command"].is_null(),
+        "{annotations}"
+    );
+
+    server.put_object(&resource, policy("Held")).unwrap();
+    let sent = plugin(&["abort", "checkout"]);
+    assert_eq!(
+        sent.status.code(),
+        Some(exit::OK),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
 }

@@ -4,6 +4,7 @@
 use std::io::Write as _;
 
 use crate::cli::exit;
+use crate::cli::output::say;
 use crate::policy::schema::document_schema;
 
 #[derive(clap::Args, Debug)]
@@ -19,7 +20,7 @@ pub fn run(_args: SchemaArgs) -> i32 {
         Ok(()) => exit::OK,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
         Err(e) => {
-            eprintln!("shiftgate: cannot write the schema: {e}");
+            say!("shiftgate: cannot write the schema: {e}");
             exit::COULD_NOT_RUN
         }
     }

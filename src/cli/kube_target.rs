@@ -230,8 +230,15 @@ fn describe_status(status: &RolloutStatus, steps: usize, generation: Option<i64>
         ));
     }
     if let Some(analysis) = &status.last_analysis {
+        // After a step change the last analysis judged the step before: say so.
+        let of_an_earlier_step = crate::runtime::local::current_analysis(status).is_none();
         let mut line = format!(
-            "  analysis {} at {}",
+            "  {} {} at {}",
+            if of_an_earlier_step {
+                "analysis of an earlier step"
+            } else {
+                "analysis"
+            },
             analysis.verdict.as_str(),
             analysis.at
         );

@@ -99,8 +99,10 @@ pub fn run(args: StatusArgs) -> i32 {
         }
     };
     if args.output == crate::cli::run::RunOutput::Json {
-        let document = with_pending_commands(&status, &pending_commands(&target, &status));
-        match serde_json::to_string_pretty(&document) {
+        let pending = pending_commands(&target, Some(&status));
+        let document = with_pending_commands(&status, &pending)
+            .and_then(|document| serde_json::to_string_pretty(&document));
+        match document {
             Ok(text) => out!("{text}"),
             Err(e) => {
                 say!("error: cannot encode the status: {e}");
@@ -137,17 +139,23 @@ pub fn run(args: StatusArgs) -> i32 {
 }
 
 /// The commands written for the rollout but not handled yet (after the stored state's
-/// `lastCommandId`), oldest first. Unreadable: none shown, the run reports it.
-fn pending_commands(target: &LocalTarget, status: &RolloutStatus) -> Vec<OperatorCommand> {
+/// `lastCommandId`, if any), oldest first. Unreadable: none shown, the run reports it.
+fn pending_commands(target: &LocalTarget, status: Option<&RolloutStatus>) -> Vec<OperatorCommand> {
     target
         .commands()
-        .queued(&target.policy, status.last_command_id.as_deref())
+        .queued(
+            &target.policy,
+            status.and_then(|s| s.last_command_id.as_deref()),
+        )
         .unwrap_or_default()
 }
 
 /// The stored status, with the pending commands as `pendingCommands` (when any).
-fn with_pending_commands(status: &RolloutStatus, pending: &[OperatorCommand]) -> Value {
-    let mut document = serde_json::to_value(status).unwrap_or(Value::Null);
+fn with_pending_commands(
+    status: &RolloutStatus,
+    pending: &[OperatorCommand],
+) -> serde_json::Result<Value> {
+    let mut document = serde_json::to_value(status)?;
     if let (Value::Object(fields), false) = (&mut document, pending.is_empty()) {
         let listed = pending
             .iter()
@@ -161,7 +169,7 @@ fn with_pending_commands(status: &RolloutStatus, pending: &[OperatorCommand]) ->
             .collect();
         fields.insert("pendingCommands".to_owned(), Value::Array(listed));
     }
-    document
+    Ok(document)
 }
 
 fn command_word(command: &OperatorCommand) -> String {
@@ -171,15 +179,9 @@ fn command_word(command: &OperatorCommand) -> String {
         .map_or_else(|e| e.0.clone(), |c| c.as_str().to_owned())
 }
 
-/// One line per command not handled yet, and who will handle it.
+/// One line per command not handled yet, and who will handle them.
 fn print_pending(target: &LocalTarget, args: &LocalPolicyArgs, status: Option<&RolloutStatus>) {
-    let pending = target
-        .commands()
-        .queued(
-            &target.policy,
-            status.and_then(|s| s.last_command_id.as_deref()),
-        )
-        .unwrap_or_default();
+    let pending = pending_commands(target, status);
     if pending.is_empty() {
         return;
     }

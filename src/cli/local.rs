@@ -33,7 +33,12 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 pub struct LocalArgs {
     /// The playground's state file (its pid, processes, ports, dir), shared by up, down
     /// and fault [default: <temp dir>/shiftgate-local.json].
-    #[arg(long, global = true, env = "SHIFTGATE_LOCAL_STATE", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "SHIFTGATE_LOCAL_STATE",
+        value_name = "FILE"
+    )]
     pub state_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: LocalCommand,
@@ -225,10 +230,7 @@ async fn serve(options: PlaygroundOptions, state_file: PathBuf) -> i32 {
     };
     let dir = playground.dir().to_owned();
     playground.shut_down().await;
-    eprintln!(
-        "local: stopped every process and removed {}",
-        dir.display()
-    );
+    eprintln!("local: stopped every process and removed {}", dir.display());
     code
 }
 
@@ -267,7 +269,10 @@ fn describe_up(playground: &Playground, state_file: &std::path::Path) -> String 
         );
     }
     let next = [
-        (format!("shiftgate run {run_target}"), "v2, a good release: promoted"),
+        (
+            format!("shiftgate run {run_target}"),
+            "v2, a good release: promoted",
+        ),
         (
             format!("shiftgate status {run_target}"),
             "where it is (from yet another terminal)",
@@ -280,10 +285,17 @@ fn describe_up(playground: &Playground, state_file: &std::path::Path) -> String 
             "shiftgate local fault canary --error-rate 0.3".to_owned(),
             "v3 fails 30% of its requests",
         ),
-        (format!("shiftgate run {policy}"), "revision v3: rolled back by itself"),
+        (
+            format!("shiftgate run {policy}"),
+            "revision v3: rolled back by itself",
+        ),
         ("shiftgate local down".to_owned(), "stop everything"),
     ];
-    let width = next.iter().map(|(command, _)| command.len()).max().unwrap_or(0);
+    let width = next
+        .iter()
+        .map(|(command, _)| command.len())
+        .max()
+        .unwrap_or(0);
     text.push_str("next, in another terminal (docs/demo.md walks through it):\n");
     for (command, what) in next {
         text.push_str(&format!("  {command:<width$}  # {what}\n"));
@@ -411,9 +423,7 @@ fn release(args: ReleaseArgs, state_file: PathBuf) -> i32 {
     }
 }
 
-fn running_endpoints(
-    state_file: &std::path::Path,
-) -> Result<state::Endpoints, PlaygroundError> {
+fn running_endpoints(state_file: &std::path::Path) -> Result<state::Endpoints, PlaygroundError> {
     let Some(recorded) = state::read(state_file)? else {
         return Err(PlaygroundError::NotRunning {
             state_file: state_file.display().to_string(),
@@ -425,7 +435,7 @@ fn running_endpoints(
             state_file: state_file.display().to_string(),
         });
     }
-    recorded.endpoints.ok_or(PlaygroundError::Starting {
-        pid: recorded.pid,
-    })
+    recorded
+        .endpoints
+        .ok_or(PlaygroundError::Starting { pid: recorded.pid })
 }

@@ -129,13 +129,15 @@ fn well_known_or_free(port: u16, free_ports: bool) -> u16 {
 pub async fn start(options: &PlaygroundOptions) -> Result<Playground, ProcessError> {
     let mut supervisor = Supervisor::at(&options.dir)?;
     let marker = supervisor.dir().join(DIR_MARKER);
-    std::fs::write(&marker, "created by `shiftgate local up`; removed by `local down`\n").map_err(
-        |source| ProcessError::Io {
-            what: "the playground marker".into(),
-            path: marker.display().to_string(),
-            source,
-        },
-    )?;
+    std::fs::write(
+        &marker,
+        "created by `shiftgate local up`; removed by `local down`\n",
+    )
+    .map_err(|source| ProcessError::Io {
+        what: "the playground marker".into(),
+        path: marker.display().to_string(),
+        source,
+    })?;
     let app = &options.app_binary;
     let stable_app =
         processes::start_app(&mut supervisor, app, "stable-app", "v1", HEALTHY, 1).await?;
@@ -227,8 +229,7 @@ pub async fn release(endpoints: &Endpoints, next: &str) -> Result<String, Playgr
         stable_cluster: "stable".into(),
         canary_cluster: "canary".into(),
     };
-    let router = EnvoyRouter::new(&spec, None)
-        .map_err(|e| step("reach Envoy")(e.to_string()))?;
+    let router = EnvoyRouter::new(&spec, None).map_err(|e| step("reach Envoy")(e.to_string()))?;
     let live = router
         .read()
         .await
@@ -272,7 +273,11 @@ fn with_revision(policy: &str, revision: &str) -> String {
 }
 
 /// `policies/envoy-local.yaml` with this playground's routes file and addresses.
-pub fn render_policy(routes_file: &Path, envoy_admin: SocketAddr, prometheus: SocketAddr) -> String {
+pub fn render_policy(
+    routes_file: &Path,
+    envoy_admin: SocketAddr,
+    prometheus: SocketAddr,
+) -> String {
     REPO_POLICY
         .replace(REPO_ROUTES_FILE, &routes_file.display().to_string())
         .replace(REPO_ENVOY_ADMIN, &envoy_admin.to_string())

@@ -218,9 +218,8 @@ fn is_stack_process(pid: u32, dir: &Path) -> bool {
         .and_then(|p| Path::new(p).file_name())
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let ours = program == "envoy"
-        || program == "prometheus"
-        || args.iter().any(|arg| arg == "demo-app");
+    let ours =
+        program == "envoy" || program == "prometheus" || args.iter().any(|arg| arg == "demo-app");
     ours && args.iter().any(|arg| arg.contains(&dir))
 }
 
@@ -246,7 +245,13 @@ fn stack_processes(state: &PlaygroundState) -> Vec<u32> {
 /// Sends `signal` (`TERM`, `KILL`) to `pid` through the shell's `kill` builtin.
 pub fn signal(pid: u32, signal: &str) -> Result<(), PlaygroundError> {
     let status = std::process::Command::new("sh")
-        .args(["-c", "kill -s \"$1\" \"$2\"", "sh", signal, &pid.to_string()])
+        .args([
+            "-c",
+            "kill -s \"$1\" \"$2\"",
+            "sh",
+            signal,
+            &pid.to_string(),
+        ])
         .stdin(std::process::Stdio::null())
         .status()
         .map_err(io("run `kill` for", Path::new(&format!("pid {pid}"))))?;

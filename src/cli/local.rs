@@ -164,6 +164,15 @@ fn up(args: UpArgs, state_file: PathBuf) -> i32 {
     let _guard = StateFileGuard {
         path: state_file.clone(),
     };
+    if dir.exists() {
+        eprintln!(
+            "error: {} already exists; a playground with another state file may be using it. \
+             If none is, remove it (`rm -r {}`), or start with another --dir",
+            dir.display(),
+            dir.display()
+        );
+        return exit::COULD_NOT_RUN;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -217,7 +226,7 @@ async fn serve(options: PlaygroundOptions, state_file: PathBuf) -> i32 {
             _ = stop.cancelled() => break exit::OK,
             _ = tokio::time::sleep(WATCH_INTERVAL) => {}
         }
-        if let Some(name) = playground.exited_process() {
+        if let Some(name) = playground.exited_process().filter(|_| !stop.is_cancelled()) {
             let log = playground.dir().join(format!("{name}.log"));
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(10).collect();

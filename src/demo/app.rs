@@ -326,6 +326,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_version_changes_at_run_time_and_must_be_a_label() {
+        let (addr, server) = start(Faults {
+            error_rate: 0.0,
+            latency_ms: 0,
+        })
+        .await;
+        let http = client();
+        assert_eq!(remote_version(&http, addr).await.unwrap(), "v7");
+        let changed = set_remote_version(&http, addr, "v8").await.unwrap();
+        assert_eq!(changed.version, "v8");
+        let response = http.get(format!("http://{addr}/")).send().await.unwrap();
+        assert_eq!(response.headers()[VERSION_HEADER], "v8");
+        assert_eq!(response.text().await.unwrap(), "v8\n");
+        let err = set_remote_version(&http, addr, "v 9\r\n").await.unwrap_err();
+        assert!(err.contains("is not 1 to 64 letters"), "{err}");
+        assert_eq!(remote_version(&http, addr).await.unwrap(), "v8");
+        server.abort();
+    }
+
+    #[tokio::test]
     async fn error_rate_is_honoured_over_many_requests() {
         let (addr, server) = start(Faults {
             error_rate: 0.25,

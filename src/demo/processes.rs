@@ -7,6 +7,7 @@
 //! Prometheus cannot, so it gets a free port and is retried if another process took it.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -165,8 +166,12 @@ impl Supervisor {
             path: log.display().to_string(),
             source,
         })?;
+        // Its own process group: a Ctrl-C in the terminal reaches only the supervising
+        // process, which stops the children itself, in order (and notices none that
+        // exits on its own for another reason).
         let child = Command::new(program)
             .args(args)
+            .process_group(0)
             .current_dir(self.dir())
             .stdin(Stdio::null())
             .stdout(log_file)

@@ -164,6 +164,7 @@ fn fake_system(dir: &Path) -> PathBuf {
 /// `scripts/install-deps` gave up at once (exit 100) when another apt process held the
 /// dpkg lock. Now it waits for it, saying who holds it, and installs once it is free.
 #[test]
+#[allow(clippy::disallowed_methods)] // a test's timeout, not a decision's clock
 fn install_deps_waits_for_a_held_dpkg_lock() {
     let temp = tempfile::tempdir().unwrap();
     let bin = fake_system(temp.path());

@@ -71,6 +71,7 @@ impl LocalUp {
     }
 
     /// Polls the state file until the playground is up; fails with its log.
+    #[allow(clippy::disallowed_methods)] // a test's timeout, not a decision's clock
     pub fn wait_ready(&mut self) -> (PlaygroundState, Endpoints) {
         let started = Instant::now();
         loop {
@@ -94,6 +95,7 @@ impl LocalUp {
     }
 
     /// Waits for `local up` to exit; its exit code.
+    #[allow(clippy::disallowed_methods)] // a test's timeout, not a decision's clock
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let started = Instant::now();
         loop {

@@ -30,9 +30,15 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Exit codes: 0 success (`up`: stopped by `local down`, Ctrl-C or \
+SIGTERM); 2 invalid flags or values; 3 could not run (`up`: a playground already runs or \
+could not start; `fault`/`release`: no playground runs or it refused). Each subcommand's \
+--help and docs/cli.md give the details."
+)]
 pub struct LocalArgs {
-    /// The playground's state file (its pid, processes, ports, dir), shared by up, down
-    /// and fault [default: <temp dir>/shiftgate-local.json].
+    /// The playground's state file (its pid, processes, ports, dir), shared by every
+    /// `local` command [default: <temp dir>/shiftgate-local.json].
     #[arg(
         long,
         global = true,

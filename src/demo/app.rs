@@ -339,7 +339,9 @@ mod tests {
         let response = http.get(format!("http://{addr}/")).send().await.unwrap();
         assert_eq!(response.headers()[VERSION_HEADER], "v8");
         assert_eq!(response.text().await.unwrap(), "v8\n");
-        let err = set_remote_version(&http, addr, "v 9\r\n").await.unwrap_err();
+        let err = set_remote_version(&http, addr, "v 9\r\n")
+            .await
+            .unwrap_err();
         assert!(err.contains("is not 1 to 64 letters"), "{err}");
         assert_eq!(remote_version(&http, addr).await.unwrap(), "v8");
         server.abort();

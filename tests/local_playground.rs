@@ -131,6 +131,59 @@ fn a_playground_that_died_is_cleaned_up_by_the_next_up() {
 }
 
 #[test]
+fn a_taken_well_known_port_falls_back_to_a_free_one_and_says_which_policy_to_run() {
+    // Taken by this test, or by something else already: either way not for Envoy.
+    let _held = std::net::TcpListener::bind("127.0.0.1:9901");
+    let temp = tempfile::tempdir().unwrap();
+    let state_file = temp.path().join("local.json");
+    let dir = temp.path().join("playground");
+    let mut up = spawn_up(&state_file, temp.path(), &["--dir", dir.to_str().unwrap()]);
+    let (recorded, endpoints) = up.wait_ready();
+    assert_ne!(endpoints.envoy_admin.port(), 9901);
+    let log = up.log_text();
+    assert!(log.contains("which this playground does not use"), "{log}");
+    let written = format!("shiftgate run {}", endpoints.policy.display());
+    assert!(log.contains(&written), "{log}");
+    assert!(
+        !log.contains("shiftgate run policies/envoy-local.yaml"),
+        "{log}"
+    );
+    let policy = std::fs::read_to_string(&endpoints.policy).unwrap();
+    assert!(
+        policy.contains(&format!("adminAddress: {}", endpoints.envoy_admin)),
+        "{policy}"
+    );
+    let down = shiftgate(&state_file, &["local", "down"]);
+    assert_eq!(down.status.code(), Some(0), "{}", text(&down));
+    assert_eq!(up.wait_exit(Duration::from_secs(30)), Some(0));
+    assert_nothing_left(&recorded, &state_file);
+}
+
+#[test]
+fn a_process_that_dies_stops_the_playground_with_its_log() {
+    let temp = tempfile::tempdir().unwrap();
+    let state_file = temp.path().join("local.json");
+    let dir = temp.path().join("playground");
+    let mut up = spawn_up(
+        &state_file,
+        temp.path(),
+        &["--free-ports", "--dir", dir.to_str().unwrap()],
+    );
+    let (recorded, _) = up.wait_ready();
+    let envoy = recorded
+        .processes
+        .iter()
+        .find(|p| p.name == "envoy")
+        .expect("envoy is recorded");
+    state::signal(envoy.pid, "KILL").unwrap();
+    assert_eq!(up.wait_exit(Duration::from_secs(30)), Some(3));
+    let log = up.log_text();
+    assert!(log.contains("envoy exited on its own"), "{log}");
+    assert!(log.contains("stopped every process"), "{log}");
+    assert_nothing_left(&recorded, &state_file);
+}
+
+#[test]
 fn fault_and_release_without_a_playground_say_how_to_start_one() {
     let temp = tempfile::tempdir().unwrap();
     let state_file = temp.path().join("none.json");

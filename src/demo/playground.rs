@@ -153,10 +153,15 @@ pub async fn start(options: &PlaygroundOptions) -> Result<Playground, ProcessErr
         processes::start_prometheus_on(&mut supervisor, envoy.admin, preferred).await?;
 
     let policy_path = supervisor.dir().join("policy.yaml");
-    let policy = render_policy(
-        Path::new(&envoy.router.routes_file),
-        envoy.admin,
-        prometheus,
+    let policy = format!(
+        "# Written by `shiftgate local up` for the playground in {}: policies/envoy-local.yaml\n\
+         # with this playground's routes file, Envoy admin and Prometheus addresses.\n{}",
+        supervisor.dir().display(),
+        render_policy(
+            Path::new(&envoy.router.routes_file),
+            envoy.admin,
+            prometheus
+        )
     );
     std::fs::write(&policy_path, policy).map_err(|source| ProcessError::Io {
         what: "the playground policy".into(),

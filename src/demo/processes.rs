@@ -74,8 +74,11 @@ struct OwnedDir(PathBuf);
 
 impl Drop for OwnedDir {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove the dir");
+        match std::fs::remove_dir_all(&self.0) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove the dir");
+            }
+            _ => {}
         }
     }
 }
@@ -167,8 +170,8 @@ impl Supervisor {
             source,
         })?;
         // Its own process group: a Ctrl-C in the terminal reaches only the supervising
-        // process, which stops the children itself, in order (and notices none that
-        // exits on its own for another reason).
+        // process, which stops the children itself, in order; a child that exits is
+        // then always news (the playground reports it), never a side effect of Ctrl-C.
         let child = Command::new(program)
             .args(args)
             .process_group(0)

@@ -212,7 +212,8 @@ pub fn is_playground(pid: u32) -> bool {
 /// Prometheus or a demo app, with `dir` in its arguments.
 fn is_stack_process(pid: u32, dir: &Path) -> bool {
     let args = cmdline(pid);
-    let dir = dir.display().to_string();
+    // A file inside the dir: `/tmp/shiftgate-local2/…` is not in `/tmp/shiftgate-local`.
+    let inside = format!("{}/", dir.display());
     let program = args
         .first()
         .and_then(|p| Path::new(p).file_name())
@@ -220,7 +221,7 @@ fn is_stack_process(pid: u32, dir: &Path) -> bool {
         .unwrap_or_default();
     let ours =
         program == "envoy" || program == "prometheus" || args.iter().any(|arg| arg == "demo-app");
-    ours && args.iter().any(|arg| arg.contains(&dir))
+    ours && args.iter().any(|arg| arg.contains(&inside))
 }
 
 /// The live processes of a playground in `dir`: the recorded ones, and any started
@@ -371,6 +372,34 @@ mod tests {
         stop(&file, Duration::from_secs(1)).unwrap();
         assert!(users_dir.exists());
         assert!(!file.exists());
+    }
+
+    #[test]
+    fn only_stack_processes_inside_the_dir_are_the_playground_s() {
+        let temp = tempfile::tempdir().unwrap();
+        // A stand-in "envoy" whose arguments name a file in a sibling dir with a longer name.
+        let envoy = temp.path().join("envoy");
+        std::os::unix::fs::symlink("/bin/sh", &envoy).unwrap();
+        let sibling = temp.path().join("playground2");
+        let mut child = std::process::Command::new(&envoy)
+            .args(["-c", "sleep 30; :"])
+            .arg(sibling.join("envoy.json"))
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let near_miss = state(u32::MAX, &temp.path().join("playground"));
+        let owner = state(u32::MAX, &sibling);
+        // Poll until the child has exec'ed (its cmdline is the stand-in's).
+        for _ in 0..200 {
+            if is_stack_process(pid, &sibling) {
+                break;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        assert!(stack_processes(&owner).contains(&pid));
+        assert!(!stack_processes(&near_miss).contains(&pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `shiftgate local up|down|fault|release` as a user runs them: the built binary, a real
+//! `shiftgate local up|down|status|fault|release` as a user runs them: the built binary, a real
 //! Envoy and Prometheus on free ports, and the state file the commands share. A second
 //! `up` is refused, a playground that died is cleaned up after, and nothing is left.
 
@@ -35,6 +35,14 @@ fn a_second_up_is_refused_while_one_runs_and_down_stops_everything() {
     ] {
         assert!(log.contains(&shown), "{shown} not in:\n{log}");
     }
+    let status = shiftgate(&state_file, &["local", "status"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains(&endpoints.envoy_listener.to_string()),
+        "{shown}"
+    );
+    assert!(shown.contains(&format!("pid {}", recorded.pid)), "{shown}");
     // Users' requests go through Envoy to the stable app.
     let body = get_text(&format!("http://{}/", endpoints.envoy_listener));
     assert_eq!(body, "v1\n");
@@ -68,6 +76,13 @@ fn a_second_up_is_refused_while_one_runs_and_down_stops_everything() {
     assert_eq!(up.wait_exit(Duration::from_secs(30)), Some(0));
     assert_nothing_left(&recorded, &state_file);
 
+    let status = shiftgate(&state_file, &["local", "status"]);
+    assert_eq!(status.status.code(), Some(3), "{}", text(&status));
+    assert!(
+        text(&status).contains("shiftgate local up"),
+        "{}",
+        text(&status)
+    );
     let again = shiftgate(&state_file, &["local", "down"]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     assert!(

@@ -3,15 +3,16 @@
 //! for the user's own `shiftgate run`; `down`, from another terminal, stops it; `fault`
 //! makes one of the apps fail or slow down.
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::exit;
 use crate::demo::app::{set_remote_faults, AppVersion, Faults, FaultsUpdate};
-use crate::demo::playground::{self, Playground, PlaygroundOptions, DEFAULT_DIR};
-use crate::demo::playground_state::{self as state, PlaygroundError, PlaygroundState};
+use crate::demo::playground::{self, PlaygroundOptions, DEFAULT_DIR};
+use crate::demo::playground_state::{self as state, Endpoints, PlaygroundError, PlaygroundState};
 
 const EXIT_CODES_UP: &str = "Exit codes: 0 stopped by `shiftgate local down`, Ctrl-C or \
 SIGTERM (every process stopped, the dir removed); 2 invalid flags; 3 could not start (a \
@@ -19,6 +20,8 @@ playground already runs, the dir exists, Envoy or Prometheus missing or not read
 process of the playground exited on its own.";
 const EXIT_CODES_DOWN: &str = "Exit codes: 0 stopped (or nothing was running); 3 could not \
 stop it (unreadable state file, a process that cannot be signalled).";
+const EXIT_CODES_STATUS: &str = "Exit codes: 0 a playground runs (its addresses printed); 3 \
+none runs, or it is still starting.";
 const EXIT_CODES_FAULT: &str = "Exit codes: 0 the app's faults changed; 2 invalid flags \
 (nothing to change, an error rate outside 0..1); 3 no playground runs, it is still \
 starting, or the app did not accept the change.";
@@ -33,7 +36,7 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 #[command(
     after_help = "Exit codes: 0 success (`up`: stopped by `local down`, Ctrl-C or \
 SIGTERM); 2 invalid flags or values; 3 could not run (`up`: a playground already runs or \
-could not start; `fault`/`release`: no playground runs or it refused). Each subcommand's \
+could not start; `status`/`fault`/`release`: no playground runs, or it refused). Each subcommand's \
 --help and docs/cli.md give the details."
 )]
 pub struct LocalArgs {
@@ -58,6 +61,9 @@ pub enum LocalCommand {
     /// Stop the playground: every process, and its dir.
     #[command(after_help = EXIT_CODES_DOWN)]
     Down,
+    /// Print the running playground's addresses, policy and what to try next (stdout).
+    #[command(after_help = EXIT_CODES_STATUS)]
+    Status,
     /// Make the stable or the canary app fail or slow down, or stop that (--clear).
     #[command(after_help = EXIT_CODES_FAULT)]
     Fault(FaultArgs),
@@ -116,6 +122,7 @@ pub fn run(args: LocalArgs) -> i32 {
     match args.command {
         LocalCommand::Up(up_args) => up(up_args, state_file),
         LocalCommand::Down => down(state_file),
+        LocalCommand::Status => status(&state_file),
         LocalCommand::Fault(fault_args) => fault(fault_args, state_file),
         LocalCommand::Release(release_args) => release(release_args, state_file),
     }
@@ -226,7 +233,12 @@ async fn serve(options: PlaygroundOptions, state_file: PathBuf) -> i32 {
         playground.shut_down().await;
         return exit::COULD_NOT_RUN;
     }
-    eprint!("{}", describe_up(&playground, &state_file));
+    let header =
+        "local: the playground is up; stop it with `shiftgate local down` (or Ctrl-C here)";
+    eprint!(
+        "{}",
+        describe(header, &playground.endpoints, playground.dir(), &state_file)
+    );
     let code = loop {
         tokio::select! {
             _ = stop.cancelled() => break exit::OK,
@@ -249,21 +261,22 @@ async fn serve(options: PlaygroundOptions, state_file: PathBuf) -> i32 {
     code
 }
 
-fn describe_up(playground: &Playground, state_file: &std::path::Path) -> String {
-    let e = &playground.endpoints;
+/// The addresses of a playground and what to try next, after `header`.
+fn describe(header: &str, e: &Endpoints, dir: &Path, state_file: &Path) -> String {
+    let matches_repo_policy = playground::matches_repo_policy(e);
     let policy = e.policy.display();
-    let run_target = if playground.matches_repo_policy {
+    let run_target = if matches_repo_policy {
         "policies/envoy-local.yaml".to_owned()
     } else {
         policy.to_string()
     };
     let mut text = format!(
-        "local: the playground is up; stop it with `shiftgate local down` (or Ctrl-C here)\n\
+        "{header}\n\
          \x20 users' app (through Envoy)  http://{listener}/   ({rps} requests/s flowing)\n\
          \x20 Envoy admin                 http://{admin}/\n\
          \x20 Prometheus                  http://{prometheus}/\n\
-         \x20 stable app v1               http://{stable}/\n\
-         \x20 canary app v2               http://{canary}/\n\
+         \x20 stable app                  http://{stable}/\n\
+         \x20 canary app                  http://{canary}/\n\
          \x20 policy written for it       {policy}\n\
          \x20 logs and configs            {dir}\n\
          \x20 state file                  {state}\n",
@@ -273,10 +286,10 @@ fn describe_up(playground: &Playground, state_file: &std::path::Path) -> String 
         prometheus = e.prometheus,
         stable = e.stable_app,
         canary = e.canary_app,
-        dir = playground.dir().display(),
+        dir = dir.display(),
         state = state_file.display(),
     );
-    if !playground.matches_repo_policy {
+    if !matches_repo_policy {
         text.push_str(
             "  (policies/envoy-local.yaml names Envoy admin :9901, Prometheus :9090 and the \
              routes file under /tmp/shiftgate-local, which this playground does not use: \
@@ -336,6 +349,35 @@ fn down(state_file: PathBuf) -> i32 {
             exit::COULD_NOT_RUN
         }
     }
+}
+
+fn status(state_file: &Path) -> i32 {
+    let recorded = match state::read(state_file) {
+        Ok(Some(recorded)) => recorded,
+        Ok(None) => {
+            eprintln!("local: no playground is running (no state file {}); start one with `shiftgate local up`", state_file.display());
+            return exit::COULD_NOT_RUN;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::COULD_NOT_RUN;
+        }
+    };
+    let endpoints = match running_endpoints(state_file) {
+        Ok(endpoints) => endpoints,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::COULD_NOT_RUN;
+        }
+    };
+    let header = format!(
+        "local: a playground is running (pid {}); stop it with `shiftgate local down`",
+        recorded.pid
+    );
+    // A closed stdout (`| head`) is a normal end, not an error.
+    let _ = std::io::stdout()
+        .write_all(describe(&header, &endpoints, &recorded.dir, state_file).as_bytes());
+    exit::OK
 }
 
 fn fault(args: FaultArgs, state_file: PathBuf) -> i32 {
@@ -438,7 +480,7 @@ fn release(args: ReleaseArgs, state_file: PathBuf) -> i32 {
     }
 }
 
-fn running_endpoints(state_file: &std::path::Path) -> Result<state::Endpoints, PlaygroundError> {
+fn running_endpoints(state_file: &Path) -> Result<Endpoints, PlaygroundError> {
     let Some(recorded) = state::read(state_file)? else {
         return Err(PlaygroundError::NotRunning {
             state_file: state_file.display().to_string(),

@@ -61,8 +61,6 @@ pub struct PlaygroundOptions {
 /// the dir.
 pub struct Playground {
     pub endpoints: Endpoints,
-    /// Whether `policies/envoy-local.yaml` runs against it as written.
-    pub matches_repo_policy: bool,
     load_stop: CancellationToken,
     load: Option<JoinHandle<Result<super::load::LoadReport, String>>>,
     // Last: dropped (processes killed, dir removed) after the load stopped.
@@ -168,9 +166,6 @@ pub async fn start(options: &PlaygroundOptions) -> Result<Playground, ProcessErr
         path: policy_path.display().to_string(),
         source,
     })?;
-    let matches_repo_policy = envoy.router.routes_file == REPO_ROUTES_FILE
-        && envoy.admin.to_string() == REPO_ENVOY_ADMIN
-        && format!("http://{prometheus}") == REPO_PROMETHEUS;
 
     let load_stop = CancellationToken::new();
     let config = LoadConfig {
@@ -194,11 +189,17 @@ pub async fn start(options: &PlaygroundOptions) -> Result<Playground, ProcessErr
             policy: policy_path,
             routes_file: PathBuf::from(&envoy.router.routes_file),
         },
-        matches_repo_policy,
         load_stop,
         load: Some(load),
         supervisor,
     })
+}
+
+/// Whether `policies/envoy-local.yaml` runs against this playground as written.
+pub fn matches_repo_policy(endpoints: &Endpoints) -> bool {
+    endpoints.routes_file == Path::new(REPO_ROUTES_FILE)
+        && endpoints.envoy_admin.to_string() == REPO_ENVOY_ADMIN
+        && format!("http://{}", endpoints.prometheus) == REPO_PROMETHEUS
 }
 
 /// What a release pipeline does after a promotion, for the next rollout: the stable

@@ -88,6 +88,18 @@ fn the_demo_promotes_v2_rolls_back_v3_and_cleans_up() {
         "{text}"
     );
     assert!(text.contains("error-rate 0."), "{text}");
+    for next in [
+        "shiftgate local up",
+        "shiftgate run policies/envoy-local.yaml",
+        "shiftgate local fault",
+        "shiftgate simulate",
+        "shiftgate check",
+    ] {
+        assert!(
+            text.contains(next),
+            "the demo does not suggest `{next}`:\n{text}"
+        );
+    }
     let dir = log
         .iter()
         .find_map(|l| temp_dir_of(l))

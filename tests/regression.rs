@@ -30,3 +30,7 @@ mod kubernetes;
 /// Issue "first hour": the messages a newcomer meets.
 #[path = "regression/first_hour.rs"]
 mod first_hour;
+
+/// Issue "first hour" §1–2: a local playground, install and build.
+#[path = "regression/playground.rs"]
+mod playground;

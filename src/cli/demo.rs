@@ -17,6 +17,17 @@ pub struct DemoArgs {
     pub app_binary: Option<PathBuf>,
 }
 
+/// What to try after the demo (docs/demo.md walks through it).
+pub const NEXT_STEPS: &str = "\nnext things to try (`cargo install --locked --path .` puts shiftgate on PATH; docs/demo.md walks through them):
+  shiftgate local up                               # keep this stack running for your own rollouts (Ctrl-C or `local down` stops it)
+  shiftgate run policies/envoy-local.yaml          # in another terminal: a rollout against it, promoted
+  shiftgate local release v3                       # the next release, then make it fail:
+  shiftgate local fault canary --error-rate 0.3    #   and `shiftgate run /tmp/shiftgate-local/policy.yaml` rolls it back
+  shiftgate simulate policies/istio-host-canary.yaml --scenario scenarios/istio-host-canary-error-regression.yaml
+                                                   # a rollout on a virtual clock, no Envoy needed
+  shiftgate check policies/                        # every problem of every policy, with file:line:col
+";
+
 pub fn run(args: DemoArgs) -> i32 {
     let app_binary = match args.app_binary.map_or_else(std::env::current_exe, Ok) {
         Ok(path) => path,
@@ -55,6 +66,7 @@ pub fn run(args: DemoArgs) -> i32 {
                     eprintln!(
                         "demo: v2 was promoted and v3 was rolled back by itself, as expected"
                     );
+                    eprint!("{NEXT_STEPS}");
                     exit::OK
                 } else {
                     eprintln!("demo: the rollouts did not end as expected (see above)");

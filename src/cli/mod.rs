@@ -10,6 +10,7 @@ pub mod demo;
 pub mod demo_app;
 pub mod exit;
 pub mod kube_target;
+pub mod local;
 pub mod logging;
 pub mod measure;
 pub mod output;
@@ -78,6 +79,8 @@ pub enum Command {
     Abort(abort::AbortArgs),
     /// The local demo: real Envoy and Prometheus, a good release promoted, a bad one rolled back.
     Demo(demo::DemoArgs),
+    /// The local playground: the demo's stack kept running for your own `shiftgate run`.
+    Local(local::LocalArgs),
     /// One instance of the demo HTTP app (started by `shiftgate demo` and the tests).
     #[command(hide = true)]
     DemoApp(demo_app::DemoAppArgs),
@@ -127,6 +130,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Crd(args) => crd::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Local(args) => local::run(args),
         Command::DemoApp(args) => demo_app::run(args),
         Command::MeasureRollback(args) => measure::run(args),
         Command::BenchJudges(args) => bench_judges::run(args),

@@ -3,7 +3,9 @@
 //!
 //! Faults (error rate, added latency) are set at start and changed at run time with
 //! `POST /admin/faults` (`{"errorRate": 0.5, "latencyMs": 20}`). Failures are drawn from
-//! a seeded RNG, so a demo run is reproducible request for request.
+//! a seeded RNG, so a demo run is reproducible request for request. The version it
+//! answers with changes with `POST /admin/version` (`{"version": "v3"}`): the playground
+//! "deploys" the next release that way, without restarting the instance.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -57,8 +59,29 @@ impl Faults {
     }
 }
 
+/// The version an instance answers with (`/admin/version`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppVersion {
+    pub version: String,
+}
+
+impl AppVersion {
+    /// A version is a short label: letters, digits, `.`, `_`, `-` (it goes in a header).
+    pub fn validate(&self) -> Result<(), String> {
+        let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.version.is_empty() || self.version.len() > 64 || !self.version.chars().all(fine) {
+            return Err(format!(
+                "version {:?} is not 1 to 64 letters, digits, '.', '_' or '-'",
+                self.version
+            ));
+        }
+        Ok(())
+    }
+}
+
 struct AppState {
-    version: String,
+    version: Mutex<String>,
     faults: Mutex<Faults>,
     rng: Mutex<StdRng>,
 }
@@ -66,7 +89,7 @@ struct AppState {
 /// The app's routes, for serving or for in-process tests.
 pub fn router(version: &str, faults: Faults, seed: u64) -> Router {
     let state = Arc::new(AppState {
-        version: version.to_owned(),
+        version: Mutex::new(version.to_owned()),
         faults: Mutex::new(faults),
         rng: Mutex::new(StdRng::seed_from_u64(seed)),
     });
@@ -74,11 +97,13 @@ pub fn router(version: &str, faults: Faults, seed: u64) -> Router {
         .route("/", get(answer))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/admin/faults", get(get_faults).post(set_faults))
+        .route("/admin/version", get(get_version).post(set_version))
         .with_state(state)
 }
 
 async fn answer(State(state): State<Arc<AppState>>) -> Response {
     let faults = current(&state);
+    let version = current_version(&state);
     // A poisoned lock only means another request panicked; the RNG is still usable.
     let roll: f64 = match state.rng.lock() {
         Ok(mut rng) => rng.random(),
@@ -90,13 +115,13 @@ async fn answer(State(state): State<Arc<AppState>>) -> Response {
     let (status, body) = if roll < faults.error_rate {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("injected failure from {}\n", state.version),
+            format!("injected failure from {version}\n"),
         )
     } else {
-        (StatusCode::OK, format!("{}\n", state.version))
+        (StatusCode::OK, format!("{version}\n"))
     };
     let mut response = (status, body).into_response();
-    if let Ok(value) = HeaderValue::from_str(&state.version) {
+    if let Ok(value) = HeaderValue::from_str(&version) {
         response.headers_mut().insert(VERSION_HEADER, value);
     }
     response
@@ -107,6 +132,33 @@ fn current(state: &AppState) -> Faults {
         Ok(faults) => *faults,
         Err(poisoned) => *poisoned.into_inner(),
     }
+}
+
+fn current_version(state: &AppState) -> String {
+    match state.version.lock() {
+        Ok(version) => version.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+async fn get_version(State(state): State<Arc<AppState>>) -> Json<AppVersion> {
+    Json(AppVersion {
+        version: current_version(&state),
+    })
+}
+
+async fn set_version(
+    State(state): State<Arc<AppState>>,
+    Json(next): Json<AppVersion>,
+) -> Result<Json<AppVersion>, (StatusCode, String)> {
+    next.validate()
+        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")))?;
+    match state.version.lock() {
+        Ok(mut version) => version.clone_from(&next.version),
+        Err(poisoned) => poisoned.into_inner().clone_from(&next.version),
+    }
+    tracing::info!(version = %next.version, "version changed");
+    Ok(Json(next))
 }
 
 async fn get_faults(State(state): State<Arc<AppState>>) -> Json<Faults> {
@@ -129,7 +181,7 @@ async fn set_faults(
         .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")))?;
     *faults = next;
     tracing::info!(
-        version = %state.version,
+        version = %current_version(&state),
         error_rate = next.error_rate,
         latency_ms = next.latency_ms,
         "faults changed"
@@ -158,10 +210,46 @@ pub async fn set_remote_faults(
     app: SocketAddr,
     update: FaultsUpdate,
 ) -> Result<Faults, String> {
-    let url = format!("http://{app}/admin/faults");
+    post_admin(http, app, "faults", &update).await
+}
+
+/// Sets the version a running app answers with, through its admin endpoint.
+pub async fn set_remote_version(
+    http: &reqwest::Client,
+    app: SocketAddr,
+    version: &str,
+) -> Result<AppVersion, String> {
+    let body = AppVersion {
+        version: version.to_owned(),
+    };
+    post_admin(http, app, "version", &body).await
+}
+
+/// The version a running app answers with.
+pub async fn remote_version(http: &reqwest::Client, app: SocketAddr) -> Result<String, String> {
+    let url = format!("http://{app}/admin/version");
+    let response = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the demo app at {url}: {e}"))?;
+    let answer: AppVersion = response
+        .json()
+        .await
+        .map_err(|e| format!("cannot decode the answer of {url}: {e}"))?;
+    Ok(answer.version)
+}
+
+async fn post_admin<B: Serialize, T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    app: SocketAddr,
+    what: &str,
+    body: &B,
+) -> Result<T, String> {
+    let url = format!("http://{app}/admin/{what}");
     let response = http
         .post(&url)
-        .json(&update)
+        .json(body)
         .send()
         .await
         .map_err(|e| format!("cannot reach the demo app at {url}: {e}"))?;
@@ -169,7 +257,7 @@ pub async fn set_remote_faults(
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
         return Err(format!(
-            "{url} refused the faults ({status}): {}",
+            "{url} refused the change ({status}): {}",
             body.trim()
         ));
     }
@@ -234,6 +322,28 @@ mod tests {
         };
         let err = set_remote_faults(&http, addr, invalid).await.unwrap_err();
         assert!(err.contains("not between 0 and 1"), "{err}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn the_version_changes_at_run_time_and_must_be_a_label() {
+        let (addr, server) = start(Faults {
+            error_rate: 0.0,
+            latency_ms: 0,
+        })
+        .await;
+        let http = client();
+        assert_eq!(remote_version(&http, addr).await.unwrap(), "v7");
+        let changed = set_remote_version(&http, addr, "v8").await.unwrap();
+        assert_eq!(changed.version, "v8");
+        let response = http.get(format!("http://{addr}/")).send().await.unwrap();
+        assert_eq!(response.headers()[VERSION_HEADER], "v8");
+        assert_eq!(response.text().await.unwrap(), "v8\n");
+        let err = set_remote_version(&http, addr, "v 9\r\n")
+            .await
+            .unwrap_err();
+        assert!(err.contains("is not 1 to 64 letters"), "{err}");
+        assert_eq!(remote_version(&http, addr).await.unwrap(), "v8");
         server.abort();
     }
 

@@ -9,11 +9,13 @@ use serde_json::{json, Value};
 
 use crate::policy::EnvoyRouter as EnvoyRouterSpec;
 
-/// Envoy's v3 bootstrap. Admin and listener bind port 0; the supervisor learns the
-/// ports from `--admin-address-path` and the admin `/listeners` page.
+/// Envoy's v3 bootstrap. The listener binds port 0, and so does admin unless `admin`
+/// names a port; the supervisor learns the ports from `--admin-address-path` and the
+/// admin `/listeners` page.
 pub fn envoy_bootstrap(
     router: &EnvoyRouterSpec,
     routes_dir: &Path,
+    admin: SocketAddr,
     stable: SocketAddr,
     canary: SocketAddr,
 ) -> Value {
@@ -22,7 +24,7 @@ pub fn envoy_bootstrap(
         // Histograms (latency quantiles) reach /stats/prometheus only at each flush:
         // the default 5s would leave a short analysis window without latency data.
         "stats_flush_interval": "1s",
-        "admin": { "address": socket_address(([127, 0, 0, 1], 0).into()) },
+        "admin": { "address": socket_address(admin) },
         "static_resources": {
             "listeners": [{
                 "name": "ingress",

@@ -4,5 +4,7 @@
 pub mod app;
 pub mod envoy_bootstrap;
 pub mod load;
+pub mod playground;
+pub mod playground_state;
 pub mod processes;
 pub mod scenario;

@@ -7,6 +7,7 @@
 //! Prometheus cannot, so it gets a free port and is retried if another process took it.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -68,16 +69,31 @@ struct Supervised {
     log: PathBuf,
 }
 
+/// A directory the supervisor created and removes when dropped.
+struct OwnedDir(PathBuf);
+
+impl Drop for OwnedDir {
+    fn drop(&mut self) {
+        match std::fs::remove_dir_all(&self.0) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove the dir");
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Owns the temp dir and every process started in it. Dropping it kills the processes,
 /// waits for them, and removes the dir.
 pub struct Supervisor {
     children: Vec<Supervised>,
     http: reqwest::Client,
     // Declared last: dropped after the children are dead.
-    dir: tempfile::TempDir,
+    dir: OwnedDir,
 }
 
 impl Supervisor {
+    /// In a new temp dir `shiftgate-demo-*`.
     pub fn new() -> Result<Self, ProcessError> {
         let dir = tempfile::Builder::new()
             .prefix("shiftgate-demo-")
@@ -87,6 +103,26 @@ impl Supervisor {
                 path: std::env::temp_dir().display().to_string(),
                 source,
             })?;
+        Self::owning(OwnedDir(dir.keep()))
+    }
+
+    /// In `dir`, which must not exist yet (its parent is created when missing): the
+    /// supervisor creates it and removes it when dropped, so it never removes a
+    /// directory somebody else made.
+    pub fn at(dir: &Path) -> Result<Self, ProcessError> {
+        let io = |source| ProcessError::Io {
+            what: "the playground dir (it must not exist yet)".into(),
+            path: dir.display().to_string(),
+            source,
+        };
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::create_dir(dir).map_err(io)?;
+        Self::owning(OwnedDir(dir.to_owned()))
+    }
+
+    fn owning(dir: OwnedDir) -> Result<Self, ProcessError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .no_proxy()
@@ -104,7 +140,15 @@ impl Supervisor {
 
     /// The temp dir every file and process lives in.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir.0
+    }
+
+    /// The name and process id of every running process it started.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.children
+            .iter()
+            .map(|c| (c.name.clone(), c.child.id()))
+            .collect()
     }
 
     /// Starts `program args`, logging stdout and stderr to `<dir>/<name>.log`.
@@ -125,8 +169,12 @@ impl Supervisor {
             path: log.display().to_string(),
             source,
         })?;
+        // Its own process group: a Ctrl-C in the terminal reaches only the supervising
+        // process, which stops the children itself, in order; a child that exits is
+        // then always news (the playground reports it), never a side effect of Ctrl-C.
         let child = Command::new(program)
             .args(args)
+            .process_group(0)
             .current_dir(self.dir())
             .stdin(Stdio::null())
             .stdout(log_file)
@@ -329,6 +377,17 @@ pub async fn start_envoy(
     stable: SocketAddr,
     canary: SocketAddr,
 ) -> Result<EnvoyHandle, ProcessError> {
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    start_envoy_with_admin(supervisor, stable, canary, any_port).await
+}
+
+/// Like [`start_envoy`], with the admin endpoint on `admin` (port 0: a free one).
+pub async fn start_envoy_with_admin(
+    supervisor: &mut Supervisor,
+    stable: SocketAddr,
+    canary: SocketAddr,
+    admin: SocketAddr,
+) -> Result<EnvoyHandle, ProcessError> {
     let routes_dir = supervisor.dir().join("routes");
     let io = |what: &str, path: &Path, source| ProcessError::Io {
         what: what.to_owned(),
@@ -348,7 +407,7 @@ pub async fn start_envoy(
         .await
         .map_err(|e| io("the initial routes file", Path::new(&router.routes_file), e))?;
     let bootstrap_path = supervisor.dir().join("envoy.json");
-    let bootstrap = envoy_bootstrap(&router, &routes_dir, stable, canary);
+    let bootstrap = envoy_bootstrap(&router, &routes_dir, admin, stable, canary);
     let text = serde_json::to_vec_pretty(&bootstrap).map_err(std::io::Error::other);
     text.and_then(|bytes| std::fs::write(&bootstrap_path, bytes))
         .map_err(|e| io("the envoy bootstrap", &bootstrap_path, e))?;
@@ -406,6 +465,15 @@ pub async fn start_prometheus(
     supervisor: &mut Supervisor,
     envoy_admin: SocketAddr,
 ) -> Result<SocketAddr, ProcessError> {
+    start_prometheus_on(supervisor, envoy_admin, None).await
+}
+
+/// Like [`start_prometheus`], trying `preferred` first (then free ports, if it was taken).
+pub async fn start_prometheus_on(
+    supervisor: &mut Supervisor,
+    envoy_admin: SocketAddr,
+    preferred: Option<u16>,
+) -> Result<SocketAddr, ProcessError> {
     let config_path = supervisor.dir().join("prometheus.yml");
     std::fs::write(&config_path, prometheus_config(envoy_admin)).map_err(|source| {
         ProcessError::Io {
@@ -416,10 +484,13 @@ pub async fn start_prometheus(
     })?;
     let mut last_error = None;
     for attempt in 0..PROMETHEUS_ATTEMPTS {
-        let port = free_port().map_err(|source| ProcessError::Spawn {
-            what: "prometheus (no free port)".into(),
-            source,
-        })?;
+        let port = match preferred {
+            Some(port) if attempt == 0 => port,
+            _ => free_port().map_err(|source| ProcessError::Spawn {
+                what: "prometheus (no free port)".into(),
+                source,
+            })?,
+        };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let data = supervisor.dir().join(format!("prometheus-data-{attempt}"));
         let args = vec![

@@ -6,6 +6,7 @@ pub mod command_world;
 pub mod envoy;
 pub mod exporter;
 pub mod kube_apiserver;
+pub mod playground;
 pub mod ports;
 pub mod prometheus;
 pub mod rollout;

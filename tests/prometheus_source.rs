@@ -144,7 +144,7 @@ const ENVOY: &str = r#"{ envoy: { routesFile: /tmp/routes.yaml, adminAddress: "1
 async fn observe_until_measured(source: &PrometheusSource, spec: &RolloutSpec) -> AnalysisInput {
     let deadline = tokio::time::Instant::now() + DATA_TIMEOUT;
     loop {
-        let input = source.observe(&policy(), spec, now()).await;
+        let input = source.observe(&policy(), spec, now(), None).await;
         let measured = input.metrics.iter().all(|m| {
             matches!(m.canary, Sample::Value(_))
                 && m.stable
@@ -357,7 +357,7 @@ async fn hostile_label_values_round_trip_without_injection() {
     let source = PrometheusSource::new(None);
     let deadline = tokio::time::Instant::now() + DATA_TIMEOUT;
     let input = loop {
-        let input = source.observe(&policy(), &spec, now()).await;
+        let input = source.observe(&policy(), &spec, now(), None).await;
         if input
             .metrics
             .iter()
@@ -382,7 +382,7 @@ async fn hostile_label_values_round_trip_without_injection() {
         "[ { name: bare, query: 'rate(hostile[{{ vars.v }}])', max: 1 } ]",
         &vars,
     );
-    let input = source.observe(&policy(), &bare, now()).await;
+    let input = source.observe(&policy(), &bare, now(), None).await;
     match &input.metrics[0].canary {
         Sample::Invalid { message } => {
             assert!(message.contains("metric `bare`"), "{message}");
@@ -403,7 +403,7 @@ async fn an_address_nobody_listens_on_is_unreachable() {
         "{}",
     );
     let input = PrometheusSource::new(None)
-        .observe(&policy(), &spec, now())
+        .observe(&policy(), &spec, now(), None)
         .await;
     for sample in [&input.metrics[0].canary, &input.canary_requests] {
         match sample {

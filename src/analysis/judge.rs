@@ -8,8 +8,10 @@
 //! canary above 0 is an unbounded ratio, so it fails. Pair `maxRatio` with `max` or
 //! `maxIncrease` when stable is often exactly 0 (error rates of a quiet service).
 
+use crate::analysis::comparison::{self, prior_state, Compared};
 use crate::analysis::sample::{AnalysisInput, MetricObservation, Sample};
 use crate::analysis::verdict::{InconclusiveReason, Verdict};
+use crate::policy::status::EvidenceStatus;
 use crate::policy::{AnalysisSpec, MetricSpec};
 
 /// One metric's verdict with the values it was judged on.
@@ -33,32 +35,139 @@ pub struct Evaluation {
     pub metrics: Vec<MetricJudgement>,
     /// One line with numbers, e.g. `error-rate 0.034 > max 0.01 over 30s, 1234 reqs`.
     pub message: String,
+    /// The sequential judges' evidence to save with this evaluation (`None`: the policy
+    /// has no sequential metric, or nothing was counted yet).
+    pub evidence: Option<EvidenceStatus>,
+    /// A sequential judge decided the canary is worse: final, whatever `failureLimit`.
+    pub decided_worse: bool,
+    /// Every sequential metric showed the canary no worse and everything else passed:
+    /// the step may advance before its hold ends (`analysis.advanceEarly`).
+    pub shown_no_worse: bool,
+    /// Inconclusive only because sequential evidence is still being gathered, and this
+    /// evaluation added to it: not an outage, so not counted against
+    /// `inconclusiveLimit`.
+    pub gathering: bool,
+}
+
+/// Judges `input` against the policy's analysis with no evidence so far.
+pub fn judge(spec: &AnalysisSpec, input: &AnalysisInput, canary_weight: u8) -> Evaluation {
+    evaluate(spec, input, canary_weight, None)
 }
 
 /// Judges `input` against the policy's analysis. Any Fail gives Fail; else any
 /// Inconclusive gives Inconclusive; else Pass. Fewer canary requests than `minRequests`
-/// make the whole evaluation Inconclusive, whatever the metrics say. `canary_weight` is
-/// the weight the window covered: at 100 there is no stable traffic to compare with.
-pub fn judge(spec: &AnalysisSpec, input: &AnalysisInput, canary_weight: u8) -> Evaluation {
+/// in the window make the threshold criteria Inconclusive; a sequential judge's Fail
+/// still counts. `canary_weight` is the weight the window covered: at 100 there is no
+/// stable traffic to compare with. `prior` is the sequential judges' evidence so far;
+/// the input's counts must cover exactly the range since `prior.countedUntil`.
+///
+/// A sequential comparison that has not decided yet but has seen at least
+/// `minRequests` canary requests does not hold the step: the evaluation passes ("no
+/// regression shown so far") and the evidence carries on into the next step, where a
+/// regression is still caught.
+pub fn evaluate(
+    spec: &AnalysisSpec,
+    input: &AnalysisInput,
+    canary_weight: u8,
+    prior: Option<&EvidenceStatus>,
+) -> Evaluation {
     let compare = canary_weight < 100;
+    let mut compared: Vec<(String, Compared)> = Vec::new();
+    let mut any_threshold = false;
     let metrics: Vec<MetricJudgement> = spec
         .metrics
         .iter()
         .map(|metric| {
             let observed = input.metrics.iter().find(|m| m.name == metric.name);
-            judge_metric(metric, observed, compare)
+            let sequential = metric.sequential().is_some();
+            let threshold_part = metric.min.is_some()
+                || metric.max.is_some()
+                || (metric.compare.is_some() && !sequential);
+            any_threshold |= threshold_part;
+            let mut judged = if threshold_part {
+                judge_metric(metric, observed, compare)
+            } else {
+                MetricJudgement {
+                    name: metric.name.clone(),
+                    canary: None,
+                    stable: None,
+                    verdict: Verdict::Pass,
+                    detail: String::new(),
+                }
+            };
+            if sequential && !compare {
+                add_detail(&mut judged, "compare skipped: no stable traffic at 100%");
+            }
+            let prior_state = prior_state(prior, &metric.name);
+            if let Some(c) = compare
+                .then(|| comparison::compare(spec, metric, prior_state, observed))
+                .flatten()
+            {
+                judged.verdict = match (&judged.verdict, &c.verdict) {
+                    (Verdict::Fail { .. }, _) => judged.verdict.clone(),
+                    (_, Verdict::Fail { .. }) => c.verdict.clone(),
+                    (Verdict::Inconclusive(_), _) => judged.verdict.clone(),
+                    _ => c.verdict.clone(),
+                };
+                add_detail(&mut judged, &c.explanation);
+                compared.push((metric.name.clone(), c));
+            }
+            judged
         })
         .collect();
     let requests = finite_value(&input.canary_requests).ok();
-    let traffic = judge_traffic(spec.min_requests, &input.canary_requests);
+    let traffic = any_threshold
+        .then(|| judge_traffic(spec.min_requests, &input.canary_requests))
+        .flatten();
     let too_little_traffic = traffic.is_some();
-    let verdict = match traffic {
-        Some(inconclusive) => inconclusive,
-        None => Verdict::combine(metrics.iter().map(|m| m.verdict.clone())),
+    let decided_worse = compared
+        .iter()
+        .find(|(_, c)| matches!(c.verdict, Verdict::Fail { .. }));
+    let mut verdict = match (decided_worse, traffic) {
+        (Some((_, c)), _) => c.verdict.clone(),
+        (None, Some(inconclusive)) => inconclusive,
+        (None, None) => Verdict::combine(metrics.iter().map(|m| m.verdict.clone())),
     };
+    // Which metrics are only waiting for evidence (not an outage, not a threshold).
+    let waiting: Vec<&Compared> = metrics
+        .iter()
+        .filter(|m| matches!(m.verdict, Verdict::Inconclusive(_)))
+        .filter_map(|m| {
+            compared
+                .iter()
+                .find(|(name, c)| *name == m.name && m.verdict == c.verdict)
+                .map(|(_, c)| c)
+        })
+        .filter(|c| {
+            matches!(
+                c.verdict,
+                Verdict::Inconclusive(InconclusiveReason::NotEnoughEvidence(_))
+            )
+        })
+        .collect();
+    let only_waiting = !too_little_traffic
+        && matches!(verdict, Verdict::Inconclusive(_))
+        && waiting.len()
+            == metrics
+                .iter()
+                .filter(|m| matches!(m.verdict, Verdict::Inconclusive(_)))
+                .count();
+    let enough = |c: &&Compared| c.canary_requests >= spec.min_requests.max(1) as f64;
+    let no_regression_so_far = only_waiting && waiting.iter().all(enough);
+    if no_regression_so_far {
+        verdict = Verdict::Pass;
+    }
+    let gathering = only_waiting && !no_regression_so_far && waiting.iter().all(|c| c.progressed);
+    let shown_no_worse = verdict == Verdict::Pass
+        && !no_regression_so_far
+        && !compared.is_empty()
+        && compared.iter().all(|(_, c)| c.verdict == Verdict::Pass);
     let window = spec.query_window().to_promql();
     let reqs = requests.map_or_else(|| "unknown".to_owned(), |r| format!("{r:.0}"));
     let message = match &verdict {
+        Verdict::Fail { metric, reason } if decided_worse.is_some() => {
+            format!("{metric}: {reason}")
+        }
         Verdict::Fail { metric, reason } => format!("{metric} {reason} over {window}, {reqs} reqs"),
         Verdict::Inconclusive(reason) => {
             let which = metrics
@@ -81,15 +190,31 @@ pub fn judge(spec: &AnalysisSpec, input: &AnalysisInput, canary_weight: u8) -> E
                 .iter()
                 .map(|m| format!("{} {}", m.name, m.detail))
                 .collect();
-            format!("{} over {window}, {reqs} reqs", details.join("; "))
+            let lead = if no_regression_so_far {
+                "no regression shown so far: "
+            } else {
+                ""
+            };
+            format!("{lead}{} over {window}, {reqs} reqs", details.join("; "))
         }
     };
     Evaluation {
+        evidence: comparison::next_evidence(prior, &compared, input.at),
+        decided_worse: decided_worse.is_some(),
+        shown_no_worse,
+        gathering,
         verdict,
         canary_requests: requests,
         metrics,
         message,
     }
+}
+
+fn add_detail(judged: &mut MetricJudgement, detail: &str) {
+    if !judged.detail.is_empty() {
+        judged.detail.push_str(", ");
+    }
+    judged.detail.push_str(detail);
 }
 
 /// `None` when the traffic is enough to judge (or no minimum is set).
@@ -169,13 +294,18 @@ fn judge_metric(
         ));
     }
     let mut stable_value = None;
-    if spec.compare.is_some() && !compare_with_stable {
+    if spec.compare.is_some() && !compare_with_stable && spec.sequential().is_none() {
         results.push((
             Verdict::Pass,
             "compare skipped: no stable traffic at 100%".to_owned(),
         ));
     }
-    if let Some(compare) = spec.compare.as_ref().filter(|_| compare_with_stable) {
+    let threshold_compare = spec.sequential().is_none();
+    if let Some(compare) = spec
+        .compare
+        .as_ref()
+        .filter(|_| compare_with_stable && threshold_compare)
+    {
         let stable = observed
             .stable
             .as_ref()
@@ -290,7 +420,9 @@ mod tests {
             stable_query: None,
             min,
             max,
+            judge: compare.as_ref().map(|_| crate::policy::JudgeSpec::Threshold),
             compare,
+            counts: None,
         }
     }
 

@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::{MetricSource, PolicyRef};
+use crate::analysis::comparison::{count_kind, CountKind};
 use crate::analysis::sample::{AnalysisInput, Measured, MetricObservation, Sample};
 use crate::policy::{Duration, RolloutSpec, Timestamp};
 use crate::router::memory::MemoryRouter;
@@ -162,6 +163,7 @@ impl MetricSource for ScriptedMetrics {
         _policy: &PolicyRef,
         spec: &RolloutSpec,
         at: Timestamp,
+        counts_since: Option<Timestamp>,
     ) -> AnalysisInput {
         if let Some(kind) = self.script.outage_at(at) {
             let sample = Self::outage_sample(kind);
@@ -188,18 +190,37 @@ impl MetricSource for ScriptedMetrics {
             (rps * weight * window * self.noise(self.script.traffic.jitter)).round();
         let stable_requests =
             (rps * (1.0 - weight) * window * self.noise(self.script.traffic.jitter)).round();
+        // The sequential judges' range: requests at the live weight, and for an error
+        // rate the errors its scripted value implies (no latency histogram is scripted).
+        let counted = counts_since.map(|since| {
+            let secs = at.signed_duration_since(since).num_milliseconds().max(0) as f64 / 1000.0;
+            let jitter = self.script.traffic.jitter;
+            (
+                (rps * weight * secs * self.noise(jitter)).round(),
+                (rps * (1.0 - weight) * secs * self.noise(jitter)).round(),
+            )
+        });
         let metrics = spec
             .analysis
             .metrics
             .iter()
             .map(|m| {
                 let behaviour = self.script.metrics.get(&m.name);
-                let sample = |segments: Option<&Vec<Segment>>, requests: f64| {
-                    match segments.and_then(|s| Self::value_at(s, offset)) {
-                        None => Sample::NoData,
+                let errors_counted = m.sequential().is_some()
+                    && count_kind(m) == Some(CountKind::Errors);
+                let sample = |segments: Option<&Vec<Segment>>, requests: f64, range: Option<f64>| {
+                    let value = segments.and_then(|s| Self::value_at(s, offset));
+                    match (value, range.filter(|_| errors_counted)) {
+                        (None, _) => Sample::NoData,
+                        (Some(v), Some(counted)) => Sample::Value(Measured {
+                            value: if requests > 0.0 { v } else { f64::NAN },
+                            requests: Some(counted),
+                            errors: Some((v.clamp(0.0, 1.0) * counted).round()),
+                            ..Measured::default()
+                        }),
                         // 0/0: a rate over no requests.
-                        Some(_) if requests <= 0.0 => Sample::NotANumber,
-                        Some(v) => Sample::Value(Measured {
+                        (Some(_), None) if requests <= 0.0 => Sample::NotANumber,
+                        (Some(v), None) => Sample::Value(Measured {
                             value: v * self.noise(behaviour.map_or(0.0, |b| b.jitter)),
                             requests: Some(requests),
                             ..Measured::default()
@@ -208,11 +229,18 @@ impl MetricSource for ScriptedMetrics {
                 };
                 MetricObservation {
                     name: m.name.clone(),
-                    canary: sample(behaviour.map(|b| &b.canary), canary_requests),
-                    stable: m
-                        .compare
-                        .as_ref()
-                        .map(|_| sample(behaviour.map(|b| &b.stable), stable_requests)),
+                    canary: sample(
+                        behaviour.map(|b| &b.canary),
+                        canary_requests,
+                        counted.map(|c| c.0),
+                    ),
+                    stable: m.compare.as_ref().map(|_| {
+                        sample(
+                            behaviour.map(|b| &b.stable),
+                            stable_requests,
+                            counted.map(|c| c.1),
+                        )
+                    }),
                 }
             })
             .collect();

@@ -90,10 +90,12 @@ pub fn compare(
             (j.verdict, JudgeState::Latency(j.state), j.explanation)
         }
     };
+    // Until the latency judge has chosen its bucket edges (it needs enough stable
+    // requests in one range), nothing is counted: the range grows until it has them.
     let counted = !matches!(
         &verdict,
         Verdict::Inconclusive(reason) if !matches!(reason, InconclusiveReason::NotEnoughEvidence(_))
-    );
+    ) && !matches!(&state, JudgeState::Latency(l) if l.edges.is_empty());
     let progressed = counted && prior != Some(&state);
     Some(Compared {
         canary_requests: state.canary_requests(),

@@ -218,10 +218,14 @@ impl Tick<'_> {
             }
             Verdict::Fail { .. } => {
                 self.s.consecutive_failures = self.s.consecutive_failures.saturating_add(1);
-                let message = format!(
-                    "{} ({} failed in a row, limit {})",
-                    evaluation.message, self.s.consecutive_failures, limits.failure_limit
-                );
+                let message = if evaluation.decided_worse {
+                    format!("{} (a sequential judge's decision)", evaluation.message)
+                } else {
+                    format!(
+                        "{} ({} failed in a row, limit {})",
+                        evaluation.message, self.s.consecutive_failures, limits.failure_limit
+                    )
+                };
                 // A sequential judge's Fail is a decision with a known error rate, and
                 // final: waiting for `failureLimit` more would only serve more requests.
                 if self.s.consecutive_failures > limits.failure_limit || evaluation.decided_worse {
@@ -233,6 +237,7 @@ impl Tick<'_> {
             // Evidence still being gathered is not an outage: it neither pauses nor
             // rolls back, and the step waits for a decision or for `minRequests`.
             Verdict::Inconclusive(_) if evaluation.gathering => {
+                self.s.consecutive_inconclusive = 0;
                 self.note(
                     reasons::ANALYSIS_INCONCLUSIVE,
                     format!("{}; gathering evidence", evaluation.message),

@@ -495,7 +495,8 @@ mod tests {
             reads("spec.analysis.metrics[3].compare"),
             [
                 "spec.analysis.metrics[3].query",
-                "spec.analysis.metrics[3].stableQuery"
+                "spec.analysis.metrics[3].stableQuery",
+                "spec.analysis.metrics[3].judge"
             ]
         );
         assert_eq!(

@@ -243,7 +243,7 @@ async fn result_shapes_map_to_their_own_sample_kinds() {
 async fn istio_error_rate_compares_canary_and_stable_with_counts() {
     let world = world().await;
     let metrics = r#"
-    - { name: error-rate, template: istio-error-rate, max: 0.01, compare: { maxIncrease: 0.01 } }
+    - { name: error-rate, template: istio-error-rate, max: 0.01, compare: { maxIncrease: 0.01 }, judge: threshold }
     - { name: rate, template: istio-request-rate, min: 1 }"#;
     let spec = policy_spec(&world.prometheus.url(), ISTIO_SUBSETS, metrics, "{}");
     let source = PrometheusSource::new(None);
@@ -307,7 +307,7 @@ async fn istio_error_rate_compares_canary_and_stable_with_counts() {
 async fn envoy_builtins_read_cluster_stats() {
     let world = world().await;
     let metrics = r#"
-    - { name: errors, template: envoy-error-rate, max: 0.2, compare: { maxIncrease: 0.1 } }
+    - { name: errors, template: envoy-error-rate, max: 0.2, compare: { maxIncrease: 0.1 }, judge: threshold }
     - { name: p50, template: envoy-latency-p50, max: 100 }
     - { name: p99, template: envoy-latency-p99, max: 100 }"#;
     let spec = policy_spec(&world.prometheus.url(), ENVOY, metrics, "{}");

@@ -30,3 +30,7 @@ mod kubernetes;
 /// Issue "first hour": the messages a newcomer meets.
 #[path = "regression/first_hour.rs"]
 mod first_hour;
+
+/// Issue "judges": canary against stable from counts, with a known false-rollback rate.
+#[path = "regression/judges.rs"]
+mod judges;

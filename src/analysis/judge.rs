@@ -164,6 +164,13 @@ pub fn evaluate(
         && compared.iter().all(|(_, c)| c.verdict == Verdict::Pass);
     let window = spec.query_window().to_promql();
     let reqs = requests.map_or_else(|| "unknown".to_owned(), |r| format!("{r:.0}"));
+    // The window and its request count mean something to threshold criteria only; a
+    // sequential judge's line carries its own counts.
+    let over = if any_threshold {
+        format!(" over {window}, {reqs} reqs")
+    } else {
+        String::new()
+    };
     let message = match &verdict {
         Verdict::Fail { metric, reason } if decided_worse.is_some() => {
             format!("{metric}: {reason}")
@@ -183,7 +190,7 @@ pub fn evaluate(
                         String::new()
                     }
                 });
-            format!("{which}{reason} over {window}, {reqs} reqs")
+            format!("{which}{reason}{over}")
         }
         Verdict::Pass => {
             let details: Vec<String> = metrics
@@ -195,7 +202,7 @@ pub fn evaluate(
             } else {
                 ""
             };
-            format!("{lead}{} over {window}, {reqs} reqs", details.join("; "))
+            format!("{lead}{}{over}", details.join("; "))
         }
     };
     Evaluation {

@@ -14,6 +14,8 @@ pub mod step;
 pub mod types;
 
 #[cfg(test)]
+mod evidence_tests;
+#[cfg(test)]
 mod tests;
 
 pub use evidence::counts_since;

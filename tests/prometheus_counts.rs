@@ -29,7 +29,9 @@ fn now() -> Timestamp {
 fn exposition(n: u64) -> String {
     let n = n as f64;
     let istio = |host: &str, version: &str| {
-        format!(r#"reporter="destination",destination_service="{host}",destination_version="{version}""#)
+        format!(
+            r#"reporter="destination",destination_service="{host}",destination_version="{version}""#
+        )
     };
     let canary = istio("checkout.stage.svc.cluster.local", "v2");
     let stable = istio("checkout.prod.svc.cluster.local", "v1");
@@ -45,7 +47,10 @@ fn exposition(n: u64) -> String {
             errors * n
         );
     }
-    out += &format!("istio_requests_total{{{source_side},response_code=\"503\"}} {}\n", 50.0 * n);
+    out += &format!(
+        "istio_requests_total{{{source_side},response_code=\"503\"}} {}\n",
+        50.0 * n
+    );
     out += "# TYPE istio_request_duration_milliseconds histogram\n";
     for labels in [&canary, &stable, &source_side.to_owned()] {
         out += &histogram("istio_request_duration_milliseconds", labels, n);
@@ -124,10 +129,17 @@ fn measured<'a>(input: &'a AnalysisInput, name: &str, canary: bool) -> &'a Measu
         .iter()
         .find(|m| m.name == name)
         .unwrap_or_else(|| panic!("no {name}"));
-    let sample = if canary { Some(&m.canary) } else { m.stable.as_ref() };
-    sample
-        .and_then(Sample::measured)
-        .unwrap_or_else(|| panic!("{name} ({}): {sample:?}", if canary { "canary" } else { "stable" }))
+    let sample = if canary {
+        Some(&m.canary)
+    } else {
+        m.stable.as_ref()
+    };
+    sample.and_then(Sample::measured).unwrap_or_else(|| {
+        panic!(
+            "{name} ({}): {sample:?}",
+            if canary { "canary" } else { "stable" }
+        )
+    })
 }
 
 fn requests(m: &Measured) -> f64 {
@@ -147,14 +159,23 @@ fn share_at_or_below(m: &Measured, le: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_builtin_counts_exactly_the_range_since_the_evidence() {
     let exporter = Exporter::start(exposition).await;
-    let prometheus =
-        Prometheus::start_scraping(vec![ScrapeTarget::new("exporter", &exporter.address(), "/metrics")]).await;
+    let prometheus = Prometheus::start_scraping(vec![ScrapeTarget::new(
+        "exporter",
+        &exporter.address(),
+        "/metrics",
+    )])
+    .await;
     // 25 s of scrapes, so a 20 s range ending a second ago is fully covered.
     prometheus
         .wait_for(
             "count_over_time(envoy_cluster_upstream_rq_total{envoy_cluster_name=\"canary\"}[1m])",
             DATA_TIMEOUT,
-            |r| r[0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()) >= Some(25.0),
+            |r| {
+                r[0]["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    >= Some(25.0)
+            },
         )
         .await;
     let source = PrometheusSource::new(None);
@@ -170,19 +191,34 @@ async fn every_builtin_counts_exactly_the_range_since_the_evidence() {
             match builtin.measure {
                 Measure::ErrorRate | Measure::Latency(_) => {
                     for canary in [true, false] {
-                        let (s, l) = (measured(&short, name, canary), measured(&long, name, canary));
+                        let (s, l) = (
+                            measured(&short, name, canary),
+                            measured(&long, name, canary),
+                        );
                         // 100 requests per second, give or take extrapolation at the edges.
                         assert!((800.0..=1200.0).contains(&requests(s)), "{name}: {s:?}");
                         let ratio = requests(l) / requests(s);
-                        assert!((1.7..=2.3).contains(&ratio), "{name}: 20 s / 10 s = {ratio}");
+                        assert!(
+                            (1.7..=2.3).contains(&ratio),
+                            "{name}: 20 s / 10 s = {ratio}"
+                        );
                         if builtin.measure == Measure::ErrorRate {
                             let expected = if canary { canary_errors } else { stable_errors };
                             let errors = s.errors.unwrap_or_else(|| panic!("{name}: no errors"));
-                            assert!((errors / requests(s) - expected).abs() < 1e-9, "{name}: {s:?}");
+                            assert!(
+                                (errors / requests(s) - expected).abs() < 1e-9,
+                                "{name}: {s:?}"
+                            );
                             assert!(s.buckets.is_empty(), "{name}: {s:?}");
                         } else {
-                            assert!((share_at_or_below(s, 50.0) - 0.6).abs() < 1e-9, "{name}: {s:?}");
-                            assert!((share_at_or_below(s, 100.0) - 0.9).abs() < 1e-9, "{name}: {s:?}");
+                            assert!(
+                                (share_at_or_below(s, 50.0) - 0.6).abs() < 1e-9,
+                                "{name}: {s:?}"
+                            );
+                            assert!(
+                                (share_at_or_below(s, 100.0) - 0.9).abs() < 1e-9,
+                                "{name}: {s:?}"
+                            );
                             assert_eq!(s.buckets.len(), 2, "finite edges only: {s:?}");
                         }
                     }

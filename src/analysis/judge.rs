@@ -427,7 +427,9 @@ mod tests {
             stable_query: None,
             min,
             max,
-            judge: compare.as_ref().map(|_| crate::policy::JudgeSpec::Threshold),
+            judge: compare
+                .as_ref()
+                .map(|_| crate::policy::JudgeSpec::Threshold),
             compare,
             counts: None,
         }

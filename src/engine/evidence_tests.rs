@@ -102,7 +102,12 @@ fn a_sequential_fail_rolls_back_at_once_whatever_the_failure_limit() {
     let mut state = at_step(&plan, 0);
     let mut rng = StdRng::seed_from_u64(1);
     for i in 1..=20 {
-        let d = evaluate(&plan, &state, 30 * i, drawn(&mut rng, 30 * i, (300.0, 0.02), (2700.0, 0.005)));
+        let d = evaluate(
+            &plan,
+            &state,
+            30 * i,
+            drawn(&mut rng, 30 * i, (300.0, 0.02), (2700.0, 0.005)),
+        );
         state = d.state;
         if state.phase == Phase::RollingBack {
             let message = state.message.clone().unwrap_or_default();
@@ -111,7 +116,10 @@ fn a_sequential_fail_rolls_back_at_once_whatever_the_failure_limit() {
             return;
         }
     }
-    panic!("a 4× error rate was never rolled back: {:?}", state.last_analysis);
+    panic!(
+        "a 4× error rate was never rolled back: {:?}",
+        state.last_analysis
+    );
 }
 
 #[test]
@@ -121,18 +129,39 @@ fn undecided_evidence_gathers_then_lets_the_step_pass_with_enough_requests() {
     let mut rng = StdRng::seed_from_u64(2);
     // 100 canary requests per interval: 5 intervals to reach minRequests 500.
     for i in 1..=4 {
-        let d = evaluate(&plan, &state, 30 * i, drawn(&mut rng, 30 * i, (100.0, 0.005), (900.0, 0.005)));
+        let d = evaluate(
+            &plan,
+            &state,
+            30 * i,
+            drawn(&mut rng, 30 * i, (100.0, 0.005), (900.0, 0.005)),
+        );
         state = d.state;
         let a = state.last_analysis.as_ref().unwrap();
-        assert_eq!(a.verdict, crate::policy::status::VerdictKind::Inconclusive, "{a:?}");
-        assert_eq!(state.consecutive_inconclusive, 0, "gathering is not an outage");
+        assert_eq!(
+            a.verdict,
+            crate::policy::status::VerdictKind::Inconclusive,
+            "{a:?}"
+        );
+        assert_eq!(
+            state.consecutive_inconclusive, 0,
+            "gathering is not an outage"
+        );
         assert_eq!(state.phase, Phase::Progressing);
     }
-    let d = evaluate(&plan, &state, 150, drawn(&mut rng, 150, (100.0, 0.005), (900.0, 0.005)));
+    let d = evaluate(
+        &plan,
+        &state,
+        150,
+        drawn(&mut rng, 150, (100.0, 0.005), (900.0, 0.005)),
+    );
     state = d.state;
     let a = state.last_analysis.as_ref().unwrap();
     assert_eq!(a.verdict, crate::policy::status::VerdictKind::Pass, "{a:?}");
-    assert!(a.message.starts_with("no regression shown so far"), "{}", a.message);
+    assert!(
+        a.message.starts_with("no regression shown so far"),
+        "{}",
+        a.message
+    );
     assert_eq!(canary_trials(&state), 500.0);
 }
 
@@ -157,7 +186,12 @@ fn outages_and_nan_are_inconclusive_and_leave_the_evidence_and_its_instant() {
         Sample::NotANumber,
         Sample::NoData,
     ] {
-        let d = evaluate(&plan, &state, 60, input(60, outage.clone(), side(900.0, 4.0)));
+        let d = evaluate(
+            &plan,
+            &state,
+            60,
+            input(60, outage.clone(), side(900.0, 4.0)),
+        );
         assert_eq!(d.state.evidence.as_ref(), Some(&before), "{outage:?}");
         assert_eq!(d.state.consecutive_inconclusive, 1, "{outage:?}");
         // The next evaluation counts from the last instant that was counted.
@@ -207,7 +241,13 @@ fn evidence_carries_across_steps_and_a_new_revision_starts_afresh() {
     let mut at = 0;
     while state.step == 0 {
         at += 30;
-        state = evaluate(&plan, &state, at, drawn(&mut rng, at, (100.0, 0.005), (900.0, 0.005))).state;
+        state = evaluate(
+            &plan,
+            &state,
+            at,
+            drawn(&mut rng, at, (100.0, 0.005), (900.0, 0.005)),
+        )
+        .state;
         if let Some(target) = state.target {
             // The router confirms the next step's weight at once.
             let live = Ok(ManagedRoute {
@@ -220,7 +260,12 @@ fn evidence_carries_across_steps_and_a_new_revision_starts_afresh() {
     }
     let counted = canary_trials(&state);
     assert!(counted >= 1000.0, "the hold is 5m: {counted}");
-    let d = evaluate(&plan, &state, at + 30, drawn(&mut rng, at + 30, (500.0, 0.005), (500.0, 0.005)));
+    let d = evaluate(
+        &plan,
+        &state,
+        at + 30,
+        drawn(&mut rng, at + 30, (500.0, 0.005), (500.0, 0.005)),
+    );
     assert_eq!(canary_trials(&d.state), counted + 500.0);
 
     let next = Plan::new(&RolloutSpec {
@@ -249,13 +294,23 @@ fn shown_no_worse_advances_before_the_hold_only_when_allowed() {
         let mut rng = StdRng::seed_from_u64(6);
         // Up to 4.5 minutes into a 5-minute hold.
         for i in 1..=9 {
-            state = evaluate(&plan, &state, 30 * i, drawn(&mut rng, 30 * i, (2000.0, 0.01), (2000.0, 0.01))).state;
+            state = evaluate(
+                &plan,
+                &state,
+                30 * i,
+                drawn(&mut rng, 30 * i, (2000.0, 0.01), (2000.0, 0.01)),
+            )
+            .state;
             if state.step == 1 {
                 break;
             }
         }
         let a = state.last_analysis.as_ref().unwrap();
         assert!(a.message.contains("no worse than 2.0×"), "{}", a.message);
-        assert_eq!(state.step == 1, advance_early, "advanceEarly {advance_early}");
+        assert_eq!(
+            state.step == 1,
+            advance_early,
+            "advanceEarly {advance_early}"
+        );
     }
 }

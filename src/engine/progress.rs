@@ -185,7 +185,12 @@ impl Tick<'_> {
             return false;
         };
         let since = evidence::counts_since(self.plan, &self.s);
-        let evaluation = evaluate(self.plan.analysis(), input, weight, self.s.evidence.as_ref());
+        let evaluation = evaluate(
+            self.plan.analysis(),
+            input,
+            weight,
+            self.s.evidence.as_ref(),
+        );
         self.s.evidence = evidence::kept(evaluation.evidence.clone(), since);
         self.shown_no_worse = evaluation.shown_no_worse;
         self.s.last_evaluation_at = Some(self.now);

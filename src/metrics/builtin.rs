@@ -167,7 +167,10 @@ mod tests {
             let builtin = lookup(name).unwrap_or_else(|| panic!("no built-in `{name}`"));
             for subset in [false, true] {
                 let q = builtin.queries(subset);
-                for text in [&q.value, &q.requests, &q.errors].into_iter().chain(&q.buckets) {
+                for text in [&q.value, &q.requests, &q.errors]
+                    .into_iter()
+                    .chain(&q.buckets)
+                {
                     let template =
                         Template::parse(name, text).unwrap_or_else(|e| panic!("{name}: {e}"));
                     assert!(template.uses_target(), "{name}: {text}");
@@ -200,7 +203,10 @@ mod tests {
         };
         for builtin in BUILTINS {
             let q = builtin.queries(true);
-            for text in [&q.value, &q.requests, &q.errors].into_iter().chain(&q.buckets) {
+            for text in [&q.value, &q.requests, &q.errors]
+                .into_iter()
+                .chain(&q.buckets)
+            {
                 let query = Template::parse(builtin.name, text)
                     .and_then(|t| t.render(&vars))
                     .unwrap_or_else(|e| panic!("{e}"));
@@ -217,7 +223,10 @@ mod tests {
         for builtin in BUILTINS {
             let selector = builtin.family.selector(false);
             let q = builtin.queries(false);
-            for text in [&q.value, &q.requests, &q.errors].into_iter().chain(&q.buckets) {
+            for text in [&q.value, &q.requests, &q.errors]
+                .into_iter()
+                .chain(&q.buckets)
+            {
                 let shown = format!("`{}`", text.replace(selector, "<selector>"));
                 assert!(docs.contains(&shown), "docs/metrics.md lacks {shown}");
             }

@@ -539,7 +539,9 @@ pub fn interpret_histogram(status: u16, body: &[u8], query: &str, address: &str)
     }
     let Some(total) = total else {
         return Sample::Invalid {
-            message: format!("query `{query}` returned no `le=\"+Inf\"` bucket; keep every bucket in the query"),
+            message: format!(
+                "query `{query}` returned no `le=\"+Inf\"` bucket; keep every bucket in the query"
+            ),
         };
     };
     if !total.is_finite() || buckets.iter().any(|b| !b.count.is_finite()) {

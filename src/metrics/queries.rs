@@ -229,7 +229,9 @@ fn metric_queries(
     let name = &metric.name;
     let sequential = metric.sequential().is_some();
     let result = match (&metric.template, &metric.query) {
-        (Some(template), None) => builtin_queries(name, template, &variables, &counting, sequential),
+        (Some(template), None) => {
+            builtin_queries(name, template, &variables, &counting, sequential)
+        }
         (None, Some(query)) => raw_queries(metric, query, &variables, &counting),
         (Some(_), Some(_)) => Err(format!(
             "metric `{name}` has both `template` and `query`; keep one"
@@ -292,7 +294,10 @@ fn raw_queries(
         }
     };
     // `counts:` describes the side being queried through `{{ target.* }}`.
-    let counts = metric.counts.as_ref().filter(|_| metric.sequential().is_some());
+    let counts = metric
+        .counts
+        .as_ref()
+        .filter(|_| metric.sequential().is_some());
     let count = |q: Option<&String>| q.map(|q| render(name, q, counting)).transpose();
     Ok(SideQueries::Ready {
         value: render(name, text, variables)?,

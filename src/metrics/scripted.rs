@@ -207,32 +207,33 @@ impl MetricSource for ScriptedMetrics {
             .map(|m| {
                 let behaviour = self.script.metrics.get(&m.name);
                 let kind = count_kind(m).filter(|_| m.sequential().is_some());
-                let sample = |segments: Option<&Vec<Segment>>, requests: f64, range: Option<f64>| {
-                    let value = segments.and_then(|s| Self::value_at(s, offset));
-                    match (value, range.filter(|_| kind.is_some())) {
-                        (None, _) => Sample::NoData,
-                        (Some(v), Some(counted)) => Sample::Value(Measured {
-                            value: if requests > 0.0 { v } else { f64::NAN },
-                            requests: Some(counted),
-                            errors: (kind == Some(CountKind::Errors))
-                                .then(|| (v.clamp(0.0, 1.0) * counted).round()),
-                            buckets: match kind {
-                                Some(CountKind::Latency) => {
-                                    scripted_histogram(v, quantile_of(m), counted)
-                                }
-                                _ => Vec::new(),
-                            },
-                            ..Measured::default()
-                        }),
-                        // 0/0: a rate over no requests.
-                        (Some(_), None) if requests <= 0.0 => Sample::NotANumber,
-                        (Some(v), None) => Sample::Value(Measured {
-                            value: v * self.noise(behaviour.map_or(0.0, |b| b.jitter)),
-                            requests: Some(requests),
-                            ..Measured::default()
-                        }),
-                    }
-                };
+                let sample =
+                    |segments: Option<&Vec<Segment>>, requests: f64, range: Option<f64>| {
+                        let value = segments.and_then(|s| Self::value_at(s, offset));
+                        match (value, range.filter(|_| kind.is_some())) {
+                            (None, _) => Sample::NoData,
+                            (Some(v), Some(counted)) => Sample::Value(Measured {
+                                value: if requests > 0.0 { v } else { f64::NAN },
+                                requests: Some(counted),
+                                errors: (kind == Some(CountKind::Errors))
+                                    .then(|| (v.clamp(0.0, 1.0) * counted).round()),
+                                buckets: match kind {
+                                    Some(CountKind::Latency) => {
+                                        scripted_histogram(v, quantile_of(m), counted)
+                                    }
+                                    _ => Vec::new(),
+                                },
+                                ..Measured::default()
+                            }),
+                            // 0/0: a rate over no requests.
+                            (Some(_), None) if requests <= 0.0 => Sample::NotANumber,
+                            (Some(v), None) => Sample::Value(Measured {
+                                value: v * self.noise(behaviour.map_or(0.0, |b| b.jitter)),
+                                requests: Some(requests),
+                                ..Measured::default()
+                            }),
+                        }
+                    };
                 MetricObservation {
                     name: m.name.clone(),
                     canary: sample(
@@ -280,7 +281,11 @@ fn quantile_of(metric: &crate::policy::MetricSpec) -> f64 {
 /// The expected cumulative bucket counts of `requests` lognormal latencies (σ 0.5)
 /// whose `quantile` is `value` ms: what a histogram would count if the scripted value
 /// were read from it.
-fn scripted_histogram(value: f64, quantile: f64, requests: f64) -> Vec<crate::analysis::sample::Bucket> {
+fn scripted_histogram(
+    value: f64,
+    quantile: f64,
+    requests: f64,
+) -> Vec<crate::analysis::sample::Bucket> {
     use statrs::distribution::{ContinuousCDF, Normal};
     let Ok(normal) = Normal::new(0.0, 1.0) else {
         return Vec::new();

@@ -164,7 +164,10 @@ mod tests {
     fn names_and_objects_read_and_write_back() {
         for (yaml, expected) in [
             ("threshold", JudgeSpec::Threshold),
-            ("sequential", JudgeSpec::Sequential(SequentialSpec::default())),
+            (
+                "sequential",
+                JudgeSpec::Sequential(SequentialSpec::default()),
+            ),
             (
                 "{sequential: {alpha: 0.02, tolerance: 0.2}}",
                 JudgeSpec::Sequential(SequentialSpec {

@@ -69,16 +69,17 @@ pub(super) fn metric(m: &MetricSpec, path: &str, issues: &mut Vec<Issue>) {
             }
         }
         match (&m.template, &m.query) {
-            (Some(template), _) if super::templates::builtin(template).is_some() => {
-                if builtin_counts(template).is_none() {
-                    issues.push(
-                        Issue::error(
-                            format!("{path}.template"),
-                            format!("template `{template}` has no error or latency counts for the sequential judge"),
-                        )
-                        .with_hint("write `judge: threshold` with `compare: {maxRatio: …}`, or compare an error-rate or latency template"),
-                    );
-                }
+            (Some(template), _)
+                if super::templates::builtin(template).is_some()
+                    && builtin_counts(template).is_none() =>
+            {
+                issues.push(
+                    Issue::error(
+                        format!("{path}.template"),
+                        format!("template `{template}` has no error or latency counts for the sequential judge"),
+                    )
+                    .with_hint("write `judge: threshold` with `compare: {maxRatio: …}`, or compare an error-rate or latency template"),
+                );
             }
             (None, Some(_)) => counts_of_query(m.counts.as_ref(), path, issues),
             _ => {}
@@ -118,14 +119,16 @@ fn counts_of_query(counts: Option<&CountsSpec>, path: &str, issues: &mut Vec<Iss
     let rates = c.requests.is_some() || c.errors.is_some();
     if rates && c.buckets.is_some() {
         issues.push(
-            Issue::error(
-                &cpath,
-                "counts has both requests/errors and buckets",
-            )
-            .with_hint("keep `requests` and `errors` for an error rate, or `buckets` for latency"),
+            Issue::error(&cpath, "counts has both requests/errors and buckets").with_hint(
+                "keep `requests` and `errors` for an error rate, or `buckets` for latency",
+            ),
         );
     } else if c.requests.is_some() != c.errors.is_some() {
-        let missing = if c.requests.is_none() { "requests" } else { "errors" };
+        let missing = if c.requests.is_none() {
+            "requests"
+        } else {
+            "errors"
+        };
         issues.push(
             Issue::error(&cpath, format!("counts has no `{missing}` query"))
                 .with_hint("an error rate is judged from both requests and errors"),

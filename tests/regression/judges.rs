@@ -76,8 +76,8 @@ fn rollout(spec: &RolloutSpec, model: TrafficModel, seed: u64, limit_secs: u64) 
         let mut obs = Observation::at(at(now), Ok(live));
         let mut decision = engine::step(&plan, &state, &obs);
         if decision.actions.contains(&Action::QueryMetrics) {
-            let since = engine::counts_since(&plan, &state)
-                .map(|s| (s - t0).num_seconds().max(0) as u64);
+            let since =
+                engine::counts_since(&plan, &state).map(|s| (s - t0).num_seconds().max(0) as u64);
             obs.analysis = Some(answer(spec, &scrapes, window_scrapes, since, at(now)));
             decision = engine::step(&plan, &state, &obs);
         }
@@ -177,7 +177,8 @@ fn p99(counts: &TargetCounts) -> f64 {
     for (le, cumulative) in BUCKETS_MS.iter().zip(counts.buckets) {
         let cumulative = cumulative as f64;
         if cumulative >= rank && cumulative > lower_count {
-            return lower_edge + (le - lower_edge) * (rank - lower_count) / (cumulative - lower_count);
+            return lower_edge
+                + (le - lower_edge) * (rank - lower_count) / (cumulative - lower_count);
         }
         lower_edge = *le;
         lower_count = cumulative;

@@ -138,3 +138,131 @@ pub fn prior_state<'a>(prior: Option<&'a EvidenceStatus>, name: &str) -> Option<
         .find(|m| m.name == name)
         .map(|m| &m.state)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::analysis::judge::evaluate;
+    use crate::analysis::sample::{AnalysisInput, Measured};
+
+    fn spec(min_requests: u64) -> AnalysisSpec {
+        serde_json::from_value(serde_json::json!({
+            "minRequests": min_requests,
+            "metrics": [
+                { "name": "ceiling", "template": "istio-error-rate", "max": 0.5 },
+                { "name": "errors", "template": "istio-error-rate", "compare": {} }
+            ]
+        }))
+        .unwrap()
+    }
+
+    fn side(requests: f64, errors: f64) -> Sample {
+        Sample::Value(Measured {
+            value: errors / requests,
+            requests: Some(requests),
+            errors: Some(errors),
+            ..Measured::default()
+        })
+    }
+
+    fn input(window_requests: f64, canary: Sample, stable: Sample) -> AnalysisInput {
+        AnalysisInput {
+            at: chrono::DateTime::from_timestamp(60, 0).unwrap(),
+            canary_requests: Sample::value(window_requests),
+            metrics: vec![
+                MetricObservation {
+                    name: "ceiling".into(),
+                    canary: canary.clone(),
+                    stable: None,
+                },
+                MetricObservation {
+                    name: "errors".into(),
+                    canary,
+                    stable: Some(stable),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_sequential_fail_wins_over_too_few_requests_for_the_thresholds() {
+        // 2,000 canary requests counted since the start, 40 in the window.
+        let e = evaluate(
+            &spec(100),
+            &input(40.0, side(2000.0, 200.0), side(18_000.0, 90.0)),
+            10,
+            None,
+        );
+        assert!(e.decided_worse, "{e:?}");
+        assert!(
+            matches!(e.verdict, Verdict::Fail { ref metric, .. } if metric == "errors"),
+            "{e:?}"
+        );
+        assert!(e.message.contains("needed to roll back"), "{}", e.message);
+        assert!(e.evidence.is_some());
+    }
+
+    #[test]
+    fn an_outage_of_one_side_commits_nothing() {
+        let prior = evaluate(
+            &spec(0),
+            &input(500.0, side(500.0, 2.0), side(4500.0, 20.0)),
+            10,
+            None,
+        )
+        .evidence
+        .unwrap();
+        let down = Sample::Unreachable {
+            message: "refused".into(),
+        };
+        let e = evaluate(
+            &spec(0),
+            &input(500.0, side(500.0, 2.0), down),
+            10,
+            Some(&prior),
+        );
+        assert!(
+            matches!(
+                e.verdict,
+                Verdict::Inconclusive(InconclusiveReason::SourceUnreachable(_))
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.evidence.as_ref(), Some(&prior));
+        assert!(!e.gathering, "an outage is not evidence being gathered");
+    }
+
+    #[test]
+    fn kinds_follow_templates_and_counts() {
+        let metric = |v: serde_json::Value| serde_json::from_value::<MetricSpec>(v).unwrap();
+        assert_eq!(
+            count_kind(&metric(
+                serde_json::json!({"name": "a", "template": "envoy-error-rate"})
+            )),
+            Some(CountKind::Errors)
+        );
+        assert_eq!(
+            count_kind(&metric(
+                serde_json::json!({"name": "a", "template": "istio-latency-p50"})
+            )),
+            Some(CountKind::Latency)
+        );
+        assert_eq!(
+            count_kind(&metric(
+                serde_json::json!({"name": "a", "template": "istio-request-rate"})
+            )),
+            None
+        );
+        assert_eq!(
+            count_kind(&metric(
+                serde_json::json!({"name": "a", "query": "q", "counts": {"buckets": "b"}})
+            )),
+            Some(CountKind::Latency)
+        );
+        assert_eq!(
+            count_kind(&metric(serde_json::json!({"name": "a", "query": "q"}))),
+            None
+        );
+    }
+}

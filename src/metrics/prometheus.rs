@@ -395,9 +395,10 @@ impl Connection {
     }
 
     /// Runs one histogram query (one series per `le`) at `at`; see
-    /// [`interpret_histogram`].
+    /// [`super::histogram::interpret_histogram`].
     pub async fn query_histogram(&self, query: &str, at: Timestamp) -> Sample {
-        self.run(query, at, interpret_histogram).await
+        self.run(query, at, super::histogram::interpret_histogram)
+            .await
     }
 
     async fn run(
@@ -500,64 +501,8 @@ pub fn interpret(status: u16, body: &[u8], query: &str, address: &str) -> Sample
     }
 }
 
-/// Classifies one answer of a histogram query (one series per `le`, as `sum by (le)
-/// (increase(…_bucket[…]))` gives): the `+Inf` count is `requests`, the finite edges
-/// are `buckets`, in order. Pure.
-pub fn interpret_histogram(status: u16, body: &[u8], query: &str, address: &str) -> Sample {
-    use prometheus_http_query::response::Data;
-    let series = match result_data(status, body, query, address) {
-        Err(sample) => return sample,
-        Ok(Data::Vector(series)) => series,
-        Ok(_) => {
-            return Sample::Invalid {
-                message: format!(
-                    "query `{query}` did not return one series per `le`; write e.g. `sum by (le) (increase(…_bucket[{{{{ interval }}}}]))`"
-                ),
-            }
-        }
-    };
-    if series.is_empty() {
-        return Sample::NoData;
-    }
-    let mut total = None;
-    let mut buckets = Vec::with_capacity(series.len());
-    for one in &series {
-        let count = one.sample().value();
-        let le = one.metric().get("le").map(|le| le.parse::<f64>());
-        match le {
-            Some(Ok(le)) if le == f64::INFINITY => total = Some(count),
-            Some(Ok(le)) if le.is_finite() => buckets.push(crate::analysis::sample::Bucket { le, count }),
-            _ => {
-                return Sample::Invalid {
-                    message: format!(
-                        "query `{query}` returned a series without a numeric `le` label ({}); aggregate with `sum by (le)`",
-                        list_series(std::iter::once(one.metric()))
-                    ),
-                }
-            }
-        }
-    }
-    let Some(total) = total else {
-        return Sample::Invalid {
-            message: format!(
-                "query `{query}` returned no `le=\"+Inf\"` bucket; keep every bucket in the query"
-            ),
-        };
-    };
-    if !total.is_finite() || buckets.iter().any(|b| !b.count.is_finite()) {
-        return Sample::NotANumber;
-    }
-    buckets.sort_by(|a, b| a.le.total_cmp(&b.le));
-    Sample::Value(crate::analysis::sample::Measured {
-        value: total,
-        requests: Some(total),
-        buckets,
-        ..Default::default()
-    })
-}
-
 /// The result of one answer, or the sample that says why there is none.
-fn result_data(
+pub(crate) fn result_data(
     status: u16,
     body: &[u8],
     query: &str,
@@ -638,7 +583,9 @@ fn number(value: f64) -> Sample {
 }
 
 /// `{pod="a"}, {pod="b"}` (sorted labels, values escaped as PromQL writes them).
-fn list_series<'a>(series: impl ExactSizeIterator<Item = &'a HashMap<String, String>>) -> String {
+pub(crate) fn list_series<'a>(
+    series: impl ExactSizeIterator<Item = &'a HashMap<String, String>>,
+) -> String {
     let total = series.len();
     let mut listed: Vec<String> = series
         .take(LISTED_SERIES)

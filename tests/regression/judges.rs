@@ -14,7 +14,9 @@ use shiftgate::policy::parse::parse_file;
 use shiftgate::policy::status::Phase;
 use shiftgate::policy::{RolloutSpec, RolloutStatus, StepSpec};
 use shiftgate::router::ManagedRoute;
-use shiftgate::sim::traffic::{Behaviour, Scrape, TargetCounts, Traffic, TrafficModel, BUCKETS_MS};
+use shiftgate::sim::traffic::{
+    Behaviour, Scrape, SlowTail, TargetCounts, Traffic, TrafficModel, BUCKETS_MS,
+};
 
 const SCRAPE_SECS: u64 = 15;
 
@@ -225,4 +227,43 @@ fn one_minute_window_at_50_requests_per_second_keeps_healthy_canaries() {
         "{} of {runs} healthy canaries rolled back: {rolled_back:?}",
         rolled_back.len()
     );
+}
+
+/// At 2000 requests/s the shipped policy caught none of three latency regressions
+/// (+10 %, +25 %, 3 % of requests 3× slower): the bucketed p99 never crossed 500 ms.
+#[test]
+fn example_policy_catches_latency_regressions_at_2000_requests_per_second() {
+    let spec = shipped_on_issue_steps();
+    let slower = |median_factor: f64, slow_tail: Option<SlowTail>| {
+        let mut model = healthy(2000.0);
+        model.canary.median_ms *= median_factor;
+        model.canary.slow_tail = slow_tail;
+        model
+    };
+    let regressions = [
+        ("+10 %", slower(1.1, None)),
+        ("+25 %", slower(1.25, None)),
+        (
+            "slow tail",
+            slower(
+                1.0,
+                Some(SlowTail {
+                    fraction: 0.03,
+                    factor: 3.0,
+                }),
+            ),
+        ),
+    ];
+    for (name, model) in regressions {
+        for seed in 0..10 {
+            let ending = rollout(&spec, model, seed, 3600);
+            assert!(
+                matches!(ending.phase, Phase::RollingBack | Phase::RolledBack),
+                "{name}, seed {seed}: ended {:?} after {}s: {:?}",
+                ending.phase,
+                ending.secs,
+                ending.last
+            );
+        }
+    }
 }

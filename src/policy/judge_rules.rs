@@ -8,15 +8,10 @@ use super::diagnostic::Issue;
 use super::judge::{CountsSpec, JudgeSpec};
 use super::types::MetricSpec;
 
-/// What a built-in template's counts are, by its name.
-fn builtin_counts(template: &str) -> Option<&'static str> {
-    if template.ends_with("-error-rate") {
-        Some("errors")
-    } else if template.contains("-latency-") {
-        Some("buckets")
-    } else {
-        None
-    }
+/// Whether a built-in template counts what a sequential judge needs: errors (error
+/// rates) or histogram buckets (latencies). Request rates count neither.
+fn builtin_has_counts(template: &str) -> bool {
+    template.ends_with("-error-rate") || template.contains("-latency-")
 }
 
 pub(super) fn metric(m: &MetricSpec, path: &str, issues: &mut Vec<Issue>) {
@@ -71,7 +66,7 @@ pub(super) fn metric(m: &MetricSpec, path: &str, issues: &mut Vec<Issue>) {
         match (&m.template, &m.query) {
             (Some(template), _)
                 if super::templates::builtin(template).is_some()
-                    && builtin_counts(template).is_none() =>
+                    && !builtin_has_counts(template) =>
             {
                 issues.push(
                     Issue::error(

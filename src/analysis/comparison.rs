@@ -52,7 +52,7 @@ pub struct Compared {
     pub counted: bool,
     /// Canary requests in the evidence, counting this evaluation's.
     pub canary_requests: f64,
-    /// Whether this evaluation added anything to the evidence.
+    /// Whether this evaluation added canary requests to the evidence.
     pub progressed: bool,
 }
 
@@ -70,15 +70,21 @@ pub fn compare(
     let missing = Sample::NoData;
     let canary = observed.map_or(&missing, |o| &o.canary);
     let stable = observed.and_then(|o| o.stable.as_ref()).unwrap_or(&missing);
-    let (verdict, state, explanation) = match count_kind(metric)? {
+    let (verdict, state, explanation, requests_before) = match count_kind(metric)? {
         CountKind::Errors => {
             let judge = ErrorRateJudge { alpha, tolerance };
             let before = match prior {
                 Some(JudgeState::ErrorRate(e)) if e.ratio0 == 1.0 + tolerance => e.clone(),
                 _ => judge.start(),
             };
+            let requests_before = before.canary_trials;
             let j = judge.judge(&metric.name, &before, canary, stable);
-            (j.verdict, JudgeState::ErrorRate(j.state), j.explanation)
+            (
+                j.verdict,
+                JudgeState::ErrorRate(j.state),
+                j.explanation,
+                requests_before,
+            )
         }
         CountKind::Latency => {
             let judge = LatencyJudge::with_default_quantiles(alpha, tolerance);
@@ -86,8 +92,14 @@ pub fn compare(
                 Some(JudgeState::Latency(l)) => l.clone(),
                 _ => LatencyEvidence::default(),
             };
+            let requests_before = JudgeState::Latency(before.clone()).canary_requests();
             let j = judge.judge(&metric.name, &before, canary, stable);
-            (j.verdict, JudgeState::Latency(j.state), j.explanation)
+            (
+                j.verdict,
+                JudgeState::Latency(j.state),
+                j.explanation,
+                requests_before,
+            )
         }
     };
     // Until the latency judge has chosen its bucket edges (it needs enough stable
@@ -96,7 +108,9 @@ pub fn compare(
         &verdict,
         Verdict::Inconclusive(reason) if !matches!(reason, InconclusiveReason::NotEnoughEvidence(_))
     ) && !matches!(&state, JudgeState::Latency(l) if l.edges.is_empty());
-    let progressed = counted && prior != Some(&state);
+    // Progress is canary requests: a canary that gets no traffic while stable does is
+    // not gathering evidence, and must reach `inconclusiveLimit`.
+    let progressed = counted && state.canary_requests() > requests_before;
     Some(Compared {
         canary_requests: state.canary_requests(),
         verdict,
@@ -231,6 +245,34 @@ mod tests {
         );
         assert_eq!(e.evidence.as_ref(), Some(&prior));
         assert!(!e.gathering, "an outage is not evidence being gathered");
+    }
+
+    #[test]
+    fn a_canary_without_traffic_is_not_gathering_evidence() {
+        let mut only_compare = spec(0);
+        only_compare.metrics.remove(0);
+        let healthy = input(500.0, side(500.0, 2.0), side(4500.0, 20.0));
+        let prior = evaluate(&only_compare, &healthy, 10, None)
+            .evidence
+            .unwrap();
+        let idle = Sample::Value(Measured {
+            value: f64::NAN,
+            requests: Some(0.0),
+            errors: Some(0.0),
+            ..Measured::default()
+        });
+        only_compare.min_requests = 10_000;
+        let e = evaluate(
+            &only_compare,
+            &input(0.0, idle, side(4500.0, 20.0)),
+            10,
+            Some(&prior),
+        );
+        assert!(matches!(e.verdict, Verdict::Inconclusive(_)), "{e:?}");
+        assert!(!e.gathering, "{e:?}");
+        // With canary requests the same evaluation gathers.
+        let e = evaluate(&only_compare, &healthy, 10, Some(&prior));
+        assert!(e.gathering, "{e:?}");
     }
 
     #[test]

@@ -451,6 +451,103 @@ mod tests {
     }
 
     #[test]
+    fn sequential_metrics_count_over_the_judges_range() {
+        let metrics = r#"[
+            {name: judged, template: istio-latency-p99, compare: {}},
+            {name: limited, template: istio-error-rate, max: 0.01},
+            {name: raw, query: 'sum(rate(x{v="{{ target.host }}"}[{{ interval }}]))',
+             stableQuery: 'sum(rate(x{v="s"}[{{ interval }}]))', compare: {},
+             counts: {requests: 'sum(increase(r{v="{{ target.host }}"}[{{ interval }}]))',
+                      errors: 'sum(increase(e{v="{{ target.host }}"}[{{ interval }}]))'}}]"#;
+        let plan =
+            PolicyQueries::plan_counting(&policy(), &spec(ISTIO_HOSTS, metrics), Some("47s"));
+        let ready = |side: &SideQueries| match side {
+            SideQueries::Ready {
+                value,
+                requests,
+                errors,
+                buckets,
+                judged_on_counts,
+            } => (
+                value.clone(),
+                requests.clone(),
+                errors.clone(),
+                buckets.clone(),
+                *judged_on_counts,
+            ),
+            SideQueries::Failed(m) => panic!("{m}"),
+        };
+        let (value, requests, _, buckets, judged) = ready(&plan.metrics[0].canary);
+        assert!(
+            value.contains("[30s]"),
+            "the value keeps the window: {value}"
+        );
+        assert!(requests.unwrap().contains("[47s]"));
+        let buckets = buckets.unwrap();
+        assert!(
+            buckets
+                .starts_with("sum by (le) (increase(istio_request_duration_milliseconds_bucket{"),
+            "{buckets}"
+        );
+        assert!(buckets.ends_with("[47s]))"), "{buckets}");
+        assert!(judged);
+        let (_, requests, _, buckets, judged) = ready(&plan.metrics[1].canary);
+        assert!(
+            requests.unwrap().contains("[30s]"),
+            "a threshold metric counts its window"
+        );
+        assert_eq!((buckets, judged), (None, false));
+        let (_, requests, errors, _, judged) = ready(plan.metrics[2].stable.as_ref().unwrap());
+        assert_eq!(
+            requests.as_deref(),
+            Some(r#"sum(increase(r{v="checkout.shop.svc.cluster.local"}[47s]))"#)
+        );
+        assert!(errors.unwrap().contains("[47s]"));
+        assert!(judged);
+        assert_eq!(plan.distinct_histograms().len(), 2, "canary and stable");
+        assert_eq!(counts_range(t(0), t(47)), "47s");
+        assert_eq!(counts_range(t(0), t(0)), "1ms");
+    }
+
+    #[test]
+    fn counts_count_when_the_window_is_empty_and_failures_stay_failures() {
+        let side = SideQueries::Ready {
+            value: "v".to_owned(),
+            requests: Some("r".to_owned()),
+            errors: Some("e".to_owned()),
+            buckets: Some("b".to_owned()),
+            judged_on_counts: true,
+        };
+        let histogram = Sample::Value(Measured {
+            value: 7.0,
+            requests: Some(7.0),
+            buckets: vec![crate::analysis::sample::Bucket {
+                le: 100.0,
+                count: 5.0,
+            }],
+            ..Measured::default()
+        });
+        let answers = HashMap::from([
+            ("v".to_owned(), Sample::NotANumber),
+            ("r".to_owned(), Sample::value(9.0)),
+            ("e".to_owned(), Sample::value(0.0)),
+            ("b".to_owned(), histogram),
+        ]);
+        let Sample::Value(m) = assemble(&side, &answers) else {
+            panic!("the counts were lost");
+        };
+        assert!(m.value.is_nan());
+        assert_eq!((m.requests, m.buckets.len()), (Some(7.0), 1), "{m:?}");
+        let mut down = answers.clone();
+        down.insert("b".to_owned(), Sample::TimedOut);
+        assert_eq!(assemble(&side, &down), Sample::TimedOut);
+    }
+
+    fn t(secs: i64) -> crate::policy::Timestamp {
+        chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default()
+    }
+
+    #[test]
     fn assemble_fills_counts_and_never_invents_numbers() {
         let side = SideQueries::Ready {
             value: "v".to_owned(),

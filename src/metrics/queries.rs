@@ -344,6 +344,7 @@ fn request_count(spec: &RolloutSpec, variables: &Variables) -> SideQueries {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -54,6 +54,9 @@ pub struct Compared {
     pub canary_requests: f64,
     /// Whether this evaluation added canary requests to the evidence.
     pub progressed: bool,
+    /// The evidence against "no worse" as a share of what rolls back (`1/α`); 1 once
+    /// decided worse.
+    pub evidence_share: f64,
 }
 
 /// Judges `metric`'s comparison from `observed` on top of `prior` (its state so far,
@@ -111,7 +114,9 @@ pub fn compare(
     // Progress is canary requests: a canary that gets no traffic while stable does is
     // not gathering evidence, and must reach `inconclusiveLimit`.
     let progressed = counted && state.canary_requests() > requests_before;
+    let evidence_share = evidence_share(&state, alpha);
     Some(Compared {
+        evidence_share,
         canary_requests: state.canary_requests(),
         verdict,
         state,
@@ -119,6 +124,31 @@ pub fn compare(
         counted,
         progressed,
     })
+}
+
+/// How far the evidence is towards a rollback: e-value × α (per latency edge, its own
+/// share of α), the largest of the edges; 1 once it crossed.
+fn evidence_share(state: &JudgeState, alpha: f64) -> f64 {
+    let share = |e: &crate::analysis::sequential::RatioEvidence, alpha: f64| {
+        if e.crossed {
+            1.0
+        } else {
+            (e.log_evidence_worse() + alpha.ln()).exp().min(1.0)
+        }
+    };
+    match state {
+        JudgeState::ErrorRate(e) => share(e, alpha),
+        JudgeState::Latency(l) => {
+            let per_edge = alpha
+                / LatencyJudge::with_default_quantiles(alpha, 0.0)
+                    .quantiles
+                    .len() as f64;
+            l.edges
+                .iter()
+                .map(|edge| share(&edge.evidence, per_edge))
+                .fold(0.0, f64::max)
+        }
+    }
 }
 
 /// The evidence to save after an evaluation: every sequential metric's new state when

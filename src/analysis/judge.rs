@@ -25,6 +25,9 @@ pub struct MetricJudgement {
     pub verdict: Verdict,
     /// Each criterion with its numbers, e.g. `0.034 > max 0.01`.
     pub detail: String,
+    /// A sequential comparison's evidence as a share of what rolls back (1: decided
+    /// worse).
+    pub evidence: Option<f64>,
 }
 
 /// The verdict of one evaluation and what it was made of.
@@ -93,6 +96,7 @@ pub fn evaluate(
                     stable: None,
                     verdict: Verdict::Pass,
                     detail: String::new(),
+                    evidence: None,
                 }
             };
             if sequential && !compare {
@@ -110,6 +114,7 @@ pub fn evaluate(
                     _ => c.verdict.clone(),
                 };
                 add_detail(&mut judged, &c.explanation);
+                judged.evidence = Some(c.evidence_share);
                 compared.push((metric.name.clone(), c));
             }
             judged
@@ -266,6 +271,7 @@ fn judge_metric(
         stable,
         detail: reason.to_string(),
         verdict: Verdict::Inconclusive(reason),
+        evidence: None,
     };
     let Some(observed) = observed else {
         return inconclusive(InconclusiveReason::NoData, None);
@@ -367,6 +373,7 @@ fn judge_metric(
             .collect::<Vec<_>>()
             .join(", "),
         verdict: Verdict::combine(results.into_iter().map(|(v, _)| v)),
+        evidence: None,
     }
 }
 

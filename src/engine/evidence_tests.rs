@@ -113,6 +113,8 @@ fn a_sequential_fail_rolls_back_at_once_whatever_the_failure_limit() {
             let message = state.message.clone().unwrap_or_default();
             assert!(message.contains("needed to roll back"), "{message}");
             assert_eq!(state.consecutive_failures, 1, "failureLimit 3 did not wait");
+            let metric = &state.last_analysis.as_ref().unwrap().metrics[0];
+            assert_eq!(metric.evidence, Some(1.0), "{metric:?}");
             return;
         }
     }
@@ -146,6 +148,8 @@ fn undecided_evidence_gathers_then_lets_the_step_pass_with_enough_requests() {
             state.consecutive_inconclusive, 0,
             "gathering is not an outage"
         );
+        let share = a.metrics[0].evidence.unwrap();
+        assert!((0.0..1.0).contains(&share), "{share}");
         assert_eq!(state.phase, Phase::Progressing);
     }
     let d = evaluate(

@@ -210,6 +210,7 @@ impl Tick<'_> {
                     verdict: m.verdict.kind(),
                     reason: m.verdict.reason().to_owned(),
                     message: m.detail.clone(),
+                    evidence: m.evidence.filter(|e| e.is_finite()),
                 })
                 .collect(),
         });

@@ -255,6 +255,10 @@ pub struct MetricSummary {
     pub reason: String,
     /// The value against its limit, with numbers.
     pub message: String,
+    /// A sequential comparison's evidence as a share of what rolls back: 0.48 is "48 of
+    /// 100 needed", 1 rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<f64>,
 }
 
 /// The last evaluation of the analysis.

@@ -74,7 +74,7 @@ pub(super) fn analysis(
                 format!("{path}.minRequests"),
                 "minRequests is 0: a canary that received no traffic can pass",
             )
-            .with_hint("write the fewest canary requests per interval worth judging, e.g. `100`"),
+            .with_hint("write the fewest canary requests worth judging (per window for thresholds, in all for sequential comparisons), e.g. `100`"),
         );
     }
     let family = match router {

@@ -47,6 +47,7 @@ impl MetricSource for ScriptedErrorRate {
         _policy: &PolicyRef,
         spec: &RolloutSpec,
         at: Timestamp,
+        _counts_since: Option<Timestamp>,
     ) -> AnalysisInput {
         let rate = *self.canary_error_rate.lock().unwrap();
         AnalysisInput {

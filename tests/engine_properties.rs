@@ -69,7 +69,7 @@ fn random_spec(rng: &mut StdRng) -> RolloutSpec {
         metrics.push(serde_json::json!({ "name": "latency", "query": "l", "max": 500 }));
     }
     if rng.random_bool(0.5) {
-        metrics.push(serde_json::json!({ "name": "vs-stable", "query": "v", "stableQuery": "s", "compare": { "maxIncrease": 0.005 } }));
+        metrics.push(serde_json::json!({ "name": "vs-stable", "query": "v", "stableQuery": "s", "compare": { "maxIncrease": 0.005 }, "judge": "threshold" }));
     }
     let interval = format!("{}s", [10, 15, 30, 60][rng.random_range(0..4)]);
     let min_requests = [0, 50, 200][rng.random_range(0..3)];

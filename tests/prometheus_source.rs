@@ -144,7 +144,7 @@ const ENVOY: &str = r#"{ envoy: { routesFile: /tmp/routes.yaml, adminAddress: "1
 async fn observe_until_measured(source: &PrometheusSource, spec: &RolloutSpec) -> AnalysisInput {
     let deadline = tokio::time::Instant::now() + DATA_TIMEOUT;
     loop {
-        let input = source.observe(&policy(), spec, now()).await;
+        let input = source.observe(&policy(), spec, now(), None).await;
         let measured = input.metrics.iter().all(|m| {
             matches!(m.canary, Sample::Value(_))
                 && m.stable
@@ -243,7 +243,7 @@ async fn result_shapes_map_to_their_own_sample_kinds() {
 async fn istio_error_rate_compares_canary_and_stable_with_counts() {
     let world = world().await;
     let metrics = r#"
-    - { name: error-rate, template: istio-error-rate, max: 0.01, compare: { maxIncrease: 0.01 } }
+    - { name: error-rate, template: istio-error-rate, max: 0.01, compare: { maxIncrease: 0.01 }, judge: threshold }
     - { name: rate, template: istio-request-rate, min: 1 }"#;
     let spec = policy_spec(&world.prometheus.url(), ISTIO_SUBSETS, metrics, "{}");
     let source = PrometheusSource::new(None);
@@ -307,7 +307,7 @@ async fn istio_error_rate_compares_canary_and_stable_with_counts() {
 async fn envoy_builtins_read_cluster_stats() {
     let world = world().await;
     let metrics = r#"
-    - { name: errors, template: envoy-error-rate, max: 0.2, compare: { maxIncrease: 0.1 } }
+    - { name: errors, template: envoy-error-rate, max: 0.2, compare: { maxIncrease: 0.1 }, judge: threshold }
     - { name: p50, template: envoy-latency-p50, max: 100 }
     - { name: p99, template: envoy-latency-p99, max: 100 }"#;
     let spec = policy_spec(&world.prometheus.url(), ENVOY, metrics, "{}");
@@ -357,7 +357,7 @@ async fn hostile_label_values_round_trip_without_injection() {
     let source = PrometheusSource::new(None);
     let deadline = tokio::time::Instant::now() + DATA_TIMEOUT;
     let input = loop {
-        let input = source.observe(&policy(), &spec, now()).await;
+        let input = source.observe(&policy(), &spec, now(), None).await;
         if input
             .metrics
             .iter()
@@ -382,7 +382,7 @@ async fn hostile_label_values_round_trip_without_injection() {
         "[ { name: bare, query: 'rate(hostile[{{ vars.v }}])', max: 1 } ]",
         &vars,
     );
-    let input = source.observe(&policy(), &bare, now()).await;
+    let input = source.observe(&policy(), &bare, now(), None).await;
     match &input.metrics[0].canary {
         Sample::Invalid { message } => {
             assert!(message.contains("metric `bare`"), "{message}");
@@ -403,7 +403,7 @@ async fn an_address_nobody_listens_on_is_unreachable() {
         "{}",
     );
     let input = PrometheusSource::new(None)
-        .observe(&policy(), &spec, now())
+        .observe(&policy(), &spec, now(), None)
         .await;
     for sample in [&input.metrics[0].canary, &input.canary_requests] {
         match sample {

@@ -46,7 +46,13 @@ struct Healthy;
 
 #[async_trait]
 impl MetricSource for Healthy {
-    async fn observe(&self, _: &PolicyRef, spec: &RolloutSpec, at: Timestamp) -> AnalysisInput {
+    async fn observe(
+        &self,
+        _: &PolicyRef,
+        spec: &RolloutSpec,
+        at: Timestamp,
+        _: Option<Timestamp>,
+    ) -> AnalysisInput {
         AnalysisInput {
             at,
             canary_requests: Sample::value(1000.0),

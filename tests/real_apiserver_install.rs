@@ -281,11 +281,28 @@ fn policy_ref(namespace: &str) -> PolicyRef {
 }
 
 fn progressing(weight: u8) -> RolloutStatus {
+    use shiftgate::analysis::sequential::{LatencyEvidence, RatioEvidence};
+    use shiftgate::policy::status::{EvidenceStatus, JudgeState, MetricEvidence};
+    // The judges' evidence is kept whole by the schema (`x-kubernetes-preserve-unknown-fields`).
+    let evidence = EvidenceStatus {
+        counted_until: chrono::DateTime::from_timestamp(1_767_607_200, 0).unwrap(),
+        metrics: vec![
+            MetricEvidence {
+                name: "errors".into(),
+                state: JudgeState::ErrorRate(RatioEvidence::new(1.2)),
+            },
+            MetricEvidence {
+                name: "latency".into(),
+                state: JudgeState::Latency(LatencyEvidence::default()),
+            },
+        ],
+    };
     RolloutStatus {
         revision: Some("v2".into()),
         phase: Phase::Progressing,
         step: 1,
         canary_weight: weight,
+        evidence: Some(evidence),
         ..RolloutStatus::default()
     }
 }

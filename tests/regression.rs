@@ -34,3 +34,7 @@ mod first_hour;
 /// Issue "first hour" §1–2: a local playground, install and build.
 #[path = "regression/playground.rs"]
 mod playground;
+
+/// Issue "judges": canary against stable from counts, with a known false-rollback rate.
+#[path = "regression/judges.rs"]
+mod judges;

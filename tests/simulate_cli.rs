@@ -95,8 +95,11 @@ fn the_timeline_shows_values_limits_verdicts_and_writes() {
         "scenarios/istio-host-canary-error-regression.yaml",
     ]);
     assert_eq!(code, 1, "{stdout}");
-    assert!(stdout.contains("error-rate"), "{stdout}");
-    assert!(stdout.contains("> max 0.01"), "{stdout}");
+    // The sequential judge's numbers: the ratio, its evidence against what rolls
+    // back, and the requests it is based on.
+    assert!(stdout.contains("errors-vs-stable"), "{stdout}");
+    assert!(stdout.contains("canary errors 11× stable"), "{stdout}");
+    assert!(stdout.contains(" of 200 needed to roll back"), "{stdout}");
     assert!(stdout.contains("FAIL"), "{stdout}");
     assert!(
         stdout.contains("write canary 0%, test route off"),

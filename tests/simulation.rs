@@ -23,7 +23,7 @@ analysis:
   metrics:
     - { name: error-rate, template: istio-error-rate, max: 0.01 }
     - { name: p99-ms, template: istio-latency-p99, max: 500 }
-    - { name: errors-vs-stable, template: istio-error-rate, compare: { maxIncrease: 0.005 } }
+    - { name: errors-vs-stable, template: istio-error-rate, compare: { maxIncrease: 0.005 }, judge: threshold }
   failureLimit: 0
   inconclusiveLimit: 2
   onInconclusive: pause

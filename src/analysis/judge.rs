@@ -8,8 +8,10 @@
 //! canary above 0 is an unbounded ratio, so it fails. Pair `maxRatio` with `max` or
 //! `maxIncrease` when stable is often exactly 0 (error rates of a quiet service).
 
+use crate::analysis::comparison::{self, prior_state, Compared};
 use crate::analysis::sample::{AnalysisInput, MetricObservation, Sample};
 use crate::analysis::verdict::{InconclusiveReason, Verdict};
+use crate::policy::status::EvidenceStatus;
 use crate::policy::{AnalysisSpec, MetricSpec};
 
 /// One metric's verdict with the values it was judged on.
@@ -23,6 +25,9 @@ pub struct MetricJudgement {
     pub verdict: Verdict,
     /// Each criterion with its numbers, e.g. `0.034 > max 0.01`.
     pub detail: String,
+    /// A sequential comparison's evidence as a share of what rolls back (1: decided
+    /// worse).
+    pub evidence: Option<f64>,
 }
 
 /// The verdict of one evaluation and what it was made of.
@@ -33,32 +38,148 @@ pub struct Evaluation {
     pub metrics: Vec<MetricJudgement>,
     /// One line with numbers, e.g. `error-rate 0.034 > max 0.01 over 30s, 1234 reqs`.
     pub message: String,
+    /// The sequential judges' evidence to save with this evaluation (`None`: the policy
+    /// has no sequential metric, or nothing was counted yet).
+    pub evidence: Option<EvidenceStatus>,
+    /// A sequential judge decided the canary is worse: final, whatever `failureLimit`.
+    pub decided_worse: bool,
+    /// Every sequential metric showed the canary no worse and everything else passed:
+    /// the step may advance before its hold ends (`analysis.advanceEarly`).
+    pub shown_no_worse: bool,
+    /// Inconclusive only because sequential evidence is still being gathered, and this
+    /// evaluation added to it: not an outage, so not counted against
+    /// `inconclusiveLimit`.
+    pub gathering: bool,
+}
+
+/// Judges `input` against the policy's analysis with no evidence so far.
+pub fn judge(spec: &AnalysisSpec, input: &AnalysisInput, canary_weight: u8) -> Evaluation {
+    evaluate(spec, input, canary_weight, None)
 }
 
 /// Judges `input` against the policy's analysis. Any Fail gives Fail; else any
 /// Inconclusive gives Inconclusive; else Pass. Fewer canary requests than `minRequests`
-/// make the whole evaluation Inconclusive, whatever the metrics say. `canary_weight` is
-/// the weight the window covered: at 100 there is no stable traffic to compare with.
-pub fn judge(spec: &AnalysisSpec, input: &AnalysisInput, canary_weight: u8) -> Evaluation {
+/// in the window make the threshold criteria Inconclusive; a sequential judge's Fail
+/// still counts. `canary_weight` is the weight the window covered: at 100 there is no
+/// stable traffic to compare with. `prior` is the sequential judges' evidence so far;
+/// the input's counts must cover exactly the range since `prior.countedUntil`.
+///
+/// A sequential comparison that has not decided yet but has seen at least
+/// `minRequests` canary requests does not hold the step: the evaluation passes ("no
+/// regression shown so far") and the evidence carries on into the next step, where a
+/// regression is still caught.
+pub fn evaluate(
+    spec: &AnalysisSpec,
+    input: &AnalysisInput,
+    canary_weight: u8,
+    prior: Option<&EvidenceStatus>,
+) -> Evaluation {
     let compare = canary_weight < 100;
+    let mut compared: Vec<(String, Compared)> = Vec::new();
+    let mut any_threshold = false;
     let metrics: Vec<MetricJudgement> = spec
         .metrics
         .iter()
         .map(|metric| {
             let observed = input.metrics.iter().find(|m| m.name == metric.name);
-            judge_metric(metric, observed, compare)
+            let sequential = metric.sequential().is_some();
+            let threshold_part = metric.min.is_some()
+                || metric.max.is_some()
+                || (metric.compare.is_some() && !sequential);
+            any_threshold |= threshold_part;
+            let mut judged = if threshold_part {
+                judge_metric(metric, observed, compare)
+            } else {
+                MetricJudgement {
+                    name: metric.name.clone(),
+                    canary: None,
+                    stable: None,
+                    verdict: Verdict::Pass,
+                    detail: String::new(),
+                    evidence: None,
+                }
+            };
+            if sequential && !compare {
+                add_detail(&mut judged, "compare skipped: no stable traffic at 100%");
+            }
+            let prior_state = prior_state(prior, &metric.name);
+            if let Some(c) = compare
+                .then(|| comparison::compare(spec, metric, prior_state, observed))
+                .flatten()
+            {
+                judged.verdict = match (&judged.verdict, &c.verdict) {
+                    (Verdict::Fail { .. }, _) => judged.verdict.clone(),
+                    (_, Verdict::Fail { .. }) => c.verdict.clone(),
+                    (Verdict::Inconclusive(_), _) => judged.verdict.clone(),
+                    _ => c.verdict.clone(),
+                };
+                add_detail(&mut judged, &c.explanation);
+                judged.evidence = Some(c.evidence_share);
+                compared.push((metric.name.clone(), c));
+            }
+            judged
         })
         .collect();
     let requests = finite_value(&input.canary_requests).ok();
-    let traffic = judge_traffic(spec.min_requests, &input.canary_requests);
+    let traffic = any_threshold
+        .then(|| judge_traffic(spec.min_requests, &input.canary_requests))
+        .flatten();
     let too_little_traffic = traffic.is_some();
-    let verdict = match traffic {
-        Some(inconclusive) => inconclusive,
-        None => Verdict::combine(metrics.iter().map(|m| m.verdict.clone())),
+    let decided_worse = compared
+        .iter()
+        .find(|(_, c)| matches!(c.verdict, Verdict::Fail { .. }));
+    let mut verdict = match (decided_worse, traffic) {
+        (Some((_, c)), _) => c.verdict.clone(),
+        (None, Some(inconclusive)) => inconclusive,
+        (None, None) => Verdict::combine(metrics.iter().map(|m| m.verdict.clone())),
     };
+    // Which metrics are only waiting for evidence (not an outage, not a threshold).
+    let waiting: Vec<&Compared> = metrics
+        .iter()
+        .filter(|m| matches!(m.verdict, Verdict::Inconclusive(_)))
+        .filter_map(|m| {
+            compared
+                .iter()
+                .find(|(name, c)| *name == m.name && m.verdict == c.verdict)
+                .map(|(_, c)| c)
+        })
+        .filter(|c| {
+            matches!(
+                c.verdict,
+                Verdict::Inconclusive(InconclusiveReason::NotEnoughEvidence(_))
+            )
+        })
+        .collect();
+    let only_waiting = !too_little_traffic
+        && matches!(verdict, Verdict::Inconclusive(_))
+        && waiting.len()
+            == metrics
+                .iter()
+                .filter(|m| matches!(m.verdict, Verdict::Inconclusive(_)))
+                .count();
+    let enough = |c: &&Compared| c.canary_requests >= spec.min_requests.max(1) as f64;
+    let no_regression_so_far = only_waiting && waiting.iter().all(enough);
+    if no_regression_so_far {
+        verdict = Verdict::Pass;
+    }
+    let gathering = only_waiting && !no_regression_so_far && waiting.iter().all(|c| c.progressed);
+    let shown_no_worse = verdict == Verdict::Pass
+        && !no_regression_so_far
+        && !compared.is_empty()
+        && compared.iter().all(|(_, c)| c.verdict == Verdict::Pass);
     let window = spec.query_window().to_promql();
     let reqs = requests.map_or_else(|| "unknown".to_owned(), |r| format!("{r:.0}"));
+    // The window and its request count mean something to threshold criteria only; a
+    // sequential judge's line carries its own counts.
+    let over = if any_threshold {
+        format!(" over {window}, {reqs} reqs")
+    } else {
+        String::new()
+    };
     let message = match &verdict {
+        Verdict::Fail { metric, reason } if decided_worse.is_some() => {
+            format!("{metric}: {reason}")
+        }
         Verdict::Fail { metric, reason } => format!("{metric} {reason} over {window}, {reqs} reqs"),
         Verdict::Inconclusive(reason) => {
             let which = metrics
@@ -74,22 +195,38 @@ pub fn judge(spec: &AnalysisSpec, input: &AnalysisInput, canary_weight: u8) -> E
                         String::new()
                     }
                 });
-            format!("{which}{reason} over {window}, {reqs} reqs")
+            format!("{which}{reason}{over}")
         }
         Verdict::Pass => {
             let details: Vec<String> = metrics
                 .iter()
                 .map(|m| format!("{} {}", m.name, m.detail))
                 .collect();
-            format!("{} over {window}, {reqs} reqs", details.join("; "))
+            let lead = if no_regression_so_far {
+                "no regression shown so far: "
+            } else {
+                ""
+            };
+            format!("{lead}{}{over}", details.join("; "))
         }
     };
     Evaluation {
+        evidence: comparison::next_evidence(prior, &compared, input.at),
+        decided_worse: decided_worse.is_some(),
+        shown_no_worse,
+        gathering,
         verdict,
         canary_requests: requests,
         metrics,
         message,
     }
+}
+
+fn add_detail(judged: &mut MetricJudgement, detail: &str) {
+    if !judged.detail.is_empty() {
+        judged.detail.push_str(", ");
+    }
+    judged.detail.push_str(detail);
 }
 
 /// `None` when the traffic is enough to judge (or no minimum is set).
@@ -134,6 +271,7 @@ fn judge_metric(
         stable,
         detail: reason.to_string(),
         verdict: Verdict::Inconclusive(reason),
+        evidence: None,
     };
     let Some(observed) = observed else {
         return inconclusive(InconclusiveReason::NoData, None);
@@ -169,13 +307,18 @@ fn judge_metric(
         ));
     }
     let mut stable_value = None;
-    if spec.compare.is_some() && !compare_with_stable {
+    if spec.compare.is_some() && !compare_with_stable && spec.sequential().is_none() {
         results.push((
             Verdict::Pass,
             "compare skipped: no stable traffic at 100%".to_owned(),
         ));
     }
-    if let Some(compare) = spec.compare.as_ref().filter(|_| compare_with_stable) {
+    let threshold_compare = spec.sequential().is_none();
+    if let Some(compare) = spec
+        .compare
+        .as_ref()
+        .filter(|_| compare_with_stable && threshold_compare)
+    {
         let stable = observed
             .stable
             .as_ref()
@@ -230,6 +373,7 @@ fn judge_metric(
             .collect::<Vec<_>>()
             .join(", "),
         verdict: Verdict::combine(results.into_iter().map(|(v, _)| v)),
+        evidence: None,
     }
 }
 
@@ -271,282 +415,5 @@ pub fn num(value: f64) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-    use crate::analysis::sample::Measured;
-    use crate::policy::CompareSpec;
-
-    fn metric(
-        name: &str,
-        min: Option<f64>,
-        max: Option<f64>,
-        compare: Option<CompareSpec>,
-    ) -> MetricSpec {
-        MetricSpec {
-            name: name.to_owned(),
-            template: None,
-            query: Some("up".to_owned()),
-            stable_query: None,
-            min,
-            max,
-            compare,
-        }
-    }
-
-    fn spec(metrics: Vec<MetricSpec>, min_requests: u64) -> AnalysisSpec {
-        serde_json::from_value::<AnalysisSpec>(serde_json::json!({ "metrics": [] }))
-            .map(|mut s| {
-                s.metrics = metrics;
-                s.min_requests = min_requests;
-                s
-            })
-            .unwrap()
-    }
-
-    fn input(requests: Sample, metrics: Vec<(&str, Sample, Option<Sample>)>) -> AnalysisInput {
-        AnalysisInput {
-            at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
-            canary_requests: requests,
-            metrics: metrics
-                .into_iter()
-                .map(|(name, canary, stable)| MetricObservation {
-                    name: name.to_owned(),
-                    canary,
-                    stable,
-                })
-                .collect(),
-        }
-    }
-
-    fn increase(x: f64) -> Option<CompareSpec> {
-        Some(CompareSpec {
-            max_increase: Some(x),
-            max_ratio: None,
-        })
-    }
-
-    fn ratio_limit(r: f64) -> Option<CompareSpec> {
-        Some(CompareSpec {
-            max_increase: None,
-            max_ratio: Some(r),
-        })
-    }
-
-    fn v(x: f64) -> Sample {
-        Sample::value(x)
-    }
-
-    fn kind(verdict: &Verdict) -> &'static str {
-        match verdict {
-            Verdict::Pass => "pass",
-            Verdict::Fail { .. } => "fail",
-            Verdict::Inconclusive(_) => "inconclusive",
-        }
-    }
-
-    #[test]
-    fn verdict_table() {
-        let unreachable = || Sample::Unreachable {
-            message: "refused".into(),
-        };
-        #[rustfmt::skip]
-        let cases: Vec<(&str, MetricSpec, Sample, Option<Sample>, &str)> = vec![
-            ("below max", metric("m", None, Some(0.01), None), v(0.002), None, "pass"),
-            ("at max", metric("m", None, Some(0.01), None), v(0.01), None, "pass"),
-            ("above max", metric("m", None, Some(0.01), None), v(0.034), None, "fail"),
-            ("below min", metric("m", Some(0.9), None, None), v(0.5), None, "fail"),
-            ("above min", metric("m", Some(0.9), None, None), v(0.95), None, "pass"),
-            ("increase within", metric("m", None, None, increase(0.005)), v(0.004), Some(v(0.001)), "pass"),
-            ("increase beyond", metric("m", None, None, increase(0.005)), v(0.05), Some(v(0.002)), "fail"),
-            ("ratio within", metric("m", None, None, ratio_limit(1.25)), v(110.0), Some(v(100.0)), "pass"),
-            ("ratio beyond", metric("m", None, None, ratio_limit(1.25)), v(160.0), Some(v(100.0)), "fail"),
-            ("ratio 0 over 0", metric("m", None, None, ratio_limit(1.25)), v(0.0), Some(v(0.0)), "pass"),
-            ("ratio x over 0", metric("m", None, None, ratio_limit(1.25)), v(0.001), Some(v(0.0)), "fail"),
-            ("stable missing", metric("m", None, None, increase(0.005)), v(0.004), None, "inconclusive"),
-            ("stable unreachable", metric("m", None, None, increase(0.005)), v(0.004), Some(unreachable()), "inconclusive"),
-            ("max fails though stable missing", metric("m", None, Some(0.01), increase(0.005)), v(0.5), None, "fail"),
-            ("no data", metric("m", None, Some(0.01), None), Sample::NoData, None, "inconclusive"),
-            ("nan", metric("m", None, Some(0.01), None), Sample::NotANumber, None, "inconclusive"),
-            ("nan value", metric("m", None, Some(0.01), None), v(f64::NAN), None, "inconclusive"),
-            ("unreachable", metric("m", None, Some(0.01), None), unreachable(), None, "inconclusive"),
-            ("timed out", metric("m", None, Some(0.01), None), Sample::TimedOut, None, "inconclusive"),
-            ("invalid", metric("m", None, Some(0.01), None), Sample::Invalid { message: "parse".into() }, None, "inconclusive"),
-            ("infinite", metric("m", None, Some(0.01), None), v(f64::INFINITY), None, "fail"),
-        ];
-        for (name, m, canary, stable, expected) in cases {
-            let e = judge(
-                &spec(vec![m], 0),
-                &input(v(1000.0), vec![("m", canary, stable)]),
-                30,
-            );
-            assert_eq!(kind(&e.verdict), expected, "{name}: {e:?}");
-        }
-    }
-
-    #[test]
-    fn inconclusive_reasons_are_kept() {
-        let m = || metric("m", None, Some(1.0), None);
-        let reason = |s: Sample| {
-            judge(
-                &spec(vec![m()], 0),
-                &input(v(1000.0), vec![("m", s, None)]),
-                30,
-            )
-            .verdict
-        };
-        assert_eq!(
-            reason(Sample::NoData),
-            Verdict::Inconclusive(InconclusiveReason::NoData)
-        );
-        assert_eq!(
-            reason(Sample::TimedOut),
-            Verdict::Inconclusive(InconclusiveReason::TimedOut)
-        );
-        assert_eq!(
-            reason(Sample::Unreachable {
-                message: "refused".into()
-            }),
-            Verdict::Inconclusive(InconclusiveReason::SourceUnreachable("refused".into()))
-        );
-        assert_eq!(
-            reason(Sample::Invalid {
-                message: "bad".into()
-            }),
-            Verdict::Inconclusive(InconclusiveReason::InvalidQuery("bad".into()))
-        );
-    }
-
-    #[test]
-    fn fail_beats_inconclusive_and_inconclusive_beats_pass() {
-        let s = spec(
-            vec![
-                metric("a", None, Some(1.0), None),
-                metric("b", None, Some(1.0), None),
-                metric("c", None, Some(1.0), None),
-            ],
-            0,
-        );
-        let e = judge(
-            &s,
-            &input(
-                v(1000.0),
-                vec![
-                    ("a", v(0.5), None),
-                    ("b", Sample::NoData, None),
-                    ("c", v(2.0), None),
-                ],
-            ),
-            30,
-        );
-        assert!(
-            matches!(&e.verdict, Verdict::Fail { metric, .. } if metric == "c"),
-            "{e:?}"
-        );
-        let e = judge(
-            &s,
-            &input(
-                v(1000.0),
-                vec![
-                    ("a", v(0.5), None),
-                    ("b", Sample::NoData, None),
-                    ("c", v(0.5), None),
-                ],
-            ),
-            30,
-        );
-        assert_eq!(e.verdict, Verdict::Inconclusive(InconclusiveReason::NoData));
-        let e = judge(
-            &s,
-            &input(v(1000.0), vec![("a", v(0.5), None), ("c", v(0.5), None)]),
-            30,
-        );
-        assert_eq!(
-            kind(&e.verdict),
-            "inconclusive",
-            "a metric missing from the input has no data"
-        );
-    }
-
-    #[test]
-    fn too_few_requests_make_the_whole_evaluation_inconclusive() {
-        let s = spec(vec![metric("m", None, Some(0.01), None)], 100);
-        let e = judge(&s, &input(v(42.0), vec![("m", v(0.5), None)]), 30);
-        assert_eq!(
-            e.verdict,
-            Verdict::Inconclusive(InconclusiveReason::TooFewRequests {
-                requests: 42.0,
-                min: 100
-            })
-        );
-        assert!(e.message.contains("42 < 100"), "{}", e.message);
-        let e = judge(&s, &input(Sample::NoData, vec![("m", v(0.001), None)]), 30);
-        assert!(matches!(
-            e.verdict,
-            Verdict::Inconclusive(InconclusiveReason::TooFewRequests { .. })
-        ));
-        let e = judge(
-            &s,
-            &input(Sample::NotANumber, vec![("m", v(0.001), None)]),
-            30,
-        );
-        assert_eq!(
-            e.verdict,
-            Verdict::Inconclusive(InconclusiveReason::NotANumber),
-            "a count that is not a number is not 0 requests"
-        );
-        assert!(
-            e.message.contains("canary request count: not a number"),
-            "{}",
-            e.message
-        );
-        let e = judge(
-            &s,
-            &input(Sample::TimedOut, vec![("m", v(0.001), None)]),
-            30,
-        );
-        assert_eq!(
-            e.verdict,
-            Verdict::Inconclusive(InconclusiveReason::TimedOut)
-        );
-        let e = judge(&s, &input(v(100.0), vec![("m", v(0.001), None)]), 30);
-        assert_eq!(e.verdict, Verdict::Pass);
-        // No minimum: the request count is not needed.
-        let s = spec(vec![metric("m", None, Some(0.01), None)], 0);
-        let e = judge(&s, &input(Sample::NoData, vec![("m", v(0.001), None)]), 30);
-        assert_eq!(e.verdict, Verdict::Pass);
-    }
-
-    #[test]
-    fn compare_is_skipped_at_full_weight() {
-        let s = spec(vec![metric("m", None, None, increase(0.005))], 0);
-        let e = judge(
-            &s,
-            &input(v(1000.0), vec![("m", v(0.5), Some(Sample::NotANumber))]),
-            100,
-        );
-        assert_eq!(e.verdict, Verdict::Pass, "{e:?}");
-        assert!(e.metrics[0].detail.contains("compare skipped"));
-    }
-
-    #[test]
-    fn messages_carry_the_numbers() {
-        let s = spec(vec![metric("error-rate", None, Some(0.01), None)], 100);
-        let mut i = input(v(1234.0), vec![("error-rate", v(0.034), None)]);
-        i.metrics[0].canary = Sample::Value(Measured {
-            value: 0.034,
-            ..Measured::default()
-        });
-        let e = judge(&s, &i, 30);
-        assert_eq!(e.message, "error-rate 0.034 > max 0.01 over 30s, 1234 reqs");
-    }
-
-    #[test]
-    fn numbers_print_short() {
-        assert_eq!(num(0.034), "0.034");
-        assert_eq!(num(512.0), "512");
-        assert_eq!(num(0.00001), "0");
-        assert_eq!(num(-0.0), "0");
-        assert_eq!(num(1234.5), "1234.5");
-    }
-}
+#[path = "judge_tests.rs"]
+mod tests;

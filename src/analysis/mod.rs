@@ -1,9 +1,10 @@
 //! Verdicts from metric results: threshold gates and comparisons against stable. Pure.
 
+pub mod comparison;
 pub mod judge;
 pub mod sample;
 pub mod sequential;
 pub mod verdict;
 
-pub use judge::{judge, Evaluation, MetricJudgement};
+pub use judge::{evaluate, judge, Evaluation, MetricJudgement};
 pub use verdict::{InconclusiveReason, Verdict};

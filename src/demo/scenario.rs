@@ -118,7 +118,7 @@ spec:
     metrics:
       - {{ name: error-rate, template: envoy-error-rate, max: 0.05 }}
       - {{ name: p99-latency-ms, template: envoy-latency-p99, max: 250 }}
-      - {{ name: errors-vs-stable, template: envoy-error-rate, compare: {{ maxIncrease: 0.02 }} }}
+      - {{ name: errors-vs-stable, template: envoy-error-rate, compare: {{}} }}
     failureLimit: 0
     inconclusiveLimit: 5
   onFailure: rollback

@@ -4,6 +4,7 @@
 
 mod commands;
 mod drift_analysis;
+mod evidence;
 mod live_colour;
 pub mod plan;
 mod progress;
@@ -13,8 +14,11 @@ pub mod step;
 pub mod types;
 
 #[cfg(test)]
+mod evidence_tests;
+#[cfg(test)]
 mod tests;
 
+pub use evidence::counts_since;
 pub use live_colour::refused_live_canary;
 pub use plan::{Plan, PlanError};
 pub use record::set_condition;

@@ -1,7 +1,8 @@
 //! The phase logic once the route is settled: start, checks, evaluations, step
 //! advances, and the reactions to failure and to inconclusive analysis.
 
-use crate::analysis::{judge, Verdict};
+use crate::analysis::{evaluate, Verdict};
+use crate::engine::evidence;
 use crate::engine::plan::later;
 use crate::engine::reasons;
 use crate::engine::step::Tick;
@@ -148,7 +149,10 @@ impl Tick<'_> {
             .last_analysis
             .as_ref()
             .is_some_and(|a| a.verdict == VerdictKind::Pass);
-        if judged_here && passed {
+        if judged_here && passed && self.shown_no_worse && self.plan.analysis().advance_early {
+            // Every sequential metric showed the canary no worse: the hold is not needed.
+            self.pass_step();
+        } else if judged_here && passed {
             self.pass_step_when_held(started);
         }
     }
@@ -180,7 +184,15 @@ impl Tick<'_> {
             self.actions.push(Action::QueryMetrics);
             return false;
         };
-        let evaluation = judge(self.plan.analysis(), input, weight);
+        let since = evidence::counts_since(self.plan, &self.s);
+        let evaluation = evaluate(
+            self.plan.analysis(),
+            input,
+            weight,
+            self.s.evidence.as_ref(),
+        );
+        self.s.evidence = evidence::kept(evaluation.evidence.clone(), since);
+        self.shown_no_worse = evaluation.shown_no_worse;
         self.s.last_evaluation_at = Some(self.now);
         self.s.last_analysis = Some(AnalysisSummary {
             at: self.now,
@@ -198,6 +210,7 @@ impl Tick<'_> {
                     verdict: m.verdict.kind(),
                     reason: m.verdict.reason().to_owned(),
                     message: m.detail.clone(),
+                    evidence: m.evidence.filter(|e| e.is_finite()),
                 })
                 .collect(),
         });
@@ -211,15 +224,30 @@ impl Tick<'_> {
             }
             Verdict::Fail { .. } => {
                 self.s.consecutive_failures = self.s.consecutive_failures.saturating_add(1);
-                let message = format!(
-                    "{} ({} failed in a row, limit {})",
-                    evaluation.message, self.s.consecutive_failures, limits.failure_limit
-                );
-                if self.s.consecutive_failures > limits.failure_limit {
+                let message = if evaluation.decided_worse {
+                    format!("{} (a sequential judge's decision)", evaluation.message)
+                } else {
+                    format!(
+                        "{} ({} failed in a row, limit {})",
+                        evaluation.message, self.s.consecutive_failures, limits.failure_limit
+                    )
+                };
+                // A sequential judge's Fail is a decision with a known error rate, and
+                // final: waiting for `failureLimit` more would only serve more requests.
+                if self.s.consecutive_failures > limits.failure_limit || evaluation.decided_worse {
                     self.on_failure(reasons::ANALYSIS_FAILED, message);
                 } else {
                     self.note(reasons::ANALYSIS_FAILED, message);
                 }
+            }
+            // Evidence still being gathered is not an outage: it neither pauses nor
+            // rolls back, and the step waits for a decision or for `minRequests`.
+            Verdict::Inconclusive(_) if evaluation.gathering => {
+                self.s.consecutive_inconclusive = 0;
+                self.note(
+                    reasons::ANALYSIS_INCONCLUSIVE,
+                    format!("{}; gathering evidence", evaluation.message),
+                );
             }
             Verdict::Inconclusive(_) => {
                 self.s.consecutive_inconclusive = self.s.consecutive_inconclusive.saturating_add(1);
@@ -244,6 +272,11 @@ impl Tick<'_> {
             self.wake(hold_end);
             return;
         }
+        self.pass_step();
+    }
+
+    /// The step passed (analysis and hold): a manual gate waits, else the next step.
+    fn pass_step(&mut self) {
         let step = self.plan.step(self.s.step);
         if step.pause {
             self.s.phase = Phase::Paused;

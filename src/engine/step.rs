@@ -29,6 +29,8 @@ pub(crate) struct Tick<'a> {
     pub(crate) s: RolloutStatus,
     pub(crate) actions: Vec<Action>,
     pub(crate) wake_at: Option<Timestamp>,
+    /// This tick's evaluation showed every sequential metric no worse than stable.
+    pub(crate) shown_no_worse: bool,
 }
 
 impl<'a> Tick<'a> {
@@ -40,6 +42,7 @@ impl<'a> Tick<'a> {
             s: state.clone(),
             actions: Vec::new(),
             wake_at: None,
+            shown_no_worse: false,
         }
     }
 

@@ -72,6 +72,9 @@ pub struct BuiltinQueries {
     /// Failed (5xx) requests the target served in the window; 0 when it served requests
     /// and none failed, no data when it served none.
     pub errors: String,
+    /// Latency only: the histogram's cumulative bucket counts in the window, one series
+    /// per `le` (`+Inf` is every request), for the sequential judge.
+    pub buckets: Option<String>,
 }
 
 impl Family {
@@ -134,7 +137,15 @@ impl Builtin {
                 family.duration_buckets(selector)
             ),
         };
+        let buckets = match self.measure {
+            Measure::Latency(_) => Some(format!(
+                "sum by (le) (increase({}{W}))",
+                family.duration_buckets(selector)
+            )),
+            Measure::RequestRate | Measure::ErrorRate => None,
+        };
         BuiltinQueries {
+            buckets,
             value,
             requests: format!("sum(increase({total}{W}))"),
             errors: format!(
@@ -156,7 +167,10 @@ mod tests {
             let builtin = lookup(name).unwrap_or_else(|| panic!("no built-in `{name}`"));
             for subset in [false, true] {
                 let q = builtin.queries(subset);
-                for text in [&q.value, &q.requests, &q.errors] {
+                for text in [&q.value, &q.requests, &q.errors]
+                    .into_iter()
+                    .chain(&q.buckets)
+                {
                     let template =
                         Template::parse(name, text).unwrap_or_else(|e| panic!("{name}: {e}"));
                     assert!(template.uses_target(), "{name}: {text}");
@@ -189,7 +203,10 @@ mod tests {
         };
         for builtin in BUILTINS {
             let q = builtin.queries(true);
-            for text in [&q.value, &q.requests, &q.errors] {
+            for text in [&q.value, &q.requests, &q.errors]
+                .into_iter()
+                .chain(&q.buckets)
+            {
                 let query = Template::parse(builtin.name, text)
                     .and_then(|t| t.render(&vars))
                     .unwrap_or_else(|e| panic!("{e}"));
@@ -206,7 +223,10 @@ mod tests {
         for builtin in BUILTINS {
             let selector = builtin.family.selector(false);
             let q = builtin.queries(false);
-            for text in [&q.value, &q.requests, &q.errors] {
+            for text in [&q.value, &q.requests, &q.errors]
+                .into_iter()
+                .chain(&q.buckets)
+            {
                 let shown = format!("`{}`", text.replace(selector, "<selector>"));
                 assert!(docs.contains(&shown), "docs/metrics.md lacks {shown}");
             }

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod builtin;
 pub mod escape;
+pub mod histogram;
 pub mod prometheus;
 pub mod providers;
 pub mod queries;
@@ -38,6 +39,15 @@ pub trait MetricSource: Send + Sync {
         Ok(())
     }
 
-    async fn observe(&self, policy: &PolicyRef, spec: &RolloutSpec, at: Timestamp)
-        -> AnalysisInput;
+    /// Runs the queries at `at`. With `counts_since`, every compared metric's counts
+    /// (`Measured.requests`/`errors`, `buckets`) are those of exactly
+    /// [`counts_since`, `at`] per target, for the sequential judges; without it, those
+    /// of the query window.
+    async fn observe(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+        at: Timestamp,
+        counts_since: Option<Timestamp>,
+    ) -> AnalysisInput;
 }

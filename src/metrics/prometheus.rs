@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::auth::{self, AuthError, CaBundle, Credentials};
 use super::escape;
 use super::providers::{self, AccessError, PrometheusAccess, Target};
-use super::queries::{assemble, PolicyQueries};
+use super::queries::{assemble, counts_range, PolicyQueries};
 use super::secrets::SecretReader;
 use super::{MetricSource, PolicyRef};
 use crate::analysis::sample::{AnalysisInput, MetricObservation, Sample};
@@ -297,20 +297,34 @@ impl MetricSource for PrometheusSource {
         policy: &PolicyRef,
         spec: &RolloutSpec,
         at: Timestamp,
+        counts_since: Option<Timestamp>,
     ) -> AnalysisInput {
-        let queries = PolicyQueries::plan(policy, spec);
+        let range = counts_since.map(|since| counts_range(since, at));
+        let queries = PolicyQueries::plan_counting(policy, spec, range.as_deref());
         let answers: HashMap<String, Sample> = match self
             .connect_for(policy, spec.analysis.prometheus.as_ref())
             .await
         {
             Ok(connection) => {
-                let distinct = queries.distinct();
+                let histograms = queries.distinct_histograms();
+                let distinct: Vec<String> = queries
+                    .distinct()
+                    .into_iter()
+                    .chain(histograms.iter().cloned())
+                    .collect();
                 // Bounded, so a policy with many metrics cannot flood Prometheus; each
                 // query's timeout starts when it is sent.
                 let samples: Vec<Sample> = stream::iter(distinct.clone())
                     .map(|query| {
                         let connection = Arc::clone(&connection);
-                        async move { connection.query(&query, at).await }
+                        let histogram = histograms.contains(&query);
+                        async move {
+                            if histogram {
+                                connection.query_histogram(&query, at).await
+                            } else {
+                                connection.query(&query, at).await
+                            }
+                        }
                     })
                     .buffered(MAX_CONCURRENT_QUERIES)
                     .collect()
@@ -325,6 +339,7 @@ impl MetricSource for PrometheusSource {
                 queries
                     .distinct()
                     .into_iter()
+                    .chain(queries.distinct_histograms())
                     .map(|q| (q, failed.clone()))
                     .collect()
             }
@@ -376,6 +391,22 @@ impl Connection {
     /// Runs one instant query at `at` and classifies the answer. Never fails: every
     /// failure is a `Sample` kind.
     pub async fn query(&self, query: &str, at: Timestamp) -> Sample {
+        self.run(query, at, interpret).await
+    }
+
+    /// Runs one histogram query (one series per `le`) at `at`; see
+    /// [`super::histogram::interpret_histogram`].
+    pub async fn query_histogram(&self, query: &str, at: Timestamp) -> Sample {
+        self.run(query, at, super::histogram::interpret_histogram)
+            .await
+    }
+
+    async fn run(
+        &self,
+        query: &str,
+        at: Timestamp,
+        interpret: fn(u16, &[u8], &str, &str) -> Sample,
+    ) -> Sample {
         let time = format!("{}.{:03}", at.timestamp(), at.timestamp_subsec_millis());
         let timeout_ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
         let request = self
@@ -447,16 +478,46 @@ struct Envelope {
 
 /// Classifies one HTTP answer of `/api/v1/query`. Pure, so every shape is unit-tested.
 pub fn interpret(status: u16, body: &[u8], query: &str, address: &str) -> Sample {
+    use prometheus_http_query::response::Data;
+    match result_data(status, body, query, address) {
+        Err(sample) => sample,
+        Ok(Data::Scalar(sample)) => number(sample.value()),
+        Ok(Data::Vector(series)) => match series.as_slice() {
+            [] => Sample::NoData,
+            [one] => number(one.sample().value()),
+            several => Sample::Invalid {
+                message: format!(
+                    "query `{query}` returned {} series ({}); aggregate them, e.g. with sum()",
+                    several.len(),
+                    list_series(several.iter().map(|s| s.metric()))
+                ),
+            },
+        },
+        Ok(Data::Matrix(_)) => Sample::Invalid {
+            message: format!(
+                "query `{query}` returned a range vector; apply a function such as rate() or avg_over_time() to get one number"
+            ),
+        },
+    }
+}
+
+/// The result of one answer, or the sample that says why there is none.
+pub(crate) fn result_data(
+    status: u16,
+    body: &[u8],
+    query: &str,
+    address: &str,
+) -> Result<prometheus_http_query::response::Data, Sample> {
     let Ok(envelope) = serde_json::from_slice::<Envelope>(body) else {
-        return not_an_api_answer(status, body, query, address);
+        return Err(not_an_api_answer(status, body, query, address));
     };
     if envelope.status != "success" && envelope.status != "error" {
-        return malformed(status, "an unknown `status`", query, address);
+        return Err(malformed(status, "an unknown `status`", query, address));
     }
     if envelope.status != "success" {
         let error_type = envelope.error_type.unwrap_or_else(|| "unknown".to_owned());
         let error = envelope.error.unwrap_or_default();
-        return match error_type.as_str() {
+        return Err(match error_type.as_str() {
             "timeout" => Sample::TimedOut,
             "unavailable" | "internal" | "canceled" => Sample::Unreachable {
                 message: format!("prometheus at {address} failed query `{query}` (HTTP {status}, {error_type}): {error}"),
@@ -467,20 +528,20 @@ pub fn interpret(status: u16, body: &[u8], query: &str, address: &str) -> Sample
             _ => Sample::Invalid {
                 message: format!("prometheus rejected query `{query}` ({error_type}): {error}; fix the query"),
             },
-        };
+        });
     }
     if !envelope.warnings.is_empty() {
-        return Sample::Invalid {
+        return Err(Sample::Invalid {
             message: format!(
                 "query `{query}` returned warnings: {}; fix the query so it runs without warnings",
                 envelope.warnings.join("; ")
             ),
-        };
+        });
     }
     let Some(data) = envelope.data else {
-        return Sample::Invalid {
+        return Err(Sample::Invalid {
             message: format!("prometheus at {address} answered query `{query}` without data"),
-        };
+        });
     };
     let result_type = data
         .get("resultType")
@@ -492,7 +553,7 @@ pub fn interpret(status: u16, body: &[u8], query: &str, address: &str) -> Sample
         // A string is a real (wrong) query result; anything else that does not parse is
         // a broken answer (a value that is not a number, a missing field): Prometheus,
         // or whatever answers at its address, is at fault, not the query.
-        return if result_type == "string" {
+        return Err(if result_type == "string" {
             Sample::Invalid {
                 message: format!(
                     "query `{query}` returned a {result_type}, not a number; make it return one series"
@@ -505,28 +566,9 @@ pub fn interpret(status: u16, body: &[u8], query: &str, address: &str) -> Sample
                 query,
                 address,
             )
-        };
+        });
     };
-    use prometheus_http_query::response::Data;
-    match result.data() {
-        Data::Scalar(sample) => number(sample.value()),
-        Data::Vector(series) => match series.as_slice() {
-            [] => Sample::NoData,
-            [one] => number(one.sample().value()),
-            several => Sample::Invalid {
-                message: format!(
-                    "query `{query}` returned {} series ({}); aggregate them, e.g. with sum()",
-                    several.len(),
-                    list_series(several.iter().map(|s| s.metric()))
-                ),
-            },
-        },
-        Data::Matrix(_) => Sample::Invalid {
-            message: format!(
-                "query `{query}` returned a range vector; apply a function such as rate() or avg_over_time() to get one number"
-            ),
-        },
-    }
+    Ok(result.into_inner().0)
 }
 
 /// NaN and ±Inf are not measurements: NaN is 0/0 (no requests), and ±Inf is a division
@@ -541,7 +583,9 @@ fn number(value: f64) -> Sample {
 }
 
 /// `{pod="a"}, {pod="b"}` (sorted labels, values escaped as PromQL writes them).
-fn list_series<'a>(series: impl ExactSizeIterator<Item = &'a HashMap<String, String>>) -> String {
+pub(crate) fn list_series<'a>(
+    series: impl ExactSizeIterator<Item = &'a HashMap<String, String>>,
+) -> String {
     let total = series.len();
     let mut listed: Vec<String> = series
         .take(LISTED_SERIES)

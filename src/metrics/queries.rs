@@ -1,6 +1,11 @@
 //! Which PromQL queries a policy needs for one evaluation: per metric, the canary's (and,
 //! when the metric compares, stable's) value query, plus request and error counts where
 //! a built-in can tell, plus the canary's request count for `minRequests`. Pure.
+//!
+//! A metric judged sequentially also gets count queries over the range its judge needs
+//! (since the evidence was last counted): requests and errors, or histogram buckets
+//! (`sum by (le)`), from the built-in or from the metric's `counts:`. In them
+//! `{{ interval }}` is that range.
 
 use std::collections::HashMap;
 
@@ -18,6 +23,11 @@ pub enum SideQueries {
         value: String,
         requests: Option<String>,
         errors: Option<String>,
+        /// Histogram bucket counts, one series per `le` (latency judged sequentially).
+        buckets: Option<String>,
+        /// The counts are for a sequential judge: they count even when the window's
+        /// value is missing.
+        judged_on_counts: bool,
     },
     /// The query could not be built (unknown template or variable, unsafe value); the
     /// message names the metric.
@@ -39,20 +49,34 @@ pub struct PolicyQueries {
 }
 
 impl PolicyQueries {
-    /// Builds the queries of `spec`.
+    /// Builds the queries of `spec`, counts over the query window.
     pub fn plan(policy: &PolicyRef, spec: &RolloutSpec) -> PolicyQueries {
+        PolicyQueries::plan_counting(policy, spec, None)
+    }
+
+    /// Builds the queries of `spec`; the sequential metrics' counts cover `counts_range`
+    /// (a PromQL duration such as `45s`) when given, else the query window.
+    pub fn plan_counting(
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+        counts_range: Option<&str>,
+    ) -> PolicyQueries {
         let variables = Variables::new(policy, spec);
+        let mut counting = variables.clone();
+        if let Some(range) = counts_range {
+            counting.interval = range.to_owned();
+        }
         let metrics = spec
             .analysis
             .metrics
             .iter()
             .map(|metric| MetricQueries {
                 name: metric.name.clone(),
-                canary: metric_queries(metric, &variables, Side::Canary),
+                canary: metric_queries(metric, &variables, &counting, Side::Canary),
                 stable: metric
                     .compare
                     .as_ref()
-                    .map(|_| metric_queries(metric, &variables, Side::Stable)),
+                    .map(|_| metric_queries(metric, &variables, &counting, Side::Stable)),
             })
             .collect();
         PolicyQueries {
@@ -61,7 +85,29 @@ impl PolicyQueries {
         }
     }
 
-    /// Every distinct query, each once.
+    /// Every distinct histogram query (one series per `le`), each once.
+    pub fn distinct_histograms(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for side in self.sides() {
+            if let SideQueries::Ready {
+                buckets: Some(q), ..
+            } = side
+            {
+                if !out.contains(q) {
+                    out.push(q.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn sides(&self) -> impl Iterator<Item = &SideQueries> {
+        self.metrics
+            .iter()
+            .flat_map(|m| std::iter::once(&m.canary).chain(m.stable.as_ref()))
+    }
+
+    /// Every distinct query of one number, each once.
     pub fn distinct(&self) -> Vec<String> {
         let mut seen = std::collections::HashSet::new();
         let sides = self
@@ -75,6 +121,7 @@ impl PolicyQueries {
                 value,
                 requests,
                 errors,
+                ..
             } = side
             {
                 for q in std::iter::once(value).chain(requests).chain(errors) {
@@ -85,6 +132,17 @@ impl PolicyQueries {
             }
         }
         out
+    }
+}
+
+/// The PromQL range of [`since`, `at`]: whole seconds as `45s`, else milliseconds; at
+/// least `1ms` (a range that is empty or reversed counts nothing, and says so).
+pub fn counts_range(since: crate::policy::Timestamp, at: crate::policy::Timestamp) -> String {
+    let millis = at.signed_duration_since(since).num_milliseconds().max(1);
+    if millis % 1000 == 0 {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{millis}ms")
     }
 }
 
@@ -107,14 +165,45 @@ pub fn assemble(side: &SideQueries, answers: &HashMap<String, Sample>) -> Sample
             value,
             requests,
             errors,
-        } => match answer(value) {
-            Sample::Value(measured) => Sample::Value(Measured {
-                requests: count(requests),
+            buckets,
+            judged_on_counts,
+        } => {
+            let histogram = match buckets.as_ref().map(answer) {
+                None => None,
+                Some(Sample::Value(h)) => Some(h),
+                // No series: no counts, which the judge calls no data. A failed
+                // query is that failure, never "no counts".
+                Some(Sample::NoData | Sample::NotANumber) => Some(Measured::default()),
+                Some(failed) => return failed,
+            };
+            let counts = Measured {
+                requests: histogram
+                    .as_ref()
+                    .and_then(|h| h.requests)
+                    .or_else(|| count(requests)),
                 errors: count(errors),
-                ..measured
-            }),
-            other => other,
-        },
+                buckets: histogram.map(|h| h.buckets).unwrap_or_default(),
+                ..Measured::default()
+            };
+            let counted = counts.requests.is_some() || !counts.buckets.is_empty();
+            match answer(value) {
+                Sample::Value(measured) => Sample::Value(Measured {
+                    value: measured.value,
+                    series: measured.series,
+                    ..counts
+                }),
+                // The window's value is missing (no requests in it, at low traffic) but
+                // the counts are there: the counts still count; the value stays NaN,
+                // which every threshold reads as not a number.
+                Sample::NoData | Sample::NotANumber if counted && *judged_on_counts => {
+                    Sample::Value(Measured {
+                        value: f64::NAN,
+                        ..counts
+                    })
+                }
+                other => other,
+            }
+        }
     }
 }
 
@@ -124,12 +213,26 @@ fn render(metric: &str, text: &str, variables: &Variables) -> Result<String, Str
         .map_err(|e| e.to_string())
 }
 
-fn metric_queries(metric: &MetricSpec, variables: &Variables, side: Side) -> SideQueries {
+fn metric_queries(
+    metric: &MetricSpec,
+    variables: &Variables,
+    counting: &Variables,
+    side: Side,
+) -> SideQueries {
     let variables = variables.with_side(side);
+    // Counts over the judge's range only for a metric judged sequentially; others keep
+    // the window's counts, beside their window's value.
+    let counting = match metric.sequential() {
+        Some(_) => counting.with_side(side),
+        None => variables.clone(),
+    };
     let name = &metric.name;
+    let sequential = metric.sequential().is_some();
     let result = match (&metric.template, &metric.query) {
-        (Some(template), None) => builtin_queries(name, template, &variables),
-        (None, Some(query)) => raw_queries(metric, query, &variables),
+        (Some(template), None) => {
+            builtin_queries(name, template, &variables, &counting, sequential)
+        }
+        (None, Some(query)) => raw_queries(metric, query, &variables, &counting),
         (Some(_), Some(_)) => Err(format!(
             "metric `{name}` has both `template` and `query`; keep one"
         )),
@@ -144,6 +247,8 @@ fn builtin_queries(
     metric: &str,
     template: &str,
     variables: &Variables,
+    counting: &Variables,
+    sequential: bool,
 ) -> Result<SideQueries, String> {
     let builtin = builtin::lookup(template).ok_or_else(|| {
         let known: Vec<&str> = builtin::BUILTINS.iter().map(|b| b.name).collect();
@@ -153,10 +258,16 @@ fn builtin_queries(
         )
     })?;
     let queries = builtin.queries(variables.target().subset.is_some());
+    let buckets = match (&queries.buckets, sequential) {
+        (Some(b), true) => Some(render(metric, b, counting)?),
+        _ => None,
+    };
     Ok(SideQueries::Ready {
         value: render(metric, &queries.value, variables)?,
-        requests: Some(render(metric, &queries.requests, variables)?),
-        errors: Some(render(metric, &queries.errors, variables)?),
+        requests: Some(render(metric, &queries.requests, counting)?),
+        errors: Some(render(metric, &queries.errors, counting)?),
+        buckets,
+        judged_on_counts: sequential,
     })
 }
 
@@ -164,6 +275,7 @@ fn raw_queries(
     metric: &MetricSpec,
     query: &str,
     variables: &Variables,
+    counting: &Variables,
 ) -> Result<SideQueries, String> {
     let name = &metric.name;
     let text = match (variables.side, &metric.stable_query) {
@@ -181,10 +293,18 @@ fn raw_queries(
             query
         }
     };
+    // `counts:` describes the side being queried through `{{ target.* }}`.
+    let counts = metric
+        .counts
+        .as_ref()
+        .filter(|_| metric.sequential().is_some());
+    let count = |q: Option<&String>| q.map(|q| render(name, q, counting)).transpose();
     Ok(SideQueries::Ready {
         value: render(name, text, variables)?,
-        requests: None,
-        errors: None,
+        requests: count(counts.and_then(|c| c.requests.as_ref()))?,
+        errors: count(counts.and_then(|c| c.errors.as_ref()))?,
+        buckets: count(counts.and_then(|c| c.buckets.as_ref()))?,
+        judged_on_counts: counts.is_some(),
     })
 }
 
@@ -216,12 +336,15 @@ fn request_count(spec: &RolloutSpec, variables: &Variables) -> SideQueries {
             value,
             requests: None,
             errors: None,
+            buckets: None,
+            judged_on_counts: false,
         },
         Err(message) => SideQueries::Failed(message),
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -300,6 +423,8 @@ mod tests {
                 value: r#"sum(up{svc="checkout.shop.svc.cluster.local"})"#.to_owned(),
                 requests: None,
                 errors: None,
+                buckets: None,
+                judged_on_counts: false,
             })
         );
     }
@@ -327,11 +452,110 @@ mod tests {
     }
 
     #[test]
+    fn sequential_metrics_count_over_the_judges_range() {
+        let metrics = r#"[
+            {name: judged, template: istio-latency-p99, compare: {}},
+            {name: limited, template: istio-error-rate, max: 0.01},
+            {name: raw, query: 'sum(rate(x{v="{{ target.host }}"}[{{ interval }}]))',
+             stableQuery: 'sum(rate(x{v="s"}[{{ interval }}]))', compare: {},
+             counts: {requests: 'sum(increase(r{v="{{ target.host }}"}[{{ interval }}]))',
+                      errors: 'sum(increase(e{v="{{ target.host }}"}[{{ interval }}]))'}}]"#;
+        let plan =
+            PolicyQueries::plan_counting(&policy(), &spec(ISTIO_HOSTS, metrics), Some("47s"));
+        let ready = |side: &SideQueries| match side {
+            SideQueries::Ready {
+                value,
+                requests,
+                errors,
+                buckets,
+                judged_on_counts,
+            } => (
+                value.clone(),
+                requests.clone(),
+                errors.clone(),
+                buckets.clone(),
+                *judged_on_counts,
+            ),
+            SideQueries::Failed(m) => panic!("{m}"),
+        };
+        let (value, requests, _, buckets, judged) = ready(&plan.metrics[0].canary);
+        assert!(
+            value.contains("[30s]"),
+            "the value keeps the window: {value}"
+        );
+        assert!(requests.unwrap().contains("[47s]"));
+        let buckets = buckets.unwrap();
+        assert!(
+            buckets
+                .starts_with("sum by (le) (increase(istio_request_duration_milliseconds_bucket{"),
+            "{buckets}"
+        );
+        assert!(buckets.ends_with("[47s]))"), "{buckets}");
+        assert!(judged);
+        let (_, requests, _, buckets, judged) = ready(&plan.metrics[1].canary);
+        assert!(
+            requests.unwrap().contains("[30s]"),
+            "a threshold metric counts its window"
+        );
+        assert_eq!((buckets, judged), (None, false));
+        let (_, requests, errors, _, judged) = ready(plan.metrics[2].stable.as_ref().unwrap());
+        assert_eq!(
+            requests.as_deref(),
+            Some(r#"sum(increase(r{v="checkout.shop.svc.cluster.local"}[47s]))"#)
+        );
+        assert!(errors.unwrap().contains("[47s]"));
+        assert!(judged);
+        assert_eq!(plan.distinct_histograms().len(), 2, "canary and stable");
+        assert_eq!(counts_range(t(0), t(47)), "47s");
+        assert_eq!(counts_range(t(0), t(0)), "1ms");
+    }
+
+    #[test]
+    fn counts_count_when_the_window_is_empty_and_failures_stay_failures() {
+        let side = SideQueries::Ready {
+            value: "v".to_owned(),
+            requests: Some("r".to_owned()),
+            errors: Some("e".to_owned()),
+            buckets: Some("b".to_owned()),
+            judged_on_counts: true,
+        };
+        let histogram = Sample::Value(Measured {
+            value: 7.0,
+            requests: Some(7.0),
+            buckets: vec![crate::analysis::sample::Bucket {
+                le: 100.0,
+                count: 5.0,
+            }],
+            ..Measured::default()
+        });
+        let answers = HashMap::from([
+            ("v".to_owned(), Sample::NotANumber),
+            ("r".to_owned(), Sample::value(9.0)),
+            ("e".to_owned(), Sample::value(0.0)),
+            ("b".to_owned(), histogram),
+        ]);
+        let Sample::Value(m) = assemble(&side, &answers) else {
+            panic!("the counts were lost");
+        };
+        assert!(m.value.is_nan());
+        assert_eq!((m.requests, m.buckets.len()), (Some(7.0), 1), "{m:?}");
+        let mut down = answers.clone();
+        down.insert("b".to_owned(), Sample::TimedOut);
+        assert_eq!(assemble(&side, &down), Sample::TimedOut);
+    }
+
+    fn t(secs: i64) -> crate::policy::Timestamp {
+        chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default()
+    }
+
+    #[test]
     fn assemble_fills_counts_and_never_invents_numbers() {
         let side = SideQueries::Ready {
             value: "v".to_owned(),
             requests: Some("r".to_owned()),
             errors: Some("e".to_owned()),
+            buckets: None,
+            judged_on_counts: false,
         };
         let answers = HashMap::from([
             ("v".to_owned(), Sample::value(0.05)),

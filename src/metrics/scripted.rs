@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::{MetricSource, PolicyRef};
+use crate::analysis::comparison::{count_kind, CountKind};
 use crate::analysis::sample::{AnalysisInput, Measured, MetricObservation, Sample};
 use crate::policy::{Duration, RolloutSpec, Timestamp};
 use crate::router::memory::MemoryRouter;
@@ -162,6 +163,7 @@ impl MetricSource for ScriptedMetrics {
         _policy: &PolicyRef,
         spec: &RolloutSpec,
         at: Timestamp,
+        counts_since: Option<Timestamp>,
     ) -> AnalysisInput {
         if let Some(kind) = self.script.outage_at(at) {
             let sample = Self::outage_sample(kind);
@@ -188,31 +190,64 @@ impl MetricSource for ScriptedMetrics {
             (rps * weight * window * self.noise(self.script.traffic.jitter)).round();
         let stable_requests =
             (rps * (1.0 - weight) * window * self.noise(self.script.traffic.jitter)).round();
+        // The sequential judges' range: requests at the live weight, and the errors (or
+        // the histogram) the scripted value implies.
+        let counted = counts_since.map(|since| {
+            let secs = at.signed_duration_since(since).num_milliseconds().max(0) as f64 / 1000.0;
+            let jitter = self.script.traffic.jitter;
+            (
+                (rps * weight * secs * self.noise(jitter)).round(),
+                (rps * (1.0 - weight) * secs * self.noise(jitter)).round(),
+            )
+        });
         let metrics = spec
             .analysis
             .metrics
             .iter()
             .map(|m| {
                 let behaviour = self.script.metrics.get(&m.name);
-                let sample = |segments: Option<&Vec<Segment>>, requests: f64| {
-                    match segments.and_then(|s| Self::value_at(s, offset)) {
-                        None => Sample::NoData,
-                        // 0/0: a rate over no requests.
-                        Some(_) if requests <= 0.0 => Sample::NotANumber,
-                        Some(v) => Sample::Value(Measured {
-                            value: v * self.noise(behaviour.map_or(0.0, |b| b.jitter)),
-                            requests: Some(requests),
-                            ..Measured::default()
-                        }),
-                    }
-                };
+                let kind = count_kind(m).filter(|_| m.sequential().is_some());
+                let sample =
+                    |segments: Option<&Vec<Segment>>, requests: f64, range: Option<f64>| {
+                        let value = segments.and_then(|s| Self::value_at(s, offset));
+                        match (value, range.filter(|_| kind.is_some())) {
+                            (None, _) => Sample::NoData,
+                            (Some(v), Some(counted)) => Sample::Value(Measured {
+                                value: if requests > 0.0 { v } else { f64::NAN },
+                                requests: Some(counted),
+                                errors: (kind == Some(CountKind::Errors))
+                                    .then(|| (v.clamp(0.0, 1.0) * counted).round()),
+                                buckets: match kind {
+                                    Some(CountKind::Latency) => {
+                                        scripted_histogram(v, quantile_of(m), counted)
+                                    }
+                                    _ => Vec::new(),
+                                },
+                                ..Measured::default()
+                            }),
+                            // 0/0: a rate over no requests.
+                            (Some(_), None) if requests <= 0.0 => Sample::NotANumber,
+                            (Some(v), None) => Sample::Value(Measured {
+                                value: v * self.noise(behaviour.map_or(0.0, |b| b.jitter)),
+                                requests: Some(requests),
+                                ..Measured::default()
+                            }),
+                        }
+                    };
                 MetricObservation {
                     name: m.name.clone(),
-                    canary: sample(behaviour.map(|b| &b.canary), canary_requests),
-                    stable: m
-                        .compare
-                        .as_ref()
-                        .map(|_| sample(behaviour.map(|b| &b.stable), stable_requests)),
+                    canary: sample(
+                        behaviour.map(|b| &b.canary),
+                        canary_requests,
+                        counted.map(|c| c.0),
+                    ),
+                    stable: m.compare.as_ref().map(|_| {
+                        sample(
+                            behaviour.map(|b| &b.stable),
+                            stable_requests,
+                            counted.map(|c| c.1),
+                        )
+                    }),
                 }
             })
             .collect();
@@ -222,4 +257,48 @@ impl MetricSource for ScriptedMetrics {
             metrics,
         }
     }
+}
+
+/// Histogram edges of the scripted latency (Prometheus-style, milliseconds).
+const SCRIPTED_EDGES_MS: [f64; 11] = [
+    5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+/// Spread (σ of the log) of the scripted latency distribution.
+const SCRIPTED_SIGMA: f64 = 0.5;
+
+/// The quantile a latency metric's value stands for (`…-latency-p90` is 0.9); 0.99 for
+/// a raw query.
+fn quantile_of(metric: &crate::policy::MetricSpec) -> f64 {
+    let name = metric.template.as_deref().unwrap_or_default();
+    match name.rsplit_once("-p").map(|(_, q)| q) {
+        Some("50") => 0.5,
+        Some("90") => 0.9,
+        _ => 0.99,
+    }
+}
+
+/// The expected cumulative bucket counts of `requests` lognormal latencies (σ 0.5)
+/// whose `quantile` is `value` ms: what a histogram would count if the scripted value
+/// were read from it.
+fn scripted_histogram(
+    value: f64,
+    quantile: f64,
+    requests: f64,
+) -> Vec<crate::analysis::sample::Bucket> {
+    use statrs::distribution::{ContinuousCDF, Normal};
+    let Ok(normal) = Normal::new(0.0, 1.0) else {
+        return Vec::new();
+    };
+    if !(value.is_finite() && value > 0.0) {
+        return Vec::new();
+    }
+    let median = value / (SCRIPTED_SIGMA * normal.inverse_cdf(quantile)).exp();
+    SCRIPTED_EDGES_MS
+        .iter()
+        .map(|le| crate::analysis::sample::Bucket {
+            le: *le,
+            count: (requests * normal.cdf((le / median).ln() / SCRIPTED_SIGMA)).round(),
+        })
+        .collect()
 }

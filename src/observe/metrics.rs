@@ -54,6 +54,13 @@ struct ValueLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MetricLabels {
+    namespace: String,
+    name: String,
+    metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ThresholdLabels {
     namespace: String,
     name: String,
@@ -75,6 +82,7 @@ pub struct Metrics {
     phase: Family<PhaseLabels, Gauge>,
     metric_value: Family<ValueLabels, FloatGauge>,
     metric_threshold: Family<ThresholdLabels, FloatGauge>,
+    evidence: Family<MetricLabels, FloatGauge>,
     prometheus_query_duration: Histogram,
     reconcile_duration: Histogram,
     router_writes: Family<ResultLabel, Counter>,
@@ -192,6 +200,12 @@ impl Metrics {
             "Criterion of an analysis metric from the policy, per bound (min, max, max_increase, max_ratio)",
             metric_threshold.clone(),
         );
+        let evidence = Family::<MetricLabels, FloatGauge>::default();
+        registry.register(
+            "analysis_evidence_ratio",
+            "A sequential comparison's evidence that the canary is worse, as a share of what rolls back (1: rolled back)",
+            evidence.clone(),
+        );
         let prometheus_query_duration = latency_buckets();
         registry.register_seconds(
             "prometheus_query_duration",
@@ -239,6 +253,7 @@ impl Metrics {
             phase,
             metric_value,
             metric_threshold,
+            evidence,
             prometheus_query_duration,
             reconcile_duration,
             router_writes,
@@ -305,6 +320,24 @@ impl Metrics {
             metric: metric.to_owned(),
             target: target.as_str(),
         });
+    }
+
+    /// A sequential comparison's evidence share; `None` forgets it (no comparison).
+    pub fn set_evidence(&self, policy: &PolicyRef, metric: &str, share: Option<f64>) {
+        let labels = MetricLabels {
+            namespace: policy.namespace.clone(),
+            name: policy.name.clone(),
+            metric: metric.to_owned(),
+        };
+        match share {
+            Some(share) => {
+                self.remember(policy, metric);
+                self.evidence.get_or_create(&labels).set(share);
+            }
+            None => {
+                self.evidence.remove(&labels);
+            }
+        }
     }
 
     pub fn set_metric_threshold(&self, policy: &PolicyRef, metric: &str, bound: Bound, value: f64) {
@@ -406,6 +439,7 @@ impl Metrics {
             for target in [Target::Canary, Target::Stable] {
                 self.clear_metric_value(policy, &metric, target);
             }
+            self.set_evidence(policy, &metric, None);
             for bound in [Bound::Min, Bound::Max, Bound::MaxIncrease, Bound::MaxRatio] {
                 self.metric_threshold.remove(&ThresholdLabels {
                     namespace: policy.namespace.clone(),
@@ -477,6 +511,7 @@ mod tests {
         metrics.set_rollout(&policy(), Phase::Progressing, 1, 30);
         metrics.set_metric_value(&policy(), "error-rate", Target::Canary, 0.01);
         metrics.set_metric_threshold(&policy(), "error-rate", Bound::Max, 0.02);
+        metrics.set_evidence(&policy(), "error-rate", Some(0.48));
         metrics.observe_prometheus_query(0.1);
         metrics.observe_reconcile(0.1);
         metrics.router_write(WriteResult::Ok);

@@ -74,7 +74,7 @@ pub(super) fn analysis(
                 format!("{path}.minRequests"),
                 "minRequests is 0: a canary that received no traffic can pass",
             )
-            .with_hint("write the fewest canary requests per interval worth judging, e.g. `100`"),
+            .with_hint("write the fewest canary requests worth judging (per window for thresholds, in all for sequential comparisons), e.g. `100`"),
         );
     }
     let family = match router {
@@ -272,10 +272,11 @@ fn metric_spec(m: &MetricSpec, path: &str, family: Option<&str>, issues: &mut Ve
     }
     if let Some(compare) = &m.compare {
         let cpath = format!("{path}.compare");
-        if compare.max_increase.is_none() && compare.max_ratio.is_none() {
+        let threshold = m.sequential().is_none();
+        if threshold && compare.max_increase.is_none() && compare.max_ratio.is_none() {
             issues.push(
                 Issue::error(&cpath, "compare sets no limit")
-                    .with_hint("add `maxIncrease:` (absolute) or `maxRatio:` (relative)"),
+                    .with_hint("add `maxIncrease:` (absolute) or `maxRatio:` (relative), or leave out `judge: threshold` to judge sequentially"),
             );
         }
         if compare.max_ratio.is_some_and(|r| r <= 0.0) {
@@ -305,7 +306,9 @@ fn metric_spec(m: &MetricSpec, path: &str, family: Option<&str>, issues: &mut Ve
                 .with_hint("add `stableQuery:` with the same PromQL for the stable release"),
             );
         }
-    } else if m.stable_query.is_some() && m.query.is_some() {
+    }
+    super::judge_rules::metric(m, path, issues);
+    if m.compare.is_none() && m.stable_query.is_some() && m.query.is_some() {
         issues.push(
             Issue::warning(
                 format!("{path}.stableQuery"),

@@ -1,17 +1,20 @@
 //! The policy format: types, parsing with locations, and validation.
 
 pub mod duration;
+pub mod judge;
 pub mod status;
 pub mod step;
 pub mod types;
 
 pub use duration::Duration;
+pub use judge::{CountsSpec, JudgeSpec, SequentialSpec};
 pub use status::{Phase, RolloutStatus, Timestamp};
 pub use step::StepSpec;
 pub use types::*;
 mod analysis_rules;
 mod cron_message;
 pub mod diagnostic;
+mod judge_rules;
 pub mod limits;
 mod names;
 pub mod parse;

@@ -49,6 +49,7 @@ const READS: &[(&str, &[&str])] = &[
         &[
             "spec.analysis.metrics[].query",
             "spec.analysis.metrics[].stableQuery",
+            "spec.analysis.metrics[].judge",
         ],
     ),
     (
@@ -61,6 +62,22 @@ const READS: &[(&str, &[&str])] = &[
     (
         "spec.analysis.metrics[].max",
         &["spec.analysis.metrics[].template"],
+    ),
+    (
+        "spec.analysis.metrics[].compare.maxIncrease",
+        &["spec.analysis.metrics[].judge"],
+    ),
+    (
+        "spec.analysis.metrics[].compare.maxRatio",
+        &["spec.analysis.metrics[].judge"],
+    ),
+    (
+        "spec.analysis.metrics[].counts",
+        &[
+            "spec.analysis.metrics[].compare",
+            "spec.analysis.metrics[].judge",
+            "spec.analysis.metrics[].query",
+        ],
     ),
     ("spec.router.istio.canary", &["spec.router.istio.stable"]),
     (
@@ -478,7 +495,8 @@ mod tests {
             reads("spec.analysis.metrics[3].compare"),
             [
                 "spec.analysis.metrics[3].query",
-                "spec.analysis.metrics[3].stableQuery"
+                "spec.analysis.metrics[3].stableQuery",
+                "spec.analysis.metrics[3].judge"
             ]
         );
         assert_eq!(

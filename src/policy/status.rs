@@ -144,6 +144,10 @@ pub struct RolloutStatus {
     pub consecutive_inconclusive: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_analysis: Option<AnalysisSummary>,
+    /// The sequential judges' evidence for this revision, saved in the same write as
+    /// the evaluation that counted it, so a restart neither loses nor repeats any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_checks: Vec<CheckResult>,
     /// The last transitions, newest last, at most `HISTORY_LIMIT`.
@@ -251,6 +255,10 @@ pub struct MetricSummary {
     pub reason: String,
     /// The value against its limit, with numbers.
     pub message: String,
+    /// A sequential comparison's evidence as a share of what rolls back: 0.48 is "48 of
+    /// 100 needed", 1 rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<f64>,
 }
 
 /// The last evaluation of the analysis.
@@ -266,6 +274,57 @@ pub struct AnalysisSummary {
     pub canary_requests: Option<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricSummary>,
+}
+
+/// What the sequential judges have counted for this revision. Carries across steps; a
+/// new revision starts without it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceStatus {
+    /// Counts up to this instant are in the evidence; the next evaluation counts from
+    /// here to its own instant.
+    pub counted_until: Timestamp,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricEvidence>,
+}
+
+/// One sequential metric's evidence: O(1) (a few dozen numbers).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricEvidence {
+    pub name: String,
+    #[schemars(schema_with = "judge_state_schema")]
+    pub state: JudgeState,
+}
+
+/// The state of one sequential judge.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum JudgeState {
+    ErrorRate(crate::analysis::sequential::RatioEvidence),
+    Latency(crate::analysis::sequential::LatencyEvidence),
+}
+
+impl JudgeState {
+    /// Canary requests the comparison has counted so far.
+    pub fn canary_requests(&self) -> f64 {
+        match self {
+            JudgeState::ErrorRate(e) => e.canary_trials,
+            JudgeState::Latency(l) => l
+                .edges
+                .first()
+                .map_or(0.0, |edge| edge.evidence.canary_trials),
+        }
+    }
+}
+
+/// The judge's numbers are the engine's business: kept as they are, not described.
+fn judge_state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "The judge's evidence (`errorRate` or `latency`), as the engine keeps it.",
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
 }
 
 /// The result of one pre-traffic check.

@@ -229,6 +229,12 @@ impl<'a> Walker<'a> {
         }
         match schema.get("type") {
             Some(types) => type_matches(value, types),
+            // A nested choice (an optional field whose type is itself a choice, such
+            // as `judge`): it fits when one of its alternatives does.
+            None if schema.get("anyOf").is_some() => schema
+                .get("anyOf")
+                .and_then(Value::as_array)
+                .is_some_and(|alts| alts.iter().any(|alt| self.kind_fits(value, alt))),
             None => schema
                 .get("allOf")
                 .and_then(Value::as_array)

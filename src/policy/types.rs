@@ -261,6 +261,10 @@ pub struct AnalysisSpec {
     pub inconclusive_limit: u32,
     #[serde(default)]
     pub on_inconclusive: OnInconclusive,
+    /// A step whose sequential metrics all showed the canary no worse than stable (and
+    /// whose other metrics passed) advances before its hold ends. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub advance_early: bool,
     /// Variables available to query templates as `{{ vars.NAME }}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
@@ -375,6 +379,25 @@ pub struct MetricSpec {
     /// The canary must not be worse than stable by more than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare: Option<CompareSpec>,
+    /// How `compare` is judged: `sequential` (default with `compare`) or `threshold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<super::judge::JudgeSpec>,
+    /// Count queries of a raw `query` for the sequential judge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<super::judge::CountsSpec>,
+}
+
+impl MetricSpec {
+    /// The sequential judge's parameters when this metric's comparison is judged
+    /// sequentially (`compare` set, `judge` not `threshold`).
+    pub fn sequential(&self) -> Option<super::judge::SequentialSpec> {
+        self.compare.as_ref()?;
+        match &self.judge {
+            Some(super::judge::JudgeSpec::Threshold) => None,
+            Some(super::judge::JudgeSpec::Sequential(s)) => Some(*s),
+            None => Some(super::judge::SequentialSpec::default()),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -91,8 +91,10 @@ pub async fn probe_queries(
                 value,
                 requests,
                 errors,
+                ..
             } => (value, requests, errors),
         };
+        // Histogram (`buckets`) queries answer one series per `le`: not asked here.
         let asked = std::iter::once(value).chain(requests).chain(errors);
         for query in asked {
             match connection.query(query, at).await {

@@ -195,7 +195,9 @@ impl Reconciler {
             if decision.needs_input() {
                 let wants_metrics = decision.actions.contains(&Action::QueryMetrics);
                 if wants_metrics && obs.analysis.is_none() {
-                    obs.analysis = Some(seams.metrics.observe(policy, spec, obs.now).await);
+                    let since = engine::counts_since(&plan, &state);
+                    let input = seams.metrics.observe(policy, spec, obs.now, since).await;
+                    obs.analysis = Some(input);
                     self.reached(policy, CrashPoint::MetricsQueried)?;
                     outcome.evaluated = true;
                     continue;

@@ -42,7 +42,7 @@ pub fn threshold_spec(window: Option<&str>) -> String {
     "metrics": [
       {{ "name": "error-rate", "template": "istio-error-rate", "max": 0.01 }},
       {{ "name": "p99-latency", "template": "istio-latency-p99", "max": 500 }},
-      {{ "name": "errors-vs-stable", "template": "istio-error-rate", "compare": {{ "maxIncrease": 0.005 }} }}
+      {{ "name": "errors-vs-stable", "template": "istio-error-rate", "compare": {{ "maxIncrease": 0.005 }}, "judge": "threshold" }}
     ]
   }},
   "onFailure": "rollback"

@@ -112,7 +112,7 @@ spec:
     minRequests: 10
     metrics:
       - { name: errors, query: 'sum(rate(x[1m]))', max: 0.01 }
-      - { name: versus, query: 'sum(rate(x[1m]))', stableQuery: 'sum(rate(y[1m]))', compare: { maxRatio: 1.5 } }
+      - { name: versus, query: 'sum(rate(x[1m]))', stableQuery: 'sum(rate(y[1m]))', compare: { maxRatio: 1.5 }, judge: threshold }
 "#;
 
 pub fn run(case: &PrometheusCase) {

@@ -7,8 +7,8 @@
 //! Inconclusive and change nothing; low traffic is Inconclusive with the evidence
 //! kept, so it is not forgotten at the next evaluation.
 //!
-//! Not yet selectable in policies: the engine judges with `analysis::judge` (the
-//! threshold judge). `shiftgate bench-judges` measures both.
+//! Selected per metric by `judge:` (the default for `compare`); `analysis::comparison`
+//! runs them inside each evaluation. `shiftgate bench-judges` measures them.
 
 pub mod error_rate;
 pub mod evidence;

@@ -316,6 +316,8 @@ impl Context {
             StatusVerdict::Inconclusive => VerdictKind::Inconclusive,
         });
         for metric in &analysis.metrics {
+            let share = metric.evidence.filter(|e| e.is_finite());
+            self.metrics.set_evidence(policy, &metric.name, share);
             for (target, value) in [
                 (Target::Canary, metric.canary),
                 (Target::Stable, metric.stable),

@@ -91,9 +91,10 @@ impl MetricSource for TimedMetrics {
         policy: &PolicyRef,
         spec: &RolloutSpec,
         at: Timestamp,
+        counts_since: Option<Timestamp>,
     ) -> AnalysisInput {
         let started = Instant::now();
-        let input = self.inner.observe(policy, spec, at).await;
+        let input = self.inner.observe(policy, spec, at, counts_since).await;
         self.metrics
             .observe_prometheus_query(started.elapsed().as_secs_f64());
         input

@@ -30,3 +30,7 @@ mod kubernetes;
 /// Issue "first hour": the messages a newcomer meets.
 #[path = "regression/first_hour.rs"]
 mod first_hour;
+
+/// Issues "judges" §4 and "first hour" §4: scenario files.
+#[path = "regression/scenarios.rs"]
+mod scenarios;

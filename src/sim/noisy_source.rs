@@ -156,22 +156,22 @@ impl NoisyWorld {
             None => windowed,
         };
         let window_secs = window.as_secs_f64();
-        let metrics = spec
-            .analysis
-            .metrics
-            .iter()
-            .map(|m| {
-                let canary = self.sample(m, offset, window_secs, &windowed.0, &counted.0, true);
-                let stable = m.compare.as_ref().map(|_| {
-                    self.sample(m, offset, window_secs, &windowed.1, &counted.1, false)
-                });
-                MetricObservation {
-                    name: m.name.clone(),
-                    canary,
-                    stable,
-                }
-            })
-            .collect();
+        let metrics =
+            spec.analysis
+                .metrics
+                .iter()
+                .map(|m| {
+                    let canary = self.sample(m, offset, window_secs, &windowed.0, &counted.0, true);
+                    let stable = m.compare.as_ref().map(|_| {
+                        self.sample(m, offset, window_secs, &windowed.1, &counted.1, false)
+                    });
+                    MetricObservation {
+                        name: m.name.clone(),
+                        canary,
+                        stable,
+                    }
+                })
+                .collect();
         AnalysisInput {
             at,
             canary_requests: Sample::value(windowed.0.requests as f64),

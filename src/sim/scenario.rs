@@ -250,9 +250,8 @@ impl Scenario {
             return Err(invalid(issue, path, line, 1));
         }
         let mut documents = load_documents(text).map_err(|e| {
-            let issue = Issue::error("", e.to_string()).with_hint(
-                "fix the YAML syntax at this position (indentation, quotes, brackets)",
-            );
+            let issue = Issue::error("", e.to_string())
+                .with_hint("fix the YAML syntax at this position (indentation, quotes, brackets)");
             invalid(issue, path, e.position.line, e.position.column)
         })?;
         if documents.len() > 1 {
@@ -273,8 +272,8 @@ impl Scenario {
         if let Some(issue) = document.issues.iter().find(|i| i.is_error()) {
             return Err(locate(issue.clone()));
         }
-        let scenario: Scenario = serde_path_to_error::deserialize(document.value.clone())
-            .map_err(|e| {
+        let scenario: Scenario =
+            serde_path_to_error::deserialize(document.value.clone()).map_err(|e| {
                 let field = e.path().to_string();
                 let field = if field == "." { String::new() } else { field };
                 locate(
@@ -323,7 +322,10 @@ impl Scenario {
         if self.start < earliest || self.start > latest {
             return Some(Issue::error(
                 "start",
-                format!("{} is outside the years 1970 to 9000", self.start.to_rfc3339()),
+                format!(
+                    "{} is outside the years 1970 to 9000",
+                    self.start.to_rfc3339()
+                ),
             ));
         }
         let mut counts: Vec<(String, usize)> = vec![

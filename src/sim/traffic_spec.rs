@@ -183,15 +183,21 @@ impl TrafficSpec {
         }
         if !(self.jitter.is_finite() && (0.0..=1.0).contains(&self.jitter)) {
             issues.push(
-                Issue::error("traffic.jitter", format!("{} is outside 0..=1", self.jitter))
-                    .with_hint("0.1 means ±10 %"),
+                Issue::error(
+                    "traffic.jitter",
+                    format!("{} is outside 0..=1", self.jitter),
+                )
+                .with_hint("0.1 means ±10 %"),
             );
         }
         let modelled = self.stable.is_some();
         if modelled && self.jitter != 0.0 {
             issues.push(
-                Issue::error("traffic.jitter", "jitter has no effect with a traffic model")
-                    .with_hint("the model's counts are Poisson draws already; remove `jitter`"),
+                Issue::error(
+                    "traffic.jitter",
+                    "jitter has no effect with a traffic model",
+                )
+                .with_hint("the model's counts are Poisson draws already; remove `jitter`"),
             );
         }
         if !modelled {
@@ -233,7 +239,9 @@ impl TrafficSpec {
             issues.push(
                 Issue::error(
                     "maxDuration",
-                    format!("{max_duration} at one scrape every 15s is more than {MAX_SCRAPES} scrapes"),
+                    format!(
+                        "{max_duration} at one scrape every 15s is more than {MAX_SCRAPES} scrapes"
+                    ),
                 )
                 .with_hint("set a longer `traffic.scrapeInterval` or a shorter maxDuration"),
             );

@@ -101,6 +101,7 @@ pub enum SimError {
 enum SimMetrics {
     Scripted(Arc<ScriptedMetrics>),
     Noisy(Arc<NoisyMetrics>),
+    External(Arc<dyn MetricSource>),
 }
 
 impl SimMetrics {
@@ -130,6 +131,7 @@ impl SimMetrics {
         match self {
             SimMetrics::Scripted(s) => s.clone(),
             SimMetrics::Noisy(n) => n.clone(),
+            SimMetrics::External(source) => source.clone(),
         }
     }
 }
@@ -163,6 +165,28 @@ impl Simulation {
         scenario: Scenario,
         seed: u64,
     ) -> Result<Simulation, SimError> {
+        Self::build(policy, spec, scenario, seed, None)
+    }
+
+    /// A simulation whose metrics come from `source` instead of the scenario (a
+    /// backtest: a real Prometheus queried at each virtual instant). The scenario still
+    /// scripts the rest of the world (start, maxDuration, commands, faults).
+    pub fn with_source(
+        policy: PolicyRef,
+        spec: RolloutSpec,
+        scenario: Scenario,
+        source: Arc<dyn MetricSource>,
+    ) -> Result<Simulation, SimError> {
+        Self::build(policy, spec, scenario, 0, Some(source))
+    }
+
+    fn build(
+        policy: PolicyRef,
+        spec: RolloutSpec,
+        scenario: Scenario,
+        seed: u64,
+        source: Option<Arc<dyn MetricSource>>,
+    ) -> Result<Simulation, SimError> {
         Plan::new(&spec)?;
         let clock = Arc::new(VirtualClock::new(scenario.start));
         let router = Arc::new(MemoryRouter::new(ManagedRoute {
@@ -172,7 +196,10 @@ impl Simulation {
         let store = Arc::new(MemoryStore::default());
         let checks = Arc::new(ScriptedChecks::passing());
         let commands = Arc::new(QueuedCommands::default());
-        let metrics = SimMetrics::new(&scenario, &router, seed);
+        let metrics = match source {
+            Some(source) => SimMetrics::External(source),
+            None => SimMetrics::new(&scenario, &router, seed),
+        };
         let reconciler = Self::reconciler(&clock, &router, &store, &checks, &commands, &metrics);
         Ok(Simulation {
             policy,
@@ -273,7 +300,7 @@ impl Simulation {
     pub fn scrapes(&self) -> Vec<DrawnScrape> {
         match &self.metrics {
             SimMetrics::Noisy(n) => n.scrapes(),
-            SimMetrics::Scripted(_) => Vec::new(),
+            SimMetrics::Scripted(_) | SimMetrics::External(_) => Vec::new(),
         }
     }
 
@@ -347,13 +374,19 @@ impl Simulation {
     /// Runs one reconcile tick and moves the virtual clock to the next wake-up. Returns
     /// false when the simulation is over.
     pub fn tick(&mut self) -> bool {
+        futures::executor::block_on(self.tick_async())
+    }
+
+    /// [`Self::tick`] for a metric source that needs an async runtime (a real
+    /// Prometheus, in a backtest): awaits the reconciler instead of blocking on it.
+    pub async fn tick_async(&mut self) -> bool {
         if self.done {
             return false;
         }
         self.apply_world();
         let at = self.offset();
         let live_before = WriteRecord::from(self.router.route());
-        let result = futures::executor::block_on(self.reconciler.tick(&self.policy, &self.spec));
+        let result = self.reconciler.tick(&self.policy, &self.spec).await;
         self.ticks += 1;
         let live = self.router.route();
         let phase_before = self.status.phase;

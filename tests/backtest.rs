@@ -1,0 +1,197 @@
+//! `shiftgate backtest` against a real Prometheus 2.42: a simulated run's draws are
+//! written as Istio metrics history (OpenMetrics, backfilled with promtool), and the
+//! backtest of the same policy over that history must decide as `simulate` did on the
+//! same draws: same outcome, at the same instant, with the same evaluations.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod support;
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use serde_json::Value;
+use shiftgate::metrics::PolicyRef;
+use shiftgate::policy::parse::parse_str;
+use shiftgate::policy::Timestamp;
+use shiftgate::sim::noisy_source::DrawnScrape;
+use shiftgate::sim::traffic::{TargetCounts, BUCKETS_MS};
+use shiftgate::sim::{Scenario, SimReport, Simulation};
+use support::prometheus::{Prometheus, PrometheusConfig};
+
+const CANARY_HOST: &str = "shop.stage.svc.cluster.local";
+const STABLE_HOST: &str = "shop.prod.svc.cluster.local";
+
+const POLICY: &str = "apiVersion: shiftgate.dev/v1alpha1
+kind: RolloutPolicy
+metadata: { name: shop, namespace: prod }
+spec:
+  revision: v2
+  router:
+    istio:
+      virtualService: prod/shop
+      stable: { host: shop.prod.svc.cluster.local }
+      canary: { host: shop.stage.svc.cluster.local }
+  steps: [{ weight: 20, hold: 2m }, { weight: 50, hold: 2m }, 100]
+  analysis:
+    interval: 30s
+    minRequests: 50
+    metrics:
+      - { name: error-rate, template: istio-error-rate, max: 0.03 }
+      - { name: p99-latency, template: istio-latency-p99, max: 600 }
+      - { name: errors-vs-stable, template: istio-error-rate, compare: { maxIncrease: 0.02 } }
+    failureLimit: 1
+    inconclusiveLimit: 8
+  onFailure: rollback
+";
+
+fn scenario(changes: &str) -> String {
+    format!(
+        "kind: Scenario\nmaxDuration: 10m\ntraffic:\n  requestsPerSecond: 30\n  scrapeInterval: 15s\n  stable: {{ errorRate: 0.005, latency: {{ medianMs: 100, sigma: 0.5 }} }}\n{changes}"
+    )
+}
+
+fn simulate(scenario_text: &str, seed: u64) -> (SimReport, Vec<DrawnScrape>, Timestamp) {
+    let policy = parse_str("policy.yaml", POLICY).unwrap().remove(0).policy;
+    let reference = PolicyRef {
+        namespace: "prod".into(),
+        name: "shop".into(),
+    };
+    let scenario = Scenario::parse(scenario_text, "scenario.yaml").unwrap();
+    let start = scenario.start;
+    let mut sim = Simulation::new(reference, policy.spec, scenario, seed).unwrap();
+    while sim.tick() {}
+    (sim.report(), sim.scrapes(), start)
+}
+
+/// The draws as the Istio sidecars' counters, sampled at every scrape instant (and 0 at
+/// the start, so the first window's `increase` is exact).
+fn openmetrics(scrapes: &[DrawnScrape], start: Timestamp) -> String {
+    let mut out = String::new();
+    let mut totals = [TargetCounts::default(); 2];
+    let mut write = |at: i64, totals: &[TargetCounts; 2]| {
+        for (host, counts) in [CANARY_HOST, STABLE_HOST].iter().zip(totals) {
+            let labels = format!(r#"reporter="destination",destination_service="{host}""#);
+            let ok = counts.requests - counts.errors;
+            let _ = writeln!(
+                out,
+                r#"istio_requests_total{{{labels},response_code="200"}} {ok} {at}"#
+            );
+            let _ = writeln!(
+                out,
+                r#"istio_requests_total{{{labels},response_code="500"}} {} {at}"#,
+                counts.errors
+            );
+            for (le, count) in BUCKETS_MS.iter().zip(counts.buckets) {
+                let _ = writeln!(
+                    out,
+                    r#"istio_request_duration_milliseconds_bucket{{{labels},le="{le}"}} {count} {at}"#
+                );
+            }
+            let _ = writeln!(
+                out,
+                r#"istio_request_duration_milliseconds_bucket{{{labels},le="+Inf"}} {} {at}"#,
+                counts.requests
+            );
+        }
+    };
+    write(start.timestamp(), &totals);
+    for scrape in scrapes {
+        totals[0].add(&scrape.canary);
+        totals[1].add(&scrape.stable);
+        let at = start.timestamp() + i64::try_from(scrape.end.std().as_secs()).unwrap();
+        write(at, &totals);
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// Runs `shiftgate backtest` and returns its exit code and JSON report.
+fn backtest(prometheus: &str, from: Timestamp, to: Timestamp) -> (i32, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_shiftgate"))
+        .arg("backtest")
+        .arg(&policy)
+        .args(["--prometheus", prometheus])
+        .args(["--from", &from.to_rfc3339(), "--to", &to.to_rfc3339()])
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().unwrap_or(-1), report)
+}
+
+/// (time, verdict, canary requests, metric values) of every evaluation.
+fn evaluations(report: &Value) -> Vec<(String, String, f64, Vec<f64>)> {
+    report["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.get("analysis"))
+        .map(|a| {
+            (
+                a["at"].as_str().unwrap().to_owned(),
+                a["verdict"].as_str().unwrap().to_owned(),
+                a["canaryRequests"].as_f64().unwrap_or(f64::NAN),
+                a["metrics"]
+                    .as_array()
+                    .map(|ms| {
+                        ms.iter()
+                            .flat_map(|m| [m["canary"].as_f64(), m["stable"].as_f64()])
+                            .flatten()
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn decides_as_simulate(scenario_text: &str, seed: u64, expected: &str) {
+    let (simulated, scrapes, start) = simulate(scenario_text, seed);
+    assert_eq!(simulated.outcome.as_str(), expected, "{simulated:#?}");
+    let mut config = PrometheusConfig::new(Vec::new());
+    config.history = Some(openmetrics(&scrapes, start));
+    let prometheus = Prometheus::start_with(config).await;
+    let to = start + chrono::Duration::minutes(10);
+    let url = prometheus.url();
+    let (code, replayed) = tokio::task::spawn_blocking(move || backtest(&url, start, to))
+        .await
+        .unwrap();
+    let simulated = serde_json::to_value(&simulated).unwrap();
+    assert_eq!(replayed["outcome"], simulated["outcome"], "{replayed:#}");
+    assert_eq!(replayed["elapsed"], simulated["elapsed"], "{replayed:#}");
+    assert_eq!(code, if expected == "promoted" { 0 } else { 1 });
+    let (replayed, simulated) = (evaluations(&replayed), evaluations(&simulated));
+    assert!(simulated.len() >= 4, "{simulated:?}");
+    assert_eq!(replayed.len(), simulated.len());
+    for (r, s) in replayed.iter().zip(&simulated) {
+        assert_eq!((&r.0, &r.1, r.2), (&s.0, &s.1, s.2), "{r:?} vs {s:?}");
+        assert_eq!(r.3.len(), s.3.len(), "{r:?} vs {s:?}");
+        for (a, b) in r.3.iter().zip(&s.3) {
+            assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{r:?} vs {s:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn backtest_of_a_healthy_history_promotes_when_simulate_does() {
+    decides_as_simulate(&scenario(""), 3, "promoted").await;
+}
+
+#[tokio::test]
+async fn backtest_of_an_error_regression_rolls_back_at_the_same_evaluation() {
+    decides_as_simulate(
+        &scenario("  changes: [{ from: 2m30s, errorRate: 0.1 }]\n"),
+        5,
+        "rolledBack",
+    )
+    .await;
+}

@@ -21,9 +21,11 @@ use crate::sim::scenario::MAX_SCENARIO_DURATION;
 use crate::sim::{Outcome, Scenario, SimReport, Simulation};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Exit codes: 0 it would have promoted, 1 rolled back or aborted, \
+#[command(
+    after_help = "Exit codes: 0 it would have promoted, 1 rolled back or aborted, \
 2 invalid input (policy, flags), 3 Prometheus unreachable or no decision before --to, \
-4 held or paused.")]
+4 held or paused."
+)]
 pub struct BacktestArgs {
     /// The policy file whose judges are replayed.
     #[arg(value_name = "POLICY")]
@@ -49,7 +51,9 @@ pub struct BacktestArgs {
 fn parse_time(text: &str) -> Result<Timestamp, String> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| format!("`{text}` is not an RFC 3339 time ({e}); write e.g. 2026-01-05T10:00:00Z"))
+        .map_err(|e| {
+            format!("`{text}` is not an RFC 3339 time ({e}); write e.g. 2026-01-05T10:00:00Z")
+        })
 }
 
 pub fn run(args: BacktestArgs) -> i32 {

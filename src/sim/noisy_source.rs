@@ -361,3 +361,142 @@ impl MetricSource for NoisyMetrics {
         self.world().observe_between(spec, None, at)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::router::ManagedRoute;
+    use crate::sim::scenario::Scenario;
+
+    const SPEC: &str = "revision: v2\nrouter: { istio: { virtualService: vs, stable: { host: s }, canary: { host: c } } }\nsteps: [{ weight: 20, hold: 10m }, 100]\nanalysis:\n  interval: 30s\n  window: 1m\n  metrics:\n    - { name: errors, template: istio-error-rate, compare: { maxIncrease: 0.01 } }\n    - { name: p99, template: istio-latency-p99, max: 500 }\n    - { name: rate, template: istio-request-rate, min: 1 }\n    - { name: custom, query: 'sum(up)', max: 1 }\n";
+
+    fn world(seed: u64) -> NoisyWorld {
+        let scenario = Scenario::parse(
+            "kind: Scenario\ntraffic:\n  requestsPerSecond: 100\n  stable: { errorRate: 0.01, latency: { medianMs: 100, sigma: 0.5 } }\n  changes: [{ from: 2m, errorRate: 0.2 }]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let router = Arc::new(MemoryRouter::new(ManagedRoute {
+            canary_weight: 20,
+            test_route: false,
+        }));
+        NoisyWorld::new(
+            scenario.start,
+            scenario.traffic.model().unwrap(),
+            BTreeMap::new(),
+            Vec::new(),
+            router,
+            seed,
+        )
+    }
+
+    fn spec() -> RolloutSpec {
+        serde_yaml_ng::from_str(SPEC).unwrap()
+    }
+
+    fn at(world: &NoisyWorld, secs: i64) -> Timestamp {
+        world.start + chrono::Duration::seconds(secs)
+    }
+
+    #[test]
+    fn histogram_quantile_interpolates_like_promql() {
+        let buckets = [(10.0, 50.0), (20.0, 90.0), (f64::INFINITY, 100.0)];
+        assert_eq!(histogram_quantile(0.5, &buckets), 10.0);
+        assert_eq!(histogram_quantile(0.7, &buckets), 15.0);
+        assert_eq!(histogram_quantile(0.25, &buckets), 5.0);
+        // The rank in +Inf: the highest finite edge.
+        assert_eq!(histogram_quantile(0.99, &buckets), 20.0);
+        assert!(histogram_quantile(0.5, &[(10.0, 0.0), (f64::INFINITY, 0.0)]).is_nan());
+        assert!(histogram_quantile(0.5, &[(10.0, 3.0)]).is_nan());
+        assert_eq!(histogram_quantile(1.5, &buckets), f64::INFINITY);
+    }
+
+    #[test]
+    fn every_answer_comes_from_the_same_draws_over_the_same_window() {
+        let mut w = world(1);
+        let spec = spec();
+        let now = at(&w, 150);
+        let input = w.observe_between(&spec, None, now);
+        // The window (1m) holds the four scrapes ending at 1m45s, 2m, 2m15s, 2m30s.
+        let window: Vec<&DrawnScrape> = w
+            .scrapes()
+            .iter()
+            .filter(|s| s.end > Duration::from_secs(90) && s.end <= Duration::from_secs(150))
+            .collect();
+        assert_eq!(window.len(), 4);
+        let mut canary = TargetCounts::default();
+        for s in &window {
+            canary.add(&s.canary);
+        }
+        assert_eq!(input.canary_requests, Sample::value(canary.requests as f64));
+        let errors = input.metrics[0].canary.measured().unwrap();
+        assert_eq!(errors.requests, Some(canary.requests as f64));
+        assert_eq!(errors.errors, Some(canary.errors as f64));
+        assert_eq!(
+            errors.value,
+            builtin_value(Measure::ErrorRate, &canary, 60.0)
+        );
+        assert!(input.metrics[0].stable.is_some());
+        let p99 = input.metrics[1].canary.measured().unwrap();
+        assert_eq!(
+            p99.value,
+            builtin_value(Measure::Latency("0.99"), &canary, 60.0)
+        );
+        assert_eq!(p99.buckets.len(), BUCKETS_MS.len());
+        let rate = input.metrics[2].canary.measured().unwrap();
+        assert_eq!(rate.value, canary.requests as f64 / 60.0);
+        assert_eq!(input.metrics[3].canary, Sample::NoData);
+
+        // Counts since an instant: the scrapes after it, the value still over the window.
+        let since = w.observe_between(&spec, Some(at(&w, 30)), now);
+        let mut counted = TargetCounts::default();
+        for s in w
+            .scrapes()
+            .iter()
+            .filter(|s| s.end > Duration::from_secs(30))
+        {
+            counted.add(&s.canary);
+        }
+        let errors_since = since.metrics[0].canary.measured().unwrap();
+        assert_eq!(errors_since.requests, Some(counted.requests as f64));
+        assert_eq!(errors_since.value, errors.value);
+        assert_eq!(since.canary_requests, input.canary_requests);
+    }
+
+    #[test]
+    fn draws_depend_on_the_seed_and_the_weight_not_on_the_queries() {
+        let spec = spec();
+        let mut queried = world(4);
+        for secs in [30, 60, 75, 300] {
+            let t = at(&queried, secs);
+            queried.observe_between(&spec, None, t);
+        }
+        let mut quiet = world(4);
+        let t = at(&quiet, 300);
+        quiet.advance_to(t);
+        assert_eq!(queried.scrapes(), quiet.scrapes());
+        let mut other = world(5);
+        other.advance_to(t);
+        assert_ne!(other.scrapes(), quiet.scrapes());
+        // 20 % of 100 requests/s over 15 s: about 300 canary requests a scrape; the
+        // change at 2m raises the canary's errors, not stable's.
+        let (before, after): (Vec<_>, Vec<_>) = quiet
+            .scrapes()
+            .iter()
+            .partition(|s| s.end <= Duration::from_secs(120));
+        let share = |list: &[&DrawnScrape], canary: bool| {
+            let (mut e, mut r) = (0, 0);
+            for s in list {
+                let c = if canary { s.canary } else { s.stable };
+                e += c.errors;
+                r += c.requests;
+            }
+            e as f64 / r as f64
+        };
+        assert!(share(&before, true) < 0.05);
+        assert!(share(&after, true) > 0.1);
+        assert!(share(&after, false) < 0.05);
+        assert!(quiet.scrapes().iter().all(|s| s.canary_weight == 20));
+    }
+}

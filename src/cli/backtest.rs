@@ -99,7 +99,7 @@ pub fn run(args: BacktestArgs) -> i32 {
     };
     runtime.block_on(async { while simulation.tick_async().await {} });
     let report = simulation.report();
-    if let Err(e) = print(&report, args.output, args.from) {
+    if let Err(e) = print(&report, &args) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             eprintln!("shiftgate: cannot write the timeline: {e}");
             return exit::COULD_NOT_RUN;
@@ -189,12 +189,24 @@ async fn reachable(
     Ok(())
 }
 
-fn print(report: &SimReport, output: SimulateOutput, from: Timestamp) -> std::io::Result<()> {
+fn print(report: &SimReport, args: &BacktestArgs) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    match output {
+    match args.output {
         SimulateOutput::Text => {
-            out.write_all(render_text(report).as_bytes())?;
-            writeln!(out, "{}", decision(report, from))?;
+            // The simulation's timeline under a heading of its own (no scenario, no seed).
+            let timeline = render_text(report);
+            let body = timeline.split_once('\n').map_or("", |(_, rest)| rest);
+            writeln!(
+                out,
+                "backtesting {} (revision {}) over {} from {} to {}",
+                report.policy,
+                report.revision,
+                args.prometheus,
+                args.from.to_rfc3339(),
+                args.to.to_rfc3339()
+            )?;
+            out.write_all(body.as_bytes())?;
+            writeln!(out, "{}", decision(report, args.from))?;
         }
         SimulateOutput::Json => {
             serde_json::to_writer_pretty(&mut out, report).map_err(std::io::Error::other)?;

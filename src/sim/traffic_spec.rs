@@ -52,6 +52,17 @@ impl Default for TrafficSpec {
     }
 }
 
+/// The old scripted load (no traffic model).
+impl From<ScriptedTraffic> for TrafficSpec {
+    fn from(traffic: ScriptedTraffic) -> Self {
+        TrafficSpec {
+            requests_per_second: traffic.requests_per_second,
+            jitter: traffic.jitter,
+            ..TrafficSpec::default()
+        }
+    }
+}
+
 /// One target's error probability and latency distribution.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

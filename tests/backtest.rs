@@ -195,3 +195,77 @@ async fn backtest_of_an_error_regression_rolls_back_at_the_same_evaluation() {
     )
     .await;
 }
+
+/// Runs `shiftgate backtest` with `args` after the policy and returns (exit code, stderr).
+fn backtest_with(args: &[&str]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_shiftgate"))
+        .arg("backtest")
+        .arg(&policy)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn backtest_refuses_a_backwards_range_and_an_unreachable_prometheus() {
+    let (code, stderr) = backtest_with(&[
+        "--prometheus",
+        "http://127.0.0.1:9",
+        "--from",
+        "2026-01-05T11:00:00Z",
+        "--to",
+        "2026-01-05T10:00:00Z",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--to must be after --from"), "{stderr}");
+
+    let (code, stderr) = backtest_with(&[
+        "--prometheus",
+        "http://127.0.0.1:9",
+        "--from",
+        "yesterday",
+        "--to",
+        "2026-01-05T10:00:00Z",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not an RFC 3339 time"), "{stderr}");
+
+    let closed = support::ports::free_port();
+    let (code, stderr) = backtest_with(&[
+        "--prometheus",
+        &format!("http://127.0.0.1:{closed}"),
+        "--from",
+        "2026-01-05T10:00:00Z",
+        "--to",
+        "2026-01-05T11:00:00Z",
+    ]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("could not be reached"), "{stderr}");
+}
+
+/// Over a range Prometheus holds no data for (past its retention), every evaluation is
+/// Inconclusive and the policy's reaction (here a rollback) judged nothing: exit 3.
+#[tokio::test]
+async fn backtest_over_missing_history_is_not_a_decision() {
+    let prometheus = Prometheus::start_with(PrometheusConfig::new(Vec::new())).await;
+    let url = prometheus.url();
+    let from: Timestamp = "2026-01-05T10:00:00Z".parse().unwrap();
+    let to = from + chrono::Duration::minutes(10);
+    let (code, report) = tokio::task::spawn_blocking(move || backtest(&url, from, to))
+        .await
+        .unwrap();
+    assert_eq!(code, 3, "{report:#}");
+    let evaluations = evaluations(&report);
+    assert!(!evaluations.is_empty());
+    assert!(
+        evaluations.iter().all(|e| e.1 == "Inconclusive"),
+        "{evaluations:?}"
+    );
+}

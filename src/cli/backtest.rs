@@ -74,6 +74,13 @@ pub fn run(args: BacktestArgs) -> i32 {
             return exit::INVALID_INPUT;
         }
     };
+    if args.to > chrono::Utc::now() {
+        eprintln!(
+            "shiftgate: --to {} is in the future: Prometheus holds no data there yet; write a time up to now",
+            args.to.to_rfc3339()
+        );
+        return exit::INVALID_INPUT;
+    }
     let mut scenario = Scenario::healthy(&format!(
         "backtest {} → {}",
         args.from.to_rfc3339(),
@@ -105,7 +112,33 @@ pub fn run(args: BacktestArgs) -> i32 {
             return exit::COULD_NOT_RUN;
         }
     }
+    if saw_no_data(&report) {
+        eprintln!(
+            "shiftgate: prometheus at {} held no data for any evaluation from {} to {}: the \
+             decision above judged nothing. Check the range against its retention \
+             (--storage.tsdb.retention.time) and the policy's targets against its labels.",
+            args.prometheus,
+            args.from.to_rfc3339(),
+            args.to.to_rfc3339()
+        );
+        return exit::COULD_NOT_RUN;
+    }
     report.outcome.exit_code()
+}
+
+/// Whether there were evaluations and none of them found a single number: a range the
+/// Prometheus does not hold (or a policy whose selectors match nothing there).
+fn saw_no_data(report: &SimReport) -> bool {
+    let mut analyses = report.timeline.iter().filter_map(|e| e.analysis.as_ref());
+    let mut any = false;
+    let found = analyses.any(|a| {
+        any = true;
+        a.canary_requests.is_some()
+            || a.metrics
+                .iter()
+                .any(|m| m.canary.is_some() || m.stable.is_some())
+    });
+    any && !found
 }
 
 /// The chosen policy, its analysis pointed at `--prometheus`.

@@ -93,7 +93,8 @@ impl NoisyWorld {
             return;
         }
         loop {
-            let started = interval.saturating_mul(self.scrapes.len() as u32);
+            let drawn = u32::try_from(self.scrapes.len()).unwrap_or(u32::MAX);
+            let started = interval.saturating_mul(drawn);
             let end = started.saturating_add(interval);
             if end > offset || end == started {
                 return;

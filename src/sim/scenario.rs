@@ -222,16 +222,6 @@ pub enum ScenarioError {
     Invalid(Box<Diagnostic>),
 }
 
-impl ScenarioError {
-    /// The located problem of an invalid scenario.
-    pub fn diagnostic(&self) -> Option<&Diagnostic> {
-        match self {
-            ScenarioError::Invalid(d) => Some(d),
-            ScenarioError::Read { .. } => None,
-        }
-    }
-}
-
 /// The longest simulated time, and so the largest offset of any scripted event.
 pub const MAX_SCENARIO_DURATION: Duration = Duration::from_secs(30 * 86_400);
 /// Most items of any list of a scenario (segments, outages, faults, commands, …).
@@ -291,7 +281,7 @@ impl Scenario {
     fn first_issue(&self) -> Option<Issue> {
         if self.kind != SCENARIO_KIND {
             return Some(
-                Issue::error("kind", format!("is `{}`", self.kind))
+                Issue::error("kind", format!("is `{}`, not `{SCENARIO_KIND}`", self.kind))
                     .with_hint("a scenario has `kind: Scenario`"),
             );
         }

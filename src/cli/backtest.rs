@@ -74,7 +74,7 @@ pub fn run(args: BacktestArgs) -> i32 {
             return exit::INVALID_INPUT;
         }
     };
-    if args.to > chrono::Utc::now() {
+    if args.to > crate::runtime::Clock::now(&crate::runtime::SystemClock) {
         eprintln!(
             "shiftgate: --to {} is in the future: Prometheus holds no data there yet; write a time up to now",
             args.to.to_rfc3339()

@@ -19,8 +19,15 @@ use shiftgate::sim::traffic::{TargetCounts, BUCKETS_MS};
 use shiftgate::sim::{Scenario, SimReport, Simulation};
 use support::prometheus::{Prometheus, PrometheusConfig};
 
-const CANARY_HOST: &str = "shop.stage.svc.cluster.local";
-const STABLE_HOST: &str = "shop.prod.svc.cluster.local";
+/// Whose standard metrics the history holds, as the built-in templates query them.
+#[derive(Clone, Copy)]
+enum Family {
+    /// `istio_requests_total` and `istio_request_duration_milliseconds_bucket` of the
+    /// hosts `shop.stage…` (canary) and `shop.prod…` (stable).
+    Istio,
+    /// Envoy's cluster statistics of the clusters `demo-canary` and `demo-stable`.
+    Envoy,
+}
 
 const POLICY: &str = "apiVersion: shiftgate.dev/v1alpha1
 kind: RolloutPolicy
@@ -45,14 +52,104 @@ spec:
   onFailure: rollback
 ";
 
+/// The same rollout on Envoy clusters, judged by the `envoy-*` templates.
+const ENVOY_POLICY: &str = "apiVersion: shiftgate.dev/v1alpha1
+kind: RolloutPolicy
+metadata: { name: shop, namespace: prod }
+spec:
+  revision: v2
+  router:
+    envoy:
+      routesFile: /nonexistent/routes.yaml
+      adminAddress: 127.0.0.1:9
+      stableCluster: demo-stable
+      canaryCluster: demo-canary
+  steps: [{ weight: 20, hold: 2m }, { weight: 50, hold: 2m }, 100]
+  analysis:
+    interval: 30s
+    minRequests: 50
+    metrics:
+      - { name: error-rate, template: envoy-error-rate, max: 0.03 }
+      - { name: p99-latency, template: envoy-latency-p99, max: 600 }
+      - { name: errors-vs-stable, template: envoy-error-rate, compare: { maxIncrease: 0.02 } }
+    failureLimit: 1
+    inconclusiveLimit: 8
+  onFailure: rollback
+";
+
+impl Family {
+    fn policy(self) -> &'static str {
+        match self {
+            Family::Istio => POLICY,
+            Family::Envoy => ENVOY_POLICY,
+        }
+    }
+
+    /// The samples of one target's counters at one instant.
+    fn samples(self, canary: bool, counts: &TargetCounts, at: i64) -> String {
+        let mut out = String::new();
+        let ok = counts.requests - counts.errors;
+        let (total, failed, bucket, labels) = match self {
+            Family::Istio => {
+                let host = if canary { "shop.stage" } else { "shop.prod" };
+                let labels = format!(
+                    r#"reporter="destination",destination_service="{host}.svc.cluster.local""#
+                );
+                (
+                    format!(r#"istio_requests_total{{{labels},response_code="200"}} {ok} {at}"#),
+                    format!(
+                        r#"istio_requests_total{{{labels},response_code="500"}} {} {at}"#,
+                        counts.errors
+                    ),
+                    "istio_request_duration_milliseconds_bucket",
+                    labels,
+                )
+            }
+            Family::Envoy => {
+                let cluster = if canary { "demo-canary" } else { "demo-stable" };
+                let labels = format!(r#"envoy_cluster_name="{cluster}""#);
+                (
+                    format!(
+                        r#"envoy_cluster_upstream_rq_total{{{labels}}} {} {at}"#,
+                        counts.requests
+                    ),
+                    format!(
+                        r#"envoy_cluster_upstream_rq_xx{{{labels},envoy_response_code_class="5"}} {} {at}"#,
+                        counts.errors
+                    ),
+                    "envoy_cluster_upstream_rq_time_bucket",
+                    labels,
+                )
+            }
+        };
+        let _ = writeln!(out, "{total}\n{failed}");
+        for (le, count) in BUCKETS_MS.iter().zip(counts.buckets) {
+            let _ = writeln!(out, r#"{bucket}{{{labels},le="{le}"}} {count} {at}"#);
+        }
+        let _ = writeln!(
+            out,
+            r#"{bucket}{{{labels},le="+Inf"}} {} {at}"#,
+            counts.requests
+        );
+        out
+    }
+}
+
 fn scenario(changes: &str) -> String {
     format!(
         "kind: Scenario\nmaxDuration: 10m\ntraffic:\n  requestsPerSecond: 30\n  scrapeInterval: 15s\n  stable: {{ errorRate: 0.005, latency: {{ medianMs: 100, sigma: 0.5 }} }}\n{changes}"
     )
 }
 
-fn simulate(scenario_text: &str, seed: u64) -> (SimReport, Vec<DrawnScrape>, Timestamp) {
-    let policy = parse_str("policy.yaml", POLICY).unwrap().remove(0).policy;
+fn simulate(
+    family: Family,
+    scenario_text: &str,
+    seed: u64,
+) -> (SimReport, Vec<DrawnScrape>, Timestamp) {
+    let policy = parse_str("policy.yaml", family.policy())
+        .unwrap()
+        .remove(0)
+        .policy;
     let reference = PolicyRef {
         namespace: "prod".into(),
         name: "shop".into(),
@@ -64,53 +161,31 @@ fn simulate(scenario_text: &str, seed: u64) -> (SimReport, Vec<DrawnScrape>, Tim
     (sim.report(), sim.scrapes(), start)
 }
 
-/// The draws as the Istio sidecars' counters, sampled at every scrape instant (and 0 at
-/// the start, so the first window's `increase` is exact).
-fn openmetrics(scrapes: &[DrawnScrape], start: Timestamp) -> String {
+/// The draws as the proxies' counters, sampled at every scrape instant (and 0 at the
+/// start, so the first window's `increase` is exact).
+fn openmetrics(family: Family, scrapes: &[DrawnScrape], start: Timestamp) -> String {
     let mut out = String::new();
-    let mut totals = [TargetCounts::default(); 2];
-    let mut write = |at: i64, totals: &[TargetCounts; 2]| {
-        for (host, counts) in [CANARY_HOST, STABLE_HOST].iter().zip(totals) {
-            let labels = format!(r#"reporter="destination",destination_service="{host}""#);
-            let ok = counts.requests - counts.errors;
-            let _ = writeln!(
-                out,
-                r#"istio_requests_total{{{labels},response_code="200"}} {ok} {at}"#
-            );
-            let _ = writeln!(
-                out,
-                r#"istio_requests_total{{{labels},response_code="500"}} {} {at}"#,
-                counts.errors
-            );
-            for (le, count) in BUCKETS_MS.iter().zip(counts.buckets) {
-                let _ = writeln!(
-                    out,
-                    r#"istio_request_duration_milliseconds_bucket{{{labels},le="{le}"}} {count} {at}"#
-                );
-            }
-            let _ = writeln!(
-                out,
-                r#"istio_request_duration_milliseconds_bucket{{{labels},le="+Inf"}} {} {at}"#,
-                counts.requests
-            );
-        }
+    let (mut canary, mut stable) = (TargetCounts::default(), TargetCounts::default());
+    let mut write = |at: i64, canary: &TargetCounts, stable: &TargetCounts| {
+        out.push_str(&family.samples(true, canary, at));
+        out.push_str(&family.samples(false, stable, at));
     };
-    write(start.timestamp(), &totals);
+    write(start.timestamp(), &canary, &stable);
     for scrape in scrapes {
-        totals[0].add(&scrape.canary);
-        totals[1].add(&scrape.stable);
+        canary.add(&scrape.canary);
+        stable.add(&scrape.stable);
         let at = start.timestamp() + i64::try_from(scrape.end.std().as_secs()).unwrap();
-        write(at, &totals);
+        write(at, &canary, &stable);
     }
     out.push_str("# EOF\n");
     out
 }
 
 /// Runs `shiftgate backtest` and returns its exit code and JSON report.
-fn backtest(prometheus: &str, from: Timestamp, to: Timestamp) -> (i32, Value) {
+fn backtest(family: Family, prometheus: &str, from: Timestamp, to: Timestamp) -> (i32, Value) {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
+    std::fs::write(&policy, family.policy()).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_shiftgate"))
         .arg("backtest")
         .arg(&policy)
@@ -154,15 +229,15 @@ fn evaluations(report: &Value) -> Vec<(String, String, f64, Vec<f64>)> {
         .collect()
 }
 
-async fn decides_as_simulate(scenario_text: &str, seed: u64, expected: &str) {
-    let (simulated, scrapes, start) = simulate(scenario_text, seed);
+async fn decides_as_simulate(family: Family, scenario_text: &str, seed: u64, expected: &str) {
+    let (simulated, scrapes, start) = simulate(family, scenario_text, seed);
     assert_eq!(simulated.outcome.as_str(), expected, "{simulated:#?}");
     let mut config = PrometheusConfig::new(Vec::new());
-    config.history = Some(openmetrics(&scrapes, start));
+    config.history = Some(openmetrics(family, &scrapes, start));
     let prometheus = Prometheus::start_with(config).await;
     let to = start + chrono::Duration::minutes(10);
     let url = prometheus.url();
-    let (code, replayed) = tokio::task::spawn_blocking(move || backtest(&url, start, to))
+    let (code, replayed) = tokio::task::spawn_blocking(move || backtest(family, &url, start, to))
         .await
         .unwrap();
     let simulated = serde_json::to_value(&simulated).unwrap();
@@ -183,12 +258,24 @@ async fn decides_as_simulate(scenario_text: &str, seed: u64, expected: &str) {
 
 #[tokio::test]
 async fn backtest_of_a_healthy_history_promotes_when_simulate_does() {
-    decides_as_simulate(&scenario(""), 3, "promoted").await;
+    decides_as_simulate(Family::Istio, &scenario(""), 3, "promoted").await;
+}
+
+#[tokio::test]
+async fn backtest_on_envoy_statistics_rolls_back_on_a_latency_regression_as_simulate_does() {
+    decides_as_simulate(
+        Family::Envoy,
+        &scenario("  changes: [{ from: 1m30s, latency: { medianMs: 300, sigma: 0.5 } }]\n"),
+        2,
+        "rolledBack",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn backtest_of_an_error_regression_rolls_back_at_the_same_evaluation() {
     decides_as_simulate(
+        Family::Istio,
         &scenario("  changes: [{ from: 2m30s, errorRate: 0.1 }]\n"),
         5,
         "rolledBack",
@@ -258,9 +345,10 @@ async fn backtest_over_missing_history_is_not_a_decision() {
     let url = prometheus.url();
     let from: Timestamp = "2026-01-05T10:00:00Z".parse().unwrap();
     let to = from + chrono::Duration::minutes(10);
-    let (code, report) = tokio::task::spawn_blocking(move || backtest(&url, from, to))
-        .await
-        .unwrap();
+    let (code, report) =
+        tokio::task::spawn_blocking(move || backtest(Family::Istio, &url, from, to))
+            .await
+            .unwrap();
     assert_eq!(code, 3, "{report:#}");
     let evaluations = evaluations(&report);
     assert!(!evaluations.is_empty());

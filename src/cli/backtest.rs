@@ -23,8 +23,8 @@ use crate::sim::{Outcome, Scenario, SimReport, Simulation};
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Exit codes: 0 it would have promoted, 1 rolled back or aborted, \
-2 invalid input (policy, flags), 3 Prometheus unreachable or no decision before --to, \
-4 held or paused."
+2 invalid input (policy, flags; --to not after --from or in the future), 3 Prometheus \
+unreachable, no data for any evaluation, or no decision before --to, 4 held or paused."
 )]
 pub struct BacktestArgs {
     /// The policy file whose judges are replayed.

@@ -241,6 +241,7 @@ async fn decides_as_simulate(family: Family, scenario_text: &str, seed: u64, exp
         .await
         .unwrap();
     let simulated = serde_json::to_value(&simulated).unwrap();
+    let simulated_elapsed = simulated["elapsed"].clone();
     assert_eq!(replayed["outcome"], simulated["outcome"], "{replayed:#}");
     assert_eq!(replayed["elapsed"], simulated["elapsed"], "{replayed:#}");
     assert_eq!(code, if expected == "promoted" { 0 } else { 1 });
@@ -254,6 +255,34 @@ async fn decides_as_simulate(family: Family, scenario_text: &str, seed: u64, exp
             assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{r:?} vs {s:?}");
         }
     }
+    // The text output names the decision and its instant.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, family.policy()).unwrap();
+    let url = prometheus.url();
+    let text = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_shiftgate"))
+            .arg("backtest")
+            .arg(&policy)
+            .args(["--prometheus", &url])
+            .args(["--from", &start.to_rfc3339(), "--to", &to.to_rfc3339()])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let elapsed = simulated_elapsed.as_str().unwrap();
+    let verb = if expected == "promoted" {
+        "promoted"
+    } else {
+        "rolled back"
+    };
+    assert!(
+        text.contains(&format!("decision: would have {verb} at "))
+            && text.contains(&format!("({elapsed} after --from)")),
+        "{text}"
+    );
 }
 
 #[tokio::test]

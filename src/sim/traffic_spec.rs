@@ -336,3 +336,64 @@ fn latency_issues(path: &str, latency: &Latency, issues: &mut Vec<Issue>) {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> TrafficSpec {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn changes_keep_what_they_do_not_write_and_apply_in_offset_order() {
+        let model = spec(
+            "requestsPerSecond: 10\nstable: { errorRate: 0.01 }\nchanges:\n  - { from: 5m, latency: { medianMs: 300, sigma: 0.4 } }\n  - { from: 2m, errorRate: 0.2 }\n",
+        )
+        .model()
+        .unwrap();
+        assert_eq!(model.scrape_interval, Duration::from_secs(15));
+        let at = |secs| model.canary_at(Duration::from_secs(secs));
+        assert_eq!(at(0), model.stable);
+        assert_eq!((at(120).error_rate, at(120).median_ms), (0.2, 100.0));
+        assert_eq!((at(300).error_rate, at(300).median_ms), (0.2, 300.0));
+        assert!(spec("requestsPerSecond: 10\n").model().is_none());
+    }
+
+    #[test]
+    fn every_problem_names_its_field() {
+        let paths = |yaml: &str| -> Vec<String> {
+            spec(yaml)
+                .issues(Duration::from_secs(3600))
+                .into_iter()
+                .map(|i| i.path)
+                .collect()
+        };
+        assert_eq!(
+            paths("requestsPerSecond: -1\nstable: { errorRate: 2, latency: { medianMs: 0, sigma: 9, slowTail: { fraction: 3, factor: 0.5 } } }\n"),
+            [
+                "traffic.requestsPerSecond",
+                "traffic.stable.errorRate",
+                "traffic.stable.latency.medianMs",
+                "traffic.stable.latency.sigma",
+                "traffic.stable.latency.slowTail.fraction",
+                "traffic.stable.latency.slowTail.factor",
+            ]
+        );
+        assert_eq!(
+            paths("requestsPerSecond: 1\njitter: 0.1\ncanary: { errorRate: 0 }\nscrapeInterval: 15s\n"),
+            ["traffic.canary", "traffic.scrapeInterval"]
+        );
+        assert_eq!(
+            paths("requestsPerSecond: 1\njitter: 0.1\nstable: {}\nscrapeInterval: 1s\nchanges: [{ from: 1m }]\n"),
+            ["traffic.jitter", "traffic.changes[0]"]
+        );
+        assert_eq!(
+            spec("requestsPerSecond: 1\nstable: {}\nscrapeInterval: 1s\n")
+                .issues(Duration::from_secs(30 * 86_400))[0]
+                .path,
+            "traffic.scrapeInterval"
+        );
+    }
+}

@@ -330,7 +330,7 @@ fn backtest_with(args: &[&str]) -> (i32, String) {
 }
 
 #[test]
-fn backtest_refuses_a_backwards_range_and_an_unreachable_prometheus() {
+fn backtest_refuses_a_backwards_range_credentials_in_the_url_and_an_unreachable_prometheus() {
     let (code, stderr) = backtest_with(&[
         "--prometheus",
         "http://127.0.0.1:9",
@@ -352,6 +352,18 @@ fn backtest_refuses_a_backwards_range_and_an_unreachable_prometheus() {
     ]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("not an RFC 3339 time"), "{stderr}");
+
+    let (code, stderr) = backtest_with(&[
+        "--prometheus",
+        "http://admin:hunter2@127.0.0.1:9",
+        "--from",
+        "2026-01-05T10:00:00Z",
+        "--to",
+        "2026-01-05T11:00:00Z",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("carries credentials"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 
     let closed = support::ports::free_port();
     let (code, stderr) = backtest_with(&[

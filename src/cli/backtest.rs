@@ -48,6 +48,24 @@ pub struct BacktestArgs {
     pub output: SimulateOutput,
 }
 
+/// An http(s) URL without credentials in it (they would be printed with the timeline).
+/// Checked after parsing, not by clap, which would echo the password in its error.
+fn check_prometheus(text: &str) -> Result<(), String> {
+    if crate::redact::has_userinfo(text) {
+        return Err(format!(
+            "--prometheus `{}` carries credentials in the URL; remove `user:password@` and put them in the policy's analysis.prometheus.auth",
+            crate::redact::urls(text)
+        ));
+    }
+    match reqwest::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        _ => Err(format!(
+            "--prometheus `{}` is not an http(s) URL; write e.g. http://127.0.0.1:9090",
+            crate::redact::urls(text)
+        )),
+    }
+}
+
 fn parse_time(text: &str) -> Result<Timestamp, String> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&chrono::Utc))
@@ -143,6 +161,7 @@ fn saw_no_data(report: &SimReport) -> bool {
 
 /// The chosen policy, its analysis pointed at `--prometheus`.
 fn load(args: &BacktestArgs) -> Result<(PolicyRef, RolloutSpec), String> {
+    check_prometheus(&args.prometheus)?;
     let policies = parse_file(&args.policy).map_err(|diagnostics| {
         diagnostics
             .iter()

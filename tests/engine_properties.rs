@@ -108,7 +108,8 @@ fn random_scenario(rng: &mut StdRng, seed: u64) -> Scenario {
     s.traffic = Traffic {
         requests_per_second: [2.0, 20.0, 80.0][rng.random_range(0..3)],
         jitter: 0.1,
-    };
+    }
+    .into();
     let behaviour = |rng: &mut StdRng, good: f64, bad: f64| {
         let mut canary = vec![Segment {
             from: secs(0),

@@ -38,3 +38,7 @@ mod playground;
 /// Issue "judges": canary against stable from counts, with a known false-rollback rate.
 #[path = "regression/judges.rs"]
 mod judges;
+
+/// Issues "judges" §4 and "first hour" §4: scenario files.
+#[path = "regression/scenarios.rs"]
+mod scenarios;

@@ -55,6 +55,14 @@ metrics:
   errors-vs-stable: { canary: [{ value: 0.002 }], stable: [{ value: 0.002 }] }
 "#;
 
+/// HEALTHY with another error-rate script (a key written twice is an error in YAML).
+fn healthy_with_error_rate(canary: &str) -> String {
+    HEALTHY.replace(
+        "error-rate: { canary: [{ value: 0.002 }], jitter: 0.1 }",
+        &format!("error-rate: {{ canary: {canary} }}"),
+    )
+}
+
 fn run(spec: &RolloutSpec, scenario: Scenario, seed: u64) -> SimReport {
     let policy = PolicyRef {
         namespace: "shop".into(),
@@ -88,8 +96,8 @@ fn good_release_is_promoted_step_by_step() {
 
 #[test]
 fn error_regression_is_rolled_back_in_one_write() {
-    let s = scenario(&format!(
-        "{HEALTHY}\n  error-rate: {{ canary: [{{ value: 0.002 }}, {{ from: 1m30s, value: 0.05 }}] }}\n"
+    let s = scenario(&healthy_with_error_rate(
+        "[{ value: 0.002 }, { from: 1m30s, value: 0.05 }]",
     ));
     let report = run(&spec(""), s, 1);
     let text = shiftgate::sim::render::render_text(&report);
@@ -164,7 +172,8 @@ fn too_little_traffic_is_inconclusive() {
 #[test]
 fn a_rollback_completes_through_router_outages() {
     let s = scenario(&format!(
-        "{HEALTHY}\n  error-rate: {{ canary: [{{ value: 0.2 }}] }}\nrouterFaults: [{{ from: 30s, until: 3m, kind: unavailable }}]\n"
+        "{}routerFaults: [{{ from: 30s, until: 3m, kind: unavailable }}]\n",
+        healthy_with_error_rate("[{ value: 0.2 }]")
     ));
     let report = run(&spec(""), s, 1);
     assert_eq!(report.outcome, Outcome::RolledBack, "{}", text(&report));
@@ -230,8 +239,8 @@ fn abort_puts_every_request_back_on_stable() {
 
 #[test]
 fn hold_on_failure_stays_at_the_weight() {
-    let s = scenario(&format!(
-        "{HEALTHY}\n  error-rate: {{ canary: [{{ value: 0.002 }}, {{ from: 40s, value: 0.05 }}] }}\n"
+    let s = scenario(&healthy_with_error_rate(
+        "[{ value: 0.002 }, { from: 40s, value: 0.05 }]",
     ));
     let report = run(&spec("onFailure: hold\n"), s, 1);
     assert_eq!(report.outcome, Outcome::Held, "{}", text(&report));

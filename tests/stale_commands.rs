@@ -76,7 +76,8 @@ fn random_worlds(rng: &mut StdRng, seed: u64) -> (Scenario, Scenario) {
     s.traffic = Traffic {
         requests_per_second: [2.0, 50.0][rng.random_range(0..2)],
         jitter: 0.1,
-    };
+    }
+    .into();
     let mut canary = vec![Segment {
         from: secs(0),
         value: 0.002,

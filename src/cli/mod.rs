@@ -2,6 +2,7 @@
 //! and dispatches here.
 
 pub mod abort;
+pub mod backtest;
 pub mod bench_judges;
 pub mod check;
 pub mod crd;
@@ -62,6 +63,9 @@ pub enum Command {
     Crd(crd::CrdArgs),
     /// Run a policy against a scripted scenario on virtual time: the real engine, no cluster.
     Simulate(simulate::SimulateArgs),
+    /// Replay a policy's judges over past Prometheus data on a virtual clock: the timeline
+    /// and the decision it would have made, and when.
+    Backtest(backtest::BacktestArgs),
     /// Run the in-cluster controller: watch RolloutPolicies, drive their rollouts, serve /metrics.
     Daemon(Box<daemon::DaemonArgs>),
     /// Run one rollout in the foreground to its end: Envoy locally, or Istio/Service
@@ -141,5 +145,6 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Resume(args) => resume::run(args),
         Command::Abort(args) => abort::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Backtest(args) => backtest::run(args),
     }
 }

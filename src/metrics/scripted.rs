@@ -133,7 +133,8 @@ impl ScriptedMetrics {
         1.0 + jitter * rng.random_range(-1.0..=1.0)
     }
 
-    fn outage_sample(kind: OutageKind) -> Sample {
+    /// What every query of an outage of this kind answers.
+    pub fn outage_sample(kind: OutageKind) -> Sample {
         match kind {
             OutageKind::Unreachable => Sample::Unreachable {
                 message: "connection refused (scripted outage)".to_owned(),
@@ -184,7 +185,8 @@ impl MetricSource for ScriptedMetrics {
         }
         let offset = self.script.offset(at);
         let weight = f64::from(self.router.route().canary_weight) / 100.0;
-        let window = spec.analysis.interval.as_secs_f64();
+        // The window every query looks back over, as the Prometheus source's queries do.
+        let window = spec.analysis.query_window().as_secs_f64();
         let rps = self.script.traffic.requests_per_second;
         let canary_requests =
             (rps * weight * window * self.noise(self.script.traffic.jitter)).round();

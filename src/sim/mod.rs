@@ -3,10 +3,12 @@
 //! run through here.
 
 pub mod judge_bench;
+pub mod noisy_source;
 pub mod render;
 pub mod run;
 pub mod scenario;
 pub mod traffic;
+pub mod traffic_spec;
 
 pub use run::{outcome_of, SimReport, Simulation, TimelineEntry};
 pub use scenario::{Outcome, Scenario, ScenarioError};

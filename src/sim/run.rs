@@ -9,13 +9,14 @@ use serde::Serialize;
 use crate::engine::plan::{later, to_chrono};
 use crate::engine::{Plan, PlanError, Transition};
 use crate::metrics::scripted::{MetricScript, ScriptedMetrics};
-use crate::metrics::PolicyRef;
+use crate::metrics::{MetricSource, PolicyRef};
 use crate::policy::status::{AnalysisSummary, CheckResult, Phase};
 use crate::policy::{Duration, RolloutSpec, RolloutStatus, Timestamp};
 use crate::router::memory::{MemoryRouter, RouterFaults};
 use crate::router::ManagedRoute;
 use crate::runtime::checks::ScriptedChecks;
 use crate::runtime::{QueuedCommands, Reconciler, Seams, VirtualClock};
+use crate::sim::noisy_source::{DrawnScrape, NoisyMetrics, NoisyWorld};
 use crate::sim::scenario::{Outcome, RouterFaultKind, Scenario};
 use crate::store::memory::MemoryStore;
 
@@ -95,6 +96,46 @@ pub enum SimError {
     Plan(#[from] PlanError),
 }
 
+/// The simulation's metric source: scripted values, or a traffic model's draws.
+#[derive(Clone)]
+enum SimMetrics {
+    Scripted(Arc<ScriptedMetrics>),
+    Noisy(Arc<NoisyMetrics>),
+    External(Arc<dyn MetricSource>),
+}
+
+impl SimMetrics {
+    fn new(scenario: &Scenario, router: &Arc<MemoryRouter>, seed: u64) -> SimMetrics {
+        match scenario.traffic.model() {
+            Some(traffic) => SimMetrics::Noisy(Arc::new(NoisyMetrics::new(NoisyWorld::new(
+                scenario.start,
+                traffic,
+                scenario.metrics.clone(),
+                scenario.outages.clone(),
+                router.clone(),
+                seed,
+            )))),
+            None => {
+                let script = MetricScript {
+                    start: scenario.start,
+                    traffic: scenario.traffic.scripted(),
+                    metrics: scenario.metrics.clone(),
+                    outages: scenario.outages.clone(),
+                };
+                SimMetrics::Scripted(Arc::new(ScriptedMetrics::new(script, router.clone(), seed)))
+            }
+        }
+    }
+
+    fn source(&self) -> Arc<dyn MetricSource> {
+        match self {
+            SimMetrics::Scripted(s) => s.clone(),
+            SimMetrics::Noisy(n) => n.clone(),
+            SimMetrics::External(source) => source.clone(),
+        }
+    }
+}
+
 /// A running simulation. `tick` one at a time, or `run` to the end.
 pub struct Simulation {
     policy: PolicyRef,
@@ -106,7 +147,7 @@ pub struct Simulation {
     store: Arc<MemoryStore>,
     checks: Arc<ScriptedChecks>,
     commands: Arc<QueuedCommands>,
-    metrics: Arc<ScriptedMetrics>,
+    metrics: SimMetrics,
     reconciler: Reconciler,
     commands_sent: usize,
     drift_applied: usize,
@@ -124,6 +165,28 @@ impl Simulation {
         scenario: Scenario,
         seed: u64,
     ) -> Result<Simulation, SimError> {
+        Self::build(policy, spec, scenario, seed, None)
+    }
+
+    /// A simulation whose metrics come from `source` instead of the scenario (a
+    /// backtest: a real Prometheus queried at each virtual instant). The scenario still
+    /// scripts the rest of the world (start, maxDuration, commands, faults).
+    pub fn with_source(
+        policy: PolicyRef,
+        spec: RolloutSpec,
+        scenario: Scenario,
+        source: Arc<dyn MetricSource>,
+    ) -> Result<Simulation, SimError> {
+        Self::build(policy, spec, scenario, 0, Some(source))
+    }
+
+    fn build(
+        policy: PolicyRef,
+        spec: RolloutSpec,
+        scenario: Scenario,
+        seed: u64,
+        source: Option<Arc<dyn MetricSource>>,
+    ) -> Result<Simulation, SimError> {
         Plan::new(&spec)?;
         let clock = Arc::new(VirtualClock::new(scenario.start));
         let router = Arc::new(MemoryRouter::new(ManagedRoute {
@@ -133,13 +196,10 @@ impl Simulation {
         let store = Arc::new(MemoryStore::default());
         let checks = Arc::new(ScriptedChecks::passing());
         let commands = Arc::new(QueuedCommands::default());
-        let script = MetricScript {
-            start: scenario.start,
-            traffic: scenario.traffic.clone(),
-            metrics: scenario.metrics.clone(),
-            outages: scenario.outages.clone(),
+        let metrics = match source {
+            Some(source) => SimMetrics::External(source),
+            None => SimMetrics::new(&scenario, &router, seed),
         };
-        let metrics = Arc::new(ScriptedMetrics::new(script, router.clone(), seed));
         let reconciler = Self::reconciler(&clock, &router, &store, &checks, &commands, &metrics);
         Ok(Simulation {
             policy,
@@ -169,11 +229,11 @@ impl Simulation {
         store: &Arc<MemoryStore>,
         checks: &Arc<ScriptedChecks>,
         commands: &Arc<QueuedCommands>,
-        metrics: &Arc<ScriptedMetrics>,
+        metrics: &SimMetrics,
     ) -> Reconciler {
         Reconciler::new(Seams {
             router: router.clone(),
-            metrics: metrics.clone(),
+            metrics: metrics.source(),
             store: store.clone(),
             checks: checks.clone(),
             commands: commands.clone(),
@@ -235,9 +295,23 @@ impl Simulation {
         );
     }
 
+    /// The traffic model's scrapes drawn so far (empty without a model), e.g. to write
+    /// them as Prometheus history for a backtest.
+    pub fn scrapes(&self) -> Vec<DrawnScrape> {
+        match &self.metrics {
+            SimMetrics::Noisy(n) => n.scrapes(),
+            SimMetrics::Scripted(_) | SimMetrics::External(_) => Vec::new(),
+        }
+    }
+
     /// Applies what the scenario scripts for the current instant.
     fn apply_world(&mut self) {
         let offset = self.offset();
+        // Scrapes up to now served the route as it was since the last tick: draw them
+        // before anything scripted for this instant changes it.
+        if let SimMetrics::Noisy(n) = &self.metrics {
+            n.advance_to(self.now());
+        }
         let mut faults = RouterFaults::default();
         for fault in self
             .scenario
@@ -300,13 +374,19 @@ impl Simulation {
     /// Runs one reconcile tick and moves the virtual clock to the next wake-up. Returns
     /// false when the simulation is over.
     pub fn tick(&mut self) -> bool {
+        futures::executor::block_on(self.tick_async())
+    }
+
+    /// [`Self::tick`] for a metric source that needs an async runtime (a real
+    /// Prometheus, in a backtest): awaits the reconciler instead of blocking on it.
+    pub async fn tick_async(&mut self) -> bool {
         if self.done {
             return false;
         }
         self.apply_world();
         let at = self.offset();
         let live_before = WriteRecord::from(self.router.route());
-        let result = futures::executor::block_on(self.reconciler.tick(&self.policy, &self.spec));
+        let result = self.reconciler.tick(&self.policy, &self.spec).await;
         self.ticks += 1;
         let live = self.router.route();
         let phase_before = self.status.phase;

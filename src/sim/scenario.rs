@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Command;
-use crate::metrics::scripted::{MetricBehaviour, Outage, Traffic};
+use crate::metrics::scripted::{MetricBehaviour, Outage};
+use crate::policy::diagnostic::{Diagnostic, Issue};
+use crate::policy::yaml::load_documents;
 use crate::policy::{Duration, Timestamp};
+use crate::sim::traffic_spec::TrafficSpec;
 
 pub const SCENARIO_KIND: &str = "Scenario";
 
@@ -39,8 +42,9 @@ pub struct Scenario {
     /// The live route before the rollout.
     #[serde(default)]
     pub initial: InitialRoute,
+    /// The load, and optionally a traffic model with sampling noise.
     #[serde(default)]
-    pub traffic: Traffic,
+    pub traffic: TrafficSpec,
     /// Metric name (as in the policy) → behaviour. A metric missing here has no data.
     #[serde(default)]
     pub metrics: BTreeMap<String, MetricBehaviour>,
@@ -213,8 +217,9 @@ pub enum ScenarioError {
         #[source]
         source: std::io::Error,
     },
-    #[error("scenario {path} is invalid: {message}")]
-    Invalid { path: String, message: String },
+    /// Located like a policy's diagnostics: `file:line:col: field.path: message (hint: …)`.
+    #[error("{0}")]
+    Invalid(Box<Diagnostic>),
 }
 
 /// The longest simulated time, and so the largest offset of any scripted event.
@@ -222,77 +227,116 @@ pub const MAX_SCENARIO_DURATION: Duration = Duration::from_secs(30 * 86_400);
 /// Most items of any list of a scenario (segments, outages, faults, commands, …).
 pub const MAX_SCENARIO_ITEMS: usize = 1000;
 
+fn invalid(issue: Issue, path: &str, line: usize, column: usize) -> ScenarioError {
+    ScenarioError::Invalid(Box::new(issue.located(path, line, column)))
+}
+
 impl Scenario {
-    /// Parses a scenario document; `path` only names it in errors.
+    /// Parses a scenario document; `path` only names it in errors. The first problem
+    /// is reported at its line and column with its field path.
     pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
         // Size and nesting before the YAML parser, whose cost grows with both.
         if let Some((issue, line)) = crate::policy::limits::text_issue(text) {
-            return Err(ScenarioError::Invalid {
-                path: path.to_owned(),
-                message: format!("line {line}: {}", issue.message),
-            });
+            return Err(invalid(issue, path, line, 1));
+        }
+        let mut documents = load_documents(text).map_err(|e| {
+            let issue = Issue::error("", e.to_string())
+                .with_hint("fix the YAML syntax at this position (indentation, quotes, brackets)");
+            invalid(issue, path, e.position.line, e.position.column)
+        })?;
+        if documents.len() > 1 {
+            let second = documents[1].start;
+            let issue = Issue::error("", "a scenario file holds one scenario, this is a second")
+                .with_hint("put each scenario in its own file");
+            return Err(invalid(issue, path, second.line, second.column));
+        }
+        let Some(document) = documents.pop() else {
+            let issue = Issue::error("", "the file holds no scenario")
+                .with_hint("start it with `kind: Scenario`; see scenarios/ for examples");
+            return Err(invalid(issue, path, 1, 1));
+        };
+        let locate = |issue: Issue| {
+            let at = document.position(&issue.path);
+            invalid(issue, path, at.line, at.column)
+        };
+        if let Some(issue) = document.issues.iter().find(|i| i.is_error()) {
+            return Err(locate(issue.clone()));
         }
         let scenario: Scenario =
-            serde_yaml_ng::from_str(text).map_err(|e| ScenarioError::Invalid {
-                path: path.to_owned(),
-                message: e.to_string(),
+            serde_path_to_error::deserialize(document.value.clone()).map_err(|e| {
+                let field = e.path().to_string();
+                let field = if field == "." { String::new() } else { field };
+                locate(
+                    Issue::error(field, e.inner().to_string())
+                        .with_hint("see docs/simulation.md for every field of a scenario"),
+                )
             })?;
-        if scenario.kind != SCENARIO_KIND {
-            return Err(ScenarioError::Invalid {
-                path: path.to_owned(),
-                message: format!(
-                    "kind is `{}`; a scenario has `kind: Scenario`",
-                    scenario.kind
-                ),
-            });
+        match scenario.first_issue() {
+            Some(issue) => Err(locate(issue)),
+            None => Ok(scenario),
         }
-        if let Some(w) = scenario.drift.iter().find(|d| d.canary_weight > 100) {
-            return Err(ScenarioError::Invalid {
-                path: path.to_owned(),
-                message: format!(
-                    "drift at {} sets canaryWeight {} (at most 100)",
-                    w.at, w.canary_weight
-                ),
-            });
+    }
+
+    /// The first problem of a scenario that has the right shape.
+    fn first_issue(&self) -> Option<Issue> {
+        if self.kind != SCENARIO_KIND {
+            return Some(
+                Issue::error("kind", format!("is `{}`, not `{SCENARIO_KIND}`", self.kind))
+                    .with_hint("a scenario has `kind: Scenario`"),
+            );
         }
-        scenario.limit_problem().map_or(Ok(()), |message| {
-            Err(ScenarioError::Invalid {
-                path: path.to_owned(),
-                message,
-            })
-        })?;
-        Ok(scenario)
+        if let Some((i, d)) = self
+            .drift
+            .iter()
+            .enumerate()
+            .find(|(_, d)| d.canary_weight > 100)
+        {
+            return Some(
+                Issue::error(
+                    format!("drift[{i}].canaryWeight"),
+                    format!("{} is more than 100", d.canary_weight),
+                )
+                .with_hint("a weight is a percentage, 0 to 100"),
+            );
+        }
+        self.limit_problem()
+            .or_else(|| self.traffic.issues(self.max_duration).into_iter().next())
     }
 
     /// The first field beyond its limit: every offset and `maxDuration` at most
     /// [`MAX_SCENARIO_DURATION`], lists at most [`MAX_SCENARIO_ITEMS`], a start that
     /// plus the whole simulation is a date (years 1970 to 9000).
-    fn limit_problem(&self) -> Option<String> {
+    fn limit_problem(&self) -> Option<Issue> {
         let earliest = chrono::DateTime::from_timestamp(0, 0)?;
         let latest = chrono::DateTime::from_timestamp(221_845_392_000, 0)?; // 9000-01-01
         if self.start < earliest || self.start > latest {
-            return Some(format!(
-                "start {} is outside the years 1970 to 9000",
-                self.start.to_rfc3339()
+            return Some(Issue::error(
+                "start",
+                format!(
+                    "{} is outside the years 1970 to 9000",
+                    self.start.to_rfc3339()
+                ),
             ));
         }
-        let mut counts: Vec<(&str, usize)> = vec![
-            ("metrics", self.metrics.len()),
-            ("outages", self.outages.len()),
-            ("routerFaults", self.router_faults.len()),
-            ("checkFailures", self.check_failures.len()),
-            ("storeFailures", self.store_failures.len()),
-            ("drift", self.drift.len()),
-            ("commands", self.commands.len()),
-            ("restarts", self.restarts.len()),
+        let mut counts: Vec<(String, usize)> = vec![
+            ("metrics".into(), self.metrics.len()),
+            ("outages".into(), self.outages.len()),
+            ("routerFaults".into(), self.router_faults.len()),
+            ("checkFailures".into(), self.check_failures.len()),
+            ("storeFailures".into(), self.store_failures.len()),
+            ("drift".into(), self.drift.len()),
+            ("commands".into(), self.commands.len()),
+            ("restarts".into(), self.restarts.len()),
+            ("traffic.changes".into(), self.traffic.changes.len()),
         ];
-        for behaviour in self.metrics.values() {
-            counts.push(("metrics.*.canary", behaviour.canary.len()));
-            counts.push(("metrics.*.stable", behaviour.stable.len()));
+        for (name, behaviour) in &self.metrics {
+            counts.push((format!("metrics.{name}.canary"), behaviour.canary.len()));
+            counts.push((format!("metrics.{name}.stable"), behaviour.stable.len()));
         }
         if let Some((field, n)) = counts.iter().find(|(_, n)| *n > MAX_SCENARIO_ITEMS) {
-            return Some(format!(
-                "{field} has {n} items, more than the {MAX_SCENARIO_ITEMS} a scenario may hold"
+            return Some(Issue::error(
+                field.clone(),
+                format!("has {n} items, more than the {MAX_SCENARIO_ITEMS} a scenario may hold"),
             ));
         }
         let mut durations: Vec<(String, Duration)> =
@@ -336,14 +380,19 @@ impl Scenario {
         if let Some(within) = self.expect.as_ref().and_then(|e| e.within) {
             durations.push(("expect.within".into(), within));
         }
+        for (i, c) in self.traffic.changes.iter().enumerate() {
+            durations.push((format!("traffic.changes[{i}].from"), c.from));
+        }
         durations
             .into_iter()
             .find(|(_, d)| *d > MAX_SCENARIO_DURATION)
             .map(|(field, d)| {
                 let max = MAX_SCENARIO_DURATION.to_human();
-                format!(
-                    "{field} is {d}, longer than the maximum {max} of a simulation; write at most `{max}`"
+                Issue::error(
+                    field,
+                    format!("{d} is longer than the maximum {max} of a simulation"),
                 )
+                .with_hint(format!("write at most `{max}`"))
             })
     }
 
@@ -354,10 +403,13 @@ impl Scenario {
                 path: shown.clone(),
                 source,
             },
-            other => ScenarioError::Invalid {
-                path: shown.clone(),
-                message: other.to_string(),
-            },
+            other => invalid(
+                Issue::error("", other.to_string())
+                    .with_hint("a scenario file is UTF-8 text of at most 1 MiB"),
+                &shown,
+                0,
+                0,
+            ),
         })?;
         Scenario::parse(&text, &shown)
     }
@@ -374,7 +426,7 @@ impl Scenario {
             start: default_start(),
             max_duration: default_max_duration(),
             initial: InitialRoute::default(),
-            traffic: Traffic::default(),
+            traffic: TrafficSpec::default(),
             metrics: BTreeMap::new(),
             outages: Vec::new(),
             router_faults: Vec::new(),

@@ -179,7 +179,8 @@ impl Traffic {
     }
 }
 
-fn draw(rng: &mut StdRng, expected_requests: f64, behaviour: &Behaviour) -> TargetCounts {
+/// One target's counts for one interval with `expected_requests` requests on average.
+pub fn draw(rng: &mut StdRng, expected_requests: f64, behaviour: &Behaviour) -> TargetCounts {
     let mut counts = TargetCounts::default();
     let error_rate = behaviour.error_rate.clamp(0.0, 1.0);
     let mut cumulative = 0;

@@ -37,6 +37,9 @@ impl ScrapeTarget {
 pub struct PrometheusConfig {
     pub scrape_interval: Duration,
     pub targets: Vec<ScrapeTarget>,
+    /// Past samples (OpenMetrics text with timestamps, ending in `# EOF`) written into
+    /// the TSDB with `promtool tsdb create-blocks-from openmetrics` before the start.
+    pub history: Option<String>,
 }
 
 impl PrometheusConfig {
@@ -45,6 +48,7 @@ impl PrometheusConfig {
         PrometheusConfig {
             scrape_interval: Duration::from_secs(1),
             targets,
+            history: None,
         }
     }
 
@@ -86,6 +90,9 @@ impl Prometheus {
             .unwrap_or_else(|e| panic!("cannot create a temp dir for prometheus: {e}"));
         std::fs::write(dir.path().join("prometheus.yml"), config.yaml())
             .unwrap_or_else(|e| panic!("cannot write the prometheus config: {e}"));
+        if let Some(history) = &config.history {
+            write_history(dir.path(), history);
+        }
         let mut prometheus = Prometheus {
             port: free_port(),
             dir,
@@ -249,6 +256,24 @@ impl Prometheus {
             tokio::time::sleep(POLL).await;
         }
     }
+}
+
+/// Backfills `history` into `dir/data` as TSDB blocks. Prometheus deletes blocks by
+/// retention relative to the newest block (not the wall clock), so old timestamps stay.
+fn write_history(dir: &std::path::Path, history: &str) {
+    let file = dir.join("history.om");
+    std::fs::write(&file, history).unwrap_or_else(|e| panic!("cannot write the history: {e}"));
+    let output = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&file)
+        .arg(dir.join("data"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run promtool (scripts/install-deps installs it): {e}"));
+    assert!(
+        output.status.success(),
+        "promtool could not write the history: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 impl Drop for Prometheus {

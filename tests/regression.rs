@@ -30,3 +30,7 @@ mod kubernetes;
 /// Issue "first hour": the messages a newcomer meets.
 #[path = "regression/first_hour.rs"]
 mod first_hour;
+
+/// Issue "judges" §2 and §5: the statistics of the judges, on the benchmark's traffic.
+#[path = "regression/judge_statistics.rs"]
+mod judge_statistics;

@@ -1,6 +1,7 @@
 //! Verdicts from metric results: threshold gates and comparisons against stable. Pure.
 
 pub mod judge;
+pub mod mann_whitney;
 pub mod sample;
 pub mod sequential;
 pub mod verdict;

@@ -13,12 +13,14 @@
 pub mod error_rate;
 pub mod evidence;
 pub mod latency;
+pub mod shift;
 #[cfg(test)]
 mod validity;
 
 pub use error_rate::ErrorRateJudge;
 pub use evidence::{IntervalCounts, RatioEvidence, Standing};
 pub use latency::{LatencyEvidence, LatencyJudge};
+pub use shift::ShiftEvidence;
 
 use crate::analysis::sample::{Measured, Sample};
 use crate::analysis::verdict::{InconclusiveReason, Verdict};
@@ -143,5 +145,47 @@ mod tests {
         assert_eq!(short(0.954), "0.95");
         assert_eq!(alpha_per_metric(0.01, 2), 0.005);
         assert_eq!(alpha_per_metric(0.01, 0), 0.01);
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn judge_state_stays_bounded_over_a_long_rollout() {
+        use crate::sim::traffic::{Behaviour, Traffic, TrafficModel};
+        // A rollout's whole judge state (errors and latency) in the status: the same
+        // size after 400 intervals (100 minutes at 2000 requests/s) as after 10.
+        let base = Behaviour {
+            error_rate: 0.005,
+            median_ms: 100.0,
+            sigma: 0.5,
+            slow_tail: None,
+        };
+        let model = TrafficModel {
+            requests_per_second: 2000.0,
+            stable: base,
+            canary: base,
+            change: None,
+            scrape_interval_secs: 15,
+        };
+        let errors = ErrorRateJudge {
+            alpha: 0.005,
+            tolerance: 0.0,
+        };
+        let latency = LatencyJudge::with_default_quantiles(0.005, 0.0);
+        let (mut e, mut l) = (errors.start(), LatencyEvidence::default());
+        let mut traffic = Traffic::new(model, 3);
+        let mut sizes = Vec::new();
+        for i in 1..=400 {
+            let s = traffic.next_scrape(25);
+            let (canary, stable) = (s.canary.to_sample(), s.stable.to_sample());
+            e = errors.judge("errors", &e, &canary, &stable).state;
+            l = latency.judge("latency", &l, &canary, &stable).state;
+            if i == 10 || i == 400 {
+                let json = serde_json::to_string(&(&e, &l)).unwrap();
+                sizes.push(json.len());
+            }
+        }
+        assert!(sizes[1] <= 2500, "{sizes:?}");
+        // Only the digits of the numbers differ.
+        assert!(sizes[1] <= sizes[0] + 100, "{sizes:?}");
     }
 }

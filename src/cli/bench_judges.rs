@@ -9,9 +9,9 @@ use std::time::Instant;
 use anyhow::Context as _;
 use statrs::distribution::{Beta, ContinuousCDF};
 
+use crate::analysis::mann_whitney::MannWhitneyJudge;
 use crate::cli::exit;
 use crate::policy::RolloutSpec;
-use crate::analysis::mann_whitney::MannWhitneyJudge;
 use crate::sim::judge_bench::{
     run_mann_whitney, run_sequential, run_threshold, threshold_spec, Ending, RolloutResult,
     SequentialSet,
@@ -255,14 +255,9 @@ impl Judges {
                     )),
                     "threshold" => run_threshold(&self.threshold, model, seed, counted_from)
                         .context("the benchmark policy is a valid plan"),
-                    "threshold-1m" => {
-                        run_threshold(&self.threshold_1m, model, seed, counted_from)
-                            .context("the benchmark policy is a valid plan")
-                    }
-                    other => anyhow::bail!(
-                        "no judge {other:?}: choose from {}",
-                        JUDGES.join(", ")
-                    ),
+                    "threshold-1m" => run_threshold(&self.threshold_1m, model, seed, counted_from)
+                        .context("the benchmark policy is a valid plan"),
+                    other => anyhow::bail!("no judge {other:?}: choose from {}", JUDGES.join(", ")),
                 }
             })
             .collect()
@@ -307,7 +302,10 @@ fn bench(args: &BenchJudgesArgs) -> anyhow::Result<()> {
             for judge in &args.judges {
                 let results = judges.cell(judge, m, args.seed, args.runs, counted_from)?;
                 let cell = Cell::new(&results, scenario.onset);
-                println!("{}", row(*rate, scenario.name, judge, &cell, scenario.onset.is_none()));
+                println!(
+                    "{}",
+                    row(*rate, scenario.name, judge, &cell, scenario.onset.is_none())
+                );
                 cells.push((*rate, scenario.name, judge.clone(), cell));
             }
         }
@@ -465,7 +463,13 @@ mod tests {
                 .iter()
                 .map(|judge| {
                     let results = judges.cell(judge, m, seed, args.runs, 0).unwrap();
-                    row(50.0, scenario.name, judge, &Cell::new(&results, Some(0)), false)
+                    row(
+                        50.0,
+                        scenario.name,
+                        judge,
+                        &Cell::new(&results, Some(0)),
+                        false,
+                    )
                 })
                 .collect::<Vec<_>>()
         };

@@ -28,8 +28,10 @@ use crate::analysis::verdict::{InconclusiveReason, Verdict};
 /// Stable requests needed in one interval before edges are chosen from it.
 pub const MIN_STABLE_REQUESTS_FOR_EDGES: f64 = 50.0;
 
-/// Share of the evidence's weight on the rank test, when it runs (tolerance 0).
-pub const SHIFT_WEIGHT: f64 = 0.5;
+/// Share of the evidence's weight on the rank test's body scores and on its tail
+/// scores, when it runs (tolerance 0); the edges share the rest.
+pub const SHIFT_WEIGHT: f64 = 0.4;
+pub const TAIL_WEIGHT: f64 = 0.4;
 
 /// The parameters of one latency comparison.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -90,7 +92,7 @@ impl LatencyJudge {
     /// The edges' share of the weight, split evenly across them.
     fn edge_weight(&self, edges: usize) -> f64 {
         let share = if self.uses_shift_test() {
-            1.0 - SHIFT_WEIGHT
+            1.0 - SHIFT_WEIGHT - TAIL_WEIGHT
         } else {
             1.0
         };
@@ -108,11 +110,15 @@ impl LatencyJudge {
     pub fn log_evidence_worse(&self, state: &LatencyEvidence) -> f64 {
         let mut parts: Vec<(f64, f64)> = Vec::with_capacity(state.edges.len() + 1);
         if self.uses_shift_test() {
-            let shift = state
-                .shift
-                .as_ref()
-                .map_or(0.0, ShiftEvidence::log_evidence_worse);
-            parts.push((SHIFT_WEIGHT, shift));
+            let shift = state.shift.as_ref();
+            parts.push((
+                SHIFT_WEIGHT,
+                shift.map_or(0.0, ShiftEvidence::log_evidence_worse),
+            ));
+            parts.push((
+                TAIL_WEIGHT,
+                shift.map_or(0.0, ShiftEvidence::log_evidence_tail),
+            ));
         }
         if state.edges.is_empty() {
             parts.push((self.edge_weight(1), 0.0));
@@ -267,30 +273,39 @@ impl LatencyJudge {
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
         let shift = state.shift.as_ref().filter(|_| self.uses_shift_test());
-        let shift_leads = match (shift, worst) {
-            (Some(s), Some(e)) => {
-                SHIFT_WEIGHT.ln() + s.log_evidence_worse()
-                    >= w.ln() + e.evidence.log_evidence_worse()
-            }
-            (Some(_), None) => true,
-            _ => false,
-        };
+        let edge_ln = worst.map_or(f64::MIN, |e| w.ln() + e.evidence.log_evidence_worse());
         let evidence = self.combined_words(state);
-        if let (true, Some(s)) = (shift_leads, shift) {
-            let score = s
-                .mean_score()
-                .map_or("no canary requests yet".to_owned(), |m| {
-                    format!("mean normal score {m:+.2}; +0.2 is about a tenth slower")
-                });
-            return format!(
-                "canary latencies rank {} stable's ({score}), {evidence}, {} canary requests",
-                if s.mean_score().unwrap_or(0.0) > 0.0 {
-                    "slower than"
-                } else {
-                    "no slower than"
-                },
-                grouped(s.canary_requests)
-            );
+        if let Some(s) = shift {
+            let body_ln = SHIFT_WEIGHT.ln() + s.log_evidence_worse();
+            let tail_ln = TAIL_WEIGHT.ln() + s.log_evidence_tail();
+            let requests = grouped(s.canary_requests);
+            if tail_ln >= body_ln && tail_ln >= edge_ln && s.canary_beyond_p95 > 0.0 {
+                let share = |part: f64, whole: f64| match whole > 0.0 {
+                    true => format!("{}%", short(100.0 * part / whole)),
+                    false => "none".to_owned(),
+                };
+                return format!(
+                    "canary requests beyond stable's p95: {} vs stable {}, {evidence}, {requests} canary requests",
+                    share(s.canary_beyond_p95, s.canary_requests),
+                    share(s.stable_beyond_p95, s.stable_requests),
+                );
+            }
+            if body_ln >= edge_ln {
+                let (how, score) = match s.mean_score() {
+                    Some(m) => (
+                        if m > 0.0 {
+                            "slower than"
+                        } else {
+                            "no slower than"
+                        },
+                        format!("mean normal score {m:+.2}; +0.2 is about a tenth slower"),
+                    ),
+                    None => ("no slower than", "no canary requests yet".to_owned()),
+                };
+                return format!(
+                    "canary latencies rank {how} stable's ({score}), {evidence}, {requests} canary requests"
+                );
+            }
         }
         let Some(edge) = worst else {
             return "no bucket edges chosen yet".to_owned();

@@ -18,7 +18,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::sample::{Measured, Sample};
-use crate::analysis::sequential::evidence::{threshold, IntervalCounts, RatioEvidence, Standing};
+use crate::analysis::sequential::evidence::{
+    log_weighted_sum, threshold, IntervalCounts, RatioEvidence, Standing,
+};
 use crate::analysis::sequential::shift::ShiftEvidence;
 use crate::analysis::sequential::{
     count, evidence_words, grouped, measured, short, verdict, Judged,
@@ -108,31 +110,21 @@ impl LatencyJudge {
     /// ln of the combined e-value: the weighted average of the rank test's and the
     /// edges' (an edge not chosen yet counts as 1, its starting value).
     pub fn log_evidence_worse(&self, state: &LatencyEvidence) -> f64 {
-        let mut parts: Vec<(f64, f64)> = Vec::with_capacity(state.edges.len() + 1);
-        if self.uses_shift_test() {
-            let shift = state.shift.as_ref();
-            parts.push((
-                SHIFT_WEIGHT,
-                shift.map_or(0.0, ShiftEvidence::log_evidence_worse),
-            ));
-            parts.push((
-                TAIL_WEIGHT,
-                shift.map_or(0.0, ShiftEvidence::log_evidence_tail),
-            ));
-        }
-        if state.edges.is_empty() {
-            parts.push((self.edge_weight(1), 0.0));
-        }
+        let shift = state.shift.as_ref().filter(|_| self.uses_shift_test());
+        let rank_tests = [
+            shift.map(|s| (s.log_evidence_worse(), SHIFT_WEIGHT)),
+            shift.map(|s| (s.log_evidence_tail(), TAIL_WEIGHT)),
+            // Before any evidence the rank test stands at 1 too.
+            (self.uses_shift_test() && shift.is_none())
+                .then_some((0.0, SHIFT_WEIGHT + TAIL_WEIGHT)),
+            state.edges.is_empty().then(|| (0.0, self.edge_weight(1))),
+        ];
         let w = self.edge_weight(state.edges.len());
-        parts.extend(
-            state
-                .edges
-                .iter()
-                .map(|e| (w, e.evidence.log_evidence_worse())),
-        );
-        let top = parts.iter().map(|(_, l)| *l).fold(f64::MIN, f64::max);
-        let sum: f64 = parts.iter().map(|(w, l)| w * (l - top).exp()).sum();
-        top + sum.ln()
+        let edges = state
+            .edges
+            .iter()
+            .map(move |e| (e.evidence.log_evidence_worse(), w));
+        log_weighted_sum(rank_tests.into_iter().flatten().chain(edges))
     }
 
     /// Adds one interval's histograms (each side's `buckets` and `requests`) and
@@ -521,6 +513,45 @@ mod tests {
             "{reason}"
         );
         assert!(reason.contains(" needed to roll back"), "{reason}");
+    }
+
+    #[test]
+    fn without_a_tolerance_the_rank_test_fails_a_slower_canary_from_the_first_interval() {
+        let j = LatencyJudge::with_default_quantiles(0.01, 0.0);
+        assert!(j.uses_shift_test());
+        let mut state = LatencyEvidence::default();
+        let mut verdict = Verdict::Pass;
+        let mut explanation = String::new();
+        for _ in 0..30 {
+            let r = j.judge(
+                "latency",
+                &state,
+                &hist(1000.0, SLOWER),
+                &hist(9000.0, BASE),
+            );
+            (state, verdict, explanation) = (r.state, r.verdict, r.explanation);
+            if matches!(verdict, Verdict::Fail { .. }) {
+                break;
+            }
+        }
+        assert!(matches!(verdict, Verdict::Fail { .. }), "{verdict:?}");
+        // The rank test counted every interval, the first one included.
+        let shift = state.shift.as_ref().unwrap();
+        assert_eq!(shift.intervals, state.edges[0].evidence.intervals + 1);
+        // 10 % of the canary beyond stable's p95 (3.3 %): the tail scores lead.
+        assert!(
+            explanation.starts_with("canary requests beyond stable's p95: 10% vs stable 3.3%"),
+            "{explanation}"
+        );
+        assert!(
+            explanation.contains(" of 100 needed to roll back, "),
+            "{explanation}"
+        );
+        // The state survives the status: JSON and back.
+        let back: LatencyEvidence =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        assert_eq!(back.crossed, state.crossed);
+        assert_eq!(back.edges.len(), state.edges.len());
     }
 
     #[test]

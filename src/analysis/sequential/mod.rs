@@ -97,27 +97,30 @@ pub(crate) fn evidence_words(evidence: &RatioEvidence, alpha: f64, standing: Sta
     }
 }
 
-/// A ratio like `2.1`, `0.95`, `12`.
+/// A ratio like `2.1`, `0.95`, `12`. Printed from integers: fixed-precision float
+/// formatting was a tenth of a judge's evaluation.
 pub(crate) fn short(value: f64) -> String {
-    if !value.is_finite() {
-        return value.to_string();
+    if !value.is_finite() || value < 0.0 || value >= 1e15 {
+        return format!("{value:.2}");
     }
-    if value >= 10.0 {
-        format!("{value:.0}")
-    } else if value >= 1.0 {
-        format!("{value:.1}")
+    if value >= 9.95 {
+        format!("{}", value.round() as u64)
+    } else if value >= 0.995 {
+        let tenths = (value * 10.0).round() as u64;
+        format!("{}.{}", tenths / 10, tenths % 10)
     } else {
-        format!("{value:.2}")
+        let hundredths = (value * 100.0).round() as u64;
+        format!("{}.{:02}", hundredths / 100, hundredths % 100)
     }
 }
 
 /// A whole number with thousands separators: `1,240`.
 pub fn grouped(value: f64) -> String {
-    if !value.is_finite() {
+    if !value.is_finite() || value.abs() >= 1e18 {
         return value.to_string();
     }
     let rounded = value.round();
-    let digits = format!("{:.0}", rounded.abs());
+    let digits = (rounded.abs() as u64).to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
     if rounded < 0.0 {
         out.push('-');
@@ -143,6 +146,12 @@ mod tests {
         assert_eq!(grouped(-1000.0), "-1,000");
         assert_eq!(short(2.06), "2.1");
         assert_eq!(short(0.954), "0.95");
+        assert_eq!(short(12.4), "12");
+        assert_eq!(short(9.96), "10");
+        assert_eq!(short(1.0), "1.0");
+        assert_eq!(short(0.999), "1.0");
+        assert_eq!(short(0.05), "0.05");
+        assert_eq!(grouped(0.4), "0");
         assert_eq!(alpha_per_metric(0.01, 2), 0.005);
         assert_eq!(alpha_per_metric(0.01, 0), 0.01);
     }

@@ -38,7 +38,9 @@
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use crate::analysis::sequential::evidence::{log_add, pending_mass_ln, start_mass_ln, LOG_FLOOR};
+use crate::analysis::sequential::evidence::{
+    log_add, log_weighted_sum, pending_mass_ln, start_mass_ln, LOG_FLOOR,
+};
 
 /// Tilts of the mixture (per unit of normal score). The best tilt for a shift of
 /// log-latency by `d` is about `d/σ`: 0.2 for 10 % slower at σ 0.5, 0.45 for 25 %.
@@ -146,9 +148,13 @@ impl ShiftEvidence {
             self.worse[k] = (log_add(self.worse[k], start_ln) + up).max(LOG_FLOOR);
         }
         for (k, theta) in TAIL_THETAS.iter().enumerate() {
+            // Most buckets score 0 in the tail: e^0 = 1 needs no `exp`.
             let mgf: f64 = pooled
                 .iter()
-                .map(|(p, g)| p * (theta * tail_score(*g)).exp())
+                .map(|(p, g)| match tail_score(*g) {
+                    0.0 => *p,
+                    h => p * (theta * h).exp(),
+                })
                 .sum();
             let up = theta * canary_tail - n_c * mgf.ln();
             self.tail[k] = (log_add(self.tail[k], start_ln) + up).max(LOG_FLOOR);
@@ -184,12 +190,8 @@ fn tail_score(score: f64) -> f64 {
 
 /// ln of a mixture over tilts (`weights`) and start intervals, after `intervals`.
 fn mixture(terms: &[f64], weights: &[f64], intervals: u32) -> f64 {
-    terms
-        .iter()
-        .zip(weights)
-        .fold(pending_mass_ln(intervals), |acc, (w, weight)| {
-            log_add(acc, w + weight.ln())
-        })
+    let terms = terms.iter().copied().zip(weights.iter().copied());
+    log_weighted_sum(std::iter::once((pending_mass_ln(intervals), 1.0)).chain(terms))
 }
 
 #[cfg(test)]

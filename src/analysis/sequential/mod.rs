@@ -100,7 +100,7 @@ pub(crate) fn evidence_words(evidence: &RatioEvidence, alpha: f64, standing: Sta
 /// A ratio like `2.1`, `0.95`, `12`. Printed from integers: fixed-precision float
 /// formatting was a tenth of a judge's evaluation.
 pub(crate) fn short(value: f64) -> String {
-    if !value.is_finite() || value < 0.0 || value >= 1e15 {
+    if !value.is_finite() || !(0.0..1e15).contains(&value) {
         return format!("{value:.2}");
     }
     if value >= 9.95 {
@@ -126,7 +126,7 @@ pub fn grouped(value: f64) -> String {
         out.push('-');
     }
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

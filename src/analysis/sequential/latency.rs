@@ -17,14 +17,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::sample::{Measured, Sample};
-use crate::analysis::sequential::evidence::{
-    log_weighted_sum, threshold, IntervalCounts, RatioEvidence, Standing,
-};
+use crate::analysis::sample::Sample;
+use crate::analysis::sequential::evidence::{log_weighted_sum, threshold, RatioEvidence, Standing};
+use crate::analysis::sequential::histogram::{histogram, per_bucket, slow_counts, Histogram};
 use crate::analysis::sequential::shift::ShiftEvidence;
-use crate::analysis::sequential::{
-    count, evidence_words, grouped, measured, short, verdict, Judged,
-};
+use crate::analysis::sequential::{evidence_words, grouped, measured, short, verdict, Judged};
 use crate::analysis::verdict::{InconclusiveReason, Verdict};
 
 /// Stable requests needed in one interval before edges are chosen from it.
@@ -339,81 +336,11 @@ impl LatencyJudge {
     }
 }
 
-/// One side's histogram: cumulative finite buckets and the total.
-#[derive(Clone, Copy)]
-struct Histogram<'a> {
-    buckets: &'a [crate::analysis::sample::Bucket],
-    total: f64,
-}
-
-fn histogram(m: &Measured) -> Result<Histogram<'_>, InconclusiveReason> {
-    if m.buckets.is_empty() {
-        return Err(InconclusiveReason::NoData);
-    }
-    Ok(Histogram {
-        buckets: &m.buckets,
-        total: count(m.requests)?,
-    })
-}
-
-fn slow_counts(
-    le: f64,
-    canary: Histogram<'_>,
-    stable: Histogram<'_>,
-) -> Result<IntervalCounts, InconclusiveReason> {
-    let above = |h: Histogram<'_>| {
-        let bucket = h.buckets.iter().find(|b| b.le == le).ok_or_else(|| {
-            InconclusiveReason::InvalidQuery(format!("no bucket with le=\"{}\"", short(le)))
-        })?;
-        let at_or_below = count(Some(bucket.count))?;
-        // `increase()` of two series is not exactly monotone: never a negative count.
-        Ok::<f64, InconclusiveReason>((h.total - at_or_below).max(0.0))
-    };
-    Ok(IntervalCounts {
-        canary_trials: canary.total,
-        canary_events: above(canary)?,
-        stable_trials: stable.total,
-        stable_events: above(stable)?,
-    })
-}
-
-/// Each side's requests per bucket (the finite buckets, then the one above the highest
-/// edge), for the rank test. Both sides must have the same edges.
-fn per_bucket(
-    canary: Histogram<'_>,
-    stable: Histogram<'_>,
-) -> Result<(Vec<f64>, Vec<f64>), InconclusiveReason> {
-    let same_edges = canary.buckets.len() == stable.buckets.len()
-        && canary
-            .buckets
-            .iter()
-            .zip(stable.buckets)
-            .all(|(c, s)| c.le == s.le);
-    if !same_edges {
-        return Err(InconclusiveReason::InvalidQuery(
-            "canary and stable histograms have different bucket edges".to_owned(),
-        ));
-    }
-    let split = |h: Histogram<'_>| {
-        let mut below = 0.0;
-        let mut out = Vec::with_capacity(h.buckets.len() + 1);
-        for b in h.buckets {
-            let cumulative = count(Some(b.count))?;
-            // `increase()` of two series is not exactly monotone: never a negative count.
-            out.push((cumulative - below).max(0.0));
-            below = below.max(cumulative);
-        }
-        out.push((h.total - below).max(0.0));
-        Ok::<Vec<f64>, InconclusiveReason>(out)
-    };
-    Ok((split(canary)?, split(stable)?))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::analysis::sample::Bucket;
+    use crate::analysis::sample::{Bucket, Measured};
 
     const EDGES: [f64; 6] = [25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
 

@@ -12,6 +12,7 @@
 
 pub mod error_rate;
 pub mod evidence;
+mod histogram;
 pub mod latency;
 pub mod shift;
 #[cfg(test)]

@@ -20,7 +20,8 @@
 //!   the rest `(1 − ¾)/(s(s+1))` on interval `s ≥ 1`, so 7 minutes of healthy traffic
 //!   do not bury a regression that starts at minute 7 under evidence for H0. (Half on
 //!   the start cost a regression present from the start ln(3/2) nats more evidence;
-//!   one from minute 7 pays ln 2 more now, which the benchmark shows it can afford.)
+//!   one from minute 7 (interval 28) pays ln 3.7 ≈ 1.3 nats more now, which the benchmark
+//!   shows it can afford.)
 //!
 //! Each term is a nonnegative supermartingale under H0 (for ρ < ratio0 the one-sided
 //! likelihood ratio only shrinks in expectation), and so is their weighted sum, which

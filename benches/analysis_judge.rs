@@ -1,7 +1,6 @@
 //! One evaluation of three metrics with the sequential judges (two error rates, one
-//! latency histogram at the edges nearest stable's p50/p90/p99: with Prometheus' default
-//! buckets and a 100 ms median, p90 and p99 fall on the same edge, so two), with evidence
-//! from 20 earlier intervals.
+//! latency histogram: the rank test over its 12 buckets and the edges nearest stable's
+//! p90/p99), with evidence from 20 earlier intervals at 2000 requests/s.
 //! Recorded in docs/benchmarks.md `## Sequential judge`.
 // A benchmark's fixed input is an invariant: failing loudly on it is right.
 #![allow(clippy::expect_used)]

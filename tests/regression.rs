@@ -42,3 +42,7 @@ mod judges;
 /// Issues "judges" §4 and "first hour" §4: scenario files.
 #[path = "regression/scenarios.rs"]
 mod scenarios;
+
+/// Issue "judges" §2 and §5: the statistics of the judges, on the benchmark's traffic.
+#[path = "regression/judge_statistics.rs"]
+mod judge_statistics;

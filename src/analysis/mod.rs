@@ -2,6 +2,7 @@
 
 pub mod comparison;
 pub mod judge;
+pub mod mann_whitney;
 pub mod sample;
 pub mod sequential;
 pub mod verdict;

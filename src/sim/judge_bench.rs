@@ -1,12 +1,13 @@
 //! One seeded rollout of the detection benchmark (`shiftgate bench-judges`): the
 //! traffic model's counts, judged either by today's threshold judge through the real
-//! engine, or by the sequential judges through the same step schedule.
+//! engine, or by the sequential judges or the Kayenta-compatible `mannWhitney` judge
+//! through the same step schedule.
 //!
-//! The sequential judges are not in the engine yet (no policy selects them), so their
-//! rollout is driven here: an evaluation at every scrape with that scrape's counts,
-//! rollback at the first Fail, promotion when the last step's hold ends. An early Pass
-//! does not advance a step (the engine will decide that once the judges are wired).
+//! The sequential and Mann–Whitney rollouts are driven here: an evaluation at every
+//! scrape, rollback at the first Fail, promotion when the last step's hold ends. An
+//! early Pass does not advance a step.
 
+use crate::analysis::mann_whitney::{MannWhitneyJudge, ScoreVerdict, Scoring};
 use crate::analysis::sample::{AnalysisInput, MetricObservation, Sample};
 use crate::analysis::sequential::{
     alpha_per_metric, ErrorRateJudge, LatencyEvidence, LatencyJudge, RatioEvidence,
@@ -131,6 +132,67 @@ pub fn run_sequential(
             if matches!(e.verdict, Verdict::Fail { .. })
                 || matches!(l.verdict, Verdict::Fail { .. })
             {
+                return RolloutResult {
+                    ending: Ending::RolledBack,
+                    rollback_at: Some(scrape.end_secs),
+                    canary_requests: served.requests,
+                };
+            }
+        }
+    }
+    RolloutResult {
+        ending: Ending::Promoted,
+        rollback_at: None,
+        canary_requests: served.requests,
+    }
+}
+
+/// Scrapes in the Mann–Whitney judge's look-back: the last 5 minutes.
+pub const MANN_WHITNEY_LOOKBACK: usize = 20;
+
+/// One rollout judged at every scrape like a Kayenta canary analysis run every
+/// interval: per metric the per-scrape values of the last `MANN_WHITNEY_LOOKBACK`
+/// scrapes (error rate, median latency read from the buckets like
+/// `histogram_quantile`), Kayenta's default classifier and scoring (pass 95, marginal
+/// 75); a failing score rolls back, a marginal one carries on.
+pub fn run_mann_whitney(
+    judge: &MannWhitneyJudge,
+    model: TrafficModel,
+    seed: u64,
+    counted_from: u64,
+) -> RolloutResult {
+    let mut traffic = Traffic::new(model, seed);
+    let mut served = Served {
+        from_secs: counted_from,
+        requests: 0,
+    };
+    let mut series: Vec<[f64; 4]> = Vec::with_capacity(MANN_WHITNEY_LOOKBACK + 1);
+    let per_scrape = |c: &TargetCounts| {
+        let rate = match c.requests {
+            0 => f64::NAN,
+            n => c.errors as f64 / n as f64,
+        };
+        (rate, histogram_quantile(0.5, c).unwrap_or(f64::NAN))
+    };
+    for weight in STEPS {
+        let step_end = traffic.elapsed_secs() + HOLD_SECS;
+        while traffic.elapsed_secs() < step_end {
+            let scrape = traffic.next_scrape(weight);
+            served.add(&scrape);
+            let (canary_rate, canary_p50) = per_scrape(&scrape.canary);
+            let (stable_rate, stable_p50) = per_scrape(&scrape.stable);
+            series.push([canary_rate, stable_rate, canary_p50, stable_p50]);
+            if series.len() > MANN_WHITNEY_LOOKBACK {
+                series.remove(0);
+            }
+            let column = |i: usize| series.iter().map(|v| v[i]).collect::<Vec<f64>>();
+            let classes = [
+                judge.classify(&column(0), &column(1)).classification,
+                judge.classify(&column(2), &column(3)).classification,
+            ];
+            let failed = Scoring::score(&classes)
+                .is_some_and(|score| Scoring::KAYENTA.verdict(score) == ScoreVerdict::Fail);
+            if failed {
                 return RolloutResult {
                     ending: Ending::RolledBack,
                     rollback_at: Some(scrape.end_secs),
@@ -350,6 +412,14 @@ mod tests {
         // 2000 requests/s, healthy: promoted.
         let r = run_threshold(&spec, model(2000.0, 0.005), 1, 0).unwrap();
         assert_eq!(r.ending, Ending::Promoted, "{r:?}");
+    }
+
+    #[test]
+    fn the_mann_whitney_judge_catches_a_clear_regression() {
+        let judge = MannWhitneyJudge::default();
+        let r = run_mann_whitney(&judge, model(2000.0, 0.05), 1, 0);
+        assert_eq!(r.ending, Ending::RolledBack);
+        assert!(r.rollback_at.unwrap() <= 120, "{r:?}");
     }
 
     #[test]

@@ -12,13 +12,16 @@
 
 pub mod error_rate;
 pub mod evidence;
+mod histogram;
 pub mod latency;
+pub mod shift;
 #[cfg(test)]
 mod validity;
 
 pub use error_rate::ErrorRateJudge;
 pub use evidence::{IntervalCounts, RatioEvidence, Standing};
 pub use latency::{LatencyEvidence, LatencyJudge};
+pub use shift::ShiftEvidence;
 
 use crate::analysis::sample::{Measured, Sample};
 use crate::analysis::verdict::{InconclusiveReason, Verdict};
@@ -95,33 +98,36 @@ pub(crate) fn evidence_words(evidence: &RatioEvidence, alpha: f64, standing: Sta
     }
 }
 
-/// A ratio like `2.1`, `0.95`, `12`.
+/// A ratio like `2.1`, `0.95`, `12`. Printed from integers: fixed-precision float
+/// formatting was a tenth of a judge's evaluation.
 pub(crate) fn short(value: f64) -> String {
-    if !value.is_finite() {
-        return value.to_string();
+    if !value.is_finite() || !(0.0..1e15).contains(&value) {
+        return format!("{value:.2}");
     }
-    if value >= 10.0 {
-        format!("{value:.0}")
-    } else if value >= 1.0 {
-        format!("{value:.1}")
+    if value >= 9.95 {
+        format!("{}", value.round() as u64)
+    } else if value >= 0.995 {
+        let tenths = (value * 10.0).round() as u64;
+        format!("{}.{}", tenths / 10, tenths % 10)
     } else {
-        format!("{value:.2}")
+        let hundredths = (value * 100.0).round() as u64;
+        format!("{}.{:02}", hundredths / 100, hundredths % 100)
     }
 }
 
 /// A whole number with thousands separators: `1,240`.
 pub fn grouped(value: f64) -> String {
-    if !value.is_finite() {
+    if !value.is_finite() || value.abs() >= 1e18 {
         return value.to_string();
     }
     let rounded = value.round();
-    let digits = format!("{:.0}", rounded.abs());
+    let digits = (rounded.abs() as u64).to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
     if rounded < 0.0 {
         out.push('-');
     }
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -141,7 +147,55 @@ mod tests {
         assert_eq!(grouped(-1000.0), "-1,000");
         assert_eq!(short(2.06), "2.1");
         assert_eq!(short(0.954), "0.95");
+        assert_eq!(short(12.4), "12");
+        assert_eq!(short(9.96), "10");
+        assert_eq!(short(1.0), "1.0");
+        assert_eq!(short(0.999), "1.0");
+        assert_eq!(short(0.05), "0.05");
+        assert_eq!(grouped(0.4), "0");
         assert_eq!(alpha_per_metric(0.01, 2), 0.005);
         assert_eq!(alpha_per_metric(0.01, 0), 0.01);
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn judge_state_stays_bounded_over_a_long_rollout() {
+        use crate::sim::traffic::{Behaviour, Traffic, TrafficModel};
+        // A rollout's whole judge state (errors and latency) in the status: the same
+        // size after 400 intervals (100 minutes at 2000 requests/s) as after 10.
+        let base = Behaviour {
+            error_rate: 0.005,
+            median_ms: 100.0,
+            sigma: 0.5,
+            slow_tail: None,
+        };
+        let model = TrafficModel {
+            requests_per_second: 2000.0,
+            stable: base,
+            canary: base,
+            change: None,
+            scrape_interval_secs: 15,
+        };
+        let errors = ErrorRateJudge {
+            alpha: 0.005,
+            tolerance: 0.0,
+        };
+        let latency = LatencyJudge::with_default_quantiles(0.005, 0.0);
+        let (mut e, mut l) = (errors.start(), LatencyEvidence::default());
+        let mut traffic = Traffic::new(model, 3);
+        let mut sizes = Vec::new();
+        for i in 1..=400 {
+            let s = traffic.next_scrape(25);
+            let (canary, stable) = (s.canary.to_sample(), s.stable.to_sample());
+            e = errors.judge("errors", &e, &canary, &stable).state;
+            l = latency.judge("latency", &l, &canary, &stable).state;
+            if i == 10 || i == 400 {
+                let json = serde_json::to_string(&(&e, &l)).unwrap();
+                sizes.push(json.len());
+            }
+        }
+        assert!(sizes[1] <= 2500, "{sizes:?}");
+        // Only the digits of the numbers differ.
+        assert!(sizes[1] <= sizes[0] + 100, "{sizes:?}");
     }
 }

@@ -2,6 +2,9 @@
 //! tolerance` times worse than stable), over many seeded rollouts that look at every
 //! interval, the share that ever crosses `1/α` stays at or below α.
 //!
+//! The same holds for the latency judge (rank test and edges together) on simulated
+//! histograms with canary and stable drawn alike.
+//!
 //! The bound allows three binomial standard errors above α, so the test is not flaky;
 //! it still fails when the mixture is not normalised (every weight 1 instead of 1/10
 //! multiplies the evidence by 10, and the crossing rate goes well past the bound).
@@ -10,7 +13,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::analysis::sequential::evidence::{IntervalCounts, RatioEvidence, Standing};
-use crate::sim::traffic::poisson;
+use crate::analysis::sequential::{LatencyEvidence, LatencyJudge};
+use crate::analysis::Verdict;
+use crate::sim::traffic::{poisson, Behaviour, SlowTail, Traffic, TrafficModel};
 
 const SEEDS: u64 = 2000;
 const ALPHA: f64 = 0.05;
@@ -90,4 +95,82 @@ fn a_real_regression_does_cross() {
     // nearly every run, so the bound above is not met by an e-process that never moves.
     let crossings = crossing_count(30_000.0, 0.005, 0.2, 2.0);
     assert!(crossings >= 0.99 * SEEDS as f64, "{crossings} of {SEEDS}");
+}
+
+/// A rollout of the latency judge (tolerance 0: rank test and edges) on traffic from
+/// `sim::traffic` at `rps`, the canary behaving as `canary`; whether it ever failed.
+fn latency_fails(seed: u64, rps: f64, canary: Behaviour) -> bool {
+    let stable = Behaviour {
+        error_rate: 0.005,
+        median_ms: 100.0,
+        sigma: 0.5,
+        slow_tail: None,
+    };
+    let model = TrafficModel {
+        requests_per_second: rps,
+        stable,
+        canary,
+        change: None,
+        scrape_interval_secs: 15,
+    };
+    let judge = LatencyJudge::with_default_quantiles(ALPHA, 0.0);
+    let mut traffic = Traffic::new(model, seed);
+    let mut state = LatencyEvidence::default();
+    for weight in WEIGHTS {
+        for _ in 0..INTERVALS_PER_STEP {
+            let s = traffic.next_scrape((weight * 100.0) as u8);
+            let j = judge.judge(
+                "latency",
+                &state,
+                &s.canary.to_sample(),
+                &s.stable.to_sample(),
+            );
+            if matches!(j.verdict, Verdict::Fail { .. }) {
+                return true;
+            }
+            state = j.state;
+        }
+    }
+    false
+}
+
+fn latency_failures(rps: f64, canary: Behaviour) -> f64 {
+    (0..SEEDS)
+        .filter(|seed| latency_fails(*seed, rps, canary))
+        .count() as f64
+}
+
+fn lognormal(median_ms: f64, slow_tail: Option<SlowTail>) -> Behaviour {
+    Behaviour {
+        error_rate: 0.005,
+        median_ms,
+        sigma: 0.5,
+        slow_tail,
+    }
+}
+
+#[test]
+fn latency_like_for_like_fails_at_most_alpha() {
+    // The null boundary of tolerance 0: the canary's latencies drawn like stable's.
+    // 50 requests/s: 37 canary requests per interval at 5 %, coarse ranks and ties.
+    let failures = latency_failures(50.0, lognormal(100.0, None));
+    assert!(
+        failures <= bound(),
+        "{failures} of {SEEDS} failed, bound {}",
+        bound()
+    );
+}
+
+#[test]
+fn latency_regressions_do_fail() {
+    // Power of the same judge: 25 % slower at 50 requests/s and a 3 % slow tail at
+    // 2000 requests/s fail in nearly every run.
+    let slower = latency_failures(50.0, lognormal(125.0, None));
+    assert!(slower >= 0.99 * SEEDS as f64, "{slower} of {SEEDS}");
+    let tail = SlowTail {
+        fraction: 0.03,
+        factor: 3.0,
+    };
+    let tail = latency_failures(2000.0, lognormal(100.0, Some(tail)));
+    assert!(tail >= 0.99 * SEEDS as f64, "{tail} of {SEEDS}");
 }

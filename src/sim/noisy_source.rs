@@ -358,8 +358,9 @@ impl MetricSource for NoisyMetrics {
         _policy: &PolicyRef,
         spec: &RolloutSpec,
         at: Timestamp,
+        counts_since: Option<Timestamp>,
     ) -> AnalysisInput {
-        self.world().observe_between(spec, None, at)
+        self.world().observe_between(spec, counts_since, at)
     }
 }
 

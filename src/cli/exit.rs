@@ -52,6 +52,13 @@ pub const BY_COMMAND: &[(&str, Codes)] = &[
         (HELD, "it ended held or paused"),
         (EXPECTATION_NOT_MET, "the scenario's `expect` was not met"),
     ]),
+    ("backtest", &[
+        (OK, "the replayed rollout would have been promoted"),
+        (ROLLED_BACK, "it would have been rolled back or aborted"),
+        (INVALID_INPUT, "the policy or a flag is invalid (--prometheus not an http(s) URL or with credentials; --to not after --from, more than 30 days after it, or in the future)"),
+        (COULD_NOT_RUN, "Prometheus is unreachable or rejects a query, held no data for any evaluation, no decision was made before --to, or the timeline could not be written"),
+        (HELD, "it would have been held or paused"),
+    ]),
     ("daemon", &[
         (OK, "stopped by SIGTERM or Ctrl-C after its writes finished"),
         (INVALID_INPUT, "a flag is invalid"),

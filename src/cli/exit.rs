@@ -87,6 +87,11 @@ pub const BY_COMMAND: &[(&str, Codes)] = &[
         (COULD_NOT_RUN, "a process of the demo stack could not be started"),
         (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM; every process was stopped"),
     ]),
+    ("local", &[
+        (OK, "`up`: stopped by `local down`, Ctrl-C or SIGTERM, every process stopped and its dir removed; `down`: stopped, or nothing was running; `status`, `fault`, `release`: done"),
+        (INVALID_INPUT, "a flag or value is invalid (nothing to change, an error rate outside 0..1, a version that is not a label)"),
+        (COULD_NOT_RUN, "`up`: a playground already runs, its dir exists, or the stack could not start or one of its processes exited; `down`: it could not be stopped; `status`, `fault`, `release`: no playground runs, it is still starting, or it refused"),
+    ]),
 ];
 
 /// Codes every command shares, whatever it does.

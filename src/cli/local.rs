@@ -32,13 +32,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often `up` checks that its processes still run.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
+// `local --help` ends with the exit codes of exit::BY_COMMAND (row "local"), like every command.
 #[derive(clap::Args, Debug)]
-#[command(
-    after_help = "Exit codes: 0 success (`up`: stopped by `local down`, Ctrl-C or \
-SIGTERM); 2 invalid flags or values; 3 could not run (`up`: a playground already runs or \
-could not start; `status`/`fault`/`release`: no playground runs, or it refused). Each subcommand's \
---help and docs/cli.md give the details."
-)]
 pub struct LocalArgs {
     /// The playground's state file (its pid, processes, ports, dir), shared by every
     /// `local` command [default: <temp dir>/shiftgate-local.json].

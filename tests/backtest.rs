@@ -46,7 +46,7 @@ spec:
     metrics:
       - { name: error-rate, template: istio-error-rate, max: 0.03 }
       - { name: p99-latency, template: istio-latency-p99, max: 600 }
-      - { name: errors-vs-stable, template: istio-error-rate, compare: { maxIncrease: 0.02 } }
+      - { name: errors-vs-stable, template: istio-error-rate, compare: { maxIncrease: 0.02 }, judge: threshold }
     failureLimit: 1
     inconclusiveLimit: 8
   onFailure: rollback
@@ -71,7 +71,7 @@ spec:
     metrics:
       - { name: error-rate, template: envoy-error-rate, max: 0.03 }
       - { name: p99-latency, template: envoy-latency-p99, max: 600 }
-      - { name: errors-vs-stable, template: envoy-error-rate, compare: { maxIncrease: 0.02 } }
+      - { name: errors-vs-stable, template: envoy-error-rate, compare: { maxIncrease: 0.02 }, judge: threshold }
     failureLimit: 1
     inconclusiveLimit: 8
   onFailure: rollback

@@ -220,7 +220,7 @@ async fn reachable(
     spec: &RolloutSpec,
     from: Timestamp,
 ) -> Result<(), String> {
-    let input = source.observe(policy, spec, from).await;
+    let input = source.observe(policy, spec, from, None).await;
     let samples = std::iter::once(&input.canary_requests).chain(
         input
             .metrics

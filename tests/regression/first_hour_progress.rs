@@ -29,6 +29,7 @@ fn analysis(at: Timestamp, verdict: VerdictKind, reason: &str, message: &str) ->
             verdict,
             reason: reason.to_owned(),
             message: format!("0.0010 <= 0.05 (evaluated at {})", at.format("%T")),
+            evidence: None,
         }],
     }
 }

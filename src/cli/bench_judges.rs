@@ -4,6 +4,7 @@
 //! sequential and Kayenta-compatible Mann–Whitney judges through the same steps. Same
 //! seed, same table.
 
+use crate::cli::output::{out, say};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -268,7 +269,7 @@ pub fn run(args: BenchJudgesArgs) -> i32 {
     match bench(&args) {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say!("error: {e:#}");
             exit::COULD_NOT_RUN
         }
     }
@@ -277,18 +278,18 @@ pub fn run(args: BenchJudgesArgs) -> i32 {
 fn bench(args: &BenchJudgesArgs) -> anyhow::Result<()> {
     let started = stopwatch();
     let judges = Judges::new(args)?;
-    println!(
+    out!(
         "Detection benchmark: {} rollouts per cell and judge, seeds {}..{}, steps 5/10/25/50 % × 5 min, 15 s scrapes.",
         args.runs,
         args.seed,
         args.seed + args.runs - 1
     );
-    println!(
+    out!(
         "sequential: alpha {} (split errors/latency), error tolerance {}, latency tolerance {}; threshold: policies/istio-host-canary.yaml's analysis; mannWhitney: Kayenta's defaults on the last 5 min of per-scrape error rate and median latency, at every scrape.\n",
         args.alpha, args.error_tolerance, args.latency_tolerance
     );
-    println!("| rate | scenario | judge | false rollbacks (95 % upper) | detected | paused | median TTD | p90 TTD | median canary reqs |");
-    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|");
+    out!("| rate | scenario | judge | false rollbacks (95 % upper) | detected | paused | median TTD | p90 TTD | median canary reqs |");
+    out!("|---:|---|---|---:|---:|---:|---:|---:|---:|");
     let mut cells = Vec::new();
     for rate in &args.rates {
         let wanted = |s: &Scenario| {
@@ -302,17 +303,17 @@ fn bench(args: &BenchJudgesArgs) -> anyhow::Result<()> {
             for judge in &args.judges {
                 let results = judges.cell(judge, m, args.seed, args.runs, counted_from)?;
                 let cell = Cell::new(&results, scenario.onset);
-                println!(
+                out!(
                     "{}",
                     row(*rate, scenario.name, judge, &cell, scenario.onset.is_none())
                 );
                 cells.push((*rate, scenario.name, judge.clone(), cell));
             }
         }
-        eprintln!("{rate} requests/s done after {:.0?}", started.elapsed());
+        say!("{rate} requests/s done after {:.0?}", started.elapsed());
     }
     print_targets(&cells);
-    eprintln!("finished in {:.0?}", started.elapsed());
+    say!("finished in {:.0?}", started.elapsed());
     Ok(())
 }
 
@@ -359,7 +360,7 @@ fn print_targets(cells: &[(f64, &str, String, Cell)]) {
             .find(|(r, s, j, _)| *r == rate && *s == scenario && j == "sequential")
             .map(|(_, _, _, c)| c)
     };
-    println!("\nTargets (sequential judges):\n");
+    out!("\nTargets (sequential judges):\n");
     let line = |what: &str, c: Option<&Cell>, met: &dyn Fn(&Cell) -> bool| {
         let (verdict, measured) = match c {
             Some(c) => (
@@ -377,7 +378,7 @@ fn print_targets(cells: &[(f64, &str, String, Cell)]) {
             ),
             None => ("not measured", String::new()),
         };
-        println!("- {what}: {verdict} ({measured})");
+        out!("- {what}: {verdict} ({measured})");
     };
     for rate in [1.0, 50.0, 2000.0] {
         let c = find(rate, "A/A");
@@ -393,7 +394,7 @@ fn print_targets(cells: &[(f64, &str, String, Cell)]) {
                 "NOT met"
             }
         });
-        println!("- false rollbacks ≤ 1 % at {rate}/s (95 % upper bound {bound}): {verdict}");
+        out!("- false rollbacks ≤ 1 % at {rate}/s (95 % upper bound {bound}): {verdict}");
     }
     line(
         "errors ×2 at 2000/s: 100 % caught, median ≤ 30 s, ≤ 3,000 canary requests",

@@ -2,6 +2,7 @@
 //! load, and two rollouts driven by the real local runtime: a good release promoted,
 //! a bad one rolled back by itself. Everything is cleaned up, also on Ctrl-C.
 
+use crate::cli::output::say;
 use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
@@ -32,14 +33,14 @@ pub fn run(args: DemoArgs) -> i32 {
     let app_binary = match args.app_binary.map_or_else(std::env::current_exe, Ok) {
         Ok(path) => path,
         Err(e) => {
-            eprintln!("error: cannot find the shiftgate binary to start the demo app: {e}");
+            say!("error: cannot find the shiftgate binary to start the demo app: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
@@ -63,22 +64,22 @@ pub fn run(args: DemoArgs) -> i32 {
                 if summary.interrupted {
                     exit::INTERRUPTED
                 } else if demo_succeeded(&summary) {
-                    eprintln!(
+                    say!(
                         "demo: v2 was promoted and v3 was rolled back by itself, as expected"
                     );
                     eprint!("{NEXT_STEPS}");
                     exit::OK
                 } else {
-                    eprintln!("demo: the rollouts did not end as expected (see above)");
+                    say!("demo: the rollouts did not end as expected (see above)");
                     exit::ROLLED_BACK
                 }
             }
             Err(e @ DemoError::Local(_)) | Err(e @ DemoError::Step { .. }) => {
-                eprintln!("error: {e}");
+                say!("error: {e}");
                 exit::COULD_NOT_RUN
             }
             Err(e @ DemoError::Process(_)) => {
-                eprintln!("error: {e}");
+                say!("error: {e}");
                 exit::COULD_NOT_RUN
             }
         }

@@ -3,6 +3,7 @@
 //! for the user's own `shiftgate run`; `down`, from another terminal, stops it; `fault`
 //! makes one of the apps fail or slow down.
 
+use crate::cli::output::say;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -131,7 +132,7 @@ struct StateFileGuard {
 impl Drop for StateFileGuard {
     fn drop(&mut self) {
         if let Err(e) = state::remove_if_owned(&self.path, std::process::id()) {
-            eprintln!("local: {e}");
+            say!("local: {e}");
         }
     }
 }
@@ -140,14 +141,14 @@ fn up(args: UpArgs, state_file: PathBuf) -> i32 {
     let app_binary = match args.app_binary.map_or_else(std::env::current_exe, Ok) {
         Ok(path) => path,
         Err(e) => {
-            eprintln!("error: cannot find the shiftgate binary to start the demo apps: {e}");
+            say!("error: cannot find the shiftgate binary to start the demo apps: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
     let dir = match std::path::absolute(&args.dir) {
         Ok(dir) => dir,
         Err(e) => {
-            eprintln!("error: invalid --dir {}: {e}", args.dir.display());
+            say!("error: invalid --dir {}: {e}", args.dir.display());
             return exit::INVALID_INPUT;
         }
     };
@@ -159,13 +160,13 @@ fn up(args: UpArgs, state_file: PathBuf) -> i32 {
     };
     match state::claim(&state_file, &claimed) {
         Ok(None) => {}
-        Ok(Some(stale)) => eprintln!(
+        Ok(Some(stale)) => say!(
             "local: cleaned up after a playground that is no longer running (pid {}, dir {})",
             stale.pid,
             stale.dir.display()
         ),
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return exit::COULD_NOT_RUN;
         }
     }
@@ -173,7 +174,7 @@ fn up(args: UpArgs, state_file: PathBuf) -> i32 {
         path: state_file.clone(),
     };
     if dir.exists() {
-        eprintln!(
+        say!(
             "error: {} already exists; a playground with another state file may be using it. \
              If none is, remove it (`rm -r {}`), or start with another --dir",
             dir.display(),
@@ -184,7 +185,7 @@ fn up(args: UpArgs, state_file: PathBuf) -> i32 {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
@@ -205,26 +206,26 @@ async fn serve(options: PlaygroundOptions, state_file: PathBuf) -> i32 {
             stop.cancel();
         });
     }
-    eprintln!(
+    say!(
         "local: starting two demo apps (v1 stable, v2 canary), Envoy and Prometheus on 127.0.0.1 in {}",
         options.dir.display()
     );
     let started = tokio::select! {
         started = playground::start(&options) => started,
         _ = stop.cancelled() => {
-            eprintln!("local: interrupted while starting; stopped what had started");
+            say!("local: interrupted while starting; stopped what had started");
             return exit::OK;
         }
     };
     let mut playground = match started {
         Ok(playground) => playground,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
     if let Err(e) = state::save(&state_file, &playground.state()) {
-        eprintln!("error: {e}");
+        say!("error: {e}");
         playground.shut_down().await;
         return exit::COULD_NOT_RUN;
     }
@@ -243,7 +244,7 @@ async fn serve(options: PlaygroundOptions, state_file: PathBuf) -> i32 {
             let log = playground.dir().join(format!("{name}.log"));
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(10).collect();
-            eprintln!(
+            say!(
                 "error: {name} exited on its own; stopping the playground. Its log ended with:\n{}",
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
@@ -252,7 +253,7 @@ async fn serve(options: PlaygroundOptions, state_file: PathBuf) -> i32 {
     };
     let dir = playground.dir().to_owned();
     playground.shut_down().await;
-    eprintln!("local: stopped every process and removed {}", dir.display());
+    say!("local: stopped every process and removed {}", dir.display());
     code
 }
 
@@ -330,17 +331,17 @@ fn down(state_file: PathBuf) -> i32 {
     match state::stop(&state_file, STOP_TIMEOUT) {
         Ok(forced) => {
             for line in forced {
-                eprintln!("local: {line}");
+                say!("local: {line}");
             }
-            eprintln!("local: the playground is stopped");
+            say!("local: the playground is stopped");
             exit::OK
         }
         Err(e @ PlaygroundError::NotRunning { .. }) => {
-            eprintln!("local: {e}");
+            say!("local: {e}");
             exit::OK
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             exit::COULD_NOT_RUN
         }
     }
@@ -350,18 +351,18 @@ fn status(state_file: &Path) -> i32 {
     let recorded = match state::read(state_file) {
         Ok(Some(recorded)) => recorded,
         Ok(None) => {
-            eprintln!("local: no playground is running (no state file {}); start one with `shiftgate local up`", state_file.display());
+            say!("local: no playground is running (no state file {}); start one with `shiftgate local up`", state_file.display());
             return exit::COULD_NOT_RUN;
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
     let endpoints = match running_endpoints(state_file) {
         Ok(endpoints) => endpoints,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
@@ -388,7 +389,7 @@ fn fault(args: FaultArgs, state_file: PathBuf) -> i32 {
         }
     };
     if update == FaultsUpdate::default() {
-        eprintln!("error: say what to change: --error-rate RATE, --latency-ms MS, or --clear");
+        say!("error: say what to change: --error-rate RATE, --latency-ms MS, or --clear");
         return exit::INVALID_INPUT;
     }
     let check = Faults {
@@ -396,13 +397,13 @@ fn fault(args: FaultArgs, state_file: PathBuf) -> i32 {
         latency_ms: update.latency_ms.unwrap_or(0),
     };
     if let Err(e) = check.validate() {
-        eprintln!("error: {e}");
+        say!("error: {e}");
         return exit::INVALID_INPUT;
     }
     let endpoints = match running_endpoints(&state_file) {
         Ok(endpoints) => endpoints,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
@@ -424,7 +425,7 @@ fn fault(args: FaultArgs, state_file: PathBuf) -> i32 {
     });
     match changed {
         Ok(faults) => {
-            eprintln!(
+            say!(
                 "local: the {name} now fails {}% of its requests and adds {} ms to each",
                 faults.error_rate * 100.0,
                 faults.latency_ms
@@ -432,7 +433,7 @@ fn fault(args: FaultArgs, state_file: PathBuf) -> i32 {
             exit::OK
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             exit::COULD_NOT_RUN
         }
     }
@@ -443,13 +444,13 @@ fn release(args: ReleaseArgs, state_file: PathBuf) -> i32 {
         version: args.version,
     };
     if let Err(e) = version.validate() {
-        eprintln!("error: {e}");
+        say!("error: {e}");
         return exit::INVALID_INPUT;
     }
     let endpoints = match running_endpoints(&state_file) {
         Ok(endpoints) => endpoints,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return exit::COULD_NOT_RUN;
         }
     };
@@ -460,7 +461,7 @@ fn release(args: ReleaseArgs, state_file: PathBuf) -> i32 {
     match runtime.block_on(playground::release(&endpoints, &version.version)) {
         Ok(promoted) => {
             let policy = endpoints.policy.display();
-            eprintln!(
+            say!(
                 "local: stable now serves {promoted} and every request is back on it; the canary \
                  serves {next} (healthy); {policy} now says revision {next}:\n  \
                  shiftgate run {policy}",
@@ -469,7 +470,7 @@ fn release(args: ReleaseArgs, state_file: PathBuf) -> i32 {
             exit::OK
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             exit::COULD_NOT_RUN
         }
     }

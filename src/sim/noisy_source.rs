@@ -371,7 +371,7 @@ mod tests {
     use crate::router::ManagedRoute;
     use crate::sim::scenario::Scenario;
 
-    const SPEC: &str = "revision: v2\nrouter: { istio: { virtualService: vs, stable: { host: s }, canary: { host: c } } }\nsteps: [{ weight: 20, hold: 10m }, 100]\nanalysis:\n  interval: 30s\n  window: 1m\n  metrics:\n    - { name: errors, template: istio-error-rate, compare: { maxIncrease: 0.01 } }\n    - { name: p99, template: istio-latency-p99, max: 500 }\n    - { name: rate, template: istio-request-rate, min: 1 }\n    - { name: custom, query: 'sum(up)', max: 1 }\n";
+    const SPEC: &str = "revision: v2\nrouter: { istio: { virtualService: vs, stable: { host: s }, canary: { host: c } } }\nsteps: [{ weight: 20, hold: 10m }, 100]\nanalysis:\n  interval: 30s\n  window: 1m\n  metrics:\n    - { name: errors, template: istio-error-rate, compare: { maxIncrease: 0.01 }, judge: threshold }\n    - { name: p99, template: istio-latency-p99, max: 500 }\n    - { name: rate, template: istio-request-rate, min: 1 }\n    - { name: custom, query: 'sum(up)', max: 1 }\n";
 
     fn world(seed: u64) -> NoisyWorld {
         let scenario = Scenario::parse(

@@ -52,6 +52,18 @@ pub const BY_COMMAND: &[(&str, Codes)] = &[
         (HELD, "it ended held or paused"),
         (EXPECTATION_NOT_MET, "the scenario's `expect` was not met"),
     ]),
+    ("backtest", &[
+        (OK, "the replayed rollout would have been promoted"),
+        (ROLLED_BACK, "it would have been rolled back or aborted"),
+        (INVALID_INPUT, "the policy or a flag is invalid (`--to` not after `--from`, more than 30 days after it, or in the future; a URL with credentials)"),
+        (COULD_NOT_RUN, "Prometheus is unreachable or rejected a query, no evaluation had data, or no decision came before `--to`"),
+        (HELD, "it would have ended held or paused"),
+    ]),
+    ("local", &[
+        (OK, "done: the stack is up (and, for `up`, stopped again by `local down` or Ctrl-C), down, shown, or the fault or release applied"),
+        (INVALID_INPUT, "a flag is invalid"),
+        (COULD_NOT_RUN, "the stack could not be started or reached (a `local up` already runs, a process died, no stack to act on)"),
+    ]),
     ("daemon", &[
         (OK, "stopped by SIGTERM or Ctrl-C after its writes finished"),
         (INVALID_INPUT, "a flag is invalid"),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::analysis::sample::Sample;
 use crate::cli::exit;
+use crate::cli::output::say;
 use crate::cli::simulate::SimulateOutput;
 use crate::metrics::prometheus::PrometheusSource;
 use crate::metrics::{MetricSource, PolicyRef};
@@ -21,11 +22,6 @@ use crate::sim::scenario::MAX_SCENARIO_DURATION;
 use crate::sim::{Outcome, Scenario, SimReport, Simulation};
 
 #[derive(clap::Args, Debug)]
-#[command(
-    after_help = "Exit codes: 0 it would have promoted, 1 rolled back or aborted, \
-2 invalid input (policy, flags; --to not after --from or in the future), 3 Prometheus \
-unreachable, no data for any evaluation, or no decision before --to, 4 held or paused."
-)]
 pub struct BacktestArgs {
     /// The policy file whose judges are replayed.
     #[arg(value_name = "POLICY")]
@@ -78,14 +74,14 @@ pub fn run(args: BacktestArgs) -> i32 {
     let (policy, spec) = match load(&args) {
         Ok(loaded) => loaded,
         Err(message) => {
-            eprintln!("shiftgate: {message}");
+            say!("shiftgate: {message}");
             return exit::INVALID_INPUT;
         }
     };
     let span = match (args.to - args.from).to_std() {
         Ok(span) if !span.is_zero() && Duration::from(span) <= MAX_SCENARIO_DURATION => span,
         _ => {
-            eprintln!(
+            say!(
                 "shiftgate: --to must be after --from, by at most {}",
                 MAX_SCENARIO_DURATION.to_human()
             );
@@ -93,7 +89,7 @@ pub fn run(args: BacktestArgs) -> i32 {
         }
     };
     if args.to > crate::runtime::Clock::now(&crate::runtime::SystemClock) {
-        eprintln!(
+        say!(
             "shiftgate: --to {} is in the future: Prometheus holds no data there yet; write a time up to now",
             args.to.to_rfc3339()
         );
@@ -112,13 +108,13 @@ pub fn run(args: BacktestArgs) -> i32 {
     };
     let source: Arc<dyn MetricSource> = Arc::new(PrometheusSource::new(None));
     if let Err(message) = runtime.block_on(reachable(&*source, &policy, &spec, args.from)) {
-        eprintln!("shiftgate: {message}");
+        say!("shiftgate: {message}");
         return exit::COULD_NOT_RUN;
     }
     let mut simulation = match Simulation::with_source(policy, spec, scenario, source) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("shiftgate: {}: {e}", args.policy.display());
+            say!("shiftgate: {}: {e}", args.policy.display());
             return exit::INVALID_INPUT;
         }
     };
@@ -126,12 +122,12 @@ pub fn run(args: BacktestArgs) -> i32 {
     let report = simulation.report();
     if let Err(e) = print(&report, &args) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("shiftgate: cannot write the timeline: {e}");
+            say!("shiftgate: cannot write the timeline: {e}");
             return exit::COULD_NOT_RUN;
         }
     }
     if saw_no_data(&report) {
-        eprintln!(
+        say!(
             "shiftgate: prometheus at {} held no data for any evaluation from {} to {}: the \
              decision above judged nothing. Check the range against its retention \
              (--storage.tsdb.retention.time) and the policy's targets against its labels.",

@@ -55,14 +55,9 @@ pub const BY_COMMAND: &[(&str, Codes)] = &[
     ("backtest", &[
         (OK, "the replayed rollout would have been promoted"),
         (ROLLED_BACK, "it would have been rolled back or aborted"),
-        (INVALID_INPUT, "the policy or a flag is invalid (`--to` not after `--from`, more than 30 days after it, or in the future; a URL with credentials)"),
-        (COULD_NOT_RUN, "Prometheus is unreachable or rejected a query, no evaluation had data, or no decision came before `--to`"),
-        (HELD, "it would have ended held or paused"),
-    ]),
-    ("local", &[
-        (OK, "done: the stack is up (and, for `up`, stopped again by `local down` or Ctrl-C), down, shown, or the fault or release applied"),
-        (INVALID_INPUT, "a flag is invalid"),
-        (COULD_NOT_RUN, "the stack could not be started or reached (a `local up` already runs, a process died, no stack to act on)"),
+        (INVALID_INPUT, "the policy or a flag is invalid (--prometheus not an http(s) URL or with credentials; --to not after --from, more than 30 days after it, or in the future)"),
+        (COULD_NOT_RUN, "Prometheus is unreachable or rejects a query, held no data for any evaluation, no decision was made before --to, or the timeline could not be written"),
+        (HELD, "it would have been held or paused"),
     ]),
     ("daemon", &[
         (OK, "stopped by SIGTERM or Ctrl-C after its writes finished"),
@@ -91,6 +86,11 @@ pub const BY_COMMAND: &[(&str, Codes)] = &[
         (ROLLED_BACK, "the rollouts did not end as expected"),
         (COULD_NOT_RUN, "a process of the demo stack could not be started"),
         (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM; every process was stopped"),
+    ]),
+    ("local", &[
+        (OK, "`up`: stopped by `local down`, Ctrl-C or SIGTERM, every process stopped and its dir removed; `down`: stopped, or nothing was running; `status`, `fault`, `release`: done"),
+        (INVALID_INPUT, "a flag or value is invalid (nothing to change, an error rate outside 0..1, a version that is not a label)"),
+        (COULD_NOT_RUN, "`up`: a playground already runs, its dir exists, or the stack could not start or one of its processes exited; `down`: it could not be stopped; `status`, `fault`, `release`: no playground runs, it is still starting, or it refused"),
     ]),
 ];
 

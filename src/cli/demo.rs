@@ -64,9 +64,7 @@ pub fn run(args: DemoArgs) -> i32 {
                 if summary.interrupted {
                     exit::INTERRUPTED
                 } else if demo_succeeded(&summary) {
-                    say!(
-                        "demo: v2 was promoted and v3 was rolled back by itself, as expected"
-                    );
+                    say!("demo: v2 was promoted and v3 was rolled back by itself, as expected");
                     eprint!("{NEXT_STEPS}");
                     exit::OK
                 } else {

@@ -174,7 +174,8 @@ mod tests {
             j.explanation
         );
         assert!(
-            j.explanation.contains(" of 100 needed to roll back, "),
+            j.explanation
+                .contains(" past the 100 needed to roll back, "),
             "{}",
             j.explanation
         );

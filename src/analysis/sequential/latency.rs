@@ -327,12 +327,7 @@ impl LatencyJudge {
 
     /// "evidence 48 of 100 needed to roll back", from the combined e-value.
     fn combined_words(&self, state: &LatencyEvidence) -> String {
-        let needed = 1.0 / self.alpha;
-        format!(
-            "evidence {} of {} needed to roll back",
-            grouped(self.log_evidence_worse(state).exp().min(needed * 1e6)),
-            grouped(needed)
-        )
+        super::rollback_words(self.log_evidence_worse(state), 1.0 / self.alpha)
     }
 }
 
@@ -471,7 +466,8 @@ mod tests {
             "{explanation}"
         );
         assert!(
-            explanation.contains(" of 100 needed to roll back, "),
+            explanation.contains(", past the 100 needed to roll back, ")
+                || explanation.contains("far past the 100 needed to roll back, "),
             "{explanation}"
         );
         // The state survives the status: JSON and back.

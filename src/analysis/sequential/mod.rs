@@ -90,11 +90,33 @@ pub(crate) fn evidence_words(evidence: &RatioEvidence, alpha: f64, standing: Sta
             grouped(evidence.log_evidence_no_worse().exp().min(needed * 1e6)),
             grouped(needed)
         ),
-        _ => format!(
+        _ => rollback_words(evidence.log_evidence_worse(), needed),
+    }
+}
+
+/// "evidence 48 of 100 needed to roll back"; once past it, "evidence 11,847, past the
+/// 100 needed to roll back": "11,847 of 100" read like a typo to on-call.
+pub(crate) fn rollback_words(log_evidence: f64, needed: f64) -> String {
+    let evidence = log_evidence.exp();
+    let ceiling = needed * 1e6;
+    if evidence < needed {
+        format!(
             "evidence {} of {} needed to roll back",
-            grouped(evidence.log_evidence_worse().exp().min(needed * 1e6)),
+            grouped(evidence),
             grouped(needed)
-        ),
+        )
+    } else if evidence < ceiling {
+        format!(
+            "evidence {}, past the {} needed to roll back",
+            grouped(evidence),
+            grouped(needed)
+        )
+    } else {
+        format!(
+            "evidence over {}, far past the {} needed to roll back",
+            grouped(ceiling),
+            grouped(needed)
+        )
     }
 }
 
@@ -155,6 +177,18 @@ mod tests {
         assert_eq!(grouped(0.4), "0");
         assert_eq!(alpha_per_metric(0.01, 2), 0.005);
         assert_eq!(alpha_per_metric(0.01, 0), 0.01);
+        assert_eq!(
+            rollback_words(48f64.ln(), 100.0),
+            "evidence 48 of 100 needed to roll back"
+        );
+        assert_eq!(
+            rollback_words(11_847f64.ln(), 100.0),
+            "evidence 11,847, past the 100 needed to roll back"
+        );
+        assert_eq!(
+            rollback_words(1e300f64.ln(), 100.0),
+            "evidence over 100,000,000, far past the 100 needed to roll back"
+        );
     }
 
     #[test]

@@ -148,7 +148,28 @@ impl ScriptedMetrics {
         }
     }
 
-    fn value_at(segments: &[Segment], offset: Duration) -> Option<f64> {
+    /// What a whole evaluation answers during an outage of this kind: every query,
+    /// `minRequests`' count included, gets the outage's sample.
+    pub fn outage_input(spec: &RolloutSpec, kind: OutageKind, at: Timestamp) -> AnalysisInput {
+        let sample = Self::outage_sample(kind);
+        AnalysisInput {
+            at,
+            canary_requests: sample.clone(),
+            metrics: spec
+                .analysis
+                .metrics
+                .iter()
+                .map(|m| MetricObservation {
+                    name: m.name.clone(),
+                    canary: sample.clone(),
+                    stable: m.compare.as_ref().map(|_| sample.clone()),
+                })
+                .collect(),
+        }
+    }
+
+    /// The scripted value at `offset`: the latest segment that has begun.
+    pub fn value_at(segments: &[Segment], offset: Duration) -> Option<f64> {
         segments
             .iter()
             .filter(|s| s.from <= offset)
@@ -167,21 +188,7 @@ impl MetricSource for ScriptedMetrics {
         counts_since: Option<Timestamp>,
     ) -> AnalysisInput {
         if let Some(kind) = self.script.outage_at(at) {
-            let sample = Self::outage_sample(kind);
-            return AnalysisInput {
-                at,
-                canary_requests: sample.clone(),
-                metrics: spec
-                    .analysis
-                    .metrics
-                    .iter()
-                    .map(|m| MetricObservation {
-                        name: m.name.clone(),
-                        canary: sample.clone(),
-                        stable: m.compare.as_ref().map(|_| sample.clone()),
-                    })
-                    .collect(),
-            };
+            return Self::outage_input(spec, kind, at);
         }
         let offset = self.script.offset(at);
         let weight = f64::from(self.router.route().canary_weight) / 100.0;

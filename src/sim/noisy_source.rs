@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::analysis::sample::{AnalysisInput, Bucket, Measured, MetricObservation, Sample};
 use crate::metrics::builtin::{self, Measure};
-use crate::metrics::scripted::{MetricBehaviour, Outage, OutageKind, ScriptedMetrics, Segment};
+use crate::metrics::scripted::{MetricBehaviour, Outage, ScriptedMetrics};
 use crate::metrics::{MetricSource, PolicyRef};
 use crate::policy::{Duration, MetricSpec, RolloutSpec, Timestamp};
 use crate::router::memory::MemoryRouter;
@@ -147,7 +147,7 @@ impl NoisyWorld {
             .find(|o| o.covers(offset))
             .map(|o| o.kind)
         {
-            return outage_input(spec, kind, at);
+            return ScriptedMetrics::outage_input(spec, kind, at);
         }
         let window = spec.analysis.query_window();
         let window_start = Duration::from(offset.std().saturating_sub(window.std()));
@@ -195,7 +195,7 @@ impl NoisyWorld {
             } else {
                 &behaviour.stable
             };
-            let Some(v) = value_at(segments, offset) else {
+            let Some(v) = ScriptedMetrics::value_at(segments, offset) else {
                 return Sample::NoData;
             };
             if windowed.requests == 0 {
@@ -297,32 +297,6 @@ pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> f64 {
         rank -= previous_count;
     }
     start + (end - start) * (rank / count)
-}
-
-fn value_at(segments: &[Segment], offset: Duration) -> Option<f64> {
-    segments
-        .iter()
-        .filter(|s| s.from <= offset)
-        .max_by_key(|s| s.from)
-        .map(|s| s.value)
-}
-
-fn outage_input(spec: &RolloutSpec, kind: OutageKind, at: Timestamp) -> AnalysisInput {
-    let sample = ScriptedMetrics::outage_sample(kind);
-    AnalysisInput {
-        at,
-        canary_requests: sample.clone(),
-        metrics: spec
-            .analysis
-            .metrics
-            .iter()
-            .map(|m| MetricObservation {
-                name: m.name.clone(),
-                canary: sample.clone(),
-                stable: m.compare.as_ref().map(|_| sample.clone()),
-            })
-            .collect(),
-    }
 }
 
 /// A [`NoisyWorld`] as a metric source.

@@ -12,19 +12,7 @@ use shiftgate::analysis::sequential::{ErrorRateJudge, LatencyEvidence, LatencyJu
 use shiftgate::sim::traffic::{Behaviour, Traffic, TrafficModel};
 
 fn bench_sequential(c: &mut Criterion) {
-    let base = Behaviour {
-        error_rate: 0.005,
-        median_ms: 100.0,
-        sigma: 0.5,
-        slow_tail: None,
-    };
-    let model = TrafficModel {
-        requests_per_second: 2000.0,
-        stable: base,
-        canary: base,
-        change: None,
-        scrape_interval_secs: 15,
-    };
+    let model = TrafficModel::benchmark(2000.0, Behaviour::BENCHMARK_BASELINE);
     let errors = ErrorRateJudge {
         alpha: 0.01 / 3.0,
         tolerance: 0.0,

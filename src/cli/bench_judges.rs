@@ -58,12 +58,7 @@ struct Scenario {
 }
 
 fn base() -> Behaviour {
-    Behaviour {
-        error_rate: 0.005,
-        median_ms: 100.0,
-        sigma: 0.5,
-        slow_tail: None,
-    }
+    Behaviour::BENCHMARK_BASELINE
 }
 
 fn scenarios() -> Vec<Scenario> {

@@ -363,22 +363,13 @@ mod tests {
     use crate::sim::traffic::Behaviour;
 
     fn model(rps: f64, canary_error_rate: f64) -> TrafficModel {
-        let base = Behaviour {
-            error_rate: 0.005,
-            median_ms: 100.0,
-            sigma: 0.5,
-            slow_tail: None,
-        };
-        TrafficModel {
-            requests_per_second: rps,
-            stable: base,
-            canary: Behaviour {
+        TrafficModel::benchmark(
+            rps,
+            Behaviour {
                 error_rate: canary_error_rate,
-                ..base
+                ..Behaviour::BENCHMARK_BASELINE
             },
-            change: None,
-            scrape_interval_secs: 15,
-        }
+        )
     }
 
     #[test]

@@ -39,6 +39,15 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
+    /// The detection benchmark's healthy target (docs/benchmarks.md): 0.5 % errors,
+    /// latency lognormal with median 100 ms and σ 0.5, no slow tail.
+    pub const BENCHMARK_BASELINE: Behaviour = Behaviour {
+        error_rate: 0.005,
+        median_ms: 100.0,
+        sigma: 0.5,
+        slow_tail: None,
+    };
+
     /// Share of requests at or below `le` milliseconds.
     pub fn latency_cdf(&self, le: f64) -> f64 {
         let lognormal = |median: f64| {
@@ -86,6 +95,18 @@ pub struct TrafficModel {
 }
 
 impl TrafficModel {
+    /// The benchmark's traffic: `requests_per_second` in all, stable at the baseline,
+    /// the canary behaving as `canary` from the start, a scrape every 15 s.
+    pub fn benchmark(requests_per_second: f64, canary: Behaviour) -> Self {
+        TrafficModel {
+            requests_per_second,
+            stable: Behaviour::BENCHMARK_BASELINE,
+            canary,
+            change: None,
+            scrape_interval_secs: 15,
+        }
+    }
+
     /// The canary's behaviour at `secs` from the start.
     pub fn canary_at(&self, secs: u64) -> Behaviour {
         match self.change {
@@ -245,22 +266,11 @@ mod tests {
     use super::*;
 
     fn base() -> Behaviour {
-        Behaviour {
-            error_rate: 0.005,
-            median_ms: 100.0,
-            sigma: 0.5,
-            slow_tail: None,
-        }
+        Behaviour::BENCHMARK_BASELINE
     }
 
     fn model() -> TrafficModel {
-        TrafficModel {
-            requests_per_second: 2000.0,
-            stable: base(),
-            canary: base(),
-            change: None,
-            scrape_interval_secs: 15,
-        }
+        TrafficModel::benchmark(2000.0, base())
     }
 
     #[test]

@@ -13,22 +13,11 @@ use shiftgate::sim::judge_bench::{
 use shiftgate::sim::traffic::{Behaviour, Traffic, TrafficModel};
 
 fn stable() -> Behaviour {
-    Behaviour {
-        error_rate: 0.005,
-        median_ms: 100.0,
-        sigma: 0.5,
-        slow_tail: None,
-    }
+    Behaviour::BENCHMARK_BASELINE
 }
 
 fn model(rps: f64, canary: Behaviour) -> TrafficModel {
-    TrafficModel {
-        requests_per_second: rps,
-        stable: stable(),
-        canary,
-        change: None,
-        scrape_interval_secs: 15,
-    }
+    TrafficModel::benchmark(rps, canary)
 }
 
 /// The default sequential judges of the benchmark: α 0.01 split errors/latency,

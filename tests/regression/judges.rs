@@ -37,12 +37,7 @@ fn shipped_on_issue_steps() -> RolloutSpec {
 }
 
 fn healthy(requests_per_second: f64) -> TrafficModel {
-    let behaviour = Behaviour {
-        error_rate: 0.005,
-        median_ms: 100.0,
-        sigma: 0.5,
-        slow_tail: None,
-    };
+    let behaviour = Behaviour::BENCHMARK_BASELINE;
     TrafficModel {
         requests_per_second,
         stable: behaviour,

@@ -197,19 +197,7 @@ mod tests {
         use crate::sim::traffic::{Behaviour, Traffic, TrafficModel};
         // A rollout's whole judge state (errors and latency) in the status: the same
         // size after 400 intervals (100 minutes at 2000 requests/s) as after 10.
-        let base = Behaviour {
-            error_rate: 0.005,
-            median_ms: 100.0,
-            sigma: 0.5,
-            slow_tail: None,
-        };
-        let model = TrafficModel {
-            requests_per_second: 2000.0,
-            stable: base,
-            canary: base,
-            change: None,
-            scrape_interval_secs: 15,
-        };
+        let model = TrafficModel::benchmark(2000.0, Behaviour::BENCHMARK_BASELINE);
         let errors = ErrorRateJudge {
             alpha: 0.005,
             tolerance: 0.0,

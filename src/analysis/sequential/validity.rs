@@ -100,19 +100,7 @@ fn a_real_regression_does_cross() {
 /// A rollout of the latency judge (tolerance 0: rank test and edges) on traffic from
 /// `sim::traffic` at `rps`, the canary behaving as `canary`; whether it ever failed.
 fn latency_fails(seed: u64, rps: f64, canary: Behaviour) -> bool {
-    let stable = Behaviour {
-        error_rate: 0.005,
-        median_ms: 100.0,
-        sigma: 0.5,
-        slow_tail: None,
-    };
-    let model = TrafficModel {
-        requests_per_second: rps,
-        stable,
-        canary,
-        change: None,
-        scrape_interval_secs: 15,
-    };
+    let model = TrafficModel::benchmark(rps, canary);
     let judge = LatencyJudge::with_default_quantiles(ALPHA, 0.0);
     let mut traffic = Traffic::new(model, seed);
     let mut state = LatencyEvidence::default();

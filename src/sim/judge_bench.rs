@@ -112,26 +112,37 @@ pub fn run_sequential(
     seed: u64,
     counted_from: u64,
 ) -> RolloutResult {
+    let mut errors = RatioEvidence::new(1.0 + set.errors.tolerance);
+    let mut latency = LatencyEvidence::default();
+    run_scrape_by_scrape(model, seed, counted_from, |scrape| {
+        let (canary, stable) = (scrape.canary.to_sample(), scrape.stable.to_sample());
+        let e = set.errors.judge("errors", &errors, &canary, &stable);
+        let l = set.latency.judge("latency", &latency, &canary, &stable);
+        errors = e.state;
+        latency = l.state;
+        matches!(e.verdict, Verdict::Fail { .. }) || matches!(l.verdict, Verdict::Fail { .. })
+    })
+}
+
+/// The benchmark's rollout (`STEPS`, `HOLD_SECS` each) judged at every scrape:
+/// `rolls_back` sees each scrape in turn, and the first `true` ends it rolled back.
+fn run_scrape_by_scrape(
+    model: TrafficModel,
+    seed: u64,
+    counted_from: u64,
+    mut rolls_back: impl FnMut(&Scrape) -> bool,
+) -> RolloutResult {
     let mut traffic = Traffic::new(model, seed);
     let mut served = Served {
         from_secs: counted_from,
         requests: 0,
     };
-    let mut errors = RatioEvidence::new(1.0 + set.errors.tolerance);
-    let mut latency = LatencyEvidence::default();
     for weight in STEPS {
         let step_end = traffic.elapsed_secs() + HOLD_SECS;
         while traffic.elapsed_secs() < step_end {
             let scrape = traffic.next_scrape(weight);
             served.add(&scrape);
-            let (canary, stable) = (scrape.canary.to_sample(), scrape.stable.to_sample());
-            let e = set.errors.judge("errors", &errors, &canary, &stable);
-            let l = set.latency.judge("latency", &latency, &canary, &stable);
-            errors = e.state;
-            latency = l.state;
-            if matches!(e.verdict, Verdict::Fail { .. })
-                || matches!(l.verdict, Verdict::Fail { .. })
-            {
+            if rolls_back(&scrape) {
                 return RolloutResult {
                     ending: Ending::RolledBack,
                     rollback_at: Some(scrape.end_secs),
@@ -161,11 +172,6 @@ pub fn run_mann_whitney(
     seed: u64,
     counted_from: u64,
 ) -> RolloutResult {
-    let mut traffic = Traffic::new(model, seed);
-    let mut served = Served {
-        from_secs: counted_from,
-        requests: 0,
-    };
     let mut series: Vec<[f64; 4]> = Vec::with_capacity(MANN_WHITNEY_LOOKBACK + 1);
     let per_scrape = |c: &TargetCounts| {
         let rate = match c.requests {
@@ -174,38 +180,21 @@ pub fn run_mann_whitney(
         };
         (rate, histogram_quantile(0.5, c).unwrap_or(f64::NAN))
     };
-    for weight in STEPS {
-        let step_end = traffic.elapsed_secs() + HOLD_SECS;
-        while traffic.elapsed_secs() < step_end {
-            let scrape = traffic.next_scrape(weight);
-            served.add(&scrape);
-            let (canary_rate, canary_p50) = per_scrape(&scrape.canary);
-            let (stable_rate, stable_p50) = per_scrape(&scrape.stable);
-            series.push([canary_rate, stable_rate, canary_p50, stable_p50]);
-            if series.len() > MANN_WHITNEY_LOOKBACK {
-                series.remove(0);
-            }
-            let column = |i: usize| series.iter().map(|v| v[i]).collect::<Vec<f64>>();
-            let classes = [
-                judge.classify(&column(0), &column(1)).classification,
-                judge.classify(&column(2), &column(3)).classification,
-            ];
-            let failed = Scoring::score(&classes)
-                .is_some_and(|score| Scoring::KAYENTA.verdict(score) == ScoreVerdict::Fail);
-            if failed {
-                return RolloutResult {
-                    ending: Ending::RolledBack,
-                    rollback_at: Some(scrape.end_secs),
-                    canary_requests: served.requests,
-                };
-            }
+    run_scrape_by_scrape(model, seed, counted_from, |scrape| {
+        let (canary_rate, canary_p50) = per_scrape(&scrape.canary);
+        let (stable_rate, stable_p50) = per_scrape(&scrape.stable);
+        series.push([canary_rate, stable_rate, canary_p50, stable_p50]);
+        if series.len() > MANN_WHITNEY_LOOKBACK {
+            series.remove(0);
         }
-    }
-    RolloutResult {
-        ending: Ending::Promoted,
-        rollback_at: None,
-        canary_requests: served.requests,
-    }
+        let column = |i: usize| series.iter().map(|v| v[i]).collect::<Vec<f64>>();
+        let classes = [
+            judge.classify(&column(0), &column(1)).classification,
+            judge.classify(&column(2), &column(3)).classification,
+        ];
+        Scoring::score(&classes)
+            .is_some_and(|score| Scoring::KAYENTA.verdict(score) == ScoreVerdict::Fail)
+    })
 }
 
 /// One rollout judged by the threshold judge through the real engine (`engine::step`),

@@ -5,6 +5,7 @@
 mod commands;
 mod drift_analysis;
 mod evidence;
+pub mod hooks;
 mod live_colour;
 pub mod plan;
 mod progress;

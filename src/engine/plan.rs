@@ -56,6 +56,8 @@ pub struct Plan {
     on_failure: OnFailure,
     on_drift: OnDrift,
     names: DestinationNames,
+    /// The phases at which at least one hook is called.
+    hook_phases: std::collections::BTreeSet<crate::policy::HookPhase>,
 }
 
 impl Plan {
@@ -110,6 +112,7 @@ impl Plan {
             on_failure: spec.on_failure,
             on_drift: spec.on_drift,
             names: DestinationNames::of(spec),
+            hook_phases: spec.hooks.iter().flat_map(|h| h.on.iter().copied()).collect(),
         })
     }
 
@@ -146,6 +149,11 @@ impl Plan {
 
     pub fn uses_test_route(&self) -> bool {
         self.test_route
+    }
+
+    /// Whether any hook is called at `phase`.
+    pub fn has_hooks(&self, phase: crate::policy::HookPhase) -> bool {
+        self.hook_phases.contains(&phase)
     }
 
     pub fn has_checks(&self) -> bool {

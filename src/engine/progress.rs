@@ -3,6 +3,7 @@
 
 use crate::analysis::{evaluate, Verdict};
 use crate::engine::evidence;
+use crate::engine::hooks::{Gate, HOOK_FAILED, PROMOTION_NOT_CONFIRMED};
 use crate::engine::plan::later;
 use crate::engine::reasons;
 use crate::engine::step::Tick;
@@ -10,7 +11,7 @@ use crate::engine::types::{Action, TransitionKind};
 use crate::policy::status::{
     AnalysisSummary, MetricSummary, PauseReason, Phase, RouteTarget, TargetPurpose, VerdictKind,
 };
-use crate::policy::{OnFailure, OnInconclusive};
+use crate::policy::{HookPhase, OnFailure, OnInconclusive};
 
 impl Tick<'_> {
     /// Runs the current phase with the route settled.
@@ -54,6 +55,11 @@ impl Tick<'_> {
                 self.wake(at);
             }
             return;
+        }
+        match self.hook_gate(HookPhase::PreRollout, self.plan.step(0).weight) {
+            Gate::Open => {}
+            Gate::Asked => return,
+            Gate::Closed(message) => return self.on_failure(HOOK_FAILED, message),
         }
         self.s.step = 0;
         self.s.started_at = Some(self.now);
@@ -293,6 +299,9 @@ impl Tick<'_> {
     /// this unless an operator asked for it.
     pub(crate) fn next_step(&mut self, by_operator: bool) {
         if self.s.step >= self.plan.last_index() {
+            if !by_operator && !self.promotion_gates_open() {
+                return;
+            }
             self.promote_full();
             return;
         }
@@ -308,6 +317,14 @@ impl Tick<'_> {
                 self.wake(at);
             }
             return;
+        }
+        let next_weight = self.plan.step(self.s.step.saturating_add(1)).weight;
+        if !by_operator {
+            match self.hook_gate(HookPhase::Step, next_weight) {
+                Gate::Open => {}
+                Gate::Asked => return,
+                Gate::Closed(message) => return self.on_failure(HOOK_FAILED, message),
+            }
         }
         let from = self.plan.step(self.s.step).weight;
         self.s.step = self.s.step.saturating_add(1);
@@ -327,6 +344,37 @@ impl Tick<'_> {
         };
         let message = format!("{} from {from}%: {why}", self.step_label());
         self.announce(TransitionKind::StepAdvanced, reason, message);
+    }
+
+    /// The `step` and `confirmPromotion` hooks before the promotion write. A
+    /// `confirmPromotion` that is not 2xx holds at the last step (analysis goes on) and
+    /// is asked again at the next evaluation; `promote` or `abort` end the wait.
+    fn promotion_gates_open(&mut self) -> bool {
+        match self.hook_gate(HookPhase::Step, 100) {
+            Gate::Open => {}
+            Gate::Asked => return false,
+            Gate::Closed(message) => {
+                self.on_failure(HOOK_FAILED, message);
+                return false;
+            }
+        }
+        match self.hook_gate(HookPhase::ConfirmPromotion, 100) {
+            Gate::Open => true,
+            Gate::Asked => false,
+            Gate::Closed(message) => {
+                let message = format!(
+                    "{message}; holding at {} until it answers 2xx, or `promote`/`abort`",
+                    self.step_label()
+                );
+                if self.s.reason.as_deref() != Some(PROMOTION_NOT_CONFIRMED) {
+                    self.record(PROMOTION_NOT_CONFIRMED, message);
+                } else {
+                    self.note(PROMOTION_NOT_CONFIRMED, message);
+                }
+                self.wake(later(self.now, self.plan.interval()));
+                false
+            }
+        }
     }
 
     /// Every request to the canary and the test route removed, in one write.

@@ -77,6 +77,7 @@ impl<'a> Tick<'a> {
             self.start_revision();
         }
         self.enforce_step_ceiling();
+        self.record_finished_hooks();
         for command in &self.obs.commands {
             self.handle_command(command);
         }
@@ -230,12 +231,14 @@ impl<'a> Tick<'a> {
                     reasons::ROLLED_BACK,
                     format!("every request is back on stable; cause: {cause}"),
                 );
+                self.call_after_hooks(crate::policy::HookPhase::Rollback);
             }
             TargetPurpose::Abort => {
                 self.record(
                     reasons::ABORTED,
                     "aborted by an operator; every request is back on stable".to_owned(),
                 );
+                self.call_after_hooks(crate::policy::HookPhase::Rollback);
             }
             TargetPurpose::Promote => {
                 self.s.phase = Phase::Promoted;
@@ -250,6 +253,7 @@ impl<'a> Tick<'a> {
                     }
                 );
                 self.announce(TransitionKind::Promoted, reasons::PROMOTED, message);
+                self.call_after_hooks(crate::policy::HookPhase::PostRollout);
             }
         }
     }

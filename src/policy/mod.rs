@@ -1,18 +1,21 @@
 //! The policy format: types, parsing with locations, and validation.
 
 pub mod duration;
+pub mod hooks;
 pub mod judge;
 pub mod status;
 pub mod step;
 pub mod types;
 
 pub use duration::Duration;
+pub use hooks::{HookHeader, HookPhase, HookResult, HookSpec, JsonExpectation};
 pub use judge::{CountsSpec, JudgeSpec, SequentialSpec};
 pub use status::{Phase, RolloutStatus, Timestamp};
 pub use step::StepSpec;
 pub use types::*;
 mod analysis_rules;
 mod cron_message;
+mod hook_rules;
 pub mod diagnostic;
 mod judge_rules;
 pub mod limits;

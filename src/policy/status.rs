@@ -150,6 +150,9 @@ pub struct RolloutStatus {
     pub evidence: Option<EvidenceStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_checks: Vec<CheckResult>,
+    /// The last answer of each hook at each phase for this revision (docs/hooks.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_hooks: Vec<super::hooks::HookResult>,
     /// The last transitions, newest last, at most `HISTORY_LIMIT`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,

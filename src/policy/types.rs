@@ -67,6 +67,9 @@ pub struct RolloutSpec {
     /// Where transitions are announced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifySpec>,
+    /// Webhooks called at the rollout's phases (docs/hooks.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<super::hooks::HookSpec>,
 }
 
 /// Exactly one of the three routers must be set.
@@ -211,9 +214,15 @@ pub struct HttpCheck {
     pub headers: BTreeMap<String, String>,
     #[serde(default = "default_expect_status")]
     pub expect_status: u16,
+    /// The request body, sent as written (set `content-type` in `headers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
     /// The body must contain this text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_body: Option<String>,
+    /// The body must be JSON, and each JSONPath expectation must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect_json: Vec<super::hooks::JsonExpectation>,
     #[serde(default = "default_check_timeout")]
     pub timeout: Duration,
     /// How many times the check is tried before it counts as failed.

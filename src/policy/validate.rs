@@ -13,6 +13,7 @@ use super::names::{
 };
 use super::step::StepSpec;
 use super::structure::nearest;
+use super::hooks::HookSpec;
 use super::types::*;
 use super::window::window_field_issues;
 
@@ -43,6 +44,7 @@ pub(super) struct SpecParts<'a> {
     pub windows: Vec<WindowFields<'a>>,
     pub grafana: Option<&'a GrafanaSpec>,
     pub notify: Vec<Option<&'a NotifySpec>>,
+    pub hooks: Vec<Option<&'a HookSpec>>,
 }
 
 /// The readable fields of one deployment window.
@@ -76,6 +78,7 @@ impl<'a> SpecParts<'a> {
                 .collect(),
             grafana: spec.grafana.as_ref(),
             notify: spec.notify.iter().map(Some).collect(),
+            hooks: spec.hooks.iter().map(Some).collect(),
         }
     }
 }
@@ -137,6 +140,7 @@ pub(super) fn validate_parts(parts: &SpecParts<'_>) -> Vec<Issue> {
             );
         }
     }
+    super::hook_rules::hooks(&parts.hooks, &mut issues);
     issues
 }
 
@@ -508,6 +512,11 @@ fn http_check(check: &HttpCheck, path: &str, issues: &mut Vec<Issue>) {
             .with_hint("write e.g. `5s`"),
         );
     }
+    super::hook_rules::json_expectations(
+        &check.expect_json,
+        &format!("{path}.expectJson"),
+        issues,
+    );
     for name in check.headers.keys() {
         if !is_token(name) {
             issues.push(

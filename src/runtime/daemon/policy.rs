@@ -12,6 +12,8 @@ pub(super) struct Context {
     pub(super) events: EventPublisher,
     pub(super) leadership: Leadership,
     pub(super) store: Store<RolloutPolicy>,
+    /// Long-lived: keeps the background hooks' answers between ticks.
+    pub(super) hooks: Arc<crate::runtime::hooks::Hooks>,
 }
 
 pub(super) async fn reconcile(
@@ -165,7 +167,8 @@ impl Context {
             checks: self.seams.checks.clone(),
             commands: self.seams.commands.clone(),
             clock: self.seams.clock.clone(),
-        });
+        })
+        .with_hooks(self.hooks.clone());
         let outcome = reconciler.tick(&policy_ref, spec).await?;
         let status = &outcome.status;
         self.metrics

@@ -366,7 +366,13 @@ impl Tick<'_> {
                     "{message}; holding at {} until it answers 2xx, or `promote`/`abort`",
                     self.step_label()
                 );
-                if self.s.reason.as_deref() != Some(PROMOTION_NOT_CONFIRMED) {
+                // One history entry per wait, not one per refusal.
+                let waiting = self
+                    .s
+                    .history
+                    .last()
+                    .is_some_and(|h| h.reason == PROMOTION_NOT_CONFIRMED);
+                if !waiting {
                     self.record(PROMOTION_NOT_CONFIRMED, message);
                 } else {
                     self.note(PROMOTION_NOT_CONFIRMED, message);

@@ -46,3 +46,7 @@ mod scenarios;
 /// Issue "judges" §2 and §5: the statistics of the judges, on the benchmark's traffic.
 #[path = "regression/judge_statistics.rs"]
 mod judge_statistics;
+
+/// Issue "lifecycle" §6: hooks, and HTTP checks with a body and JSON expectations.
+#[path = "regression/hooks.rs"]
+mod hooks;

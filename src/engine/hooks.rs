@@ -232,3 +232,7 @@ impl Tick<'_> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "hooks_tests.rs"]
+mod tests;

@@ -114,3 +114,58 @@ fn header_rule(header: &HookHeader, path: &str, issues: &mut Vec<Issue>) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use crate::policy::parse::parse_str;
+
+    const POLICY: &str = r#"apiVersion: shiftgate.dev/v1alpha1
+kind: RolloutPolicy
+metadata: { name: checkout, namespace: shop }
+spec:
+  revision: v2
+  router:
+    istio: { virtualService: checkout, stable: { host: a }, canary: { host: b } }
+  steps: [0, 100]
+  checks:
+    - http: { url: "http://gw/ready", expectJson: [{ path: "$.status[", equals: ok }] }
+  analysis:
+    prometheus: { address: "http://127.0.0.1:9090" }
+    metrics: [{ name: error-rate, template: istio-error-rate, max: 0.01 }]
+  hooks:
+    - name: audit
+      on: [preRollout, preRollout]
+      url: "ftp://hooks"
+      timeout: 0s
+      retries: 11
+      headers:
+        - { name: "bad header", value: x, valueEnv: Y }
+    - name: audit
+      on: []
+      url: "http://hooks/b"
+"#;
+
+    #[test]
+    fn every_hook_and_json_path_issue_is_reported_at_its_place() {
+        let diagnostics = parse_str("policy.yaml", POLICY).unwrap_err();
+        let at = |path: &str| {
+            diagnostics
+                .iter()
+                .find(|d| d.path == path)
+                .map(|d| (d.line, d.column, d.message.clone()))
+                .unwrap_or_else(|| panic!("no diagnostic at {path}: {diagnostics:#?}"))
+        };
+        let (line, _, message) = at("spec.checks[0].http.expectJson[0].path");
+        assert_eq!(line, 10);
+        assert!(message.contains("is not a JSONPath"), "{message}");
+        assert_eq!(at("spec.hooks[0].on").0, 16);
+        assert_eq!(at("spec.hooks[0].url").0, 17);
+        assert!(at("spec.hooks[0].timeout").2.contains("0s"));
+        assert!(at("spec.hooks[0].retries").2.contains("more than 10"));
+        assert!(at("spec.hooks[0].headers[0].name").2.contains("not a header name"));
+        assert!(at("spec.hooks[0].headers[0]").2.contains("more than one"));
+        assert!(at("spec.hooks[1].name").2.contains("named twice"));
+        assert!(at("spec.hooks[1].on").2.contains("never called"));
+    }
+}

@@ -198,3 +198,20 @@ fn the_rollback_hook_is_asked_only_once_the_rollback_write_is_confirmed() {
     assert_eq!(recorded.state.last_hooks.len(), 1);
     assert!(asked(&recorded).is_empty());
 }
+
+#[test]
+fn the_body_documented_in_docs_hooks_md_is_what_is_sent() {
+    let docs = include_str!("../../docs/hooks.md");
+    let start = docs.find("```json\n").expect("a json example") + "```json\n".len();
+    let end = start + docs[start..].find("```").expect("its end");
+    let example: serde_json::Value = serde_json::from_str(&docs[start..end]).unwrap();
+    let body: HookBody = serde_json::from_value(example.clone()).unwrap();
+    // Every documented field is read, and what is sent has exactly those fields.
+    assert_eq!(serde_json::to_value(&body).unwrap(), example);
+    for field in example.as_object().unwrap().keys() {
+        assert!(
+            docs.contains(&format!("`{field}`")),
+            "{field} is not in the field table"
+        );
+    }
+}

@@ -317,3 +317,15 @@ pub fn default_hooks() -> Arc<Hooks> {
         })
         .clone()
 }
+
+/// One line per hook answer, as `status` and `run` show them:
+/// `hook release-manager (confirmPromotion) FAILED: POST …: 503 (after 1 attempt)`.
+pub fn describe_hook(result: &HookResult) -> String {
+    format!(
+        "hook {} ({}) {}: {}",
+        result.hook,
+        result.phase,
+        if result.passed { "passed" } else { "FAILED" },
+        result.message
+    )
+}

@@ -221,6 +221,9 @@ impl HookRunner for ScriptedHooks {
 /// process, shared by every tick.
 pub struct Hooks {
     runner: Arc<dyn HookRunner>,
+    /// Informational hooks are called in the tick instead of the background
+    /// (simulation: deterministic, and scripted answers are instant).
+    inline: bool,
     finished: Mutex<HashMap<(String, String), Vec<HookOutcome>>>,
     in_flight: AtomicUsize,
     idle: tokio::sync::Notify,
@@ -230,10 +233,42 @@ impl Hooks {
     pub fn new(runner: Arc<dyn HookRunner>) -> Arc<Self> {
         Arc::new(Hooks {
             runner,
+            inline: false,
             finished: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Like [`Hooks::new`], but informational hooks are called in the tick (for
+    /// scripted runners only: a real receiver could delay the tick).
+    pub fn inline(runner: Arc<dyn HookRunner>) -> Arc<Self> {
+        Arc::new(Hooks {
+            runner,
+            inline: true,
+            finished: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// An informational hook: in the background (or inline, see [`Hooks::inline`]);
+    /// its answer is taken by the policy's next tick.
+    pub async fn dispatch(self: &Arc<Self>, policy: &PolicyRef, spec: &RolloutSpec, call: HookCall) {
+        if !self.inline {
+            return self.spawn(policy, spec, call);
+        }
+        let outcome = self.runner.call(policy, spec, &call).await;
+        self.finish(policy, outcome);
+    }
+
+    fn finish(&self, policy: &PolicyRef, outcome: HookOutcome) {
+        self.finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((policy.namespace.clone(), policy.name.clone()))
+            .or_default()
+            .push(outcome);
     }
 
     /// A gate: called now, in the tick, bounded by the hooks' own timeouts.
@@ -242,7 +277,7 @@ impl Hooks {
     }
 
     /// An informational hook: started in the background; nothing waits for it.
-    pub fn spawn(self: &Arc<Self>, policy: &PolicyRef, spec: &RolloutSpec, call: HookCall) {
+    fn spawn(self: &Arc<Self>, policy: &PolicyRef, spec: &RolloutSpec, call: HookCall) {
         let hooks = Arc::clone(self);
         let (policy, spec) = (policy.clone(), spec.clone());
         self.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -251,13 +286,7 @@ impl Hooks {
             for result in outcome.results.iter().filter(|r| !r.passed) {
                 tracing::warn!(namespace = %policy.namespace, name = %policy.name, hook = %result.hook, phase = %result.phase, message = %result.message, "hook failed");
             }
-            hooks
-                .finished
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry((policy.namespace, policy.name))
-                .or_default()
-                .push(outcome);
+            hooks.finish(&policy, outcome);
             hooks.in_flight.fetch_sub(1, Ordering::SeqCst);
             hooks.idle.notify_waiters();
         });

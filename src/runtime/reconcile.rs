@@ -308,7 +308,7 @@ impl Reconciler {
         // After the write they report and the state that records it: a slow receiver
         // never delays a rollback, nor the next tick.
         for call in background {
-            hooks.spawn(policy, spec, call);
+            hooks.dispatch(policy, spec, call).await;
         }
         outcome.status = state;
         outcome.problems = problems;

@@ -68,28 +68,34 @@ async fn receiver(router: EnvoyRouterConfig) -> (std::net::SocketAddr, Receiver)
     let app = axum::Router::new()
         .route(
             "/ok",
-            post(|State(r): State<Receiver>, body: axum::Json<Value>| async move {
-                r.record("/ok", body.0).await;
-                StatusCode::OK
-            }),
+            post(
+                |State(r): State<Receiver>, body: axum::Json<Value>| async move {
+                    r.record("/ok", body.0).await;
+                    StatusCode::OK
+                },
+            ),
         )
         .route(
             "/confirm",
-            post(|State(r): State<Receiver>, body: axum::Json<Value>| async move {
-                r.record("/confirm", body.0).await;
-                if r.confirm.load(Ordering::SeqCst) {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-            }),
+            post(
+                |State(r): State<Receiver>, body: axum::Json<Value>| async move {
+                    r.record("/confirm", body.0).await;
+                    if r.confirm.load(Ordering::SeqCst) {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                },
+            ),
         )
         .route(
             "/hang",
-            post(|State(r): State<Receiver>, body: axum::Json<Value>| async move {
-                r.record("/hang", body.0).await;
-                std::future::pending::<StatusCode>().await
-            }),
+            post(
+                |State(r): State<Receiver>, body: axum::Json<Value>| async move {
+                    r.record("/hang", body.0).await;
+                    std::future::pending::<StatusCode>().await
+                },
+            ),
         )
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -302,7 +308,10 @@ async fn every_hook_phase_is_called_in_order_with_the_documented_body() {
     assert_eq!(calls[1].body["nextWeights"]["canary"], 50);
     assert_eq!(calls[1].weight_at_arrival, 0);
     assert_eq!(calls[2].body["step"], 2);
-    assert_eq!(calls[2].body["weights"], serde_json::json!({"canary": 50, "stable": 50}));
+    assert_eq!(
+        calls[2].body["weights"],
+        serde_json::json!({"canary": 50, "stable": 50})
+    );
     assert_eq!(calls[2].body["analysis"]["verdict"], "Pass");
     assert_eq!(calls[2].weight_at_arrival, 50);
     assert_eq!(calls[4].body["nextWeights"]["canary"], 100);
@@ -409,7 +418,10 @@ async fn a_hanging_rollback_hook_does_not_delay_the_rollback_beyond_its_timeout(
         .clone();
     assert_eq!(pager["passed"], false);
     assert!(
-        pager["message"].as_str().unwrap().contains("no answer within 2s"),
+        pager["message"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 2s"),
         "{pager}"
     );
 }

@@ -264,11 +264,10 @@ async fn serve(args: DaemonArgs, prometheus: PrometheusAccess) -> anyhow::Result
     let hook_secrets = args
         .allow_policy_secrets
         .then(|| Arc::new(KubeSecrets::new(client.clone())) as Arc<dyn SecretReader>);
-    let hooks = crate::runtime::hooks::Hooks::new(Arc::new(
-        crate::runtime::hooks::WebhookHooks::new(
+    let hooks =
+        crate::runtime::hooks::Hooks::new(Arc::new(crate::runtime::hooks::WebhookHooks::new(
             crate::runtime::hooks::HeaderSecrets::PolicySecrets(hook_secrets),
-        ),
-    ));
+        )));
     let daemon = Daemon::new(options, seams).with_hooks(hooks);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

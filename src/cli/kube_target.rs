@@ -230,7 +230,10 @@ fn describe_status(status: &RolloutStatus, steps: usize, generation: Option<i64>
         ));
     }
     for result in &status.last_hooks {
-        lines.push(format!("  {}", crate::runtime::hooks::describe_hook(result)));
+        lines.push(format!(
+            "  {}",
+            crate::runtime::hooks::describe_hook(result)
+        ));
     }
     if let Some(analysis) = &status.last_analysis {
         // After a step change the last analysis judged the step before: say so.

@@ -93,7 +93,10 @@ fn pre_rollout_is_asked_before_the_first_write_and_its_failure_follows_on_failur
     let d = step(&plan, &RolloutStatus::default(), &obs);
     assert_eq!(asked(&d), [HookPhase::PreRollout]);
     assert!(d.needs_input());
-    assert!(d.route_write().is_none(), "nothing is written before the gate");
+    assert!(
+        d.route_write().is_none(),
+        "nothing is written before the gate"
+    );
 
     obs.hooks = vec![answer(HookPhase::PreRollout, false)];
     let d = step(&plan, &RolloutStatus::default(), &obs);
@@ -184,7 +187,11 @@ fn the_rollback_hook_is_asked_only_once_the_rollback_write_is_confirmed() {
     });
     let d = step(&plan, &state, &obs);
     assert_eq!(d.route_write(), Some(route(0)));
-    assert!(asked(&d).is_empty(), "not before the write: {:?}", d.actions);
+    assert!(
+        asked(&d).is_empty(),
+        "not before the write: {:?}",
+        d.actions
+    );
 
     let confirmed = step(&plan, &d.state, &Observation::at(t(31), Ok(route(0))));
     assert_eq!(confirmed.state.phase, Phase::RolledBack);

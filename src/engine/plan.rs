@@ -112,7 +112,11 @@ impl Plan {
             on_failure: spec.on_failure,
             on_drift: spec.on_drift,
             names: DestinationNames::of(spec),
-            hook_phases: spec.hooks.iter().flat_map(|h| h.on.iter().copied()).collect(),
+            hook_phases: spec
+                .hooks
+                .iter()
+                .flat_map(|h| h.on.iter().copied())
+                .collect(),
         })
     }
 

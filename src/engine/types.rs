@@ -223,13 +223,11 @@ pub struct Decision {
 impl Decision {
     /// Whether the engine asked for metric or check results before it can decide.
     pub fn needs_input(&self) -> bool {
-        self.actions
-            .iter()
-            .any(|a| match a {
-                Action::RunChecks | Action::QueryMetrics => true,
-                Action::CallHooks(call) => call.phase.is_gate(),
-                _ => false,
-            })
+        self.actions.iter().any(|a| match a {
+            Action::RunChecks | Action::QueryMetrics => true,
+            Action::CallHooks(call) => call.phase.is_gate(),
+            _ => false,
+        })
     }
 
     pub fn route_write(&self) -> Option<ManagedRoute> {

@@ -49,8 +49,13 @@ pub(super) fn hooks(list: &[Option<&HookSpec>], issues: &mut Vec<Issue>) {
         }
         if hook.on.is_empty() {
             issues.push(
-                Issue::error(format!("{path}.on"), "`on` is empty: the hook is never called")
-                    .with_hint("list phases: preRollout, step, confirmPromotion, postRollout, rollback"),
+                Issue::error(
+                    format!("{path}.on"),
+                    "`on` is empty: the hook is never called",
+                )
+                .with_hint(
+                    "list phases: preRollout, step, confirmPromotion, postRollout, rollback",
+                ),
             );
         }
         let mut phases = BTreeSet::new();
@@ -104,13 +109,15 @@ fn header_rule(header: &HookHeader, path: &str, issues: &mut Vec<Issue>) {
     ];
     match sources.iter().filter(|set| **set).count() {
         1 => {}
-        0 => issues.push(
-            Issue::error(path, "the header has no value")
-                .with_hint("set one of `value`, `valueEnv` (shiftgate run) or `valueSecretRef` (daemon)"),
-        ),
+        0 => issues.push(Issue::error(path, "the header has no value").with_hint(
+            "set one of `value`, `valueEnv` (shiftgate run) or `valueSecretRef` (daemon)",
+        )),
         _ => issues.push(
-            Issue::error(path, "more than one of `value`, `valueEnv`, `valueSecretRef` is set")
-                .with_hint("keep one of them"),
+            Issue::error(
+                path,
+                "more than one of `value`, `valueEnv`, `valueSecretRef` is set",
+            )
+            .with_hint("keep one of them"),
         ),
     }
 }
@@ -163,7 +170,9 @@ spec:
         assert_eq!(at("spec.hooks[0].url").0, 17);
         assert!(at("spec.hooks[0].timeout").2.contains("0s"));
         assert!(at("spec.hooks[0].retries").2.contains("more than 10"));
-        assert!(at("spec.hooks[0].headers[0].name").2.contains("not a header name"));
+        assert!(at("spec.hooks[0].headers[0].name")
+            .2
+            .contains("not a header name"));
         assert!(at("spec.hooks[0].headers[0]").2.contains("more than one"));
         assert!(at("spec.hooks[1].name").2.contains("named twice"));
         assert!(at("spec.hooks[1].on").2.contains("never called"));

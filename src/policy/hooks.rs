@@ -9,7 +9,9 @@ use super::duration::Duration;
 use super::types::SecretKeyRef;
 
 /// When a hook is called.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum HookPhase {
     /// Before the first weight is written; a failure follows `onFailure`.

@@ -16,9 +16,9 @@ use serde_json::Value;
 
 use super::diagnostic::{index, Issue};
 use super::duration::Duration;
+use super::hooks::HookSpec;
 use super::step::StepSpec;
 use super::structure::Structure;
-use super::hooks::HookSpec;
 use super::types::*;
 use super::validate::{validate_metadata, validate_parts, SpecParts, WindowFields};
 

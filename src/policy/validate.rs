@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use super::analysis_rules::analysis;
 use super::diagnostic::{index, Issue};
 use super::duration::Duration;
+use super::hooks::HookSpec;
 use super::names::{
     dns_label, dns_subdomain, host_port, http_url, is_token, label_key, label_value, object_ref,
 };
 use super::step::StepSpec;
 use super::structure::nearest;
-use super::hooks::HookSpec;
 use super::types::*;
 use super::window::window_field_issues;
 
@@ -512,11 +512,7 @@ fn http_check(check: &HttpCheck, path: &str, issues: &mut Vec<Issue>) {
             .with_hint("write e.g. `5s`"),
         );
     }
-    super::hook_rules::json_expectations(
-        &check.expect_json,
-        &format!("{path}.expectJson"),
-        issues,
-    );
+    super::hook_rules::json_expectations(&check.expect_json, &format!("{path}.expectJson"), issues);
     for name in check.headers.keys() {
         if !is_token(name) {
             issues.push(

@@ -19,9 +19,9 @@ pub fn check_json(body: &str, expectations: &[JsonExpectation]) -> Result<(), St
         .map_err(|e| format!("the body is not JSON ({e}), but `expectJson` needs JSON"))?;
     for (index, expectation) in expectations.iter().enumerate() {
         let path = &expectation.path;
-        let selected = document.query(path).map_err(|e| {
-            format!("expectJson[{index}]: `{path}` is not a JSONPath: {e}")
-        })?;
+        let selected = document
+            .query(path)
+            .map_err(|e| format!("expectJson[{index}]: `{path}` is not a JSONPath: {e}"))?;
         let Some(first) = selected.first() else {
             return Err(format!(
                 "expectJson[{index}]: `{path}` selected nothing in the body"
@@ -66,7 +66,8 @@ mod tests {
         }
     }
 
-    const BODY: &str = r#"{"status":"ok","code":200,"ready":true,"checks":[{"name":"db","ok":false}]}"#;
+    const BODY: &str =
+        r#"{"status":"ok","code":200,"ready":true,"checks":[{"name":"db","ok":false}]}"#;
 
     #[test]
     fn strings_numbers_and_booleans_compare_by_their_text() {
@@ -86,9 +87,15 @@ mod tests {
             message,
             "expectJson[0]: `$.checks[0].ok` is false, expected \"true\""
         );
-        let message = check_json(BODY, &[expect("$.status", Some("ok")), expect("$.version", None)])
-            .unwrap_err();
-        assert_eq!(message, "expectJson[1]: `$.version` selected nothing in the body");
+        let message = check_json(
+            BODY,
+            &[expect("$.status", Some("ok")), expect("$.version", None)],
+        )
+        .unwrap_err();
+        assert_eq!(
+            message,
+            "expectJson[1]: `$.version` selected nothing in the body"
+        );
     }
 
     #[test]

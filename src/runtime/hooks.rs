@@ -29,6 +29,17 @@ pub fn hooks_at(spec: &RolloutSpec, phase: HookPhase) -> impl Iterator<Item = &H
     spec.hooks.iter().filter(move |h| h.on.contains(&phase))
 }
 
+/// Why the daemon refuses `spec` before anything runs: a hook header read from an
+/// environment variable (the daemon's environment is not the policy's).
+pub fn daemon_refusal(spec: &RolloutSpec, namespace: &str) -> Option<String> {
+    spec.hooks.iter().enumerate().find_map(|(i, hook)| {
+        let h = hook.headers.iter().position(|h| h.value_env.is_some())?;
+        Some(format!(
+            "spec.hooks[{i}].headers[{h}].valueEnv: the daemon never reads its own environment              for a policy of namespace {namespace}; put the value in a Secret of {namespace}              and use `valueSecretRef: {{name, key}}`"
+        ))
+    })
+}
+
 /// Where header values that are secret come from.
 #[derive(Clone)]
 pub enum HeaderSecrets {
@@ -66,7 +77,11 @@ impl WebhookHooks {
         Ok(headers)
     }
 
-    async fn header_value(&self, policy: &PolicyRef, header: &HookHeader) -> Result<String, String> {
+    async fn header_value(
+        &self,
+        policy: &PolicyRef,
+        header: &HookHeader,
+    ) -> Result<String, String> {
         if let Some(value) = &header.value {
             return Ok(value.clone());
         }
@@ -204,7 +219,9 @@ impl HookRunner for ScriptedHooks {
                 passed: failing.is_none(),
                 status: Some(if failing.is_none() { 200 } else { 503 }),
                 attempts: 1,
-                message: failing.clone().unwrap_or_else(|| "scripted: 200".to_owned()),
+                message: failing
+                    .clone()
+                    .unwrap_or_else(|| "scripted: 200".to_owned()),
                 step: call.step.saturating_sub(1),
                 at: call.at,
             })
@@ -254,7 +271,12 @@ impl Hooks {
 
     /// An informational hook: in the background (or inline, see [`Hooks::inline`]);
     /// its answer is taken by the policy's next tick.
-    pub async fn dispatch(self: &Arc<Self>, policy: &PolicyRef, spec: &RolloutSpec, call: HookCall) {
+    pub async fn dispatch(
+        self: &Arc<Self>,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+        call: HookCall,
+    ) {
         if !self.inline {
             return self.spawn(policy, spec, call);
         }
@@ -272,7 +294,12 @@ impl Hooks {
     }
 
     /// A gate: called now, in the tick, bounded by the hooks' own timeouts.
-    pub async fn gate(&self, policy: &PolicyRef, spec: &RolloutSpec, call: &HookCall) -> HookOutcome {
+    pub async fn gate(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+        call: &HookCall,
+    ) -> HookOutcome {
         self.runner.call(policy, spec, call).await
     }
 
@@ -357,4 +384,70 @@ pub fn describe_hook(result: &HookResult) -> String {
         if result.passed { "passed" } else { "FAILED" },
         result.message
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::policy::SecretKeyRef;
+
+    fn header(env: Option<&str>, secret: bool) -> HookHeader {
+        HookHeader {
+            name: "authorization".into(),
+            value: None,
+            value_env: env.map(str::to_owned),
+            value_secret_ref: secret.then(|| SecretKeyRef {
+                name: "token".into(),
+                key: "t".into(),
+            }),
+        }
+    }
+
+    fn policy() -> PolicyRef {
+        PolicyRef {
+            namespace: "shop".into(),
+            name: "checkout".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_process_reads_header_values_only_from_its_own_sources() {
+        let run = WebhookHooks::new(HeaderSecrets::Environment);
+        let error = run
+            .header_value(&policy(), &header(None, true))
+            .await
+            .unwrap_err();
+        assert!(error.contains("daemon only"), "{error}");
+        let daemon = WebhookHooks::new(HeaderSecrets::PolicySecrets(None));
+        let error = daemon
+            .header_value(&policy(), &header(Some("PATH"), false))
+            .await
+            .unwrap_err();
+        assert!(error.contains("never reads its own environment"), "{error}");
+        let error = daemon
+            .header_value(&policy(), &header(None, true))
+            .await
+            .unwrap_err();
+        assert!(error.contains("switched off"), "{error}");
+    }
+
+    #[test]
+    fn the_daemon_refuses_a_policy_whose_header_comes_from_its_environment() {
+        let mut spec: RolloutSpec = serde_json::from_value(serde_json::json!({
+            "revision": "v2",
+            "router": { "istio": { "virtualService": "vs", "stable": { "host": "s" }, "canary": { "host": "c" } } },
+            "steps": [0, 100],
+            "analysis": { "metrics": [ { "name": "e", "query": "x", "max": 1 } ] },
+            "hooks": [ { "name": "h", "url": "http://h/", "on": ["step"] } ]
+        }))
+        .unwrap();
+        assert_eq!(daemon_refusal(&spec, "shop"), None);
+        spec.hooks[0].headers.push(header(Some("TOKEN"), false));
+        let refusal = daemon_refusal(&spec, "shop").unwrap();
+        assert!(
+            refusal.starts_with("spec.hooks[0].headers[0].valueEnv"),
+            "{refusal}"
+        );
+    }
 }

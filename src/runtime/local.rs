@@ -430,7 +430,13 @@ impl LocalRun {
         &self,
         status: RolloutStatus,
     ) -> Result<RolloutStatus, LocalError> {
-        if !self.local.spec.hooks.iter().any(|h| h.on.iter().any(|p| !p.is_gate())) {
+        if !self
+            .local
+            .spec
+            .hooks
+            .iter()
+            .any(|h| h.on.iter().any(|p| !p.is_gate()))
+        {
             return Ok(status);
         }
         let limit = Hooks::longest(&self.local.spec).saturating_add(Duration::from_secs(1));

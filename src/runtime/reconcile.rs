@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use crate::engine::hooks::HookCall;
 use crate::engine::{self, Action, Observation, Plan, PlanError, Transition};
 use crate::metrics::{MetricSource, PolicyRef};
 use crate::policy::{RolloutSpec, RolloutStatus, Timestamp};
@@ -15,7 +16,6 @@ use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter};
 use crate::runtime::checks::CheckRunner;
 use crate::runtime::clock::Clock;
 use crate::runtime::commands::CommandSource;
-use crate::engine::hooks::HookCall;
 use crate::runtime::faults::{CrashPoint, FaultHook};
 use crate::runtime::hooks::{default_hooks, Hooks};
 use crate::store::{StateStore, StoreError};

@@ -64,7 +64,9 @@ pub fn add_sensitive_header(
 
 /// The pause before retry `retry` (1-based): `backoff × 2^(retry-1)`, capped.
 pub fn backoff_before(backoff: Duration, retry: u32) -> Duration {
-    let factor = 2u32.checked_pow(retry.saturating_sub(1)).unwrap_or(u32::MAX);
+    let factor = 2u32
+        .checked_pow(retry.saturating_sub(1))
+        .unwrap_or(u32::MAX);
     backoff
         .checked_mul(factor)
         .map_or(MAX_BACKOFF, |d| d.min(MAX_BACKOFF))

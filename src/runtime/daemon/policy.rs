@@ -111,6 +111,19 @@ impl Context {
             .await?;
             return Ok(Action::await_change());
         }
+        if let Some(message) = crate::runtime::hooks::daemon_refusal(spec, &policy_ref.namespace) {
+            self.refuse(
+                policy,
+                &policy_ref,
+                crate::metrics::providers::CREDENTIALS_NOT_ALLOWED,
+                &message,
+                RolloutEvent::InvalidPolicy {
+                    messages: vec![message.clone()],
+                },
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
         if let Some((owner, route)) = conflicting_owner(policy, &self.store.state()) {
             let message = format!(
                 "{route} is already managed by RolloutPolicy {}/{}; one rollout per route at a \

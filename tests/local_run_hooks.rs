@@ -52,7 +52,7 @@ impl Receiver {
         self.calls.lock().unwrap().push(Received {
             path: path.to_owned(),
             body,
-            at: Instant::now(),
+            at: now(),
             weight_at_arrival: weight,
         });
     }
@@ -232,6 +232,12 @@ async fn finish(child: Child) -> Output {
         .unwrap()
 }
 
+/// The test measures how long `run` waited for a hanging hook: wall-clock time.
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    Instant::now()
+}
+
 fn phases(calls: &[Received]) -> Vec<String> {
     calls
         .iter()
@@ -383,7 +389,7 @@ async fn a_hanging_rollback_hook_does_not_delay_the_rollback_beyond_its_timeout(
         "    - { name: audit, url: \"HOOKS/ok\", on: [preRollout, step], timeout: 2s, retries: 0 }\n    - { name: pager, url: \"HOOKS/hang\", on: [rollback], timeout: 2s, retries: 0 }\n",
     );
     let output = finish(h.run(&policy)).await;
-    let ended = Instant::now();
+    let ended = now();
     let log = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{log}");
     let calls = h.receiver.calls();

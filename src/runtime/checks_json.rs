@@ -43,7 +43,7 @@ pub fn check_json(body: &str, expectations: &[JsonExpectation]) -> Result<(), St
 fn matches_text(value: &Value, expected: &str) -> bool {
     match value {
         Value::String(text) => text == expected,
-        other => other.to_string() == expected,
+        other => serde_json::to_string(other).is_ok_and(|text| text == expected),
     }
 }
 
@@ -57,6 +57,7 @@ fn excerpt(value: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn expect(path: &str, equals: Option<&str>) -> JsonExpectation {
@@ -76,6 +77,8 @@ mod tests {
             expect("$.code", Some("200")),
             expect("$.ready", Some("true")),
             expect("$.checks[0].name", None),
+            // The filter form docs/policy.md shows.
+            expect("$.checks[?@.name == 'db'].ok", Some("false")),
         ];
         assert_eq!(check_json(BODY, &all), Ok(()));
     }

@@ -32,6 +32,8 @@ struct Received {
     body: Value,
     at: Instant,
     weight_at_arrival: u8,
+    /// The `x-token` header, if sent.
+    token: Option<String>,
 }
 
 #[derive(Clone)]
@@ -47,6 +49,10 @@ impl Receiver {
     }
 
     async fn record(&self, path: &str, body: Value) {
+        self.record_with_token(path, body, None).await;
+    }
+
+    async fn record_with_token(&self, path: &str, body: Value, token: Option<String>) {
         let router = EnvoyRouter::new(&self.router, None).unwrap();
         let weight = router.read().await.unwrap().route.canary_weight;
         self.calls.lock().unwrap().push(Received {
@@ -54,6 +60,7 @@ impl Receiver {
             body,
             at: now(),
             weight_at_arrival: weight,
+            token,
         });
     }
 }
@@ -69,8 +76,14 @@ async fn receiver(router: EnvoyRouterConfig) -> (std::net::SocketAddr, Receiver)
         .route(
             "/ok",
             post(
-                |State(r): State<Receiver>, body: axum::Json<Value>| async move {
-                    r.record("/ok", body.0).await;
+                |State(r): State<Receiver>,
+                 headers: axum::http::HeaderMap,
+                 body: axum::Json<Value>| async move {
+                    let token = headers
+                        .get("x-token")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    r.record_with_token("/ok", body.0, token).await;
                     StatusCode::OK
                 },
             ),
@@ -186,6 +199,7 @@ spec:
 
     fn run(&self, policy: &std::path::Path) -> Child {
         Command::new(shiftgate_binary())
+            .env("HOOK_TOKEN", TOKEN)
             .args(["run", policy.to_str().unwrap(), "--state-dir"])
             .arg(self.state_dir.path())
             .stdin(Stdio::null())
@@ -212,6 +226,9 @@ spec:
             .expect("the hook receiver never saw the expected calls");
     }
 }
+
+/// A secret header value, from the environment of `run`.
+const TOKEN: &str = "tok-3f9a-never-printed";
 
 /// Kills the child when a test fails half-way.
 struct ChildGuard(Option<Child>);
@@ -272,7 +289,7 @@ async fn every_hook_phase_is_called_in_order_with_the_documented_body() {
     let h = harness().await;
     let policy = h.policy(
         "[0, 50, 100]",
-        "    - { name: audit, url: \"HOOKS/ok\", on: [preRollout, step, confirmPromotion, postRollout, rollback], timeout: 2s, retries: 0 }\n",
+        "    - { name: audit, url: \"HOOKS/ok\", on: [preRollout, step, confirmPromotion, postRollout, rollback], timeout: 2s, retries: 0, headers: [{ name: x-token, valueEnv: HOOK_TOKEN }] }\n",
     );
     let output = finish(h.run(&policy)).await;
     let log = String::from_utf8_lossy(&output.stderr);
@@ -341,6 +358,15 @@ async fn every_hook_phase_is_called_in_order_with_the_documented_body() {
         .unwrap()
         .iter()
         .all(|r| r["passed"] == true && r["status"] == 200));
+    // The secret header reached the receiver, and nothing else.
+    assert!(calls.iter().all(|c| c.token.as_deref() == Some(TOKEN)));
+    let state = std::fs::read_to_string(h.state_dir.path().join("test/checkout.json")).unwrap();
+    assert!(!state.contains(TOKEN) && !log.contains(TOKEN));
+    // `run` shows each answer as it comes.
+    assert!(
+        log.contains("hook audit (confirmPromotion) passed: POST http://"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,7 +55,11 @@ fn checked_blob(layout: &Path, descriptor: &Value) -> PathBuf {
     let path = layout.join("blobs/sha256").join(hex);
     assert_eq!(sha256_of_file(&path), hex, "blob {digest}: digest");
     let size = std::fs::metadata(&path).unwrap().len();
-    assert_eq!(descriptor["size"].as_u64(), Some(size), "blob {digest}: size");
+    assert_eq!(
+        descriptor["size"].as_u64(),
+        Some(size),
+        "blob {digest}: size"
+    );
     path
 }
 
@@ -117,17 +121,18 @@ fn scripts_image_builds_a_valid_non_root_image_whose_binary_runs() {
     let user = c["User"].as_str().unwrap();
     let uid: u32 = user.split(':').next().unwrap().parse().unwrap();
     assert_ne!(uid, 0, "the image runs as root: {user}");
-    assert_eq!(c["Entrypoint"], serde_json::json!(["/usr/local/bin/shiftgate"]));
+    assert_eq!(
+        c["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/shiftgate"])
+    );
     assert_eq!(c["Cmd"], serde_json::json!(["daemon"]));
     assert_eq!(c["Labels"]["org.opencontainers.image.version"], VERSION);
     assert_eq!(c["Labels"]["org.opencontainers.image.revision"], COMMIT);
     assert_eq!(config["os"], "linux");
 
     // The layer: the binary, a passwd entry for the uid, CA certificates, no shell.
-    let listing = String::from_utf8(
-        run(Command::new("tar").arg("-tvf").arg(&uncompressed)).stdout,
-    )
-    .unwrap();
+    let listing =
+        String::from_utf8(run(Command::new("tar").arg("-tvf").arg(&uncompressed)).stdout).unwrap();
     for path in [
         "usr/local/bin/shiftgate",
         "etc/passwd",
@@ -151,7 +156,9 @@ fn scripts_image_builds_a_valid_non_root_image_whose_binary_runs() {
     )
     .unwrap();
     assert!(
-        passwd.lines().any(|l| l.split(':').nth(2) == Some(&uid.to_string())),
+        passwd
+            .lines()
+            .any(|l| l.split(':').nth(2) == Some(&uid.to_string())),
         "no passwd entry for uid {uid}: {passwd}"
     );
 
@@ -202,9 +209,7 @@ fn dockerfile_builds_the_same_non_root_distroless_image() {
         assert!(dockerfile.contains(line), "Dockerfile lacks {line}");
     }
     assert!(
-        dockerfile.contains(&format!(
-            "org.opencontainers.image.version=\"{VERSION}\""
-        )),
+        dockerfile.contains(&format!("org.opencontainers.image.version=\"{VERSION}\"")),
         "the Dockerfile's version label is not {VERSION} (Cargo.toml)"
     );
     let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();

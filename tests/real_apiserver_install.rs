@@ -75,7 +75,7 @@ async fn kubectl_apply_k_deploy_installs_everything_and_reapplies_unchanged() {
             "re-apply changed something: {again}"
         );
     }
-    assert!(again.lines().count() >= 13, "{again}");
+    assert!(again.lines().count() >= 14, "{again}");
     let objects = server.kubectl_ok(&[
         "get",
         "-n",
@@ -85,6 +85,7 @@ async fn kubectl_apply_k_deploy_installs_everything_and_reapplies_unchanged() {
         "deployment/shiftgate",
         "service/shiftgate",
         "poddisruptionbudget/shiftgate",
+        "networkpolicy/shiftgate",
         "role/shiftgate-leader-election",
         "rolebinding/shiftgate-leader-election",
         "clusterrole/shiftgate",
@@ -96,7 +97,7 @@ async fn kubectl_apply_k_deploy_installs_everything_and_reapplies_unchanged() {
         "-o",
         "name",
     ]);
-    assert_eq!(objects.lines().count(), 13, "{objects}");
+    assert_eq!(objects.lines().count(), 14, "{objects}");
     let labels: Value = serde_json::from_str(&server.kubectl_ok(&[
         "get",
         "namespace/shiftgate",

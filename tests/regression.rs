@@ -47,6 +47,10 @@ mod scenarios;
 #[path = "regression/judge_statistics.rs"]
 mod judge_statistics;
 
+/// Issue "operate" §1 and §2: the image and the install.
+#[path = "regression/install.rs"]
+mod install;
+
 /// Issue "lifecycle" §6: hooks, and HTTP checks with a body and JSON expectations.
 #[path = "regression/hooks.rs"]
 mod hooks;

@@ -61,8 +61,10 @@ pub struct WebhookHooks {
 impl WebhookHooks {
     pub fn new(secrets: HeaderSecrets) -> Self {
         // Receivers are often local or in-cluster: no proxy from the environment.
+        // Redirects are not followed: a receiver cannot bounce the headers elsewhere.
         let http = reqwest::Client::builder()
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client for hooks: {e}"));
         WebhookHooks { http, secrets }

@@ -103,6 +103,7 @@ fn default_hook_backoff() -> Duration {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HookHeader {
+    /// The header's name, e.g. `authorization`.
     pub name: String,
     /// A value that is not secret, written in the policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,7 +135,9 @@ pub struct JsonExpectation {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HookResult {
+    /// The hook's `name`.
     pub hook: String,
+    /// The phase it was called at.
     pub phase: HookPhase,
     /// Answered 2xx.
     pub passed: bool,
@@ -148,5 +151,6 @@ pub struct HookResult {
     pub message: String,
     /// The step (index) the call was about.
     pub step: u32,
+    /// When the engine asked for the call.
     pub at: super::status::Timestamp,
 }

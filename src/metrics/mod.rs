@@ -9,6 +9,7 @@ pub mod providers;
 pub mod queries;
 pub mod scripted;
 pub mod secrets;
+pub mod selection;
 pub mod template;
 pub mod variables;
 

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use super::builtin::{self, Family};
+use super::builtin::{self, Family, Matcher};
 use super::template::Template;
 use super::variables::{Side, Variables};
 use super::PolicyRef;
@@ -257,7 +257,9 @@ fn builtin_queries(
             known.join(", ")
         )
     })?;
-    let queries = builtin.queries(variables.target().subset.is_some());
+    let matchers =
+        matchers(builtin.family, variables).map_err(|why| format!("metric `{metric}`: {why}"))?;
+    let queries = builtin.queries(&matchers);
     let buckets = match (&queries.buckets, sequential) {
         (Some(b), true) => Some(render(metric, b, counting)?),
         _ => None,
@@ -308,11 +310,54 @@ fn raw_queries(
     })
 }
 
-/// The canary's request count, from the family of the first built-in the policy uses,
-/// else the router's own metrics (Envoy for the Envoy router, Istio otherwise).
-fn request_count(spec: &RolloutSpec, variables: &Variables) -> SideQueries {
-    let family = spec
-        .analysis
+/// The label matchers (beside the family's own) that select the target `variables` is
+/// on in `family`'s series: `spec.analysis.targetLabels` (or those derived from the
+/// DestinationRule) when set, else the router's default: Istio subsets by
+/// `destination_version`, the app's counters by the Service router's selector key.
+pub fn matchers(family: Family, variables: &Variables) -> Result<Vec<Matcher>, String> {
+    let target = variables.target();
+    if !target.labels.is_empty() {
+        return Ok(target
+            .labels
+            .keys()
+            .map(|label| Matcher {
+                label: label.clone(),
+                variable: format!("target.label.{label}"),
+            })
+            .collect());
+    }
+    let subset = |label: &str| Matcher {
+        label: label.to_owned(),
+        variable: "target.subset".to_owned(),
+    };
+    match family {
+        Family::Istio => Ok(target
+            .subset
+            .as_ref()
+            .map(|_| subset("destination_version"))
+            .into_iter()
+            .collect()),
+        Family::Envoy => Ok(Vec::new()),
+        Family::App => match variables.selector_key.as_deref() {
+            Some(key) if crate::policy::templates::is_label_name(key) => Ok(vec![subset(key)]),
+            _ => Err(format!(
+                "`app-*` templates need the label of your counters that tells the releases apart: set spec.analysis.targetLabels (e.g. `{{stable: {{version: blue}}, canary: {{version: green}}}}`){}",
+                match variables.selector_key.as_deref() {
+                    Some(key) => format!("; the selector key `{key}` is not a Prometheus label name"),
+                    None => String::new(),
+                }
+            )),
+        },
+        Family::Nginx => Err(
+            "`nginx-*` templates need the label that tells the releases apart (e.g. the canary Ingress's `ingress`): set spec.analysis.targetLabels".to_owned(),
+        ),
+    }
+}
+
+/// The family whose request count `minRequests` uses: that of the first built-in the
+/// policy uses, else the router's own (Envoy for the Envoy router, Istio otherwise).
+pub fn request_family(spec: &RolloutSpec) -> Family {
+    spec.analysis
         .metrics
         .iter()
         .filter_map(|m| m.template.as_deref().and_then(builtin::lookup))
@@ -322,25 +367,37 @@ fn request_count(spec: &RolloutSpec, variables: &Variables) -> SideQueries {
             Family::Envoy
         } else {
             Family::Istio
-        });
+        })
+}
+
+/// The canary's request count: `spec.analysis.requests` when set, else the requests
+/// query of [`request_family`].
+fn request_count(spec: &RolloutSpec, variables: &Variables) -> SideQueries {
+    let variables = variables.with_side(Side::Canary);
+    let ready = |value| SideQueries::Ready {
+        value,
+        requests: None,
+        errors: None,
+        buckets: None,
+        judged_on_counts: false,
+    };
+    if let Some(text) = &spec.analysis.requests {
+        return render("spec.analysis.requests", text, &variables)
+            .map_or_else(SideQueries::Failed, ready);
+    }
+    let family = request_family(spec);
     let request_rate = builtin::BUILTINS
         .iter()
         .find(|b| b.family == family && b.measure == builtin::Measure::RequestRate);
     let Some(request_rate) = request_rate else {
         return SideQueries::Failed("no request-count query for the router".to_owned());
     };
-    let variables = variables.with_side(Side::Canary);
-    let queries = request_rate.queries(variables.canary.subset.is_some());
-    match render("canary requests", &queries.requests, &variables) {
-        Ok(value) => SideQueries::Ready {
-            value,
-            requests: None,
-            errors: None,
-            buckets: None,
-            judged_on_counts: false,
-        },
-        Err(message) => SideQueries::Failed(message),
-    }
+    let queries = match matchers(family, &variables) {
+        Ok(matchers) => request_rate.queries(&matchers),
+        Err(why) => return SideQueries::Failed(format!("canary requests: {why}")),
+    };
+    render("canary requests", &queries.requests, &variables)
+        .map_or_else(SideQueries::Failed, ready)
 }
 
 #[cfg(test)]

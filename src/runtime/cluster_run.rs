@@ -313,7 +313,18 @@ pub async fn prepare(
 ) -> Result<ClusterRun, LocalError> {
     let shown = file.display().to_string();
     let connection = connect(&shown, context).await?;
-    let local: LocalPolicy = load_policy_in(file, &connection.default_namespace)?;
+    let mut local: LocalPolicy = load_policy_in(file, &connection.default_namespace)?;
+    // Subset-level Istio: the queries select the DestinationRule subsets' version labels.
+    let (spec, said) = crate::router::istio::destination_rule::with_subset_labels(
+        &connection.client,
+        &local.policy,
+        &local.spec,
+    )
+    .await;
+    if let Some(said) = said {
+        tracing::info!(namespace = %local.policy.namespace, name = %local.policy.name, "{said}");
+    }
+    local.spec = spec;
     let Some(router) = cluster_router(&connection.client, &local.policy, &local.spec) else {
         return Err(LocalError::Unsupported(format!(
             "{shown}: not a cluster policy (spec.router.istio or spec.router.service)"

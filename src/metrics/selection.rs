@@ -59,9 +59,10 @@ fn family_line(family: Family, spec: &RolloutSpec, variables: &Variables) -> Str
     } else {
         match (family, &spec.router) {
             (Family::Istio, r) if r.istio.as_ref().is_some_and(|i| i.canary.subset.is_some()) => {
-                "assumed: Istio reports each subset's pod `version` label as destination_version; \
-                 at run time it is read from the subsets' DestinationRule, here the subset names \
-                 stand in (a subset selecting pods without `version` needs spec.analysis.targetLabels)"
+                "assumed: Istio reports each subset's pod `version` label as destination_version, \
+                 which the rollout reads from the subsets' DestinationRule; the subset names \
+                 stand in here; a subset selecting pods without `version` needs \
+                 spec.analysis.targetLabels"
                     .to_owned()
             }
             (Family::Istio, r) if r.service.is_some() => {

@@ -84,6 +84,9 @@ async fn run_async(args: RunArgs) -> i32 {
                 if let Some(warning) = cluster.warning {
                     say!("warning: {warning}; make sure no daemon drives this policy");
                 }
+                if let Some(selection) = cluster.selection {
+                    say!("shiftgate: {selection}");
+                }
                 cluster.run
             }
             Err(e) => return report_error(&e),

@@ -300,6 +300,8 @@ pub struct ClusterRun {
     pub run: LocalRun,
     /// Set when the daemon check could not be made.
     pub warning: Option<String>,
+    /// Subset-level Istio: what the queries select, from the DestinationRule.
+    pub selection: Option<String>,
 }
 
 /// Loads `local` again in the kubeconfig context's namespace (when the file names
@@ -321,9 +323,6 @@ pub async fn prepare(
         &local.spec,
     )
     .await;
-    if let Some(said) = said {
-        tracing::info!(namespace = %local.policy.namespace, name = %local.policy.name, "{said}");
-    }
     local.spec = spec;
     let Some(router) = cluster_router(&connection.client, &local.policy, &local.spec) else {
         return Err(LocalError::Unsupported(format!(
@@ -335,7 +334,11 @@ pub async fn prepare(
         DaemonCheck::Unknown(message) => Some(message),
     };
     let run = LocalRun::with_router(local, router, state_dir, options)?;
-    Ok(ClusterRun { run, warning })
+    Ok(ClusterRun {
+        run,
+        warning,
+        selection: said,
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ use clap::Args;
 use crate::cli::exit;
 use crate::cli::output::say;
 use crate::metrics::prometheus::PrometheusSource;
-use crate::router::istio::destination_rule::DestinationRuleLabels;
 use crate::metrics::providers::{
     parse_providers, AllowedAddress, PrometheusAccess, DEFAULT_PROVIDER,
 };
@@ -252,14 +251,10 @@ async fn serve(args: DaemonArgs, prometheus: PrometheusAccess) -> anyhow::Result
     let seams = DaemonSeams {
         client: client.clone(),
         routers: Arc::new(KubeRouters::new(client.clone())),
-        // Subset-level Istio policies select by their DestinationRule's version labels.
-        metrics: Arc::new(DestinationRuleLabels::new(
-            Arc::new(PrometheusSource::for_daemon(
-                prometheus,
-                args.allow_policy_secrets
-                    .then(|| Arc::new(KubeSecrets::new(client.clone())) as Arc<dyn SecretReader>),
-            )),
-            client.clone(),
+        metrics: Arc::new(PrometheusSource::for_daemon(
+            prometheus,
+            args.allow_policy_secrets
+                .then(|| Arc::new(KubeSecrets::new(client.clone())) as Arc<dyn SecretReader>),
         )),
         store: Arc::new(store),
         commands: Arc::new(commands),

@@ -132,8 +132,16 @@ pub async fn read_selection(
     for destination in [&istio.stable, &istio.canary] {
         let subset = destination.subset.as_deref().unwrap_or_default();
         let host = fqdn(&destination.host, vs_namespace);
-        // `name.namespace.svc…`: the rule usually lives beside the Service.
+        // `name.namespace.svc…`: the rule usually lives beside the Service. Only the
+        // policy's own namespace is read: a policy never makes shiftgate read another
+        // namespace's objects.
         let namespace = host.split('.').nth(1).unwrap_or(vs_namespace).to_owned();
+        if namespace != policy.namespace {
+            return Ok(SubsetSelection::Underived(format!(
+                "the DestinationRule of {host} would be in namespace {namespace}, not the policy's ({}); it is not read: set spec.analysis.targetLabels",
+                policy.namespace
+            )));
+        }
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
         let list = tokio::time::timeout(CALL_TIMEOUT, api.list(&ListParams::default()))
             .await
@@ -181,8 +189,11 @@ impl DestinationRuleLabels {
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
             last.insert(policy.clone(), said.clone()).as_ref() != Some(&said)
         };
-        if changed {
+        if changed && resolved.analysis.target_labels.is_some() {
             tracing::info!(namespace = %policy.namespace, name = %policy.name, "{said}");
+        } else if changed {
+            // The queries keep the subset names, which match only pods labelled so.
+            tracing::warn!(namespace = %policy.namespace, name = %policy.name, "{said}");
         }
         resolved
     }

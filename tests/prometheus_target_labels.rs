@@ -315,13 +315,19 @@ async fn seed_001_service_switch_without_a_mesh_is_judged_on_the_apps_counters()
     let text = shipped
         .replace("default/nginx", &format!("{NS}/nginx"))
         .replace("hold: 5m", "hold: 3s")
-        .replace("interval: 30s", "interval: 1s\n    window: 5s\n    inconclusiveLimit: 3")
+        .replace(
+            "interval: 30s",
+            "interval: 1s\n    window: 5s\n    inconclusiveLimit: 3",
+        )
         .replace(
             r#"{ address: "http://prometheus.monitoring:9090" }"#,
             &format!(r#"{{ address: "{}", timeout: 2s }}"#, prometheus.url()),
         );
     let text = drop_checks(&text);
-    let policy = cluster.policy(&text.replace("name: nginx\n", &format!("name: nginx\n  namespace: {NS}\n")));
+    let policy = cluster.policy(&text.replace(
+        "name: nginx\n",
+        &format!("name: nginx\n  namespace: {NS}\n"),
+    ));
     let output = tokio::task::block_in_place(|| cluster.run(&policy));
     assert_judged_and_promoted(&cluster, &output, "nginx");
     let switched = cluster

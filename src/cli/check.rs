@@ -68,7 +68,12 @@ fn print_text(report: &Report) -> std::io::Result<()> {
             name: loaded.policy.metadata.name.clone().unwrap_or_default(),
         };
         for line in crate::metrics::selection::describe(&policy, &loaded.policy.spec) {
-            say!("{}: {}/{}: {line}", loaded.file.display(), policy.namespace, policy.name);
+            say!(
+                "{}: {}/{}: {line}",
+                loaded.file.display(),
+                policy.namespace,
+                policy.name
+            );
         }
     }
     Ok(())

@@ -327,7 +327,10 @@ impl Tick<'_> {
         } else if from > 0 {
             (reasons::STEP_ADVANCED, "analysis passed")
         } else if self.plan.judges_test_route() {
-            (reasons::STEP_ADVANCED, "analysis of the test route's traffic passed")
+            (
+                reasons::STEP_ADVANCED,
+                "analysis of the test route's traffic passed",
+            )
         } else if self.plan.has_checks() {
             (reasons::STEP_ADVANCED, "checks passed")
         } else {

@@ -175,9 +175,9 @@ impl Family {
         match self {
             Family::Istio => format!("istio_request_duration_milliseconds_bucket{{{selector}}}"),
             Family::Envoy => format!("envoy_cluster_upstream_rq_time_bucket{{{selector}}}"),
-            Family::Nginx => format!(
-                "nginx_ingress_controller_request_duration_seconds_bucket{{{selector}}}"
-            ),
+            Family::Nginx => {
+                format!("nginx_ingress_controller_request_duration_seconds_bucket{{{selector}}}")
+            }
             Family::App => format!("http_request_duration_seconds_bucket{{{selector}}}"),
         }
     }

@@ -396,8 +396,7 @@ fn request_count(spec: &RolloutSpec, variables: &Variables) -> SideQueries {
         Ok(matchers) => request_rate.queries(&matchers),
         Err(why) => return SideQueries::Failed(format!("canary requests: {why}")),
     };
-    render("canary requests", &queries.requests, &variables)
-        .map_or_else(SideQueries::Failed, ready)
+    render("canary requests", &queries.requests, &variables).map_or_else(SideQueries::Failed, ready)
 }
 
 #[cfg(test)]

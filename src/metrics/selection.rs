@@ -19,7 +19,12 @@ pub fn describe(policy: &PolicyRef, spec: &RolloutSpec) -> Vec<String> {
         .iter()
         .filter_map(|m| m.template.as_deref().and_then(builtin::lookup))
         .map(|b| b.family);
-    for family in used.chain(spec.analysis.requests.is_none().then(|| request_family(spec))) {
+    for family in used.chain(
+        spec.analysis
+            .requests
+            .is_none()
+            .then(|| request_family(spec)),
+    ) {
         if !families.contains(&family) {
             families.push(family);
         }
@@ -51,7 +56,10 @@ fn family_line(family: Family, spec: &RolloutSpec, variables: &Variables) -> Str
     let (stable, canary) = match (side(Side::Stable), side(Side::Canary)) {
         (Ok(stable), Ok(canary)) => (stable, canary),
         (Err(why), _) | (_, Err(why)) => {
-            return format!("{}-* queries cannot select the releases: {why}", family.as_str())
+            return format!(
+                "{}-* queries cannot select the releases: {why}",
+                family.as_str()
+            )
         }
     };
     let source = if spec.analysis.target_labels.is_some() {
@@ -115,14 +123,22 @@ mod tests {
                 && lines[0].contains("spec.analysis.targetLabels"),
             "{lines:?}"
         );
-        assert!(lines[1].starts_with("minRequests counts `sum(increase(istio_requests_total{"), "{lines:?}");
+        assert!(
+            lines[1].starts_with("minRequests counts `sum(increase(istio_requests_total{"),
+            "{lines:?}"
+        );
     }
 
     #[test]
     fn a_service_router_with_app_counters_selects_by_the_selector_key() {
         let text = "revision: v2\nrouter: {service: {service: nginx, selectorKey: version, stableValue: '1.10', canaryValue: '1.11'}}\nsteps: [0, 100]\nanalysis:\n  metrics: [{name: e, template: app-error-rate, max: 0.01}]\n";
         let lines = describe(&policy(), &spec(text));
-        assert!(lines[0].starts_with(r#"app-* queries select stable {version="1.10"}, canary {version="1.11"}"#), "{lines:?}");
+        assert!(
+            lines[0].starts_with(
+                r#"app-* queries select stable {version="1.10"}, canary {version="1.11"}"#
+            ),
+            "{lines:?}"
+        );
         assert_eq!(
             lines[1],
             r#"minRequests counts `sum(increase(http_requests_total{version="1.11"}[30s]))`"#

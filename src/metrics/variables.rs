@@ -146,11 +146,8 @@ impl Variables {
             "cluster" => target.cluster.clone(),
             field if field.starts_with("label.") => {
                 let label = &field["label.".len()..];
-                return target
-                    .labels
-                    .get(label)
-                    .cloned()
-                    .ok_or_else(|| VariableError::NotDefined {
+                return target.labels.get(label).cloned().ok_or_else(|| {
+                    VariableError::NotDefined {
                         name: name.to_owned(),
                         why: format!(
                             "add `{label}` to spec.analysis.targetLabels.{}",
@@ -159,7 +156,8 @@ impl Variables {
                                 _ => "canary",
                             }
                         ),
-                    });
+                    }
+                });
             }
             _ => {
                 return Err(VariableError::Unknown {

@@ -98,8 +98,11 @@ fn target_labels(labels: &TargetLabels, path: &str, issues: &mut Vec<Issue>) {
     for (side, map) in [("stable", &labels.stable), ("canary", &labels.canary)] {
         if map.is_empty() {
             issues.push(
-                Issue::error(format!("{path}.{side}"), "no labels: the query would select every release")
-                    .with_hint("name at least one label, e.g. `{destination_workload: myapp-blue}`"),
+                Issue::error(
+                    format!("{path}.{side}"),
+                    "no labels: the query would select every release",
+                )
+                .with_hint("name at least one label, e.g. `{destination_workload: myapp-blue}`"),
             );
         }
         for (name, value) in map {
@@ -111,8 +114,11 @@ fn target_labels(labels: &TargetLabels, path: &str, issues: &mut Vec<Issue>) {
             }
             if value.is_empty() {
                 issues.push(
-                    Issue::error(format!("{path}.{side}.{name}"), "the value is empty: it would match series without the label")
-                        .with_hint("write the label's value for this release"),
+                    Issue::error(
+                        format!("{path}.{side}.{name}"),
+                        "the value is empty: it would match series without the label",
+                    )
+                    .with_hint("write the label's value for this release"),
                 );
             }
         }
@@ -122,8 +128,11 @@ fn target_labels(labels: &TargetLabels, path: &str, issues: &mut Vec<Issue>) {
         && !labels.stable.keys().eq(labels.canary.keys())
     {
         issues.push(
-            Issue::error(path, "stable and canary name different labels: one template must select both")
-                .with_hint("name the same labels on both sides, with the value of each release"),
+            Issue::error(
+                path,
+                "stable and canary name different labels: one template must select both",
+            )
+            .with_hint("name the same labels on both sides, with the value of each release"),
         );
     } else if !labels.stable.is_empty() && labels.stable == labels.canary {
         issues.push(

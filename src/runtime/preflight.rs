@@ -146,7 +146,10 @@ async fn say_what_is_selected(
     }
     let mut asked = std::collections::HashSet::new();
     for metric in &queries.metrics {
-        let sides = [("canary", Some(&metric.canary)), ("stable", metric.stable.as_ref())];
+        let sides = [
+            ("canary", Some(&metric.canary)),
+            ("stable", metric.stable.as_ref()),
+        ];
         for (side, queries_of_side) in sides {
             let Some(SideQueries::Ready {
                 requests: Some(requests),

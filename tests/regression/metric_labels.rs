@@ -60,7 +60,8 @@ async fn subset_queries_select_the_pods_version_label_not_the_subset_name() {
         )
         .unwrap();
     let client = server.client().unwrap();
-    let (resolved, said) = with_subset_labels(&client, &policy(), &subset_spec("v1", "v2", "")).await;
+    let (resolved, said) =
+        with_subset_labels(&client, &policy(), &subset_spec("v1", "v2", "")).await;
     let query = canary_query(&policy(), &resolved);
     assert!(
         query.contains(r#"destination_version="green-web-echo""#),
@@ -111,7 +112,10 @@ fn the_request_count_of_a_service_switch_is_not_hard_wired_to_istio() {
     else {
         panic!("no request count");
     };
-    assert_eq!(value, r#"sum(increase(nginx_http_requests_total{version="1.11"}[30s]))"#);
+    assert_eq!(
+        value,
+        r#"sum(increase(nginx_http_requests_total{version="1.11"}[30s]))"#
+    );
 }
 
 fn spec_with_requests() -> RolloutSpec {
@@ -129,8 +133,10 @@ fn check_warns_when_a_service_switch_would_count_istio_requests() {
     ));
     let issues = validate_spec(&old);
     assert!(
-        issues.iter().any(|i| i.path == "spec.analysis.minRequests"
-            && i.message.contains("istio_requests_total")),
+        issues
+            .iter()
+            .any(|i| i.path == "spec.analysis.minRequests"
+                && i.message.contains("istio_requests_total")),
         "{issues:?}"
     );
     let istio_templates = spec(&format!(
@@ -146,7 +152,11 @@ fn check_warns_when_a_service_switch_would_count_istio_requests() {
     // What it should have been: no warning.
     assert!(validate_spec(&spec_with_requests()).is_empty());
     let fixed = shipped("policies/service-blue-green.yaml");
-    assert!(validate_spec(&fixed).is_empty(), "{:?}", validate_spec(&fixed));
+    assert!(
+        validate_spec(&fixed).is_empty(),
+        "{:?}",
+        validate_spec(&fixed)
+    );
 }
 
 /// Header/cookie A/B testing: at 0 % the canary's only traffic is the test route's, and
@@ -181,7 +191,10 @@ fn ab_testing_at_zero_gets_a_verdict_from_test_route_traffic() {
         "{:#?}",
         report.status
     );
-    assert!(last.message.contains("300 reqs"), "the testers' requests: {last:?}");
+    assert!(
+        last.message.contains("300 reqs"),
+        "the testers' requests: {last:?}"
+    );
 }
 
 fn shipped(file: &str) -> RolloutSpec {

@@ -248,7 +248,9 @@ impl MetricSource for DestinationRuleLabels {
         counts_since: Option<Timestamp>,
     ) -> AnalysisInput {
         let resolved = self.resolve(policy, spec).await;
-        self.inner.observe(policy, &resolved, at, counts_since).await
+        self.inner
+            .observe(policy, &resolved, at, counts_since)
+            .await
     }
 }
 
@@ -297,7 +299,10 @@ mod tests {
         else {
             panic!("derived without a version label");
         };
-        assert!(why.contains("color=blue") && why.contains("targetLabels"), "{why}");
+        assert!(
+            why.contains("color=blue") && why.contains("targetLabels"),
+            "{why}"
+        );
         let SubsetSelection::Underived(why) = selection(("blue", None), ("green", Some(&green)))
         else {
             panic!("derived without a subset");

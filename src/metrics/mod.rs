@@ -4,6 +4,7 @@ pub mod auth;
 pub mod builtin;
 pub mod escape;
 pub mod histogram;
+pub mod matchers;
 pub mod prometheus;
 pub mod providers;
 pub mod queries;

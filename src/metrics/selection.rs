@@ -3,7 +3,8 @@
 //! of stable and canary, where they come from, and what is assumed. Pure.
 
 use super::builtin::{self, Family};
-use super::queries::{matchers, request_family, PolicyQueries, SideQueries};
+use super::matchers::{matchers, request_family};
+use super::queries::{PolicyQueries, SideQueries};
 use super::template::Template;
 use super::variables::{Side, Variables};
 use super::PolicyRef;

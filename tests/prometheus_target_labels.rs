@@ -329,6 +329,11 @@ async fn seed_001_service_switch_without_a_mesh_is_judged_on_the_apps_counters()
         &format!("name: nginx\n  namespace: {NS}\n"),
     ));
     let output = tokio::task::block_in_place(|| cluster.run(&policy));
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        log.contains(r#"app-* queries select stable {version="1.10"}, canary {version="1.11"}"#),
+        "the run says what it selects: {log}"
+    );
     assert_judged_and_promoted(&cluster, &output, "nginx");
     let switched = cluster
         .server

@@ -9,7 +9,8 @@
 //! - seed 004: subsets selecting pods by `color`, judged through
 //!   `analysis.targetLabels` on `destination_workload`;
 //! - seed 001: a Service selector switch without a mesh, judged on the app's own
-//!   `http_requests_total` (no `istio_requests_total` at all).
+//!   `http_requests_total` (no `istio_requests_total` at all);
+//! - and `shiftgate check`, which reads no cluster, saying what it will select.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -359,4 +360,31 @@ fn drop_checks(text: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `shiftgate check` reads no cluster: it says what the queries will select and what it
+/// assumes about the labels it cannot see.
+#[test]
+fn check_says_what_the_queries_select_and_what_it_assumes() {
+    let output = Command::new(shiftgate_binary())
+        .args([
+            "check",
+            "policies/istio-subset-labels.yaml",
+            "policies/service-blue-green.yaml",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(r#"destination_version="v2"} (assumed: Istio reports each subset's pod `version` label as destination_version, which the rollout reads from the subsets' DestinationRule"#),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            r#"minRequests counts `sum(increase(http_requests_total{version="1.11"}[30s]))`"#
+        ),
+        "{said}"
+    );
 }

@@ -47,6 +47,10 @@ mod scenarios;
 #[path = "regression/judge_statistics.rs"]
 mod judge_statistics;
 
+/// Issue "operate" §1 and §2: the image and the install.
+#[path = "regression/install.rs"]
+mod install;
+
 /// Issue "lifecycle" §4, §5, §7: metric labels, analysis without a mesh, A/B at 0 %.
 #[path = "regression/metric_labels.rs"]
 mod metric_labels;

@@ -313,7 +313,9 @@ pub struct AnalysisSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetLabels {
+    /// The labels and values that select stable's series, e.g. `{version: blue}`.
     pub stable: BTreeMap<String, String>,
+    /// The same labels with the canary's values, e.g. `{version: green}`.
     pub canary: BTreeMap<String, String>,
 }
 

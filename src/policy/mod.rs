@@ -19,6 +19,7 @@ pub mod diagnostic;
 mod hook_rules;
 mod judge_rules;
 pub mod limits;
+mod metric_label_rules;
 mod names;
 pub mod parse;
 mod partial;

@@ -14,11 +14,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Metric, Registry, Unit};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
+use super::exposition::{openmetrics_to_text, Format};
 pub use super::labels::{Bound, RolloutResult, Target, VerdictKind, WriteResult, ALL_PHASES};
+use super::labels::{ALL_RESULTS, ALL_VERDICTS, ALL_WRITE_RESULTS};
+use super::process::{ProcessCollector, PROCESS_METRIC_NAMES};
+use crate::build_info;
 use crate::metrics::PolicyRef;
 use crate::policy::Phase;
 
@@ -37,6 +41,27 @@ struct PolicyLabels {
     namespace: String,
     name: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyResultLabels {
+    namespace: String,
+    name: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+}
+
+/// At most this many policies get per-policy result series
+/// (`shiftgate_policy_rollouts_total`): four series each. Past it, a further policy's
+/// results are counted only in `shiftgate_rollouts_total`, so a cluster with very many
+/// policies cannot blow up the scrape; a deleted policy frees its place.
+pub const MAX_POLICIES_WITH_RESULT_SERIES: usize = 1000;
+
+type DurationFamily = Family<ResultLabel, Histogram, fn() -> Histogram>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
@@ -76,6 +101,10 @@ pub struct Metrics {
     /// Every exported name, as users query it.
     names: Vec<String>,
     rollouts: Family<ResultLabel, Counter>,
+    policy_rollouts: Family<PolicyResultLabels, Counter>,
+    rollout_duration: DurationFamily,
+    /// Policies whose result series exist (bounded by MAX_POLICIES_WITH_RESULT_SERIES).
+    result_policies: Mutex<HashSet<PolicyRef>>,
     evaluations: Family<VerdictLabel, Counter>,
     canary_weight: Family<PolicyLabels, FloatGauge>,
     step: Family<PolicyLabels, Gauge>,
@@ -107,9 +136,18 @@ fn latency_buckets() -> Histogram {
     ])
 }
 
+/// Rollout durations in seconds, from a minute to three days: step pauses make rollouts
+/// last minutes to days.
+fn rollout_duration_buckets() -> Histogram {
+    Histogram::new([
+        60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0, 259200.0,
+    ])
+}
+
 /// The registry plus the names it exports. prometheus-client omits families that have
 /// no series yet from its output, so the names are recorded at registration: the one
-/// place a metric comes into being.
+/// place a metric comes into being. The registry has no prefix (the standard
+/// `process_*` metrics have none); shiftgate's own names get theirs here.
 struct Registrar {
     registry: Registry,
     names: Vec<String>,
@@ -118,20 +156,21 @@ struct Registrar {
 impl Registrar {
     fn new() -> Self {
         Registrar {
-            registry: Registry::with_prefix(PREFIX),
+            registry: Registry::default(),
             names: Vec::new(),
         }
     }
 
     fn register<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M) {
         self.record::<M>(name, None);
-        self.registry.register(name, help, metric);
+        self.registry
+            .register(format!("{PREFIX}_{name}"), help, metric);
     }
 
     fn register_seconds<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M) {
         self.record::<M>(name, Some(Unit::Seconds));
         self.registry
-            .register_with_unit(name, help, Unit::Seconds, metric);
+            .register_with_unit(format!("{PREFIX}_{name}"), help, Unit::Seconds, metric);
     }
 
     fn record<M: TypedMetric>(&mut self, name: &str, unit: Option<Unit>) {
@@ -164,6 +203,31 @@ impl Metrics {
             "Rollouts that ended, by result (promoted, rolled_back, aborted, held)",
             rollouts.clone(),
         );
+        let policy_rollouts = Family::<PolicyResultLabels, Counter>::default();
+        registry.register(
+            "policy_rollouts",
+            "Rollouts that ended, per policy and result (series start at 0 when the daemon first sees the policy)",
+            policy_rollouts.clone(),
+        );
+        let rollout_duration: DurationFamily =
+            Family::new_with_constructor(rollout_duration_buckets);
+        registry.register_seconds(
+            "rollout_duration",
+            "Time from a rollout's start to its end, by result",
+            rollout_duration.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which version and commit of shiftgate runs",
+            build.clone(),
+        );
+        build
+            .get_or_create(&BuildLabels {
+                version: build_info::VERSION,
+                commit: build_info::COMMIT,
+            })
+            .set(1);
         let evaluations = Family::<VerdictLabel, Counter>::default();
         registry.register(
             "analysis_evaluations",
@@ -242,11 +306,42 @@ impl Metrics {
             "RolloutPolicies this daemon currently watches",
             policies.clone(),
         );
-        let Registrar { registry, names } = registry;
+        let Registrar {
+            mut registry,
+            mut names,
+        } = registry;
+        registry.register_collector(Box::new(ProcessCollector));
+        names.extend(PROCESS_METRIC_NAMES.iter().map(|n| (*n).to_owned()));
+        // Every closed label set starts at 0, so the first event is an increase that
+        // `increase()`/`rate()` see (a series born at 1 reads as no change).
+        for result in ALL_RESULTS {
+            rollouts
+                .get_or_create(&ResultLabel {
+                    result: result.as_str(),
+                })
+                .inc_by(0);
+        }
+        for verdict in ALL_VERDICTS {
+            evaluations
+                .get_or_create(&VerdictLabel {
+                    verdict: verdict.as_str(),
+                })
+                .inc_by(0);
+        }
+        for result in ALL_WRITE_RESULTS {
+            router_writes
+                .get_or_create(&ResultLabel {
+                    result: result.as_str(),
+                })
+                .inc_by(0);
+        }
         Metrics {
             registry,
             names,
             rollouts,
+            policy_rollouts,
+            rollout_duration,
+            result_policies: Mutex::default(),
             evaluations,
             canary_weight,
             step,
@@ -264,12 +359,47 @@ impl Metrics {
         }
     }
 
-    pub fn rollout_finished(&self, result: RolloutResult) {
-        self.rollouts
-            .get_or_create(&ResultLabel {
-                result: result.as_str(),
-            })
-            .inc();
+    /// Counts a rollout that ended, overall and for its policy, and observes how long
+    /// it took (`None` when its start is unknown).
+    pub fn rollout_finished(
+        &self,
+        policy: &PolicyRef,
+        result: RolloutResult,
+        duration_seconds: Option<f64>,
+    ) {
+        let label = ResultLabel {
+            result: result.as_str(),
+        };
+        self.rollouts.get_or_create(&label).inc();
+        if let Some(seconds) = duration_seconds.filter(|s| s.is_finite() && *s >= 0.0) {
+            self.rollout_duration.get_or_create(&label).observe(seconds);
+        }
+        if self.track_results(policy) {
+            self.policy_rollouts
+                .get_or_create(&policy_result_labels(policy, result))
+                .inc();
+        }
+    }
+
+    /// Creates the policy's result series at 0 the first time it is seen, within the
+    /// bound; true when the policy has them.
+    fn track_results(&self, policy: &PolicyRef) -> bool {
+        let Ok(mut tracked) = self.result_policies.lock() else {
+            return false;
+        };
+        if tracked.contains(policy) {
+            return true;
+        }
+        if tracked.len() >= MAX_POLICIES_WITH_RESULT_SERIES {
+            return false;
+        }
+        tracked.insert(policy.clone());
+        for result in ALL_RESULTS {
+            self.policy_rollouts
+                .get_or_create(&policy_result_labels(policy, result))
+                .inc_by(0);
+        }
+        true
     }
 
     pub fn analysis_evaluated(&self, verdict: VerdictKind) {
@@ -282,6 +412,7 @@ impl Metrics {
 
     /// Records the rollout's phase, step and confirmed canary weight (percent).
     pub fn set_rollout(&self, policy: &PolicyRef, phase: Phase, step: u32, canary_weight: u8) {
+        self.track_results(policy);
         let labels = policy_labels(policy);
         self.canary_weight
             .get_or_create(&labels)
@@ -418,6 +549,17 @@ impl Metrics {
     /// Drops every per-policy series of a deleted policy, so the registry stays bounded
     /// by the policies that exist.
     pub fn forget_policy(&self, policy: &PolicyRef) {
+        let tracked = self
+            .result_policies
+            .lock()
+            .map(|mut tracked| tracked.remove(policy))
+            .unwrap_or(false);
+        if tracked {
+            for result in ALL_RESULTS {
+                self.policy_rollouts
+                    .remove(&policy_result_labels(policy, result));
+            }
+        }
         let labels = policy_labels(policy);
         self.canary_weight.remove(&labels);
         self.step.remove(&labels);
@@ -451,11 +593,20 @@ impl Metrics {
         }
     }
 
-    /// The registry in the Prometheus text exposition format.
+    /// The registry in the OpenMetrics format (what prometheus-client writes).
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
+    }
+
+    /// The registry in the format asked for (see [`super::exposition`]).
+    pub fn encode_as(&self, format: Format) -> Result<String, std::fmt::Error> {
+        let openmetrics = self.encode()?;
+        Ok(match format {
+            Format::OpenMetrics => openmetrics,
+            Format::Text => openmetrics_to_text(&openmetrics),
+        })
     }
 
     /// The metric names as users query them: counters with `_total`, histograms by
@@ -464,6 +615,14 @@ impl Metrics {
         let mut names = self.names.clone();
         names.sort();
         names
+    }
+}
+
+fn policy_result_labels(policy: &PolicyRef, result: RolloutResult) -> PolicyResultLabels {
+    PolicyResultLabels {
+        namespace: policy.namespace.clone(),
+        name: policy.name.clone(),
+        result: result.as_str(),
     }
 }
 
@@ -506,7 +665,7 @@ mod tests {
     #[test]
     fn recorded_names_match_the_encoded_ones() {
         let metrics = Metrics::new();
-        metrics.rollout_finished(RolloutResult::Promoted);
+        metrics.rollout_finished(&policy(), RolloutResult::Promoted, Some(90.0));
         metrics.analysis_evaluated(VerdictKind::Pass);
         metrics.set_rollout(&policy(), Phase::Progressing, 1, 30);
         metrics.set_metric_value(&policy(), "error-rate", Target::Canary, 0.01);

@@ -180,7 +180,10 @@ impl Context {
         let reference = object_reference(policy);
         for transition in &outcome.transitions {
             if let Some(result) = finished(transition) {
-                self.metrics.rollout_finished(result);
+                let took = status.started_at.map(|s| {
+                    transition.at.signed_duration_since(s).num_milliseconds() as f64 / 1000.0
+                });
+                self.metrics.rollout_finished(&policy_ref, result, took);
             }
             if let Some(event) = event_for(transition) {
                 self.events

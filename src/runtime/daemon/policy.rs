@@ -259,7 +259,7 @@ impl Context {
         if already {
             return Ok(());
         }
-        tracing::warn!(namespace = %policy_ref.namespace, name = %policy_ref.name, reason, message, "policy refused");
+        tracing::warn!(namespace = %policy_ref.namespace, name = %policy_ref.name, reason, detail = %message, "policy refused");
         crate::engine::set_condition(
             &mut status.conditions,
             ACCEPTED,

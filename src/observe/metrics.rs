@@ -50,15 +50,23 @@ struct PolicyResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyVerdictLabels {
+    namespace: String,
+    name: String,
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     commit: &'static str,
 }
 
-/// At most this many policies get per-policy result series
-/// (`shiftgate_policy_rollouts_total`): four series each. Past it, a further policy's
-/// results are counted only in `shiftgate_rollouts_total`, so a cluster with very many
-/// policies cannot blow up the scrape; a deleted policy frees its place.
+/// At most this many policies get per-policy counters (`shiftgate_policy_rollouts_total`,
+/// `shiftgate_policy_analysis_evaluations_total`): seven series each. Past it, a further
+/// policy is counted only in `shiftgate_rollouts_total` and
+/// `shiftgate_analysis_evaluations_total`, so a cluster with very many policies cannot
+/// blow up the scrape; a deleted policy frees its place.
 pub const MAX_POLICIES_WITH_RESULT_SERIES: usize = 1000;
 
 type DurationFamily = Family<ResultLabel, Histogram, fn() -> Histogram>;
@@ -103,6 +111,7 @@ pub struct Metrics {
     rollouts: Family<ResultLabel, Counter>,
     policy_rollouts: Family<PolicyResultLabels, Counter>,
     rollout_duration: DurationFamily,
+    policy_evaluations: Family<PolicyVerdictLabels, Counter>,
     /// Policies whose result series exist (bounded by MAX_POLICIES_WITH_RESULT_SERIES).
     result_policies: Mutex<HashSet<PolicyRef>>,
     evaluations: Family<VerdictLabel, Counter>,
@@ -208,6 +217,12 @@ impl Metrics {
             "policy_rollouts",
             "Rollouts that ended, per policy and result (series start at 0 when the daemon first sees the policy)",
             policy_rollouts.clone(),
+        );
+        let policy_evaluations = Family::<PolicyVerdictLabels, Counter>::default();
+        registry.register(
+            "policy_analysis_evaluations",
+            "Analysis evaluations, per policy and verdict (series start at 0 when the daemon first sees the policy)",
+            policy_evaluations.clone(),
         );
         let rollout_duration: DurationFamily =
             Family::new_with_constructor(rollout_duration_buckets);
@@ -341,6 +356,7 @@ impl Metrics {
             rollouts,
             policy_rollouts,
             rollout_duration,
+            policy_evaluations,
             result_policies: Mutex::default(),
             evaluations,
             canary_weight,
@@ -399,15 +415,25 @@ impl Metrics {
                 .get_or_create(&policy_result_labels(policy, result))
                 .inc_by(0);
         }
+        for verdict in ALL_VERDICTS {
+            self.policy_evaluations
+                .get_or_create(&policy_verdict_labels(policy, verdict))
+                .inc_by(0);
+        }
         true
     }
 
-    pub fn analysis_evaluated(&self, verdict: VerdictKind) {
+    pub fn analysis_evaluated(&self, policy: &PolicyRef, verdict: VerdictKind) {
         self.evaluations
             .get_or_create(&VerdictLabel {
                 verdict: verdict.as_str(),
             })
             .inc();
+        if self.track_results(policy) {
+            self.policy_evaluations
+                .get_or_create(&policy_verdict_labels(policy, verdict))
+                .inc();
+        }
     }
 
     /// Records the rollout's phase, step and confirmed canary weight (percent).
@@ -559,6 +585,10 @@ impl Metrics {
                 self.policy_rollouts
                     .remove(&policy_result_labels(policy, result));
             }
+            for verdict in ALL_VERDICTS {
+                self.policy_evaluations
+                    .remove(&policy_verdict_labels(policy, verdict));
+            }
         }
         let labels = policy_labels(policy);
         self.canary_weight.remove(&labels);
@@ -626,6 +656,14 @@ fn policy_result_labels(policy: &PolicyRef, result: RolloutResult) -> PolicyResu
     }
 }
 
+fn policy_verdict_labels(policy: &PolicyRef, verdict: VerdictKind) -> PolicyVerdictLabels {
+    PolicyVerdictLabels {
+        namespace: policy.namespace.clone(),
+        name: policy.name.clone(),
+        verdict: verdict.as_str(),
+    }
+}
+
 fn policy_labels(policy: &PolicyRef) -> PolicyLabels {
     PolicyLabels {
         namespace: policy.namespace.clone(),
@@ -666,7 +704,7 @@ mod tests {
     fn recorded_names_match_the_encoded_ones() {
         let metrics = Metrics::new();
         metrics.rollout_finished(&policy(), RolloutResult::Promoted, Some(90.0));
-        metrics.analysis_evaluated(VerdictKind::Pass);
+        metrics.analysis_evaluated(&policy(), VerdictKind::Pass);
         metrics.set_rollout(&policy(), Phase::Progressing, 1, 30);
         metrics.set_metric_value(&policy(), "error-rate", Target::Canary, 0.01);
         metrics.set_metric_threshold(&policy(), "error-rate", Bound::Max, 0.02);

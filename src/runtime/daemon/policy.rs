@@ -313,11 +313,14 @@ impl Context {
         let Some(analysis) = &status.last_analysis else {
             return;
         };
-        self.metrics.analysis_evaluated(match analysis.verdict {
-            StatusVerdict::Pass => VerdictKind::Pass,
-            StatusVerdict::Fail => VerdictKind::Fail,
-            StatusVerdict::Inconclusive => VerdictKind::Inconclusive,
-        });
+        self.metrics.analysis_evaluated(
+            policy,
+            match analysis.verdict {
+                StatusVerdict::Pass => VerdictKind::Pass,
+                StatusVerdict::Fail => VerdictKind::Fail,
+                StatusVerdict::Inconclusive => VerdictKind::Inconclusive,
+            },
+        );
         for metric in &analysis.metrics {
             let share = metric.evidence.filter(|e| e.is_finite());
             self.metrics.set_evidence(policy, &metric.name, share);

@@ -31,7 +31,8 @@ fn policy() -> PolicyRef {
 /// The `exp_alerts` entry of `alert` firing with `labels` (besides its own), its
 /// annotations rendered from the rules file as Prometheus would.
 fn firing(alert: &str, labels: &[(&str, &str)]) -> String {
-    let rules: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(rules_file()).unwrap()).unwrap();
+    let rules: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(rules_file()).unwrap()).unwrap();
     let rule = rules["groups"][0]["rules"]
         .as_sequence()
         .unwrap()
@@ -43,7 +44,10 @@ fn firing(alert: &str, labels: &[(&str, &str)]) -> String {
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     for (k, v) in rule["labels"].as_mapping().unwrap() {
-        all.push((k.as_str().unwrap().to_owned(), v.as_str().unwrap().to_owned()));
+        all.push((
+            k.as_str().unwrap().to_owned(),
+            v.as_str().unwrap().to_owned(),
+        ));
     }
     let render = |text: &str| {
         labels.iter().fold(text.to_owned(), |text, (k, v)| {
@@ -91,9 +95,12 @@ fn the_rules_pass_promtool_check_rules_and_the_prometheusrule_has_the_same_group
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
-    let plain: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(rules_file()).unwrap()).unwrap();
-    let operator = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/components/alerts/prometheusrule.yaml");
-    let operator: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(operator).unwrap()).unwrap();
+    let plain: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(rules_file()).unwrap()).unwrap();
+    let operator =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/components/alerts/prometheusrule.yaml");
+    let operator: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(operator).unwrap()).unwrap();
     assert_eq!(operator["kind"].as_str(), Some("PrometheusRule"));
     assert_eq!(plain["groups"], operator["spec"]["groups"]);
 }
@@ -151,7 +158,11 @@ fn a_hold_alerts_after_30_minutes_and_a_pause_after_2_hours_on_the_leader_only()
         &scrapes,
         &[
             at(20, "ShiftgateRolloutHeldTooLong", &[]),
-            at(35, "ShiftgateRolloutHeldTooLong", &[firing("ShiftgateRolloutHeldTooLong", &cart)]),
+            at(
+                35,
+                "ShiftgateRolloutHeldTooLong",
+                &[firing("ShiftgateRolloutHeldTooLong", &cart)],
+            ),
             at(100, "ShiftgateRolloutPausedTooLong", &[]),
             at(
                 125,
@@ -233,7 +244,10 @@ fn reconcile_errors_for_15_minutes_alert() {
             at(
                 30,
                 "ShiftgateReconcileErrors",
-                &[firing("ShiftgateReconcileErrors", &[("result", "StatusConflict")])],
+                &[firing(
+                    "ShiftgateReconcileErrors",
+                    &[("result", "StatusConflict")],
+                )],
             ),
         ],
     );

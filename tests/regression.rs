@@ -50,3 +50,7 @@ mod judge_statistics;
 /// Issue "operate" §1 and §2: the image and the install.
 #[path = "regression/install.rs"]
 mod install;
+
+/// Issue "operate" §5–6: metrics, alerts and logs.
+#[path = "regression/observe.rs"]
+mod observe;

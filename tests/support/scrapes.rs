@@ -52,10 +52,7 @@ impl Scrapes {
     pub fn input_series(&self) -> String {
         let mut yaml = String::new();
         for (series, values) in &self.series {
-            let values: Vec<&str> = values
-                .iter()
-                .map(|v| v.as_deref().unwrap_or("_"))
-                .collect();
+            let values: Vec<&str> = values.iter().map(|v| v.as_deref().unwrap_or("_")).collect();
             yaml.push_str(&format!(
                 "      - series: '{series}'\n        values: '{}'\n",
                 values.join(" ")

@@ -7,60 +7,24 @@
 //! registry itself ([`Metrics::exported_names`]) so docs and dashboards are tested
 //! against what is really served.
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::{MetricType, TypedMetric};
-use prometheus_client::registry::{Metric, Registry, Unit};
+use prometheus_client::registry::Registry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use super::exposition::{openmetrics_to_text, Format};
+use super::label_sets::*;
 pub use super::labels::{Bound, RolloutResult, Target, VerdictKind, WriteResult, ALL_PHASES};
 use super::labels::{ALL_RESULTS, ALL_VERDICTS, ALL_WRITE_RESULTS};
 use super::process::{ProcessCollector, PROCESS_METRIC_NAMES};
+use super::registrar::{latency_buckets, rollout_duration_buckets, Registrar};
 use crate::build_info;
 use crate::metrics::PolicyRef;
 use crate::policy::Phase;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabel {
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VerdictLabel {
-    verdict: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PolicyLabels {
-    namespace: String,
-    name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PolicyResultLabels {
-    namespace: String,
-    name: String,
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PolicyVerdictLabels {
-    namespace: String,
-    name: String,
-    verdict: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BuildLabels {
-    version: &'static str,
-    commit: &'static str,
-}
 
 /// At most this many policies get per-policy counters (`shiftgate_policy_rollouts_total`,
 /// `shiftgate_policy_analysis_evaluations_total`): seven series each. Past it, a further
@@ -70,36 +34,6 @@ struct BuildLabels {
 pub const MAX_POLICIES_WITH_RESULT_SERIES: usize = 1000;
 
 type DurationFamily = Family<ResultLabel, Histogram, fn() -> Histogram>;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PhaseLabels {
-    namespace: String,
-    name: String,
-    phase: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ValueLabels {
-    namespace: String,
-    name: String,
-    metric: String,
-    target: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MetricLabels {
-    namespace: String,
-    name: String,
-    metric: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ThresholdLabels {
-    namespace: String,
-    name: String,
-    metric: String,
-    bound: &'static str,
-}
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -136,66 +70,6 @@ impl std::fmt::Debug for Metrics {
         f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
-
-/// Latency buckets in seconds, from 1 ms to 30 s: a Prometheus query or a reconcile
-/// that takes longer is already past every timeout shiftgate uses.
-fn latency_buckets() -> Histogram {
-    Histogram::new([
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ])
-}
-
-/// Rollout durations in seconds, from a minute to three days: step pauses make rollouts
-/// last minutes to days.
-fn rollout_duration_buckets() -> Histogram {
-    Histogram::new([
-        60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0, 259200.0,
-    ])
-}
-
-/// The registry plus the names it exports. prometheus-client omits families that have
-/// no series yet from its output, so the names are recorded at registration: the one
-/// place a metric comes into being. The registry has no prefix (the standard
-/// `process_*` metrics have none); shiftgate's own names get theirs here.
-struct Registrar {
-    registry: Registry,
-    names: Vec<String>,
-}
-
-impl Registrar {
-    fn new() -> Self {
-        Registrar {
-            registry: Registry::default(),
-            names: Vec::new(),
-        }
-    }
-
-    fn register<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M) {
-        self.record::<M>(name, None);
-        self.registry
-            .register(format!("{PREFIX}_{name}"), help, metric);
-    }
-
-    fn register_seconds<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M) {
-        self.record::<M>(name, Some(Unit::Seconds));
-        self.registry
-            .register_with_unit(format!("{PREFIX}_{name}"), help, Unit::Seconds, metric);
-    }
-
-    fn record<M: TypedMetric>(&mut self, name: &str, unit: Option<Unit>) {
-        let mut full = format!("{PREFIX}_{name}");
-        if let Some(unit) = unit {
-            full.push('_');
-            full.push_str(unit.as_str());
-        }
-        if matches!(M::TYPE, MetricType::Counter) {
-            full.push_str("_total");
-        }
-        self.names.push(full);
-    }
-}
-
-const PREFIX: &str = "shiftgate";
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -648,108 +522,6 @@ impl Metrics {
     }
 }
 
-fn policy_result_labels(policy: &PolicyRef, result: RolloutResult) -> PolicyResultLabels {
-    PolicyResultLabels {
-        namespace: policy.namespace.clone(),
-        name: policy.name.clone(),
-        result: result.as_str(),
-    }
-}
-
-fn policy_verdict_labels(policy: &PolicyRef, verdict: VerdictKind) -> PolicyVerdictLabels {
-    PolicyVerdictLabels {
-        namespace: policy.namespace.clone(),
-        name: policy.name.clone(),
-        verdict: verdict.as_str(),
-    }
-}
-
-fn policy_labels(policy: &PolicyRef) -> PolicyLabels {
-    PolicyLabels {
-        namespace: policy.namespace.clone(),
-        name: policy.name.clone(),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy() -> PolicyRef {
-        PolicyRef {
-            namespace: "shop".to_owned(),
-            name: "checkout".to_owned(),
-        }
-    }
-
-    #[test]
-    fn names_follow_the_convention() {
-        let metrics = Metrics::new();
-        let names = metrics.exported_names();
-        assert!(names.contains(&"shiftgate_rollouts_total".to_owned()));
-        assert!(names.contains(&"shiftgate_prometheus_query_duration_seconds".to_owned()));
-        assert!(names.contains(&"shiftgate_canary_weight_ratio".to_owned()));
-        for name in &names {
-            assert!(name.starts_with("shiftgate_"), "{name}");
-            assert!(
-                !name.ends_with("_ms") && !name.ends_with("_percent"),
-                "{name}"
-            );
-        }
-    }
-
-    /// With a series in every family, the names the encoder writes are exactly the
-    /// recorded ones (so the record cannot drift from prometheus-client's naming).
-    #[test]
-    fn recorded_names_match_the_encoded_ones() {
-        let metrics = Metrics::new();
-        metrics.rollout_finished(&policy(), RolloutResult::Promoted, Some(90.0));
-        metrics.analysis_evaluated(&policy(), VerdictKind::Pass);
-        metrics.set_rollout(&policy(), Phase::Progressing, 1, 30);
-        metrics.set_metric_value(&policy(), "error-rate", Target::Canary, 0.01);
-        metrics.set_metric_threshold(&policy(), "error-rate", Bound::Max, 0.02);
-        metrics.set_evidence(&policy(), "error-rate", Some(0.48));
-        metrics.observe_prometheus_query(0.1);
-        metrics.observe_reconcile(0.1);
-        metrics.router_write(WriteResult::Ok);
-        metrics.reconcile_failed("StatusConflict");
-        metrics.set_leader(true);
-        metrics.set_policies(1);
-        let text = metrics.encode().unwrap_or_default();
-        let mut encoded: Vec<String> = text
-            .lines()
-            .filter_map(|line| line.strip_prefix("# TYPE "))
-            .filter_map(|rest| {
-                let mut parts = rest.split_whitespace();
-                let name = parts.next()?;
-                Some(match parts.next()? {
-                    "counter" => format!("{name}_total"),
-                    _ => name.to_owned(),
-                })
-            })
-            .collect();
-        encoded.sort();
-        assert_eq!(encoded, metrics.exported_names());
-    }
-
-    #[test]
-    fn phase_gauge_is_one_for_the_current_phase_only() {
-        let metrics = Metrics::new();
-        metrics.set_rollout(&policy(), Phase::Progressing, 2, 30);
-        metrics.set_metric_value(&policy(), "error-rate", Target::Canary, 0.01);
-        metrics.set_metric_threshold(&policy(), "error-rate", Bound::Max, 0.02);
-        let text = metrics.encode().unwrap_or_default();
-        assert!(text.contains(
-            r#"shiftgate_rollout_phase{namespace="shop",name="checkout",phase="Progressing"} 1"#
-        ));
-        assert!(text.contains(
-            r#"shiftgate_rollout_phase{namespace="shop",name="checkout",phase="Promoted"} 0"#
-        ));
-        assert!(
-            text.contains(r#"shiftgate_canary_weight_ratio{namespace="shop",name="checkout"} 0.3"#)
-        );
-        metrics.forget_policy(&policy());
-        let text = metrics.encode().unwrap_or_default();
-        assert!(!text.contains(r#"name="checkout""#), "{text}");
-    }
-}
+#[path = "metrics_tests.rs"]
+mod tests;

@@ -6,6 +6,8 @@ pub mod events;
 pub mod exposition;
 pub mod grafana;
 pub mod http;
+mod label_sets;
 pub mod labels;
 pub mod metrics;
 pub mod process;
+mod registrar;

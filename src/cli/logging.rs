@@ -13,6 +13,7 @@ use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::LogFormat;
+use crate::runtime::clock::{Clock as _, SystemClock};
 
 /// Set once by [`init_tracing`] when the logs are JSON.
 static JSON_STDERR: AtomicBool = AtomicBool::new(false);
@@ -48,7 +49,9 @@ pub fn as_json_record(line: std::fmt::Arguments<'_>) -> Option<String> {
         return None;
     }
     Some(json_record(
-        &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        &SystemClock
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         &line.to_string(),
     ))
 }

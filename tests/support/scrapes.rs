@@ -3,6 +3,8 @@
 //! are tested against series shaped exactly as the daemon exports them (names, labels,
 //! the 0 a counter starts at), plus the `job` and `instance` labels Prometheus adds.
 
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;

@@ -51,6 +51,10 @@ mod judge_statistics;
 #[path = "regression/install.rs"]
 mod install;
 
+/// Issue "lifecycle" §4, §5, §7: metric labels, analysis without a mesh, A/B at 0 %.
+#[path = "regression/metric_labels.rs"]
+mod metric_labels;
+
 /// Issue "operate" §5–6: metrics, alerts and logs.
 #[path = "regression/observe.rs"]
 mod observe;

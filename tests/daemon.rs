@@ -853,6 +853,21 @@ async fn the_binary_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
         metrics.contains(r#"shiftgate_canary_weight_ratio{namespace="shop",name="checkout"} 1"#),
         "{metrics}"
     );
+    // No Accept header: the text format 0.0.4, which promtool's linter accepts.
+    let body = metrics.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), body.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {checked:?}\n{body}"
+    );
 
     let pid = child.0.id().to_string();
     assert!(std::process::Command::new("kill")

@@ -58,3 +58,7 @@ mod metric_labels;
 /// Issue "lifecycle" §6: hooks, and HTTP checks with a body and JSON expectations.
 #[path = "regression/hooks.rs"]
 mod hooks;
+
+/// Issue "operate" §5–6: metrics, alerts and logs.
+#[path = "regression/observe.rs"]
+mod observe;

@@ -17,8 +17,16 @@ static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
 
 /// Writes one line to stderr, or nothing once stderr is closed.
+/// With `--log-format json` the line is one JSON log record (see cli::logging).
 pub fn stderr_line(args: std::fmt::Arguments<'_>) {
-    write_line(&STDERR_CLOSED, &mut std::io::stderr().lock(), args);
+    match super::logging::as_json_record(args) {
+        Some(record) => write_line(
+            &STDERR_CLOSED,
+            &mut std::io::stderr().lock(),
+            format_args!("{record}"),
+        ),
+        None => write_line(&STDERR_CLOSED, &mut std::io::stderr().lock(), args),
+    }
 }
 
 /// Writes one line to stdout, or nothing once stdout is closed.

@@ -1,18 +1,19 @@
 //! The daemon's HTTP endpoints: `/healthz` (the process answers), `/readyz` (watches
 //! synced and leader election settled: a follower is ready too, it keeps its caches warm
-//! and takes over at once), `/metrics` (the Prometheus text format).
+//! and takes over at once), `/metrics` (OpenMetrics or the text format 0.0.4, as the scraper asks).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use super::exposition::Format;
 use super::metrics::Metrics;
 
 /// What `/readyz` reports. Cheap to clone; every clone shares the same flags.
@@ -95,14 +96,16 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
-    match state.metrics.encode() {
+/// OpenMetrics when the scraper asks for it (Prometheus does), else text 0.0.4.
+async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let format = Format::negotiate(accept);
+    match state.metrics.encode_as(format) {
         Ok(text) => (
             StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, format.content_type())],
             text,
         )
             .into_response(),

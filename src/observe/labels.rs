@@ -18,6 +18,25 @@ pub const ALL_PHASES: [Phase; 10] = [
     Phase::Aborted,
 ];
 
+/// Every rollout result, verdict and write result: their series are created at 0.
+pub const ALL_RESULTS: [RolloutResult; 4] = [
+    RolloutResult::Promoted,
+    RolloutResult::RolledBack,
+    RolloutResult::Aborted,
+    RolloutResult::Held,
+];
+pub const ALL_VERDICTS: [VerdictKind; 3] = [
+    VerdictKind::Pass,
+    VerdictKind::Fail,
+    VerdictKind::Inconclusive,
+];
+pub const ALL_WRITE_RESULTS: [WriteResult; 4] = [
+    WriteResult::Ok,
+    WriteResult::Conflict,
+    WriteResult::Invalid,
+    WriteResult::Unavailable,
+];
+
 /// How a rollout ended (`shiftgate_rollouts_total{result}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RolloutResult {

@@ -7,66 +7,33 @@
 //! registry itself ([`Metrics::exported_names`]) so docs and dashboards are tested
 //! against what is really served.
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::{MetricType, TypedMetric};
-use prometheus_client::registry::{Metric, Registry, Unit};
-use std::collections::{BTreeSet, HashMap};
+use prometheus_client::registry::Registry;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
+use super::exposition::{openmetrics_to_text, Format};
+use super::label_sets::*;
 pub use super::labels::{Bound, RolloutResult, Target, VerdictKind, WriteResult, ALL_PHASES};
+use super::labels::{ALL_RESULTS, ALL_VERDICTS, ALL_WRITE_RESULTS};
+use super::process::{ProcessCollector, PROCESS_METRIC_NAMES};
+use super::registrar::{latency_buckets, rollout_duration_buckets, Registrar};
+use crate::build_info;
 use crate::metrics::PolicyRef;
 use crate::policy::Phase;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabel {
-    result: &'static str,
-}
+/// At most this many policies get per-policy counters (`shiftgate_policy_rollouts_total`,
+/// `shiftgate_policy_analysis_evaluations_total`): seven series each. Past it, a further
+/// policy is counted only in `shiftgate_rollouts_total` and
+/// `shiftgate_analysis_evaluations_total`, so a cluster with very many policies cannot
+/// blow up the scrape; a deleted policy frees its place.
+pub const MAX_POLICIES_WITH_RESULT_SERIES: usize = 1000;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VerdictLabel {
-    verdict: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PolicyLabels {
-    namespace: String,
-    name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PhaseLabels {
-    namespace: String,
-    name: String,
-    phase: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ValueLabels {
-    namespace: String,
-    name: String,
-    metric: String,
-    target: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MetricLabels {
-    namespace: String,
-    name: String,
-    metric: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ThresholdLabels {
-    namespace: String,
-    name: String,
-    metric: String,
-    bound: &'static str,
-}
+type DurationFamily = Family<ResultLabel, Histogram, fn() -> Histogram>;
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -76,6 +43,11 @@ pub struct Metrics {
     /// Every exported name, as users query it.
     names: Vec<String>,
     rollouts: Family<ResultLabel, Counter>,
+    policy_rollouts: Family<PolicyResultLabels, Counter>,
+    rollout_duration: DurationFamily,
+    policy_evaluations: Family<PolicyVerdictLabels, Counter>,
+    /// Policies whose result series exist (bounded by MAX_POLICIES_WITH_RESULT_SERIES).
+    result_policies: Mutex<HashSet<PolicyRef>>,
     evaluations: Family<VerdictLabel, Counter>,
     canary_weight: Family<PolicyLabels, FloatGauge>,
     step: Family<PolicyLabels, Gauge>,
@@ -99,56 +71,6 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// Latency buckets in seconds, from 1 ms to 30 s: a Prometheus query or a reconcile
-/// that takes longer is already past every timeout shiftgate uses.
-fn latency_buckets() -> Histogram {
-    Histogram::new([
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ])
-}
-
-/// The registry plus the names it exports. prometheus-client omits families that have
-/// no series yet from its output, so the names are recorded at registration: the one
-/// place a metric comes into being.
-struct Registrar {
-    registry: Registry,
-    names: Vec<String>,
-}
-
-impl Registrar {
-    fn new() -> Self {
-        Registrar {
-            registry: Registry::with_prefix(PREFIX),
-            names: Vec::new(),
-        }
-    }
-
-    fn register<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M) {
-        self.record::<M>(name, None);
-        self.registry.register(name, help, metric);
-    }
-
-    fn register_seconds<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M) {
-        self.record::<M>(name, Some(Unit::Seconds));
-        self.registry
-            .register_with_unit(name, help, Unit::Seconds, metric);
-    }
-
-    fn record<M: TypedMetric>(&mut self, name: &str, unit: Option<Unit>) {
-        let mut full = format!("{PREFIX}_{name}");
-        if let Some(unit) = unit {
-            full.push('_');
-            full.push_str(unit.as_str());
-        }
-        if matches!(M::TYPE, MetricType::Counter) {
-            full.push_str("_total");
-        }
-        self.names.push(full);
-    }
-}
-
-const PREFIX: &str = "shiftgate";
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -164,6 +86,37 @@ impl Metrics {
             "Rollouts that ended, by result (promoted, rolled_back, aborted, held)",
             rollouts.clone(),
         );
+        let policy_rollouts = Family::<PolicyResultLabels, Counter>::default();
+        registry.register(
+            "policy_rollouts",
+            "Rollouts that ended, per policy and result (series start at 0 when the daemon first sees the policy)",
+            policy_rollouts.clone(),
+        );
+        let policy_evaluations = Family::<PolicyVerdictLabels, Counter>::default();
+        registry.register(
+            "policy_analysis_evaluations",
+            "Analysis evaluations, per policy and verdict (series start at 0 when the daemon first sees the policy)",
+            policy_evaluations.clone(),
+        );
+        let rollout_duration: DurationFamily =
+            Family::new_with_constructor(rollout_duration_buckets);
+        registry.register_seconds(
+            "rollout_duration",
+            "Time from a rollout's start to its end, by result",
+            rollout_duration.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which version and commit of shiftgate runs",
+            build.clone(),
+        );
+        build
+            .get_or_create(&BuildLabels {
+                version: build_info::VERSION,
+                commit: build_info::COMMIT,
+            })
+            .set(1);
         let evaluations = Family::<VerdictLabel, Counter>::default();
         registry.register(
             "analysis_evaluations",
@@ -242,11 +195,43 @@ impl Metrics {
             "RolloutPolicies this daemon currently watches",
             policies.clone(),
         );
-        let Registrar { registry, names } = registry;
+        let Registrar {
+            mut registry,
+            mut names,
+        } = registry;
+        registry.register_collector(Box::new(ProcessCollector));
+        names.extend(PROCESS_METRIC_NAMES.iter().map(|n| (*n).to_owned()));
+        // Every closed label set starts at 0, so the first event is an increase that
+        // `increase()`/`rate()` see (a series born at 1 reads as no change).
+        for result in ALL_RESULTS {
+            rollouts
+                .get_or_create(&ResultLabel {
+                    result: result.as_str(),
+                })
+                .inc_by(0);
+        }
+        for verdict in ALL_VERDICTS {
+            evaluations
+                .get_or_create(&VerdictLabel {
+                    verdict: verdict.as_str(),
+                })
+                .inc_by(0);
+        }
+        for result in ALL_WRITE_RESULTS {
+            router_writes
+                .get_or_create(&ResultLabel {
+                    result: result.as_str(),
+                })
+                .inc_by(0);
+        }
         Metrics {
             registry,
             names,
             rollouts,
+            policy_rollouts,
+            rollout_duration,
+            policy_evaluations,
+            result_policies: Mutex::default(),
             evaluations,
             canary_weight,
             step,
@@ -264,24 +249,70 @@ impl Metrics {
         }
     }
 
-    pub fn rollout_finished(&self, result: RolloutResult) {
-        self.rollouts
-            .get_or_create(&ResultLabel {
-                result: result.as_str(),
-            })
-            .inc();
+    /// Counts a rollout that ended, overall and for its policy, and observes how long
+    /// it took (`None` when its start is unknown).
+    pub fn rollout_finished(
+        &self,
+        policy: &PolicyRef,
+        result: RolloutResult,
+        duration_seconds: Option<f64>,
+    ) {
+        let label = ResultLabel {
+            result: result.as_str(),
+        };
+        self.rollouts.get_or_create(&label).inc();
+        if let Some(seconds) = duration_seconds.filter(|s| s.is_finite() && *s >= 0.0) {
+            self.rollout_duration.get_or_create(&label).observe(seconds);
+        }
+        if self.track_results(policy) {
+            self.policy_rollouts
+                .get_or_create(&policy_result_labels(policy, result))
+                .inc();
+        }
     }
 
-    pub fn analysis_evaluated(&self, verdict: VerdictKind) {
+    /// Creates the policy's result series at 0 the first time it is seen, within the
+    /// bound; true when the policy has them.
+    fn track_results(&self, policy: &PolicyRef) -> bool {
+        let Ok(mut tracked) = self.result_policies.lock() else {
+            return false;
+        };
+        if tracked.contains(policy) {
+            return true;
+        }
+        if tracked.len() >= MAX_POLICIES_WITH_RESULT_SERIES {
+            return false;
+        }
+        tracked.insert(policy.clone());
+        for result in ALL_RESULTS {
+            self.policy_rollouts
+                .get_or_create(&policy_result_labels(policy, result))
+                .inc_by(0);
+        }
+        for verdict in ALL_VERDICTS {
+            self.policy_evaluations
+                .get_or_create(&policy_verdict_labels(policy, verdict))
+                .inc_by(0);
+        }
+        true
+    }
+
+    pub fn analysis_evaluated(&self, policy: &PolicyRef, verdict: VerdictKind) {
         self.evaluations
             .get_or_create(&VerdictLabel {
                 verdict: verdict.as_str(),
             })
             .inc();
+        if self.track_results(policy) {
+            self.policy_evaluations
+                .get_or_create(&policy_verdict_labels(policy, verdict))
+                .inc();
+        }
     }
 
     /// Records the rollout's phase, step and confirmed canary weight (percent).
     pub fn set_rollout(&self, policy: &PolicyRef, phase: Phase, step: u32, canary_weight: u8) {
+        self.track_results(policy);
         let labels = policy_labels(policy);
         self.canary_weight
             .get_or_create(&labels)
@@ -418,6 +449,21 @@ impl Metrics {
     /// Drops every per-policy series of a deleted policy, so the registry stays bounded
     /// by the policies that exist.
     pub fn forget_policy(&self, policy: &PolicyRef) {
+        let tracked = self
+            .result_policies
+            .lock()
+            .map(|mut tracked| tracked.remove(policy))
+            .unwrap_or(false);
+        if tracked {
+            for result in ALL_RESULTS {
+                self.policy_rollouts
+                    .remove(&policy_result_labels(policy, result));
+            }
+            for verdict in ALL_VERDICTS {
+                self.policy_evaluations
+                    .remove(&policy_verdict_labels(policy, verdict));
+            }
+        }
         let labels = policy_labels(policy);
         self.canary_weight.remove(&labels);
         self.step.remove(&labels);
@@ -451,11 +497,20 @@ impl Metrics {
         }
     }
 
-    /// The registry in the Prometheus text exposition format.
+    /// The registry in the OpenMetrics format (what prometheus-client writes).
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
+    }
+
+    /// The registry in the format asked for (see [`super::exposition`]).
+    pub fn encode_as(&self, format: Format) -> Result<String, std::fmt::Error> {
+        let openmetrics = self.encode()?;
+        Ok(match format {
+            Format::OpenMetrics => openmetrics,
+            Format::Text => openmetrics_to_text(&openmetrics),
+        })
     }
 
     /// The metric names as users query them: counters with `_total`, histograms by
@@ -467,92 +522,6 @@ impl Metrics {
     }
 }
 
-fn policy_labels(policy: &PolicyRef) -> PolicyLabels {
-    PolicyLabels {
-        namespace: policy.namespace.clone(),
-        name: policy.name.clone(),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy() -> PolicyRef {
-        PolicyRef {
-            namespace: "shop".to_owned(),
-            name: "checkout".to_owned(),
-        }
-    }
-
-    #[test]
-    fn names_follow_the_convention() {
-        let metrics = Metrics::new();
-        let names = metrics.exported_names();
-        assert!(names.contains(&"shiftgate_rollouts_total".to_owned()));
-        assert!(names.contains(&"shiftgate_prometheus_query_duration_seconds".to_owned()));
-        assert!(names.contains(&"shiftgate_canary_weight_ratio".to_owned()));
-        for name in &names {
-            assert!(name.starts_with("shiftgate_"), "{name}");
-            assert!(
-                !name.ends_with("_ms") && !name.ends_with("_percent"),
-                "{name}"
-            );
-        }
-    }
-
-    /// With a series in every family, the names the encoder writes are exactly the
-    /// recorded ones (so the record cannot drift from prometheus-client's naming).
-    #[test]
-    fn recorded_names_match_the_encoded_ones() {
-        let metrics = Metrics::new();
-        metrics.rollout_finished(RolloutResult::Promoted);
-        metrics.analysis_evaluated(VerdictKind::Pass);
-        metrics.set_rollout(&policy(), Phase::Progressing, 1, 30);
-        metrics.set_metric_value(&policy(), "error-rate", Target::Canary, 0.01);
-        metrics.set_metric_threshold(&policy(), "error-rate", Bound::Max, 0.02);
-        metrics.set_evidence(&policy(), "error-rate", Some(0.48));
-        metrics.observe_prometheus_query(0.1);
-        metrics.observe_reconcile(0.1);
-        metrics.router_write(WriteResult::Ok);
-        metrics.reconcile_failed("StatusConflict");
-        metrics.set_leader(true);
-        metrics.set_policies(1);
-        let text = metrics.encode().unwrap_or_default();
-        let mut encoded: Vec<String> = text
-            .lines()
-            .filter_map(|line| line.strip_prefix("# TYPE "))
-            .filter_map(|rest| {
-                let mut parts = rest.split_whitespace();
-                let name = parts.next()?;
-                Some(match parts.next()? {
-                    "counter" => format!("{name}_total"),
-                    _ => name.to_owned(),
-                })
-            })
-            .collect();
-        encoded.sort();
-        assert_eq!(encoded, metrics.exported_names());
-    }
-
-    #[test]
-    fn phase_gauge_is_one_for_the_current_phase_only() {
-        let metrics = Metrics::new();
-        metrics.set_rollout(&policy(), Phase::Progressing, 2, 30);
-        metrics.set_metric_value(&policy(), "error-rate", Target::Canary, 0.01);
-        metrics.set_metric_threshold(&policy(), "error-rate", Bound::Max, 0.02);
-        let text = metrics.encode().unwrap_or_default();
-        assert!(text.contains(
-            r#"shiftgate_rollout_phase{namespace="shop",name="checkout",phase="Progressing"} 1"#
-        ));
-        assert!(text.contains(
-            r#"shiftgate_rollout_phase{namespace="shop",name="checkout",phase="Promoted"} 0"#
-        ));
-        assert!(
-            text.contains(r#"shiftgate_canary_weight_ratio{namespace="shop",name="checkout"} 0.3"#)
-        );
-        metrics.forget_policy(&policy());
-        let text = metrics.encode().unwrap_or_default();
-        assert!(!text.contains(r#"name="checkout""#), "{text}");
-    }
-}
+#[path = "metrics_tests.rs"]
+mod tests;

@@ -3,7 +3,11 @@
 //! runtime reports what happened and these modules publish it.
 
 pub mod events;
+pub mod exposition;
 pub mod grafana;
 pub mod http;
+mod label_sets;
 pub mod labels;
 pub mod metrics;
+pub mod process;
+mod registrar;

@@ -352,7 +352,7 @@ fn log_transition(policy: &PolicyRef, t: &Transition) {
         step = t.step,
         weight = t.canary_weight,
         reason = %t.reason,
-        message = %t.message,
+        detail = %t.message,
         "rollout transition"
     );
 }

@@ -196,7 +196,10 @@ impl Context {
         let reference = object_reference(policy);
         for transition in &outcome.transitions {
             if let Some(result) = finished(transition) {
-                self.metrics.rollout_finished(result);
+                let took = status.started_at.map(|s| {
+                    transition.at.signed_duration_since(s).num_milliseconds() as f64 / 1000.0
+                });
+                self.metrics.rollout_finished(&policy_ref, result, took);
             }
             if let Some(event) = event_for(transition) {
                 self.events
@@ -272,7 +275,7 @@ impl Context {
         if already {
             return Ok(());
         }
-        tracing::warn!(namespace = %policy_ref.namespace, name = %policy_ref.name, reason, message, "policy refused");
+        tracing::warn!(namespace = %policy_ref.namespace, name = %policy_ref.name, reason, detail = %message, "policy refused");
         crate::engine::set_condition(
             &mut status.conditions,
             ACCEPTED,
@@ -326,11 +329,14 @@ impl Context {
         let Some(analysis) = &status.last_analysis else {
             return;
         };
-        self.metrics.analysis_evaluated(match analysis.verdict {
-            StatusVerdict::Pass => VerdictKind::Pass,
-            StatusVerdict::Fail => VerdictKind::Fail,
-            StatusVerdict::Inconclusive => VerdictKind::Inconclusive,
-        });
+        self.metrics.analysis_evaluated(
+            policy,
+            match analysis.verdict {
+                StatusVerdict::Pass => VerdictKind::Pass,
+                StatusVerdict::Fail => VerdictKind::Fail,
+                StatusVerdict::Inconclusive => VerdictKind::Inconclusive,
+            },
+        );
         for metric in &analysis.metrics {
             let share = metric.evidence.filter(|e| e.is_finite());
             self.metrics.set_evidence(policy, &metric.name, share);

@@ -313,7 +313,7 @@ impl Hooks {
         tokio::spawn(async move {
             let outcome = hooks.runner.call(&policy, &spec, &call).await;
             for result in outcome.results.iter().filter(|r| !r.passed) {
-                tracing::warn!(namespace = %policy.namespace, name = %policy.name, hook = %result.hook, phase = %result.phase, message = %result.message, "hook failed");
+                tracing::warn!(namespace = %policy.namespace, name = %policy.name, hook = %result.hook, phase = %result.phase, detail = %result.message, "hook failed");
             }
             hooks.finish(&policy, outcome);
             hooks.in_flight.fetch_sub(1, Ordering::SeqCst);

@@ -135,9 +135,11 @@ pub fn evaluate(
         .then(|| judge_traffic(spec.min_requests, &input.canary_requests))
         .flatten();
     let too_little_traffic = traffic.is_some();
+    // Only a sequential judge decides: a `mannWhitney` Fail is one look of a
+    // fixed-horizon test and counts against `failureLimit` like a threshold's.
     let decided_worse = compared
         .iter()
-        .find(|(_, c)| matches!(c.verdict, Verdict::Fail { .. }));
+        .find(|(_, c)| matches!(c.verdict, Verdict::Fail { .. }) && c.evidence_share.is_some());
     let mut verdict = match (decided_worse, traffic) {
         (Some((_, c)), _) => c.verdict.clone(),
         (None, Some(inconclusive)) => inconclusive,

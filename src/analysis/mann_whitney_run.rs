@@ -4,10 +4,12 @@
 //! Each evaluation appends the window's canary and stable values to the metric's
 //! series (kept in the status, so a restart neither loses nor repeats an interval), at
 //! most `MAX_INTERVALS` of them: the oldest drop out, like a Kayenta lifetime sliding
-//! along. With fewer than `MIN_INTERVALS` intervals nothing is classified (Kayenta would
-//! pass a canary on one point). Then, as one Kayenta canary run over the policy's
+//! along. With fewer than `MIN_INTERVALS` intervals, or too few for a finite interval
+//! of the shift at the confidence level (4 per side at 95 %), nothing is classified
+//! (Kayenta would pass a canary on one point). Then, as one Kayenta canary run over the policy's
 //! `mannWhitney` metrics: the score is the share of them classified Pass (0–100); below
-//! `marginal` the High/Low metrics fail, between `marginal` and `pass` they are
+//! `marginal` the High/Low metrics fail (counted against `failureLimit`, like a
+//! threshold's Fail: one look of a fixed-horizon test is no final decision), between `marginal` and `pass` they are
 //! Inconclusive (`MarginalScore`), at or above `pass` everything passes. When metrics
 //! give different `pass`/`marginal`, the strictest (highest) of each applies.
 //!
@@ -28,7 +30,8 @@ use crate::policy::AnalysisSpec;
 /// The most intervals kept per side (60: 30 minutes at a 30 s interval); the status
 /// holds at most this many values per side and metric.
 pub const MAX_INTERVALS: usize = 60;
-/// Intervals needed on each side before the metric is classified.
+/// Intervals needed on each side before the metric is classified (more when the
+/// confidence level needs more for a finite interval: 4 at 95 %).
 pub const MIN_INTERVALS: usize = 3;
 
 /// The last per-interval values of one metric, oldest first.
@@ -95,6 +98,8 @@ enum Standing {
     Missing(InconclusiveReason),
     /// Fewer than `MIN_INTERVALS` intervals so far.
     Waiting,
+    /// Too few intervals for a finite interval at this confidence level.
+    TooShort(f64),
     /// Classified, with the words saying on what.
     Classified(Classification, String),
 }
@@ -132,7 +137,13 @@ pub fn compare_all(
                 } else {
                     let judge = judge_of(&params);
                     let c = judge.classify(&series.canary, &series.stable);
-                    Standing::Classified(c.classification, describe(&judge, &c, &series))
+                    // Too few intervals for an interval at this confidence: Kayenta would
+                    // pass on an infinite interval; this waits for one more.
+                    if c.result.is_some_and(|r| !(r.lower.is_finite() && r.upper.is_finite())) {
+                        Standing::TooShort(judge.confidence)
+                    } else {
+                        Standing::Classified(c.classification, describe(&judge, &c, &series))
+                    }
                 };
                 (series, true, standing)
             }
@@ -190,11 +201,18 @@ fn verdict_of(
             );
             (Verdict::Inconclusive(reason), text)
         }
-        Standing::Waiting => {
-            let text = format!(
-                "{} of {MIN_INTERVALS} intervals needed to compare",
-                series.intervals()
-            );
+        Standing::Waiting | Standing::TooShort(_) => {
+            let text = match standing {
+                Standing::TooShort(confidence) => format!(
+                    "{} intervals, too few for a {}% interval of the shift",
+                    series.intervals(),
+                    num(confidence * 100.0)
+                ),
+                _ => format!(
+                    "{} of {MIN_INTERVALS} intervals needed to compare",
+                    series.intervals()
+                ),
+            };
             (
                 Verdict::Inconclusive(InconclusiveReason::NotEnoughEvidence(text.clone())),
                 text,

@@ -243,9 +243,19 @@ impl JsonSchema for JudgeSpec {
                 { "type": "string", "enum": ["threshold", "sequential", "mannWhitney"] },
                 {
                     "type": "object",
-                    "required": ["mannWhitney"],
+                    "minProperties": 1,
+                    "maxProperties": 1,
                     "additionalProperties": false,
                     "properties": {
+                        "sequential": {
+                            "type": "object",
+                            "additionalProperties": false,
+                            "description": "The sequential judge's parameters.",
+                            "properties": {
+                                "alpha": { "type": "number", "description": "False-rollback rate (0 < alpha < 1), divided across the sequential metrics. Default 0.01." },
+                                "tolerance": { "type": "number", "description": "The canary may be up to `1 + tolerance` times worse than stable (0 ≤ tolerance). Default 0." }
+                            }
+                        },
                         "mannWhitney": {
                             "type": "object",
                             "additionalProperties": false,
@@ -258,22 +268,6 @@ impl JsonSchema for JudgeSpec {
                                 "direction": { "type": "string", "enum": ["increase", "decrease", "either"], "description": "Which change is a regression. Default increase." },
                                 "pass": { "type": "number", "description": "Score (0–100, share of the mannWhitney metrics that passed) at or above which the run passes. Default 95." },
                                 "marginal": { "type": "number", "description": "Score below which the run fails; between marginal and pass it is Inconclusive. Default 75." }
-                            }
-                        }
-                    }
-                },
-                {
-                    "type": "object",
-                    "required": ["sequential"],
-                    "additionalProperties": false,
-                    "properties": {
-                        "sequential": {
-                            "type": "object",
-                            "additionalProperties": false,
-                            "description": "The sequential judge's parameters.",
-                            "properties": {
-                                "alpha": { "type": "number", "description": "False-rollback rate (0 < alpha < 1), divided across the sequential metrics. Default 0.01." },
-                                "tolerance": { "type": "number", "description": "The canary may be up to `1 + tolerance` times worse than stable (0 ≤ tolerance). Default 0." }
                             }
                         }
                     }

@@ -300,6 +300,8 @@ pub struct ClusterRun {
     pub run: LocalRun,
     /// Set when the daemon check could not be made.
     pub warning: Option<String>,
+    /// Subset-level Istio: what the queries select, from the DestinationRule.
+    pub selection: Option<String>,
 }
 
 /// Loads `local` again in the kubeconfig context's namespace (when the file names
@@ -313,7 +315,15 @@ pub async fn prepare(
 ) -> Result<ClusterRun, LocalError> {
     let shown = file.display().to_string();
     let connection = connect(&shown, context).await?;
-    let local: LocalPolicy = load_policy_in(file, &connection.default_namespace)?;
+    let mut local: LocalPolicy = load_policy_in(file, &connection.default_namespace)?;
+    // Subset-level Istio: the queries select the DestinationRule subsets' version labels.
+    let (spec, said) = crate::router::istio::destination_rule::with_subset_labels(
+        &connection.client,
+        &local.policy,
+        &local.spec,
+    )
+    .await;
+    local.spec = spec;
     let Some(router) = cluster_router(&connection.client, &local.policy, &local.spec) else {
         return Err(LocalError::Unsupported(format!(
             "{shown}: not a cluster policy (spec.router.istio or spec.router.service)"
@@ -324,7 +334,11 @@ pub async fn prepare(
         DaemonCheck::Unknown(message) => Some(message),
     };
     let run = LocalRun::with_router(local, router, state_dir, options)?;
-    Ok(ClusterRun { run, warning })
+    Ok(ClusterRun {
+        run,
+        warning,
+        selection: said,
+    })
 }
 
 #[cfg(test)]

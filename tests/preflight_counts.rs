@@ -105,7 +105,9 @@ async fn count_queries_without_series_are_warned_about_with_query_and_target() {
         .find(|w| w.side == "stable" && w.counts == "buckets")
         .unwrap_or_else(|| panic!("no stable buckets warning in:\n{}", shown.join("\n")));
     assert!(
-        buckets.query.contains("istio_request_duration_milliseconds_bucket"),
+        buckets
+            .query
+            .contains("istio_request_duration_milliseconds_bucket"),
         "{buckets:?}"
     );
     let text = buckets.to_string();
@@ -116,5 +118,9 @@ async fn count_queries_without_series_are_warned_about_with_query_and_target() {
     assert!(text.contains("stays Inconclusive"), "{text}");
     // The canary's latency value has no data either (no histogram): like a canary
     // before its first request, nothing to warn about on its side.
-    assert!(warnings.iter().all(|w| w.side == "stable"), "{}", shown.join("\n"));
+    assert!(
+        warnings.iter().all(|w| w.side == "stable"),
+        "{}",
+        shown.join("\n")
+    );
 }

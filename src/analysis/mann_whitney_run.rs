@@ -139,7 +139,9 @@ pub fn compare_all(
                     let c = judge.classify(&series.canary, &series.stable);
                     // Too few intervals for an interval at this confidence: Kayenta would
                     // pass on an infinite interval; this waits for one more.
-                    if c.result.is_some_and(|r| !(r.lower.is_finite() && r.upper.is_finite())) {
+                    if c.result
+                        .is_some_and(|r| !(r.lower.is_finite() && r.upper.is_finite()))
+                    {
                         Standing::TooShort(judge.confidence)
                     } else {
                         Standing::Classified(c.classification, describe(&judge, &c, &series))
@@ -162,8 +164,7 @@ pub fn compare_all(
     judged
         .into_iter()
         .map(|(name, series, progressed, standing)| {
-            let (verdict, explanation) =
-                verdict_of(&name, standing, &series, score, &scoring);
+            let (verdict, explanation) = verdict_of(&name, standing, &series, score, &scoring);
             let compared = Compared {
                 verdict,
                 state: JudgeState::MannWhitney(series),
@@ -195,10 +196,7 @@ fn verdict_of(
     };
     match standing {
         Standing::Missing(reason) => {
-            let text = format!(
-                "{reason}; {} intervals kept",
-                series.intervals()
-            );
+            let text = format!("{reason}; {} intervals kept", series.intervals());
             (Verdict::Inconclusive(reason), text)
         }
         Standing::Waiting | Standing::TooShort(_) => {

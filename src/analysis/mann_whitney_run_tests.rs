@@ -97,7 +97,10 @@ fn a_slower_canary_fails_once_enough_intervals_are_in() {
         .expect("the slower canary fails");
     let e = &evaluations[failed];
     assert_eq!(failed, 3);
-    assert!(!e.decided_worse, "one look of a fixed-horizon test counts against failureLimit");
+    assert!(
+        !e.decided_worse,
+        "one look of a fixed-horizon test counts against failureLimit"
+    );
     assert!(e.message.contains("higher than stable"), "{}", e.message);
     assert!(e.message.contains("score 0 of 100"), "{}", e.message);
     assert!(e.message.contains("95% interval"), "{}", e.message);
@@ -113,7 +116,10 @@ fn a_canary_like_stable_passes_and_never_advances_early() {
     let evaluations = run(&spec, &rounds);
     for e in &evaluations[4..] {
         assert_eq!(e.verdict, Verdict::Pass, "{e:?}");
-        assert!(!e.shown_no_worse, "a fixed-horizon test shows nothing early");
+        assert!(
+            !e.shown_no_worse,
+            "a fixed-horizon test shows nothing early"
+        );
         assert!(e.message.contains("no shift shown"), "{}", e.message);
     }
 }
@@ -169,8 +175,15 @@ fn the_score_over_metrics_fails_marginal_or_passes_as_kayenta() {
         ),
         "{marginal:?}"
     );
-    assert!(!marginal.gathering, "a marginal score counts against inconclusiveLimit");
-    assert!(marginal.message.contains("score 66.6667 of 100"), "{}", marginal.message);
+    assert!(
+        !marginal.gathering,
+        "a marginal score counts against inconclusiveLimit"
+    );
+    assert!(
+        marginal.message.contains("score 66.6667 of 100"),
+        "{}",
+        marginal.message
+    );
     assert_eq!(with(60.0, 50.0).verdict, Verdict::Pass);
 }
 

@@ -331,8 +331,15 @@ fn mann_whitney_series_alone_keep_the_sequential_range_start() {
         }],
     };
     let kept = evidence::kept(Some(only_series.clone()), Some(t(0))).unwrap();
-    assert_eq!(kept.counted_until, t(0), "the error counts still start at 0");
+    assert_eq!(
+        kept.counted_until,
+        t(0),
+        "the error counts still start at 0"
+    );
     assert_eq!(kept.metrics, only_series.metrics);
     // Without sequential metrics there is no range: the instant stays.
-    assert_eq!(evidence::kept(Some(only_series.clone()), None), Some(only_series));
+    assert_eq!(
+        evidence::kept(Some(only_series.clone()), None),
+        Some(only_series)
+    );
 }

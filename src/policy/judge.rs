@@ -221,7 +221,9 @@ impl Serialize for JudgeSpec {
             JudgeSpec::MannWhitney(m) if *m == MannWhitneySpec::default() => {
                 serializer.serialize_str("mannWhitney")
             }
-            JudgeSpec::MannWhitney(m) => MannWhitneyObject { mann_whitney: m }.serialize(serializer),
+            JudgeSpec::MannWhitney(m) => {
+                MannWhitneyObject { mann_whitney: m }.serialize(serializer)
+            }
             JudgeSpec::Threshold => serializer.serialize_str("threshold"),
             JudgeSpec::Sequential(s) if *s == SequentialSpec::default() => {
                 serializer.serialize_str("sequential")
@@ -341,10 +343,7 @@ mod tests {
         }
         assert!(serde_yaml_ng::from_str::<JudgeSpec>("mannwhitney").is_err());
         assert!(serde_yaml_ng::from_str::<JudgeSpec>("{}").is_err());
-        assert!(serde_yaml_ng::from_str::<JudgeSpec>(
-            "{sequential: {}, mannWhitney: {}}"
-        )
-        .is_err());
+        assert!(serde_yaml_ng::from_str::<JudgeSpec>("{sequential: {}, mannWhitney: {}}").is_err());
         assert!(
             serde_yaml_ng::from_str::<JudgeSpec>("{mannWhitney: {direction: sideways}}").is_err()
         );

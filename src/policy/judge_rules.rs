@@ -144,7 +144,11 @@ fn mann_whitney(mw: &MannWhitneySpec, mpath: &str, issues: &mut Vec<Issue>) {
         );
     }
     for (field, value, hint) in [
-        ("tolerance", mw.tolerance, "write e.g. `0.25` (Kayenta's default)"),
+        (
+            "tolerance",
+            mw.tolerance,
+            "write e.g. `0.25` (Kayenta's default)",
+        ),
         (
             "allowedIncrease",
             mw.allowed_increase,

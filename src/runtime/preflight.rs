@@ -144,16 +144,15 @@ pub async fn probe_queries(
             match sample {
                 Sample::Value(_) | Sample::NotANumber if what == "value" => side_serves = true,
                 // `say_what_is_selected` warns about request counts already.
-                Sample::NoData if !matches!(what, "value" | "requests") && side_serves => {
-                    warnings.push(PreflightWarning {
+                Sample::NoData if !matches!(what, "value" | "requests") && side_serves => warnings
+                    .push(PreflightWarning {
                         policy: label.clone(),
                         index,
                         metric: metric.to_owned(),
                         side,
                         counts: what,
                         query: query.clone(),
-                    })
-                }
+                    }),
                 Sample::Value(_) | Sample::NoData | Sample::NotANumber => {}
                 Sample::Unreachable { message } => {
                     return Err(PreflightError::PrometheusUnavailable {

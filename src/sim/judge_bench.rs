@@ -190,7 +190,11 @@ pub enum BenchError {
 /// What Prometheus would answer for the sequential policy: per metric and target the
 /// counts of the scrapes in (`since`, now] (the last scrape without `since`), and the
 /// canary's requests in the last scrape for `minRequests`.
-fn counts_input(scrapes: &[Scrape], since: Option<u64>, at: crate::policy::Timestamp) -> AnalysisInput {
+fn counts_input(
+    scrapes: &[Scrape],
+    since: Option<u64>,
+    at: crate::policy::Timestamp,
+) -> AnalysisInput {
     let from = since.map_or(scrapes.len().saturating_sub(1), |since| {
         scrapes.partition_point(|s| s.end_secs <= since)
     });

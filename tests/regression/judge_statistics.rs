@@ -49,7 +49,10 @@ fn healthy_canaries_at_50_per_second_are_not_rolled_back_like_the_threshold_judg
         .count();
     let sequential_rollbacks = (1..=runs)
         .filter(|seed| {
-            run_sequential(&default_judges(), healthy, *seed, 0).unwrap().ending == Ending::RolledBack
+            run_sequential(&default_judges(), healthy, *seed, 0)
+                .unwrap()
+                .ending
+                == Ending::RolledBack
         })
         .count();
     assert!(

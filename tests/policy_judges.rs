@@ -22,7 +22,12 @@ fn judge_and_counts_problems_are_located() {
         "21:68: spec.analysis.metrics[3].judge: judge decides how `compare` is judged, and this metric does not compare",
         "22:9: spec.analysis.metrics[4]: a raw query judged sequentially needs count queries",
         "30:9: spec.analysis.metrics[5].counts: counts has no `errors` query",
-        "31:73: spec.analysis.metrics[6].judge: the string `mannWhitney` is not one of `threshold`, `sequential`",
+        "31:73: spec.analysis.metrics[6].judge: the string `kayenta` is not one of `threshold`, `sequential`, `mannWhitney`",
+        "32:94: spec.analysis.metrics[7].judge.mannWhitney.confidence: confidence 1.5 is not a level between 0 and 1",
+        "32:111: spec.analysis.metrics[7].judge.mannWhitney.allowedIncrease: allowedIncrease -1 is not a number of 0 or more",
+        "32:142: spec.analysis.metrics[7].judge.mannWhitney.marginal: marginal 80 is above pass 70",
+        "33:67: spec.analysis.metrics[8].compare.maxRatio: `maxRatio` is a limit of the threshold judge; this metric is judged by `mannWhitney`",
+        "34:97: spec.analysis.metrics[9].judge.mannWhitney.direction: the string `sideways` is not one of `increase`, `decrease`, `either`",
     ];
     for want in expected {
         assert!(

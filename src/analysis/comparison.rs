@@ -55,8 +55,8 @@ pub struct Compared {
     /// Whether this evaluation added canary requests to the evidence.
     pub progressed: bool,
     /// The evidence against "no worse" as a share of what rolls back (`1/α`); 1 once
-    /// decided worse.
-    pub evidence_share: f64,
+    /// decided worse. `None` for `mannWhitney`, which has no such evidence.
+    pub evidence_share: Option<f64>,
 }
 
 /// Judges `metric`'s comparison from `observed` on top of `prior` (its state so far,
@@ -114,7 +114,7 @@ pub fn compare(
     // Progress is canary requests: a canary that gets no traffic while stable does is
     // not gathering evidence, and must reach `inconclusiveLimit`.
     let progressed = counted && state.canary_requests() > requests_before;
-    let evidence_share = evidence_share(&state, alpha);
+    let evidence_share = Some(evidence_share(&state, alpha));
     Some(Compared {
         evidence_share,
         canary_requests: state.canary_requests(),
@@ -138,6 +138,7 @@ fn evidence_share(state: &JudgeState, alpha: f64) -> f64 {
     };
     match state {
         JudgeState::ErrorRate(e) => share(e, alpha),
+        JudgeState::MannWhitney(_) => 0.0,
         JudgeState::Latency(l) => {
             let per_edge = alpha
                 / LatencyJudge::with_default_quantiles(alpha, 0.0)
@@ -152,26 +153,49 @@ fn evidence_share(state: &JudgeState, alpha: f64) -> f64 {
 }
 
 /// The evidence to save after an evaluation: every sequential metric's new state when
-/// all of them could count (so all count the same range), else `prior` unchanged (the
-/// next evaluation counts the longer range, nothing is lost or counted twice).
+/// all of them could count (so all count the same range), else `prior`'s unchanged
+/// (the next evaluation counts the longer range, nothing is lost or counted twice).
+/// `mannWhitney` series are per evaluation, not per range: theirs are always the new
+/// ones. (With no prior and sequential metrics that could not count, the result holds
+/// only series and `at`; `engine::evidence::kept` pins its instant to the range start.)
 pub fn next_evidence(
     prior: Option<&EvidenceStatus>,
     compared: &[(String, Compared)],
     at: crate::policy::Timestamp,
 ) -> Option<EvidenceStatus> {
-    if compared.is_empty() || !compared.iter().all(|(_, c)| c.counted) {
-        return prior.cloned();
-    }
-    Some(EvidenceStatus {
-        counted_until: at,
-        metrics: compared
-            .iter()
-            .map(|(name, c)| MetricEvidence {
+    let is_series = |c: &Compared| matches!(c.state, JudgeState::MannWhitney(_));
+    let sequential: Vec<&(String, Compared)> =
+        compared.iter().filter(|(_, c)| !is_series(c)).collect();
+    let counted = !sequential.is_empty() && sequential.iter().all(|(_, c)| c.counted);
+    let mut kept = if counted {
+        Some(EvidenceStatus {
+            counted_until: at,
+            metrics: sequential
+                .iter()
+                .map(|(name, c)| MetricEvidence {
+                    name: name.clone(),
+                    state: c.state.clone(),
+                })
+                .collect(),
+        })
+    } else {
+        prior.cloned()
+    };
+    for (name, c) in compared.iter().filter(|(_, c)| is_series(c)) {
+        let evidence = kept.get_or_insert_with(|| EvidenceStatus {
+            counted_until: at,
+            metrics: Vec::new(),
+        });
+        let state = c.state.clone();
+        match evidence.metrics.iter_mut().find(|m| m.name == *name) {
+            Some(m) => m.state = state,
+            None => evidence.metrics.push(MetricEvidence {
                 name: name.clone(),
-                state: c.state.clone(),
-            })
-            .collect(),
-    })
+                state,
+            }),
+        }
+    }
+    kept
 }
 
 /// The state `name` had, from the saved evidence.

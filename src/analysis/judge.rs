@@ -76,6 +76,11 @@ pub fn evaluate(
 ) -> Evaluation {
     let compare = canary_weight < 100;
     let mut compared: Vec<(String, Compared)> = Vec::new();
+    let mut mann_whitney = if compare {
+        crate::analysis::mann_whitney_run::compare_all(spec, input, prior)
+    } else {
+        Vec::new()
+    };
     let mut any_threshold = false;
     let metrics: Vec<MetricJudgement> = spec
         .metrics
@@ -83,9 +88,9 @@ pub fn evaluate(
         .map(|metric| {
             let observed = input.metrics.iter().find(|m| m.name == metric.name);
             let sequential = metric.sequential().is_some();
-            let threshold_part = metric.min.is_some()
-                || metric.max.is_some()
-                || (metric.compare.is_some() && !sequential);
+            let ranked = metric.mann_whitney().is_some();
+            let threshold_part =
+                metric.min.is_some() || metric.max.is_some() || metric.threshold_compare();
             any_threshold |= threshold_part;
             let mut judged = if threshold_part {
                 judge_metric(metric, observed, compare)
@@ -99,14 +104,19 @@ pub fn evaluate(
                     evidence: None,
                 }
             };
-            if sequential && !compare {
+            if (sequential || ranked) && !compare {
                 add_detail(&mut judged, "compare skipped: no stable traffic at 100%");
             }
             let prior_state = prior_state(prior, &metric.name);
-            if let Some(c) = compare
-                .then(|| comparison::compare(spec, metric, prior_state, observed))
-                .flatten()
-            {
+            let judged_by = if ranked {
+                let at = mann_whitney.iter().position(|(n, _)| *n == metric.name);
+                at.map(|i| mann_whitney.swap_remove(i).1)
+            } else {
+                compare
+                    .then(|| comparison::compare(spec, metric, prior_state, observed))
+                    .flatten()
+            };
+            if let Some(c) = judged_by {
                 judged.verdict = match (&judged.verdict, &c.verdict) {
                     (Verdict::Fail { .. }, _) => judged.verdict.clone(),
                     (_, Verdict::Fail { .. }) => c.verdict.clone(),
@@ -114,7 +124,7 @@ pub fn evaluate(
                     _ => c.verdict.clone(),
                 };
                 add_detail(&mut judged, &c.explanation);
-                judged.evidence = Some(c.evidence_share);
+                judged.evidence = c.evidence_share;
                 compared.push((metric.name.clone(), c));
             }
             judged
@@ -125,9 +135,11 @@ pub fn evaluate(
         .then(|| judge_traffic(spec.min_requests, &input.canary_requests))
         .flatten();
     let too_little_traffic = traffic.is_some();
+    // Only a sequential judge decides: a `mannWhitney` Fail is one look of a
+    // fixed-horizon test and counts against `failureLimit` like a threshold's.
     let decided_worse = compared
         .iter()
-        .find(|(_, c)| matches!(c.verdict, Verdict::Fail { .. }));
+        .find(|(_, c)| matches!(c.verdict, Verdict::Fail { .. }) && c.evidence_share.is_some());
     let mut verdict = match (decided_worse, traffic) {
         (Some((_, c)), _) => c.verdict.clone(),
         (None, Some(inconclusive)) => inconclusive,
@@ -166,7 +178,9 @@ pub fn evaluate(
     let shown_no_worse = verdict == Verdict::Pass
         && !no_regression_so_far
         && !compared.is_empty()
-        && compared.iter().all(|(_, c)| c.verdict == Verdict::Pass);
+        && compared
+            .iter()
+            .all(|(_, c)| c.verdict == Verdict::Pass && c.evidence_share.is_some());
     let window = spec.query_window().to_promql();
     let reqs = requests.map_or_else(|| "unknown".to_owned(), |r| format!("{r:.0}"));
     // The window and its request count mean something to threshold criteria only; a
@@ -307,13 +321,13 @@ fn judge_metric(
         ));
     }
     let mut stable_value = None;
-    if spec.compare.is_some() && !compare_with_stable && spec.sequential().is_none() {
+    if spec.threshold_compare() && !compare_with_stable {
         results.push((
             Verdict::Pass,
             "compare skipped: no stable traffic at 100%".to_owned(),
         ));
     }
-    let threshold_compare = spec.sequential().is_none();
+    let threshold_compare = spec.threshold_compare();
     if let Some(compare) = spec
         .compare
         .as_ref()

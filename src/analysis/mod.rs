@@ -3,6 +3,7 @@
 pub mod comparison;
 pub mod judge;
 pub mod mann_whitney;
+pub mod mann_whitney_run;
 pub mod sample;
 pub mod sequential;
 pub mod verdict;

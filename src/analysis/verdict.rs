@@ -22,6 +22,9 @@ pub enum InconclusiveReason {
     /// A sequential judge has not yet seen enough to decide either way; the evidence so
     /// far is kept. The text says how much there is.
     NotEnoughEvidence(String),
+    /// The `mannWhitney` judges' score is between `marginal` and `pass`: not bad enough
+    /// to fail, not good enough to pass. The text has the score.
+    MarginalScore(String),
 }
 
 impl InconclusiveReason {
@@ -35,6 +38,7 @@ impl InconclusiveReason {
             InconclusiveReason::TimedOut => "SourceTimedOut",
             InconclusiveReason::InvalidQuery(_) => "InvalidQuery",
             InconclusiveReason::NotEnoughEvidence(_) => "NotEnoughEvidence",
+            InconclusiveReason::MarginalScore(_) => "MarginalScore",
         }
     }
 }
@@ -53,6 +57,7 @@ impl fmt::Display for InconclusiveReason {
             InconclusiveReason::TimedOut => f.write_str("metric source timed out"),
             InconclusiveReason::InvalidQuery(msg) => write!(f, "invalid query: {msg}"),
             InconclusiveReason::NotEnoughEvidence(msg) => write!(f, "not enough evidence: {msg}"),
+            InconclusiveReason::MarginalScore(msg) => write!(f, "marginal: {msg}"),
         }
     }
 }

@@ -30,6 +30,10 @@ pub struct BenchJudgesArgs {
     /// False-rollback budget of the sequential judges, split between errors and latency.
     #[arg(long, default_value_t = 0.01)]
     pub alpha: f64,
+    /// Share of alpha given to the error-rate metric, the rest to latency (a weighted
+    /// Bonferroni split; 0.5 is the policy's equal split).
+    #[arg(long, default_value_t = 0.5)]
+    pub error_alpha_share: f64,
     /// The canary's error rate may be up to 1 + this times stable's.
     #[arg(long, default_value_t = 0.0)]
     pub error_tolerance: f64,
@@ -215,13 +219,18 @@ struct Judges {
 
 impl Judges {
     fn new(args: &BenchJudgesArgs) -> anyhow::Result<Judges> {
+        let share = args.error_alpha_share;
+        if !(share > 0.0 && share < 1.0) {
+            anyhow::bail!("--error-alpha-share {share} is not a share strictly between 0 and 1");
+        }
         Ok(Judges {
             threshold: serde_json::from_str(&threshold_spec(None))
                 .context("the threshold policy parses")?,
             threshold_1m: serde_json::from_str(&threshold_spec(Some("1m")))
                 .context("the threshold policy with a 1m window parses")?,
-            sequential: SequentialSet::new(
+            sequential: SequentialSet::weighted(
                 args.alpha,
+                args.error_alpha_share,
                 args.error_tolerance,
                 args.latency_tolerance,
             ),
@@ -242,7 +251,8 @@ impl Judges {
             .map(|i| {
                 let seed = seed.wrapping_add(i);
                 match judge {
-                    "sequential" => Ok(run_sequential(&self.sequential, model, seed, counted_from)),
+                    "sequential" => run_sequential(&self.sequential, model, seed, counted_from)
+                        .context("the benchmark's sequential policy runs"),
                     "mannWhitney" => Ok(run_mann_whitney(
                         &self.mann_whitney,
                         model,
@@ -280,8 +290,8 @@ fn bench(args: &BenchJudgesArgs) -> anyhow::Result<()> {
         args.seed + args.runs - 1
     );
     out!(
-        "sequential: alpha {} (split errors/latency), error tolerance {}, latency tolerance {}; threshold: policies/istio-host-canary.yaml's analysis; mannWhitney: Kayenta's defaults on the last 5 min of per-scrape error rate and median latency, at every scrape.\n",
-        args.alpha, args.error_tolerance, args.latency_tolerance
+        "sequential (through the engine, an evaluation every 15 s): alpha {} ({} to errors, the rest to latency), error tolerance {}, latency tolerance {}; threshold: policies/istio-host-canary.yaml's analysis; mannWhitney: Kayenta's defaults on the last 5 min of per-scrape error rate and median latency, at every scrape.\n",
+        args.alpha, args.error_alpha_share, args.error_tolerance, args.latency_tolerance
     );
     out!("| rate | scenario | judge | false rollbacks (95 % upper) | detected | paused | median TTD | p90 TTD | median canary reqs |");
     out!("|---:|---|---|---:|---:|---:|---:|---:|---:|");
@@ -442,6 +452,7 @@ mod tests {
             runs: 12,
             seed: 7,
             alpha: 0.01,
+            error_alpha_share: 0.5,
             error_tolerance: 0.0,
             latency_tolerance: 0.0,
             rates: vec![50.0],

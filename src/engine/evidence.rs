@@ -25,10 +25,23 @@ pub fn counts_since(plan: &Plan, state: &RolloutStatus) -> Option<Timestamp> {
 
 /// The evidence to keep after an evaluation: the judges' when they counted, else the
 /// start of the range pinned, so the next evaluation counts from the same instant.
+/// Evidence holding only `mannWhitney` series (the sequential judges could not count
+/// yet) keeps the range's start too.
 pub(crate) fn kept(
     counted: Option<EvidenceStatus>,
     since: Option<Timestamp>,
 ) -> Option<EvidenceStatus> {
+    let only_series = |e: &EvidenceStatus| {
+        e.metrics
+            .iter()
+            .all(|m| matches!(m.state, crate::policy::status::JudgeState::MannWhitney(_)))
+    };
+    let counted = counted.map(|mut e| {
+        if let Some(since) = since.filter(|_| only_series(&e)) {
+            e.counted_until = since;
+        }
+        e
+    });
     counted.or_else(|| {
         since.map(|counted_until| EvidenceStatus {
             counted_until,

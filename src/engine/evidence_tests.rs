@@ -92,7 +92,7 @@ fn evaluate(plan: &Plan, state: &RolloutStatus, at: i64, input: AnalysisInput) -
 fn canary_trials(state: &RolloutStatus) -> f64 {
     match &state.evidence.as_ref().unwrap().metrics[0].state {
         JudgeState::ErrorRate(e) => e.canary_trials,
-        JudgeState::Latency(_) => panic!("an error metric"),
+        other => panic!("an error metric: {other:?}"),
     }
 }
 
@@ -232,7 +232,7 @@ fn a_restart_between_evaluations_neither_loses_nor_repeats_evidence() {
     assert_eq!(canary_trials(&restarted), 600.0);
     let ln = |s: &RolloutStatus| match &s.evidence.as_ref().unwrap().metrics[0].state {
         JudgeState::ErrorRate(e) => e.log_evidence_worse(),
-        JudgeState::Latency(_) => f64::NAN,
+        _ => f64::NAN,
     };
     assert!((ln(&straight) - ln(&restarted)).abs() < 1e-9);
 }
@@ -317,4 +317,29 @@ fn shown_no_worse_advances_before_the_hold_only_when_allowed() {
             "advanceEarly {advance_early}"
         );
     }
+}
+
+#[test]
+fn mann_whitney_series_alone_keep_the_sequential_range_start() {
+    use crate::analysis::mann_whitney_run::MannWhitneySeries;
+    use crate::policy::status::{EvidenceStatus, MetricEvidence};
+    let only_series = EvidenceStatus {
+        counted_until: t(90),
+        metrics: vec![MetricEvidence {
+            name: "p50".into(),
+            state: JudgeState::MannWhitney(MannWhitneySeries::default().pushed(1.0, 1.0)),
+        }],
+    };
+    let kept = evidence::kept(Some(only_series.clone()), Some(t(0))).unwrap();
+    assert_eq!(
+        kept.counted_until,
+        t(0),
+        "the error counts still start at 0"
+    );
+    assert_eq!(kept.metrics, only_series.metrics);
+    // Without sequential metrics there is no range: the instant stays.
+    assert_eq!(
+        evidence::kept(Some(only_series.clone()), None),
+        Some(only_series)
+    );
 }

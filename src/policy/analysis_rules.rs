@@ -274,7 +274,7 @@ fn metric_spec(m: &MetricSpec, path: &str, family: Option<&str>, issues: &mut Ve
     }
     if let Some(compare) = &m.compare {
         let cpath = format!("{path}.compare");
-        let threshold = m.sequential().is_none();
+        let threshold = m.threshold_compare();
         if threshold && compare.max_increase.is_none() && compare.max_ratio.is_none() {
             issues.push(
                 Issue::error(&cpath, "compare sets no limit")

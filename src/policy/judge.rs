@@ -24,6 +24,9 @@ pub enum JudgeSpec {
     Threshold,
     /// An anytime-valid test on counts (see docs/analysis.md).
     Sequential(SequentialSpec),
+    /// Kayenta's Mann–Whitney classifier on the per-interval values (see
+    /// docs/analysis.md).
+    MannWhitney(MannWhitneySpec),
 }
 
 /// The parameters of the sequential judge; absent ones take the defaults.
@@ -50,11 +53,110 @@ impl SequentialSpec {
     }
 }
 
+/// Kayenta's defaults for the `mannWhitney` judge.
+pub const MW_DEFAULT_CONFIDENCE: f64 = 0.95;
+pub const MW_DEFAULT_TOLERANCE: f64 = 0.25;
+pub const MW_DEFAULT_ALLOWED_CHANGE: f64 = 1.0;
+pub const MW_DEFAULT_PASS: f64 = 95.0;
+pub const MW_DEFAULT_MARGINAL: f64 = 75.0;
+
+/// In which direction a change of the metric is a regression (Kayenta's `direction`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum RegressionDirection {
+    /// The canary is bad when higher (error rates, latencies). The default.
+    #[default]
+    Increase,
+    /// The canary is bad when lower (throughput, success rates).
+    Decrease,
+    /// Either way.
+    Either,
+}
+
+/// The parameters of the `mannWhitney` judge (Kayenta's names); absent ones take
+/// Kayenta's defaults.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MannWhitneySpec {
+    /// Confidence level of the shift's interval (0 < confidence < 1). Default 0.95.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// A shift counts when its interval clears `tolerance × |shift|`. Default 0.25.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// High only when canary's mean is at least this times stable's. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_increase: Option<f64>,
+    /// Low only when canary's mean is at most this times stable's. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_decrease: Option<f64>,
+    /// Which change is a regression. Default `increase`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<RegressionDirection>,
+    /// A score (share of the policy's mannWhitney metrics that passed, 0–100) at or
+    /// above this passes. Default 95.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<f64>,
+    /// A score below this fails; between `marginal` and `pass` is Inconclusive.
+    /// Default 75.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marginal: Option<f64>,
+}
+
+impl MannWhitneySpec {
+    pub fn confidence(&self) -> f64 {
+        self.confidence.unwrap_or(MW_DEFAULT_CONFIDENCE)
+    }
+
+    pub fn tolerance(&self) -> f64 {
+        self.tolerance.unwrap_or(MW_DEFAULT_TOLERANCE)
+    }
+
+    pub fn allowed_increase(&self) -> f64 {
+        self.allowed_increase.unwrap_or(MW_DEFAULT_ALLOWED_CHANGE)
+    }
+
+    pub fn allowed_decrease(&self) -> f64 {
+        self.allowed_decrease.unwrap_or(MW_DEFAULT_ALLOWED_CHANGE)
+    }
+
+    pub fn direction(&self) -> RegressionDirection {
+        self.direction.unwrap_or_default()
+    }
+
+    pub fn pass(&self) -> f64 {
+        self.pass.unwrap_or(MW_DEFAULT_PASS)
+    }
+
+    pub fn marginal(&self) -> f64 {
+        self.marginal.unwrap_or(MW_DEFAULT_MARGINAL)
+    }
+}
+
+impl super::types::MetricSpec {
+    /// The `mannWhitney` judge's parameters when this metric's comparison is judged by
+    /// it (`compare` set, `judge: mannWhitney`).
+    pub fn mann_whitney(&self) -> Option<MannWhitneySpec> {
+        self.compare.as_ref()?;
+        match &self.judge {
+            Some(JudgeSpec::MannWhitney(m)) => Some(*m),
+            _ => None,
+        }
+    }
+
+    /// Whether `compare` is judged on the window's values against `maxIncrease` /
+    /// `maxRatio` (`judge: threshold`).
+    pub fn threshold_compare(&self) -> bool {
+        self.compare.is_some() && matches!(self.judge, Some(JudgeSpec::Threshold))
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 enum JudgeName {
     Threshold,
     Sequential,
+    MannWhitney,
 }
 
 #[derive(Deserialize)]
@@ -62,6 +164,8 @@ enum JudgeName {
 struct JudgeObject {
     #[serde(default)]
     sequential: Option<SequentialSpec>,
+    #[serde(default)]
+    mann_whitney: Option<MannWhitneySpec>,
 }
 
 #[derive(Deserialize)]
@@ -78,11 +182,25 @@ impl<'de> Deserialize<'de> for JudgeSpec {
             JudgeRepr::Name(JudgeName::Sequential) => {
                 Ok(JudgeSpec::Sequential(SequentialSpec::default()))
             }
+            JudgeRepr::Name(JudgeName::MannWhitney) => {
+                Ok(JudgeSpec::MannWhitney(MannWhitneySpec::default()))
+            }
             JudgeRepr::Object(JudgeObject {
                 sequential: Some(s),
+                mann_whitney: None,
             }) => Ok(JudgeSpec::Sequential(s)),
-            JudgeRepr::Object(JudgeObject { sequential: None }) => Err(serde::de::Error::custom(
-                "judge names no judge; write `threshold`, `sequential` or `{sequential: {alpha: …, tolerance: …}}`",
+            JudgeRepr::Object(JudgeObject {
+                sequential: None,
+                mann_whitney: Some(m),
+            }) => Ok(JudgeSpec::MannWhitney(m)),
+            JudgeRepr::Object(JudgeObject {
+                sequential: Some(_),
+                mann_whitney: Some(_),
+            }) => Err(serde::de::Error::custom(
+                "judge names two judges; keep `sequential` or `mannWhitney`",
+            )),
+            JudgeRepr::Object(JudgeObject { .. }) => Err(serde::de::Error::custom(
+                "judge names no judge; write `threshold`, `sequential`, `mannWhitney`, `{sequential: {alpha: …, tolerance: …}}` or `{mannWhitney: {confidence: …, …}}`",
             )),
         }
     }
@@ -94,7 +212,18 @@ impl Serialize for JudgeSpec {
         struct Object<'a> {
             sequential: &'a SequentialSpec,
         }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct MannWhitneyObject<'a> {
+            mann_whitney: &'a MannWhitneySpec,
+        }
         match self {
+            JudgeSpec::MannWhitney(m) if *m == MannWhitneySpec::default() => {
+                serializer.serialize_str("mannWhitney")
+            }
+            JudgeSpec::MannWhitney(m) => {
+                MannWhitneyObject { mann_whitney: m }.serialize(serializer)
+            }
             JudgeSpec::Threshold => serializer.serialize_str("threshold"),
             JudgeSpec::Sequential(s) if *s == SequentialSpec::default() => {
                 serializer.serialize_str("sequential")
@@ -111,12 +240,13 @@ impl JsonSchema for JudgeSpec {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "How `compare` is judged: `sequential` (default with `compare`: an anytime-valid test on counts since the comparison began) or `threshold` (the window's values against `compare`'s limits); `{sequential: {alpha, tolerance}}` sets the sequential judge's parameters.",
+            "description": "How `compare` is judged: `sequential` (default with `compare`: an anytime-valid test on counts since the comparison began), `threshold` (the window's values against `compare`'s limits) or `mannWhitney` (Kayenta's Mann–Whitney classifier on the per-interval values); `{sequential: {alpha, tolerance}}` and `{mannWhitney: {…}}` set a judge's parameters.",
             "anyOf": [
-                { "type": "string", "enum": ["threshold", "sequential"] },
+                { "type": "string", "enum": ["threshold", "sequential", "mannWhitney"] },
                 {
                     "type": "object",
-                    "required": ["sequential"],
+                    "minProperties": 1,
+                    "maxProperties": 1,
                     "additionalProperties": false,
                     "properties": {
                         "sequential": {
@@ -126,6 +256,20 @@ impl JsonSchema for JudgeSpec {
                             "properties": {
                                 "alpha": { "type": "number", "description": "False-rollback rate (0 < alpha < 1), divided across the sequential metrics. Default 0.01." },
                                 "tolerance": { "type": "number", "description": "The canary may be up to `1 + tolerance` times worse than stable (0 ≤ tolerance). Default 0." }
+                            }
+                        },
+                        "mannWhitney": {
+                            "type": "object",
+                            "additionalProperties": false,
+                            "description": "Kayenta's Mann–Whitney classifier's parameters.",
+                            "properties": {
+                                "confidence": { "type": "number", "description": "Confidence level of the shift's interval (0 < confidence < 1). Default 0.95." },
+                                "tolerance": { "type": "number", "description": "A shift counts when its interval clears tolerance × |shift| (≥ 0). Default 0.25." },
+                                "allowedIncrease": { "type": "number", "description": "High only when the canary's mean is at least this times stable's (≥ 0). Default 1." },
+                                "allowedDecrease": { "type": "number", "description": "Low only when the canary's mean is at most this times stable's (≥ 0). Default 1." },
+                                "direction": { "type": "string", "enum": ["increase", "decrease", "either"], "description": "Which change is a regression. Default increase." },
+                                "pass": { "type": "number", "description": "Score (0–100, share of the mannWhitney metrics that passed) at or above which the run passes. Default 95." },
+                                "marginal": { "type": "number", "description": "Score below which the run fails; between marginal and pass it is Inconclusive. Default 75." }
                             }
                         }
                     }
@@ -175,6 +319,21 @@ mod tests {
                     tolerance: Some(0.2),
                 }),
             ),
+            (
+                "mannWhitney",
+                JudgeSpec::MannWhitney(MannWhitneySpec::default()),
+            ),
+            (
+                "{mannWhitney: {confidence: 0.99, allowedIncrease: 1.1, direction: either, pass: 90, marginal: 50}}",
+                JudgeSpec::MannWhitney(MannWhitneySpec {
+                    confidence: Some(0.99),
+                    allowed_increase: Some(1.1),
+                    direction: Some(RegressionDirection::Either),
+                    pass: Some(90.0),
+                    marginal: Some(50.0),
+                    ..MannWhitneySpec::default()
+                }),
+            ),
         ] {
             let read: JudgeSpec = serde_yaml_ng::from_str(yaml).unwrap();
             assert_eq!(read, expected, "{yaml}");
@@ -182,7 +341,11 @@ mod tests {
             let back: JudgeSpec = serde_json::from_value(json).unwrap();
             assert_eq!(back, expected);
         }
-        assert!(serde_yaml_ng::from_str::<JudgeSpec>("mannWhitney").is_err());
+        assert!(serde_yaml_ng::from_str::<JudgeSpec>("mannwhitney").is_err());
         assert!(serde_yaml_ng::from_str::<JudgeSpec>("{}").is_err());
+        assert!(serde_yaml_ng::from_str::<JudgeSpec>("{sequential: {}, mannWhitney: {}}").is_err());
+        assert!(
+            serde_yaml_ng::from_str::<JudgeSpec>("{mannWhitney: {direction: sideways}}").is_err()
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! templates have their count queries; a raw `query` declares them in `counts:`.
 
 use super::diagnostic::Issue;
-use super::judge::{CountsSpec, JudgeSpec};
+use super::judge::{CountsSpec, JudgeSpec, MannWhitneySpec};
 use super::types::MetricSpec;
 
 /// Whether a built-in template counts what a sequential judge needs: errors (error
@@ -44,6 +44,12 @@ pub(super) fn metric(m: &MetricSpec, path: &str, issues: &mut Vec<Issue>) {
                 )
                 .with_hint("write e.g. `0.2` to tolerate 20% more errors than stable, or `0`"),
             );
+        }
+    }
+    if let Some(JudgeSpec::MannWhitney(mw)) = &m.judge {
+        mann_whitney(mw, &format!("{jpath}.mannWhitney"), issues);
+        if let Some(compare) = &m.compare {
+            limits_of_threshold(compare, "mannWhitney", &format!("{path}.compare"), issues);
         }
     }
     let sequential = m.sequential().is_some();
@@ -95,6 +101,97 @@ pub(super) fn metric(m: &MetricSpec, path: &str, issues: &mut Vec<Issue>) {
                 "built-in templates have their own count queries",
             )
             .with_hint("remove `counts`"),
+        );
+    }
+}
+
+/// `maxIncrease`/`maxRatio` belong to the threshold judge; under another judge they
+/// would be silently ignored.
+fn limits_of_threshold(
+    compare: &super::types::CompareSpec,
+    judge: &str,
+    cpath: &str,
+    issues: &mut Vec<Issue>,
+) {
+    for (field, set) in [
+        ("maxIncrease", compare.max_increase.is_some()),
+        ("maxRatio", compare.max_ratio.is_some()),
+    ] {
+        if set {
+            issues.push(
+                Issue::error(
+                    format!("{cpath}.{field}"),
+                    format!("`{field}` is a limit of the threshold judge; this metric is judged by `{judge}`"),
+                )
+                .with_hint(format!("write `judge: threshold` to keep `{field}`, or remove it")),
+            );
+        }
+    }
+}
+
+/// Kayenta's parameters, in their ranges.
+fn mann_whitney(mw: &MannWhitneySpec, mpath: &str, issues: &mut Vec<Issue>) {
+    if let Some(c) = mw
+        .confidence
+        .filter(|c| !(c.is_finite() && *c > 0.0 && *c < 1.0))
+    {
+        issues.push(
+            Issue::error(
+                format!("{mpath}.confidence"),
+                format!("confidence {c} is not a level between 0 and 1"),
+            )
+            .with_hint("write e.g. `0.95` (Kayenta's default)"),
+        );
+    }
+    for (field, value, hint) in [
+        (
+            "tolerance",
+            mw.tolerance,
+            "write e.g. `0.25` (Kayenta's default)",
+        ),
+        (
+            "allowedIncrease",
+            mw.allowed_increase,
+            "write e.g. `1.1`: High only when the canary's mean is 10% above stable's",
+        ),
+        (
+            "allowedDecrease",
+            mw.allowed_decrease,
+            "write e.g. `0.9`: Low only when the canary's mean is 10% below stable's",
+        ),
+    ] {
+        if let Some(v) = value.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+            issues.push(
+                Issue::error(
+                    format!("{mpath}.{field}"),
+                    format!("{field} {v} is not a number of 0 or more"),
+                )
+                .with_hint(hint),
+            );
+        }
+    }
+    for (field, value) in [("pass", mw.pass), ("marginal", mw.marginal)] {
+        if let Some(v) = value.filter(|v| !(v.is_finite() && (0.0..=100.0).contains(v))) {
+            issues.push(
+                Issue::error(
+                    format!("{mpath}.{field}"),
+                    format!("{field} {v} is not a score between 0 and 100"),
+                )
+                .with_hint("scores are the share of mannWhitney metrics that passed, 0–100"),
+            );
+        }
+    }
+    if mw.marginal() > mw.pass() {
+        issues.push(
+            Issue::error(
+                format!("{mpath}.marginal"),
+                format!(
+                    "marginal {} is above pass {}: no score could be marginal",
+                    mw.marginal(),
+                    mw.pass()
+                ),
+            )
+            .with_hint("keep marginal at or below pass (Kayenta: pass 95, marginal 75)"),
         );
     }
 }

@@ -323,6 +323,9 @@ pub struct MetricEvidence {
 pub enum JudgeState {
     ErrorRate(crate::analysis::sequential::RatioEvidence),
     Latency(crate::analysis::sequential::LatencyEvidence),
+    /// `judge: mannWhitney`: the last per-interval values (at most
+    /// `analysis::mann_whitney_run::MAX_INTERVALS` per side).
+    MannWhitney(crate::analysis::mann_whitney_run::MannWhitneySeries),
 }
 
 impl JudgeState {
@@ -334,6 +337,8 @@ impl JudgeState {
                 .edges
                 .first()
                 .map_or(0.0, |edge| edge.evidence.canary_trials),
+            // It keeps values per interval, not request counts.
+            JudgeState::MannWhitney(_) => 0.0,
         }
     }
 }
@@ -341,7 +346,7 @@ impl JudgeState {
 /// The judge's numbers are the engine's business: kept as they are, not described.
 fn judge_state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
-        "description": "The judge's evidence (`errorRate` or `latency`), as the engine keeps it.",
+        "description": "The judge's evidence (`errorRate`, `latency` or `mannWhitney`), as the engine keeps it.",
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true
     })

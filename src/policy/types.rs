@@ -458,7 +458,9 @@ impl MetricSpec {
     pub fn sequential(&self) -> Option<super::judge::SequentialSpec> {
         self.compare.as_ref()?;
         match &self.judge {
-            Some(super::judge::JudgeSpec::Threshold) => None,
+            Some(super::judge::JudgeSpec::Threshold | super::judge::JudgeSpec::MannWhitney(_)) => {
+                None
+            }
             Some(super::judge::JudgeSpec::Sequential(s)) => Some(*s),
             None => Some(super::judge::SequentialSpec::default()),
         }

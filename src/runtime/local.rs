@@ -341,7 +341,12 @@ impl LocalRun {
         )
         .await;
         match probed {
-            Ok(()) => Ok(live),
+            Ok(warnings) => {
+                for warning in &warnings {
+                    tracing::warn!(%warning, "count query without series");
+                }
+                Ok(live)
+            }
             Err(e) if e.is_invalid_input() => Err(LocalError::Unsupported(e.to_string())),
             // Traffic already moved and nobody else is driving it: refusing to run would
             // leave the canary at its weight unattended. Going on, the outage is

@@ -6,6 +6,13 @@
 //! No data is fine here (the canary has had no traffic yet): only what cannot fix
 //! itself, or what means the analysis could never see anything, stops a run. Once a
 //! rollout runs, the same failures are Inconclusive evaluations, as the design says.
+//!
+//! The count queries (requests, errors, histogram buckets) the sequential judges read
+//! are asked too. One that answers with no series where there should be some — on
+//! stable, which serves traffic, or on a canary whose value query already answers —
+//! is a warning with the query and the target: the judges would stay Inconclusive
+//! (labels that do not match, a histogram that is not exported), and the run still
+//! starts, since the series may appear once traffic moves.
 
 use crate::analysis::sample::Sample;
 use crate::metrics::prometheus::PrometheusSource;
@@ -35,6 +42,29 @@ pub enum PreflightError {
     InvalidConnection { policy: String, message: String },
 }
 
+/// A count query that answered with no series where series were expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreflightWarning {
+    pub policy: String,
+    pub index: usize,
+    pub metric: String,
+    /// `canary` or `stable`.
+    pub side: &'static str,
+    /// `requests`, `errors` or `buckets`.
+    pub counts: &'static str,
+    pub query: String,
+}
+
+impl std::fmt::Display for PreflightWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: spec.analysis.metrics[{}] `{}` ({}): the {} count query returned no series: `{}`; its comparison stays Inconclusive until it does (check that the {} target's series carry these labels)",
+            self.policy, self.index, self.metric, self.side, self.counts, self.query, self.side
+        )
+    }
+}
+
 impl PreflightError {
     /// Whether the policy (not the world) is at fault.
     pub fn is_invalid_input(&self) -> bool {
@@ -51,16 +81,18 @@ impl PreflightError {
 }
 
 /// Asks every query of `spec` once, at `at`. Ok when each answered with a number or no
-/// data; the first unreachable answer or invalid query otherwise.
+/// data, with a warning per count query that had no series where it should; the first
+/// unreachable answer or invalid query otherwise.
 pub async fn probe_queries(
     source: &PrometheusSource,
     policy: &PolicyRef,
     spec: &RolloutSpec,
     at: Timestamp,
-) -> Result<(), PreflightError> {
+) -> Result<Vec<PreflightWarning>, PreflightError> {
     let label = format!("{}/{}", policy.namespace, policy.name);
+    let mut warnings = Vec::new();
     if spec.analysis.metrics.is_empty() {
-        return Ok(());
+        return Ok(warnings);
     }
     let connection = source
         .connect_for(policy, spec.analysis.prometheus.as_ref())
@@ -85,19 +117,42 @@ pub async fn probe_queries(
             side,
             message,
         };
-        let (value, requests, errors) = match queries_of_side {
+        let (value, requests, errors, buckets) = match queries_of_side {
             SideQueries::Failed(message) => return Err(invalid(message.clone())),
             SideQueries::Ready {
                 value,
                 requests,
                 errors,
+                buckets,
                 ..
-            } => (value, requests, errors),
+            } => (value, requests, errors, buckets),
         };
-        // Histogram (`buckets`) queries answer one series per `le`: not asked here.
-        let asked = std::iter::once(value).chain(requests).chain(errors);
-        for query in asked {
-            match connection.query(query, at).await {
+        let asked = [
+            ("value", Some(value)),
+            ("requests", requests.as_ref()),
+            ("errors", errors.as_ref()),
+            ("buckets", buckets.as_ref()),
+        ];
+        let mut side_serves = side == "stable";
+        for (what, query) in asked {
+            let Some(query) = query else { continue };
+            // Histogram queries answer one series per `le`.
+            let sample = match what {
+                "buckets" => connection.query_histogram(query, at).await,
+                _ => connection.query(query, at).await,
+            };
+            match sample {
+                Sample::Value(_) | Sample::NotANumber if what == "value" => side_serves = true,
+                // `say_what_is_selected` warns about request counts already.
+                Sample::NoData if !matches!(what, "value" | "requests") && side_serves => warnings
+                    .push(PreflightWarning {
+                        policy: label.clone(),
+                        index,
+                        metric: metric.to_owned(),
+                        side,
+                        counts: what,
+                        query: query.clone(),
+                    }),
                 Sample::Value(_) | Sample::NoData | Sample::NotANumber => {}
                 Sample::Unreachable { message } => {
                     return Err(PreflightError::PrometheusUnavailable {
@@ -127,7 +182,7 @@ pub async fn probe_queries(
         }
     }
     say_what_is_selected(&connection, policy, spec, &queries, at).await;
-    Ok(())
+    Ok(warnings)
 }
 
 /// Logs which labels the queries select, and warns about each request count that finds

@@ -1,19 +1,17 @@
 //! One seeded rollout of the detection benchmark (`shiftgate bench-judges`): the
-//! traffic model's counts, judged either by today's threshold judge through the real
-//! engine, or by the sequential judges or the Kayenta-compatible `mannWhitney` judge
-//! through the same step schedule.
+//! traffic model's counts, judged by the threshold and sequential judges through the
+//! real engine (`engine::step`, a policy evaluated at every 15 s scrape for the
+//! sequential one), or by the Kayenta-compatible `mannWhitney` judge through the same
+//! step schedule.
 //!
-//! The sequential and Mann–Whitney rollouts are driven here: an evaluation at every
-//! scrape, rollback at the first Fail, promotion when the last step's hold ends. An
-//! early Pass does not advance a step.
+//! The Mann–Whitney rollouts are driven here: an evaluation at every scrape, rollback at
+//! the first failing score, promotion when the last step's hold ends. In the engine's
+//! rollouts `advanceEarly` is off, so an early Pass does not advance a step either.
 
 use crate::analysis::mann_whitney::{MannWhitneyJudge, ScoreVerdict, Scoring};
 use crate::analysis::sample::{AnalysisInput, MetricObservation, Sample};
-use crate::analysis::sequential::{
-    alpha_per_metric, ErrorRateJudge, LatencyEvidence, LatencyJudge, RatioEvidence,
-};
-use crate::analysis::Verdict;
-use crate::engine::{step, Action, Observation, Plan, PlanError};
+use crate::analysis::sequential::{alpha_per_metric, ErrorRateJudge, LatencyJudge};
+use crate::engine::{counts_since, step, Action, Observation, Plan, PlanError};
 use crate::policy::status::Phase;
 use crate::policy::{RolloutSpec, RolloutStatus};
 use crate::router::ManagedRoute;
@@ -84,7 +82,8 @@ impl Served {
     }
 }
 
-/// The sequential judges of one rollout: error rate and latency, α split between them.
+/// The sequential judges of one rollout: error rate and latency, each with its share of
+/// the rollout's α (Bonferroni: the shares add up to α).
 #[derive(Clone, Debug)]
 pub struct SequentialSet {
     pub errors: ErrorRateJudge,
@@ -92,6 +91,7 @@ pub struct SequentialSet {
 }
 
 impl SequentialSet {
+    /// α split equally between errors and latency (the policy's default).
     pub fn new(alpha: f64, error_tolerance: f64, latency_tolerance: f64) -> Self {
         let each = alpha_per_metric(alpha, 2);
         SequentialSet {
@@ -102,26 +102,118 @@ impl SequentialSet {
             latency: LatencyJudge::with_default_quantiles(each, latency_tolerance),
         }
     }
+
+    /// A weighted Bonferroni split: `error_share` of α to the error rate, the rest to
+    /// latency.
+    pub fn weighted(
+        alpha: f64,
+        error_share: f64,
+        error_tolerance: f64,
+        latency_tolerance: f64,
+    ) -> Self {
+        SequentialSet {
+            errors: ErrorRateJudge {
+                alpha: alpha * error_share,
+                tolerance: error_tolerance,
+            },
+            latency: LatencyJudge::with_default_quantiles(
+                alpha * (1.0 - error_share),
+                latency_tolerance,
+            ),
+        }
+    }
+
+    /// The policy these judges are in a rollout: the benchmark's steps, an evaluation
+    /// at every scrape, an error-rate and a latency metric compared sequentially. Each
+    /// metric's `alpha` is twice its share, since the engine divides by the two
+    /// sequential metrics.
+    pub fn spec(&self) -> String {
+        let steps: Vec<String> = STEPS
+            .iter()
+            .map(|w| format!(r#"{{"weight": {w}, "hold": "{HOLD_SECS}s"}}"#))
+            .collect();
+        let judge = |alpha: f64, tolerance: f64| {
+            format!(
+                r#"{{"sequential": {{"alpha": {}, "tolerance": {tolerance}}}}}"#,
+                alpha * 2.0
+            )
+        };
+        format!(
+            r#"{{
+  "revision": "v2",
+  "router": {{ "istio": {{ "virtualService": "vs", "stable": {{ "host": "s" }}, "canary": {{ "host": "c" }} }} }},
+  "steps": [{}, 100],
+  "analysis": {{
+    "interval": "15s", "minRequests": 1, "inconclusiveLimit": 8, "onInconclusive": "pause",
+    "metrics": [
+      {{ "name": "errors", "template": "istio-error-rate", "compare": {{}}, "judge": {} }},
+      {{ "name": "latency", "template": "istio-latency-p99", "compare": {{}}, "judge": {} }}
+    ]
+  }},
+  "onFailure": "rollback"
+}}"#,
+            steps.join(", "),
+            judge(self.errors.alpha, self.errors.tolerance),
+            judge(self.latency.alpha, self.latency.tolerance)
+        )
+    }
 }
 
-/// One rollout judged by the sequential judges; `counted_from` is the regression's
-/// onset (canary requests are counted from there).
+/// One rollout judged by the sequential judges through the real engine;
+/// `counted_from` is the regression's onset (canary requests are counted from there).
 pub fn run_sequential(
     set: &SequentialSet,
     model: TrafficModel,
     seed: u64,
     counted_from: u64,
-) -> RolloutResult {
-    let mut errors = RatioEvidence::new(1.0 + set.errors.tolerance);
-    let mut latency = LatencyEvidence::default();
-    run_scrape_by_scrape(model, seed, counted_from, |scrape| {
-        let (canary, stable) = (scrape.canary.to_sample(), scrape.stable.to_sample());
-        let e = set.errors.judge("errors", &errors, &canary, &stable);
-        let l = set.latency.judge("latency", &latency, &canary, &stable);
-        errors = e.state;
-        latency = l.state;
-        matches!(e.verdict, Verdict::Fail { .. }) || matches!(l.verdict, Verdict::Fail { .. })
-    })
+) -> Result<RolloutResult, BenchError> {
+    let spec: RolloutSpec =
+        serde_json::from_str(&set.spec()).map_err(|e| BenchError::Spec(e.to_string()))?;
+    Ok(run_through_engine(
+        &spec,
+        model,
+        seed,
+        counted_from,
+        counts_input,
+    )?)
+}
+
+/// Why a benchmark rollout could not run (the benchmark's own policy is wrong).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("the benchmark's sequential policy does not parse: {0}")]
+    Spec(String),
+    #[error("the benchmark's policy is not a valid plan: {0}")]
+    Plan(#[from] PlanError),
+}
+
+/// What Prometheus would answer for the sequential policy: per metric and target the
+/// counts of the scrapes in (`since`, now] (the last scrape without `since`), and the
+/// canary's requests in the last scrape for `minRequests`.
+fn counts_input(
+    scrapes: &[Scrape],
+    since: Option<u64>,
+    at: crate::policy::Timestamp,
+) -> AnalysisInput {
+    let from = since.map_or(scrapes.len().saturating_sub(1), |since| {
+        scrapes.partition_point(|s| s.end_secs <= since)
+    });
+    let (mut canary, mut stable) = (TargetCounts::default(), TargetCounts::default());
+    for s in &scrapes[from..] {
+        canary.add(&s.canary);
+        stable.add(&s.stable);
+    }
+    let last = scrapes.last().map_or(0, |s| s.canary.requests);
+    let observation = |name: &str| MetricObservation {
+        name: name.to_owned(),
+        canary: canary.to_sample(),
+        stable: Some(stable.to_sample()),
+    };
+    AnalysisInput {
+        at,
+        canary_requests: Sample::value(last as f64),
+        metrics: vec![observation("errors"), observation("latency")],
+    }
 }
 
 /// The benchmark's rollout (`STEPS`, `HOLD_SECS` each) judged at every scrape:
@@ -205,13 +297,29 @@ pub fn run_threshold(
     seed: u64,
     counted_from: u64,
 ) -> Result<RolloutResult, PlanError> {
-    let plan = Plan::new(spec)?;
     let window_secs = (spec.analysis.query_window().as_secs_f64().ceil() as u64).max(1);
     let interval = model.scrape_interval_secs.max(1);
     let scrapes_per_window = window_secs.div_ceil(interval) as usize;
+    run_through_engine(spec, model, seed, counted_from, |scrapes, _, at| {
+        analysis_input(scrapes, scrapes_per_window, at)
+    })
+}
+
+/// One rollout of `spec` through `engine::step`, the router confirming every write at
+/// once; `answer` gives what Prometheus would say from the scrapes so far and the
+/// start of the range the engine counts from (seconds).
+fn run_through_engine(
+    spec: &RolloutSpec,
+    model: TrafficModel,
+    seed: u64,
+    counted_from: u64,
+    answer: impl Fn(&[Scrape], Option<u64>, crate::policy::Timestamp) -> AnalysisInput,
+) -> Result<RolloutResult, PlanError> {
+    let plan = Plan::new(spec)?;
     let t0 = chrono::DateTime::UNIX_EPOCH;
+    let secs_of = |at: crate::policy::Timestamp| (at - t0).num_seconds().max(0) as u64;
     let mut traffic = Traffic::new(model, seed);
-    let mut recent: Vec<Scrape> = Vec::new();
+    let mut scrapes: Vec<Scrape> = Vec::new();
     let mut served = Served {
         from_secs: counted_from,
         requests: 0,
@@ -227,7 +335,8 @@ pub fn run_threshold(
         let mut obs = Observation::at(now, Ok(live));
         let mut decision = step(&plan, &state, &obs);
         if decision.actions.contains(&Action::QueryMetrics) {
-            obs.analysis = Some(analysis_input(&recent, scrapes_per_window, now));
+            let since = counts_since(&plan, &state).map(secs_of);
+            obs.analysis = Some(answer(&scrapes, since, now));
             decision = step(&plan, &state, &obs);
         }
         state = decision.state.clone();
@@ -252,7 +361,7 @@ pub fn run_threshold(
         }
         let next = decision
             .wake_at
-            .map_or(LIMIT_SECS, |w| (w - t0).num_seconds().max(0) as u64)
+            .map_or(LIMIT_SECS, secs_of)
             .max(now_secs + 1);
         if next > LIMIT_SECS {
             return Ok(result(Ending::Stuck, served.requests));
@@ -260,10 +369,7 @@ pub fn run_threshold(
         while traffic.elapsed_secs() < next {
             let scrape = traffic.next_scrape(live.canary_weight);
             served.add(&scrape);
-            recent.push(scrape);
-            if recent.len() > scrapes_per_window {
-                recent.remove(0);
-            }
+            scrapes.push(scrape);
         }
         now_secs = next;
     }
@@ -405,10 +511,10 @@ mod tests {
     #[test]
     fn the_sequential_judges_catch_a_regression_and_promote_a_healthy_canary() {
         let set = SequentialSet::new(0.01, 0.0, 0.0);
-        let r = run_sequential(&set, model(2000.0, 0.05), 1, 0);
+        let r = run_sequential(&set, model(2000.0, 0.05), 1, 0).unwrap();
         assert_eq!(r.ending, Ending::RolledBack);
         assert!(r.rollback_at.unwrap() <= 30, "{r:?}");
-        let r = run_sequential(&set, model(2000.0, 0.005), 1, 0);
+        let r = run_sequential(&set, model(2000.0, 0.005), 1, 0).unwrap();
         assert_eq!(r.ending, Ending::Promoted, "{r:?}");
         assert!(r.canary_requests > 0);
     }

@@ -49,7 +49,10 @@ fn healthy_canaries_at_50_per_second_are_not_rolled_back_like_the_threshold_judg
         .count();
     let sequential_rollbacks = (1..=runs)
         .filter(|seed| {
-            run_sequential(&default_judges(), healthy, *seed, 0).ending == Ending::RolledBack
+            run_sequential(&default_judges(), healthy, *seed, 0)
+                .unwrap()
+                .ending
+                == Ending::RolledBack
         })
         .count();
     assert!(
@@ -73,7 +76,7 @@ fn latency_ten_percent_slower_at_50_per_second_is_caught_within_a_median_of_five
         ..stable()
     };
     let results: Vec<RolloutResult> = (1..=runs)
-        .map(|seed| run_sequential(&default_judges(), model(50.0, slower), seed, 0))
+        .map(|seed| run_sequential(&default_judges(), model(50.0, slower), seed, 0).unwrap())
         .collect();
     let times: Vec<u64> = results.iter().filter_map(|r| r.rollback_at).collect();
     assert!(

@@ -52,6 +52,8 @@ struct Ending {
     phase: Phase,
     secs: u64,
     last: Option<String>,
+    /// Steps that advanced before their hold ended (`analysis.advanceEarly`).
+    early_advances: u32,
 }
 
 /// Runs `spec` through the engine until it promotes, rolls back or pauses (or
@@ -69,6 +71,7 @@ fn rollout(spec: &RolloutSpec, model: TrafficModel, seed: u64, limit_secs: u64) 
         test_route: false,
     };
     let mut now = 0;
+    let mut early_advances = 0;
     loop {
         let mut obs = Observation::at(at(now), Ok(live));
         let mut decision = engine::step(&plan, &state, &obs);
@@ -77,6 +80,11 @@ fn rollout(spec: &RolloutSpec, model: TrafficModel, seed: u64, limit_secs: u64) 
                 engine::counts_since(&plan, &state).map(|s| (s - t0).num_seconds().max(0) as u64);
             obs.analysis = Some(answer(spec, &scrapes, window_scrapes, since, at(now)));
             decision = engine::step(&plan, &state, &obs);
+        }
+        let hold = plan.step(state.step).hold.map(|h| h.as_secs_f64() as i64);
+        let held = state.step_started_at.map(|s| (at(now) - s).num_seconds());
+        if decision.state.step > state.step && hold.zip(held).is_some_and(|(h, t)| t < h) {
+            early_advances += 1;
         }
         state = decision.state.clone();
         let last = state.last_analysis.as_ref().map(|a| a.message.clone());
@@ -88,6 +96,7 @@ fn rollout(spec: &RolloutSpec, model: TrafficModel, seed: u64, limit_secs: u64) 
                 phase: state.phase,
                 secs: now,
                 last,
+                early_advances,
             };
         }
         if let Some(write) = decision.route_write() {
@@ -103,6 +112,7 @@ fn rollout(spec: &RolloutSpec, model: TrafficModel, seed: u64, limit_secs: u64) 
                 phase: state.phase,
                 secs: now,
                 last,
+                early_advances,
             };
         }
         while traffic.elapsed_secs() < next {
@@ -259,6 +269,64 @@ fn example_policy_catches_latency_regressions_at_2000_requests_per_second() {
                 ending.secs,
                 ending.last
             );
+        }
+    }
+}
+
+/// `analysis.advanceEarly` moved a step on early only on error rates: the latency judge
+/// with tolerance 0 (the default) had no way to show a canary "no slower", so a
+/// rollout judged on latency always sat out every hold. It now passes when every
+/// watched bucket edge shows the canary's share of slow requests below 1.25× stable's
+/// (`latency::PASS_RATIO`). A regressed canary must never pass early: a seeded sweep
+/// over the benchmark's three latency regressions at 50 and 2000 requests/s.
+#[test]
+fn latency_metrics_let_a_healthy_canary_advance_early() {
+    let mut spec = shipped_on_issue_steps();
+    spec.analysis.advance_early = true;
+    spec.analysis.metrics.retain(|m| m.name == "p99-latency");
+    let full_holds = 4 * 300;
+    let healthy_runs: Vec<Ending> = (0..10)
+        .map(|seed| rollout(&spec, healthy(2000.0), seed, 3600))
+        .collect();
+    for (seed, ending) in healthy_runs.iter().enumerate() {
+        assert_eq!(
+            ending.phase,
+            Phase::Promoted,
+            "seed {seed}: {:?}",
+            ending.last
+        );
+        assert!(
+            ending.early_advances >= 2 && ending.secs < full_holds,
+            "seed {seed}: {} early advances, promoted after {}s: {:?}",
+            ending.early_advances,
+            ending.secs,
+            ending.last
+        );
+    }
+    let slower = |rate: f64, median_factor: f64, slow_tail: Option<SlowTail>| {
+        let mut model = healthy(rate);
+        model.canary.median_ms *= median_factor;
+        model.canary.slow_tail = slow_tail;
+        model
+    };
+    let tail = Some(SlowTail {
+        fraction: 0.03,
+        factor: 3.0,
+    });
+    for rate in [50.0, 2000.0] {
+        for (name, model) in [
+            ("+10 %", slower(rate, 1.1, None)),
+            ("+25 %", slower(rate, 1.25, None)),
+            ("slow tail", slower(rate, 1.0, tail)),
+        ] {
+            for seed in 0..25 {
+                let ending = rollout(&spec, model, seed, 3600);
+                assert_eq!(
+                    ending.early_advances, 0,
+                    "{name} at {rate}/s, seed {seed}: advanced early, ended {:?} after {}s: {:?}",
+                    ending.phase, ending.secs, ending.last
+                );
+            }
         }
     }
 }

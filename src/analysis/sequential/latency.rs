@@ -24,6 +24,20 @@ use crate::analysis::sequential::shift::ShiftEvidence;
 use crate::analysis::sequential::{evidence_words, grouped, measured, short, verdict, Judged};
 use crate::analysis::verdict::{InconclusiveReason, Verdict};
 
+/// With tolerance 0 "no slower than stable at all" cannot be shown: a healthy canary
+/// *is* stable. The early Pass then shows, at every watched edge, that the canary's
+/// share of requests slower than it is below `PASS_RATIO` times stable's (1.5 at the
+/// edge near stable's p99, where slow requests are few and 1.25 would take most of a
+/// rollout to show; 1.25 at the others), while the rollback evidence has not crossed:
+/// the upper end of a confidence sequence for the ratio falls below it. A regression
+/// that moves these shares less (a 1 % tail 1.3× slower) may pass early; the rank test
+/// still rolls it back if the evidence later crosses. The benchmark's regressions (10 %
+/// slower: 1.35× above the p90 edge; a 3 % tail 3× slower: 8× above the p99 edge) are
+/// well past them.
+pub const PASS_RATIO: f64 = 1.25;
+/// The early-Pass ratio at edges near stable's p99 and above.
+pub const PASS_RATIO_TAIL: f64 = 1.5;
+
 /// Stable requests needed in one interval before edges are chosen from it.
 pub const MIN_STABLE_REQUESTS_FOR_EDGES: f64 = 50.0;
 
@@ -65,6 +79,10 @@ pub struct EdgeEvidence {
     /// The bucket edge: a request above it is slow.
     pub le: f64,
     pub evidence: RatioEvidence,
+    /// With tolerance 0: the same counts against `PASS_RATIO`, for the early Pass only
+    /// (its own α per edge: a wrong Pass advances a step early, it rolls nothing back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<RatioEvidence>,
 }
 
 impl LatencyJudge {
@@ -102,6 +120,13 @@ impl LatencyJudge {
     /// its Fail implies the combined one; its Pass shows that edge no worse.
     fn alpha_per_edge(&self, edges: usize) -> f64 {
         self.alpha * self.edge_weight(edges)
+    }
+
+    /// The α of one edge's early-Pass evidence (tolerance 0): the metric's whole α.
+    /// A Pass needs every edge to show it (an intersection–union test), so a wrong
+    /// Pass needs the edge whose null holds to reject: probability ≤ α, no split.
+    fn alpha_per_pass(&self, _edges: usize) -> f64 {
+        self.alpha
     }
 
     /// ln of the combined e-value: the weighted average of the rank test's and the
@@ -168,9 +193,24 @@ impl LatencyJudge {
             note = Some(self.choose_edges(&mut next, s));
         }
         let alpha_edge = self.alpha_per_edge(next.edges.len());
+        let alpha_pass = self.alpha_per_pass(next.edges.len());
         let mut standings = Vec::with_capacity(next.edges.len());
         for (edge, counts) in next.edges.iter_mut().zip(edge_counts) {
-            standings.push(edge.evidence.update(counts, alpha_edge));
+            let mut standing = edge.evidence.update(counts, alpha_edge);
+            if let Some(pass) = edge.pass.as_mut() {
+                pass.update(counts, alpha_pass);
+                // Only the "below PASS_RATIO" side decides here; Worse comes from
+                // `evidence` and the rank test.
+                let shown = pass.log_evidence_no_worse() >= threshold(alpha_pass);
+                if standing != Standing::Worse {
+                    standing = if shown {
+                        Standing::NoWorse
+                    } else {
+                        Standing::Undecided
+                    };
+                }
+            }
+            standings.push(standing);
         }
         if self.log_evidence_worse(&next) >= threshold(self.alpha)
             || standings.contains(&Standing::Worse)
@@ -185,6 +225,13 @@ impl LatencyJudge {
             Standing::Undecided
         };
         let mut explanation = self.explain(&next);
+        if standing == Standing::NoWorse && self.uses_shift_test() {
+            explanation = format!(
+                "{explanation}; shown below {}× stable's share of slow requests at every watched edge ({}× near p99)",
+                short(PASS_RATIO),
+                short(PASS_RATIO_TAIL)
+            );
+        }
         if let Some(note) = note {
             explanation = format!("{explanation}; {note}");
         }
@@ -225,6 +272,13 @@ impl LatencyJudge {
                     state.edges.push(EdgeEvidence {
                         le,
                         evidence: RatioEvidence::new(1.0 + self.tolerance),
+                        pass: self.uses_shift_test().then(|| {
+                            RatioEvidence::new(if *q >= 0.99 {
+                                PASS_RATIO_TAIL
+                            } else {
+                                PASS_RATIO
+                            })
+                        }),
                     });
                 }
             }

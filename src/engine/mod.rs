@@ -12,11 +12,14 @@ pub mod reasons;
 mod record;
 pub mod step;
 pub mod types;
+mod undo;
 
 #[cfg(test)]
 mod evidence_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod undo_tests;
 
 pub use evidence::counts_since;
 pub use live_colour::refused_live_canary;

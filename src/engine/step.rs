@@ -170,7 +170,10 @@ impl<'a> Tick<'a> {
             }
             let restoring = matches!(
                 target.purpose,
-                TargetPurpose::Rollback | TargetPurpose::Abort | TargetPurpose::Reassert
+                TargetPurpose::Rollback
+                    | TargetPurpose::Abort
+                    | TargetPurpose::Reassert
+                    | TargetPurpose::Undo
             );
             if restoring || live == self.s.confirmed_route() {
                 // The write has not landed (or someone fights a rollback or a write-back of
@@ -237,9 +240,11 @@ impl<'a> Tick<'a> {
                     "aborted by an operator; every request is back on stable".to_owned(),
                 );
             }
+            TargetPurpose::Undo => self.confirm_undo(),
             TargetPurpose::Promote => {
                 self.s.phase = Phase::Promoted;
                 self.s.pause_reason = None;
+                self.s.promoted_at = Some(self.now);
                 let message = format!(
                     "revision {} serves every request{}",
                     self.plan.revision(),

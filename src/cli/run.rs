@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::exit;
 use crate::cli::output::{out, say};
 pub use crate::cli::progress::Progress;
+use crate::cli::route_lock;
 use crate::policy::{Phase, RolloutStatus, Timestamp};
 use crate::runtime::cluster_run::{is_cluster_policy, prepare};
 use crate::runtime::local::{
@@ -71,6 +72,7 @@ async fn run_async(args: RunArgs) -> i32 {
         dry_run: args.dry_run,
     };
     let revision = local.spec.revision.clone();
+    let mut client = None;
     let runner = if is_cluster_policy(&local.spec) {
         match prepare(
             &args.policy,
@@ -84,6 +86,7 @@ async fn run_async(args: RunArgs) -> i32 {
                 if let Some(warning) = cluster.warning {
                     say!("warning: {warning}; make sure no daemon drives this policy");
                 }
+                client = Some(cluster.client);
                 cluster.run
             }
             Err(e) => return report_error(&e),
@@ -116,6 +119,18 @@ async fn run_async(args: RunArgs) -> i32 {
             }
         }
     };
+    // One run per route: the second on a route exits 3 naming the first.
+    let held = if args.dry_run {
+        None
+    } else {
+        match route_lock::hold(runner.policy(), client).await {
+            Ok(held) => Some(held),
+            Err(refusal) => {
+                say!("error: {label}: {refusal}");
+                return exit::COULD_NOT_RUN;
+            }
+        }
+    };
     if let Err(e) = runner.preflight().await {
         return report_error(&e);
     }
@@ -129,6 +144,9 @@ async fn run_async(args: RunArgs) -> i32 {
     tokio::spawn(cancel_on_signal(stop.clone()));
     let mut progress = Progress::default();
     let end = runner.run(&mut |tick| progress.show(tick), &stop).await;
+    if let Some(held) = held {
+        held.release().await;
+    }
     match end {
         Ok(end) => {
             print_summary(&label, &end, progress.started);

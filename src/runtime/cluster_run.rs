@@ -298,6 +298,8 @@ fn daemon_state(object: &DynamicObject) -> Option<String> {
 /// A cluster run, ready for its preflight.
 pub struct ClusterRun {
     pub run: LocalRun,
+    /// The client the run reaches the cluster with (its route Lease too).
+    pub client: Client,
     /// Set when the daemon check could not be made.
     pub warning: Option<String>,
 }
@@ -324,7 +326,11 @@ pub async fn prepare(
         DaemonCheck::Unknown(message) => Some(message),
     };
     let run = LocalRun::with_router(local, router, state_dir, options)?;
-    Ok(ClusterRun { run, warning })
+    Ok(ClusterRun {
+        run,
+        client: connection.client,
+        warning,
+    })
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod local;
 pub mod preflight;
 pub mod reconcile;
 pub mod route_index;
+pub mod route_lease;
 pub mod scheduler;
 
 pub use checks::CheckRunner;

@@ -46,3 +46,7 @@ mod scenarios;
 /// Issue "judges" §2 and §5: the statistics of the judges, on the benchmark's traffic.
 #[path = "regression/judge_statistics.rs"]
 mod judge_statistics;
+
+/// Issue "lifecycle" §1, §2, §8: colours, undo, one run per route.
+#[path = "regression/lifecycle_colours.rs"]
+mod lifecycle_colours;

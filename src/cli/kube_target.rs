@@ -216,6 +216,9 @@ fn describe_status(status: &RolloutStatus, steps: usize, generation: Option<i64>
         headline.push_str(&format!(" → {}%", target.canary_weight));
     }
     lines.push(headline);
+    if let Some(colours) = crate::engine::colours::describe(status) {
+        lines.push(format!("  {colours}"));
+    }
     if let (Some(observed), Some(generation)) = (status.observed_generation, generation) {
         if observed != generation {
             lines.push(format!(

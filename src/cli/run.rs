@@ -64,10 +64,19 @@ pub fn run(args: RunArgs) -> i32 {
 }
 
 async fn run_async(args: RunArgs) -> i32 {
-    let local = match load_policy(&args.policy) {
+    let mut local = match load_policy(&args.policy) {
         Ok(local) => local,
         Err(e) => return report_error(&e),
     };
+    if !is_cluster_policy(&local.spec) {
+        // Blue/green with colours: the live colour is stable, the idle one the canary.
+        crate::runtime::colours::orient_local(
+            &mut local,
+            &args.state_dir,
+            crate::runtime::colours::envoy_router,
+        )
+        .await;
+    }
     let options = RunOptions {
         dry_run: args.dry_run,
     };
@@ -203,6 +212,9 @@ fn print_summary(label: &str, end: &RunEnd, started: Option<Timestamp>) {
         status.phase,
         status.canary_weight
     );
+    if let Some(colours) = crate::engine::colours::describe(status) {
+        say!("  {colours}");
+    }
     if let Some(message) = &status.message {
         say!("  {}: {message}", status.reason.as_deref().unwrap_or("-"));
     }

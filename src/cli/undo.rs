@@ -159,7 +159,7 @@ fn command_id(path: &std::path::Path) -> String {
 /// Drives the queued undo to its end (one write, confirmed) and reports what the
 /// engine decided.
 async fn apply(
-    local: crate::runtime::local::LocalPolicy,
+    mut local: crate::runtime::local::LocalPolicy,
     target: &LocalPolicyArgs,
     label: &str,
     id: &str,
@@ -182,6 +182,12 @@ async fn apply(
             Err(e) => return report(&e),
         }
     } else {
+        crate::runtime::colours::orient_local(
+            &mut local,
+            &target.state_dir,
+            crate::runtime::colours::envoy_router,
+        )
+        .await;
         match LocalRun::new(local, &target.state_dir, options) {
             Ok(runner) => runner,
             Err(e) => return report(&e),

@@ -5,6 +5,7 @@ pub mod checks;
 pub mod checks_http;
 pub mod clock;
 pub mod cluster_run;
+pub mod colours;
 pub mod commands;
 pub mod commands_file;
 pub mod commands_kube;

@@ -99,3 +99,72 @@ async fn undo_after_a_promotion_puts_every_user_back_on_stable_in_one_write() {
     );
     assert_eq!(routes_generation(&stack), before + 1);
 }
+
+/// The stack's policy with `colors` (blue: the stack's stable cluster, green: its
+/// canary cluster) instead of the fixed clusters, for `revision`.
+fn colours_policy(stack: &Stack, revision: &str, canary_color: Option<&str>) -> std::path::PathBuf {
+    let router = &stack.local.envoy.router;
+    let fixed = format!(
+        "      stableCluster: {}\n      canaryCluster: {}\n",
+        router.stable_cluster, router.canary_cluster
+    );
+    let coloured = format!(
+        "      colors: {{ blue: {}, green: {} }}\n",
+        router.stable_cluster, router.canary_cluster
+    );
+    let mut text = stack
+        .policy_text(&PolicyOptions::default())
+        .replace(&fixed, &coloured)
+        .replace("revision: v2", &format!("revision: {revision}"));
+    assert!(text.contains("colors:"), "{text}");
+    if let Some(colour) = canary_color {
+        text = text.replace(
+            "  revision:",
+            &format!("  canaryColor: {colour}\n  revision:"),
+        );
+    }
+    let path = stack
+        .state_dir
+        .path()
+        .join(format!("colours-{revision}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_blue_green_release_goes_to_the_colour_the_last_one_left_idle() {
+    let stack = Stack::start().await;
+    // Blue (the stack's stable cluster) is live: v2 goes to green.
+    let v2 = stack.run(&colours_policy(&stack, "v2", None)).await;
+    assert_eq!(code(&v2), exit::OK, "{}", stderr(&v2));
+    let state = stack.state().unwrap();
+    assert_eq!(state["status"]["canaryColor"], "green", "{state:#}");
+    assert_eq!(state["status"]["liveColor"], "green");
+    assert_eq!(stack.served().await.canary_weight, 100, "green serves all");
+    // Same policy, only the revision changed: v3 goes to blue, the idle colour.
+    let v3 = stack.run(&colours_policy(&stack, "v3", None)).await;
+    let said = stderr(&v3);
+    assert_eq!(code(&v3), exit::OK, "{said}");
+    let state = stack.state().unwrap();
+    assert_eq!(state["status"]["stableColor"], "green", "{state:#}");
+    assert_eq!(state["status"]["canaryColor"], "blue");
+    assert_eq!(state["status"]["liveColor"], "blue");
+    assert!(said.contains("live colour blue"), "{said}");
+    // Blue serves every request again: in the fixed orientation, canary 0.
+    assert_eq!(stack.served().await.canary_weight, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploying_into_the_live_colour_is_refused_and_writes_nothing() {
+    let stack = Stack::start().await;
+    // Blue is live; the pipeline (a tag like v2-blue) deploys into blue by mistake.
+    let before = routes_generation(&stack);
+    let refused = stack.run(&colours_policy(&stack, "v2", Some("blue"))).await;
+    let said = stderr(&refused);
+    assert_eq!(code(&refused), exit::INVALID_INPUT, "{said}");
+    assert!(said.contains("blue"), "{said}");
+    assert!(said.contains("is the live colour"), "{said}");
+    assert!(said.contains("Nothing was written"), "{said}");
+    assert_eq!(routes_generation(&stack), before, "nothing written");
+    assert_eq!(stack.served().await.canary_weight, 0);
+}

@@ -477,12 +477,12 @@ impl Simulation {
         if interesting {
             self.timeline.push(entry);
         }
-        // Only an `undo` acts after the end (a promotion): one still to come keeps the
-        // simulation going until it is sent.
-        let undo_to_come = self.scenario.commands
-            [self.commands_sent.min(self.scenario.commands.len())..]
-            .iter()
-            .any(|c| c.command == crate::engine::Command::Undo);
+        // Only an `undo` acts after the end, and only after a promotion: one still to
+        // come keeps a promoted simulation going until it is sent.
+        let undo_to_come = self.status.phase == crate::policy::Phase::Promoted
+            && self.scenario.commands[self.commands_sent.min(self.scenario.commands.len())..]
+                .iter()
+                .any(|c| c.command == crate::engine::Command::Undo);
         if self.status.is_settled() && !undo_to_come {
             self.done = true;
             return false;

@@ -54,3 +54,11 @@ mod lifecycle_colours;
 /// Issue "operate" §1 and §2: the image and the install.
 #[path = "regression/install.rs"]
 mod install;
+
+/// Issue "lifecycle" §4, §5, §7: metric labels, analysis without a mesh, A/B at 0 %.
+#[path = "regression/metric_labels.rs"]
+mod metric_labels;
+
+/// Issue "lifecycle" §6: hooks, and HTTP checks with a body and JSON expectations.
+#[path = "regression/hooks.rs"]
+mod hooks;

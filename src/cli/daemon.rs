@@ -261,7 +261,14 @@ async fn serve(args: DaemonArgs, prometheus: PrometheusAccess) -> anyhow::Result
         checks: Arc::new(HttpChecks::new().context("cannot build the HTTP client for checks")?),
         clock: Arc::new(SystemClock),
     };
-    let daemon = Daemon::new(options, seams);
+    let hook_secrets = args
+        .allow_policy_secrets
+        .then(|| Arc::new(KubeSecrets::new(client.clone())) as Arc<dyn SecretReader>);
+    let hooks =
+        crate::runtime::hooks::Hooks::new(Arc::new(crate::runtime::hooks::WebhookHooks::new(
+            crate::runtime::hooks::HeaderSecrets::PolicySecrets(hook_secrets),
+        )));
+    let daemon = Daemon::new(options, seams).with_hooks(hooks);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;

@@ -232,6 +232,12 @@ fn describe_status(status: &RolloutStatus, steps: usize, generation: Option<i64>
             status.reason.as_deref().unwrap_or("-")
         ));
     }
+    for result in &status.last_hooks {
+        lines.push(format!(
+            "  {}",
+            crate::runtime::hooks::describe_hook(result)
+        ));
+    }
     if let Some(analysis) = &status.last_analysis {
         // After a step change the last analysis judged the step before: say so.
         let of_an_earlier_step = crate::runtime::local::current_analysis(status).is_none();

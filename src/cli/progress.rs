@@ -19,6 +19,8 @@ pub struct Progress {
     last_line: String,
     last_printed_at: Option<Timestamp>,
     last_problems: Vec<String>,
+    /// The hook answers already printed.
+    hooks_shown: Vec<crate::policy::HookResult>,
 }
 
 /// What makes a status line news: everything it shows except the time left.
@@ -77,6 +79,13 @@ impl Progress {
                 lines.push(format!("[{elapsed:6.1}s] ! {problem}"));
             }
             self.last_problems = problems;
+        }
+        for result in &outcome.status.last_hooks {
+            if !self.hooks_shown.contains(result) {
+                let hook = crate::runtime::hooks::describe_hook(result);
+                lines.push(format!("[{elapsed:6.1}s] {hook}"));
+                self.hooks_shown.push(result.clone());
+            }
         }
         let line = describe_progress(tick.spec, &outcome.status, tick.now);
         let seen = Seen::of(&outcome.status);

@@ -136,6 +136,9 @@ pub fn run(args: StatusArgs) -> i32 {
     if let Some(message) = &status.message {
         say!("  {}: {message}", status.reason.as_deref().unwrap_or("-"));
     }
+    for result in &status.last_hooks {
+        say!("  {}", crate::runtime::hooks::describe_hook(result));
+    }
     print_history(&status, None);
     print_pending(&target, &args.target, Some(&status));
     exit::OK

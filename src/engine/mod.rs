@@ -6,6 +6,7 @@ pub mod colours;
 mod commands;
 mod drift_analysis;
 mod evidence;
+pub mod hooks;
 mod live_colour;
 pub mod plan;
 mod progress;

@@ -58,6 +58,8 @@ pub struct Plan {
     names: DestinationNames,
     /// `(stable, canary)` colours of a spec oriented by `runtime::colours`.
     colours: Option<(String, String)>,
+    /// The phases at which at least one hook is called.
+    hook_phases: std::collections::BTreeSet<crate::policy::HookPhase>,
 }
 
 impl Plan {
@@ -113,6 +115,11 @@ impl Plan {
             on_drift: spec.on_drift,
             names: DestinationNames::of(spec),
             colours: crate::policy::colours::oriented_colours(&spec.router),
+            hook_phases: spec
+                .hooks
+                .iter()
+                .flat_map(|h| h.on.iter().copied())
+                .collect(),
         })
     }
 
@@ -149,6 +156,18 @@ impl Plan {
 
     pub fn uses_test_route(&self) -> bool {
         self.test_route
+    }
+
+    /// Whether any hook is called at `phase`.
+    pub fn has_hooks(&self, phase: crate::policy::HookPhase) -> bool {
+        self.hook_phases.contains(&phase)
+    }
+
+    /// Whether a step at weight 0 is judged on the test route's traffic
+    /// (`analysis.judgeTestRoute` with a test route): the canary's requests are all
+    /// test-route requests, stable's are the rest.
+    pub fn judges_test_route(&self) -> bool {
+        self.test_route && self.analysis.judge_test_route
     }
 
     pub fn has_checks(&self) -> bool {

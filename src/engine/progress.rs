@@ -3,6 +3,7 @@
 
 use crate::analysis::{evaluate, Verdict};
 use crate::engine::evidence;
+use crate::engine::hooks::{Gate, HOOK_FAILED, PROMOTION_NOT_CONFIRMED};
 use crate::engine::plan::later;
 use crate::engine::reasons;
 use crate::engine::step::Tick;
@@ -10,7 +11,7 @@ use crate::engine::types::{Action, TransitionKind};
 use crate::policy::status::{
     AnalysisSummary, MetricSummary, PauseReason, Phase, RouteTarget, TargetPurpose, VerdictKind,
 };
-use crate::policy::{OnFailure, OnInconclusive};
+use crate::policy::{HookPhase, OnFailure, OnInconclusive};
 
 impl Tick<'_> {
     /// Runs the current phase with the route settled.
@@ -23,7 +24,7 @@ impl Tick<'_> {
             // 0% no user reaches the canary: there is nothing to judge, and waiting for a
             // person is not an inconclusive analysis.
             Phase::Paused if self.s.pause_reason == Some(PauseReason::ManualGate) => {
-                if self.s.canary_weight > 0 {
+                if self.s.canary_weight > 0 || self.plan.judges_test_route() {
                     self.evaluate_if_due();
                 }
             }
@@ -54,6 +55,11 @@ impl Tick<'_> {
                 self.wake(at);
             }
             return;
+        }
+        match self.hook_gate(HookPhase::PreRollout, self.plan.step(0).weight) {
+            Gate::Open => {}
+            Gate::Asked => return,
+            Gate::Closed(message) => return self.on_failure(HOOK_FAILED, message),
         }
         self.s.step = 0;
         self.s.started_at = Some(self.now);
@@ -127,6 +133,12 @@ impl Tick<'_> {
                 return;
             }
         }
+        if self.plan.judges_test_route() {
+            // Checks passed; the test route's traffic is judged next, like any step's.
+            self.s.phase = Phase::Progressing;
+            self.progressing();
+            return;
+        }
         self.pass_step_when_held(started);
     }
 
@@ -135,7 +147,7 @@ impl Tick<'_> {
             self.target_step();
             return;
         };
-        if self.plan.step(self.s.step).weight == 0 {
+        if self.plan.step(self.s.step).weight == 0 && !self.plan.judges_test_route() {
             // No user traffic reaches the canary: nothing to judge, only the hold.
             self.pass_step_when_held(started);
             return;
@@ -293,6 +305,9 @@ impl Tick<'_> {
     /// this unless an operator asked for it.
     pub(crate) fn next_step(&mut self, by_operator: bool) {
         if self.s.step >= self.plan.last_index() {
+            if !by_operator && !self.promotion_gates_open() {
+                return;
+            }
             self.promote_full();
             return;
         }
@@ -309,6 +324,14 @@ impl Tick<'_> {
             }
             return;
         }
+        let next_weight = self.plan.step(self.s.step.saturating_add(1)).weight;
+        if !by_operator {
+            match self.hook_gate(HookPhase::Step, next_weight) {
+                Gate::Open => {}
+                Gate::Asked => return,
+                Gate::Closed(message) => return self.on_failure(HOOK_FAILED, message),
+            }
+        }
         let from = self.plan.step(self.s.step).weight;
         self.s.step = self.s.step.saturating_add(1);
         self.s.phase = Phase::Progressing;
@@ -320,6 +343,11 @@ impl Tick<'_> {
             (reasons::PROMOTED_BY_OPERATOR, "promoted by an operator")
         } else if from > 0 {
             (reasons::STEP_ADVANCED, "analysis passed")
+        } else if self.plan.judges_test_route() {
+            (
+                reasons::STEP_ADVANCED,
+                "analysis of the test route's traffic passed",
+            )
         } else if self.plan.has_checks() {
             (reasons::STEP_ADVANCED, "checks passed")
         } else {
@@ -327,6 +355,43 @@ impl Tick<'_> {
         };
         let message = format!("{} from {from}%: {why}", self.step_label());
         self.announce(TransitionKind::StepAdvanced, reason, message);
+    }
+
+    /// The `step` and `confirmPromotion` hooks before the promotion write. A
+    /// `confirmPromotion` that is not 2xx holds at the last step (analysis goes on) and
+    /// is asked again at the next evaluation; `promote` or `abort` end the wait.
+    fn promotion_gates_open(&mut self) -> bool {
+        match self.hook_gate(HookPhase::Step, 100) {
+            Gate::Open => {}
+            Gate::Asked => return false,
+            Gate::Closed(message) => {
+                self.on_failure(HOOK_FAILED, message);
+                return false;
+            }
+        }
+        match self.hook_gate(HookPhase::ConfirmPromotion, 100) {
+            Gate::Open => true,
+            Gate::Asked => false,
+            Gate::Closed(message) => {
+                let message = format!(
+                    "{message}; holding at {} until it answers 2xx, or `promote`/`abort`",
+                    self.step_label()
+                );
+                // One history entry per wait, not one per refusal.
+                let waiting = self
+                    .s
+                    .history
+                    .last()
+                    .is_some_and(|h| h.reason == PROMOTION_NOT_CONFIRMED);
+                if !waiting {
+                    self.record(PROMOTION_NOT_CONFIRMED, message);
+                } else {
+                    self.note(PROMOTION_NOT_CONFIRMED, message);
+                }
+                self.wake(later(self.now, self.plan.interval()));
+                false
+            }
+        }
     }
 
     /// Every request to the canary and the test route removed, in one write.

@@ -78,6 +78,7 @@ impl<'a> Tick<'a> {
             self.start_revision();
         }
         self.enforce_step_ceiling();
+        self.record_finished_hooks();
         for command in &self.obs.commands {
             self.handle_command(command);
         }
@@ -234,12 +235,14 @@ impl<'a> Tick<'a> {
                     reasons::ROLLED_BACK,
                     format!("every request is back on stable; cause: {cause}"),
                 );
+                self.call_after_hooks(crate::policy::HookPhase::Rollback);
             }
             TargetPurpose::Abort => {
                 self.record(
                     reasons::ABORTED,
                     "aborted by an operator; every request is back on stable".to_owned(),
                 );
+                self.call_after_hooks(crate::policy::HookPhase::Rollback);
             }
             TargetPurpose::Undo => self.confirm_undo(),
             TargetPurpose::Promote => {
@@ -256,6 +259,7 @@ impl<'a> Tick<'a> {
                     }
                 );
                 self.announce(TransitionKind::Promoted, reasons::PROMOTED, message);
+                self.call_after_hooks(crate::policy::HookPhase::PostRollout);
             }
         }
     }

@@ -126,6 +126,9 @@ pub struct Observation {
     /// Operator commands not handled yet (their ids come after the state's
     /// `last_command_id`), in order.
     pub commands: Vec<OperatorCommand>,
+    /// Hook answers: of the gates the engine asked for (`Action::CallHooks`), and of
+    /// informational hooks that finished since the last tick.
+    pub hooks: Vec<crate::engine::hooks::HookOutcome>,
 }
 
 impl Observation {
@@ -137,6 +140,7 @@ impl Observation {
             analysis: None,
             checks: None,
             commands: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 }
@@ -206,6 +210,10 @@ pub enum Action {
     QueryMetrics,
     /// Announce a transition.
     Notify(Transition),
+    /// Call the hooks of a phase. A gate (`HookPhase::is_gate`): step again with their
+    /// answers in `Observation::hooks`. Otherwise: call them in the background, after
+    /// this decision's route write; never wait for them.
+    CallHooks(crate::engine::hooks::HookCall),
 }
 
 /// The engine's answer: the next state, the actions to run, and when to look again
@@ -220,9 +228,11 @@ pub struct Decision {
 impl Decision {
     /// Whether the engine asked for metric or check results before it can decide.
     pub fn needs_input(&self) -> bool {
-        self.actions
-            .iter()
-            .any(|a| matches!(a, Action::RunChecks | Action::QueryMetrics))
+        self.actions.iter().any(|a| match a {
+            Action::RunChecks | Action::QueryMetrics => true,
+            Action::CallHooks(call) => call.phase.is_gate(),
+            _ => false,
+        })
     }
 
     pub fn route_write(&self) -> Option<ManagedRoute> {

@@ -50,6 +50,7 @@ pub const LISTS: &[(&str, usize)] = &[
     ("spec.checks[].http.headers", 50),
     ("spec.analysis.vars", 100),
     ("spec.notify", 20),
+    ("spec.hooks", 20),
     ("spec.router.istio.routes", 50),
     ("spec.router.envoy.domains", 50),
 ];
@@ -66,6 +67,8 @@ pub const DURATIONS: &[(&str, Duration)] = &[
     ("spec.analysis.window", Duration::from_secs(DAY)),
     ("spec.analysis.prometheus.timeout", Duration::from_secs(300)),
     ("spec.checks[].http.timeout", Duration::from_secs(300)),
+    ("spec.hooks[].timeout", Duration::from_secs(300)),
+    ("spec.hooks[].backoff", Duration::from_secs(300)),
 ];
 
 /// The largest value of a duration field, by its generic path (`spec.steps[].hold`).
@@ -298,6 +301,7 @@ pub(super) fn spec_issues(parts: &SpecParts<'_>) -> Vec<Issue> {
     );
     count("spec.windows", "spec.windows", parts.windows.len());
     count("spec.notify", "spec.notify", parts.notify.len());
+    count("spec.hooks", "spec.hooks", parts.hooks.len());
     if let Some(analysis) = parts.analysis {
         count(
             "spec.analysis.vars",

@@ -1,12 +1,14 @@
 //! The policy format: types, parsing with locations, and validation.
 
 pub mod duration;
+pub mod hooks;
 pub mod judge;
 pub mod status;
 pub mod step;
 pub mod types;
 
 pub use duration::Duration;
+pub use hooks::{HookHeader, HookPhase, HookResult, HookSpec, JsonExpectation};
 pub use judge::{CountsSpec, JudgeSpec, SequentialSpec};
 pub use status::{Phase, RolloutStatus, Timestamp};
 pub use step::StepSpec;
@@ -15,8 +17,10 @@ mod analysis_rules;
 pub mod colours;
 mod cron_message;
 pub mod diagnostic;
+mod hook_rules;
 mod judge_rules;
 pub mod limits;
+mod metric_label_rules;
 mod names;
 pub mod parse;
 mod partial;

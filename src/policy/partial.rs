@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::diagnostic::{index, Issue};
 use super::duration::Duration;
+use super::hooks::HookSpec;
 use super::step::StepSpec;
 use super::structure::Structure;
 use super::types::*;
@@ -23,12 +24,13 @@ use super::validate::{validate_metadata, validate_parts, SpecParts, WindowFields
 
 /// Lists whose items are read one by one: a rejected item leaves a hole (the other items
 /// keep their indices); a rejected item of any other list takes the whole list out.
-const ITEM_LISTS: [&str; 5] = [
+const ITEM_LISTS: [&str; 6] = [
     "spec.steps",
     "spec.checks",
     "spec.analysis.metrics",
     "spec.windows",
     "spec.notify",
+    "spec.hooks",
 ];
 
 /// Rules whose verdict reads another field than the one they are reported at (`[]` is
@@ -329,6 +331,7 @@ struct Sections {
     windows: Vec<(Option<String>, Option<String>, Option<Duration>)>,
     grafana: Option<GrafanaSpec>,
     notify: Vec<Option<NotifySpec>>,
+    hooks: Vec<Option<HookSpec>>,
 }
 
 impl Sections {
@@ -358,6 +361,7 @@ impl Sections {
                 .collect(),
             grafana: self.grafana.as_ref(),
             notify: self.notify.iter().map(Option::as_ref).collect(),
+            hooks: self.hooks.iter().map(Option::as_ref).collect(),
         }
     }
 }
@@ -472,6 +476,7 @@ impl Reader<'_> {
             .read::<Option<GrafanaSpec>>(spec.get("grafana"), "spec.grafana")
             .flatten();
         sections.notify = self.items(spec.get("notify"), "spec.notify");
+        sections.hooks = self.items(spec.get("hooks"), "spec.hooks");
         sections
     }
 }

@@ -169,6 +169,9 @@ pub struct RolloutStatus {
     /// The pre-traffic checks' last results.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_checks: Vec<CheckResult>,
+    /// The last answer of each hook at each phase for this revision (docs/hooks.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_hooks: Vec<super::hooks::HookResult>,
     /// The last transitions, newest last, at most `HISTORY_LIMIT`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,

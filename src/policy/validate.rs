@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use super::analysis_rules::analysis;
 use super::diagnostic::{index, Issue};
 use super::duration::Duration;
+use super::hooks::HookSpec;
 use super::names::{
     dns_label, dns_subdomain, host_port, http_url, is_token, label_key, label_value, object_ref,
 };
@@ -45,6 +46,7 @@ pub(super) struct SpecParts<'a> {
     pub windows: Vec<WindowFields<'a>>,
     pub grafana: Option<&'a GrafanaSpec>,
     pub notify: Vec<Option<&'a NotifySpec>>,
+    pub hooks: Vec<Option<&'a HookSpec>>,
 }
 
 /// The readable fields of one deployment window.
@@ -79,6 +81,7 @@ impl<'a> SpecParts<'a> {
                 .collect(),
             grafana: spec.grafana.as_ref(),
             notify: spec.notify.iter().map(Some).collect(),
+            hooks: spec.hooks.iter().map(Some).collect(),
         }
     }
 }
@@ -126,6 +129,13 @@ pub(super) fn validate_parts(parts: &SpecParts<'_>) -> Vec<Issue> {
     }
     if let Some(a) = parts.analysis {
         analysis(a, &parts.metrics, router, &mut issues);
+        super::metric_label_rules::target_selection(
+            a,
+            &parts.metrics,
+            router,
+            parts.test_route_written,
+            &mut issues,
+        );
     }
     for (i, window) in parts.windows.iter().enumerate() {
         issues.extend(window_field_issues(
@@ -153,6 +163,7 @@ pub(super) fn validate_parts(parts: &SpecParts<'_>) -> Vec<Issue> {
             );
         }
     }
+    super::hook_rules::hooks(&parts.hooks, &mut issues);
     issues
 }
 
@@ -524,6 +535,7 @@ fn http_check(check: &HttpCheck, path: &str, issues: &mut Vec<Issue>) {
             .with_hint("write e.g. `5s`"),
         );
     }
+    super::hook_rules::json_expectations(&check.expect_json, &format!("{path}.expectJson"), issues);
     for name in check.headers.keys() {
         if !is_token(name) {
             issues.push(

@@ -77,6 +77,9 @@ impl HttpChecks {
         for (name, value) in &check.headers {
             request = request.header(name, value);
         }
+        if let Some(body) = &check.body {
+            request = request.body(body.clone());
+        }
         let response = request.send().await.map_err(|e| {
             if e.is_timeout() {
                 format!("no answer within {:?}", check.timeout.std())
@@ -104,6 +107,8 @@ impl HttpChecks {
                 ));
             }
         }
+        super::checks_json::check_json(&body, &check.expect_json)
+            .map_err(|broken| format!("{status}, but {broken} (body: {:?})", excerpt(&body)))?;
         Ok(status)
     }
 }
@@ -179,7 +184,9 @@ mod tests {
             method: "GET".into(),
             headers: BTreeMap::new(),
             expect_status: 200,
+            body: None,
             expect_body: None,
+            expect_json: Vec::new(),
             timeout: PolicyDuration::from_secs(2),
             attempts,
         }

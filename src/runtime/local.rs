@@ -18,6 +18,7 @@ use super::clock::{Clock, SystemClock};
 use super::cluster_run::{is_cluster_policy, kubeconfig_namespace};
 use super::commands::NoCommands;
 use super::commands_file::FileCommands;
+use super::hooks::{HeaderSecrets, Hooks, ScriptedHooks, WebhookHooks};
 use super::reconcile::{ReconcileError, Reconciler, Seams, TickOutcome};
 use crate::engine::Plan;
 use crate::metrics::prometheus::PrometheusSource;
@@ -224,6 +225,9 @@ pub struct LocalRun {
     /// The file store behind `store` (none in a dry run): cleaned up at the start.
     file_store: Option<FileStore>,
     clock: Arc<dyn Clock>,
+    /// Gates in the tick, `postRollout`/`rollback` in the background (awaited, bounded,
+    /// before the run ends).
+    hooks: Arc<Hooks>,
 }
 
 impl LocalRun {
@@ -281,9 +285,16 @@ impl LocalRun {
             commands,
             clock: Arc::clone(&clock),
         };
+        // A dry run calls no receiver: every hook is taken as answering 2xx.
+        let hooks = Hooks::new(if options.dry_run {
+            Arc::new(ScriptedHooks::default())
+        } else {
+            Arc::new(WebhookHooks::new(HeaderSecrets::Environment))
+        });
         Ok(LocalRun {
             local,
-            reconciler: Reconciler::new(seams),
+            reconciler: Reconciler::new(seams).with_hooks(Arc::clone(&hooks)),
+            hooks,
             router,
             store,
             file_store: (!options.dry_run).then(|| FileStore::new(state_dir)),
@@ -391,7 +402,7 @@ impl LocalRun {
                 });
             }
             if status.is_settled() {
-                return Ok(RunEnd::Settled(status));
+                return Ok(RunEnd::Settled(self.after_background_hooks(status).await?));
             }
             if status.phase == Phase::Paused {
                 return Ok(RunEnd::Paused(status));
@@ -409,6 +420,34 @@ impl LocalRun {
                 _ = tokio::time::sleep(gap) => {}
             }
         }
+    }
+}
+
+impl LocalRun {
+    /// Waits for the `postRollout`/`rollback` hooks started after the last write (at
+    /// most as long as they may take) and records their answers with one more tick.
+    async fn after_background_hooks(
+        &self,
+        status: RolloutStatus,
+    ) -> Result<RolloutStatus, LocalError> {
+        if !self
+            .local
+            .spec
+            .hooks
+            .iter()
+            .any(|h| h.on.iter().any(|p| !p.is_gate()))
+        {
+            return Ok(status);
+        }
+        let limit = Hooks::longest(&self.local.spec).saturating_add(Duration::from_secs(1));
+        if !self.hooks.wait_idle(limit).await {
+            tracing::warn!("a background hook did not finish within its timeouts");
+        }
+        let outcome = self
+            .reconciler
+            .tick(&self.local.policy, &self.local.spec)
+            .await?;
+        Ok(outcome.status)
     }
 }
 

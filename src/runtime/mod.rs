@@ -3,6 +3,7 @@
 
 pub mod checks;
 pub mod checks_http;
+pub mod checks_json;
 pub mod clock;
 pub mod cluster_run;
 pub mod colours;
@@ -11,6 +12,7 @@ pub mod commands_file;
 pub mod commands_kube;
 pub mod daemon;
 pub mod faults;
+pub mod hooks;
 pub mod leader;
 pub mod local;
 pub mod preflight;
@@ -18,6 +20,7 @@ pub mod reconcile;
 pub mod route_index;
 pub mod route_lease;
 pub mod scheduler;
+pub mod webhook;
 
 pub use checks::CheckRunner;
 pub use clock::{Clock, SystemClock, VirtualClock};

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use crate::engine::hooks::HookCall;
 use crate::engine::{self, Action, Observation, Plan, PlanError, Transition};
 use crate::metrics::{MetricSource, PolicyRef};
 use crate::policy::{RolloutSpec, RolloutStatus, Timestamp};
@@ -16,6 +17,7 @@ use crate::runtime::checks::CheckRunner;
 use crate::runtime::clock::Clock;
 use crate::runtime::commands::CommandSource;
 use crate::runtime::faults::{CrashPoint, FaultHook};
+use crate::runtime::hooks::{default_hooks, Hooks};
 use crate::store::{StateStore, StoreError};
 
 /// Engine rounds per tick: metrics, checks, a write, its confirmation, a conflict or two.
@@ -95,6 +97,8 @@ pub struct TickOutcome {
 pub struct Reconciler {
     seams: Seams,
     faults: Option<Arc<dyn FaultHook>>,
+    /// `None`: the process-wide webhook caller (`hooks::default_hooks`).
+    hooks: Option<Arc<Hooks>>,
 }
 
 impl Reconciler {
@@ -102,7 +106,15 @@ impl Reconciler {
         Reconciler {
             seams,
             faults: None,
+            hooks: None,
         }
+    }
+
+    /// Calls hooks through `hooks` (long-lived: it keeps the background hooks' answers
+    /// for the next tick) instead of the process-wide webhook caller.
+    pub fn with_hooks(mut self, hooks: Arc<Hooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
     }
 
     /// Installs a fault hook that may end a tick at any [`CrashPoint`] (crash tests).
@@ -169,7 +181,11 @@ impl Reconciler {
             analysis: None,
             checks: None,
             commands,
+            hooks: Vec::new(),
         };
+        let hooks = self.hooks.clone().unwrap_or_else(default_hooks);
+        obs.hooks = hooks.take_finished(policy);
+        let mut background = Vec::new();
         note_router_error(&live, &mut problems);
         let mut state = persisted.clone();
         let mut outcome = TickOutcome {
@@ -208,7 +224,16 @@ impl Reconciler {
                     outcome.checked = true;
                     continue;
                 }
+                if let Some(call) = unanswered_gate(&decision, &obs) {
+                    let answer = hooks.gate(policy, spec, call).await;
+                    obs.hooks.push(answer);
+                    continue;
+                }
             }
+            background.extend(decision.actions.iter().filter_map(|a| match a {
+                Action::CallHooks(call) if !call.phase.is_gate() => Some(call.clone()),
+                _ => None,
+            }));
             for transition in decision.transitions() {
                 log_transition(policy, transition);
             }
@@ -219,6 +244,7 @@ impl Reconciler {
             obs.commands.clear();
             obs.analysis = None;
             obs.checks = None;
+            obs.hooks.clear();
             let (Some(desired), Ok(current)) = (desired, &live) else {
                 outcome.wake_at = wake_at;
                 break;
@@ -279,10 +305,27 @@ impl Reconciler {
                 self.reached(policy, CrashPoint::CommandsAcknowledged)?;
             }
         }
+        // After the write they report and the state that records it: a slow receiver
+        // never delays a rollback, nor the next tick.
+        for call in background {
+            hooks.dispatch(policy, spec, call).await;
+        }
         outcome.status = state;
         outcome.problems = problems;
         Ok(outcome)
     }
+}
+
+/// A gate the decision asks for that this tick has not called yet.
+fn unanswered_gate<'a>(decision: &'a engine::Decision, obs: &Observation) -> Option<&'a HookCall> {
+    decision.actions.iter().find_map(|a| match a {
+        Action::CallHooks(call)
+            if call.phase.is_gate() && !obs.hooks.iter().any(|o| o.phase == call.phase) =>
+        {
+            Some(call)
+        }
+        _ => None,
+    })
 }
 
 fn observed(live: &Result<LiveRoute, RouterError>) -> Result<ManagedRoute, String> {

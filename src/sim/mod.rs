@@ -2,6 +2,7 @@
 //! scripted by a scenario, on virtual time. `shiftgate simulate` and the property tests
 //! run through here.
 
+pub mod hook_failures;
 pub mod judge_bench;
 pub mod noisy_source;
 pub mod render;

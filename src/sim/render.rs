@@ -61,6 +61,9 @@ pub fn render_text(report: &SimReport) -> String {
                 check.message
             ));
         }
+        for hook in &entry.hooks {
+            lines.push(crate::runtime::hooks::describe_hook(hook));
+        }
         for write in &entry.writes {
             lines.push(format!(
                 "write canary {}%, test route {}",

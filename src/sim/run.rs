@@ -15,6 +15,7 @@ use crate::policy::{Duration, RolloutSpec, RolloutStatus, Timestamp};
 use crate::router::memory::{MemoryRouter, RouterFaults};
 use crate::router::ManagedRoute;
 use crate::runtime::checks::ScriptedChecks;
+use crate::runtime::hooks::{Hooks, ScriptedHooks};
 use crate::runtime::{QueuedCommands, Reconciler, Seams, VirtualClock};
 use crate::sim::noisy_source::{DrawnScrape, NoisyMetrics, NoisyWorld};
 use crate::sim::scenario::{Outcome, RouterFaultKind, Scenario};
@@ -45,6 +46,9 @@ pub struct TimelineEntry {
     pub analysis: Option<AnalysisSummary>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
+    /// Hook answers new in this tick.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::policy::HookResult>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub transitions: Vec<Transition>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -146,6 +150,9 @@ pub struct Simulation {
     router: Arc<MemoryRouter>,
     store: Arc<MemoryStore>,
     checks: Arc<ScriptedChecks>,
+    /// Scripted hook answers (`hookFailures`), called inline: deterministic.
+    hooks: Arc<ScriptedHooks>,
+    hook_calls: Arc<Hooks>,
     commands: Arc<QueuedCommands>,
     metrics: SimMetrics,
     reconciler: Reconciler,
@@ -220,7 +227,10 @@ impl Simulation {
             Some(source) => SimMetrics::External(source),
             None => SimMetrics::new(&scenario, &router, seed),
         };
-        let reconciler = Self::reconciler(&clock, &router, &store, &checks, &commands, &metrics);
+        let hooks = Arc::new(ScriptedHooks::default());
+        let hook_calls = Hooks::inline(hooks.clone());
+        let reconciler = Self::reconciler(&clock, &router, &store, &checks, &commands, &metrics)
+            .with_hooks(hook_calls.clone());
         Ok(Simulation {
             policy,
             spec,
@@ -230,6 +240,8 @@ impl Simulation {
             router,
             store,
             checks,
+            hooks,
+            hook_calls,
             commands,
             metrics,
             reconciler,
@@ -312,7 +324,8 @@ impl Simulation {
             &self.checks,
             &self.commands,
             &self.metrics,
-        );
+        )
+        .with_hooks(self.hook_calls.clone());
     }
 
     /// The traffic model's scrapes drawn so far (empty without a model), e.g. to write
@@ -357,6 +370,7 @@ impl Simulation {
                 .clone()
                 .unwrap_or_else(|| "503 Service Unavailable, expected 200 (scripted)".to_owned())
         }));
+        super::hook_failures::apply(&self.scenario.hook_failures, offset, &self.hooks);
         self.store.set_failing(
             self.scenario
                 .store_failures
@@ -413,6 +427,7 @@ impl Simulation {
         let refused_before = crate::engine::refused_live_canary(&self.status);
         let (wake_at, mut entry) = match result {
             Ok(outcome) => {
+                let hooks_before = std::mem::take(&mut self.status.last_hooks);
                 self.status = outcome.status.clone();
                 let entry = TimelineEntry {
                     at,
@@ -431,6 +446,13 @@ impl Simulation {
                     } else {
                         Vec::new()
                     },
+                    hooks: outcome
+                        .status
+                        .last_hooks
+                        .iter()
+                        .filter(|h| !hooks_before.contains(h))
+                        .cloned()
+                        .collect(),
                     transitions: outcome.transitions.clone(),
                     problems: outcome
                         .problems
@@ -452,6 +474,7 @@ impl Simulation {
                     writes: Vec::new(),
                     analysis: None,
                     checks: Vec::new(),
+                    hooks: Vec::new(),
                     transitions: Vec::new(),
                     problems: vec![format!("{}: {e}", e.reason())],
                     note: None,
@@ -472,6 +495,7 @@ impl Simulation {
             || !entry.writes.is_empty()
             || entry.analysis.is_some()
             || !entry.checks.is_empty()
+            || !entry.hooks.is_empty()
             || !entry.transitions.is_empty()
             || !entry.problems.is_empty();
         if interesting {

@@ -56,6 +56,9 @@ pub struct Scenario {
     /// Periods in which every pre-traffic check fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub check_failures: Vec<Period>,
+    /// Periods in which the hooks of one phase fail (`spec.hooks`; docs/hooks.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hook_failures: Vec<super::hook_failures::HookFailure>,
     /// Periods in which saving the state fails (a crash before persisting).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub store_failures: Vec<Period>,
@@ -323,6 +326,7 @@ impl Scenario {
             ("outages".into(), self.outages.len()),
             ("routerFaults".into(), self.router_faults.len()),
             ("checkFailures".into(), self.check_failures.len()),
+            ("hookFailures".into(), self.hook_failures.len()),
             ("storeFailures".into(), self.store_failures.len()),
             ("drift".into(), self.drift.len()),
             ("commands".into(), self.commands.len()),
@@ -354,6 +358,9 @@ impl Scenario {
         }
         for (i, p) in self.check_failures.iter().enumerate() {
             periods("checkFailures", &mut durations, p.from, p.until, i);
+        }
+        for (i, p) in self.hook_failures.iter().enumerate() {
+            periods("hookFailures", &mut durations, p.from, p.until, i);
         }
         for (i, p) in self.store_failures.iter().enumerate() {
             periods("storeFailures", &mut durations, p.from, p.until, i);
@@ -431,6 +438,7 @@ impl Scenario {
             outages: Vec::new(),
             router_faults: Vec::new(),
             check_failures: Vec::new(),
+            hook_failures: Vec::new(),
             store_failures: Vec::new(),
             drift: Vec::new(),
             commands: Vec::new(),
@@ -449,6 +457,10 @@ impl Scenario {
         for p in self.check_failures.iter().chain(&self.store_failures) {
             offsets.push(p.from);
             offsets.extend(p.until);
+        }
+        for f in &self.hook_failures {
+            offsets.push(f.from);
+            offsets.extend(f.until);
         }
         offsets.extend(self.drift.iter().map(|d| d.at));
         offsets.extend(self.commands.iter().map(|c| c.at));

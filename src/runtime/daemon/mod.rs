@@ -163,16 +163,33 @@ pub struct Daemon {
     seams: DaemonSeams,
     metrics: Arc<Metrics>,
     health: Health,
+    hooks: Arc<crate::runtime::hooks::Hooks>,
 }
 
 impl Daemon {
-    pub fn new(options: DaemonOptions, seams: DaemonSeams) -> Self {
+    pub fn new(options: DaemonOptions, mut seams: DaemonSeams) -> Self {
+        // Subset-level Istio policies select by their DestinationRule's version labels.
+        seams.metrics = Arc::new(
+            crate::router::istio::destination_rule::DestinationRuleLabels::new(
+                seams.metrics,
+                seams.client.clone(),
+            ),
+        );
         Daemon {
             options,
             seams,
             metrics: Arc::new(Metrics::new()),
             health: Health::default(),
+            // Until `with_hooks`: webhooks without policy Secrets, never the environment.
+            hooks: crate::runtime::hooks::default_hooks(),
         }
+    }
+
+    /// Calls hooks through `hooks` (production: webhooks whose secret headers come
+    /// from Secrets in each policy's namespace).
+    pub fn with_hooks(mut self, hooks: Arc<crate::runtime::hooks::Hooks>) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
@@ -194,6 +211,7 @@ impl Daemon {
             seams,
             metrics,
             health,
+            hooks,
         } = self;
         // Watched untyped and decoded object by object (`guarded`): one policy the
         // types cannot read must not fail the list that every other policy is in.
@@ -258,6 +276,7 @@ impl Daemon {
             metrics,
             leadership: leadership.clone(),
             store: reader.clone(),
+            hooks,
         });
         tasks.spawn(guarded::write_refusals(
             invalid,

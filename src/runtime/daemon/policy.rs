@@ -12,6 +12,8 @@ pub(super) struct Context {
     pub(super) events: EventPublisher,
     pub(super) leadership: Leadership,
     pub(super) store: Store<RolloutPolicy>,
+    /// Long-lived: keeps the background hooks' answers between ticks.
+    pub(super) hooks: Arc<crate::runtime::hooks::Hooks>,
 }
 
 pub(super) async fn reconcile(
@@ -109,6 +111,19 @@ impl Context {
             .await?;
             return Ok(Action::await_change());
         }
+        if let Some(message) = crate::runtime::hooks::daemon_refusal(spec, &policy_ref.namespace) {
+            self.refuse(
+                policy,
+                &policy_ref,
+                crate::metrics::providers::CREDENTIALS_NOT_ALLOWED,
+                &message,
+                RolloutEvent::InvalidPolicy {
+                    messages: vec![message.clone()],
+                },
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
         if let Some((owner, route)) = conflicting_owner(policy, &self.store.state()) {
             let message = format!(
                 "{route} is already managed by RolloutPolicy {}/{}; one rollout per route at a \
@@ -171,7 +186,8 @@ impl Context {
             checks: self.seams.checks.clone(),
             commands: self.seams.commands.clone(),
             clock: self.seams.clock.clone(),
-        });
+        })
+        .with_hooks(self.hooks.clone());
         let outcome = reconciler.tick(&policy_ref, spec).await?;
         let status = &outcome.status;
         self.metrics

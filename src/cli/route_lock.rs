@@ -124,7 +124,12 @@ pub fn hold_route(local: &LocalPolicy) -> Result<RouteLock, RouteLockError> {
     let dir = lock_dir();
     let me = holder_description(local);
     let mut files = Vec::new();
-    for key in lock_keys(local) {
+    // A VirtualService or Service name means nothing without its cluster: those routes
+    // are held by a Lease in their cluster (`hold`), the files only key Envoy's.
+    let local_keys = lock_keys(local)
+        .into_iter()
+        .filter(|k| k.starts_with("Envoy "));
+    for key in local_keys {
         let path = dir.join(file_name(&key));
         let io = |source| RouteLockError::Io {
             key: key.clone(),

@@ -1150,3 +1150,133 @@ async fn only_the_leader_refuses_an_undecodable_policy() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_after_a_promotion_flips_back_in_one_write_with_an_event() {
+    let cluster = Cluster::start().await;
+    let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
+    cluster
+        .create(&policy(
+            "checkout",
+            json!([0, 50, 100]),
+            "checkout",
+            "primary",
+            "v2",
+        ))
+        .await;
+    cluster
+        .wait_for_status("checkout", "Promoted", Duration::from_secs(30), |s| {
+            s.phase == Phase::Promoted
+        })
+        .await;
+    assert_eq!(cluster.log.weights(), vec![50, 100]);
+    submit_command(
+        cluster.server.client().unwrap(),
+        NS,
+        "checkout",
+        shiftgate::engine::Command::Undo,
+        "v2",
+    )
+    .await
+    .unwrap();
+    let undone = cluster
+        .wait_for_status("checkout", "undone", Duration::from_secs(30), |s| {
+            s.phase == Phase::RolledBack
+        })
+        .await;
+    assert_eq!(undone.reason.as_deref(), Some("Undone"));
+    assert_eq!(undone.canary_weight, 0);
+    assert_eq!(
+        cluster.log.weights(),
+        vec![50, 100, 0],
+        "one write back to the previous stable"
+    );
+    assert_eq!(canary_weight(&cluster.virtual_service().await), 0);
+    let events = cluster.event_reasons("checkout").await;
+    assert!(
+        events.iter().any(|(kind, reason, note)| kind == "Warning"
+            && reason == "RolledBack"
+            && note.contains("undo by an operator")),
+        "{events:?}"
+    );
+    // Nothing is left to undo: a second one is refused with an Event, nothing written.
+    submit_command(
+        cluster.server.client().unwrap(),
+        NS,
+        "checkout",
+        shiftgate::engine::Command::Undo,
+        "v2",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let events = cluster.event_reasons("checkout").await;
+        if events
+            .iter()
+            .any(|(_, reason, note)| reason == "CommandRefused" && note.contains("already undone"))
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{events:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cluster.log.weights(), vec![50, 100, 0]);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_alternates_colours_with_only_the_revision_changed() {
+    let cluster = Cluster::start().await;
+    let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
+    let mut policy = policy("checkout", json!([0, 50, 100]), "checkout", "primary", "v2");
+    let spec = serde_json::to_value(&policy.spec).unwrap();
+    let mut spec = spec.as_object().unwrap().clone();
+    spec["router"]["istio"]
+        .as_object_mut()
+        .map(|istio| {
+            istio.remove("stable");
+            istio.remove("canary");
+            istio.insert(
+                "colors".into(),
+                json!({
+                    "blue": { "host": "checkout", "subset": "v1" },
+                    "green": { "host": "checkout", "subset": "v2" }
+                }),
+            );
+        })
+        .unwrap();
+    policy.spec = serde_json::from_value(Value::Object(spec)).unwrap();
+    cluster.create(&policy).await;
+    // Blue (subset v1) serves everyone: v2 goes to green.
+    let first = cluster
+        .wait_for_status("checkout", "v2 Promoted", Duration::from_secs(30), |s| {
+            s.phase == Phase::Promoted
+        })
+        .await;
+    assert_eq!(first.canary_color.as_deref(), Some("green"));
+    assert_eq!(first.live_color.as_deref(), Some("green"));
+    let vs = cluster.virtual_service().await;
+    assert_eq!(vs["spec"]["http"][1]["route"][1]["weight"], 100, "{vs:#}");
+    // Only the revision changes: v3 goes to blue, the colour v2 left idle.
+    let mut next = cluster.policies().get("checkout").await.unwrap();
+    next.spec.revision = "v3".into();
+    cluster
+        .policies()
+        .replace("checkout", &PostParams::default(), &next)
+        .await
+        .unwrap();
+    let second = cluster
+        .wait_for_status("checkout", "v3 Promoted", Duration::from_secs(30), |s| {
+            s.revision.as_deref() == Some("v3") && s.phase == Phase::Promoted
+        })
+        .await;
+    assert_eq!(second.stable_color.as_deref(), Some("green"));
+    assert_eq!(second.canary_color.as_deref(), Some("blue"));
+    assert_eq!(second.live_color.as_deref(), Some("blue"));
+    let vs = cluster.virtual_service().await;
+    assert_eq!(vs["spec"]["http"][1]["route"][0]["weight"], 100, "{vs:#}");
+    assert_eq!(vs["spec"]["http"][1]["route"][1]["weight"], 0, "{vs:#}");
+    assert_eq!(cluster.log.weights(), vec![50, 100, 50, 100]);
+    daemon.stop().await;
+}

@@ -47,6 +47,10 @@ mod scenarios;
 #[path = "regression/judge_statistics.rs"]
 mod judge_statistics;
 
+/// Issue "lifecycle" §1, §2, §8: colours, undo, one run per route.
+#[path = "regression/lifecycle_colours.rs"]
+mod lifecycle_colours;
+
 /// Issue "operate" §1 and §2: the image and the install.
 #[path = "regression/install.rs"]
 mod install;

@@ -2,6 +2,7 @@
 //! clock, no I/O, no async. The shell (`runtime::reconcile`) gathers observations, runs
 //! the step, and executes the actions.
 
+pub mod colours;
 mod commands;
 mod drift_analysis;
 mod evidence;
@@ -13,11 +14,14 @@ pub mod reasons;
 mod record;
 pub mod step;
 pub mod types;
+mod undo;
 
 #[cfg(test)]
 mod evidence_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod undo_tests;
 
 pub use evidence::counts_since;
 pub use live_colour::refused_live_canary;

@@ -56,6 +56,8 @@ pub struct Plan {
     on_failure: OnFailure,
     on_drift: OnDrift,
     names: DestinationNames,
+    /// `(stable, canary)` colours of a spec oriented by `runtime::colours`.
+    colours: Option<(String, String)>,
     /// The phases at which at least one hook is called.
     hook_phases: std::collections::BTreeSet<crate::policy::HookPhase>,
 }
@@ -112,6 +114,7 @@ impl Plan {
             on_failure: spec.on_failure,
             on_drift: spec.on_drift,
             names: DestinationNames::of(spec),
+            colours: crate::policy::colours::oriented_colours(&spec.router),
             hook_phases: spec
                 .hooks
                 .iter()
@@ -186,6 +189,11 @@ impl Plan {
     /// The stable and canary destinations, for messages.
     pub(crate) fn destination_names(&self) -> &DestinationNames {
         &self.names
+    }
+
+    /// `(stable, canary)` colours, for a policy with colours.
+    pub fn colours(&self) -> Option<(&str, &str)> {
+        self.colours.as_ref().map(|(s, c)| (s.as_str(), c.as_str()))
     }
 
     pub fn window_open(&self, now: Timestamp) -> bool {

@@ -53,6 +53,7 @@ impl<'a> Tick<'a> {
             self.s.step.saturating_add(1),
             self.plan.steps().len()
         ));
+        crate::engine::colours::record_colours(self.plan, &mut self.s);
         Decision {
             state: self.s,
             actions: self.actions,
@@ -171,7 +172,10 @@ impl<'a> Tick<'a> {
             }
             let restoring = matches!(
                 target.purpose,
-                TargetPurpose::Rollback | TargetPurpose::Abort | TargetPurpose::Reassert
+                TargetPurpose::Rollback
+                    | TargetPurpose::Abort
+                    | TargetPurpose::Reassert
+                    | TargetPurpose::Undo
             );
             if restoring || live == self.s.confirmed_route() {
                 // The write has not landed (or someone fights a rollback or a write-back of
@@ -240,9 +244,11 @@ impl<'a> Tick<'a> {
                 );
                 self.call_after_hooks(crate::policy::HookPhase::Rollback);
             }
+            TargetPurpose::Undo => self.confirm_undo(),
             TargetPurpose::Promote => {
                 self.s.phase = Phase::Promoted;
                 self.s.pause_reason = None;
+                self.s.promoted_at = Some(self.now);
                 let message = format!(
                     "revision {} serves every request{}",
                     self.plan.revision(),

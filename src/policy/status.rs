@@ -132,6 +132,19 @@ pub struct RolloutStatus {
     /// When the rollout of this revision started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
+    /// With colours (`router.*.colors`): the colour this revision's stable is, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_color: Option<String>,
+    /// … the colour it is deployed into, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_color: Option<String>,
+    /// … and the colour that serves (most) users now, as last confirmed by the router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_color: Option<String>,
+    /// When the router confirmed the promotion (every request on the canary): from
+    /// then on, while the previous stable still runs, `undo` flips back to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at: Option<Timestamp>,
     /// When the router confirmed the current step's weight: the step's clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<Timestamp>,
@@ -198,6 +211,8 @@ pub enum TargetPurpose {
     Abort,
     /// Every request on the canary, test route removed.
     Promote,
+    /// Every request back on the previous stable after a promotion (`undo`).
+    Undo,
 }
 
 /// A write shiftgate asked for and the router has not confirmed yet. Persisted before

@@ -298,6 +298,8 @@ fn daemon_state(object: &DynamicObject) -> Option<String> {
 /// A cluster run, ready for its preflight.
 pub struct ClusterRun {
     pub run: LocalRun,
+    /// The client the run reaches the cluster with (its route Lease too).
+    pub client: Client,
     /// Set when the daemon check could not be made.
     pub warning: Option<String>,
     /// Subset-level Istio: what the queries select, from the DestinationRule.
@@ -316,6 +318,12 @@ pub async fn prepare(
     let shown = file.display().to_string();
     let connection = connect(&shown, context).await?;
     let mut local: LocalPolicy = load_policy_in(file, &connection.default_namespace)?;
+    let policy = local.policy.clone();
+    super::colours::orient_local(&mut local, state_dir, |spec| {
+        cluster_router(&connection.client, &policy, spec)
+            .ok_or_else(|| crate::router::RouterError::Invalid("not a cluster policy".to_owned()))
+    })
+    .await;
     // Subset-level Istio: the queries select the DestinationRule subsets' version labels.
     let (spec, said) = crate::router::istio::destination_rule::with_subset_labels(
         &connection.client,
@@ -336,6 +344,7 @@ pub async fn prepare(
     let run = LocalRun::with_router(local, router, state_dir, options)?;
     Ok(ClusterRun {
         run,
+        client: connection.client,
         warning,
         selection: said,
     })

@@ -12,11 +12,14 @@ pub mod reasons;
 mod record;
 pub mod step;
 pub mod types;
+pub mod workloads;
 
 #[cfg(test)]
 mod evidence_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod workloads_tests;
 
 pub use evidence::counts_since;
 pub use live_colour::refused_live_canary;

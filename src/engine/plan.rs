@@ -56,6 +56,7 @@ pub struct Plan {
     on_failure: OnFailure,
     on_drift: OnDrift,
     names: DestinationNames,
+    workloads: Option<crate::policy::workloads::WorkloadsSpec>,
 }
 
 impl Plan {
@@ -110,6 +111,7 @@ impl Plan {
             on_failure: spec.on_failure,
             on_drift: spec.on_drift,
             names: DestinationNames::of(spec),
+            workloads: spec.workloads.clone(),
         })
     }
 
@@ -167,6 +169,11 @@ impl Plan {
     /// The stable and canary destinations, for messages.
     pub(crate) fn destination_names(&self) -> &DestinationNames {
         &self.names
+    }
+
+    /// The Deployments behind the destinations (`spec.workloads`).
+    pub fn workloads(&self) -> Option<&crate::policy::workloads::WorkloadsSpec> {
+        self.workloads.as_ref()
     }
 
     pub fn window_open(&self, now: Timestamp) -> bool {

@@ -55,6 +55,9 @@ impl Tick<'_> {
             }
             return;
         }
+        if !self.canary_workload_ready() {
+            return;
+        }
         self.s.step = 0;
         self.s.started_at = Some(self.now);
         self.s.consecutive_failures = 0;

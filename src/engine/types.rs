@@ -121,6 +121,8 @@ pub struct Observation {
     /// Operator commands not handled yet (their ids come after the state's
     /// `last_command_id`), in order.
     pub commands: Vec<OperatorCommand>,
+    /// The stable and canary Deployments, read when the policy names them.
+    pub workloads: Option<crate::engine::workloads::WorkloadsObservation>,
 }
 
 impl Observation {
@@ -132,6 +134,7 @@ impl Observation {
             analysis: None,
             checks: None,
             commands: Vec::new(),
+            workloads: None,
         }
     }
 }
@@ -201,6 +204,9 @@ pub enum Action {
     QueryMetrics,
     /// Announce a transition.
     Notify(Transition),
+    /// Set a Deployment's replicas through its scale subresource (`spec.workloads`).
+    /// Persist the decision's state before sending it.
+    ScaleWorkload { deployment: String, replicas: i32 },
 }
 
 /// The engine's answer: the next state, the actions to run, and when to look again

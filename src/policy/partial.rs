@@ -329,6 +329,7 @@ struct Sections {
     windows: Vec<(Option<String>, Option<String>, Option<Duration>)>,
     grafana: Option<GrafanaSpec>,
     notify: Vec<Option<NotifySpec>>,
+    workloads: Option<super::workloads::WorkloadsSpec>,
 }
 
 impl Sections {
@@ -357,6 +358,7 @@ impl Sections {
                 .collect(),
             grafana: self.grafana.as_ref(),
             notify: self.notify.iter().map(Option::as_ref).collect(),
+            workloads: self.workloads.as_ref(),
         }
     }
 }
@@ -471,6 +473,12 @@ impl Reader<'_> {
             .read::<Option<GrafanaSpec>>(spec.get("grafana"), "spec.grafana")
             .flatten();
         sections.notify = self.items(spec.get("notify"), "spec.notify");
+        sections.workloads = self
+            .read::<Option<super::workloads::WorkloadsSpec>>(
+                spec.get("workloads"),
+                "spec.workloads",
+            )
+            .flatten();
         sections
     }
 }

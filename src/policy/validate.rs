@@ -43,6 +43,7 @@ pub(super) struct SpecParts<'a> {
     pub windows: Vec<WindowFields<'a>>,
     pub grafana: Option<&'a GrafanaSpec>,
     pub notify: Vec<Option<&'a NotifySpec>>,
+    pub workloads: Option<&'a super::workloads::WorkloadsSpec>,
 }
 
 /// The readable fields of one deployment window.
@@ -76,6 +77,7 @@ impl<'a> SpecParts<'a> {
                 .collect(),
             grafana: spec.grafana.as_ref(),
             notify: spec.notify.iter().map(Some).collect(),
+            workloads: spec.workloads.as_ref(),
         }
     }
 }
@@ -83,12 +85,7 @@ impl<'a> SpecParts<'a> {
 /// Every issue of the readable parts of a spec.
 pub(super) fn validate_parts(parts: &SpecParts<'_>) -> Vec<Issue> {
     let mut issues = super::limits::spec_issues(parts);
-    if parts.revision.is_some_and(|r| r.trim().is_empty()) {
-        issues.push(
-            Issue::error("spec.revision", "revision is empty")
-                .with_hint("write the release being rolled out, e.g. `\"v2\"` or an image tag"),
-        );
-    }
+    super::workloads::workloads_issues(parts.workloads, parts.revision, &mut issues);
     if let Some(r) = parts.router {
         router(r, parts.test_route_written, &mut issues);
     }

@@ -291,6 +291,12 @@ impl LocalRun {
         })
     }
 
+    /// Serves `spec.workloads` through a cluster's Deployments (cluster runs only).
+    pub fn with_workloads(mut self, workloads: Arc<dyn super::workloads::Workloads>) -> Self {
+        self.reconciler = self.reconciler.with_workloads(workloads);
+        self
+    }
+
     pub fn policy(&self) -> &LocalPolicy {
         &self.local
     }

@@ -16,6 +16,7 @@ pub mod preflight;
 pub mod reconcile;
 pub mod route_index;
 pub mod scheduler;
+pub mod workloads;
 
 pub use checks::CheckRunner;
 pub use clock::{Clock, SystemClock, VirtualClock};

@@ -16,6 +16,7 @@ use crate::runtime::checks::CheckRunner;
 use crate::runtime::clock::Clock;
 use crate::runtime::commands::CommandSource;
 use crate::runtime::faults::{CrashPoint, FaultHook};
+use crate::runtime::workloads::Workloads;
 use crate::store::{StateStore, StoreError};
 
 /// Engine rounds per tick: metrics, checks, a write, its confirmation, a conflict or two.
@@ -42,6 +43,14 @@ pub enum ReconcileError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `spec.workloads` cannot be served: no cluster to read Deployments from
+    /// (`transient: false`), or the canary's revision cannot be derived yet.
+    #[error("policy {policy}: {message}")]
+    Workloads {
+        policy: String,
+        message: String,
+        transient: bool,
+    },
     /// A fault hook ended the tick here, as a kill would (tests only).
     #[error("tick of {policy} crashed at {point:?} (injected fault)")]
     Crashed { policy: String, point: CrashPoint },
@@ -52,6 +61,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Plan { source, .. } => source.reason(),
             ReconcileError::Store(e) => e.reason(),
+            ReconcileError::Workloads { .. } => "WorkloadsUnavailable",
             ReconcileError::Crashed { .. } => "InjectedCrash",
         }
     }
@@ -60,6 +70,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Plan { .. } => false,
             ReconcileError::Store(e) => e.is_transient(),
+            ReconcileError::Workloads { transient, .. } => *transient,
             ReconcileError::Crashed { .. } => true,
         }
     }
@@ -95,6 +106,8 @@ pub struct TickOutcome {
 pub struct Reconciler {
     seams: Seams,
     faults: Option<Arc<dyn FaultHook>>,
+    /// Reads and scales the Deployments of `spec.workloads` (a cluster only).
+    workloads: Option<Arc<dyn Workloads>>,
 }
 
 impl Reconciler {
@@ -102,7 +115,14 @@ impl Reconciler {
         Reconciler {
             seams,
             faults: None,
+            workloads: None,
         }
+    }
+
+    /// Serves `spec.workloads` through these Deployments.
+    pub fn with_workloads(mut self, workloads: Arc<dyn Workloads>) -> Self {
+        self.workloads = Some(workloads);
+        self
     }
 
     /// Installs a fault hook that may end a tick at any [`CrashPoint`] (crash tests).
@@ -133,6 +153,8 @@ impl Reconciler {
         policy: &PolicyRef,
         spec: &RolloutSpec,
     ) -> Result<TickOutcome, ReconcileError> {
+        let (resolved, observed_workloads) = self.read_workloads(policy, spec).await?;
+        let spec = resolved.as_ref().unwrap_or(spec);
         let plan = Plan::new(spec).map_err(|source| ReconcileError::Plan {
             policy: format!("{}/{}", policy.namespace, policy.name),
             source,
@@ -169,6 +191,7 @@ impl Reconciler {
             analysis: None,
             checks: None,
             commands,
+            workloads: observed_workloads,
         };
         note_router_error(&live, &mut problems);
         let mut state = persisted.clone();
@@ -215,7 +238,16 @@ impl Reconciler {
             outcome.transitions.extend(decision.transitions().cloned());
             let desired = decision.route_write();
             let wake_at = decision.wake_at;
+            let scales = scale_actions(&decision.actions);
             state = decision.state;
+            if !scales.is_empty() {
+                // Write-ahead, as for routes: the replicas to restore are stored first.
+                if state != persisted {
+                    version = Some(seams.store.save(policy, &state, version.as_ref()).await?);
+                    persisted = state.clone();
+                }
+                self.scale(policy, &scales, &mut problems).await;
+            }
             obs.commands.clear();
             obs.analysis = None;
             obs.checks = None;
@@ -285,6 +317,19 @@ impl Reconciler {
     }
 }
 
+fn scale_actions(actions: &[Action]) -> Vec<(String, i32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ScaleWorkload {
+                deployment,
+                replicas,
+            } => Some((deployment.clone(), *replicas)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn observed(live: &Result<LiveRoute, RouterError>) -> Result<ManagedRoute, String> {
     match live {
         Ok(l) => Ok(l.route),
@@ -312,4 +357,84 @@ fn log_transition(policy: &PolicyRef, t: &Transition) {
         message = %t.message,
         "rollout transition"
     );
+}
+
+impl Reconciler {
+    /// With `spec.workloads`: both Deployments for the engine and, with `revisionFrom`,
+    /// the spec with the derived revision. A policy naming workloads without a cluster
+    /// is refused; a revision that cannot be derived yet retries.
+    async fn read_workloads(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+    ) -> Result<
+        (
+            Option<RolloutSpec>,
+            Option<crate::engine::workloads::WorkloadsObservation>,
+        ),
+        ReconcileError,
+    > {
+        let Some(wanted) = &spec.workloads else {
+            return Ok((None, None));
+        };
+        let name = format!("{}/{}", policy.namespace, policy.name);
+        let Some(workloads) = &self.workloads else {
+            return Err(ReconcileError::Workloads {
+                policy: name,
+                message: "spec.workloads names Deployments, which only a cluster has; run the \
+                          policy with the daemon or `shiftgate run --kubeconfig`, or remove \
+                          spec.workloads"
+                    .to_owned(),
+                transient: false,
+            });
+        };
+        let read = crate::runtime::workloads::read_workloads(workloads.as_ref(), wanted).await;
+        let resolved = match read.revision {
+            None => None,
+            Some(Ok(revision)) => Some(RolloutSpec {
+                revision,
+                ..spec.clone()
+            }),
+            Some(Err(why)) => {
+                return Err(ReconcileError::Workloads {
+                    policy: name,
+                    message: format!(
+                        "the revision comes from the canary Deployment (revisionFrom), which \
+                         cannot be read: {why}"
+                    ),
+                    transient: true,
+                })
+            }
+        };
+        Ok((resolved, Some(read.observation)))
+    }
+
+    async fn scale(
+        &self,
+        policy: &PolicyRef,
+        scales: &[(String, i32)],
+        problems: &mut Vec<Problem>,
+    ) {
+        let Some(workloads) = &self.workloads else {
+            return;
+        };
+        for (deployment, replicas) in scales {
+            match workloads.scale(deployment, *replicas).await {
+                Ok(()) => info!(
+                    namespace = %policy.namespace,
+                    name = %policy.name,
+                    deployment = %deployment,
+                    replicas = *replicas,
+                    "deployment scaled"
+                ),
+                Err(e) => {
+                    warn!(namespace = %policy.namespace, name = %policy.name, error = %e, "deployment scale failed");
+                    problems.push(Problem {
+                        reason: e.reason(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
 }

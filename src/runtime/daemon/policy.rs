@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::metrics::providers::refuse_local_credentials;
+use crate::runtime::workloads::{FencedWorkloads, KubeWorkloads};
 
 /// Shared by every reconcile.
 pub(super) struct Context {
@@ -165,7 +166,14 @@ impl Context {
             checks: self.seams.checks.clone(),
             commands: self.seams.commands.clone(),
             clock: self.seams.clock.clone(),
-        });
+        })
+        .with_workloads(Arc::new(FencedWorkloads::new(
+            Arc::new(KubeWorkloads::new(
+                self.seams.client.clone(),
+                &policy_ref.namespace,
+            )),
+            self.leadership.clone(),
+        )));
         let outcome = reconciler.tick(&policy_ref, spec).await?;
         let status = &outcome.status;
         self.metrics

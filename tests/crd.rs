@@ -305,6 +305,8 @@ fn rbac_grants_exactly_what_shiftgate_uses() {
             ("shiftgate.dev", "rolloutpolicies/status", &["patch"]),
             ("networking.istio.io", "virtualservices", &["get", "patch"]),
             ("", "services", &["get", "patch"]),
+            ("apps", "deployments", &["get"]),
+            ("apps", "deployments/scale", &["patch"]),
             ("events.k8s.io", "events", &["create", "patch"]),
             ("", "secrets", &["get"]),
         ])

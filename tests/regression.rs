@@ -46,3 +46,7 @@ mod scenarios;
 /// Issue "judges" §2 and §5: the statistics of the judges, on the benchmark's traffic.
 #[path = "regression/judge_statistics.rs"]
 mod judge_statistics;
+
+/// Issue "lifecycle" §3: the stable and canary Deployments (`spec.workloads`).
+#[path = "regression/lifecycle_workloads.rs"]
+mod lifecycle_workloads;

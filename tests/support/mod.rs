@@ -10,3 +10,4 @@ pub mod playground;
 pub mod ports;
 pub mod prometheus;
 pub mod rollout;
+pub mod workloads;

@@ -37,11 +37,12 @@ impl Tick<'_> {
                 );
                 self.refuse(command, &why);
             }
+            (Ok(Command::Undo), Some(_)) => self.undo(command),
             (Ok(word), Some(_)) => self.apply_command(*word),
         }
     }
 
-    fn refuse(&mut self, command: &OperatorCommand, why: &str) {
+    pub(crate) fn refuse(&mut self, command: &OperatorCommand, why: &str) {
         let message = format!("command {} refused, not applied: {why}", command.id);
         self.announce_aside(
             TransitionKind::CommandRefused,
@@ -61,6 +62,9 @@ impl Tick<'_> {
         }
         match command {
             Command::Abort => self.abort(),
+            // Handled by `undo` (engine/undo.rs): it acts after a promotion, when every
+            // other command is ignored, and its refusals name the command.
+            Command::Undo => {}
             Command::Pause => {
                 if matches!(
                     phase,

@@ -12,12 +12,15 @@ pub mod reasons;
 mod record;
 pub mod step;
 pub mod types;
+mod undo;
 pub mod workloads;
 
 #[cfg(test)]
 mod evidence_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod undo_tests;
 #[cfg(test)]
 mod workloads_tests;
 

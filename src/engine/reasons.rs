@@ -24,6 +24,10 @@ pub const DRIFT_DETECTED: &str = "DriftDetected";
 pub const DRIFT_REASSERTED: &str = "DriftReasserted";
 pub const ROUTE_UNREADABLE: &str = "RouteUnreadable";
 pub const COMMAND_REFUSED: &str = "CommandRefused";
+/// An operator asked to flip back to the previous stable after a promotion.
+pub const UNDO_REQUESTED: &str = "UndoRequested";
+/// Every request is back on the previous stable after `undo`.
+pub const UNDONE: &str = "Undone";
 /// A new rollout refused: the canary already serves more than the first step.
 pub const CANARY_IS_LIVE: &str = "CanaryIsLive";
 

@@ -18,7 +18,7 @@ const MAX_ROUNDS: usize = 4;
 pub fn step(plan: &Plan, state: &RolloutStatus, obs: &Observation) -> Decision {
     let mut tick = Tick::new(plan, state, obs);
     tick.run();
-    tick.workloads_after_promotion();
+    tick.workloads_after_route();
     tick.finish()
 }
 
@@ -171,7 +171,10 @@ impl<'a> Tick<'a> {
             }
             let restoring = matches!(
                 target.purpose,
-                TargetPurpose::Rollback | TargetPurpose::Abort | TargetPurpose::Reassert
+                TargetPurpose::Rollback
+                    | TargetPurpose::Abort
+                    | TargetPurpose::Reassert
+                    | TargetPurpose::Undo
             );
             if restoring || live == self.s.confirmed_route() {
                 // The write has not landed (or someone fights a rollback or a write-back of
@@ -238,9 +241,11 @@ impl<'a> Tick<'a> {
                     "aborted by an operator; every request is back on stable".to_owned(),
                 );
             }
+            TargetPurpose::Undo => self.confirm_undo(),
             TargetPurpose::Promote => {
                 self.s.phase = Phase::Promoted;
                 self.s.pause_reason = None;
+                self.s.promoted_at = Some(self.now);
                 let message = format!(
                     "revision {} serves every request{}",
                     self.plan.revision(),

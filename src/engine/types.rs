@@ -21,15 +21,19 @@ pub enum Command {
     Resume,
     /// Every request back on stable, now; the rollout ends as Aborted.
     Abort,
+    /// After a promotion: every request back on the previous stable in one write; the
+    /// rollout ends as RolledBack (reason `Undone`).
+    Undo,
 }
 
 impl Command {
-    pub const ALL: [Command; 5] = [
+    pub const ALL: [Command; 6] = [
         Command::Promote,
         Command::PromoteFull,
         Command::Pause,
         Command::Resume,
         Command::Abort,
+        Command::Undo,
     ];
 
     /// The word used on the command line and in command files.
@@ -40,6 +44,7 @@ impl Command {
             Command::Pause => "pause",
             Command::Resume => "resume",
             Command::Abort => "abort",
+            Command::Undo => "undo",
         }
     }
 }
@@ -51,7 +56,7 @@ impl std::fmt::Display for Command {
 }
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
-#[error("`{0}` is not a command; use one of promote, promote-full, pause, resume, abort")]
+#[error("`{0}` is not a command; use one of promote, promote-full, pause, resume, abort, undo")]
 pub struct UnknownCommand(pub String);
 
 impl std::str::FromStr for Command {

@@ -8,7 +8,7 @@
 use crate::engine::plan::{later, to_chrono, Plan};
 use crate::engine::step::Tick;
 use crate::engine::types::{Action, Observation};
-use crate::policy::status::{Phase, RolloutStatus};
+use crate::policy::status::{Phase, RolloutStatus, RouteTarget, TargetPurpose};
 use crate::policy::workloads::{ScaledDown, WorkloadsStatus};
 
 /// Waiting for the canary Deployment to be available.
@@ -152,9 +152,10 @@ impl Tick<'_> {
             return;
         }
         let now = self.now;
-        let status = self.workloads_status();
-        let promoted_at = *status.promoted_at.get_or_insert(now);
+        // A status from before `promotedAt` existed counts from the first look.
+        let promoted_at = *self.s.promoted_at.get_or_insert(now);
         let due = later(promoted_at, to_chrono(scale_down.after));
+        let status = self.workloads_status();
         status.scale_down_at = Some(due);
         if let Some(done) = status.scaled_down.clone() {
             self.confirm_scale_down(&done);
@@ -286,6 +287,50 @@ impl Tick<'_> {
                 self.retry_soon();
                 false
             }
+        }
+    }
+}
+
+impl Tick<'_> {
+    /// Every tick's look at the workloads once the route is settled: an undo waiting
+    /// for the previous stable, or the scale-down after a promotion.
+    pub(crate) fn workloads_after_route(&mut self) {
+        self.undo_waiting_for_stable();
+        self.workloads_after_promotion();
+    }
+
+    /// An undo whose route write waits for the previous stable's replicas (see
+    /// `start_undo`): the write goes once they are available.
+    fn undo_waiting_for_stable(&mut self) {
+        let restoring = self
+            .s
+            .workloads
+            .as_ref()
+            .is_some_and(|w| w.scaled_down.is_some());
+        // `start_undo` looked already in this tick when it asked for the replicas.
+        let asked = self
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ScaleWorkload { .. }));
+        if self.s.phase != Phase::RollingBack || self.s.target.is_some() || !restoring || asked {
+            return;
+        }
+        if self.prepare_undo() {
+            let target = RouteTarget {
+                canary_weight: 0,
+                test_route: false,
+                purpose: TargetPurpose::Undo,
+            };
+            self.s.target = Some(target);
+            self.actions.push(Action::ApplyRoute(target.route()));
+            self.note(
+                RESTORING_STABLE,
+                format!(
+                    "undo: the previous stable is available again; putting every request back                      on {} in one write",
+                    self.plan.destination_names().stable
+                ),
+            );
+            self.retry_soon();
         }
     }
 }

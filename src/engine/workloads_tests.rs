@@ -211,7 +211,7 @@ fn scale_down_never_runs_before_its_delay() {
     let first = step(&p, &promoted(), &obs_at(0));
     assert!(scales(&first).is_empty());
     let status = first.state.workloads.clone().unwrap();
-    assert_eq!(status.promoted_at, Some(t(0)));
+    assert_eq!(first.state.promoted_at, Some(t(0)));
     assert_eq!(status.scale_down_at, Some(t(600)));
     assert_eq!(first.wake_at, Some(t(600)));
     let mut state = first.state;
@@ -270,8 +270,8 @@ fn scale_down_never_runs_before_its_delay() {
 fn scale_down_is_sent_again_until_it_lands() {
     let p = plan();
     let mut state = promoted();
+    state.promoted_at = Some(t(0));
     state.workloads = Some(WorkloadsStatus {
-        promoted_at: Some(t(0)),
         scaled_down: Some(ScaledDown {
             deployment: "web-blue".into(),
             replicas: 4,
@@ -297,8 +297,8 @@ fn scale_down_is_sent_again_until_it_lands() {
 fn scale_down_waits_while_the_live_route_still_sends_users_to_stable() {
     let p = plan();
     let mut state = promoted();
+    state.promoted_at = Some(t(0));
     state.workloads = Some(WorkloadsStatus {
-        promoted_at: Some(t(0)),
         ..WorkloadsStatus::default()
     });
     let d = step(
@@ -318,8 +318,8 @@ fn scale_down_waits_while_the_live_route_still_sends_users_to_stable() {
 fn undo_restores_the_replicas_and_waits_until_they_are_available() {
     let p = plan();
     let mut state = promoted();
+    state.promoted_at = Some(t(0));
     state.workloads = Some(WorkloadsStatus {
-        promoted_at: Some(t(0)),
         scaled_down: Some(ScaledDown {
             deployment: "web-blue".into(),
             replicas: 4,
@@ -375,4 +375,81 @@ fn undo_without_a_scale_down_is_ready_at_once() {
     );
     assert!(ready);
     assert!(actions.is_empty());
+}
+
+#[test]
+fn an_undo_after_the_scale_down_writes_the_route_only_once_the_stable_is_back() {
+    let p = plan();
+    let mut state = promoted();
+    state.promoted_at = Some(t(0));
+    state.workloads = Some(WorkloadsStatus {
+        scaled_down: Some(ScaledDown {
+            deployment: "web-blue".into(),
+            replicas: 4,
+            at: t(600),
+            confirmed: true,
+        }),
+        ..WorkloadsStatus::default()
+    });
+    let green = || deployment("web-green", 3, 3);
+    let undo = Observation {
+        commands: vec![OperatorCommand::new("1", Command::Undo, "v2")],
+        ..observe(900, 100, deployment("web-blue", 0, 0), green())
+    };
+    let asked = step(&p, &state, &undo);
+    assert_eq!(
+        asked.route_write(),
+        None,
+        "the route moved before the stable was back"
+    );
+    assert_eq!(scales(&asked), [("web-blue".to_owned(), 4)]);
+    assert_eq!(asked.state.phase, Phase::RollingBack);
+
+    let scaling = step(
+        &p,
+        &asked.state,
+        &observe(905, 100, deployment("web-blue", 4, 1), green()),
+    );
+    assert_eq!(scaling.route_write(), None);
+    assert!(
+        scales(&scaling).is_empty(),
+        "the scale-up is sent once it shows"
+    );
+    assert!(scaling.state.message.as_deref().unwrap().contains("1 of 4"));
+
+    let back = step(
+        &p,
+        &scaling.state,
+        &observe(910, 100, deployment("web-blue", 4, 4), green()),
+    );
+    assert_eq!(back.route_write(), Some(route(0)));
+    assert_eq!(back.state.workloads.as_ref().unwrap().scaled_down, None);
+
+    let done = step(
+        &p,
+        &back.state,
+        &observe(911, 0, deployment("web-blue", 4, 4), green()),
+    );
+    assert_eq!(done.state.phase, Phase::RolledBack);
+    assert!(scales(&done).is_empty());
+}
+
+#[test]
+fn an_undo_within_the_delay_is_one_route_write_and_cancels_the_scale_down() {
+    let p = plan();
+    let blue = || deployment("web-blue", 4, 4);
+    let green = || deployment("web-green", 3, 3);
+    let promoted = step(&p, &promoted(), &observe(0, 100, blue(), green())).state;
+    let undo = Observation {
+        commands: vec![OperatorCommand::new("1", Command::Undo, "v2")],
+        ..observe(60, 100, blue(), green())
+    };
+    let asked = step(&p, &promoted, &undo);
+    assert_eq!(asked.route_write(), Some(route(0)));
+    assert!(scales(&asked).is_empty());
+    let done = step(&p, &asked.state, &observe(61, 0, blue(), green()));
+    assert_eq!(done.state.phase, Phase::RolledBack);
+    // Past the delay: an undone promotion never scales the stable down.
+    let later = step(&p, &done.state, &observe(700, 0, blue(), green()));
+    assert!(scales(&later).is_empty());
 }

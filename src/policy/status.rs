@@ -127,6 +127,10 @@ pub struct RolloutStatus {
     pub resume_phase: Option<Phase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
+    /// When the router confirmed the promotion (every request on the canary): from
+    /// then on, while the previous stable still runs, `undo` flips back to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at: Option<Timestamp>,
     /// When the router confirmed the current step's weight: the step's clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<Timestamp>,
@@ -192,6 +196,8 @@ pub enum TargetPurpose {
     Abort,
     /// Every request on the canary, test route removed.
     Promote,
+    /// Every request back on the previous stable after a promotion (`undo`).
+    Undo,
 }
 
 /// A write shiftgate asked for and the router has not confirmed yet. Persisted before

@@ -53,10 +53,7 @@ pub struct WorkloadsStatus {
     /// The canary's images, for people (`web:1.4.2`), when read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_images: Option<String>,
-    /// When the promotion was confirmed: the scale-down delay counts from here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub promoted_at: Option<Timestamp>,
-    /// When the previous stable will be scaled down.
+    /// When the previous stable will be scaled down (`status.promotedAt` + `after`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_at: Option<Timestamp>,
     /// The previous stable scaled to zero, with the replicas it had (restored by

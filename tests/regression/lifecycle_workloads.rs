@@ -120,3 +120,41 @@ async fn the_previous_stable_was_never_scaled_down_after_a_promotion() {
         "the new stable is left alone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_after_the_scale_down_left_the_previous_stable_at_zero() {
+    let server = server();
+    let namespace = server.create_namespace("lifecycle-undo-scale").await;
+    let api = deployments(server, &namespace).await;
+    create(&api, "web-blue", "web:1", 3).await;
+    set_available(&api, "web-blue", 3).await;
+    create(&api, "web-green", "web:2", 2).await;
+    set_available(&api, "web-green", 2).await;
+    let world = World::new(server, &namespace).await;
+    let spec = spec(Some("v2"), json!({ "scaleDown": { "after": "10m" } }));
+    world.until_promoted(&spec).await;
+    world.tick_after(600, &spec).await;
+    assert_eq!(replicas(&api, "web-blue").await, 0);
+    set_available(&api, "web-blue", 0).await;
+
+    world
+        .commands
+        .push(&world.policy, shiftgate::engine::Command::Undo, Some("v2"));
+    let asked = world.tick_after(5, &spec).await;
+    assert_eq!(replicas(&api, "web-blue").await, 3, "replicas not put back");
+    assert!(
+        asked.writes.is_empty(),
+        "the route moved before the stable was back"
+    );
+    assert_eq!(world.router.route().canary_weight, 100);
+    let waiting = world.tick_after(5, &spec).await;
+    assert!(waiting.writes.is_empty());
+    assert_eq!(waiting.status.phase, Phase::RollingBack);
+
+    // The Deployment controller's part: the pods are up again.
+    set_available(&api, "web-blue", 3).await;
+    let undone = world.tick_after(5, &spec).await;
+    assert_eq!(world.router.route().canary_weight, 0);
+    assert_eq!(undone.status.phase, Phase::RolledBack);
+    assert_eq!(replicas(&api, "web-blue").await, 3);
+}

@@ -18,7 +18,7 @@ use shiftgate::router::ManagedRoute;
 use shiftgate::runtime::checks::ScriptedChecks;
 use shiftgate::runtime::clock::VirtualClock;
 use shiftgate::runtime::workloads::KubeWorkloads;
-use shiftgate::runtime::{NoCommands, Reconciler, Seams, TickOutcome};
+use shiftgate::runtime::{QueuedCommands, Reconciler, Seams, TickOutcome};
 use shiftgate::store::memory::MemoryStore;
 
 use super::kube_apiserver::KubeApiServer;
@@ -135,6 +135,7 @@ pub struct World {
     pub policy: PolicyRef,
     pub clock: Arc<VirtualClock>,
     pub router: Arc<MemoryRouter>,
+    pub commands: Arc<QueuedCommands>,
     pub reconciler: Reconciler,
 }
 
@@ -150,12 +151,13 @@ impl World {
             canary_weight: 0,
             test_route: false,
         }));
+        let commands = Arc::new(QueuedCommands::default());
         let reconciler = Reconciler::new(Seams {
             router: router.clone(),
             metrics: Arc::new(Healthy),
             store: Arc::new(MemoryStore::default()),
             checks: Arc::new(ScriptedChecks::passing()),
-            commands: Arc::new(NoCommands),
+            commands: commands.clone(),
             clock: clock.clone(),
         })
         .with_workloads(Arc::new(KubeWorkloads::new(client, namespace)));
@@ -166,6 +168,7 @@ impl World {
             },
             clock,
             router,
+            commands,
             reconciler,
         }
     }

@@ -57,7 +57,8 @@ pub(super) struct WindowFields<'a> {
 impl<'a> SpecParts<'a> {
     pub fn whole(spec: &'a RolloutSpec) -> Self {
         SpecParts {
-            revision: Some(&spec.revision),
+            // Absent (serde's default) reads as not written.
+            revision: Some(spec.revision.as_str()).filter(|r| !r.is_empty()),
             router: Some(&spec.router),
             router_complete: true,
             test_route_written: spec.test_route.is_some(),

@@ -93,12 +93,15 @@ pub(super) fn workloads_issues(
         );
     }
     if !derived && !revision_written {
-        issues.push(
-            Issue::error("spec.revision", "revision is missing or empty").with_hint(
+        // Worded as the schema's own missing-field error was when `revision` was required.
+        issues.push(match revision {
+            None => Issue::error("spec.revision", "missing required field `revision`")
+                .with_hint("add `revision:`"),
+            Some(_) => Issue::error("spec.revision", "revision is empty").with_hint(
                 "write the release being rolled out, e.g. `\"v2\"` or an image tag, or derive it \
                  with `workloads: {revisionFrom: canaryDeployment, …}`",
             ),
-        );
+        });
     }
     let Some(w) = workloads else {
         return;

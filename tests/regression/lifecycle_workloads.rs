@@ -158,3 +158,29 @@ async fn undo_after_the_scale_down_left_the_previous_stable_at_zero() {
     assert_eq!(undone.status.phase, Phase::RolledBack);
     assert_eq!(replicas(&api, "web-blue").await, 3);
 }
+
+#[test]
+fn a_local_envoy_run_refuses_workloads_before_touching_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    let text = std::fs::read_to_string("policies/envoy-local.yaml")
+        .unwrap()
+        .replace(
+            "  steps: [0, 25, 50, 100]",
+            "  workloads: { stable: web-blue, canary: web-green }\n  steps: [0, 25, 50, 100]",
+        )
+        .replace("/tmp/shiftgate-local/routes/routes.json", "routes.json");
+    std::fs::write(&policy, text).unwrap();
+    let output = std::process::Command::new(super::support::envoy::shiftgate_binary())
+        .args(["run", policy.to_str().unwrap(), "--state-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("spec.workloads names Kubernetes Deployments"),
+        "{log}"
+    );
+    assert!(!dir.path().join("routes.json").exists());
+}

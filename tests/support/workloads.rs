@@ -4,6 +4,8 @@
 //! world in memory (router, store, healthy metrics, a virtual clock). The API server
 //! has no controllers: the tests write the Deployments' status themselves.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is the failure report
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -174,7 +174,30 @@ impl Context {
             )),
             self.leadership.clone(),
         )));
-        let outcome = reconciler.tick(&policy_ref, spec).await?;
+        let outcome = match reconciler.tick(&policy_ref, spec).await {
+            // The Deployments a policy names cannot serve it yet (`revisionFrom` of a
+            // canary that cannot be read): said in the status, retried.
+            Err(crate::runtime::ReconcileError::Workloads {
+                message, transient, ..
+            }) => {
+                let event = RolloutEvent::InvalidPolicy {
+                    messages: vec![message.clone()],
+                };
+                self.refuse(
+                    policy,
+                    &policy_ref,
+                    reasons::INVALID_POLICY,
+                    &message,
+                    event,
+                )
+                .await?;
+                return Ok(Action::requeue(scheduler::after_error(
+                    transient,
+                    self.options.resync,
+                )));
+            }
+            result => result?,
+        };
         let status = &outcome.status;
         self.metrics
             .set_rollout(&policy_ref, status.phase, status.step, status.canary_weight);

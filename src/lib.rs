@@ -2,6 +2,7 @@
 //! and rolls back by itself.
 
 pub mod analysis;
+pub mod build_info;
 pub mod cli;
 pub mod demo;
 pub mod engine;

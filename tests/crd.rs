@@ -71,7 +71,19 @@ fn crd_is_a_valid_custom_resource_definition_with_names_columns_and_status() {
         .flatten()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(columns, ["Phase", "Weight", "Step", "Revision", "Age"]);
+    assert_eq!(
+        columns,
+        [
+            "Phase",
+            "Weight",
+            "Step",
+            "Revision",
+            "Age",
+            "Reason",
+            "Message",
+            "Last Transition"
+        ]
+    );
 }
 
 /// The rules of a structural schema (Kubernetes' apiextensions validation): every node
@@ -356,6 +368,7 @@ fn deployment_env_names_are_flags_the_daemon_reads() {
     let daemon = cli.find_subcommand("daemon").expect("a daemon subcommand");
     let known: BTreeSet<String> = daemon
         .get_arguments()
+        .chain(cli.get_arguments())
         .filter_map(|a| a.get_env())
         .map(|e| e.to_string_lossy().into_owned())
         .chain(["SHIFTGATE_LOG".to_owned()])

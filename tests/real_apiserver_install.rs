@@ -68,14 +68,14 @@ fn api_code(result: Result<DynamicObject, kube::Error>) -> (u16, String) {
 async fn kubectl_apply_k_deploy_installs_everything_and_reapplies_unchanged() {
     let server = server();
     // install() applied deploy/ once; a second apply changes nothing.
-    let again = server.kubectl_ok(&["apply", "--server-side=false", "-k", "deploy/"]);
+    let again = server.apply_deploy();
     for line in again.lines() {
         assert!(
             line.ends_with(" unchanged"),
             "re-apply changed something: {again}"
         );
     }
-    assert!(again.lines().count() >= 9, "{again}");
+    assert!(again.lines().count() >= 14, "{again}");
     let objects = server.kubectl_ok(&[
         "get",
         "-n",
@@ -84,15 +84,154 @@ async fn kubectl_apply_k_deploy_installs_everything_and_reapplies_unchanged() {
         "serviceaccount/shiftgate",
         "deployment/shiftgate",
         "service/shiftgate",
+        "poddisruptionbudget/shiftgate",
+        "networkpolicy/shiftgate",
         "role/shiftgate-leader-election",
         "rolebinding/shiftgate-leader-election",
         "clusterrole/shiftgate",
+        "clusterrole/shiftgate-aggregate-to-view",
+        "clusterrole/shiftgate-aggregate-to-edit",
+        "clusterrole/shiftgate-aggregate-to-admin",
         "clusterrolebinding/shiftgate",
         "crd/rolloutpolicies.shiftgate.dev",
         "-o",
         "name",
     ]);
-    assert_eq!(objects.lines().count(), 9, "{objects}");
+    assert_eq!(objects.lines().count(), 14, "{objects}");
+    let labels: Value = serde_json::from_str(&server.kubectl_ok(&[
+        "get",
+        "namespace/shiftgate",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]))
+    .unwrap();
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+}
+
+/// The aggregated roles grant what they say to whoever is bound to them (there is no
+/// controller manager here to fold them into `view`/`edit`/`admin`, so each is bound
+/// directly): `edit` may create and drive policies, `view` only read, neither writes
+/// status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_roles_let_viewers_read_and_editors_drive_policies() {
+    let server = server();
+    let namespace = server.create_namespace("aggregated-roles").await;
+    for role in ["view", "edit"] {
+        server.kubectl_ok(&[
+            "create",
+            "rolebinding",
+            &format!("policy-{role}"),
+            "-n",
+            &namespace,
+            &format!("--clusterrole=shiftgate-aggregate-to-{role}"),
+            &format!("--user=alice-{role}"),
+        ]);
+    }
+    // `resource` may carry kubectl flags (`--subresource=status`).
+    let can = |user: &str, verb: &str, resource: &str| -> bool {
+        let as_user = format!("--as={user}");
+        let mut args = vec!["auth", "can-i", verb];
+        args.extend(resource.split_whitespace());
+        args.extend(["-n", &namespace, &as_user]);
+        let out = server.kubectl(&args);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            can("alice-view", verb, "rolloutpolicies.shiftgate.dev"),
+            "view {verb}"
+        );
+    }
+    for verb in ["create", "patch", "delete"] {
+        assert!(
+            !can("alice-view", verb, "rolloutpolicies.shiftgate.dev"),
+            "view {verb}"
+        );
+        assert!(
+            can("alice-edit", verb, "rolloutpolicies.shiftgate.dev"),
+            "edit {verb}"
+        );
+    }
+    assert!(!can(
+        "alice-edit",
+        "patch",
+        "rolloutpolicies.shiftgate.dev --subresource=status"
+    ));
+    assert!(
+        !can("alice-edit", "get", "secrets"),
+        "edit of policies is not edit of Secrets"
+    );
+}
+
+/// `kubectl get -o wide` shows the reason, the message and the last transition;
+/// `kubectl get all` and `kubectl get shiftgate` list policies; `kubectl explain`
+/// describes their fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_wide_all_and_explain_show_the_policy() {
+    let server = server();
+    let namespace = server.create_namespace("printer-columns").await;
+    let client = server.admin_client().await;
+    policies(client.clone(), &namespace)
+        .create(
+            &PostParams::default(),
+            &policy_object("checkout", json!({})),
+        )
+        .await
+        .unwrap();
+    let mut status = progressing(30);
+    status.reason = Some("StepAdvanced".into());
+    status.message = Some("step 2/3 at 30%".into());
+    status.history = vec![shiftgate::policy::status::HistoryEntry {
+        at: chrono::DateTime::from_timestamp(1_767_607_200, 0).unwrap(),
+        phase: Phase::Progressing,
+        step: 1,
+        canary_weight: 30,
+        reason: "StepAdvanced".into(),
+        message: "step 2/3 at 30%".into(),
+    }];
+    KubeStatusStore::new(client)
+        .save(&policy_ref(&namespace), &status, None)
+        .await
+        .unwrap();
+    let wide = server.kubectl_ok(&["get", "rolloutpolicies", "-n", &namespace, "-o", "wide"]);
+    let header = wide.lines().next().unwrap();
+    for column in ["PHASE", "WEIGHT", "REASON", "MESSAGE", "LAST TRANSITION"] {
+        assert!(header.contains(column), "{wide}");
+    }
+    let row = wide.lines().nth(1).unwrap();
+    assert!(
+        row.contains("StepAdvanced") && row.contains("step 2/3 at 30%"),
+        "{wide}"
+    );
+    for category in ["all", "shiftgate"] {
+        let listed = server.kubectl_ok(&["get", category, "-n", &namespace, "-o", "name"]);
+        assert!(
+            listed.contains("rolloutpolicy.shiftgate.dev/checkout"),
+            "kubectl get {category}: {listed}"
+        );
+    }
+    // The server publishes a CRD's OpenAPI a moment after it is established.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let explained = loop {
+        let out = server.kubectl(&["explain", "rolloutpolicy.spec.analysis.metrics"]);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "kubectl explain: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    // (Fields under a `nullable` one are left out of the OpenAPI v2 that 1.20 publishes.)
+    for description in [
+        "What is judged at every evaluation",
+        "Unique within the policy",
+        "A built-in query template",
+    ] {
+        assert!(explained.contains(description), "{explained}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

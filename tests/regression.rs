@@ -50,3 +50,7 @@ mod judge_statistics;
 /// Issue "lifecycle" §3: the stable and canary Deployments (`spec.workloads`).
 #[path = "regression/lifecycle_workloads.rs"]
 mod lifecycle_workloads;
+
+/// Issue "operate" §1 and §2: the image and the install.
+#[path = "regression/install.rs"]
+mod install;

@@ -34,7 +34,7 @@ use crate::cli::output::say;
 #[derive(Parser, Debug)]
 #[command(
     name = "shiftgate",
-    version,
+    version = crate::build_info::VERSION_WITH_COMMIT,
     about,
     long_about = None,
     after_help = "Exit codes: each command's `--help` lists its own (all of them: docs/cli.md)."

@@ -70,13 +70,16 @@ impl std::fmt::Display for Phase {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
+    /// `Accepted`, `Progressing` or `Healthy`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
     pub status: String,
     /// CamelCase constant.
     pub reason: String,
+    /// Human-readable account of the condition, with numbers.
     pub message: String,
+    /// `metadata.generation` of the spec the condition was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Moves only when `status` flips.
@@ -115,6 +118,7 @@ pub struct RolloutStatus {
     /// Human-readable account of the last transition, with numbers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Kubernetes-style conditions: `Accepted`, `Progressing`, `Healthy`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The write in flight, persisted before it is sent.
@@ -125,6 +129,7 @@ pub struct RolloutStatus {
     /// The phase `resume` returns to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_phase: Option<Phase>,
+    /// When the rollout of this revision started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
     /// When the router confirmed the promotion (every request on the canary): from
@@ -152,6 +157,7 @@ pub struct RolloutStatus {
     /// the evaluation that counted it, so a restart neither loses nor repeats any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<EvidenceStatus>,
+    /// The pre-traffic checks' last results.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_checks: Vec<CheckResult>,
     /// The last transitions, newest last, at most `HISTORY_LIMIT`.
@@ -205,7 +211,9 @@ pub enum TargetPurpose {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteTarget {
+    /// The canary weight being written.
     pub canary_weight: u8,
+    /// Whether the write installs the test route.
     pub test_route: bool,
     pub purpose: TargetPurpose,
 }
@@ -254,9 +262,12 @@ impl VerdictKind {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricSummary {
+    /// The metric's name in `spec.analysis.metrics`.
     pub name: String,
+    /// The canary's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<f64>,
+    /// Stable's value (compared metrics only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable: Option<f64>,
     pub verdict: VerdictKind,
@@ -274,13 +285,17 @@ pub struct MetricSummary {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisSummary {
+    /// When the evaluation ran.
     pub at: Timestamp,
     pub verdict: VerdictKind,
     /// CamelCase constant.
     pub reason: String,
+    /// The evaluation in one line, with numbers.
     pub message: String,
+    /// Canary requests in the evaluation's window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_requests: Option<f64>,
+    /// Each metric's value and verdict.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricSummary>,
 }
@@ -293,6 +308,7 @@ pub struct EvidenceStatus {
     /// Counts up to this instant are in the evidence; the next evaluation counts from
     /// here to its own instant.
     pub counted_until: Timestamp,
+    /// Each sequential metric's evidence.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricEvidence>,
 }
@@ -301,6 +317,7 @@ pub struct EvidenceStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricEvidence {
+    /// The metric's name in `spec.analysis.metrics`.
     pub name: String,
     #[schemars(schema_with = "judge_state_schema")]
     pub state: JudgeState,
@@ -340,7 +357,9 @@ fn judge_state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckResult {
+    /// The check's `name`, or `checks[INDEX]` when it has none.
     pub name: String,
+    /// Whether the check passed.
     pub passed: bool,
     /// What was seen, e.g. `GET http://gateway/ready: 503, expected 200`.
     pub message: String,
@@ -350,12 +369,16 @@ pub struct CheckResult {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
+    /// When the transition happened.
     pub at: Timestamp,
     pub phase: Phase,
+    /// Index of the step in `spec.steps` at the transition.
     pub step: u32,
+    /// The canary weight at the transition.
     pub canary_weight: u8,
     /// CamelCase constant.
     pub reason: String,
+    /// Human-readable account of the transition, with numbers.
     pub message: String,
 }
 

@@ -32,7 +32,12 @@ pub const KIND: &str = "RolloutPolicy";
     printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.canaryWeight"}"#,
     printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.currentStep"}"#,
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".spec.revision"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.message"}"#,
+    printcolumn = r#"{"name":"Last Transition","type":"date","priority":1,"jsonPath":".status.history[-1:].at"}"#,
+    category = "all",
+    category = "shiftgate"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RolloutSpec {
@@ -96,7 +101,9 @@ pub struct IstioRouter {
     /// Names of the http routes to manage. Empty: the VirtualService's only http route.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<String>,
+    /// Where the stable release's share of traffic goes.
     pub stable: Destination,
+    /// Where the canary's share of traffic goes; must differ from `stable`.
     pub canary: Destination,
     /// VirtualService API version: v1 (default), v1beta1 or v1alpha3.
     #[serde(default)]
@@ -128,9 +135,12 @@ impl IstioApiVersion {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Destination {
+    /// Destination host, e.g. `checkout.prod.svc.cluster.local`.
     pub host: String,
+    /// DestinationRule subset, e.g. `v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
+    /// Destination port number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
 }
@@ -144,7 +154,9 @@ pub struct ServiceRouter {
     pub service: String,
     /// The selector key that tells the releases apart, e.g. `version` or `color`.
     pub selector_key: String,
+    /// The selector key's value for the stable pods, e.g. `blue`.
     pub stable_value: String,
+    /// The selector key's value for the canary pods, e.g. `green`; must differ.
     pub canary_value: String,
 }
 
@@ -183,6 +195,7 @@ pub struct TestRoute {
     /// `name=value`: requests carrying this cookie reach the canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
+    /// Requests whose header matches go to the canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<HeaderMatch>,
 }
@@ -190,9 +203,12 @@ pub struct TestRoute {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderMatch {
+    /// Header name, e.g. `x-version`.
     pub name: String,
+    /// The header value must equal this (exactly one of `exact` and `regex`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,
+    /// The header value must match this RE2 regular expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
 }
@@ -201,19 +217,25 @@ pub struct HeaderMatch {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckSpec {
+    /// Shown in status and events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// An HTTP request that must answer as expected.
     pub http: HttpCheck,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpCheck {
+    /// What to request (through the test route: add its cookie or header in `headers`).
     pub url: String,
+    /// HTTP method: `GET` (default), `HEAD`, `POST`, `PUT`, `DELETE`, `OPTIONS` or `PATCH`.
     #[serde(default = "default_method")]
     pub method: String,
+    /// Request headers, e.g. `{ cookie: "test=true" }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// The response status must be this (default 200).
     #[serde(default = "default_expect_status")]
     pub expect_status: u16,
     /// The body must contain this text.
@@ -257,6 +279,7 @@ pub struct AnalysisSpec {
     /// Fewer canary requests than this in the window: Inconclusive, not Pass.
     #[serde(default)]
     pub min_requests: u64,
+    /// What is judged at every evaluation (at least one criterion each).
     pub metrics: Vec<MetricSpec>,
     /// Consecutive failed evaluations tolerated; the next one triggers `onFailure`.
     #[serde(default)]
@@ -264,6 +287,7 @@ pub struct AnalysisSpec {
     /// Consecutive inconclusive evaluations tolerated; the next one triggers `onInconclusive`.
     #[serde(default = "default_inconclusive_limit")]
     pub inconclusive_limit: u32,
+    /// What too many inconclusive evaluations do: `rollback` (default) or `pause`.
     #[serde(default)]
     pub on_inconclusive: OnInconclusive,
     /// A step whose sequential metrics all showed the canary no worse than stable (and
@@ -325,13 +349,16 @@ fn default_prometheus_timeout() -> Duration {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrometheusAuth {
+    /// Path of a file holding the bearer token (`shiftgate run` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_file: Option<String>,
+    /// Name of an environment variable holding the bearer token (`shiftgate run` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_env: Option<String>,
     /// The bearer token, from a key of a Secret in the policy's own namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_secret_ref: Option<SecretKeyRef>,
+    /// HTTP basic authentication: `username` and exactly one password source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic: Option<BasicAuth>,
 }
@@ -339,9 +366,12 @@ pub struct PrometheusAuth {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BasicAuth {
+    /// The user name.
     pub username: String,
+    /// Path of a file holding the password (`shiftgate run` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<String>,
+    /// Name of an environment variable holding the password (`shiftgate run` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
     /// The password, from a key of a Secret in the policy's own namespace.
@@ -365,6 +395,7 @@ pub struct SecretKeyRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricSpec {
+    /// Unique within the policy; shown in status, events and metrics.
     pub name: String,
     /// A built-in query template, e.g. `istio-error-rate`, `envoy-latency-p99`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -450,6 +481,7 @@ pub enum OnDrift {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WindowSpec {
+    /// `allow` (traffic moves only inside) or `deny` (traffic must not move inside).
     pub kind: WindowKind,
     /// Standard 5-field cron (minute hour day-of-month month day-of-week): when the
     /// window opens.
@@ -475,6 +507,7 @@ pub enum WindowKind {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrafanaSpec {
+    /// Grafana's base URL, for the links to the rollout's dashboard.
     pub url: String,
     /// Dashboard uid.
     #[serde(default = "default_dashboard")]
@@ -488,11 +521,13 @@ fn default_dashboard() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NotifySpec {
+    /// Call this webhook on the rollout's transitions.
     pub webhook: WebhookSpec,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookSpec {
+    /// The http(s) URL to call.
     pub url: String,
 }

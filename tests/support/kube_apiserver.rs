@@ -414,7 +414,7 @@ impl KubeApiServer {
 
     /// Installs what the tests run against, once per server: the Istio CRDs of
     /// `tests/fixtures/kubernetes/istio-crds.yaml`, then shiftgate as shipped
-    /// (`kubectl apply -k deploy/`: CRD, namespace, ServiceAccount, RBAC, Deployment —
+    /// (`kubectl apply -k deploy/`: CRD, namespace, ServiceAccount, RBAC, Deployment, PDB —
     /// no pod runs, there is no controller manager), and waits until the CRDs are
     /// established.
     pub fn install(&self) {
@@ -426,7 +426,7 @@ impl KubeApiServer {
             return;
         }
         self.kubectl_ok(&["apply", "-f", "tests/fixtures/kubernetes/istio-crds.yaml"]);
-        self.kubectl_ok(&["apply", "--server-side=false", "-k", "deploy/"]);
+        self.apply_deploy();
         self.kubectl_ok(&[
             "wait",
             "--for=condition=established",
@@ -436,6 +436,38 @@ impl KubeApiServer {
             "crd/rolloutpolicies.shiftgate.dev",
         ]);
         *installed = true;
+    }
+
+    /// `kubectl apply -k deploy/`, returning kubectl's report. kube-apiserver 1.20 serves
+    /// PodDisruptionBudgets only as `policy/v1beta1` (`policy/v1` came in 1.21; clusters
+    /// from 1.25 serve only v1, which deploy/ ships): on such a server the rendered
+    /// install is applied with the PDB's apiVersion moved back (same fields).
+    pub fn apply_deploy(&self) -> String {
+        let versions = self.kubectl_ok(&["api-versions"]);
+        if versions.lines().any(|v| v == "policy/v1") {
+            return self.kubectl_ok(&["apply", "--server-side=false", "-k", "deploy/"]);
+        }
+        let rendered = self.kubectl_ok(&["kustomize", "deploy/"]);
+        let from = "apiVersion: policy/v1\nkind: PodDisruptionBudget\n";
+        assert!(
+            rendered.contains(from),
+            "deploy/ renders no policy/v1 PodDisruptionBudget"
+        );
+        let rendered = rendered.replace(
+            from,
+            "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget\n",
+        );
+        let output = self.kubectl_with_input(
+            &["apply", "--server-side=false", "-f", "-"],
+            Some(&rendered),
+        );
+        assert!(
+            output.status.success(),
+            "kubectl apply (deploy/) failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Runs `kubectl ARGS` as admin against this server.

@@ -65,9 +65,11 @@ pub struct WorkloadsStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaledDown {
+    /// The Deployment scaled to 0 (the previous stable).
     pub deployment: String,
     /// `spec.replicas` before the scale-down.
     pub replicas: i32,
+    /// When the scale-down was decided (and stored, before it was sent).
     pub at: Timestamp,
     /// The Deployment was seen at 0 replicas: the scale-down is done.
     #[serde(default)]

@@ -47,6 +47,7 @@ fn bench(c: &mut Criterion) {
     let vs = ten_route_virtual_service();
     let spec = IstioRouterSpec {
         virtual_service: "checkout".to_owned(),
+        colors: Default::default(),
         routes: vec!["web".to_owned(), "mobile".to_owned()],
         stable: Destination {
             host: "checkout".to_owned(),

@@ -1191,3 +1191,77 @@ async fn a_revision_from_a_missing_deployment_is_refused_until_it_exists() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_after_a_promotion_flips_back_in_one_write_with_an_event() {
+    let cluster = Cluster::start().await;
+    let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
+    cluster
+        .create(&policy(
+            "checkout",
+            json!([0, 50, 100]),
+            "checkout",
+            "primary",
+            "v2",
+        ))
+        .await;
+    cluster
+        .wait_for_status("checkout", "Promoted", Duration::from_secs(30), |s| {
+            s.phase == Phase::Promoted
+        })
+        .await;
+    assert_eq!(cluster.log.weights(), vec![50, 100]);
+    submit_command(
+        cluster.server.client().unwrap(),
+        NS,
+        "checkout",
+        shiftgate::engine::Command::Undo,
+        "v2",
+    )
+    .await
+    .unwrap();
+    let undone = cluster
+        .wait_for_status("checkout", "undone", Duration::from_secs(30), |s| {
+            s.phase == Phase::RolledBack
+        })
+        .await;
+    assert_eq!(undone.reason.as_deref(), Some("Undone"));
+    assert_eq!(undone.canary_weight, 0);
+    assert_eq!(
+        cluster.log.weights(),
+        vec![50, 100, 0],
+        "one write back to the previous stable"
+    );
+    assert_eq!(canary_weight(&cluster.virtual_service().await), 0);
+    let events = cluster.event_reasons("checkout").await;
+    assert!(
+        events.iter().any(|(kind, reason, note)| kind == "Warning"
+            && reason == "RolledBack"
+            && note.contains("undo by an operator")),
+        "{events:?}"
+    );
+    // Nothing is left to undo: a second one is refused with an Event, nothing written.
+    submit_command(
+        cluster.server.client().unwrap(),
+        NS,
+        "checkout",
+        shiftgate::engine::Command::Undo,
+        "v2",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let events = cluster.event_reasons("checkout").await;
+        if events
+            .iter()
+            .any(|(_, reason, note)| reason == "CommandRefused" && note.contains("already undone"))
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{events:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cluster.log.weights(), vec![50, 100, 0]);
+    daemon.stop().await;
+}

@@ -80,6 +80,7 @@ fn load(path: &Path) -> Fixture {
     };
     let spec = IstioRouterSpec {
         virtual_service,
+        colors: Default::default(),
         routes: policy.routes,
         stable: policy.stable,
         canary: policy.canary,

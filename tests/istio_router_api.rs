@@ -32,6 +32,7 @@ fn fixture() -> Value {
 fn target(api_version: IstioApiVersion, routes: &[&str]) -> IstioTarget {
     let spec = IstioRouterSpec {
         virtual_service: "checkout".to_owned(),
+        colors: Default::default(),
         routes: routes.iter().map(|r| (*r).to_owned()).collect(),
         stable: Destination {
             host: "checkout".to_owned(),

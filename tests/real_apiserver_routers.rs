@@ -56,6 +56,7 @@ fn fixture(namespace: &str, version: &str) -> Value {
 fn istio_target(namespace: &str, api_version: IstioApiVersion) -> IstioTarget {
     let spec = IstioRouterSpec {
         virtual_service: "checkout".to_owned(),
+        colors: Default::default(),
         routes: vec!["web".to_owned(), "mobile".to_owned()],
         stable: Destination {
             host: "checkout".to_owned(),
@@ -212,6 +213,7 @@ async fn service_router_switches_one_selector_key_and_keeps_the_rest() {
         &namespace,
         &ServiceRouterSpec {
             service: "checkout".to_owned(),
+            colors: Default::default(),
             selector_key: "color".to_owned(),
             stable_value: "blue".to_owned(),
             canary_value: "green".to_owned(),

@@ -54,3 +54,7 @@ mod lifecycle_workloads;
 /// Issue "operate" §1 and §2: the image and the install.
 #[path = "regression/install.rs"]
 mod install;
+
+/// Issue "lifecycle" §1, §2, §8: colours, undo, one run per route.
+#[path = "regression/lifecycle_colours.rs"]
+mod lifecycle_colours;

@@ -43,6 +43,7 @@ fn target() -> ServiceTarget {
         NS,
         &ServiceRouterSpec {
             service: "checkout".to_owned(),
+            colors: Default::default(),
             selector_key: "color".to_owned(),
             stable_value: "blue".to_owned(),
             canary_value: "green".to_owned(),

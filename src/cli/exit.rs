@@ -17,6 +17,9 @@ pub const INTERRUPTED: i32 = 130;
 /// `promote`/`pause`/`resume`/`abort`: no rollout of that policy (and revision) is in
 /// progress, so there is nothing for the command to act on; nothing was sent.
 pub const NOT_IN_PROGRESS: i32 = 6;
+/// `undo`: nothing to undo (the revision is not Promoted, was undone already, the route
+/// moved since, or the previous release is gone from it); nothing was written.
+pub const NOTHING_TO_UNDO: i32 = 7;
 
 /// The exit codes of one command, and what each means there.
 pub type Codes = &'static [(i32, &'static str)];
@@ -68,7 +71,7 @@ pub const BY_COMMAND: &[(&str, Codes)] = &[
         (OK, "the rollout was promoted"),
         (ROLLED_BACK, "it was rolled back or aborted"),
         (INVALID_INPUT, "the policy or a flag is invalid, a query is broken, or the canary is the live colour (CanaryIsLive); nothing was changed"),
-        (COULD_NOT_RUN, "the router, Prometheus or the state store failed, or the preflight refused the policy"),
+        (COULD_NOT_RUN, "the router, Prometheus or the state store failed, the preflight refused the policy, or another `shiftgate run` drives the same route (the error names it: pid, host, start time)"),
         (HELD, "the rollout is held after a failure, or paused, and needs an operator"),
         (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM; the state is saved and running again resumes"),
     ]),
@@ -81,6 +84,12 @@ pub const BY_COMMAND: &[(&str, Codes)] = &[
     ("pause", OPERATOR_COMMAND),
     ("resume", OPERATOR_COMMAND),
     ("abort", OPERATOR_COMMAND),
+    ("undo", &[
+        (OK, "undone: every request is back on the previous stable (locally, written by this command when no `shiftgate run` drives the rollout), or sent: the daemon or the running `shiftgate run` applies it"),
+        (INVALID_INPUT, "not sent: the policy file is invalid, or the revision is not clear (say it with --revision)"),
+        (COULD_NOT_RUN, "the state, the command directory, the router or the cluster could not be reached, the RolloutPolicy does not exist, or another `shiftgate run` holds the route"),
+        (NOTHING_TO_UNDO, "refused, nothing written: the revision is not Promoted, was undone already, the live route moved since the promotion, or the previous release is gone from the route (docs/cli.md, `undo`)"),
+    ]),
     ("demo", &[
         (OK, "v2 was promoted and v3 rolled back, as the demo expects"),
         (ROLLED_BACK, "the rollouts did not end as expected"),

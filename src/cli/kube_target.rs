@@ -216,6 +216,9 @@ fn describe_status(status: &RolloutStatus, steps: usize, generation: Option<i64>
         headline.push_str(&format!(" → {}%", target.canary_weight));
     }
     lines.push(headline);
+    if let Some(colours) = crate::engine::colours::describe(status) {
+        lines.push(format!("  {colours}"));
+    }
     if let (Some(observed), Some(generation)) = (status.observed_generation, generation) {
         if observed != generation {
             lines.push(format!(
@@ -321,9 +324,12 @@ pub fn cluster_command(target: &ClusterTarget, command: Command, revision: Optio
         };
         if let Ok(status) = status {
             let start = "the daemon starts it once spec.revision names it";
-            if let Some(why) =
+            let refusal = if command == Command::Undo {
+                crate::cli::undo::nothing_to_undo(status.as_ref(), &revision)
+            } else {
                 crate::cli::promote::not_in_progress(status.as_ref(), &revision, start)
-            {
+            };
+            if let Some(why) = refusal {
                 return Ok((namespace, revision, Err(NotSent::NotInProgress(why))));
             }
         }
@@ -345,7 +351,11 @@ pub fn cluster_command(target: &ClusterTarget, command: Command, revision: Optio
                 "error: `{command}` not sent to {namespace}/{}: {why}",
                 target.name
             );
-            exit::NOT_IN_PROGRESS
+            if command == Command::Undo {
+                exit::NOTHING_TO_UNDO
+            } else {
+                exit::NOT_IN_PROGRESS
+            }
         }
         Ok((namespace, revision, Ok(submitted))) => {
             if let Some(previous) = submitted.replaced_unhandled {

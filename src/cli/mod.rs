@@ -19,11 +19,13 @@ pub mod pause;
 pub mod progress;
 pub mod promote;
 pub mod resume;
+pub mod route_lock;
 pub mod run;
 pub mod run_lock;
 pub mod schema;
 pub mod simulate;
 pub mod status;
+pub mod undo;
 
 use clap::{Parser, Subcommand};
 
@@ -81,6 +83,8 @@ pub enum Command {
     Resume(resume::ResumeArgs),
     /// Put every request back on stable now and end the rollout.
     Abort(abort::AbortArgs),
+    /// After a promotion: every request back on the previous stable in one write.
+    Undo(undo::UndoArgs),
     /// The local demo: real Envoy and Prometheus, a good release promoted, a bad one rolled back.
     Demo(demo::DemoArgs),
     /// The local playground: the demo's stack kept running for your own `shiftgate run`.
@@ -144,6 +148,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Pause(args) => pause::run(args),
         Command::Resume(args) => resume::run(args),
         Command::Abort(args) => abort::run(args),
+        Command::Undo(args) => undo::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Backtest(args) => backtest::run(args),
     }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::exit;
 use crate::cli::output::{out, say};
 pub use crate::cli::progress::Progress;
+use crate::cli::route_lock;
 use crate::policy::{Phase, RolloutStatus, Timestamp};
 use crate::runtime::cluster_run::{is_cluster_policy, prepare};
 use crate::runtime::local::{
@@ -63,10 +64,19 @@ pub fn run(args: RunArgs) -> i32 {
 }
 
 async fn run_async(args: RunArgs) -> i32 {
-    let local = match load_policy(&args.policy) {
+    let mut local = match load_policy(&args.policy) {
         Ok(local) => local,
         Err(e) => return report_error(&e),
     };
+    if !is_cluster_policy(&local.spec) {
+        // Blue/green with colours: the live colour is stable, the idle one the canary.
+        crate::runtime::colours::orient_local(
+            &mut local,
+            &args.state_dir,
+            crate::runtime::colours::envoy_router,
+        )
+        .await;
+    }
     let options = RunOptions {
         dry_run: args.dry_run,
     };
@@ -75,6 +85,7 @@ async fn run_async(args: RunArgs) -> i32 {
         Some(w) if local.spec.revision.is_empty() => format!("from Deployment {}", w.canary),
         _ => local.spec.revision.clone(),
     };
+    let mut client = None;
     let runner = if is_cluster_policy(&local.spec) {
         match prepare(
             &args.policy,
@@ -88,6 +99,7 @@ async fn run_async(args: RunArgs) -> i32 {
                 if let Some(warning) = cluster.warning {
                     say!("warning: {warning}; make sure no daemon drives this policy");
                 }
+                client = Some(cluster.client);
                 cluster.run
             }
             Err(e) => return report_error(&e),
@@ -120,6 +132,18 @@ async fn run_async(args: RunArgs) -> i32 {
             }
         }
     };
+    // One run per route: the second on a route exits 3 naming the first.
+    let held = if args.dry_run {
+        None
+    } else {
+        match route_lock::hold(runner.policy(), client).await {
+            Ok(held) => Some(held),
+            Err(refusal) => {
+                say!("error: {label}: {refusal}");
+                return exit::COULD_NOT_RUN;
+            }
+        }
+    };
     if let Err(e) = runner.preflight().await {
         return report_error(&e);
     }
@@ -133,6 +157,9 @@ async fn run_async(args: RunArgs) -> i32 {
     tokio::spawn(cancel_on_signal(stop.clone()));
     let mut progress = Progress::default();
     let end = runner.run(&mut |tick| progress.show(tick), &stop).await;
+    if let Some(held) = held {
+        held.release().await;
+    }
     match end {
         Ok(end) => {
             print_summary(&label, &end, progress.started);
@@ -189,6 +216,9 @@ fn print_summary(label: &str, end: &RunEnd, started: Option<Timestamp>) {
         status.phase,
         status.canary_weight
     );
+    if let Some(colours) = crate::engine::colours::describe(status) {
+        say!("  {colours}");
+    }
     if let Some(message) = &status.message {
         say!("  {}: {message}", status.reason.as_deref().unwrap_or("-"));
     }

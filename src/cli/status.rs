@@ -130,6 +130,9 @@ pub fn run(args: StatusArgs) -> i32 {
         Err(_) => spec_free,
     };
     say!("  {line}");
+    if let Some(colours) = crate::engine::colours::describe(&status) {
+        say!("  {colours}");
+    }
     if let Some(message) = &status.message {
         say!("  {}: {message}", status.reason.as_deref().unwrap_or("-"));
     }

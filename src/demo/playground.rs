@@ -234,6 +234,7 @@ pub async fn release(endpoints: &Endpoints, next: &str) -> Result<String, Playgr
         domains: vec!["*".into()],
         stable_cluster: "stable".into(),
         canary_cluster: "canary".into(),
+        colors: Default::default(),
     };
     let router = EnvoyRouter::new(&spec, None).map_err(|e| step("reach Envoy")(e.to_string()))?;
     let live = router

@@ -402,6 +402,7 @@ pub async fn start_envoy_with_admin(
         domains: vec!["*".into()],
         stable_cluster: "stable".into(),
         canary_cluster: "canary".into(),
+        colors: Default::default(),
     };
     crate::router::envoy::write_initial_routes_file(&router)
         .await

@@ -19,6 +19,17 @@ pub(crate) struct DestinationNames {
 
 impl DestinationNames {
     pub(crate) fn of(spec: &RolloutSpec) -> Self {
+        let names = Self::of_destinations(spec);
+        match crate::policy::colours::oriented_colours(&spec.router) {
+            Some((stable, canary)) => DestinationNames {
+                stable: format!("{stable} ({})", names.stable),
+                canary: format!("{canary} ({})", names.canary),
+            },
+            None => names,
+        }
+    }
+
+    fn of_destinations(spec: &RolloutSpec) -> Self {
         let router = &spec.router;
         if let Some(istio) = &router.istio {
             let name = |d: &crate::policy::Destination| match &d.subset {
@@ -72,7 +83,14 @@ impl Tick<'_> {
         }
         let names = self.plan.destination_names();
         let (canary, stable) = (&names.canary, &names.stable);
-        let message = if live == 100 {
+        let message = if let (100, Some((stable_colour, canary_colour))) =
+            (live, self.plan.colours())
+        {
+            format!(
+                "{canary} is the live colour: it already serves 100%, and deploying revision {}                  into it would take it from every user, unjudged. Nothing was written. Deploy                  into {stable_colour}, the idle colour (spec.canaryColor: {stable_colour}, or                  leave canaryColor out and shiftgate picks the idle colour); {canary_colour}                  stays live",
+                self.plan.revision()
+            )
+        } else if live == 100 {
             format!(
                 "canary {canary} already serves 100%: that is the live colour; deploying into \
                  it would move every user to {stable}, unjudged. Nothing was written. Swap \

@@ -57,6 +57,8 @@ pub struct Plan {
     on_drift: OnDrift,
     names: DestinationNames,
     workloads: Option<crate::policy::workloads::WorkloadsSpec>,
+    /// `(stable, canary)` colours of a spec oriented by `runtime::colours`.
+    colours: Option<(String, String)>,
 }
 
 impl Plan {
@@ -112,6 +114,7 @@ impl Plan {
             on_drift: spec.on_drift,
             names: DestinationNames::of(spec),
             workloads: spec.workloads.clone(),
+            colours: crate::policy::colours::oriented_colours(&spec.router),
         })
     }
 
@@ -174,6 +177,11 @@ impl Plan {
     /// The Deployments behind the destinations (`spec.workloads`).
     pub fn workloads(&self) -> Option<&crate::policy::workloads::WorkloadsSpec> {
         self.workloads.as_ref()
+    }
+
+    /// `(stable, canary)` colours, for a policy with colours.
+    pub fn colours(&self) -> Option<(&str, &str)> {
+        self.colours.as_ref().map(|(s, c)| (s.as_str(), c.as_str()))
     }
 
     pub fn window_open(&self, now: Timestamp) -> bool {

@@ -54,6 +54,7 @@ impl<'a> Tick<'a> {
             self.s.step.saturating_add(1),
             self.plan.steps().len()
         ));
+        crate::engine::colours::record_colours(self.plan, &mut self.s);
         Decision {
             state: self.s,
             actions: self.actions,

@@ -97,7 +97,7 @@ impl Tick<'_> {
         };
         let message = format!(
             "undo by an operator after the promotion of revision {}{since}: putting every \
-             request back on {} (from {}) in one write",
+             request back on {}, off {}, in one write",
             self.plan.revision(),
             names.stable,
             names.canary

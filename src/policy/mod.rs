@@ -12,6 +12,7 @@ pub use status::{Phase, RolloutStatus, Timestamp};
 pub use step::StepSpec;
 pub use types::*;
 mod analysis_rules;
+pub mod colours;
 mod cron_message;
 pub mod diagnostic;
 mod judge_rules;

@@ -337,6 +337,7 @@ impl Sections {
         SpecParts {
             revision: self.revision.as_deref(),
             router: self.router.as_ref(),
+            canary_color: None,
             router_complete: self.router_complete,
             test_route_written: self.test_route_written,
             steps: self

@@ -132,6 +132,15 @@ pub struct RolloutStatus {
     /// When the rollout of this revision started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
+    /// With colours (`router.*.colors`): the colour this revision's stable is, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_color: Option<String>,
+    /// … the colour it is deployed into, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_color: Option<String>,
+    /// … and the colour that serves (most) users now, as last confirmed by the router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_color: Option<String>,
     /// When the router confirmed the promotion (every request on the canary): from
     /// then on, while the previous stable still runs, `undo` flips back to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

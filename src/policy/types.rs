@@ -47,6 +47,10 @@ pub struct RolloutSpec {
     pub revision: String,
     /// Which traffic router shiftgate drives. Exactly one of `istio`, `service`, `envoy`.
     pub router: RouterSpec,
+    /// With `router.*.colors`: the colour this revision is deployed into. A rollout into
+    /// the live colour is refused (nothing is written). Default: the idle colour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_color: Option<String>,
     /// Canary weights in percent, in increasing order; each is held and analysed
     /// before the next. `[0, 30, 60, 100]` or `[{weight: 30, hold: 5m}, …]`.
     pub steps: Vec<StepSpec>,
@@ -101,10 +105,17 @@ pub struct IstioRouter {
     /// Names of the http routes to manage. Empty: the VirtualService's only http route.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<String>,
-    /// Where the stable release's share of traffic goes.
+    /// Where the stable release's share of traffic goes. Not with `colors`.
+    #[serde(default, skip_serializing_if = "Destination::is_unset")]
     pub stable: Destination,
-    /// Where the canary's share of traffic goes; must differ from `stable`.
+    /// Where the canary's share of traffic goes; must differ from `stable`. Not with
+    /// `colors`.
+    #[serde(default, skip_serializing_if = "Destination::is_unset")]
     pub canary: Destination,
+    /// Blue/green with alternating colours, instead of `stable` and `canary`: two named
+    /// destinations; the one the live route serves is stable, the other the canary.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub colors: BTreeMap<String, Destination>,
     /// VirtualService API version: v1 (default), v1beta1 or v1alpha3.
     #[serde(default)]
     pub api_version: IstioApiVersion,
@@ -132,7 +143,7 @@ impl IstioApiVersion {
 }
 
 /// A route destination: a host, optionally narrowed to a DestinationRule subset and port.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Destination {
     /// Destination host, e.g. `checkout.prod.svc.cluster.local`.
@@ -145,6 +156,13 @@ pub struct Destination {
     pub port: Option<u16>,
 }
 
+impl Destination {
+    /// Not written (a policy with `colors` leaves `stable` and `canary` out).
+    pub fn is_unset(&self) -> bool {
+        self.host.is_empty() && self.subset.is_none() && self.port.is_none()
+    }
+}
+
 /// Plain Kubernetes blue/green: one key of a Service's selector is switched between
 /// the stable and the canary value. Only weights 0 and 100 are possible.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -154,10 +172,17 @@ pub struct ServiceRouter {
     pub service: String,
     /// The selector key that tells the releases apart, e.g. `version` or `color`.
     pub selector_key: String,
-    /// The selector key's value for the stable pods, e.g. `blue`.
+    /// The selector key's value for the stable pods, e.g. `blue`. Not with `colors`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stable_value: String,
-    /// The selector key's value for the canary pods, e.g. `green`; must differ.
+    /// The selector key's value for the canary pods, e.g. `green`; must differ. Not
+    /// with `colors`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub canary_value: String,
+    /// Blue/green with alternating colours, instead of the two values: colour name →
+    /// selector value; the value the Service selects is stable, the other the canary.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub colors: BTreeMap<String, String>,
 }
 
 /// A local Envoy whose routes shiftgate writes through file-based xDS.
@@ -174,10 +199,16 @@ pub struct EnvoyRouter {
     /// Virtual host domains served by the route (default `*`).
     #[serde(default = "default_domains")]
     pub domains: Vec<String>,
-    /// Envoy cluster of the stable release.
+    /// Envoy cluster of the stable release. Not with `colors`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stable_cluster: String,
-    /// Envoy cluster of the canary release.
+    /// Envoy cluster of the canary release. Not with `colors`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub canary_cluster: String,
+    /// Blue/green with alternating colours, instead of the two clusters: colour name →
+    /// Envoy cluster; the one the route serves is stable, the other the canary.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub colors: BTreeMap<String, String>,
 }
 
 fn default_route_config_name() -> String {

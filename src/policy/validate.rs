@@ -31,6 +31,8 @@ pub fn validate_spec(spec: &RolloutSpec) -> Vec<Issue> {
 pub(super) struct SpecParts<'a> {
     pub revision: Option<&'a str>,
     pub router: Option<&'a RouterSpec>,
+    /// `spec.canaryColor`.
+    pub canary_color: Option<&'a str>,
     /// Whether `router` is exactly what is written, so rules on other parts may read it.
     pub router_complete: bool,
     pub test_route_written: bool,
@@ -60,6 +62,7 @@ impl<'a> SpecParts<'a> {
             // Absent (serde's default) reads as not written.
             revision: Some(spec.revision.as_str()).filter(|r| !r.is_empty()),
             router: Some(&spec.router),
+            canary_color: spec.canary_color.as_deref(),
             router_complete: true,
             test_route_written: spec.test_route.is_some(),
             steps: Some(spec.steps.iter().map(Some).collect()),
@@ -86,9 +89,23 @@ impl<'a> SpecParts<'a> {
 /// Every issue of the readable parts of a spec.
 pub(super) fn validate_parts(parts: &SpecParts<'_>) -> Vec<Issue> {
     let mut issues = super::limits::spec_issues(parts);
-    super::workloads::workloads_issues(parts.workloads, parts.revision, &mut issues);
+    let colours = parts.router.is_some_and(super::colours::has_colours);
+    super::workloads::workloads_issues(parts.workloads, parts.revision, colours, &mut issues);
     if let Some(r) = parts.router {
-        router(r, parts.test_route_written, &mut issues);
+        super::colours::issues(r, parts.canary_color, &mut issues);
+        // With colours, the rules on stable and canary read the colours (in the order
+        // declared): what the router will be given once the live colour is known.
+        let oriented = super::colours::colour_names(r)
+            .and_then(|[first, _]| super::colours::orient_router(r, &first));
+        if super::colours::has_colours(r) && oriented.is_none() {
+            // The colours' own errors say what is wrong; stable/canary are not written.
+        } else {
+            router(
+                oriented.as_ref().unwrap_or(r),
+                parts.test_route_written,
+                &mut issues,
+            );
+        }
     }
     // Rules on other parts read the router only when it is what the user wrote.
     let router = parts.router.filter(|_| parts.router_complete);

@@ -80,6 +80,7 @@ pub struct ScaledDown {
 pub(super) fn workloads_issues(
     workloads: Option<&WorkloadsSpec>,
     revision: Option<&str>,
+    colours: bool,
     issues: &mut Vec<Issue>,
 ) {
     let revision_written = revision.is_some_and(|r| !r.trim().is_empty());
@@ -108,6 +109,20 @@ pub(super) fn workloads_issues(
     let Some(w) = workloads else {
         return;
     };
+    if colours {
+        // The Deployments are named for fixed roles; with colours the roles alternate
+        // per release, and a scale-down would hit the colour that now serves.
+        issues.push(
+            Issue::error(
+                "spec.workloads",
+                "spec.workloads names a fixed stable and canary Deployment, but the router's \
+                 `colors` alternate which colour is stable",
+            )
+            .with_hint(
+                "use `stable`/`canary` destinations with spec.workloads, or colours without it",
+            ),
+        );
+    }
     for (field, name) in [("stable", &w.stable), ("canary", &w.canary)] {
         if let Err(why) = dns_subdomain(name) {
             issues.push(
@@ -154,7 +169,7 @@ mod tests {
 
     fn paths(w: Option<&WorkloadsSpec>, revision: Option<&str>) -> Vec<String> {
         let mut issues = Vec::new();
-        workloads_issues(w, revision, &mut issues);
+        workloads_issues(w, revision, false, &mut issues);
         issues.into_iter().map(|i| i.path).collect()
     }
 
@@ -166,6 +181,14 @@ mod tests {
         assert_eq!(paths(Some(&spec(false)), None), ["spec.revision"]);
         assert_eq!(paths(None, Some(" ")), ["spec.revision"]);
         assert!(paths(None, Some("v2")).is_empty());
+    }
+
+    #[test]
+    fn fixed_deployments_are_refused_with_alternating_colours() {
+        let mut issues = Vec::new();
+        workloads_issues(Some(&spec(false)), Some("v2"), true, &mut issues);
+        let paths: Vec<_> = issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths, ["spec.workloads"]);
     }
 
     #[test]

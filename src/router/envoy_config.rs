@@ -223,6 +223,7 @@ mod tests {
             domains: vec!["*".into()],
             stable_cluster: "stable".into(),
             canary_cluster: "canary".into(),
+            colors: Default::default(),
         }
     }
 

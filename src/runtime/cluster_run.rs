@@ -298,6 +298,8 @@ fn daemon_state(object: &DynamicObject) -> Option<String> {
 /// A cluster run, ready for its preflight.
 pub struct ClusterRun {
     pub run: LocalRun,
+    /// The client the run reaches the cluster with (its route Lease too).
+    pub client: Client,
     /// Set when the daemon check could not be made.
     pub warning: Option<String>,
 }
@@ -313,7 +315,13 @@ pub async fn prepare(
 ) -> Result<ClusterRun, LocalError> {
     let shown = file.display().to_string();
     let connection = connect(&shown, context).await?;
-    let local: LocalPolicy = load_policy_in(file, &connection.default_namespace)?;
+    let mut local: LocalPolicy = load_policy_in(file, &connection.default_namespace)?;
+    let policy = local.policy.clone();
+    super::colours::orient_local(&mut local, state_dir, |spec| {
+        cluster_router(&connection.client, &policy, spec)
+            .ok_or_else(|| crate::router::RouterError::Invalid("not a cluster policy".to_owned()))
+    })
+    .await;
     let Some(router) = cluster_router(&connection.client, &local.policy, &local.spec) else {
         return Err(LocalError::Unsupported(format!(
             "{shown}: not a cluster policy (spec.router.istio or spec.router.service)"
@@ -332,7 +340,11 @@ pub async fn prepare(
             dry_run,
         ),
     );
-    Ok(ClusterRun { run, warning })
+    Ok(ClusterRun {
+        run,
+        client: connection.client,
+        warning,
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod checks;
 pub mod checks_http;
 pub mod clock;
 pub mod cluster_run;
+pub mod colours;
 pub mod commands;
 pub mod commands_file;
 pub mod commands_kube;
@@ -15,6 +16,7 @@ pub mod local;
 pub mod preflight;
 pub mod reconcile;
 pub mod route_index;
+pub mod route_lease;
 pub mod scheduler;
 pub mod workloads;
 

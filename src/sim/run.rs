@@ -187,12 +187,32 @@ impl Simulation {
         seed: u64,
         source: Option<Arc<dyn MetricSource>>,
     ) -> Result<Simulation, SimError> {
-        Plan::new(&spec)?;
-        let clock = Arc::new(VirtualClock::new(scenario.start));
-        let router = Arc::new(MemoryRouter::new(ManagedRoute {
+        let initial = ManagedRoute {
             canary_weight: scenario.initial.canary_weight,
             test_route: scenario.initial.test_route,
-        }));
+        };
+        // With colours, `initial` is the share of the second colour (alphabetically):
+        // the spec is oriented as a run would, and the live route with it.
+        let (spec, initial) = match crate::engine::colours::resolve(&spec, None, Some(initial)) {
+            Some(choice) => {
+                let [first, _] =
+                    crate::policy::colours::colour_names(&spec.router).unwrap_or_default();
+                let oriented = crate::policy::colours::orient(&spec, &choice.stable);
+                let route = if choice.stable == first {
+                    initial
+                } else {
+                    ManagedRoute {
+                        canary_weight: 100 - initial.canary_weight.min(100),
+                        test_route: false,
+                    }
+                };
+                (oriented.unwrap_or(spec), route)
+            }
+            None => (spec, initial),
+        };
+        Plan::new(&spec)?;
+        let clock = Arc::new(VirtualClock::new(scenario.start));
+        let router = Arc::new(MemoryRouter::new(initial));
         let store = Arc::new(MemoryStore::default());
         let checks = Arc::new(ScriptedChecks::passing());
         let commands = Arc::new(QueuedCommands::default());
@@ -457,7 +477,13 @@ impl Simulation {
         if interesting {
             self.timeline.push(entry);
         }
-        if self.status.is_settled() {
+        // Only an `undo` acts after the end (a promotion): one still to come keeps the
+        // simulation going until it is sent.
+        let undo_to_come = self.scenario.commands
+            [self.commands_sent.min(self.scenario.commands.len())..]
+            .iter()
+            .any(|c| c.command == crate::engine::Command::Undo);
+        if self.status.is_settled() && !undo_to_come {
             self.done = true;
             return false;
         }

@@ -167,6 +167,7 @@ pub fn case() -> impl Strategy<Value = LocateCase> {
 pub fn run(case: &LocateCase) {
     let spec = IstioRouterSpec {
         virtual_service: case.virtual_service_ref.clone(),
+        colors: Default::default(),
         routes: case.routes.clone(),
         stable: case.stable.clone(),
         canary: case.canary.clone(),

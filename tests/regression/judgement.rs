@@ -238,6 +238,7 @@ async fn duplicate_route_names_are_refused() {
         .unwrap();
     let spec = IstioRouterSpec {
         virtual_service: "reviews".to_owned(),
+        colors: Default::default(),
         routes: vec!["primary".to_owned()],
         stable: Destination {
             host: "reviews".to_owned(),

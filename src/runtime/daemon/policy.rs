@@ -129,6 +129,12 @@ impl Context {
             // The owner may go away: look again at the resync.
             return Ok(Action::requeue(self.options.resync));
         }
+        // Blue/green with colours: the live colour is stable, the idle one the canary.
+        let oriented = crate::runtime::colours::oriented(spec, policy.status.as_ref(), |s| {
+            self.seams.routers.build(&policy_ref, s)
+        })
+        .await;
+        let spec = oriented.as_ref().unwrap_or(spec);
         let router = match self.seams.routers.build(&policy_ref, spec) {
             Ok(router) => router,
             Err(error) => {

@@ -1265,3 +1265,59 @@ async fn undo_after_a_promotion_flips_back_in_one_write_with_an_event() {
     assert_eq!(cluster.log.weights(), vec![50, 100, 0]);
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_alternates_colours_with_only_the_revision_changed() {
+    let cluster = Cluster::start().await;
+    let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
+    let mut policy = policy("checkout", json!([0, 50, 100]), "checkout", "primary", "v2");
+    let spec = serde_json::to_value(&policy.spec).unwrap();
+    let mut spec = spec.as_object().unwrap().clone();
+    spec["router"]["istio"]
+        .as_object_mut()
+        .map(|istio| {
+            istio.remove("stable");
+            istio.remove("canary");
+            istio.insert(
+                "colors".into(),
+                json!({
+                    "blue": { "host": "checkout", "subset": "v1" },
+                    "green": { "host": "checkout", "subset": "v2" }
+                }),
+            );
+        })
+        .unwrap();
+    policy.spec = serde_json::from_value(Value::Object(spec)).unwrap();
+    cluster.create(&policy).await;
+    // Blue (subset v1) serves everyone: v2 goes to green.
+    let first = cluster
+        .wait_for_status("checkout", "v2 Promoted", Duration::from_secs(30), |s| {
+            s.phase == Phase::Promoted
+        })
+        .await;
+    assert_eq!(first.canary_color.as_deref(), Some("green"));
+    assert_eq!(first.live_color.as_deref(), Some("green"));
+    let vs = cluster.virtual_service().await;
+    assert_eq!(vs["spec"]["http"][1]["route"][1]["weight"], 100, "{vs:#}");
+    // Only the revision changes: v3 goes to blue, the colour v2 left idle.
+    let mut next = cluster.policies().get("checkout").await.unwrap();
+    next.spec.revision = "v3".into();
+    cluster
+        .policies()
+        .replace("checkout", &PostParams::default(), &next)
+        .await
+        .unwrap();
+    let second = cluster
+        .wait_for_status("checkout", "v3 Promoted", Duration::from_secs(30), |s| {
+            s.revision.as_deref() == Some("v3") && s.phase == Phase::Promoted
+        })
+        .await;
+    assert_eq!(second.stable_color.as_deref(), Some("green"));
+    assert_eq!(second.canary_color.as_deref(), Some("blue"));
+    assert_eq!(second.live_color.as_deref(), Some("blue"));
+    let vs = cluster.virtual_service().await;
+    assert_eq!(vs["spec"]["http"][1]["route"][0]["weight"], 100, "{vs:#}");
+    assert_eq!(vs["spec"]["http"][1]["route"][1]["weight"], 0, "{vs:#}");
+    assert_eq!(cluster.log.weights(), vec![50, 100, 50, 100]);
+    daemon.stop().await;
+}

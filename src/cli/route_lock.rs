@@ -111,7 +111,8 @@ pub fn holder_description(local: &LocalPolicy) -> String {
     format!(
         "pid {} on {host}, started {}, policy {}/{} from {}",
         std::process::id(),
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        crate::runtime::Clock::now(&crate::runtime::SystemClock)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         local.policy.namespace,
         local.policy.name,
         local.file.display()

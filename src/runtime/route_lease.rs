@@ -164,7 +164,7 @@ fn expired(spec: &k8s_openapi::api::coordination::v1::LeaseSpec) -> bool {
         return spec.holder_identity.as_deref().is_none_or(str::is_empty);
     };
     let renewed = renewed.0.as_microsecond();
-    let now = chrono::Utc::now().timestamp_micros();
+    let now = super::clock::Clock::now(&SystemClock).timestamp_micros();
     let duration = i64::from(seconds).saturating_mul(1_000_000);
     renewed.saturating_add(duration) < now
 }

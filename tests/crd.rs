@@ -316,6 +316,7 @@ fn rbac_grants_exactly_what_shiftgate_uses() {
             ),
             ("shiftgate.dev", "rolloutpolicies/status", &["patch"]),
             ("networking.istio.io", "virtualservices", &["get", "patch"]),
+            ("networking.istio.io", "destinationrules", &["list"]),
             ("", "services", &["get", "patch"]),
             ("apps", "deployments", &["get"]),
             ("apps", "deployments/scale", &["patch"]),

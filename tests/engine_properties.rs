@@ -108,6 +108,7 @@ fn random_scenario(rng: &mut StdRng, seed: u64) -> Scenario {
     s.traffic = Traffic {
         requests_per_second: [2.0, 20.0, 80.0][rng.random_range(0..3)],
         jitter: 0.1,
+        test_route_share: 0.0,
     }
     .into();
     let behaviour = |rng: &mut StdRng, good: f64, bad: f64| {

@@ -484,6 +484,7 @@ fn every_example_policy_is_valid_without_warnings() {
     for required in [
         "istio-host-canary.yaml",
         "istio-subset-canary.yaml",
+        "istio-subset-labels.yaml",
         "istio-blue-green.yaml",
         "service-blue-green.yaml",
         "istio-test-route-smoke.yaml",

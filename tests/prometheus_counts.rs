@@ -55,6 +55,39 @@ fn exposition(n: u64) -> String {
     for labels in [&canary, &stable, &source_side.to_owned()] {
         out += &histogram("istio_request_duration_milliseconds", labels, n);
     }
+    // The app's own counters and ingress-nginx's, with a label per version; their
+    // histograms are in seconds.
+    for (total, status, duration, label, canary, stable) in [
+        (
+            "http_requests_total",
+            "code",
+            "http_request_duration_seconds",
+            "version",
+            "v2",
+            "v1",
+        ),
+        (
+            "nginx_ingress_controller_requests",
+            "status",
+            "nginx_ingress_controller_request_duration_seconds",
+            "ingress",
+            "web-canary",
+            "web",
+        ),
+    ] {
+        out += &format!("# TYPE {total} counter\n");
+        for (release, errors) in [(canary, 5.0), (stable, 1.0)] {
+            out += &format!(
+                "{total}{{{label}=\"{release}\",{status}=\"200\"}} {}\n{total}{{{label}=\"{release}\",{status}=\"503\"}} {}\n",
+                (100.0 - errors) * n,
+                errors * n
+            );
+        }
+        out += &format!("# TYPE {duration} histogram\n");
+        for release in [canary, stable] {
+            out += &histogram_in_seconds(duration, &format!("{label}=\"{release}\""), n);
+        }
+    }
     out += "# TYPE envoy_cluster_upstream_rq_total counter\n";
     for cluster in ["canary", "stable"] {
         out += &format!(
@@ -94,6 +127,18 @@ fn histogram(name: &str, labels: &str, n: f64) -> String {
     )
 }
 
+/// [`histogram`] with the edges in seconds (0.05 s, 0.1 s), as client libraries write them.
+fn histogram_in_seconds(name: &str, labels: &str, n: f64) -> String {
+    format!(
+        "{name}_bucket{{{labels},le=\"0.05\"}} {}\n{name}_bucket{{{labels},le=\"0.1\"}} {}\n{name}_bucket{{{labels},le=\"+Inf\"}} {}\n{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}\n",
+        60.0 * n,
+        90.0 * n,
+        100.0 * n,
+        6.0 * n,
+        100.0 * n
+    )
+}
+
 fn policy() -> PolicyRef {
     PolicyRef {
         namespace: "shop".to_owned(),
@@ -107,7 +152,15 @@ const ENVOY: &str = r#"{ envoy: { routesFile: /tmp/routes.yaml, adminAddress: "1
 /// Every built-in of one family: error rates and latencies compared sequentially, the
 /// request rate with a threshold (it has no counts a sequential judge can use).
 fn family_spec(address: &str, family: &str) -> RolloutSpec {
-    let router = if family == "istio" { ISTIO } else { ENVOY };
+    let router = if family == "envoy" { ENVOY } else { ISTIO };
+    // The app's and ingress-nginx's series tell the releases apart by a label.
+    let labels = match family {
+        "app" => "  targetLabels: { stable: { version: v1 }, canary: { version: v2 } }\n",
+        "nginx" => {
+            "  targetLabels: { stable: { ingress: web }, canary: { ingress: web-canary } }\n"
+        }
+        _ => "",
+    };
     let metrics: Vec<String> = BUILTINS
         .iter()
         .filter(|b| b.name.starts_with(family))
@@ -117,7 +170,7 @@ fn family_spec(address: &str, family: &str) -> RolloutSpec {
         })
         .collect();
     let yaml = format!(
-        "revision: v2\nrouter: {router}\nsteps: [0, 100]\nanalysis:\n  interval: 5s\n  prometheus: {{ address: \"{address}\", timeout: 5s }}\n  metrics: [{}]\n",
+        "revision: v2\nrouter: {router}\nsteps: [0, 100]\nanalysis:\n  interval: 5s\n  prometheus: {{ address: \"{address}\", timeout: 5s }}\n{labels}  metrics: [{}]\n",
         metrics.join(", ")
     );
     serde_yaml_ng::from_str(&yaml).unwrap_or_else(|e| panic!("bad policy: {e}\n{yaml}"))
@@ -182,11 +235,24 @@ async fn every_builtin_counts_exactly_the_range_since_the_evidence() {
     let at = now() - chrono::Duration::seconds(1);
     let ten = Some(at - chrono::Duration::seconds(10));
     let twenty = Some(at - chrono::Duration::seconds(20));
-    for (family, canary_errors, stable_errors) in [("istio", 0.05, 0.01), ("envoy", 0.1, 0.0)] {
+    for (family, canary_errors, stable_errors) in [
+        ("istio", 0.05, 0.01),
+        ("envoy", 0.1, 0.0),
+        ("app", 0.05, 0.01),
+        ("nginx", 0.05, 0.01),
+    ] {
+        // Histogram edges in the family's unit: milliseconds, or seconds.
+        let (fast, slow) = match family {
+            "app" | "nginx" => (0.05, 0.1),
+            _ => (50.0, 100.0),
+        };
         let spec = family_spec(&prometheus.url(), family);
         let short = source.observe(&policy(), &spec, at, ten).await;
         let long = source.observe(&policy(), &spec, at, twenty).await;
-        for builtin in BUILTINS.iter().filter(|b| b.name.starts_with(family)) {
+        for builtin in BUILTINS
+            .iter()
+            .filter(|b| b.name.starts_with(&format!("{family}-")))
+        {
             let name = builtin.name;
             match builtin.measure {
                 Measure::ErrorRate | Measure::Latency(_) => {
@@ -212,14 +278,17 @@ async fn every_builtin_counts_exactly_the_range_since_the_evidence() {
                             assert!(s.buckets.is_empty(), "{name}: {s:?}");
                         } else {
                             assert!(
-                                (share_at_or_below(s, 50.0) - 0.6).abs() < 1e-9,
+                                (share_at_or_below(s, fast) - 0.6).abs() < 1e-9,
                                 "{name}: {s:?}"
                             );
                             assert!(
-                                (share_at_or_below(s, 100.0) - 0.9).abs() < 1e-9,
+                                (share_at_or_below(s, slow) - 0.9).abs() < 1e-9,
                                 "{name}: {s:?}"
                             );
                             assert_eq!(s.buckets.len(), 2, "finite edges only: {s:?}");
+                            // Milliseconds whatever the histogram's unit: at most the
+                            // 100 ms edge, never 0.1 (seconds).
+                            assert!((1.0..=100.0).contains(&s.value), "{name}: {s:?}");
                         }
                     }
                 }

@@ -58,3 +58,7 @@ mod install;
 /// Issue "lifecycle" §1, §2, §8: colours, undo, one run per route.
 #[path = "regression/lifecycle_colours.rs"]
 mod lifecycle_colours;
+
+/// Issue "lifecycle" §4, §5, §7: metric labels, analysis without a mesh, A/B at 0 %.
+#[path = "regression/metric_labels.rs"]
+mod metric_labels;

@@ -76,6 +76,7 @@ fn random_worlds(rng: &mut StdRng, seed: u64) -> (Scenario, Scenario) {
     s.traffic = Traffic {
         requests_per_second: [2.0, 50.0][rng.random_range(0..2)],
         jitter: 0.1,
+        test_route_share: 0.0,
     }
     .into();
     let mut canary = vec![Segment {

@@ -56,6 +56,26 @@ fn print_text(report: &Report) -> std::io::Result<()> {
     }
     out.flush()?;
     say!("{}", summary(report));
+    // Offline, the cluster is not read: what the queries will select, and what that assumes.
+    for loaded in &report.policies {
+        let policy = crate::metrics::PolicyRef {
+            namespace: loaded
+                .policy
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
+            name: loaded.policy.metadata.name.clone().unwrap_or_default(),
+        };
+        for line in crate::metrics::selection::describe(&policy, &loaded.policy.spec) {
+            say!(
+                "{}: {}/{}: {line}",
+                loaded.file.display(),
+                policy.namespace,
+                policy.name
+            );
+        }
+    }
     Ok(())
 }
 

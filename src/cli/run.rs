@@ -86,6 +86,9 @@ async fn run_async(args: RunArgs) -> i32 {
         _ => local.spec.revision.clone(),
     };
     let mut client = None;
+    // What the queries select, said once the run starts (from the DestinationRule, else
+    // from the policy).
+    let mut selection = None;
     let runner = if is_cluster_policy(&local.spec) {
         match prepare(
             &args.policy,
@@ -100,6 +103,7 @@ async fn run_async(args: RunArgs) -> i32 {
                     say!("warning: {warning}; make sure no daemon drives this policy");
                 }
                 client = Some(cluster.client);
+                selection = cluster.selection;
                 cluster.run
             }
             Err(e) => return report_error(&e),
@@ -153,6 +157,13 @@ async fn run_async(args: RunArgs) -> i32 {
         ""
     };
     say!("shiftgate: rolling out {label} revision {revision}{dry}");
+    let selection = selection.map_or_else(
+        || crate::metrics::selection::describe(policy, &runner.policy().spec),
+        |s| vec![s],
+    );
+    for line in selection {
+        say!("  {line}");
+    }
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
     let mut progress = Progress::default();

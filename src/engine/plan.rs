@@ -153,6 +153,13 @@ impl Plan {
         self.test_route
     }
 
+    /// Whether a step at weight 0 is judged on the test route's traffic
+    /// (`analysis.judgeTestRoute` with a test route): the canary's requests are all
+    /// test-route requests, stable's are the rest.
+    pub fn judges_test_route(&self) -> bool {
+        self.test_route && self.analysis.judge_test_route
+    }
+
     pub fn has_checks(&self) -> bool {
         self.has_checks
     }

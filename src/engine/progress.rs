@@ -23,7 +23,7 @@ impl Tick<'_> {
             // 0% no user reaches the canary: there is nothing to judge, and waiting for a
             // person is not an inconclusive analysis.
             Phase::Paused if self.s.pause_reason == Some(PauseReason::ManualGate) => {
-                if self.s.canary_weight > 0 {
+                if self.s.canary_weight > 0 || self.plan.judges_test_route() {
                     self.evaluate_if_due();
                 }
             }
@@ -130,6 +130,12 @@ impl Tick<'_> {
                 return;
             }
         }
+        if self.plan.judges_test_route() {
+            // Checks passed; the test route's traffic is judged next, like any step's.
+            self.s.phase = Phase::Progressing;
+            self.progressing();
+            return;
+        }
         self.pass_step_when_held(started);
     }
 
@@ -138,7 +144,7 @@ impl Tick<'_> {
             self.target_step();
             return;
         };
-        if self.plan.step(self.s.step).weight == 0 {
+        if self.plan.step(self.s.step).weight == 0 && !self.plan.judges_test_route() {
             // No user traffic reaches the canary: nothing to judge, only the hold.
             self.pass_step_when_held(started);
             return;
@@ -323,6 +329,11 @@ impl Tick<'_> {
             (reasons::PROMOTED_BY_OPERATOR, "promoted by an operator")
         } else if from > 0 {
             (reasons::STEP_ADVANCED, "analysis passed")
+        } else if self.plan.judges_test_route() {
+            (
+                reasons::STEP_ADVANCED,
+                "analysis of the test route's traffic passed",
+            )
         } else if self.plan.has_checks() {
             (reasons::STEP_ADVANCED, "checks passed")
         } else {

@@ -1,4 +1,5 @@
-//! Built-in query templates on the standard metrics of Istio and Envoy.
+//! Built-in query templates on the standard metrics of Istio, Envoy, ingress-nginx and
+//! the application's own `http_requests_total`-style counters.
 //!
 //! Each built-in is written as a query template on `{{ target.* }}`, so the same text
 //! queries the canary and the stable release. Beside its value, each knows how to count
@@ -16,6 +17,12 @@ pub enum Family {
     Istio,
     /// Envoy's `/stats/prometheus` cluster statistics.
     Envoy,
+    /// ingress-nginx: `nginx_ingress_controller_requests` (label `status`) and
+    /// `nginx_ingress_controller_request_duration_seconds_bucket`.
+    Nginx,
+    /// The application's own counters: `http_requests_total` (label `code`) and
+    /// `http_request_duration_seconds_bucket`, with a label per version.
+    App,
 }
 
 /// What a built-in measures.
@@ -47,6 +54,16 @@ pub const BUILTINS: &[Builtin] = &[
     builtin("envoy-latency-p50", Family::Envoy, Measure::Latency("0.5")),
     builtin("envoy-latency-p90", Family::Envoy, Measure::Latency("0.9")),
     builtin("envoy-latency-p99", Family::Envoy, Measure::Latency("0.99")),
+    builtin("nginx-request-rate", Family::Nginx, Measure::RequestRate),
+    builtin("nginx-error-rate", Family::Nginx, Measure::ErrorRate),
+    builtin("nginx-latency-p50", Family::Nginx, Measure::Latency("0.5")),
+    builtin("nginx-latency-p90", Family::Nginx, Measure::Latency("0.9")),
+    builtin("nginx-latency-p99", Family::Nginx, Measure::Latency("0.99")),
+    builtin("app-request-rate", Family::App, Measure::RequestRate),
+    builtin("app-error-rate", Family::App, Measure::ErrorRate),
+    builtin("app-latency-p50", Family::App, Measure::Latency("0.5")),
+    builtin("app-latency-p90", Family::App, Measure::Latency("0.9")),
+    builtin("app-latency-p99", Family::App, Measure::Latency("0.99")),
 ];
 
 const fn builtin(name: &'static str, family: Family, measure: Measure) -> Builtin {
@@ -73,39 +90,84 @@ pub struct BuiltinQueries {
     /// and none failed, no data when it served none.
     pub errors: String,
     /// Latency only: the histogram's cumulative bucket counts in the window, one series
-    /// per `le` (`+Inf` is every request), for the sequential judge.
+    /// per `le` (`+Inf` is every request), for the sequential judge. The `le` edges are
+    /// in the histogram's own unit (seconds for `nginx` and `app`).
     pub buckets: Option<String>,
 }
 
+/// One label matcher that tells the targets apart: `label="{{ variable }}"`. The label
+/// name is checked by the caller (a Prometheus label name); the value is a template
+/// variable, escaped when rendered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Matcher {
+    pub label: String,
+    pub variable: String,
+}
+
 impl Family {
-    /// The label matchers that select one target. Istio: host-level by
-    /// `destination_service`; subset-level (`subset` true) also by `destination_version`,
-    /// which Istio takes from the pod's `version` label.
-    fn selector(self, subset: bool) -> &'static str {
-        match (self, subset) {
-            (Family::Istio, false) => {
-                r#"reporter="destination",destination_service="{{ target.host }}""#
-            }
-            (Family::Istio, true) => {
-                r#"reporter="destination",destination_service="{{ target.host }}",destination_version="{{ target.subset }}""#
-            }
-            (Family::Envoy, _) => r#"envoy_cluster_name="{{ target.cluster }}""#,
+    /// The family's name as templates start with it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Istio => "istio",
+            Family::Envoy => "envoy",
+            Family::Nginx => "nginx",
+            Family::App => "app",
         }
+    }
+
+    /// The label matchers that select one target: the family's own (Istio: the
+    /// destination sidecar's reports for `destination_service`; Envoy: the cluster),
+    /// then `matchers`.
+    pub fn selector(self, matchers: &[Matcher]) -> String {
+        let own = match self {
+            Family::Istio => {
+                Some(r#"reporter="destination",destination_service="{{ target.host }}""#)
+            }
+            Family::Envoy => Some(r#"envoy_cluster_name="{{ target.cluster }}""#),
+            Family::Nginx | Family::App => None,
+        };
+        own.map(str::to_owned)
+            .into_iter()
+            .chain(
+                matchers
+                    .iter()
+                    .map(|m| format!(r#"{}="{{{{ {} }}}}""#, m.label, m.variable)),
+            )
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn total(self, selector: &str) -> String {
         match self {
             Family::Istio => format!("istio_requests_total{{{selector}}}"),
             Family::Envoy => format!("envoy_cluster_upstream_rq_total{{{selector}}}"),
+            Family::Nginx => format!("nginx_ingress_controller_requests{{{selector}}}"),
+            Family::App => format!("http_requests_total{{{selector}}}"),
         }
     }
 
     fn failed(self, selector: &str) -> String {
+        let with = |extra: &str| {
+            if selector.is_empty() {
+                extra.to_owned()
+            } else {
+                format!("{selector},{extra}")
+            }
+        };
         match self {
-            Family::Istio => format!(r#"istio_requests_total{{{selector},response_code=~"5.."}}"#),
-            Family::Envoy => format!(
-                r#"envoy_cluster_upstream_rq_xx{{{selector},envoy_response_code_class="5"}}"#
+            Family::Istio => format!(
+                "istio_requests_total{{{}}}",
+                with(r#"response_code=~"5..""#)
             ),
+            Family::Envoy => format!(
+                "envoy_cluster_upstream_rq_xx{{{}}}",
+                with(r#"envoy_response_code_class="5""#)
+            ),
+            Family::Nginx => format!(
+                "nginx_ingress_controller_requests{{{}}}",
+                with(r#"status=~"5..""#)
+            ),
+            Family::App => format!("http_requests_total{{{}}}", with(r#"code=~"5..""#)),
         }
     }
 
@@ -113,16 +175,31 @@ impl Family {
         match self {
             Family::Istio => format!("istio_request_duration_milliseconds_bucket{{{selector}}}"),
             Family::Envoy => format!("envoy_cluster_upstream_rq_time_bucket{{{selector}}}"),
+            Family::Nginx => {
+                format!("nginx_ingress_controller_request_duration_seconds_bucket{{{selector}}}")
+            }
+            Family::App => format!("http_request_duration_seconds_bucket{{{selector}}}"),
+        }
+    }
+
+    /// What turns the histogram's unit into milliseconds, as a PromQL prefix.
+    fn to_milliseconds(self) -> &'static str {
+        match self {
+            Family::Istio | Family::Envoy => "",
+            Family::Nginx | Family::App => "1000 * ",
         }
     }
 }
 
 impl Builtin {
-    /// The query templates for a target; `subset_level` when the target has a subset
-    /// (Istio only: Envoy clusters already name one release).
-    pub fn queries(&self, subset_level: bool) -> BuiltinQueries {
+    /// The query templates for a target selected by `matchers` beside the family's own.
+    pub fn queries(&self, matchers: &[Matcher]) -> BuiltinQueries {
+        self.queries_with_selector(&self.family.selector(matchers))
+    }
+
+    /// The query templates with `selector` inside the braces of every series.
+    pub fn queries_with_selector(&self, selector: &str) -> BuiltinQueries {
         let family = self.family;
-        let selector = family.selector(subset_level && family == Family::Istio);
         let total = family.total(selector);
         let failed = family.failed(selector);
         const W: &str = "[{{ interval }}]";
@@ -133,7 +210,8 @@ impl Builtin {
             Measure::RequestRate => format!("sum(rate({total}{W}))"),
             Measure::ErrorRate => format!("{failed_rate} / sum(rate({total}{W}))"),
             Measure::Latency(quantile) => format!(
-                "histogram_quantile({quantile}, sum by (le) (rate({}{W})))",
+                "{}histogram_quantile({quantile}, sum by (le) (rate({}{W})))",
+                family.to_milliseconds(),
                 family.duration_buckets(selector)
             ),
         };
@@ -160,20 +238,32 @@ mod tests {
     use super::*;
     use crate::metrics::template::Template;
 
+    fn version_matcher() -> Vec<Matcher> {
+        vec![Matcher {
+            label: "destination_version".to_owned(),
+            variable: "target.subset".to_owned(),
+        }]
+    }
+
     #[test]
     fn every_policy_template_name_has_queries_that_parse() {
         for template in crate::policy::templates::BUILTIN_TEMPLATES {
             let name = template.name;
             let builtin = lookup(name).unwrap_or_else(|| panic!("no built-in `{name}`"));
-            for subset in [false, true] {
-                let q = builtin.queries(subset);
+            for matchers in [vec![], version_matcher()] {
+                let q = builtin.queries(&matchers);
                 for text in [&q.value, &q.requests, &q.errors]
                     .into_iter()
                     .chain(&q.buckets)
                 {
                     let template =
                         Template::parse(name, text).unwrap_or_else(|e| panic!("{name}: {e}"));
-                    assert!(template.uses_target(), "{name}: {text}");
+                    // Nginx and app series have no target of their own: their matchers
+                    // are what tells the targets apart.
+                    let own = matches!(builtin.family, Family::Istio | Family::Envoy);
+                    if own || !matchers.is_empty() {
+                        assert!(template.uses_target(), "{name}: {text}");
+                    }
                 }
             }
         }
@@ -195,14 +285,16 @@ mod tests {
                 subset: Some("v2".to_owned()),
                 port: None,
                 cluster: Some("canary".to_owned()),
+                labels: Default::default(),
             },
             stable: Target::default(),
             side: Side::Canary,
             vars: Default::default(),
             router: "istio",
+            selector_key: None,
         };
         for builtin in BUILTINS {
-            let q = builtin.queries(true);
+            let q = builtin.queries(&version_matcher());
             for text in [&q.value, &q.requests, &q.errors]
                 .into_iter()
                 .chain(&q.buckets)
@@ -221,13 +313,12 @@ mod tests {
     fn docs_show_every_builtin_query() {
         let docs = include_str!("../../docs/metrics.md");
         for builtin in BUILTINS {
-            let selector = builtin.family.selector(false);
-            let q = builtin.queries(false);
+            let q = builtin.queries_with_selector("<selector>");
             for text in [&q.value, &q.requests, &q.errors]
                 .into_iter()
                 .chain(&q.buckets)
             {
-                let shown = format!("`{}`", text.replace(selector, "<selector>"));
+                let shown = format!("`{text}`");
                 assert!(docs.contains(&shown), "docs/metrics.md lacks {shown}");
             }
         }
@@ -235,7 +326,7 @@ mod tests {
 
     #[test]
     fn istio_error_rate_is_5xx_over_all() {
-        let q = lookup("istio-error-rate").map(|b| b.queries(true));
+        let q = lookup("istio-error-rate").map(|b| b.queries(&version_matcher()));
         assert_eq!(
             q.map(|q| q.value),
             Some(

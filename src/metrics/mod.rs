@@ -4,11 +4,13 @@ pub mod auth;
 pub mod builtin;
 pub mod escape;
 pub mod histogram;
+pub mod matchers;
 pub mod prometheus;
 pub mod providers;
 pub mod queries;
 pub mod scripted;
 pub mod secrets;
+pub mod selection;
 pub mod template;
 pub mod variables;
 

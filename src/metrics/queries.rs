@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 
-use super::builtin::{self, Family};
+use super::builtin;
+use super::matchers::{matchers, request_family};
 use super::template::Template;
 use super::variables::{Side, Variables};
 use super::PolicyRef;
@@ -257,7 +258,9 @@ fn builtin_queries(
             known.join(", ")
         )
     })?;
-    let queries = builtin.queries(variables.target().subset.is_some());
+    let matchers =
+        matchers(builtin.family, variables).map_err(|why| format!("metric `{metric}`: {why}"))?;
+    let queries = builtin.queries(&matchers);
     let buckets = match (&queries.buckets, sequential) {
         (Some(b), true) => Some(render(metric, b, counting)?),
         _ => None,
@@ -308,39 +311,33 @@ fn raw_queries(
     })
 }
 
-/// The canary's request count, from the family of the first built-in the policy uses,
-/// else the router's own metrics (Envoy for the Envoy router, Istio otherwise).
+/// The canary's request count: `spec.analysis.requests` when set, else the requests
+/// query of [`request_family`].
 fn request_count(spec: &RolloutSpec, variables: &Variables) -> SideQueries {
-    let family = spec
-        .analysis
-        .metrics
-        .iter()
-        .filter_map(|m| m.template.as_deref().and_then(builtin::lookup))
-        .map(|b| b.family)
-        .next()
-        .unwrap_or(if spec.router.envoy.is_some() {
-            Family::Envoy
-        } else {
-            Family::Istio
-        });
+    let variables = variables.with_side(Side::Canary);
+    let ready = |value| SideQueries::Ready {
+        value,
+        requests: None,
+        errors: None,
+        buckets: None,
+        judged_on_counts: false,
+    };
+    if let Some(text) = &spec.analysis.requests {
+        return render("spec.analysis.requests", text, &variables)
+            .map_or_else(SideQueries::Failed, ready);
+    }
+    let family = request_family(spec);
     let request_rate = builtin::BUILTINS
         .iter()
         .find(|b| b.family == family && b.measure == builtin::Measure::RequestRate);
     let Some(request_rate) = request_rate else {
         return SideQueries::Failed("no request-count query for the router".to_owned());
     };
-    let variables = variables.with_side(Side::Canary);
-    let queries = request_rate.queries(variables.canary.subset.is_some());
-    match render("canary requests", &queries.requests, &variables) {
-        Ok(value) => SideQueries::Ready {
-            value,
-            requests: None,
-            errors: None,
-            buckets: None,
-            judged_on_counts: false,
-        },
-        Err(message) => SideQueries::Failed(message),
-    }
+    let queries = match matchers(family, &variables) {
+        Ok(matchers) => request_rate.queries(&matchers),
+        Err(why) => return SideQueries::Failed(format!("canary requests: {why}")),
+    };
+    render("canary requests", &queries.requests, &variables).map_or_else(SideQueries::Failed, ready)
 }
 
 #[cfg(test)]

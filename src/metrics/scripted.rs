@@ -47,6 +47,10 @@ pub struct Traffic {
     /// Relative noise on request counts.
     #[serde(default)]
     pub jitter: f64,
+    /// Share (0..1) of the requests that match the test route: they reach the canary
+    /// whenever the test route is installed, whatever the weight.
+    #[serde(default)]
+    pub test_route_share: f64,
 }
 
 impl Default for Traffic {
@@ -54,6 +58,7 @@ impl Default for Traffic {
         Traffic {
             requests_per_second: 50.0,
             jitter: 0.0,
+            test_route_share: 0.0,
         }
     }
 }
@@ -191,7 +196,14 @@ impl MetricSource for ScriptedMetrics {
             return Self::outage_input(spec, kind, at);
         }
         let offset = self.script.offset(at);
-        let weight = f64::from(self.router.route().canary_weight) / 100.0;
+        let route = self.router.route();
+        let weight = f64::from(route.canary_weight) / 100.0;
+        // Test-route requests go to the canary; the weight splits the rest.
+        let share = match route.test_route {
+            true => self.script.traffic.test_route_share.clamp(0.0, 1.0),
+            false => 0.0,
+        };
+        let weight = share + (1.0 - share) * weight;
         // The window every query looks back over, as the Prometheus source's queries do.
         let window = spec.analysis.query_window().as_secs_f64();
         let rps = self.script.traffic.requests_per_second;

@@ -254,16 +254,19 @@ mod tests {
                 subset: Some("v2".to_owned()),
                 port: Some(8080),
                 cluster: None,
+                labels: BTreeMap::new(),
             },
             stable: Target {
                 host: Some("checkout.prod.svc.cluster.local".to_owned()),
                 subset: Some("v1".to_owned()),
                 port: None,
                 cluster: None,
+                labels: BTreeMap::new(),
             },
             side: Side::Canary,
             vars: BTreeMap::from([("v".to_owned(), value.to_owned())]),
             router: "istio",
+            selector_key: None,
         }
     }
 

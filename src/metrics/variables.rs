@@ -35,12 +35,16 @@ pub struct Target {
     pub port: Option<u16>,
     /// Envoy cluster name.
     pub cluster: Option<String>,
+    /// The Prometheus labels that select this release in the built-in templates
+    /// (`{{ target.label.NAME }}`): `analysis.targetLabels`, or those derived from the
+    /// DestinationRule. Empty: the router's default (see `queries::matchers`).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Why a variable has no value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VariableError {
-    #[error("unknown variable `{name}`; known variables: namespace, name, interval, canary.host|subset|port|cluster, stable.*, target.*, vars.NAME")]
+    #[error("unknown variable `{name}`; known variables: namespace, name, interval, canary.host|subset|port|cluster|label.NAME, stable.*, target.*, vars.NAME")]
     Unknown { name: String },
     #[error("variable `{name}` is not defined for this policy: {why}")]
     NotDefined { name: String, why: String },
@@ -61,13 +65,21 @@ pub struct Variables {
     pub vars: BTreeMap<String, String>,
     /// Which router the targets come from, for error messages.
     pub router: &'static str,
+    /// The Service router's selector key (the pod label whose value tells the releases
+    /// apart).
+    pub selector_key: Option<String>,
 }
 
 impl Variables {
     /// The variables of `spec`, with `target.*` on the canary.
     pub fn new(policy: &PolicyRef, spec: &RolloutSpec) -> Variables {
-        let (router, canary, stable) = targets(policy, spec);
+        let (router, mut canary, mut stable) = targets(policy, spec);
+        if let Some(labels) = &spec.analysis.target_labels {
+            canary.labels = labels.canary.clone();
+            stable.labels = labels.stable.clone();
+        }
         Variables {
+            selector_key: spec.router.service.as_ref().map(|s| s.selector_key.clone()),
             namespace: policy.namespace.clone(),
             name: policy.name.clone(),
             interval: spec.analysis.query_window().to_promql(),
@@ -132,6 +144,21 @@ impl Variables {
             "subset" => target.subset.clone(),
             "port" => target.port.map(|p| p.to_string()),
             "cluster" => target.cluster.clone(),
+            field if field.starts_with("label.") => {
+                let label = &field["label.".len()..];
+                return target.labels.get(label).cloned().ok_or_else(|| {
+                    VariableError::NotDefined {
+                        name: name.to_owned(),
+                        why: format!(
+                            "add `{label}` to spec.analysis.targetLabels.{}",
+                            match (side, self.side) {
+                                ("stable", _) | ("target", Side::Stable) => "stable",
+                                _ => "canary",
+                            }
+                        ),
+                    }
+                });
+            }
             _ => {
                 return Err(VariableError::Unknown {
                     name: name.to_owned(),
@@ -181,6 +208,7 @@ fn targets(policy: &PolicyRef, spec: &RolloutSpec) -> (&'static str, Target, Tar
                 subset: d.subset.clone(),
                 port: d.port,
                 cluster,
+                labels: BTreeMap::new(),
             }
         };
         return ("istio", target(&istio.canary), target(&istio.stable));
@@ -193,6 +221,7 @@ fn targets(policy: &PolicyRef, spec: &RolloutSpec) -> (&'static str, Target, Tar
             subset: Some(value.to_owned()),
             port: None,
             cluster: None,
+            labels: BTreeMap::new(),
         };
         return (
             "service",

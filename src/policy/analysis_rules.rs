@@ -193,7 +193,9 @@ fn metric_spec(m: &MetricSpec, path: &str, family: Option<&str>, issues: &mut Ve
                 );
             }
             Some(template) => {
-                if let Some(family) = family.filter(|f| *f != template.family()) {
+                // The app's own and ingress-nginx counters do not depend on the router.
+                let routed = matches!(template.family(), "istio" | "envoy");
+                if let Some(family) = family.filter(|f| routed && *f != template.family()) {
                     issues.push(
                         Issue::warning(
                             format!("{path}.template"),

@@ -17,6 +17,7 @@ mod cron_message;
 pub mod diagnostic;
 mod judge_rules;
 pub mod limits;
+mod metric_label_rules;
 mod names;
 pub mod parse;
 mod partial;

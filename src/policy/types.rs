@@ -328,6 +328,31 @@ pub struct AnalysisSpec {
     /// Variables available to query templates as `{{ vars.NAME }}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+    /// The Prometheus labels that tell stable's series from the canary's in the built-in
+    /// templates, e.g. `{stable: {destination_workload: myapp-blue}, canary: {…}}`.
+    /// Replaces the version matcher the router implies (see docs/metrics.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_labels: Option<TargetLabels>,
+    /// A query template (`{{ target.* }}`, `{{ interval }}`) counting a target's requests
+    /// in the window: the canary's count for `minRequests` when the metrics are custom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<String>,
+    /// With a `testRoute`, a step at weight 0 is judged on the test route's traffic (the
+    /// canary's requests all come from it; stable's are the rest) instead of passing on
+    /// its hold alone. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub judge_test_route: bool,
+}
+
+/// Prometheus label matchers (label name to exact value) per target; both sides name
+/// the same labels.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetLabels {
+    /// The labels and values that select stable's series, e.g. `{version: blue}`.
+    pub stable: BTreeMap<String, String>,
+    /// The same labels with the canary's values, e.g. `{version: green}`.
+    pub canary: BTreeMap<String, String>,
 }
 
 impl AnalysisSpec {

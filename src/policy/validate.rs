@@ -125,6 +125,13 @@ pub(super) fn validate_parts(parts: &SpecParts<'_>) -> Vec<Issue> {
     }
     if let Some(a) = parts.analysis {
         analysis(a, &parts.metrics, router, &mut issues);
+        super::metric_label_rules::target_selection(
+            a,
+            &parts.metrics,
+            router,
+            parts.test_route_written,
+            &mut issues,
+        );
     }
     for (i, window) in parts.windows.iter().enumerate() {
         issues.extend(window_field_issues(

@@ -302,6 +302,8 @@ pub struct ClusterRun {
     pub client: Client,
     /// Set when the daemon check could not be made.
     pub warning: Option<String>,
+    /// Subset-level Istio: what the queries select, from the DestinationRule.
+    pub selection: Option<String>,
 }
 
 /// Loads `local` again in the kubeconfig context's namespace (when the file names
@@ -322,6 +324,14 @@ pub async fn prepare(
             .ok_or_else(|| crate::router::RouterError::Invalid("not a cluster policy".to_owned()))
     })
     .await;
+    // Subset-level Istio: the queries select the DestinationRule subsets' version labels.
+    let (spec, said) = crate::router::istio::destination_rule::with_subset_labels(
+        &connection.client,
+        &local.policy,
+        &local.spec,
+    )
+    .await;
+    local.spec = spec;
     let Some(router) = cluster_router(&connection.client, &local.policy, &local.spec) else {
         return Err(LocalError::Unsupported(format!(
             "{shown}: not a cluster policy (spec.router.istio or spec.router.service)"
@@ -344,6 +354,7 @@ pub async fn prepare(
         run,
         client: connection.client,
         warning,
+        selection: said,
     })
 }
 

@@ -126,5 +126,48 @@ pub async fn probe_queries(
             }
         }
     }
+    say_what_is_selected(&connection, policy, spec, &queries, at).await;
     Ok(())
+}
+
+/// Logs which labels the queries select, and warns about each request count that finds
+/// no series at all (a label that matches nothing: every evaluation would be
+/// Inconclusive). Warnings only: the canary may have had no traffic yet.
+async fn say_what_is_selected(
+    connection: &crate::metrics::prometheus::Connection,
+    policy: &PolicyRef,
+    spec: &RolloutSpec,
+    queries: &PolicyQueries,
+    at: Timestamp,
+) {
+    let (namespace, name) = (&policy.namespace, &policy.name);
+    for line in crate::metrics::selection::describe(policy, spec) {
+        tracing::info!(%namespace, %name, "{line}");
+    }
+    let mut asked = std::collections::HashSet::new();
+    for metric in &queries.metrics {
+        let sides = [
+            ("canary", Some(&metric.canary)),
+            ("stable", metric.stable.as_ref()),
+        ];
+        for (side, queries_of_side) in sides {
+            let Some(SideQueries::Ready {
+                requests: Some(requests),
+                ..
+            }) = queries_of_side
+            else {
+                continue;
+            };
+            if !asked.insert(requests.clone()) {
+                continue;
+            }
+            if matches!(connection.query(requests, at).await, Sample::NoData) {
+                tracing::warn!(
+                    %namespace, %name, metric = %metric.name, side,
+                    "no series match `{requests}`: check the labels it selects (spec.analysis.targetLabels){}",
+                    if side == "canary" { ", or the canary has had no traffic yet" } else { "" }
+                );
+            }
+        }
+    }
 }

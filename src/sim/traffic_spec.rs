@@ -25,6 +25,9 @@ pub struct TrafficSpec {
     /// Relative noise on request counts (scripted values only; the model has Poisson noise).
     #[serde(default)]
     pub jitter: f64,
+    /// Share of the requests matching the test route (scripted values only).
+    #[serde(default)]
+    pub test_route_share: f64,
     /// How often Prometheus would scrape: the model draws one set of counts per scrape.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scrape_interval: Option<Duration>,
@@ -44,6 +47,7 @@ impl Default for TrafficSpec {
         TrafficSpec {
             requests_per_second: ScriptedTraffic::default().requests_per_second,
             jitter: 0.0,
+            test_route_share: 0.0,
             scrape_interval: None,
             stable: None,
             canary: None,
@@ -58,6 +62,7 @@ impl From<ScriptedTraffic> for TrafficSpec {
         TrafficSpec {
             requests_per_second: traffic.requests_per_second,
             jitter: traffic.jitter,
+            test_route_share: traffic.test_route_share,
             ..TrafficSpec::default()
         }
     }
@@ -156,6 +161,7 @@ impl TrafficSpec {
         ScriptedTraffic {
             requests_per_second: self.requests_per_second,
             jitter: self.jitter,
+            test_route_share: self.test_route_share,
         }
     }
 

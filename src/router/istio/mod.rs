@@ -9,6 +9,7 @@
 //! or removes its own test route ([`test_route`]). [`client`] does the Kubernetes I/O.
 
 pub mod client;
+pub mod destination_rule;
 pub mod error;
 pub mod locate;
 pub mod plan;

@@ -166,7 +166,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(options: DaemonOptions, seams: DaemonSeams) -> Self {
+    pub fn new(options: DaemonOptions, mut seams: DaemonSeams) -> Self {
+        // Subset-level Istio policies select by their DestinationRule's version labels.
+        seams.metrics = Arc::new(
+            crate::router::istio::destination_rule::DestinationRuleLabels::new(
+                seams.metrics,
+                seams.client.clone(),
+            ),
+        );
         Daemon {
             options,
             seams,

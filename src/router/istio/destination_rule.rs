@@ -1,0 +1,312 @@
+//! The workload labels behind a subset-level Istio policy's subsets, read from the
+//! DestinationRule (networking.istio.io), and the Prometheus labels they imply.
+//!
+//! Istio's metrics do not name subsets: the destination sidecar reports the pod's
+//! `version` label as `destination_version`. A subset called `blue` whose pods carry
+//! `version: blue-web-echo` is therefore selected by
+//! `destination_version="blue-web-echo"`, never by the subset's name. A subset that
+//! selects pods on another label (`color: blue`) has no label Istio reports per
+//! release: the policy names one in `spec.analysis.targetLabels` (e.g.
+//! `destination_workload`); without it the queries keep the subset's name and the
+//! preflight warns when they find no series.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::Client;
+use serde_json::Value;
+
+use crate::analysis::sample::AnalysisInput;
+use crate::metrics::variables::fqdn;
+use crate::metrics::{MetricSource, PolicyRef};
+use crate::policy::{IstioRouter as IstioRouterSpec, RolloutSpec, TargetLabels, Timestamp};
+
+/// The pod label Istio reports as `destination_version`.
+pub const VERSION_LABEL: &str = "version";
+
+/// How long listing DestinationRules may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the DestinationRules say about one policy's two subsets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubsetSelection {
+    /// Both subsets' pods carry a `version` label: select by `destination_version`.
+    Derived(TargetLabels),
+    /// A subset was not found, or selects its pods without a `version` label: the
+    /// message says which and what to do.
+    Underived(String),
+}
+
+/// The pod labels of `subset` in the DestinationRule (among `rules`, the items of a
+/// list in `namespace`) whose host is `host` (fully qualified).
+pub fn subset_pod_labels(
+    rules: &[Value],
+    namespace: &str,
+    host: &str,
+    subset: &str,
+) -> Option<BTreeMap<String, String>> {
+    rules
+        .iter()
+        .filter(|rule| {
+            let rule_namespace = rule["metadata"]["namespace"].as_str().unwrap_or(namespace);
+            rule["spec"]["host"]
+                .as_str()
+                .is_some_and(|h| fqdn(h, rule_namespace) == host)
+        })
+        .filter_map(|rule| rule["spec"]["subsets"].as_array())
+        .flatten()
+        .find(|s| s["name"].as_str() == Some(subset))
+        .map(|s| {
+            s["labels"]
+                .as_object()
+                .map(|labels| {
+                    labels
+                        .iter()
+                        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+}
+
+/// The selection the subsets' pod labels imply (`None`: the subset was not found).
+pub fn selection(
+    stable: (&str, Option<&BTreeMap<String, String>>),
+    canary: (&str, Option<&BTreeMap<String, String>>),
+) -> SubsetSelection {
+    let mut derived = TargetLabels::default();
+    for ((subset, labels), out) in [(stable, &mut derived.stable), (canary, &mut derived.canary)] {
+        let Some(labels) = labels else {
+            return SubsetSelection::Underived(format!(
+                "no DestinationRule subset `{subset}` found for the host; the queries select destination_version=\"{subset}\""
+            ));
+        };
+        let Some(version) = labels.get(VERSION_LABEL) else {
+            let selects: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            return SubsetSelection::Underived(format!(
+                "DestinationRule subset `{subset}` selects pods by {} without a `version` label, which Istio reports as destination_version=\"unknown\"; set spec.analysis.targetLabels (e.g. destination_workload per release)",
+                if selects.is_empty() { "nothing".to_owned() } else { selects.join(",") }
+            ));
+        };
+        out.insert("destination_version".to_owned(), version.clone());
+    }
+    if derived.stable == derived.canary {
+        return SubsetSelection::Underived(format!(
+            "both subsets select pods with version={:?}: their metrics cannot be told apart; set spec.analysis.targetLabels",
+            derived.stable.get("destination_version")
+        ));
+    }
+    SubsetSelection::Derived(derived)
+}
+
+/// Whether `spec` is subset-level Istio with no `targetLabels`: its labels come from the
+/// DestinationRule.
+pub fn needs_subset_labels(spec: &RolloutSpec) -> Option<&IstioRouterSpec> {
+    spec.router.istio.as_ref().filter(|istio| {
+        spec.analysis.target_labels.is_none()
+            && istio.stable.subset.is_some()
+            && istio.canary.subset.is_some()
+    })
+}
+
+/// Lists the DestinationRules of the hosts' namespaces and works out the selection.
+pub async fn read_selection(
+    client: &Client,
+    policy: &PolicyRef,
+    istio: &IstioRouterSpec,
+) -> Result<SubsetSelection, String> {
+    let vs_namespace = istio
+        .virtual_service
+        .split_once('/')
+        .map_or(policy.namespace.as_str(), |(ns, _)| ns);
+    let gvk = GroupVersionKind::gvk(
+        "networking.istio.io",
+        istio.api_version.as_str(),
+        "DestinationRule",
+    );
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "destinationrules");
+    let mut found: Vec<Option<BTreeMap<String, String>>> = Vec::new();
+    for destination in [&istio.stable, &istio.canary] {
+        let subset = destination.subset.as_deref().unwrap_or_default();
+        let host = fqdn(&destination.host, vs_namespace);
+        // `name.namespace.svc…`: the rule usually lives beside the Service. Only the
+        // policy's own namespace is read: a policy never makes shiftgate read another
+        // namespace's objects.
+        let namespace = host.split('.').nth(1).unwrap_or(vs_namespace).to_owned();
+        if namespace != policy.namespace {
+            return Ok(SubsetSelection::Underived(format!(
+                "the DestinationRule of {host} would be in namespace {namespace}, not the policy's ({}); it is not read: set spec.analysis.targetLabels",
+                policy.namespace
+            )));
+        }
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
+        let list = tokio::time::timeout(CALL_TIMEOUT, api.list(&ListParams::default()))
+            .await
+            .map_err(|_| format!("listing destinationrules in {namespace} timed out"))?
+            .map_err(|e| format!("cannot list destinationrules in {namespace}: {e}"))?;
+        let rules: Vec<Value> = list
+            .items
+            .iter()
+            .filter_map(|item| serde_json::to_value(item).ok())
+            .collect();
+        found.push(subset_pod_labels(&rules, &namespace, &host, subset));
+    }
+    let subset = |d: &crate::policy::Destination| d.subset.clone().unwrap_or_default();
+    let (stable, canary) = (subset(&istio.stable), subset(&istio.canary));
+    Ok(selection(
+        (&stable, found.first().and_then(Option::as_ref)),
+        (&canary, found.get(1).and_then(Option::as_ref)),
+    ))
+}
+
+/// A metric source that gives a subset-level Istio policy (without `targetLabels`) the
+/// labels its DestinationRule implies before querying. What it selects is logged when it
+/// changes; a rule it cannot read leaves the router's default (the subset's name).
+pub struct DestinationRuleLabels {
+    inner: Arc<dyn MetricSource>,
+    client: Client,
+    last: Mutex<HashMap<PolicyRef, String>>,
+}
+
+impl DestinationRuleLabels {
+    pub fn new(inner: Arc<dyn MetricSource>, client: Client) -> Self {
+        DestinationRuleLabels {
+            inner,
+            client,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn resolve(&self, policy: &PolicyRef, spec: &RolloutSpec) -> RolloutSpec {
+        let (resolved, said) = with_subset_labels(&self.client, policy, spec).await;
+        let Some(said) = said else {
+            return resolved;
+        };
+        let changed = {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            last.insert(policy.clone(), said.clone()).as_ref() != Some(&said)
+        };
+        if changed && resolved.analysis.target_labels.is_some() {
+            tracing::info!(namespace = %policy.namespace, name = %policy.name, "{said}");
+        } else if changed {
+            // The queries keep the subset names, which match only pods labelled so.
+            tracing::warn!(namespace = %policy.namespace, name = %policy.name, "{said}");
+        }
+        resolved
+    }
+}
+
+/// `spec` with the labels its DestinationRule implies when it needs them and they can
+/// be derived, and what the queries select (none when the spec needs no DestinationRule).
+pub async fn with_subset_labels(
+    client: &Client,
+    policy: &PolicyRef,
+    spec: &RolloutSpec,
+) -> (RolloutSpec, Option<String>) {
+    let Some(istio) = needs_subset_labels(spec) else {
+        return (spec.clone(), None);
+    };
+    match read_selection(client, policy, istio).await {
+        Ok(SubsetSelection::Derived(labels)) => {
+            let said = format!(
+                "queries select stable {}, canary {} (the DestinationRule subsets' version labels)",
+                describe(&labels.stable),
+                describe(&labels.canary)
+            );
+            let mut resolved = spec.clone();
+            resolved.analysis.target_labels = Some(labels);
+            (resolved, Some(said))
+        }
+        Ok(SubsetSelection::Underived(why)) | Err(why) => (spec.clone(), Some(why)),
+    }
+}
+
+/// `{a="x",b="y"}`, as PromQL writes matchers.
+pub fn describe(labels: &BTreeMap<String, String>) -> String {
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+#[async_trait]
+impl MetricSource for DestinationRuleLabels {
+    fn admit(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+    ) -> Result<(), crate::metrics::providers::AccessError> {
+        self.inner.admit(policy, spec)
+    }
+
+    async fn observe(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+        at: Timestamp,
+        counts_since: Option<Timestamp>,
+    ) -> AnalysisInput {
+        let resolved = self.resolve(policy, spec).await;
+        self.inner
+            .observe(policy, &resolved, at, counts_since)
+            .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Seed 003's DestinationRule: subsets named v1/v2, pods labelled by release name.
+    fn seed_003() -> Vec<Value> {
+        vec![json!({
+            "metadata": {"name": "web-echo", "namespace": "echo"},
+            "spec": {"host": "web-echo", "subsets": [
+                {"name": "v1", "labels": {"version": "blue-web-echo"}},
+                {"name": "v2", "labels": {"version": "green-web-echo"}}
+            ]}
+        })]
+    }
+
+    #[test]
+    fn version_labels_of_the_subsets_become_destination_version() {
+        let rules = seed_003();
+        let host = "web-echo.echo.svc.cluster.local";
+        let v1 = subset_pod_labels(&rules, "echo", host, "v1");
+        let v2 = subset_pod_labels(&rules, "echo", host, "v2");
+        let SubsetSelection::Derived(labels) = selection(("v1", v1.as_ref()), ("v2", v2.as_ref()))
+        else {
+            panic!("not derived");
+        };
+        assert_eq!(labels.stable["destination_version"], "blue-web-echo");
+        assert_eq!(labels.canary["destination_version"], "green-web-echo");
+        // Another host's rule is never read.
+        assert_eq!(
+            subset_pod_labels(&rules, "echo", "other.echo.svc.cluster.local", "v1"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_subset_without_a_version_label_asks_for_target_labels() {
+        let colour = BTreeMap::from([("color".to_owned(), "blue".to_owned())]);
+        let green = BTreeMap::from([("color".to_owned(), "green".to_owned())]);
+        let SubsetSelection::Underived(why) =
+            selection(("blue", Some(&colour)), ("green", Some(&green)))
+        else {
+            panic!("derived without a version label");
+        };
+        assert!(
+            why.contains("color=blue") && why.contains("targetLabels"),
+            "{why}"
+        );
+        let SubsetSelection::Underived(why) = selection(("blue", None), ("green", Some(&green)))
+        else {
+            panic!("derived without a subset");
+        };
+        assert!(why.contains("no DestinationRule subset `blue`"), "{why}");
+    }
+}

@@ -318,6 +318,8 @@ fn rbac_grants_exactly_what_shiftgate_uses() {
             ("networking.istio.io", "virtualservices", &["get", "patch"]),
             ("networking.istio.io", "destinationrules", &["list"]),
             ("", "services", &["get", "patch"]),
+            ("apps", "deployments", &["get"]),
+            ("apps", "deployments/scale", &["patch"]),
             ("events.k8s.io", "events", &["create", "patch"]),
             ("", "secrets", &["get"]),
         ])

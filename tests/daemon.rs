@@ -1151,6 +1151,62 @@ async fn only_the_leader_refuses_an_undecodable_policy() {
     b.stop().await;
 }
 
+/// `revisionFrom` of a canary Deployment that does not exist: refused with the
+/// Deployment named, nothing written; once it exists, the revision is its template's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_from_a_missing_deployment_is_refused_until_it_exists() {
+    let cluster = Cluster::start().await;
+    let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
+    let mut derived = policy("derived", json!([0, 100]), "checkout", "primary", "v2");
+    derived.spec.revision = String::new();
+    derived.spec.workloads = serde_json::from_value(json!({
+        "stable": "web-blue", "canary": "web-green", "revisionFrom": "canaryDeployment"
+    }))
+    .unwrap();
+    cluster.create(&derived).await;
+    assert_refused(&cluster, "derived", "InvalidPolicy", "web-green").await;
+    assert!(cluster.log.weights().is_empty());
+
+    let deployments = ResourceRef::new("apps", "v1", "deployments");
+    for name in ["web-blue", "web-green"] {
+        cluster
+            .server
+            .put_object(
+                &deployments,
+                json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": { "name": name, "namespace": NS },
+                    "spec": { "replicas": 1, "selector": { "matchLabels": { "app": name } },
+                              "template": { "metadata": { "labels": { "app": name } },
+                                            "spec": { "containers": [{ "name": "web", "image": "registry.example/web:7" }] } } },
+                    "status": { "observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1 }
+                }),
+            )
+            .unwrap();
+    }
+    let status = cluster
+        .wait_for_status(
+            "derived",
+            "the derived revision",
+            Duration::from_secs(30),
+            |s| {
+                s.revision
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("web:7@"))
+            },
+        )
+        .await;
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Accepted" && c.status == "True"),
+        "{:?}",
+        status.conditions
+    );
+    daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undo_after_a_promotion_flips_back_in_one_write_with_an_event() {
     let cluster = Cluster::start().await;

@@ -350,7 +350,7 @@ fn structural_and_semantic_errors_are_reported_in_one_pass() {
     assert_eq!(
         check(&["invalid/mixed-structure-and-rules.yaml"]),
         [
-            "6:1: spec: missing required field `revision`",
+            "6:1: spec.revision: missing required field `revision`",
             "12:18: spec.steps[2]: weight 30 does not exceed the previous step's 60: steps must strictly increase",
             "12:22: spec.steps[3]: expected a whole number or a mapping, found the string `abc`",
             "15:5: spec.analysis.minRequests: expected a whole number, found the string `many`",

@@ -47,13 +47,17 @@ mod scenarios;
 #[path = "regression/judge_statistics.rs"]
 mod judge_statistics;
 
-/// Issue "lifecycle" §1, §2, §8: colours, undo, one run per route.
-#[path = "regression/lifecycle_colours.rs"]
-mod lifecycle_colours;
+/// Issue "lifecycle" §3: the stable and canary Deployments (`spec.workloads`).
+#[path = "regression/lifecycle_workloads.rs"]
+mod lifecycle_workloads;
 
 /// Issue "operate" §1 and §2: the image and the install.
 #[path = "regression/install.rs"]
 mod install;
+
+/// Issue "lifecycle" §1, §2, §8: colours, undo, one run per route.
+#[path = "regression/lifecycle_colours.rs"]
+mod lifecycle_colours;
 
 /// Issue "lifecycle" §4, §5, §7: metric labels, analysis without a mesh, A/B at 0 %.
 #[path = "regression/metric_labels.rs"]

@@ -80,7 +80,11 @@ async fn run_async(args: RunArgs) -> i32 {
     let options = RunOptions {
         dry_run: args.dry_run,
     };
-    let revision = local.spec.revision.clone();
+    let revision = match &local.spec.workloads {
+        // `revisionFrom`: the revision is read from the canary Deployment by the run.
+        Some(w) if local.spec.revision.is_empty() => format!("from Deployment {}", w.canary),
+        _ => local.spec.revision.clone(),
+    };
     let mut client = None;
     // What the queries select, said once the run starts (from the DestinationRule, else
     // from the policy).

@@ -15,6 +15,7 @@ mod record;
 pub mod step;
 pub mod types;
 mod undo;
+pub mod workloads;
 
 #[cfg(test)]
 mod evidence_tests;
@@ -22,6 +23,8 @@ mod evidence_tests;
 mod tests;
 #[cfg(test)]
 mod undo_tests;
+#[cfg(test)]
+mod workloads_tests;
 
 pub use evidence::counts_since;
 pub use live_colour::refused_live_canary;

@@ -56,6 +56,7 @@ pub struct Plan {
     on_failure: OnFailure,
     on_drift: OnDrift,
     names: DestinationNames,
+    workloads: Option<crate::policy::workloads::WorkloadsSpec>,
     /// `(stable, canary)` colours of a spec oriented by `runtime::colours`.
     colours: Option<(String, String)>,
     /// The phases at which at least one hook is called.
@@ -114,6 +115,7 @@ impl Plan {
             on_failure: spec.on_failure,
             on_drift: spec.on_drift,
             names: DestinationNames::of(spec),
+            workloads: spec.workloads.clone(),
             colours: crate::policy::colours::oriented_colours(&spec.router),
             hook_phases: spec
                 .hooks
@@ -189,6 +191,11 @@ impl Plan {
     /// The stable and canary destinations, for messages.
     pub(crate) fn destination_names(&self) -> &DestinationNames {
         &self.names
+    }
+
+    /// The Deployments behind the destinations (`spec.workloads`).
+    pub fn workloads(&self) -> Option<&crate::policy::workloads::WorkloadsSpec> {
+        self.workloads.as_ref()
     }
 
     /// `(stable, canary)` colours, for a policy with colours.

@@ -56,6 +56,9 @@ impl Tick<'_> {
             }
             return;
         }
+        if !self.canary_workload_ready() {
+            return;
+        }
         match self.hook_gate(HookPhase::PreRollout, self.plan.step(0).weight) {
             Gate::Open => {}
             Gate::Asked => return,

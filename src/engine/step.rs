@@ -18,6 +18,7 @@ const MAX_ROUNDS: usize = 4;
 pub fn step(plan: &Plan, state: &RolloutStatus, obs: &Observation) -> Decision {
     let mut tick = Tick::new(plan, state, obs);
     tick.run();
+    tick.workloads_after_route();
     tick.finish()
 }
 
@@ -34,7 +35,7 @@ pub(crate) struct Tick<'a> {
 }
 
 impl<'a> Tick<'a> {
-    fn new(plan: &'a Plan, state: &RolloutStatus, obs: &'a Observation) -> Self {
+    pub(crate) fn new(plan: &'a Plan, state: &RolloutStatus, obs: &'a Observation) -> Self {
         Tick {
             plan,
             obs,
@@ -46,7 +47,7 @@ impl<'a> Tick<'a> {
         }
     }
 
-    fn finish(mut self) -> Decision {
+    pub(crate) fn finish(mut self) -> Decision {
         // `step` is an index; people read steps counted from 1 (see `step_label`).
         self.s.current_step = Some(format!(
             "{}/{}",

@@ -129,6 +129,8 @@ pub struct Observation {
     /// Hook answers: of the gates the engine asked for (`Action::CallHooks`), and of
     /// informational hooks that finished since the last tick.
     pub hooks: Vec<crate::engine::hooks::HookOutcome>,
+    /// The stable and canary Deployments, read when the policy names them.
+    pub workloads: Option<crate::engine::workloads::WorkloadsObservation>,
 }
 
 impl Observation {
@@ -141,6 +143,7 @@ impl Observation {
             checks: None,
             commands: Vec::new(),
             hooks: Vec::new(),
+            workloads: None,
         }
     }
 }
@@ -214,6 +217,9 @@ pub enum Action {
     /// answers in `Observation::hooks`. Otherwise: call them in the background, after
     /// this decision's route write; never wait for them.
     CallHooks(crate::engine::hooks::HookCall),
+    /// Set a Deployment's replicas through its scale subresource (`spec.workloads`).
+    /// Persist the decision's state before sending it.
+    ScaleWorkload { deployment: String, replicas: i32 },
 }
 
 /// The engine's answer: the next state, the actions to run, and when to look again

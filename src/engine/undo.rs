@@ -82,7 +82,10 @@ impl Tick<'_> {
     fn start_undo(&mut self) {
         self.s.phase = Phase::RollingBack;
         self.s.pause_reason = None;
-        self.s.target = Some(RouteTarget {
+        // A previous stable scaled down (`workloads.scaleDown`) gets its replicas back
+        // first; the write then waits until they are available (engine::workloads).
+        let stable_ready = self.prepare_undo();
+        self.s.target = stable_ready.then_some(RouteTarget {
             canary_weight: 0,
             test_route: false,
             purpose: TargetPurpose::Undo,

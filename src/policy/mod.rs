@@ -31,5 +31,6 @@ pub mod structure;
 pub mod templates;
 pub mod validate;
 pub mod window;
+pub mod workloads;
 pub mod yaml;
 mod yaml_brackets;

@@ -332,6 +332,7 @@ struct Sections {
     grafana: Option<GrafanaSpec>,
     notify: Vec<Option<NotifySpec>>,
     hooks: Vec<Option<HookSpec>>,
+    workloads: Option<super::workloads::WorkloadsSpec>,
 }
 
 impl Sections {
@@ -362,6 +363,7 @@ impl Sections {
             grafana: self.grafana.as_ref(),
             notify: self.notify.iter().map(Option::as_ref).collect(),
             hooks: self.hooks.iter().map(Option::as_ref).collect(),
+            workloads: self.workloads.as_ref(),
         }
     }
 }
@@ -477,6 +479,12 @@ impl Reader<'_> {
             .flatten();
         sections.notify = self.items(spec.get("notify"), "spec.notify");
         sections.hooks = self.items(spec.get("hooks"), "spec.hooks");
+        sections.workloads = self
+            .read::<Option<super::workloads::WorkloadsSpec>>(
+                spec.get("workloads"),
+                "spec.workloads",
+            )
+            .flatten();
         sections
     }
 }

@@ -180,6 +180,9 @@ pub struct RolloutStatus {
     /// state the command led to, so a restart neither loses nor repeats a command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_command_id: Option<String>,
+    /// The Deployments' side of the rollout (`spec.workloads`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads: Option<super::workloads::WorkloadsStatus>,
 }
 
 impl RolloutStatus {

@@ -41,7 +41,9 @@ pub const KIND: &str = "RolloutPolicy";
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RolloutSpec {
-    /// The release being rolled out. A new value starts a new rollout.
+    /// The release being rolled out. A new value starts a new rollout. Absent when
+    /// `workloads.revisionFrom` derives it from the canary Deployment.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub revision: String,
     /// Which traffic router shiftgate drives. Exactly one of `istio`, `service`, `envoy`.
     pub router: RouterSpec,
@@ -79,6 +81,9 @@ pub struct RolloutSpec {
     /// Webhooks called at the rollout's phases (docs/hooks.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<super::hooks::HookSpec>,
+    /// The stable and canary Deployments (apps/v1) in the policy's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads: Option<super::workloads::WorkloadsSpec>,
 }
 
 /// Exactly one of the three routers must be set.

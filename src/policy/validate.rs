@@ -47,6 +47,7 @@ pub(super) struct SpecParts<'a> {
     pub grafana: Option<&'a GrafanaSpec>,
     pub notify: Vec<Option<&'a NotifySpec>>,
     pub hooks: Vec<Option<&'a HookSpec>>,
+    pub workloads: Option<&'a super::workloads::WorkloadsSpec>,
 }
 
 /// The readable fields of one deployment window.
@@ -60,7 +61,8 @@ pub(super) struct WindowFields<'a> {
 impl<'a> SpecParts<'a> {
     pub fn whole(spec: &'a RolloutSpec) -> Self {
         SpecParts {
-            revision: Some(&spec.revision),
+            // Absent (serde's default) reads as not written.
+            revision: Some(spec.revision.as_str()).filter(|r| !r.is_empty()),
             router: Some(&spec.router),
             canary_color: spec.canary_color.as_deref(),
             router_complete: true,
@@ -82,6 +84,7 @@ impl<'a> SpecParts<'a> {
             grafana: spec.grafana.as_ref(),
             notify: spec.notify.iter().map(Some).collect(),
             hooks: spec.hooks.iter().map(Some).collect(),
+            workloads: spec.workloads.as_ref(),
         }
     }
 }
@@ -89,12 +92,8 @@ impl<'a> SpecParts<'a> {
 /// Every issue of the readable parts of a spec.
 pub(super) fn validate_parts(parts: &SpecParts<'_>) -> Vec<Issue> {
     let mut issues = super::limits::spec_issues(parts);
-    if parts.revision.is_some_and(|r| r.trim().is_empty()) {
-        issues.push(
-            Issue::error("spec.revision", "revision is empty")
-                .with_hint("write the release being rolled out, e.g. `\"v2\"` or an image tag"),
-        );
-    }
+    let colours = parts.router.is_some_and(super::colours::has_colours);
+    super::workloads::workloads_issues(parts.workloads, parts.revision, colours, &mut issues);
     if let Some(r) = parts.router {
         super::colours::issues(r, parts.canary_color, &mut issues);
         // With colours, the rules on stable and canary read the colours (in the order

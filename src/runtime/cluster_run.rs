@@ -341,7 +341,15 @@ pub async fn prepare(
         DaemonCheck::Clear => None,
         DaemonCheck::Unknown(message) => Some(message),
     };
-    let run = LocalRun::with_router(local, router, state_dir, options)?;
+    let namespace = local.policy.namespace.clone();
+    let dry_run = options.dry_run;
+    let run = LocalRun::with_router(local, router, state_dir, options)?.with_workloads(
+        crate::runtime::workloads::cluster_workloads(
+            connection.client.clone(),
+            &namespace,
+            dry_run,
+        ),
+    );
     Ok(ClusterRun {
         run,
         client: connection.client,

@@ -243,6 +243,13 @@ impl LocalRun {
                  service routers run under `shiftgate daemon` in a cluster"
             )));
         };
+        if local.spec.workloads.is_some() {
+            return Err(LocalError::Unsupported(format!(
+                "{label}: spec.workloads names Kubernetes Deployments, and a local Envoy run has \
+                 no cluster to read them from; remove spec.workloads, or use an istio or service \
+                 router with `shiftgate run` against a cluster or `shiftgate daemon`"
+            )));
+        }
         let envoy = EnvoyRouter::new(envoy, local.spec.test_route.as_ref()).map_err(|e| {
             LocalError::CannotRun {
                 policy: label.clone(),
@@ -300,6 +307,12 @@ impl LocalRun {
             file_store: (!options.dry_run).then(|| FileStore::new(state_dir)),
             clock,
         })
+    }
+
+    /// Serves `spec.workloads` through a cluster's Deployments (cluster runs only).
+    pub fn with_workloads(mut self, workloads: Arc<dyn super::workloads::Workloads>) -> Self {
+        self.reconciler = self.reconciler.with_workloads(workloads);
+        self
     }
 
     pub fn policy(&self) -> &LocalPolicy {

@@ -21,6 +21,7 @@ pub mod route_index;
 pub mod route_lease;
 pub mod scheduler;
 pub mod webhook;
+pub mod workloads;
 
 pub use checks::CheckRunner;
 pub use clock::{Clock, SystemClock, VirtualClock};

@@ -18,6 +18,7 @@ use crate::runtime::clock::Clock;
 use crate::runtime::commands::CommandSource;
 use crate::runtime::faults::{CrashPoint, FaultHook};
 use crate::runtime::hooks::{default_hooks, Hooks};
+use crate::runtime::workloads::Workloads;
 use crate::store::{StateStore, StoreError};
 
 /// Engine rounds per tick: metrics, checks, a write, its confirmation, a conflict or two.
@@ -44,6 +45,14 @@ pub enum ReconcileError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `spec.workloads` cannot be served: no cluster to read Deployments from
+    /// (`transient: false`), or the canary's revision cannot be derived yet.
+    #[error("policy {policy}: {message}")]
+    Workloads {
+        policy: String,
+        message: String,
+        transient: bool,
+    },
     /// A fault hook ended the tick here, as a kill would (tests only).
     #[error("tick of {policy} crashed at {point:?} (injected fault)")]
     Crashed { policy: String, point: CrashPoint },
@@ -54,6 +63,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Plan { source, .. } => source.reason(),
             ReconcileError::Store(e) => e.reason(),
+            ReconcileError::Workloads { .. } => "WorkloadsUnavailable",
             ReconcileError::Crashed { .. } => "InjectedCrash",
         }
     }
@@ -62,6 +72,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Plan { .. } => false,
             ReconcileError::Store(e) => e.is_transient(),
+            ReconcileError::Workloads { transient, .. } => *transient,
             ReconcileError::Crashed { .. } => true,
         }
     }
@@ -99,6 +110,8 @@ pub struct Reconciler {
     faults: Option<Arc<dyn FaultHook>>,
     /// `None`: the process-wide webhook caller (`hooks::default_hooks`).
     hooks: Option<Arc<Hooks>>,
+    /// Reads and scales the Deployments of `spec.workloads` (a cluster only).
+    workloads: Option<Arc<dyn Workloads>>,
 }
 
 impl Reconciler {
@@ -107,6 +120,7 @@ impl Reconciler {
             seams,
             faults: None,
             hooks: None,
+            workloads: None,
         }
     }
 
@@ -114,6 +128,12 @@ impl Reconciler {
     /// for the next tick) instead of the process-wide webhook caller.
     pub fn with_hooks(mut self, hooks: Arc<Hooks>) -> Self {
         self.hooks = Some(hooks);
+        self
+    }
+
+    /// Serves `spec.workloads` through these Deployments.
+    pub fn with_workloads(mut self, workloads: Arc<dyn Workloads>) -> Self {
+        self.workloads = Some(workloads);
         self
     }
 
@@ -145,6 +165,8 @@ impl Reconciler {
         policy: &PolicyRef,
         spec: &RolloutSpec,
     ) -> Result<TickOutcome, ReconcileError> {
+        let (resolved, observed_workloads) = self.read_workloads(policy, spec).await?;
+        let spec = resolved.as_ref().unwrap_or(spec);
         let plan = Plan::new(spec).map_err(|source| ReconcileError::Plan {
             policy: format!("{}/{}", policy.namespace, policy.name),
             source,
@@ -182,6 +204,7 @@ impl Reconciler {
             checks: None,
             commands,
             hooks: Vec::new(),
+            workloads: observed_workloads,
         };
         let hooks = self.hooks.clone().unwrap_or_else(default_hooks);
         obs.hooks = hooks.take_finished(policy);
@@ -240,7 +263,16 @@ impl Reconciler {
             outcome.transitions.extend(decision.transitions().cloned());
             let desired = decision.route_write();
             let wake_at = decision.wake_at;
+            let scales = scale_actions(&decision.actions);
             state = decision.state;
+            if !scales.is_empty() {
+                // Write-ahead, as for routes: the replicas to restore are stored first.
+                if state != persisted {
+                    version = Some(seams.store.save(policy, &state, version.as_ref()).await?);
+                    persisted = state.clone();
+                }
+                self.scale(policy, &scales, &mut problems).await;
+            }
             obs.commands.clear();
             obs.analysis = None;
             obs.checks = None;
@@ -328,6 +360,19 @@ fn unanswered_gate<'a>(decision: &'a engine::Decision, obs: &Observation) -> Opt
     })
 }
 
+fn scale_actions(actions: &[Action]) -> Vec<(String, i32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ScaleWorkload {
+                deployment,
+                replicas,
+            } => Some((deployment.clone(), *replicas)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn observed(live: &Result<LiveRoute, RouterError>) -> Result<ManagedRoute, String> {
     match live {
         Ok(l) => Ok(l.route),
@@ -355,4 +400,84 @@ fn log_transition(policy: &PolicyRef, t: &Transition) {
         detail = %t.message,
         "rollout transition"
     );
+}
+
+impl Reconciler {
+    /// With `spec.workloads`: both Deployments for the engine and, with `revisionFrom`,
+    /// the spec with the derived revision. A policy naming workloads without a cluster
+    /// is refused; a revision that cannot be derived yet retries.
+    async fn read_workloads(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+    ) -> Result<
+        (
+            Option<RolloutSpec>,
+            Option<crate::engine::workloads::WorkloadsObservation>,
+        ),
+        ReconcileError,
+    > {
+        let Some(wanted) = &spec.workloads else {
+            return Ok((None, None));
+        };
+        let name = format!("{}/{}", policy.namespace, policy.name);
+        let Some(workloads) = &self.workloads else {
+            return Err(ReconcileError::Workloads {
+                policy: name,
+                message: "spec.workloads names Deployments, which only a cluster has; run the \
+                          policy with the daemon or `shiftgate run --kubeconfig`, or remove \
+                          spec.workloads"
+                    .to_owned(),
+                transient: false,
+            });
+        };
+        let read = crate::runtime::workloads::read_workloads(workloads.as_ref(), wanted).await;
+        let resolved = match read.revision {
+            None => None,
+            Some(Ok(revision)) => Some(RolloutSpec {
+                revision,
+                ..spec.clone()
+            }),
+            Some(Err(why)) => {
+                return Err(ReconcileError::Workloads {
+                    policy: name,
+                    message: format!(
+                        "the revision comes from the canary Deployment (revisionFrom), which \
+                         cannot be read: {why}"
+                    ),
+                    transient: true,
+                })
+            }
+        };
+        Ok((resolved, Some(read.observation)))
+    }
+
+    async fn scale(
+        &self,
+        policy: &PolicyRef,
+        scales: &[(String, i32)],
+        problems: &mut Vec<Problem>,
+    ) {
+        let Some(workloads) = &self.workloads else {
+            return;
+        };
+        for (deployment, replicas) in scales {
+            match workloads.scale(deployment, *replicas).await {
+                Ok(()) => info!(
+                    namespace = %policy.namespace,
+                    name = %policy.name,
+                    deployment = %deployment,
+                    replicas = *replicas,
+                    "deployment scaled"
+                ),
+                Err(e) => {
+                    warn!(namespace = %policy.namespace, name = %policy.name, error = %e, "deployment scale failed");
+                    problems.push(Problem {
+                        reason: e.reason(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
 }

@@ -669,11 +669,27 @@ async fn rbac_grants_only_what_is_used() {
                     "revision": "green",
                     "router": { "service": { "service": "web", "selectorKey": "color", "stableValue": "blue", "canaryValue": "green" } },
                     "steps": [0, { "weight": 100, "hold": "1s" }],
-                    "analysis": { "interval": "1s", "metrics": [] }
+                    "analysis": { "interval": "1s", "metrics": [] },
+                    "workloads": { "stable": "web-blue", "canary": "web-green", "scaleDown": { "after": "1s" } }
                 }
             }),
         )
         .unwrap();
+    for color in ["blue", "green"] {
+        server
+            .put_object(
+                &ResourceRef::new("apps", "v1", "deployments"),
+                json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": { "name": format!("web-{color}"), "namespace": B },
+                    "spec": { "replicas": 2, "selector": { "matchLabels": { "color": color } },
+                              "template": { "metadata": { "labels": { "color": color } },
+                                            "spec": { "containers": [{ "name": "web", "image": format!("web:{color}") }] } } },
+                    "status": { "observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2 }
+                }),
+            )
+            .unwrap();
+    }
     put_policy(
         &server,
         B,
@@ -706,12 +722,25 @@ async fn rbac_grants_only_what_is_used() {
                     "networking.istio.io".into(),
                     "virtualservices".into(),
                     "patch".into(),
-                )))
+                ))
+                && used.contains(&("apps".into(), "deployments/scale".into(), "patch".into())))
             .then_some(())
         },
     )
     .await;
 
+    // The scale subresource wrote the Deployment's own replicas (and nothing else).
+    let deployment = |name: &str| {
+        server
+            .get_object(
+                &ResourceRef::new("apps", "v1", "deployments"),
+                Some(B),
+                name,
+            )
+            .unwrap()
+    };
+    assert_eq!(deployment("web-blue")["spec"]["replicas"], 0);
+    assert_eq!(deployment("web-green")["spec"]["replicas"], 2);
     let used = used(&server);
     let granted = granted();
     let not_granted: Vec<_> = used.difference(&granted).collect();

@@ -11,3 +11,4 @@ pub mod ports;
 pub mod prometheus;
 pub mod rollout;
 pub mod scrapes;
+pub mod workloads;

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::metrics::providers::refuse_local_credentials;
+use crate::runtime::workloads::{FencedWorkloads, KubeWorkloads};
 
 /// Shared by every reconcile.
 pub(super) struct Context {
@@ -187,8 +188,38 @@ impl Context {
             commands: self.seams.commands.clone(),
             clock: self.seams.clock.clone(),
         })
-        .with_hooks(self.hooks.clone());
-        let outcome = reconciler.tick(&policy_ref, spec).await?;
+        .with_hooks(self.hooks.clone())
+        .with_workloads(Arc::new(FencedWorkloads::new(
+            Arc::new(KubeWorkloads::new(
+                self.seams.client.clone(),
+                &policy_ref.namespace,
+            )),
+            self.leadership.clone(),
+        )));
+        let outcome = match reconciler.tick(&policy_ref, spec).await {
+            // The Deployments a policy names cannot serve it yet (`revisionFrom` of a
+            // canary that cannot be read): said in the status, retried.
+            Err(crate::runtime::ReconcileError::Workloads {
+                message, transient, ..
+            }) => {
+                let event = RolloutEvent::InvalidPolicy {
+                    messages: vec![message.clone()],
+                };
+                self.refuse(
+                    policy,
+                    &policy_ref,
+                    reasons::INVALID_POLICY,
+                    &message,
+                    event,
+                )
+                .await?;
+                return Ok(Action::requeue(scheduler::after_error(
+                    transient,
+                    self.options.resync,
+                )));
+            }
+            result => result?,
+        };
         let status = &outcome.status;
         self.metrics
             .set_rollout(&policy_ref, status.phase, status.step, status.canary_weight);

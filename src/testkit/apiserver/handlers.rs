@@ -53,6 +53,16 @@ fn dispatch(
 ) -> Result<Response<Body>, ApiError> {
     let path = ResourcePath::parse(raw_path)?;
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
+    if super::scale::is_scale(&path) {
+        let media = content_type
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
+        let field_manager = query.get("fieldManager").map(String::as_str);
+        return super::scale::handle(shared, method, &path, media, field_manager, dry_run, body);
+    }
     let watch = query.get("watch").is_some_and(|v| v == "true" || v == "1");
     let target = target(shared, &path, raw_path)?;
     let name = path.name.clone();

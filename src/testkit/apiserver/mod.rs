@@ -29,6 +29,7 @@ mod handlers;
 mod meta;
 mod patch;
 mod path;
+mod scale;
 mod selector;
 mod store;
 mod watch;

@@ -1,0 +1,198 @@
+//! A rollout with `spec.workloads` against the real kube-apiserver (see
+//! kube_apiserver.rs): two Deployments in the test's namespace, read and scaled as
+//! deploy/'s ServiceAccount (so a missing RBAC grant is a 403), and the rest of the
+//! world in memory (router, store, healthy metrics, a virtual clock). The API server
+//! has no controllers: the tests write the Deployments' status themselves.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is the failure report
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use shiftgate::analysis::sample::{AnalysisInput, MetricObservation, Sample};
+use shiftgate::metrics::{MetricSource, PolicyRef};
+use shiftgate::policy::{RolloutSpec, Timestamp};
+use shiftgate::router::memory::MemoryRouter;
+use shiftgate::router::ManagedRoute;
+use shiftgate::runtime::checks::ScriptedChecks;
+use shiftgate::runtime::clock::VirtualClock;
+use shiftgate::runtime::workloads::KubeWorkloads;
+use shiftgate::runtime::{QueuedCommands, Reconciler, Seams, TickOutcome};
+use shiftgate::store::memory::MemoryStore;
+
+use super::kube_apiserver::KubeApiServer;
+
+/// Where deploy/ installs shiftgate's ServiceAccount.
+const SHIFTGATE_NS: &str = "shiftgate";
+
+/// Every evaluation passes.
+pub struct Healthy;
+
+#[async_trait]
+impl MetricSource for Healthy {
+    async fn observe(
+        &self,
+        _: &PolicyRef,
+        spec: &RolloutSpec,
+        at: Timestamp,
+        _: Option<Timestamp>,
+    ) -> AnalysisInput {
+        AnalysisInput {
+            at,
+            canary_requests: Sample::value(1000.0),
+            metrics: spec
+                .analysis
+                .metrics
+                .iter()
+                .map(|m| MetricObservation {
+                    name: m.name.clone(),
+                    canary: Sample::value(0.001),
+                    stable: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+pub fn server() -> &'static KubeApiServer {
+    let server = KubeApiServer::shared();
+    server.install();
+    server
+}
+
+/// A Deployment `name` of `replicas` pods running `image`, no status yet.
+pub fn deployment(name: &str, image: &str, replicas: i32) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": name } },
+            "template": {
+                "metadata": { "labels": { "app": name } },
+                "spec": { "containers": [ { "name": "web", "image": image } ] }
+            }
+        }
+    }))
+    .unwrap()
+}
+
+/// The Deployment API of `namespace`, as admin (the test plays the controllers).
+pub async fn deployments(server: &KubeApiServer, namespace: &str) -> Api<Deployment> {
+    Api::namespaced(server.admin_client().await, namespace)
+}
+
+pub async fn create(api: &Api<Deployment>, name: &str, image: &str, replicas: i32) {
+    api.create(&PostParams::default(), &deployment(name, image, replicas))
+        .await
+        .unwrap();
+}
+
+/// Writes the status the Deployment controller would: the current generation observed,
+/// `available` of its replicas updated and available.
+pub async fn set_available(api: &Api<Deployment>, name: &str, available: i32) {
+    let current = api.get(name).await.unwrap();
+    let status = json!({ "status": {
+        "observedGeneration": current.metadata.generation,
+        "replicas": available, "updatedReplicas": available,
+        "readyReplicas": available, "availableReplicas": available
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// `spec.replicas` as stored.
+pub async fn replicas(api: &Api<Deployment>, name: &str) -> i32 {
+    api.get(name).await.unwrap().spec.replicas.unwrap_or(1)
+}
+
+/// A policy on a Service router (0 → 100) naming `web-blue` and `web-green`, with
+/// `workloads` extra fields.
+pub fn spec(revision: Option<&str>, workloads: serde_json::Value) -> RolloutSpec {
+    let mut w = json!({ "stable": "web-blue", "canary": "web-green" });
+    if let (Some(map), serde_json::Value::Object(extra)) = (w.as_object_mut(), workloads) {
+        map.extend(extra);
+    }
+    let mut spec = json!({
+        "router": { "service": { "service": "web", "selectorKey": "color",
+                                 "stableValue": "blue", "canaryValue": "green" } },
+        "steps": [0, 100],
+        "analysis": { "interval": "30s",
+                      "metrics": [ { "name": "error-rate", "query": "e", "max": 0.01 } ] },
+        "workloads": w
+    });
+    if let Some(revision) = revision {
+        spec["revision"] = json!(revision);
+    }
+    serde_json::from_value(spec).unwrap()
+}
+
+/// The world of one policy: its Deployments through the real API server, the rest in
+/// memory.
+pub struct World {
+    pub policy: PolicyRef,
+    pub clock: Arc<VirtualClock>,
+    pub router: Arc<MemoryRouter>,
+    pub commands: Arc<QueuedCommands>,
+    pub reconciler: Reconciler,
+}
+
+impl World {
+    pub async fn new(server: &KubeApiServer, namespace: &str) -> World {
+        let client = server
+            .service_account_client(SHIFTGATE_NS, "shiftgate")
+            .await;
+        let clock = Arc::new(VirtualClock::new(
+            chrono::DateTime::from_timestamp(1_767_607_200, 0).unwrap(),
+        ));
+        let router = Arc::new(MemoryRouter::new(ManagedRoute {
+            canary_weight: 0,
+            test_route: false,
+        }));
+        let commands = Arc::new(QueuedCommands::default());
+        let reconciler = Reconciler::new(Seams {
+            router: router.clone(),
+            metrics: Arc::new(Healthy),
+            store: Arc::new(MemoryStore::default()),
+            checks: Arc::new(ScriptedChecks::passing()),
+            commands: commands.clone(),
+            clock: clock.clone(),
+        })
+        .with_workloads(Arc::new(KubeWorkloads::new(client, namespace)));
+        World {
+            policy: PolicyRef {
+                namespace: namespace.to_owned(),
+                name: "web".to_owned(),
+            },
+            clock,
+            router,
+            commands,
+            reconciler,
+        }
+    }
+
+    pub fn clock_now(&self) -> Timestamp {
+        shiftgate::runtime::Clock::now(self.clock.as_ref())
+    }
+
+    /// Ticks every 30 s (the analysis interval) until the rollout is promoted.
+    pub async fn until_promoted(&self, spec: &RolloutSpec) -> TickOutcome {
+        for _ in 0..10 {
+            let outcome = self.tick_after(30, spec).await;
+            if outcome.status.phase == shiftgate::policy::Phase::Promoted {
+                return outcome;
+            }
+        }
+        panic!("not promoted after 10 ticks");
+    }
+
+    /// Advances the clock by `secs`, then ticks once.
+    pub async fn tick_after(&self, secs: i64, spec: &RolloutSpec) -> TickOutcome {
+        self.clock.advance(chrono::Duration::seconds(secs));
+        self.reconciler.tick(&self.policy, spec).await.unwrap()
+    }
+}

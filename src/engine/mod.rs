@@ -24,6 +24,8 @@ mod tests;
 #[cfg(test)]
 mod undo_tests;
 #[cfg(test)]
+mod workloads_colour_tests;
+#[cfg(test)]
 mod workloads_tests;
 
 pub use evidence::counts_since;

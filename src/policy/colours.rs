@@ -26,6 +26,21 @@ pub fn colour_names(router: &RouterSpec) -> Option<[String; 2]> {
     }
 }
 
+/// Every colour the router names, in declared (alphabetical) order; empty without.
+pub fn colour_keys(router: &RouterSpec) -> Vec<String> {
+    if let Some(istio) = router.istio.as_ref().filter(|r| !r.colors.is_empty()) {
+        return istio.colors.keys().cloned().collect();
+    }
+    if let Some(envoy) = router.envoy.as_ref().filter(|r| !r.colors.is_empty()) {
+        return envoy.colors.keys().cloned().collect();
+    }
+    router
+        .service
+        .as_ref()
+        .map(|r| r.colors.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
 /// Whether any router of `router` names colours.
 pub fn has_colours(router: &RouterSpec) -> bool {
     router.istio.as_ref().is_some_and(|r| !r.colors.is_empty())
@@ -63,11 +78,19 @@ pub fn orient_router(router: &RouterSpec, stable: &str) -> Option<RouterSpec> {
     Some(oriented)
 }
 
-/// `spec` oriented with colour `stable` as stable (see [`orient_router`]).
+/// `spec` oriented with colour `stable` as stable (see [`orient_router`]); the
+/// Deployments of `spec.workloads.colors` follow the same colours.
 pub fn orient(spec: &RolloutSpec, stable: &str) -> Option<RolloutSpec> {
     let router = orient_router(&spec.router, stable)?;
+    let [a, b] = colour_names(&spec.router)?;
+    let canary = if stable == a { b } else { a };
+    let workloads = spec
+        .workloads
+        .as_ref()
+        .map(|w| super::workloads::orient_workloads(w, stable, &canary));
     Some(RolloutSpec {
         router,
+        workloads,
         ..spec.clone()
     })
 }

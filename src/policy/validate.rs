@@ -92,8 +92,11 @@ impl<'a> SpecParts<'a> {
 /// Every issue of the readable parts of a spec.
 pub(super) fn validate_parts(parts: &SpecParts<'_>) -> Vec<Issue> {
     let mut issues = super::limits::spec_issues(parts);
-    let colours = parts.router.is_some_and(super::colours::has_colours);
-    super::workloads::workloads_issues(parts.workloads, parts.revision, colours, &mut issues);
+    let colours = parts
+        .router
+        .map(super::colours::colour_keys)
+        .unwrap_or_default();
+    super::workloads::workloads_issues(parts.workloads, parts.revision, &colours, &mut issues);
     if let Some(r) = parts.router {
         super::colours::issues(r, parts.canary_color, &mut issues);
         // With colours, the rules on stable and canary read the colours (in the order

@@ -1,8 +1,13 @@
 //! `spec.workloads`: the stable and canary Deployments (apps/v1) behind the routed
 //! destinations, in the policy's own namespace. With them the rollout waits for the
 //! canary to be available, may take its revision from the canary's pod template, and
-//! may scale the previous stable down after a promotion. The types here are the policy
-//! format and the status; the rules are pure.
+//! may scale the previous stable down after a promotion. With the router's `colors` the
+//! policy names one Deployment per colour instead (`colors: {blue: web-blue, …}`), and
+//! orienting the spec for the live colour fills `stable`/`canary` (policy::colours), so
+//! the engine and the shell only ever read an oriented pair. The types here are the
+//! policy format and the status; the rules are pure.
+
+use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -17,11 +22,18 @@ use super::status::Timestamp;
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadsSpec {
-    /// Name of the stable release's Deployment.
+    /// Name of the stable release's Deployment (without the router's `colors`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stable: String,
-    /// Name of the canary release's Deployment. No traffic moves until it is available
-    /// (the test of `kubectl rollout status`).
+    /// Name of the canary release's Deployment (without the router's `colors`). No
+    /// traffic moves until it is available (the test of `kubectl rollout status`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub canary: String,
+    /// With the router's `colors`: the Deployment of each colour, keyed by the router's
+    /// colour names (`{blue: web-blue, green: web-green}`). The live colour's is the
+    /// stable Deployment, the idle colour's the canary one, decided per revision.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub colors: BTreeMap<String, String>,
     /// `canaryDeployment`: the revision is derived from the canary Deployment's pod
     /// template (a change of image starts a new rollout); `spec.revision` is then absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,11 +88,24 @@ pub struct ScaledDown {
     pub confirmed: bool,
 }
 
-/// Every issue of `spec.workloads` together with `spec.revision`.
+/// `workloads` with colour `stable`'s Deployment as stable and colour `canary`'s as
+/// canary; unchanged without `colors` (or for a colour it does not name: validation
+/// refuses that).
+pub fn orient_workloads(workloads: &WorkloadsSpec, stable: &str, canary: &str) -> WorkloadsSpec {
+    let mut oriented = workloads.clone();
+    if let (Some(s), Some(c)) = (workloads.colors.get(stable), workloads.colors.get(canary)) {
+        oriented.stable = s.clone();
+        oriented.canary = c.clone();
+    }
+    oriented
+}
+
+/// Every issue of `spec.workloads` together with `spec.revision`. `colours` are the
+/// router's colour names (empty without `colors`).
 pub(super) fn workloads_issues(
     workloads: Option<&WorkloadsSpec>,
     revision: Option<&str>,
-    colours: bool,
+    colours: &[String],
     issues: &mut Vec<Issue>,
 ) {
     let revision_written = revision.is_some_and(|r| !r.trim().is_empty());
@@ -109,22 +134,49 @@ pub(super) fn workloads_issues(
     let Some(w) = workloads else {
         return;
     };
-    if colours {
-        // The Deployments are named for fixed roles; with colours the roles alternate
-        // per release, and a scale-down would hit the colour that now serves.
+    if colours.is_empty() {
+        fixed_issues(w, issues);
+    } else {
+        colour_issues(w, colours, issues);
+    }
+    if let Some(scale) = &w.scale_down {
+        if scale.after == Duration::ZERO {
+            issues.push(
+                Issue::error(
+                    "spec.workloads.scaleDown.after",
+                    "0s leaves no time to undo a promotion before the previous stable is gone",
+                )
+                .with_hint("give the time an undo stays one route write, e.g. `10m`"),
+            );
+        }
+    }
+}
+
+/// Without colours: a fixed stable and canary, and no `colors`.
+fn fixed_issues(w: &WorkloadsSpec, issues: &mut Vec<Issue>) {
+    if !w.colors.is_empty() {
         issues.push(
             Issue::error(
-                "spec.workloads",
-                "spec.workloads names a fixed stable and canary Deployment, but the router's \
-                 `colors` alternate which colour is stable",
+                "spec.workloads.colors",
+                "spec.workloads.colors names a Deployment per colour, but the router names no \
+                 `colors`",
             )
             .with_hint(
-                "use `stable`/`canary` destinations with spec.workloads, or colours without it",
+                "name the Deployments with `stable:` and `canary:`, or give the router `colors`",
             ),
         );
+        return;
     }
     for (field, name) in [("stable", &w.stable), ("canary", &w.canary)] {
-        if let Err(why) = dns_subdomain(name) {
+        if name.is_empty() {
+            issues.push(
+                Issue::error(
+                    format!("spec.workloads.{field}"),
+                    format!("missing required field `{field}`"),
+                )
+                .with_hint(format!("add `{field}:` with the name of a Deployment")),
+            );
+        } else if let Err(why) = dns_subdomain(name) {
             issues.push(
                 Issue::error(format!("spec.workloads.{field}"), why)
                     .with_hint("the name of a Deployment in the policy's namespace"),
@@ -140,16 +192,99 @@ pub(super) fn workloads_issues(
             .with_hint("name the two Deployments of the two releases"),
         );
     }
-    if let Some(scale) = &w.scale_down {
-        if scale.after == Duration::ZERO {
+}
+
+/// With colours: one Deployment per router colour, no fixed stable and canary (the
+/// roles alternate per release), and no derived revision.
+fn colour_issues(w: &WorkloadsSpec, colours: &[String], issues: &mut Vec<Issue>) {
+    let listed = colours.join(" and ");
+    for (field, name) in [("stable", &w.stable), ("canary", &w.canary)] {
+        if !name.is_empty() {
             issues.push(
                 Issue::error(
-                    "spec.workloads.scaleDown.after",
-                    "0s leaves no time to undo a promotion before the previous stable is gone",
+                    format!("spec.workloads.{field}"),
+                    format!(
+                        "a fixed {field} Deployment with the router's `colors`: which colour is \
+                         {field} alternates per release"
+                    ),
                 )
-                .with_hint("give the time an undo stays one route write, e.g. `10m`"),
+                .with_hint(format!(
+                    "remove `stable`/`canary` and name one Deployment per colour: \
+                     `colors: {{{}}}`",
+                    colours
+                        .iter()
+                        .map(|c| format!("{c}: <deployment>"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
             );
         }
+    }
+    if w.revision_from.is_some() {
+        // Which colour's template is the new release is only known once the colours
+        // are decided, and that decision needs the revision: write it.
+        issues.push(
+            Issue::error(
+                "spec.workloads.revisionFrom",
+                "revisionFrom is not supported with the router's `colors` yet: the idle \
+                 colour's Deployment still holds the release before the last one",
+            )
+            .with_hint(
+                "write `spec.revision` (CI sets it with the image tag) and remove revisionFrom",
+            ),
+        );
+    }
+    if w.colors.is_empty() {
+        if w.stable.is_empty() && w.canary.is_empty() {
+            issues.push(
+                Issue::error(
+                    "spec.workloads.colors",
+                    format!("missing the Deployment of each colour ({listed})"),
+                )
+                .with_hint("add `colors:` with one Deployment per router colour"),
+            );
+        }
+        return;
+    }
+    for key in w.colors.keys() {
+        if !colours.contains(key) {
+            issues.push(
+                Issue::error(
+                    format!("spec.workloads.colors.{key}"),
+                    format!("`{key}` is not a colour of the router (it names {listed})"),
+                )
+                .with_hint("key the Deployments by the router's colour names"),
+            );
+        }
+    }
+    for colour in colours {
+        match w.colors.get(colour) {
+            None => issues.push(
+                Issue::error(
+                    "spec.workloads.colors",
+                    format!("no Deployment for the router's colour `{colour}`"),
+                )
+                .with_hint(format!("add `{colour}: <deployment>`")),
+            ),
+            Some(name) => {
+                if let Err(why) = dns_subdomain(name) {
+                    issues.push(
+                        Issue::error(format!("spec.workloads.colors.{colour}"), why)
+                            .with_hint("the name of a Deployment in the policy's namespace"),
+                    );
+                }
+            }
+        }
+    }
+    let names: Vec<&String> = w.colors.values().collect();
+    if names.len() == 2 && names[0] == names[1] {
+        issues.push(
+            Issue::error(
+                "spec.workloads.colors",
+                format!("both colours name the Deployment `{}`", names[0]),
+            )
+            .with_hint("give each colour its own Deployment"),
+        );
     }
 }
 
@@ -162,14 +297,33 @@ mod tests {
         WorkloadsSpec {
             stable: "web-blue".into(),
             canary: "web-green".into(),
+            colors: BTreeMap::new(),
             revision_from: revision_from.then_some(RevisionFrom::CanaryDeployment),
             scale_down: None,
         }
     }
 
+    fn coloured() -> WorkloadsSpec {
+        WorkloadsSpec {
+            stable: String::new(),
+            canary: String::new(),
+            colors: [("blue", "web-blue"), ("green", "web-green")]
+                .map(|(c, d)| (c.to_owned(), d.to_owned()))
+                .into(),
+            ..spec(false)
+        }
+    }
+
+    fn issues_of(w: &WorkloadsSpec, colours: &[&str]) -> Vec<Issue> {
+        let colours: Vec<String> = colours.iter().map(|c| (*c).to_owned()).collect();
+        let mut issues = Vec::new();
+        workloads_issues(Some(w), Some("v2"), &colours, &mut issues);
+        issues
+    }
+
     fn paths(w: Option<&WorkloadsSpec>, revision: Option<&str>) -> Vec<String> {
         let mut issues = Vec::new();
-        workloads_issues(w, revision, false, &mut issues);
+        workloads_issues(w, revision, &[], &mut issues);
         issues.into_iter().map(|i| i.path).collect()
     }
 
@@ -184,11 +338,54 @@ mod tests {
     }
 
     #[test]
-    fn fixed_deployments_are_refused_with_alternating_colours() {
+    fn colours_take_one_deployment_per_colour_and_refuse_the_fixed_pair() {
+        assert!(issues_of(&coloured(), &["blue", "green"]).is_empty());
+        let fixed = issues_of(&spec(false), &["blue", "green"]);
+        let paths: Vec<_> = fixed.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths, ["spec.workloads.stable", "spec.workloads.canary"]);
+        assert!(fixed[0].message.contains("alternates"), "{:?}", fixed[0]);
+        let mixed = WorkloadsSpec {
+            stable: "web-blue".into(),
+            ..coloured()
+        };
+        let paths: Vec<_> = issues_of(&mixed, &["blue", "green"])
+            .into_iter()
+            .map(|i| i.path)
+            .collect();
+        assert_eq!(paths, ["spec.workloads.stable"]);
+        // The colour keys are exactly the router's.
+        let wrong = issues_of(&coloured(), &["blue", "red"]);
+        let paths: Vec<_> = wrong.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["spec.workloads.colors.green", "spec.workloads.colors"]
+        );
+        assert!(wrong[1].message.contains("`red`"), "{:?}", wrong[1]);
+        // Per-colour Deployments without router colours, and a derived revision with them.
+        assert_eq!(issues_of(&coloured(), &[])[0].path, "spec.workloads.colors");
+        let derived = WorkloadsSpec {
+            revision_from: Some(RevisionFrom::CanaryDeployment),
+            ..coloured()
+        };
         let mut issues = Vec::new();
-        workloads_issues(Some(&spec(false)), Some("v2"), true, &mut issues);
+        let colours = ["blue".to_owned(), "green".to_owned()];
+        workloads_issues(Some(&derived), None, &colours, &mut issues);
         let paths: Vec<_> = issues.iter().map(|i| i.path.as_str()).collect();
-        assert_eq!(paths, ["spec.workloads"]);
+        assert_eq!(paths, ["spec.workloads.revisionFrom"]);
+    }
+
+    #[test]
+    fn orienting_takes_the_deployments_of_the_decided_colours() {
+        let green = orient_workloads(&coloured(), "green", "blue");
+        assert_eq!(
+            (green.stable.as_str(), green.canary.as_str()),
+            ("web-green", "web-blue")
+        );
+        let blue = orient_workloads(&coloured(), "blue", "green");
+        assert_eq!(
+            (blue.stable.as_str(), blue.canary.as_str()),
+            ("web-blue", "web-green")
+        );
     }
 
     #[test]
@@ -203,6 +400,8 @@ mod tests {
             ["spec.workloads.canary", "spec.workloads.scaleDown.after"]
         );
         w.stable = "Web_Blue".into();
+        assert!(paths(Some(&w), Some("v2")).contains(&"spec.workloads.stable".to_owned()));
+        w.stable = String::new();
         assert!(paths(Some(&w), Some("v2")).contains(&"spec.workloads.stable".to_owned()));
     }
 }

@@ -2,13 +2,15 @@
 //! the Deployments: traffic moved to a canary whose pods were not up, a new image
 //! needed a hand-edited `spec.revision`, and the previous stable ran forever. Each test
 //! runs against the real kube-apiserver as deploy/'s ServiceAccount (the RBAC shipped
-//! is what is used) with the Deployments' status written by the test.
+//! is what is used) with the Deployments' status written by the test. Blue/green with
+//! colours names one Deployment per colour; before that, `workloads` with `colors` was
+//! refused, so seed 004's pipeline could not name its Deployments at all.
 
 use serde_json::json;
 use shiftgate::policy::Phase;
 
 use super::support::workloads::{
-    create, deployments, replicas, server, set_available, spec, World,
+    coloured_spec, create, deployments, replicas, server, set_available, spec, ColourWorld, World,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,4 +185,132 @@ fn a_local_envoy_run_refuses_workloads_before_touching_anything() {
         "{log}"
     );
     assert!(!dir.path().join("routes.json").exists());
+}
+
+#[test]
+fn workloads_were_refused_with_colours() {
+    let example = std::path::Path::new("policies/istio-blue-green-colors-workloads.yaml");
+    let loaded = shiftgate::policy::parse::parse_file(example).unwrap_or_else(|d| {
+        panic!(
+            "{}",
+            d.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    let workloads = loaded[0].policy.spec.workloads.clone().unwrap();
+    assert_eq!(workloads.colors["blue"], "myapp-blue");
+    assert_eq!(workloads.colors["green"], "myapp-green");
+
+    // The colour keys are the router's, said with file:line:col.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.yaml");
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("      green: myapp-green ", "      red: myapp-red     ");
+    std::fs::write(&wrong, text).unwrap();
+    let said: Vec<String> = shiftgate::policy::parse::parse_file(&wrong)
+        .err()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        said.iter().any(|d| d.contains(
+            "wrong.yaml:31:7: spec.workloads.colors.red: `red` is not a colour of the router"
+        )),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter()
+            .any(|d| d.contains("no Deployment for the router's colour `green`")),
+        "{said:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_colour_releases_wait_for_and_scale_down_the_colour_each_left() {
+    let server = server();
+    let namespace = server.create_namespace("lifecycle-colour-workloads").await;
+    let api = deployments(server, &namespace).await;
+    create(&api, "web-blue", "web:1", 3).await;
+    set_available(&api, "web-blue", 3).await;
+    create(&api, "web-green", "web:2", 2).await;
+    set_available(&api, "web-green", 2).await;
+    let world = ColourWorld::new(server, &namespace).await;
+    let scale_down = json!({ "scaleDown": { "after": "10m" } });
+
+    // v2: blue is live, green's Deployment is the canary; promoted into green.
+    let v2 = coloured_spec("v2", scale_down.clone());
+    let (_, oriented) = world.tick_after(0, &v2).await;
+    let w = oriented.workloads.unwrap();
+    assert_eq!(
+        (w.stable.as_str(), w.canary.as_str()),
+        ("web-blue", "web-green")
+    );
+    world.until_promoted(&v2).await;
+    assert_eq!(world.route.green(), 100);
+    world.tick_after(599, &v2).await;
+    assert_eq!(
+        replicas(&api, "web-blue").await,
+        3,
+        "scaled down before its delay"
+    );
+    world.tick_after(1, &v2).await;
+    assert_eq!(
+        replicas(&api, "web-blue").await,
+        0,
+        "blue, the colour v2 left"
+    );
+    assert_eq!(replicas(&api, "web-green").await, 2);
+    set_available(&api, "web-blue", 0).await;
+
+    // v3, nothing edited but the revision: it goes to blue, whose Deployment is at 0
+    // replicas, so nothing moves until CI has deployed blue.
+    let v3 = coloured_spec("v3", scale_down);
+    let writes = world.route.writes();
+    let (waiting, oriented) = world.tick_after(5, &v3).await;
+    let w = oriented.workloads.unwrap();
+    assert_eq!(
+        (w.stable.as_str(), w.canary.as_str()),
+        ("web-green", "web-blue")
+    );
+    assert_eq!(waiting.status.phase, Phase::Waiting);
+    let message = waiting.status.message.unwrap_or_default();
+    assert!(message.contains("web-blue"), "{message}");
+    assert_eq!(world.route.writes(), writes);
+    let deploy = json!({ "spec": { "replicas": 3, "template": { "spec": {
+        "containers": [ { "name": "web", "image": "web:3" } ] } } } });
+    api.patch(
+        "web-blue",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Strategic(&deploy),
+    )
+    .await
+    .unwrap();
+    set_available(&api, "web-blue", 3).await;
+    let promoted = world.until_promoted(&v3).await;
+    assert_eq!(world.route.green(), 0, "every user on blue");
+    assert_eq!(promoted.status.live_color.as_deref(), Some("blue"));
+
+    // Now green, the colour v3 left, is the one scaled down, after the same delay.
+    world.tick_after(599, &v3).await;
+    assert_eq!(
+        replicas(&api, "web-green").await,
+        2,
+        "scaled down before its delay"
+    );
+    let (after, _) = world.tick_after(1, &v3).await;
+    assert_eq!(replicas(&api, "web-green").await, 0);
+    assert_eq!(
+        replicas(&api, "web-blue").await,
+        3,
+        "the live colour is left alone"
+    );
+    let stored = after.status.workloads.unwrap().scaled_down.unwrap();
+    assert_eq!(
+        (stored.deployment.as_str(), stored.replicas),
+        ("web-green", 2)
+    );
 }

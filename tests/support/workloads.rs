@@ -196,3 +196,163 @@ impl World {
         self.reconciler.tick(&self.policy, spec).await.unwrap()
     }
 }
+
+/// A blue/green policy on a Service router with colours `blue`/`green` (0 → 100) and
+/// one Deployment per colour, with `workloads` extra fields.
+pub fn coloured_spec(revision: &str, workloads: serde_json::Value) -> RolloutSpec {
+    let mut w = json!({ "colors": { "blue": "web-blue", "green": "web-green" } });
+    if let (Some(map), serde_json::Value::Object(extra)) = (w.as_object_mut(), workloads) {
+        map.extend(extra);
+    }
+    serde_json::from_value(json!({
+        "revision": revision,
+        "router": { "service": { "service": "web", "selectorKey": "color",
+                                 "colors": { "blue": "blue", "green": "green" } } },
+        "steps": [0, 100],
+        "analysis": { "interval": "30s",
+                      "metrics": [ { "name": "error-rate", "query": "e", "max": 0.01 } ] },
+        "workloads": w
+    }))
+    .unwrap()
+}
+
+/// The Service's selector as colours: the share of users on green. Each oriented spec
+/// sees it through a [`ColourView`] whose canary is one of the colours.
+#[derive(Default)]
+pub struct ColourRoute {
+    /// (share on green, version, writes)
+    inner: std::sync::Mutex<(u8, u64, u64)>,
+}
+
+impl ColourRoute {
+    pub fn green(&self) -> u8 {
+        self.inner.lock().unwrap().0
+    }
+
+    pub fn writes(&self) -> u64 {
+        self.inner.lock().unwrap().2
+    }
+}
+
+/// The colour route as the router of one oriented spec.
+pub struct ColourView {
+    route: Arc<ColourRoute>,
+    canary_is_green: bool,
+}
+
+impl ColourView {
+    pub fn of(route: &Arc<ColourRoute>, spec: &RolloutSpec) -> ColourView {
+        let service = spec.router.service.as_ref().unwrap();
+        ColourView {
+            route: route.clone(),
+            canary_is_green: service.canary_value == "green",
+        }
+    }
+
+    fn canary_share(&self, green: u8) -> u8 {
+        if self.canary_is_green {
+            green
+        } else {
+            100 - green
+        }
+    }
+}
+
+#[async_trait]
+impl shiftgate::router::TrafficRouter for ColourView {
+    async fn read(&self) -> Result<shiftgate::router::LiveRoute, shiftgate::router::RouterError> {
+        let (green, version, _) = *self.route.inner.lock().unwrap();
+        Ok(shiftgate::router::LiveRoute {
+            route: ManagedRoute {
+                canary_weight: self.canary_share(green),
+                test_route: false,
+            },
+            version: shiftgate::router::Version(version.to_string()),
+        })
+    }
+
+    async fn apply(
+        &self,
+        expect: &shiftgate::router::Version,
+        desired: ManagedRoute,
+    ) -> Result<shiftgate::router::Version, shiftgate::router::RouterError> {
+        let mut inner = self.route.inner.lock().unwrap();
+        if expect.0 != inner.1.to_string() {
+            return Err(shiftgate::router::RouterError::Conflict {
+                what: format!("version {} expected, {} found", expect.0, inner.1),
+            });
+        }
+        inner.0 = self.canary_share(desired.canary_weight);
+        inner.1 += 1;
+        inner.2 += 1;
+        Ok(shiftgate::router::Version(inner.1.to_string()))
+    }
+}
+
+/// One policy with colours: each tick orients the spec from the stored state and the
+/// colour route, as the daemon does, then runs one reconciler tick with it.
+pub struct ColourWorld {
+    pub policy: PolicyRef,
+    pub clock: Arc<VirtualClock>,
+    pub route: Arc<ColourRoute>,
+    store: Arc<MemoryStore>,
+    workloads: Arc<KubeWorkloads>,
+}
+
+impl ColourWorld {
+    pub async fn new(server: &KubeApiServer, namespace: &str) -> ColourWorld {
+        let client = server
+            .service_account_client(SHIFTGATE_NS, "shiftgate")
+            .await;
+        ColourWorld {
+            policy: PolicyRef {
+                namespace: namespace.to_owned(),
+                name: "web".to_owned(),
+            },
+            clock: Arc::new(VirtualClock::new(
+                chrono::DateTime::from_timestamp(1_767_607_200, 0).unwrap(),
+            )),
+            route: Arc::new(ColourRoute::default()),
+            store: Arc::new(MemoryStore::default()),
+            workloads: Arc::new(KubeWorkloads::new(client, namespace)),
+        }
+    }
+
+    /// Advances the clock by `secs`, orients `spec` and ticks once; also returns the
+    /// oriented spec.
+    pub async fn tick_after(&self, secs: i64, spec: &RolloutSpec) -> (TickOutcome, RolloutSpec) {
+        use shiftgate::store::StateStore as _;
+        self.clock.advance(chrono::Duration::seconds(secs));
+        let stored = self.store.load(&self.policy).await.unwrap().map(|(s, _)| s);
+        let route = self.route.clone();
+        let oriented = shiftgate::runtime::colours::oriented(spec, stored.as_ref(), |s| {
+            let view: Arc<dyn shiftgate::router::TrafficRouter> =
+                Arc::new(ColourView::of(&route, s));
+            Ok(view)
+        })
+        .await
+        .unwrap();
+        let reconciler = Reconciler::new(Seams {
+            router: Arc::new(ColourView::of(&self.route, &oriented)),
+            metrics: Arc::new(Healthy),
+            store: self.store.clone(),
+            checks: Arc::new(ScriptedChecks::passing()),
+            commands: Arc::new(QueuedCommands::default()),
+            clock: self.clock.clone(),
+        })
+        .with_workloads(self.workloads.clone());
+        let outcome = reconciler.tick(&self.policy, &oriented).await.unwrap();
+        (outcome, oriented)
+    }
+
+    /// Ticks every 30 s until the rollout is promoted.
+    pub async fn until_promoted(&self, spec: &RolloutSpec) -> TickOutcome {
+        for _ in 0..10 {
+            let (outcome, _) = self.tick_after(30, spec).await;
+            if outcome.status.phase == shiftgate::policy::Phase::Promoted {
+                return outcome;
+            }
+        }
+        panic!("not promoted after 10 ticks");
+    }
+}

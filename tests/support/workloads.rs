@@ -295,6 +295,7 @@ pub struct ColourWorld {
     pub policy: PolicyRef,
     pub clock: Arc<VirtualClock>,
     pub route: Arc<ColourRoute>,
+    pub commands: Arc<QueuedCommands>,
     store: Arc<MemoryStore>,
     workloads: Arc<KubeWorkloads>,
 }
@@ -313,6 +314,7 @@ impl ColourWorld {
                 chrono::DateTime::from_timestamp(1_767_607_200, 0).unwrap(),
             )),
             route: Arc::new(ColourRoute::default()),
+            commands: Arc::new(QueuedCommands::default()),
             store: Arc::new(MemoryStore::default()),
             workloads: Arc::new(KubeWorkloads::new(client, namespace)),
         }
@@ -337,7 +339,7 @@ impl ColourWorld {
             metrics: Arc::new(Healthy),
             store: self.store.clone(),
             checks: Arc::new(ScriptedChecks::passing()),
-            commands: Arc::new(QueuedCommands::default()),
+            commands: self.commands.clone(),
             clock: self.clock.clone(),
         })
         .with_workloads(self.workloads.clone());

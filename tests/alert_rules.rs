@@ -1,4 +1,4 @@
-//! The alert rules (deploy/prometheus-rules.yaml, and the same groups in the
+//! The alert rules (deploy/prometheus/shiftgate-rules.yaml, and the same groups in the
 //! PrometheusRule of deploy/components/alerts) pass `promtool check rules` and fire,
 //! under `promtool test rules`, on series taken from a real shiftgate registry: the
 //! first rollback after a daemon start, a hold or pause that lasts, an analysis that is
@@ -18,7 +18,7 @@ use shiftgate::policy::Phase;
 use support::scrapes::{promtool_test_rules, Scrapes};
 
 fn rules_file() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus-rules.yaml")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/shiftgate-rules.yaml")
 }
 
 fn policy() -> PolicyRef {

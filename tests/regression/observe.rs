@@ -134,8 +134,8 @@ async fn metrics_endpoint_always_answered_openmetrics_so_promtool_check_metrics_
 #[test]
 fn no_alert_rules_shipped_and_the_first_rollback_did_not_fire() {
     use support::scrapes::{promtool_test_rules, Scrapes};
-    let rules =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/shiftgate-rules.yaml");
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/prometheus/shiftgate-rules.yaml");
     assert!(rules.exists(), "{} does not exist", rules.display());
     let daemon = Metrics::new();
     daemon.set_leader(true);

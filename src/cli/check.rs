@@ -67,9 +67,24 @@ fn print_text(report: &Report) -> std::io::Result<()> {
                 .unwrap_or_else(|| "default".to_owned()),
             name: loaded.policy.metadata.name.clone().unwrap_or_default(),
         };
-        for line in crate::metrics::selection::describe(&policy, &loaded.policy.spec) {
+        // A policy with colours has no stable or canary until a live route says which
+        // colour serves: described as if the first colour served (the other way round
+        // after the next promotion).
+        let spec = &loaded.policy.spec;
+        let (spec, when) =
+            match crate::policy::colours::colour_names(&spec.router).and_then(|[live, idle]| {
+                let oriented = crate::policy::colours::orient(spec, &live)?;
+                Some((
+                    oriented,
+                    format!("while {live} is live ({idle} after a flip): "),
+                ))
+            }) {
+                Some((oriented, when)) => (std::borrow::Cow::Owned(oriented), when),
+                None => (std::borrow::Cow::Borrowed(spec), String::new()),
+            };
+        for line in crate::metrics::selection::describe(&policy, &spec) {
             say!(
-                "{}: {}/{}: {line}",
+                "{}: {}/{}: {when}{line}",
                 loaded.file.display(),
                 policy.namespace,
                 policy.name

@@ -168,3 +168,27 @@ async fn deploying_into_the_live_colour_is_refused_and_writes_nothing() {
     assert_eq!(routes_generation(&stack), before, "nothing written");
     assert_eq!(stack.served().await.canary_weight, 0);
 }
+
+/// `check` described a policy with colours by its unset stable/canary destinations:
+/// `destination_service=".default.svc.cluster.local"`, an empty host and no colour.
+#[test]
+fn check_described_coloured_queries_with_an_empty_host() {
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("policies/istio-blue-green-colors.yaml");
+    let output = std::process::Command::new(super::support::envoy::shiftgate_binary())
+        .arg("check")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let said = stderr(&output);
+    assert!(!said.contains("destination_service=\".default"), "{said}");
+    assert!(
+        said.contains("while blue is live (green after a flip)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("destination_service=\"myapp.default.svc.cluster.local\""),
+        "{said}"
+    );
+}

@@ -173,14 +173,15 @@ fn cli_words(command: Command) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
     use crate::engine::types::{Observation, OperatorCommand, UnknownCommand};
     use crate::engine::{reasons, step, Command, Plan, TransitionKind};
     use crate::policy::status::{Phase, RolloutStatus};
     use crate::router::ManagedRoute;
 
-    fn plan() -> Plan {
+    /// A plan of steps 0, 30, 100 on an Istio route (also the undo tests' plan).
+    pub(in crate::engine) fn plan() -> Plan {
         let spec = serde_json::json!({
             "revision": "v2",
             "router": { "istio": { "virtualService": "vs", "stable": { "host": "s" }, "canary": { "host": "c" } } },

@@ -248,6 +248,20 @@ impl Decision {
         })
     }
 
+    /// The Deployments to scale (`Action::ScaleWorkload`), in order: (name, replicas).
+    pub fn workload_scales(&self) -> Vec<(String, i32)> {
+        self.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ScaleWorkload {
+                    deployment,
+                    replicas,
+                } => Some((deployment.clone(), *replicas)),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn transitions(&self) -> impl Iterator<Item = &Transition> {
         self.actions.iter().filter_map(|a| match a {
             Action::Notify(t) => Some(t),

@@ -1,18 +1,9 @@
 #![allow(clippy::unwrap_used)]
+use crate::engine::commands::tests::plan;
 use crate::engine::types::{Observation, OperatorCommand};
-use crate::engine::{reasons, step, Command, Plan, TransitionKind};
+use crate::engine::{reasons, step, Command, TransitionKind};
 use crate::policy::status::{Phase, RolloutStatus, TargetPurpose};
 use crate::router::ManagedRoute;
-
-fn plan() -> Plan {
-    let spec = serde_json::json!({
-        "revision": "v2",
-        "router": { "istio": { "virtualService": "vs", "stable": { "host": "s" }, "canary": { "host": "c" } } },
-        "steps": [0, 30, 100],
-        "analysis": { "metrics": [ { "name": "e", "query": "x", "max": 0.01 } ] },
-    });
-    Plan::new(&serde_json::from_value(spec).unwrap()).unwrap()
-}
 
 fn promoted() -> RolloutStatus {
     RolloutStatus {

@@ -4,15 +4,13 @@
 //! first one promoted away from.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use chrono::TimeZone;
-
 use super::colours::resolve;
 use super::workloads::{DeploymentState, WorkloadsObservation, SCALED_DOWN, WAITING_FOR_CANARY};
+use super::workloads_tests::{deployment, route, scales, t};
 use super::*;
 use crate::policy::colours::orient;
 use crate::policy::status::Phase;
-use crate::policy::{RolloutSpec, RolloutStatus, Timestamp};
-use crate::router::ManagedRoute;
+use crate::policy::{RolloutSpec, RolloutStatus};
 
 fn spec(revision: &str) -> RolloutSpec {
     serde_json::from_value(serde_json::json!({
@@ -25,31 +23,6 @@ fn spec(revision: &str) -> RolloutSpec {
                        "scaleDown": { "after": "10m" } }
     }))
     .unwrap()
-}
-
-fn t(secs: i64) -> Timestamp {
-    chrono::Utc.timestamp_opt(1_767_607_200 + secs, 0).unwrap()
-}
-
-fn route(w: u8) -> ManagedRoute {
-    ManagedRoute {
-        canary_weight: w,
-        test_route: false,
-    }
-}
-
-fn deployment(name: &str, replicas: i32, available: i32) -> DeploymentState {
-    DeploymentState {
-        name: name.into(),
-        generation: 2,
-        observed_generation: 2,
-        replicas,
-        status_replicas: available,
-        updated_replicas: available,
-        available_replicas: available,
-        deadline_exceeded: None,
-        images: vec!["web:2".into()],
-    }
 }
 
 /// The world: the share of users on green, and each colour's Deployment.
@@ -94,19 +67,6 @@ impl World {
             ..Observation::at(t(secs), Ok(route(canary_weight)))
         }
     }
-}
-
-fn scales(d: &Decision) -> Vec<(String, i32)> {
-    d.actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::ScaleWorkload {
-                deployment,
-                replicas,
-            } => Some((deployment.clone(), *replicas)),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The state of a promotion of `revision` into `canary` at `secs`, as the engine

@@ -30,18 +30,18 @@ fn plan() -> Plan {
     Plan::new(&spec()).unwrap()
 }
 
-fn t(secs: i64) -> Timestamp {
+pub(super) fn t(secs: i64) -> Timestamp {
     chrono::Utc.timestamp_opt(1_767_607_200 + secs, 0).unwrap()
 }
 
-fn route(w: u8) -> ManagedRoute {
+pub(super) fn route(w: u8) -> ManagedRoute {
     ManagedRoute {
         canary_weight: w,
         test_route: false,
     }
 }
 
-fn deployment(name: &str, replicas: i32, available: i32) -> DeploymentState {
+pub(super) fn deployment(name: &str, replicas: i32, available: i32) -> DeploymentState {
     DeploymentState {
         name: name.into(),
         generation: 2,
@@ -65,17 +65,8 @@ fn observe(secs: i64, live: u8, stable: DeploymentState, canary: DeploymentState
     }
 }
 
-fn scales(d: &Decision) -> Vec<(String, i32)> {
-    d.actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::ScaleWorkload {
-                deployment,
-                replicas,
-            } => Some((deployment.clone(), *replicas)),
-            _ => None,
-        })
-        .collect()
+pub(super) fn scales(d: &Decision) -> Vec<(String, i32)> {
+    d.workload_scales()
 }
 
 #[test]

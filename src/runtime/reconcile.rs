@@ -263,7 +263,7 @@ impl Reconciler {
             outcome.transitions.extend(decision.transitions().cloned());
             let desired = decision.route_write();
             let wake_at = decision.wake_at;
-            let scales = scale_actions(&decision.actions);
+            let scales = decision.workload_scales();
             state = decision.state;
             if !scales.is_empty() {
                 // Write-ahead, as for routes: the replicas to restore are stored first.
@@ -358,19 +358,6 @@ fn unanswered_gate<'a>(decision: &'a engine::Decision, obs: &Observation) -> Opt
         }
         _ => None,
     })
-}
-
-fn scale_actions(actions: &[Action]) -> Vec<(String, i32)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::ScaleWorkload {
-                deployment,
-                replicas,
-            } => Some((deployment.clone(), *replicas)),
-            _ => None,
-        })
-        .collect()
 }
 
 fn observed(live: &Result<LiveRoute, RouterError>) -> Result<ManagedRoute, String> {

@@ -185,14 +185,7 @@ fn load(args: &BacktestArgs) -> Result<(PolicyRef, RolloutSpec), String> {
         ));
     }
     let policy = chosen.remove(0).policy;
-    let reference = PolicyRef {
-        namespace: policy
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_owned()),
-        name: policy.metadata.name.clone().unwrap_or_default(),
-    };
+    let reference = policy.file_reference();
     let mut spec = policy.spec;
     let mut prometheus = spec.analysis.prometheus.take().unwrap_or(PrometheusSpec {
         address: None,

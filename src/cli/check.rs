@@ -58,15 +58,7 @@ fn print_text(report: &Report) -> std::io::Result<()> {
     say!("{}", summary(report));
     // Offline, the cluster is not read: what the queries will select, and what that assumes.
     for loaded in &report.policies {
-        let policy = crate::metrics::PolicyRef {
-            namespace: loaded
-                .policy
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".to_owned()),
-            name: loaded.policy.metadata.name.clone().unwrap_or_default(),
-        };
+        let policy = loaded.policy.file_reference();
         // A policy with colours has no stable or canary until a live route says which
         // colour serves: described as if the first colour served (the other way round
         // after the next promotion).

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 
 use crate::cli::exit;
 use crate::cli::output::{say, stdout_all, with_stdout};
-use crate::metrics::PolicyRef;
 use crate::policy::parse::parse_file;
 use crate::sim::render::render_text;
 use crate::sim::{Scenario, Simulation};
@@ -85,15 +84,7 @@ pub fn run(args: SimulateArgs) -> i32 {
             return exit::INVALID_INPUT;
         }
     };
-    let policy = PolicyRef {
-        namespace: loaded
-            .policy
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_owned()),
-        name: loaded.policy.metadata.name.clone().unwrap_or_default(),
-    };
+    let policy = loaded.policy.file_reference();
     let simulation = match Simulation::new(policy, loaded.policy.spec.clone(), scenario, args.seed)
     {
         Ok(s) => s,

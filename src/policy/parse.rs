@@ -26,6 +26,21 @@ pub struct LoadedPolicy {
     pub line: usize,
 }
 
+impl RolloutPolicy {
+    /// The policy's namespace and name as a file names them: a file may leave the
+    /// namespace out (`default`, as kubectl does).
+    pub fn file_reference(&self) -> crate::metrics::PolicyRef {
+        crate::metrics::PolicyRef {
+            namespace: self
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
+            name: self.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// A valid policy with the positions of its fields (for cross-file diagnostics).
 #[derive(Clone, Debug)]
 pub struct CheckedPolicy {

@@ -49,26 +49,24 @@ pub(super) fn metric(m: &MetricSpec, path: &str, issues: &mut Vec<Issue>) {
     if let Some(JudgeSpec::MannWhitney(mw)) = &m.judge {
         mann_whitney(mw, &format!("{jpath}.mannWhitney"), issues);
         if let Some(compare) = &m.compare {
-            limits_of_threshold(compare, "mannWhitney", &format!("{path}.compare"), issues);
+            limits_of_threshold(
+                compare,
+                "judged by `mannWhitney`",
+                "",
+                &format!("{path}.compare"),
+                issues,
+            );
         }
     }
     let sequential = m.sequential().is_some();
     if let (true, Some(compare)) = (sequential, &m.compare) {
-        let cpath = format!("{path}.compare");
-        for (field, set) in [
-            ("maxIncrease", compare.max_increase.is_some()),
-            ("maxRatio", compare.max_ratio.is_some()),
-        ] {
-            if set {
-                issues.push(
-                    Issue::error(
-                        format!("{cpath}.{field}"),
-                        format!("`{field}` is a limit of the threshold judge; this metric is judged sequentially (the default with `compare`), which tests `judge.sequential.tolerance`"),
-                    )
-                    .with_hint(format!("write `judge: threshold` to keep `{field}`, or remove it (and set `judge: {{sequential: {{tolerance: …}}}}`)")),
-                );
-            }
-        }
+        limits_of_threshold(
+            compare,
+            "judged sequentially (the default with `compare`), which tests `judge.sequential.tolerance`",
+            " (and set `judge: {sequential: {tolerance: …}}`)",
+            &format!("{path}.compare"),
+            issues,
+        );
         match (&m.template, &m.query) {
             (Some(template), _)
                 if super::templates::builtin(template).is_some()
@@ -106,10 +104,12 @@ pub(super) fn metric(m: &MetricSpec, path: &str, issues: &mut Vec<Issue>) {
 }
 
 /// `maxIncrease`/`maxRatio` belong to the threshold judge; under another judge they
-/// would be silently ignored.
+/// would be silently ignored. The error says how the metric is `judged` and what to
+/// write `instead` (after "remove it").
 fn limits_of_threshold(
     compare: &super::types::CompareSpec,
-    judge: &str,
+    judged: &str,
+    instead: &str,
     cpath: &str,
     issues: &mut Vec<Issue>,
 ) {
@@ -121,9 +121,11 @@ fn limits_of_threshold(
             issues.push(
                 Issue::error(
                     format!("{cpath}.{field}"),
-                    format!("`{field}` is a limit of the threshold judge; this metric is judged by `{judge}`"),
+                    format!("`{field}` is a limit of the threshold judge; this metric is {judged}"),
                 )
-                .with_hint(format!("write `judge: threshold` to keep `{field}`, or remove it")),
+                .with_hint(format!(
+                    "write `judge: threshold` to keep `{field}`, or remove it{instead}"
+                )),
             );
         }
     }

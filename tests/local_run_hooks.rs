@@ -16,13 +16,11 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::Value;
 use shiftgate::demo::app::{set_remote_faults, FaultsUpdate};
-use shiftgate::demo::load::{run_load, LoadConfig, LoadCounters};
-use shiftgate::demo::processes::start_prometheus;
 use shiftgate::policy::EnvoyRouter as EnvoyRouterConfig;
 use shiftgate::router::envoy::EnvoyRouter;
 use shiftgate::router::TrafficRouter;
-use support::envoy::{require_binary, shiftgate_binary, start, LocalEnvoy};
-use tokio_util::sync::CancellationToken;
+use support::envoy::shiftgate_binary;
+use support::rollout::Stack;
 
 /// One call the receiver got: its path, body, when, and the canary weight Envoy was
 /// configured with at that moment.
@@ -118,41 +116,16 @@ async fn receiver(router: EnvoyRouterConfig) -> (std::net::SocketAddr, Receiver)
 }
 
 struct Harness {
-    local: LocalEnvoy,
-    prometheus: std::net::SocketAddr,
-    state_dir: tempfile::TempDir,
-    load_stop: CancellationToken,
+    stack: Stack,
     hooks: std::net::SocketAddr,
     receiver: Receiver,
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.load_stop.cancel();
-    }
-}
-
 async fn harness() -> Harness {
-    require_binary("prometheus");
-    let mut local = start().await;
-    let prometheus = start_prometheus(&mut local.supervisor, local.envoy.admin)
-        .await
-        .unwrap();
-    let load_stop = CancellationToken::new();
-    let config = LoadConfig {
-        target: local.envoy.listener,
-        requests_per_second: 40,
-        duration: Duration::from_secs(120),
-        headers: Vec::new(),
-    };
-    let stop = load_stop.clone();
-    tokio::spawn(async move { run_load(&config, &LoadCounters::default(), &stop).await });
-    let (hooks, receiver) = receiver(local.envoy.router.clone()).await;
+    let stack = Stack::start().await;
+    let (hooks, receiver) = receiver(stack.local.envoy.router.clone()).await;
     Harness {
-        local,
-        prometheus,
-        state_dir: tempfile::tempdir().unwrap(),
-        load_stop,
+        stack,
         hooks,
         receiver,
     }
@@ -160,7 +133,7 @@ async fn harness() -> Harness {
 
 impl Harness {
     fn policy(&self, steps: &str, hooks: &str) -> PathBuf {
-        let router = &self.local.envoy.router;
+        let router = &self.stack.local.envoy.router;
         let text = format!(
             r#"apiVersion: shiftgate.dev/v1alpha1
 kind: RolloutPolicy
@@ -189,10 +162,10 @@ spec:
             admin = router.admin_address,
             stable = router.stable_cluster,
             canary = router.canary_cluster,
-            prometheus = self.prometheus,
+            prometheus = self.stack.prometheus,
             hooks = hooks.replace("HOOKS", &format!("http://{}", self.hooks)),
         );
-        let path = self.state_dir.path().join("policy.yaml");
+        let path = self.stack.state_dir.path().join("policy.yaml");
         std::fs::write(&path, text).unwrap();
         path
     }
@@ -201,7 +174,7 @@ spec:
         Command::new(shiftgate_binary())
             .env("HOOK_TOKEN", TOKEN)
             .args(["run", policy.to_str().unwrap(), "--state-dir"])
-            .arg(self.state_dir.path())
+            .arg(self.stack.state_dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -210,7 +183,7 @@ spec:
     }
 
     fn state(&self) -> Value {
-        let path = self.state_dir.path().join("test/checkout.json");
+        let path = self.stack.state_dir.path().join("test/checkout.json");
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
 
@@ -360,7 +333,8 @@ async fn every_hook_phase_is_called_in_order_with_the_documented_body() {
         .all(|r| r["passed"] == true && r["status"] == 200));
     // The secret header reached the receiver, and nothing else.
     assert!(calls.iter().all(|c| c.token.as_deref() == Some(TOKEN)));
-    let state = std::fs::read_to_string(h.state_dir.path().join("test/checkout.json")).unwrap();
+    let state =
+        std::fs::read_to_string(h.stack.state_dir.path().join("test/checkout.json")).unwrap();
     assert!(!state.contains(TOKEN) && !log.contains(TOKEN));
     // `run` shows each answer as it comes.
     assert!(
@@ -407,7 +381,7 @@ async fn a_hanging_rollback_hook_does_not_delay_the_rollback_beyond_its_timeout(
         error_rate: Some(0.5),
         latency_ms: None,
     };
-    set_remote_faults(&http, h.local.canary_app, broken)
+    set_remote_faults(&http, h.stack.local.canary_app, broken)
         .await
         .unwrap();
     let policy = h.policy(

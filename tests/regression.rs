@@ -59,6 +59,10 @@ mod install;
 #[path = "regression/lifecycle_colours.rs"]
 mod lifecycle_colours;
 
+/// Issue "lifecycle" §1, §3, §8: `revisionFrom` with colours, a cluster run's fenced writes.
+#[path = "regression/lifecycle_fence.rs"]
+mod lifecycle_fence;
+
 /// Issue "lifecycle" §4, §5, §7: metric labels, analysis without a mesh, A/B at 0 %.
 #[path = "regression/metric_labels.rs"]
 mod metric_labels;

@@ -145,10 +145,15 @@ impl Context {
             return Ok(Action::requeue(self.options.resync));
         }
         // Blue/green with colours: the live colour is stable, the idle one the canary.
-        let oriented = crate::runtime::colours::oriented(spec, policy.status.as_ref(), |s| {
-            self.seams.routers.build(&policy_ref, s)
-        })
-        .await;
+        let build = |s: &RolloutSpec| self.seams.routers.build(&policy_ref, s);
+        let oriented = if crate::runtime::colours::derives_from_idle_colour(spec) {
+            match self.release_in_idle_colour(policy, &policy_ref, build).await? {
+                Some(spec) => Some(spec),
+                None => return Ok(Action::requeue(self.options.resync)),
+            }
+        } else {
+            crate::runtime::colours::oriented(spec, policy.status.as_ref(), build).await
+        };
         let spec = oriented.as_ref().unwrap_or(spec);
         let router = match self.seams.routers.build(&policy_ref, spec) {
             Ok(router) => router,
@@ -268,6 +273,41 @@ impl Context {
             outcome.wake_at,
             self.options.resync,
         )))
+    }
+
+    /// Colours with `revisionFrom`: the spec to tick, with the revision the idle colour's
+    /// Deployment gives against its baseline; `None` while it holds no release (its
+    /// baseline stored, looked at again at the resync). An unreadable Deployment is
+    /// said in `Accepted=False` and retried.
+    async fn release_in_idle_colour(
+        &self,
+        policy: &RolloutPolicy,
+        policy_ref: &PolicyRef,
+        build: impl Fn(&RolloutSpec) -> Result<Arc<dyn TrafficRouter>, RouterError>,
+    ) -> Result<Option<RolloutSpec>, DaemonError> {
+        use crate::runtime::colours::{release_in_idle_colour, store_idle, ColourRelease};
+        let deployments = KubeWorkloads::new(self.seams.client.clone(), &policy_ref.namespace);
+        let stored = policy.status.as_ref();
+        match release_in_idle_colour(&policy.spec, stored, build, &deployments).await {
+            Ok(ColourRelease::Tick(spec)) => Ok(Some(spec)),
+            Ok(ColourRelease::Idle(status)) => {
+                let store = FencedStore::new(self.seams.store.clone(), self.leadership.clone());
+                store_idle(&store, policy_ref, &status).await?;
+                Ok(None)
+            }
+            Err(e) => {
+                let message = format!(
+                    "the revision comes from the idle colour's Deployment (revisionFrom), \
+                     which cannot be read: {e}"
+                );
+                let event = RolloutEvent::InvalidPolicy {
+                    messages: vec![message.clone()],
+                };
+                self.refuse(policy, policy_ref, reasons::INVALID_POLICY, &message, event)
+                    .await?;
+                Ok(None)
+            }
+        }
     }
 
     /// Accepted=False with `reason`: written once, with one Warning Event; nothing is

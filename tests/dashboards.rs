@@ -308,7 +308,10 @@ fn metric_panels_without_limits(dashboard: &Value) -> Vec<String> {
             .filter_map(|t| t["refId"].as_str())
             .collect();
         if limits.is_empty() {
-            missing.push(format!("{}: no shiftgate_analysis_metric_threshold", panel_name(panel)));
+            missing.push(format!(
+                "{}: no shiftgate_analysis_metric_threshold",
+                panel_name(panel)
+            ));
             continue;
         }
         let overrides = panel["fieldConfig"]["overrides"].as_array();
@@ -371,7 +374,11 @@ fn every_panel_has_a_unit_and_every_metric_panel_draws_its_limits() {
     for path in dashboards() {
         let dashboard = load(&path);
         let no_unit = panels_without_unit(&dashboard);
-        assert!(no_unit.is_empty(), "{}: panels without a unit: {no_unit:?}", path.display());
+        assert!(
+            no_unit.is_empty(),
+            "{}: panels without a unit: {no_unit:?}",
+            path.display()
+        );
         let no_limits = metric_panels_without_limits(&dashboard);
         assert!(no_limits.is_empty(), "{}: {no_limits:?}", path.display());
     }
@@ -388,14 +395,23 @@ fn the_overview_shows_every_rollout_and_links_each_to_its_dashboard() {
                 .to_owned()
         })
         .collect();
-    let overview_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/shiftgate-overview.json");
-    assert!(overview_path.exists(), "no overview dashboard at {}", overview_path.display());
+    let overview_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/shiftgate-overview.json");
+    assert!(
+        overview_path.exists(),
+        "no overview dashboard at {}",
+        overview_path.display()
+    );
     let overview = load(&overview_path);
     assert_eq!(overview["uid"], "shiftgate-overview");
     // Every link of every dashboard leads to a dashboard that exists.
     for path in dashboards() {
         for (uid, url) in linked_uids(&load(&path)) {
-            assert!(uids.contains(&uid), "{} links to uid {uid} ({url}), which no dashboard has: {uids:?}", path.display());
+            assert!(
+                uids.contains(&uid),
+                "{} links to uid {uid} ({url}), which no dashboard has: {uids:?}",
+                path.display()
+            );
         }
     }
     // Each rollout row and series opens the per-rollout dashboard on that rollout.
@@ -421,8 +437,11 @@ fn the_overview_shows_every_rollout_and_links_each_to_its_dashboard() {
         assert!(text.contains(shown), "the overview does not show {shown}");
     }
     // The per-rollout dashboard links back.
-    let rollout = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/shiftgate-rollout.json"));
-    assert!(linked_uids(&rollout).iter().any(|(uid, _)| uid == "shiftgate-overview"));
+    let rollout =
+        load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/shiftgate-rollout.json"));
+    assert!(linked_uids(&rollout)
+        .iter()
+        .any(|(uid, _)| uid == "shiftgate-overview"));
 }
 
 #[test]

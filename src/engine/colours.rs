@@ -127,7 +127,11 @@ pub enum IdleRelease {
 /// so its template alone says nothing: a release is new when it differs from the
 /// baseline recorded when the colour became idle. After a rollback (or an abort, an
 /// undo) the idle colour is the rolled-back release's, which is its baseline.
-pub fn idle_release(stored: Option<&RolloutStatus>, idle: &str, idle_revision: &str) -> IdleRelease {
+pub fn idle_release(
+    stored: Option<&RolloutStatus>,
+    idle: &str,
+    idle_revision: &str,
+) -> IdleRelease {
     let baseline = stored
         .and_then(|s| s.workloads.as_ref())
         .and_then(|w| w.idle_baseline.as_ref())
@@ -301,12 +305,14 @@ mod tests {
             phase,
             stable_color: Some("blue".into()),
             canary_color: Some("green".into()),
-            workloads: baseline.map(|(color, revision)| crate::policy::workloads::WorkloadsStatus {
-                idle_baseline: Some(crate::policy::workloads::IdleBaseline {
-                    color: color.into(),
-                    revision: revision.into(),
-                }),
-                ..Default::default()
+            workloads: baseline.map(|(color, revision)| {
+                crate::policy::workloads::WorkloadsStatus {
+                    idle_baseline: Some(crate::policy::workloads::IdleBaseline {
+                        color: color.into(),
+                        revision: revision.into(),
+                    }),
+                    ..Default::default()
+                }
             }),
             ..RolloutStatus::default()
         }
@@ -317,17 +323,31 @@ mod tests {
         let rollout = |r: &str| IdleRelease::Rollout(r.into());
         // First look: whatever the idle colour runs is its baseline.
         assert_eq!(idle_release(None, "green", "web:1"), IdleRelease::NoRelease);
-        let waiting = idle_status(None, &choice("blue", "green").unwrap(), "web-green", "web:1");
+        let waiting = idle_status(
+            None,
+            &choice("blue", "green").unwrap(),
+            "web-green",
+            "web:1",
+        );
         assert_eq!(waiting.reason.as_deref(), Some(WAITING_FOR_RELEASE));
-        assert_eq!(idle_release(Some(&waiting), "green", "web:1"), IdleRelease::NoRelease);
-        assert_eq!(idle_release(Some(&waiting), "green", "web:2"), rollout("web:2"));
+        assert_eq!(
+            idle_release(Some(&waiting), "green", "web:1"),
+            IdleRelease::NoRelease
+        );
+        assert_eq!(
+            idle_release(Some(&waiting), "green", "web:2"),
+            rollout("web:2")
+        );
         // v2 promoted into green: blue runs the release before, its baseline.
         let promoted = settled(Phase::Promoted, "web:2", Some(("blue", "web:1")));
         assert_eq!(
             idle_release(Some(&promoted), "blue", "web:1"),
             IdleRelease::Current("web:2".into())
         );
-        assert_eq!(idle_release(Some(&promoted), "blue", "web:3"), rollout("web:3"));
+        assert_eq!(
+            idle_release(Some(&promoted), "blue", "web:3"),
+            rollout("web:3")
+        );
         // Promoted before the baseline could be read: the engine records it next.
         let unrecorded = settled(Phase::Promoted, "web:2", None);
         assert_eq!(
@@ -340,10 +360,16 @@ mod tests {
             idle_release(Some(&back), "green", "web:2"),
             IdleRelease::Current("web:2".into())
         );
-        assert_eq!(idle_release(Some(&back), "green", "web:3"), rollout("web:3"));
+        assert_eq!(
+            idle_release(Some(&back), "green", "web:3"),
+            rollout("web:3")
+        );
         // Running: its canary colour's template, as without colours.
         let running = settled(Phase::Progressing, "web:2", None);
-        assert_eq!(idle_release(Some(&running), "green", "web:4"), rollout("web:4"));
+        assert_eq!(
+            idle_release(Some(&running), "green", "web:4"),
+            rollout("web:4")
+        );
     }
 
     #[test]

@@ -400,7 +400,7 @@ async fn revision_from_idle_colour(
         })?;
     match release {
         ColourRelease::Tick(spec) => {
-            local.spec = spec;
+            local.spec = *spec;
             Ok(())
         }
         ColourRelease::Idle(status) => {

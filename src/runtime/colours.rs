@@ -90,10 +90,10 @@ pub fn derives_from_idle_colour(spec: &RolloutSpec) -> bool {
 #[derive(Clone, Debug)]
 pub enum ColourRelease {
     /// Tick the engine with this spec: its revision decided, oriented for its colours.
-    Tick(RolloutSpec),
+    Tick(Box<RolloutSpec>),
     /// No rollout has run and the idle colour holds no new release: store this state
     /// (the idle colour's baseline, see [`store_idle`]) and look again later.
-    Idle(RolloutStatus),
+    Idle(Box<RolloutStatus>),
 }
 
 /// Reads the idle colour's Deployment (the colours from the stored state and the live
@@ -105,7 +105,7 @@ pub async fn release_in_idle_colour(
     build: impl Fn(&RolloutSpec) -> Result<Arc<dyn TrafficRouter>, RouterError>,
     workloads: &dyn Workloads,
 ) -> Result<ColourRelease, WorkloadError> {
-    let as_written = || Ok(ColourRelease::Tick(spec.clone()));
+    let as_written = || Ok(ColourRelease::Tick(Box::new(spec.clone())));
     // Colours that do not fit are refused by validation; until then, as written.
     let Some([first, _]) = colour_names(&spec.router) else {
         return as_written();
@@ -131,7 +131,7 @@ pub async fn release_in_idle_colour(
     let revision = match idle_release(stored, &next.canary, &read.revision) {
         IdleRelease::NoRelease => {
             let status = idle_status(stored, &next, deployment, &read.revision);
-            return Ok(ColourRelease::Idle(status));
+            return Ok(ColourRelease::Idle(Box::new(status)));
         }
         IdleRelease::Rollout(revision) | IdleRelease::Current(revision) => revision,
     };
@@ -141,7 +141,7 @@ pub async fn release_in_idle_colour(
     };
     let choice = decided(&with, stored).or_else(|| resolve(&with, stored, live));
     let oriented = choice.and_then(|c| orient(&with, &c.stable));
-    Ok(ColourRelease::Tick(oriented.unwrap_or(with)))
+    Ok(ColourRelease::Tick(Box::new(oriented.unwrap_or(with))))
 }
 
 /// Stores `status` (from [`ColourRelease::Idle`]) unless it is stored already.

@@ -343,7 +343,10 @@ impl ColourWorld {
         })
         .await
         .unwrap();
-        let outcome = self.reconciler(&oriented).tick(&self.policy, &oriented).await;
+        let outcome = self
+            .reconciler(&oriented)
+            .tick(&self.policy, &oriented)
+            .await;
         (outcome.unwrap(), oriented)
     }
 
@@ -367,7 +370,7 @@ impl ColourWorld {
         };
         let release = release_in_idle_colour(spec, stored.as_ref(), build, self.workloads.as_ref());
         let oriented = match release.await.unwrap() {
-            ColourRelease::Tick(oriented) => oriented,
+            ColourRelease::Tick(oriented) => *oriented,
             ColourRelease::Idle(status) => {
                 store_idle(self.store.as_ref(), &self.policy, &status)
                     .await
@@ -375,7 +378,10 @@ impl ColourWorld {
                 return None;
             }
         };
-        let outcome = self.reconciler(&oriented).tick(&self.policy, &oriented).await;
+        let outcome = self
+            .reconciler(&oriented)
+            .tick(&self.policy, &oriented)
+            .await;
         Some((outcome.unwrap(), oriented))
     }
 

@@ -147,7 +147,10 @@ impl Context {
         // Blue/green with colours: the live colour is stable, the idle one the canary.
         let build = |s: &RolloutSpec| self.seams.routers.build(&policy_ref, s);
         let oriented = if crate::runtime::colours::derives_from_idle_colour(spec) {
-            match self.release_in_idle_colour(policy, &policy_ref, build).await? {
+            match self
+                .release_in_idle_colour(policy, &policy_ref, build)
+                .await?
+            {
                 Some(spec) => Some(spec),
                 None => return Ok(Action::requeue(self.options.resync)),
             }
@@ -289,7 +292,7 @@ impl Context {
         let deployments = KubeWorkloads::new(self.seams.client.clone(), &policy_ref.namespace);
         let stored = policy.status.as_ref();
         match release_in_idle_colour(&policy.spec, stored, build, &deployments).await {
-            Ok(ColourRelease::Tick(spec)) => Ok(Some(spec)),
+            Ok(ColourRelease::Tick(spec)) => Ok(Some(*spec)),
             Ok(ColourRelease::Idle(status)) => {
                 let store = FencedStore::new(self.seams.store.clone(), self.leadership.clone());
                 store_idle(&store, policy_ref, &status).await?;

@@ -296,6 +296,8 @@ impl Context {
             Ok(ColourRelease::Idle(status)) => {
                 let store = FencedStore::new(self.seams.store.clone(), self.leadership.clone());
                 store_idle(&store, policy_ref, &status).await?;
+                // The idle colour's Deployment is readable again: no longer refused.
+                self.accept_if_refused(policy_ref, &status).await?;
                 Ok(None)
             }
             Err(e) => {

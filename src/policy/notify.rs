@@ -305,3 +305,83 @@ pub fn daemon_refusal(spec: &super::RolloutSpec, namespace: &str) -> Option<Stri
         .is_some()
         .then(|| format!("spec.grafana.annotations.tokenEnv: {advice}"))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn spec(notify: serde_json::Value, grafana: serde_json::Value) -> super::super::RolloutSpec {
+        serde_json::from_value(serde_json::json!({
+            "revision": "v2",
+            "router": { "istio": { "virtualService": "vs", "stable": { "host": "s" }, "canary": { "host": "c" } } },
+            "steps": [0, 100],
+            "analysis": { "metrics": [ { "name": "e", "query": "x", "max": 1 } ] },
+            "notify": notify,
+            "grafana": grafana
+        }))
+        .unwrap()
+    }
+
+    fn paths(spec: &super::super::RolloutSpec) -> Vec<String> {
+        super::super::validate::validate_spec(spec)
+            .into_iter()
+            .filter(|issue| issue.severity == super::super::diagnostic::Severity::Error)
+            .map(|issue| issue.path)
+            .collect()
+    }
+
+    #[test]
+    fn the_old_form_stays_valid_and_every_event_is_wanted() {
+        let spec = spec(
+            serde_json::json!([{ "webhook": { "url": "https://hooks.example/x" } }]),
+            serde_json::json!({ "url": "https://grafana.example" }),
+        );
+        assert!(paths(&spec).is_empty(), "{:?}", paths(&spec));
+        let webhook = &spec.notify[0].webhook;
+        assert_eq!(webhook.format, NotifyFormat::Json);
+        assert!(NotifyEvent::ALL.iter().all(|e| webhook.wants(*e)));
+    }
+
+    #[test]
+    fn a_target_needs_exactly_one_url_source_and_annotations_one_token() {
+        let spec = spec(
+            serde_json::json!([
+                { "webhook": { "format": "slack" } },
+                { "webhook": { "url": "https://a.example", "urlEnv": "URL", "on": ["promoted", "promoted"] } }
+            ]),
+            serde_json::json!({ "url": "https://grafana.example", "annotations": {} }),
+        );
+        let paths = paths(&spec);
+        for expected in [
+            "spec.notify[0].webhook",
+            "spec.notify[1].webhook",
+            "spec.notify[1].webhook.on",
+            "spec.grafana.annotations",
+        ] {
+            assert!(paths.iter().any(|p| p == expected), "{expected}: {paths:?}");
+        }
+    }
+
+    #[test]
+    fn the_daemon_refuses_every_value_from_its_own_environment() {
+        let from_env = spec(
+            serde_json::json!([{ "webhook": { "urlEnv": "SLACK" } }]),
+            serde_json::Value::Null,
+        );
+        let refusal = daemon_refusal(&from_env, "shop").unwrap();
+        assert!(refusal.starts_with("spec.notify[0].webhook.urlEnv"), "{refusal}");
+        let token = spec(
+            serde_json::json!([]),
+            serde_json::json!({ "url": "https://g.example", "annotations": { "tokenEnv": "T" } }),
+        );
+        assert!(daemon_refusal(&token, "shop")
+            .unwrap()
+            .starts_with("spec.grafana.annotations.tokenEnv"));
+        let from_secret = spec(
+            serde_json::json!([{ "webhook": { "urlSecretRef": { "name": "s", "key": "url" } } }]),
+            serde_json::Value::Null,
+        );
+        assert_eq!(daemon_refusal(&from_secret, "shop"), None);
+    }
+}

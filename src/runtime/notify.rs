@@ -481,3 +481,68 @@ fn request_event(request: &AnnotationRequest) -> &'static str {
         AnnotationRequest::Point(_) => "point",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::engine::TransitionKind;
+    use std::sync::atomic::AtomicU64;
+
+    #[derive(Default)]
+    struct Counted {
+        dropped: AtomicU64,
+        failed: AtomicU64,
+    }
+
+    #[async_trait]
+    impl NotifyReport for Counted {
+        fn counted(&self, _channel: NotifyChannel, result: NotifyResult) {
+            match result {
+                NotifyResult::Dropped => self.dropped.fetch_add(1, Ordering::SeqCst),
+                NotifyResult::Failed => self.failed.fetch_add(1, Ordering::SeqCst),
+                NotifyResult::Delivered => 0,
+            };
+        }
+        async fn failed(&self, _policy: &PolicyRef, _message: &str) {}
+    }
+
+    #[tokio::test]
+    async fn a_full_lane_drops_and_counts_without_waiting() {
+        // Accepts connections (the kernel's backlog) and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let spec: RolloutSpec = serde_json::from_value(serde_json::json!({
+            "revision": "v2",
+            "router": { "istio": { "virtualService": "vs", "stable": { "host": "s" }, "canary": { "host": "c" } } },
+            "steps": [0, 100],
+            "analysis": { "metrics": [ { "name": "e", "query": "x", "max": 1 } ] },
+            "notify": [ { "webhook": { "url": format!("http://{addr}/"), "timeout": "30s", "retries": 0 } } ]
+        }))
+        .unwrap();
+        let report = Arc::new(Counted::default());
+        let notifier = Notifier::start(HeaderSecrets::Environment, report.clone());
+        let policy = PolicyRef {
+            namespace: "shop".into(),
+            name: "checkout".into(),
+        };
+        let transition = Transition {
+            kind: TransitionKind::StepAdvanced,
+            at: chrono::DateTime::UNIX_EPOCH,
+            revision: "v2".into(),
+            phase: crate::policy::Phase::Progressing,
+            step: 1,
+            canary_weight: 100,
+            reason: "StepAdvanced".into(),
+            message: "advanced".into(),
+        };
+        let many = vec![transition; QUEUE_PER_LANE + 10];
+        // Returns at once although every delivery hangs.
+        notifier.announce(&policy, &spec, &RolloutStatus::default(), &many);
+        // The worker has not run yet (one thread, no await so far): QUEUE_PER_LANE
+        // wait, the rest are dropped.
+        assert_eq!(report.dropped.load(Ordering::SeqCst), 10);
+        assert!(!notifier.wait_idle(Duration::from_millis(50)).await);
+        assert_eq!(Notifier::longest(&spec), Duration::from_secs(30));
+    }
+}

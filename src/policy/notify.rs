@@ -370,7 +370,10 @@ mod tests {
             serde_json::Value::Null,
         );
         let refusal = daemon_refusal(&from_env, "shop").unwrap();
-        assert!(refusal.starts_with("spec.notify[0].webhook.urlEnv"), "{refusal}");
+        assert!(
+            refusal.starts_with("spec.notify[0].webhook.urlEnv"),
+            "{refusal}"
+        );
         let token = spec(
             serde_json::json!([]),
             serde_json::json!({ "url": "https://g.example", "annotations": { "tokenEnv": "T" } }),

@@ -4,6 +4,8 @@
 //! answer 500; `POST /api/annotations` answers like Grafana (`{"id": n, …}`), every
 //! other request 200.
 
+#![allow(clippy::unwrap_used)] // test support: a panic is the failure report
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

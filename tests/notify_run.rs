@@ -16,6 +16,7 @@ use support::rollout::{stderr, PolicyOptions, Stack};
 const SLACK_PATH: &str = "/slack/T000-secret-path";
 const TOKEN: &str = "notify-token-never-printed";
 const GRAFANA_TOKEN: &str = "glsa_grafana-token-never-printed";
+const FAILING_SECRET: &str = "failing-secret-path";
 
 /// The top-level fields docs/notifications.md documents.
 const FIELDS: [&str; 15] = [
@@ -61,7 +62,7 @@ async fn run_sends_every_notification_in_order_with_the_documented_body() {
         addr,
         &PolicyOptions::default(),
         &format!(
-            "    - webhook: {{ url: \"http://{addr}/json\", timeout: 2s, headers: [{{ name: x-token, valueEnv: NOTIFY_TOKEN }}] }}\n    - webhook: {{ urlEnv: SLACK_URL, format: slack, on: [rolledBack, promoted] }}\n    - webhook: {{ url: \"http://{addr}/teams\", format: teams, on: [promoted] }}\n"
+            "    - webhook: {{ url: \"http://{addr}/json\", timeout: 2s, headers: [{{ name: x-token, valueEnv: NOTIFY_TOKEN }}] }}\n    - webhook: {{ urlEnv: SLACK_URL, format: slack, on: [rolledBack, promoted] }}\n    - webhook: {{ url: \"http://{addr}/teams\", format: teams, on: [promoted] }}\n    - webhook: {{ urlEnv: FAILING_URL, on: [promoted], retries: 0 }}\n"
         ),
     );
     let output = stack
@@ -69,6 +70,10 @@ async fn run_sends_every_notification_in_order_with_the_documented_body() {
         .env("NOTIFY_TOKEN", TOKEN)
         .env("SLACK_URL", format!("http://{addr}{SLACK_PATH}"))
         .env("GRAFANA_TOKEN", GRAFANA_TOKEN)
+        .env(
+            "FAILING_URL",
+            format!("http://{addr}/fail/{FAILING_SECRET}"),
+        )
         .output()
         .unwrap();
     let log = stderr(&output);
@@ -174,9 +179,16 @@ async fn run_sends_every_notification_in_order_with_the_documented_body() {
         .unwrap()
         .contains("promoted"));
 
+    // A failed delivery is in the log, naming the target by its place, not its URL.
+    assert_eq!(receiver.under("/fail").len(), 1);
+    assert!(
+        log.contains("spec.notify[3].webhook (URL kept secret): 500"),
+        "{log}"
+    );
+
     // Secrets: nowhere in the log or the state.
     let state = std::fs::read_to_string(stack.state_file()).unwrap();
-    for secret in [TOKEN, GRAFANA_TOKEN, "T000-secret-path"] {
+    for secret in [TOKEN, GRAFANA_TOKEN, "T000-secret-path", FAILING_SECRET] {
         assert!(
             !log.contains(secret) && !state.contains(secret),
             "{secret} leaked"

@@ -18,6 +18,7 @@ pub mod local;
 pub mod notify;
 pub mod notify_daemon;
 pub mod notify_payload;
+pub mod notify_queue;
 pub mod preflight;
 pub mod reconcile;
 pub mod route_index;

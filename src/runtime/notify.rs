@@ -1,22 +1,20 @@
 //! Sends `spec.notify` webhooks and `spec.grafana.annotations` without ever holding up a
 //! rollout: a tick only builds the bodies and puts them on a bounded queue
 //! ([`Notifier::announce`] never waits); background workers deliver them through
-//! `runtime::webhook`. Each (policy, target) goes through one lane, so its
-//! notifications arrive in order; a receiver that hangs delays only its own lane. A
-//! full lane drops the notification and counts it. One `Notifier` per process.
+//! `runtime::webhook`. The notifications of one (policy, target) are delivered one after
+//! the other, in order (`runtime::notify_queue`); a receiver that hangs delays only its
+//! own. A full queue drops the notification and counts it. One `Notifier` per process.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
-use tokio::sync::mpsc;
 
 use super::hooks::HeaderSecrets;
 use super::notify_payload::{body, event_of, Notification};
+use super::notify_queue::KeyedQueue;
 use super::webhook::{add_sensitive_header, backoff_before, send, Delivery};
 use crate::engine::Transition;
 use crate::metrics::secrets::read_text;
@@ -30,10 +28,14 @@ use crate::policy::{
     GrafanaSpec, NotifyEvent, RolloutSpec, RolloutStatus, SecretKeyRef, WebhookSpec,
 };
 
-/// Lanes (workers) per process.
-const LANES: usize = 4;
-/// Notifications waiting per lane; past it, new ones are dropped (and counted).
-pub const QUEUE_PER_LANE: usize = 256;
+/// Deliveries running at once, per process.
+const CONCURRENT_DELIVERIES: usize = 8;
+/// Notifications waiting or being sent, per process; past it, new ones are dropped
+/// (and counted).
+pub const QUEUE_LIMIT: usize = 1024;
+
+/// Whose notifications are delivered in order: a policy's target (`None`: its Grafana).
+type Key = (String, String, Option<usize>);
 
 /// Where the outcome of each delivery goes: metrics and Events in the daemon, the log
 /// in `shiftgate run`.
@@ -75,15 +77,13 @@ struct Shared {
     http: Result<reqwest::Client, String>,
     secrets: HeaderSecrets,
     report: Arc<dyn NotifyReport>,
-    in_flight: AtomicUsize,
-    idle: tokio::sync::Notify,
     /// The Grafana region of each rollout's current step: (namespace, name) → id.
     open_regions: Mutex<HashMap<(String, String), u64>>,
 }
 
 /// The process's notification queue.
 pub struct Notifier {
-    lanes: Vec<mpsc::Sender<Job>>,
+    queue: KeyedQueue<Key, Job>,
     shared: Arc<Shared>,
 }
 
@@ -102,25 +102,14 @@ impl Notifier {
             http,
             secrets,
             report,
-            in_flight: AtomicUsize::new(0),
-            idle: tokio::sync::Notify::new(),
             open_regions: Mutex::default(),
         });
-        let lanes = (0..LANES)
-            .map(|_| {
-                let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_PER_LANE);
-                let shared = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    while let Some(job) = rx.recv().await {
-                        shared.run(job).await;
-                        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                        shared.idle.notify_waiters();
-                    }
-                });
-                tx
-            })
-            .collect();
-        Arc::new(Notifier { lanes, shared })
+        let worker = Arc::clone(&shared);
+        let queue = KeyedQueue::start(QUEUE_LIMIT, CONCURRENT_DELIVERIES, move |job| {
+            let shared = Arc::clone(&worker);
+            async move { shared.run(job).await }
+        });
+        Arc::new(Notifier { queue, shared })
     }
 
     /// Queues what `transitions` announce to `spec`'s targets. Never waits.
@@ -157,7 +146,7 @@ impl Notifier {
                     event,
                     body: serde_json::to_vec(&body).unwrap_or_default(),
                 };
-                self.enqueue(lane_of(policy, Some(index)), job, NotifyChannel::Webhook);
+                self.enqueue(key(policy, Some(index)), job, NotifyChannel::Webhook);
             }
             if let Some(grafana) = annotations {
                 let job = Job::Annotation {
@@ -165,18 +154,13 @@ impl Notifier {
                     grafana: grafana.clone(),
                     request: request_for(policy, transition, event),
                 };
-                self.enqueue(lane_of(policy, None), job, NotifyChannel::Grafana);
+                self.enqueue(key(policy, None), job, NotifyChannel::Grafana);
             }
         }
     }
 
-    fn enqueue(&self, lane: usize, job: Job, channel: NotifyChannel) {
-        let Some(sender) = self.lanes.get(lane % LANES) else {
-            return;
-        };
-        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        if sender.try_send(job).is_err() {
-            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    fn enqueue(&self, key: Key, job: Job, channel: NotifyChannel) {
+        if !self.queue.push(key, job) {
             self.shared.report.counted(channel, NotifyResult::Dropped);
             tracing::warn!(
                 channel = channel.as_str(),
@@ -188,16 +172,7 @@ impl Notifier {
     /// Waits until nothing is queued or being sent, at most `limit`. Returns whether
     /// everything went out.
     pub async fn wait_idle(&self, limit: Duration) -> bool {
-        let wait = async {
-            loop {
-                let notified = self.shared.idle.notified();
-                if self.shared.in_flight.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(limit, wait).await.is_ok()
+        self.queue.wait_idle(limit).await
     }
 
     /// Before a process exits: lets the last notifications of `spec` go out, waiting
@@ -236,11 +211,8 @@ fn one_delivery(timeout: Duration, retries: u32, backoff: Duration) -> Duration 
     timeout.saturating_mul(attempts).saturating_add(pauses)
 }
 
-/// The lane of one (policy, target): `None` is the policy's Grafana.
-fn lane_of(policy: &PolicyRef, target: Option<usize>) -> usize {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (&policy.namespace, &policy.name, target).hash(&mut hasher);
-    usize::try_from(hasher.finish() % LANES as u64).unwrap_or(0)
+fn key(policy: &PolicyRef, target: Option<usize>) -> Key {
+    (policy.namespace.clone(), policy.name.clone(), target)
 }
 
 impl Shared {
@@ -487,7 +459,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::engine::TransitionKind;
-    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[derive(Default)]
     struct Counted {
@@ -508,7 +480,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_lane_drops_and_counts_without_waiting() {
+    async fn a_full_queue_drops_and_counts_without_waiting() {
         // Accepts connections (the kernel's backlog) and never answers.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = silent.local_addr().unwrap();
@@ -536,11 +508,10 @@ mod tests {
             reason: "StepAdvanced".into(),
             message: "advanced".into(),
         };
-        let many = vec![transition; QUEUE_PER_LANE + 10];
+        let many = vec![transition; QUEUE_LIMIT + 10];
         // Returns at once although every delivery hangs.
         notifier.announce(&policy, &spec, &RolloutStatus::default(), &many);
-        // The worker has not run yet (one thread, no await so far): QUEUE_PER_LANE
-        // wait, the rest are dropped.
+        // QUEUE_LIMIT wait or hang, the rest are dropped.
         assert_eq!(report.dropped.load(Ordering::SeqCst), 10);
         assert!(!notifier.wait_idle(Duration::from_millis(50)).await);
         assert_eq!(Notifier::longest(&spec), Duration::from_secs(30));

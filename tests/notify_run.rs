@@ -211,7 +211,9 @@ async fn a_hanging_receiver_does_not_delay_the_rollback() {
             steps: "[50, 100]".to_owned(),
             ..PolicyOptions::default()
         },
-        &format!("    - webhook: {{ url: \"http://{addr}/hang\", timeout: 30s, retries: 0 }}\n"),
+        &format!(
+            "    - webhook: {{ url: \"http://{addr}/hang\", timeout: 30s, retries: 0 }}\n    - webhook: {{ url: \"http://{addr}/ok\" }}\n"
+        ),
     );
     let started = now();
     let _run = stack.spawn_run(&path);
@@ -221,7 +223,25 @@ async fn a_hanging_receiver_does_not_delay_the_rollback() {
     let took = now().duration_since(started);
     assert!(took < Duration::from_secs(25), "rolled back after {took:?}");
     assert_eq!(stack.served().await.canary_weight, 0, "{state}");
-    // The receiver did get the first notification, and is still hanging on it.
+    // The other target heard of the rollback, with its cause, while the hanging one
+    // still holds its first notification.
+    receiver
+        .wait_for(
+            "the rollback at the other target",
+            Duration::from_secs(10),
+            |r| r.events("/ok").last().is_some_and(|e| e == "rolledBack"),
+        )
+        .await;
+    let rollback = receiver.under("/ok").last().unwrap().body.clone();
+    assert_eq!(rollback["canaryWeight"], 0);
+    assert_eq!(rollback["analysis"]["metrics"][0]["name"], "error-rate");
+    assert!(
+        rollback["analysis"]["metrics"][0]["canary"]
+            .as_f64()
+            .unwrap()
+            > 0.05,
+        "{rollback}"
+    );
     let hang = receiver.under("/hang");
     assert_eq!(hang.len(), 1, "{hang:#?}");
     assert_eq!(hang[0].body["event"], "started");

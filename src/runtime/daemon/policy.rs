@@ -13,6 +13,8 @@ pub(super) struct Context {
     pub(super) events: EventPublisher,
     pub(super) leadership: Leadership,
     pub(super) store: Store<RolloutPolicy>,
+    /// Which policy owns which route, kept from the policy watch.
+    pub(super) routes: Arc<RouteIndex>,
     /// Long-lived: keeps the background hooks' answers between ticks.
     pub(super) hooks: Arc<crate::runtime::hooks::Hooks>,
 }
@@ -125,7 +127,7 @@ impl Context {
             .await?;
             return Ok(Action::await_change());
         }
-        if let Some((owner, route)) = conflicting_owner(policy, &self.store.state()) {
+        if let Some((owner, route)) = self.routes.conflicting_owner(policy) {
             let message = format!(
                 "{route} is already managed by RolloutPolicy {}/{}; one rollout per route at a \
                  time: remove the route from one of the two policies",

@@ -51,6 +51,7 @@ use crate::store::{StateStore, StoreError};
 mod guarded;
 mod policy;
 mod routers;
+mod watched;
 
 use policy::{error_policy, reconcile, Context};
 use routers::{CountingRouter, TimedMetrics};
@@ -252,16 +253,22 @@ impl Daemon {
         let invalid = Arc::new(guarded::InvalidPolicies::default());
         let routes = Arc::new(RouteIndex::default());
         let indexed = routes.clone();
+        let recent = Arc::new(watched::RecentWrites::default());
+        let seen = recent.clone();
         let watched = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
         let policies = guarded::guard(watched, reader.clone(), invalid.clone())
             .reflect(writer)
             .inspect(move |event| match event {
-                Ok(watcher::Event::Apply(policy)) => indexed.apply(policy),
+                Ok(watcher::Event::Apply(policy)) => {
+                    indexed.apply(policy);
+                    seen.observed(policy);
+                }
                 Ok(watcher::Event::Init) => indexed.init(),
                 Ok(watcher::Event::InitApply(policy)) => indexed.init_apply(policy),
                 Ok(watcher::Event::Delete(policy)) => {
                     indexed.delete(policy);
                     if let Some(policy) = policy_ref(policy) {
+                        seen.forget(&policy);
                         forget_metrics.forget_policy(&policy);
                     }
                 }
@@ -286,6 +293,7 @@ impl Daemon {
             leadership: leadership.clone(),
             store: reader.clone(),
             routes,
+            recent,
             hooks,
         });
         tasks.spawn(guarded::write_refusals(

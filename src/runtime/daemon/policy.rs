@@ -15,6 +15,8 @@ pub(super) struct Context {
     pub(super) store: Store<RolloutPolicy>,
     /// Which policy owns which route, kept from the policy watch.
     pub(super) routes: Arc<RouteIndex>,
+    /// Our own status writes the watch has not shown yet.
+    pub(super) recent: Arc<super::watched::RecentWrites>,
     /// Long-lived: keeps the background hooks' answers between ticks.
     pub(super) hooks: Arc<crate::runtime::hooks::Hooks>,
 }
@@ -50,7 +52,7 @@ pub(super) fn error_policy(
 }
 
 impl Context {
-    async fn reconcile(&self, policy: &RolloutPolicy) -> Result<Action, DaemonError> {
+    async fn reconcile(&self, policy: &Arc<RolloutPolicy>) -> Result<Action, DaemonError> {
         let policy_ref = policy_ref(policy).ok_or(DaemonError::MissingMetadata {
             field: "metadata.namespace or metadata.name",
         })?;
@@ -182,12 +184,20 @@ impl Context {
                 inner: self.seams.metrics.clone(),
                 metrics: self.metrics.clone(),
             }),
+            // The policy's state and commands as the watch shows them: no GET.
             store: Arc::new(FencedStore::new(
-                self.seams.store.clone(),
+                Arc::new(super::watched::WatchedStatus::new(
+                    self.seams.store.clone(),
+                    policy.clone(),
+                    self.recent.clone(),
+                )),
                 self.leadership.clone(),
             )),
             checks: self.seams.checks.clone(),
-            commands: self.seams.commands.clone(),
+            commands: Arc::new(super::watched::WatchedCommands {
+                inner: self.seams.commands.clone(),
+                object: policy.clone(),
+            }),
             clock: self.seams.clock.clone(),
         })
         .with_hooks(self.hooks.clone())

@@ -70,3 +70,7 @@ mod hooks;
 /// Issue "operate" §5–6: metrics, alerts and logs.
 #[path = "regression/observe.rs"]
 mod observe;
+
+/// Issue "scale" §1–2: the API requests one evaluation costs.
+#[path = "regression/scale.rs"]
+mod scale;

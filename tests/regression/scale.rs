@@ -267,7 +267,7 @@ async fn destination_rules_are_listed_twice_per_evaluation() {
 /// An evaluation that changes nothing a user sees costs at most one request (the
 /// status with the new `lastAnalysis`), and no read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hold_writes_the_status_twice() {
+async fn a_hold_costs_four_requests_per_evaluation() {
     let window = holding(true).await;
     let requests: Vec<_> = window
         .requests

@@ -336,9 +336,10 @@ impl Context {
         if let Some(condition) = status.conditions.iter_mut().find(|c| c.type_ == ACCEPTED) {
             condition.observed_generation = generation;
         }
-        FencedStore::new(self.seams.store.clone(), self.leadership.clone())
+        let saved = FencedStore::new(self.seams.store.clone(), self.leadership.clone())
             .save(policy_ref, &status, version.as_ref())
             .await?;
+        self.recent.wrote(policy_ref, saved, status);
         self.events.publish(reference, &event, None).await;
         Ok(())
     }
@@ -368,9 +369,10 @@ impl Context {
             "the policy is valid and its route is free",
             self.seams.clock.now(),
         );
-        FencedStore::new(self.seams.store.clone(), self.leadership.clone())
+        let saved = FencedStore::new(self.seams.store.clone(), self.leadership.clone())
             .save(policy_ref, &status, Some(&version))
             .await?;
+        self.recent.wrote(policy_ref, saved, status);
         Ok(())
     }
 

@@ -50,6 +50,18 @@ impl RecentWrites {
         }
     }
 
+    /// We wrote `status` at `version`: read it until the watch shows it.
+    pub(super) fn wrote(&self, policy: &PolicyRef, version: Version, status: RolloutStatus) {
+        lock(&self.written).insert(
+            policy.clone(),
+            OwnWrite {
+                version,
+                status,
+                at: Instant::now(),
+            },
+        );
+    }
+
     pub(super) fn forget(&self, policy: &PolicyRef) {
         lock(&self.written).remove(policy);
         lock(&self.reread).remove(policy);
@@ -128,16 +140,7 @@ impl StateStore for WatchedStatus {
     ) -> Result<Version, StoreError> {
         let saved = self.inner.save(policy, status, expect).await;
         match &saved {
-            Ok(version) => {
-                lock(&self.recent.written).insert(
-                    policy.clone(),
-                    OwnWrite {
-                        version: version.clone(),
-                        status: status.clone(),
-                        at: Instant::now(),
-                    },
-                );
-            }
+            Ok(version) => self.recent.wrote(policy, version.clone(), status.clone()),
             Err(StoreError::Conflict { .. }) => {
                 // What we read was stale: read the next time from the API server.
                 lock(&self.recent.written).remove(policy);

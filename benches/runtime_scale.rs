@@ -64,7 +64,10 @@ fn main() {
     }
     let full = std::env::args().any(|a| a == "--bench");
     let sizes: Vec<usize> = match std::env::var("SHIFTGATE_BENCH_SIZES") {
-        Ok(list) => list.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+        Ok(list) => list
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect(),
         Err(_) if full => vec![1000, 3000],
         Err(_) => vec![20],
     };
@@ -73,7 +76,13 @@ fn main() {
     let hold = std::env::var("SHIFTGATE_BENCH_HOLD").is_ok_and(|v| v == "1");
     let prometheus = PrometheusStandIn::start();
     for size in sizes {
-        let report = run(size, Duration::from_secs(seconds), interval, hold, &prometheus);
+        let report = run(
+            size,
+            Duration::from_secs(seconds),
+            interval,
+            hold,
+            &prometheus,
+        );
         println!("{report}");
     }
 }
@@ -145,7 +154,11 @@ fn request_kind(method: &str, path: &str) -> String {
         }
         None => parts.last().copied().unwrap_or("").to_owned(),
     };
-    let verb = if query.contains("watch=true") { "WATCH" } else { method };
+    let verb = if query.contains("watch=true") {
+        "WATCH"
+    } else {
+        method
+    };
     format!("{verb} {resource}")
 }
 
@@ -340,7 +353,10 @@ impl PrometheusStandIn {
 /// The N of the first `app-N` in a (URL-encoded) query.
 fn app_of(text: &str) -> Option<u32> {
     let at = text.find("app-")? + 4;
-    let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 
@@ -437,7 +453,10 @@ fn run(
     );
     let pid = daemon.0.id();
     while !http_ok(port, "/readyz") {
-        assert!(started.elapsed() < Duration::from_secs(120), "daemon never ready");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "daemon never ready"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     loop {

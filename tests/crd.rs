@@ -320,7 +320,11 @@ fn rbac_grants_exactly_what_shiftgate_uses() {
                 "virtualservices",
                 &["get", "list", "watch", "patch"]
             ),
-            ("networking.istio.io", "destinationrules", &["list", "watch"]),
+            (
+                "networking.istio.io",
+                "destinationrules",
+                &["list", "watch"]
+            ),
             ("", "services", &["get", "list", "watch", "patch"]),
             ("apps", "deployments", &["get"]),
             ("apps", "deployments/scale", &["patch"]),

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
 use kube::Client;
 
@@ -296,7 +296,10 @@ impl EventPublisher {
         let stamp = now;
         let name = format!(
             "{}.{:x}",
-            regarding.name.as_deref().unwrap_or(&self.reporter.controller),
+            regarding
+                .name
+                .as_deref()
+                .unwrap_or(&self.reporter.controller),
             stamp.as_nanosecond()
         );
         let object = K8sEvent {
@@ -317,7 +320,14 @@ impl EventPublisher {
                     .clone()
                     .unwrap_or_else(|| self.reporter.controller.clone()),
             ),
-            type_: Some(if event.is_warning() { "Warning" } else { "Normal" }.to_owned()),
+            type_: Some(
+                if event.is_warning() {
+                    "Warning"
+                } else {
+                    "Normal"
+                }
+                .to_owned(),
+            ),
             ..Default::default()
         };
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
@@ -345,17 +355,16 @@ impl Series {
             return;
         }
         self.swept_at = Some(now);
-        self.open.retain(|_, open| {
-            open.last
-                .checked_add(SERIES_TTL)
-                .is_ok_and(|end| end > now)
-        });
+        self.open
+            .retain(|_, open| open.last.checked_add(SERIES_TTL).is_ok_and(|end| end > now));
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Plain maps stay usable after a panic elsewhere.
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -159,7 +159,6 @@ impl ServiceRouter {
         self.call_timeout = call_timeout;
         self
     }
-
 }
 
 #[async_trait]

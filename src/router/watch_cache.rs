@@ -78,7 +78,8 @@ impl ObjectCache {
         }
         let watched = Arc::new(RwLock::new(Watched::default()));
         watches.insert(key, watched.clone());
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, resource);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, resource);
         let task = tokio::spawn(follow(api, watched.clone(), resource.plural.clone()));
         lock(&self.tasks).push(task.abort_handle());
         watched
@@ -215,13 +216,17 @@ fn entry_of(object: &DynamicObject) -> Option<(String, Entry)> {
 
 // Plain maps stay usable after a panic elsewhere.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -111,7 +111,11 @@ impl CommandSource for KubeCommandSource {
             namespace: object.metadata.namespace.clone()?,
             name: object.metadata.name.clone()?,
         };
-        Some(commands_after(&policy, command_in(&object.metadata), handled))
+        Some(commands_after(
+            &policy,
+            command_in(&object.metadata),
+            handled,
+        ))
     }
 }
 

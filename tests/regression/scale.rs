@@ -176,7 +176,10 @@ async fn measure(policy: Value, ready: impl Fn(&Value) -> bool, evaluations: usi
         async move {
             let started = Instant::now();
             while metrics.evaluations.load(Ordering::SeqCst) < count {
-                assert!(started.elapsed() < Duration::from_secs(30), "evaluations stopped");
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "evaluations stopped"
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
@@ -201,7 +204,10 @@ async fn measure(policy: Value, ready: impl Fn(&Value) -> bool, evaluations: usi
 /// from the DestinationRule.
 async fn holding(target_labels: bool) -> Window {
     measure(
-        policy(json!([0, { "weight": 50, "hold": "10m" }, 100]), target_labels),
+        policy(
+            json!([0, { "weight": 50, "hold": "10m" }, 100]),
+            target_labels,
+        ),
         |status| status["canaryWeight"] == 50 && status["lastAnalysis"].is_object(),
         3,
     )
@@ -249,7 +255,6 @@ async fn virtual_service_is_read_twice_before_a_patch() {
         window.describe()
     );
 }
-
 
 /// A subset-level policy listed every DestinationRule of its namespace twice per
 /// evaluation (once per subset) to find the subsets' version labels.

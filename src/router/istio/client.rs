@@ -67,7 +67,6 @@ impl IstioRouter {
             self.target.api_version.as_str()
         )
     }
-
 }
 
 #[async_trait]

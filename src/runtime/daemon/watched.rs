@@ -68,7 +68,11 @@ impl RecentWrites {
     }
 
     /// The state to start from, given what the watch shows.
-    fn current(&self, policy: &PolicyRef, watched: (RolloutStatus, Version)) -> (RolloutStatus, Version) {
+    fn current(
+        &self,
+        policy: &PolicyRef,
+        watched: (RolloutStatus, Version),
+    ) -> (RolloutStatus, Version) {
         let mut written = lock(&self.written);
         match written.get(policy) {
             Some(own) if own.version == watched.1 => {
@@ -89,7 +93,9 @@ impl RecentWrites {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Plain maps stay usable after a panic elsewhere.
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The state store of one reconcile: its first load comes from the watched object
@@ -171,7 +177,11 @@ impl CommandSource for WatchedCommands {
         }
     }
 
-    async fn acknowledge(&self, policy: &PolicyRef, handled: &str) -> Result<(), CommandSourceError> {
+    async fn acknowledge(
+        &self,
+        policy: &PolicyRef,
+        handled: &str,
+    ) -> Result<(), CommandSourceError> {
         self.inner.acknowledge(policy, handled).await
     }
 }

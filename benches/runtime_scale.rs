@@ -16,8 +16,9 @@
 //! (VmHWM), evaluations (a rollout's queries less than half an interval apart are one evaluation),
 //! allocations and API requests per evaluation by verb and resource, Prometheus
 //! queries per second, evaluation lateness (the gap between two evaluations of a
-//! rollout, less the interval) p50/p99/max, and the rollouts not evaluated at all in
-//! the window.
+//! rollout, less the interval) p50/p99/max, the rollouts not evaluated at all in the
+//! window, and those never reconciled since the daemon started. (The window starts
+//! once every policy was reconciled once, or after three intervals at the latest.)
 //!
 //! `cargo bench --bench runtime_scale` runs 1,000 then 3,000 rollouts over 60 s.
 //! Knobs: SHIFTGATE_BENCH_SIZES (e.g. `10000`), SHIFTGATE_BENCH_SECONDS (60),
@@ -180,10 +181,21 @@ fn serve_api() {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", json!({ "kubeconfig": kubeconfig })).unwrap();
     out.flush().unwrap();
+    // Every policy whose status was ever written, across `clear`s.
+    let mut ever: HashSet<String> = HashSet::new();
+    let note_reconciled = |ever: &mut HashSet<String>| {
+        ever.extend(
+            server
+                .requests_matching("PATCH", "/rolloutpolicies/")
+                .into_iter()
+                .map(|r| r.path.split('?').next().unwrap_or("").to_owned()),
+        );
+    };
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let answer = match line.trim() {
             "clear" => {
+                note_reconciled(&mut ever);
                 server.clear_requests();
                 json!("ok")
             }
@@ -195,12 +207,8 @@ fn serve_api() {
                 json!(counts)
             }
             "reconciled" => {
-                let written: HashSet<String> = server
-                    .requests_matching("PATCH", "/rolloutpolicies/")
-                    .into_iter()
-                    .map(|r| r.path.split('?').next().unwrap_or("").to_owned())
-                    .collect();
-                json!(written.len())
+                note_reconciled(&mut ever);
+                json!(ever.len())
             }
             _ => json!(null),
         };
@@ -459,15 +467,13 @@ fn run(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    loop {
-        let reconciled = api.ask("reconciled").as_u64().unwrap_or(0) as usize;
-        if reconciled >= size {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "only {reconciled} of {size} policies reconciled"
-        );
+    // Every policy reconciled once, or as many as a few intervals allow (a daemon
+    // that cannot keep up starves some: that is a figure, not a failure).
+    let first_pass_limit = Duration::from_secs((interval * 3).max(60));
+    let ready_at = Instant::now();
+    while (api.ask("reconciled").as_u64().unwrap_or(0) as usize) < size
+        && ready_at.elapsed() < first_pass_limit
+    {
         std::thread::sleep(Duration::from_millis(500));
     }
     let first_pass = started.elapsed().as_secs_f64();
@@ -483,6 +489,8 @@ fn run(
     let allocs_after = allocations(&allocs_file);
     let rss = peak_rss_mib(pid);
     let counts = api.ask("counts");
+    let never_reconciled =
+        size.saturating_sub(api.ask("reconciled").as_u64().unwrap_or(0) as usize);
     let queries = prometheus.take();
     drop(daemon);
     drop(api);
@@ -545,7 +553,8 @@ fn run(
          evaluations {evaluations} ({:.1}/s); allocations per evaluation {:.0} ({:.0} bytes)\n  \
          API requests per evaluation {:.2}, by kind:{by_kind}\n  \
          Prometheus queries {:.1}/s\n  \
-         lateness p50 {:.2} s, p99 {:.2} s, max {:.2} s; rollouts not evaluated in the window: {never}",
+         lateness p50 {:.2} s, p99 {:.2} s, max {:.2} s; rollouts not evaluated in the window: {never}, \
+         never reconciled: {never_reconciled}",
         if hold { "holding" } else { "moving a weight each evaluation" },
         wall,
         cpu / wall,

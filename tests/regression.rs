@@ -74,3 +74,7 @@ mod observe;
 /// Issue "scale" §1–2: the API requests one evaluation costs.
 #[path = "regression/scale.rs"]
 mod scale;
+
+/// Issue "operate" §3: notifications.
+#[path = "regression/notify.rs"]
+mod notify;

@@ -75,6 +75,10 @@ mod hooks;
 #[path = "regression/observe.rs"]
 mod observe;
 
+/// Issue "scale" §1–2: the API requests one evaluation costs.
+#[path = "regression/scale.rs"]
+mod scale;
+
 /// Issue "operate" §3: notifications.
 #[path = "regression/notify.rs"]
 mod notify;

@@ -13,6 +13,10 @@ pub(super) struct Context {
     pub(super) events: EventPublisher,
     pub(super) leadership: Leadership,
     pub(super) store: Store<RolloutPolicy>,
+    /// Which policy owns which route, kept from the policy watch.
+    pub(super) routes: Arc<RouteIndex>,
+    /// Our own status writes the watch has not shown yet.
+    pub(super) recent: Arc<super::watched::RecentWrites>,
     /// Long-lived: keeps the background hooks' answers between ticks.
     pub(super) hooks: Arc<crate::runtime::hooks::Hooks>,
     /// Long-lived: the process's notification queue (never awaited by a tick).
@@ -50,7 +54,7 @@ pub(super) fn error_policy(
 }
 
 impl Context {
-    async fn reconcile(&self, policy: &RolloutPolicy) -> Result<Action, DaemonError> {
+    async fn reconcile(&self, policy: &Arc<RolloutPolicy>) -> Result<Action, DaemonError> {
         let policy_ref = policy_ref(policy).ok_or(DaemonError::MissingMetadata {
             field: "metadata.namespace or metadata.name",
         })?;
@@ -129,7 +133,7 @@ impl Context {
             .await?;
             return Ok(Action::await_change());
         }
-        if let Some((owner, route)) = conflicting_owner(policy, &self.store.state()) {
+        if let Some((owner, route)) = self.routes.conflicting_owner(policy) {
             let message = format!(
                 "{route} is already managed by RolloutPolicy {}/{}; one rollout per route at a \
                  time: remove the route from one of the two policies",
@@ -192,12 +196,20 @@ impl Context {
                 inner: self.seams.metrics.clone(),
                 metrics: self.metrics.clone(),
             }),
+            // The policy's state and commands as the watch shows them: no GET.
             store: Arc::new(FencedStore::new(
-                self.seams.store.clone(),
+                Arc::new(super::watched::WatchedStatus::new(
+                    self.seams.store.clone(),
+                    policy.clone(),
+                    self.recent.clone(),
+                )),
                 self.leadership.clone(),
             )),
             checks: self.seams.checks.clone(),
-            commands: self.seams.commands.clone(),
+            commands: Arc::new(super::watched::WatchedCommands {
+                inner: self.seams.commands.clone(),
+                object: policy.clone(),
+            }),
             clock: self.seams.clock.clone(),
         })
         .with_hooks(self.hooks.clone())
@@ -376,9 +388,10 @@ impl Context {
         if let Some(condition) = status.conditions.iter_mut().find(|c| c.type_ == ACCEPTED) {
             condition.observed_generation = generation;
         }
-        FencedStore::new(self.seams.store.clone(), self.leadership.clone())
+        let saved = FencedStore::new(self.seams.store.clone(), self.leadership.clone())
             .save(policy_ref, &status, version.as_ref())
             .await?;
+        self.recent.wrote(policy_ref, saved, status);
         self.events.publish(reference, &event, None).await;
         Ok(())
     }
@@ -408,9 +421,10 @@ impl Context {
             "the policy is valid and its route is free",
             self.seams.clock.now(),
         );
-        FencedStore::new(self.seams.store.clone(), self.leadership.clone())
+        let saved = FencedStore::new(self.seams.store.clone(), self.leadership.clone())
             .save(policy_ref, &status, Some(&version))
             .await?;
+        self.recent.wrote(policy_ref, saved, status);
         Ok(())
     }
 

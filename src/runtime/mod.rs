@@ -20,6 +20,7 @@ pub mod reconcile;
 pub mod route_index;
 pub mod route_lease;
 pub mod scheduler;
+pub mod scheduler_sim;
 pub mod webhook;
 pub mod workloads;
 

@@ -19,9 +19,11 @@ use crate::runtime::scheduler::DueQueue;
 /// Drives reconciles until `stop` resolves (or the trigger stream ends), then waits
 /// for the reconciles in flight (their writes) and returns. `reconcile` answers when
 /// the policy is due again (`None`: only on a change).
-pub(super) async fn drive<Triggers, WatchError, Gained, Stop, Run, Fut>(
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn drive<Triggers, WatchError, Ready, Gained, Stop, Run, Fut>(
     triggers: Triggers,
     store: Store<RolloutPolicy>,
+    store_ready: Ready,
     gained: Gained,
     stop: Stop,
     concurrency: u16,
@@ -30,6 +32,7 @@ pub(super) async fn drive<Triggers, WatchError, Gained, Stop, Run, Fut>(
 ) where
     Triggers: Stream<Item = Result<RolloutPolicy, WatchError>>,
     WatchError: std::fmt::Display,
+    Ready: Future<Output = ()>,
     Gained: Stream<Item = ()>,
     Stop: Future<Output = ()>,
     Run: Fn(Arc<RolloutPolicy>) -> Fut,
@@ -44,11 +47,15 @@ pub(super) async fn drive<Triggers, WatchError, Gained, Stop, Run, Fut>(
     let mut running = FuturesUnordered::new();
     let triggers = triggers.fuse();
     let gained = gained.fuse();
-    tokio::pin!(triggers, gained, stop);
+    // The initial list reaches the store only when it is complete (`store_ready`):
+    // until then a triggered policy is not in it yet, and nothing starts.
+    tokio::pin!(triggers, gained, stop, store_ready);
     let mut stopping = false;
+    let mut ready = false;
     loop {
         let now = Instant::now();
-        while let Some((key, due)) = queue.pop_due(now).filter(|_| !stopping) {
+        let may_start = ready && !stopping;
+        while let Some((key, due)) = may_start.then(|| queue.pop_due(now)).flatten() {
             let Some(policy) = store.get(&key) else {
                 // Deleted since it was scheduled.
                 queue.finish(&key, None);
@@ -61,10 +68,11 @@ pub(super) async fn drive<Triggers, WatchError, Gained, Stop, Run, Fut>(
         if stopping && running.is_empty() {
             return;
         }
-        let next_due = queue.next_due().filter(|_| !stopping);
+        let next_due = queue.next_due().filter(|_| may_start);
         tokio::select! {
             biased;
             () = &mut stop, if !stopping => stopping = true,
+            () = &mut store_ready, if !ready => ready = true,
             Some((key, again)) = running.next(), if !running.is_empty() => {
                 let next = again.and_then(|after| Instant::now().checked_add(after));
                 queue.finish(&key, next);

@@ -249,6 +249,7 @@ impl Daemon {
         let (reader, writer) = reflector::store::<RolloutPolicy>();
         let forget_metrics = metrics.clone();
         let synced = health.clone();
+        let (listed_tx, listed_rx) = watch::channel(false);
         let invalid = Arc::new(guarded::InvalidPolicies::default());
         let watched = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
         let policies = guarded::guard(watched, reader.clone(), invalid.clone())
@@ -261,8 +262,11 @@ impl Daemon {
                 }
                 // The initial list is complete. (Read from the stream rather than with
                 // `Store::wait_until_ready`: its one-shot wakes only one of several
-                // waiters, and the controller is already one.)
-                Ok(watcher::Event::InitDone) => synced.set_watches_synced(),
+                // waiters.)
+                Ok(watcher::Event::InitDone) => {
+                    synced.set_watches_synced();
+                    let _ = listed_tx.send(true);
+                }
                 _ => {}
             })
             .applied_objects()
@@ -289,6 +293,7 @@ impl Daemon {
         let controller = driver::drive(
             policies,
             reader,
+            wait_true(listed_rx),
             leadership_gained(leadership),
             stop,
             options.concurrency,

@@ -228,6 +228,9 @@ pub struct LocalRun {
     /// Gates in the tick, `postRollout`/`rollback` in the background (awaited, bounded,
     /// before the run ends).
     hooks: Arc<Hooks>,
+    /// The metric source of the ticks, asked when new data lands.
+    metrics: Arc<dyn crate::metrics::MetricSource>,
+    fresh_data: super::fresh_data::FreshData,
 }
 
 impl LocalRun {
@@ -284,9 +287,10 @@ impl LocalRun {
                     Arc::new(FileCommands::new(state_dir));
                 (real_router, Arc::new(FileStore::new(state_dir)), commands)
             };
+        let metrics: Arc<dyn crate::metrics::MetricSource> = Arc::new(PrometheusSource::new(None));
         let seams = Seams {
             router: Arc::clone(&router),
-            metrics: Arc::new(PrometheusSource::new(None)),
+            metrics: Arc::clone(&metrics),
             store: Arc::clone(&store),
             checks: Arc::new(checks),
             commands,
@@ -306,6 +310,8 @@ impl LocalRun {
             store,
             file_store: (!options.dry_run).then(|| FileStore::new(state_dir)),
             clock,
+            metrics,
+            fresh_data: super::fresh_data::FreshData::default(),
         })
     }
 
@@ -428,8 +434,19 @@ impl LocalRun {
             if stop.is_cancelled() {
                 return Ok(RunEnd::Interrupted(status));
             }
-            let gap = outcome
-                .wake_at
+            // Just after the scrape that brings new data, when analysing.
+            let wake_at = self
+                .fresh_data
+                .wake_at(
+                    &*self.metrics,
+                    &self.local.policy,
+                    &self.local.spec,
+                    &status,
+                    outcome.wake_at,
+                    now,
+                )
+                .await;
+            let gap = wake_at
                 .and_then(|at| (at - now).to_std().ok())
                 .unwrap_or(MAX_TICK_GAP)
                 .min(MAX_TICK_GAP);

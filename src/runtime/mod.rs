@@ -12,6 +12,7 @@ pub mod commands_file;
 pub mod commands_kube;
 pub mod daemon;
 pub mod faults;
+pub mod fresh_data;
 pub mod hooks;
 pub mod leader;
 pub mod local;

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::time::Duration;
 
+use crate::metrics::freshness::ScrapePhase;
 use crate::policy::Timestamp;
 
 /// Never requeue sooner than this: a wake time in the past (a tick that ran late)
@@ -67,6 +68,41 @@ pub fn after_error(transient: bool, resync: Duration) -> Duration {
     } else {
         resync
     }
+}
+
+/// How long after a scrape starts its samples are taken to be queryable (Prometheus
+/// stamps a sample with the scrape's start and stores it when the scrape ends).
+pub const AFTER_SCRAPE: Duration = Duration::from_millis(100);
+
+/// When to wake for an evaluation due at `due`, given when new data lands: just after
+/// the first scrape from `due` less the engine's slack on, so the evaluation judges data
+/// that is at most [`AFTER_SCRAPE`] old instead of anything up to a scrape interval
+/// old, and keeps that phase from one interval to the next. `due` itself when the phase
+/// is unknown, or when the interval is shorter than the scrape period (every
+/// evaluation cannot have new data then).
+pub fn after_fresh_data(
+    due: Timestamp,
+    phase: Option<&ScrapePhase>,
+    interval: chrono::Duration,
+) -> Timestamp {
+    let Some(phase) = phase else {
+        return due;
+    };
+    let period = phase.period.num_milliseconds();
+    if period <= 0 || phase.period > interval {
+        return due;
+    }
+    let slack = crate::engine::plan::evaluation_slack(interval).num_milliseconds();
+    let after = i64::try_from(AFTER_SCRAPE.as_millis()).unwrap_or(i64::MAX);
+    let base = phase.latest.timestamp_millis().saturating_add(after);
+    let earliest = due.timestamp_millis().saturating_sub(slack);
+    // The first `base + k·period` at or after `earliest` (k may be negative).
+    let steps = earliest.saturating_sub(base).div_euclid(period);
+    let mut slot = base.saturating_add(steps.saturating_mul(period));
+    if slot < earliest {
+        slot = slot.saturating_add(period);
+    }
+    chrono::DateTime::from_timestamp_millis(slot).unwrap_or(due)
 }
 
 /// Every key's next due time, and which keys are running, with at most `limit`

@@ -129,3 +129,45 @@ fn one_seed_gives_one_result() {
     assert_eq!(a.lateness_ms, b.lateness_ms);
     assert_eq!(a.evaluations, b.evaluations);
 }
+
+fn ms(millis: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}
+
+#[test]
+fn evaluations_wake_just_after_the_scrape_that_lands_around_their_due_time() {
+    let second = chrono::Duration::seconds(1);
+    let phase = ScrapePhase {
+        latest: ms(10_300),
+        period: second,
+    };
+    // Scrapes at …300 ms: queryable from …400 ms.
+    assert_eq!(
+        after_fresh_data(ms(20_000), Some(&phase), second),
+        ms(20_400)
+    );
+    assert_eq!(
+        after_fresh_data(ms(20_450), Some(&phase), second),
+        ms(20_400),
+        "a scrape up to the engine's slack before the due time is taken"
+    );
+    assert_eq!(
+        after_fresh_data(ms(20_520), Some(&phase), second),
+        ms(21_400)
+    );
+    assert_eq!(
+        after_fresh_data(ms(5_000), Some(&phase), second),
+        ms(5_400),
+        "a due time before the newest sample"
+    );
+    assert_eq!(after_fresh_data(ms(20_000), None, second), ms(20_000));
+    let slow = ScrapePhase {
+        latest: ms(10_300),
+        period: chrono::Duration::seconds(15),
+    };
+    assert_eq!(
+        after_fresh_data(ms(20_000), Some(&slow), chrono::Duration::seconds(10)),
+        ms(20_000),
+        "an interval shorter than the scrape period is kept"
+    );
+}

@@ -58,10 +58,7 @@ impl FreshData {
     fn known(&self, policy: &PolicyRef, now: Timestamp) -> Option<Option<ScrapePhase>> {
         let learned = self.learned.lock().ok()?;
         let (at, phase) = learned.get(policy)?;
-        let fresh = now
-            .signed_duration_since(*at)
-            .abs()
-            .lt(&RELEARN);
+        let fresh = now.signed_duration_since(*at).abs().lt(&RELEARN);
         fresh.then_some(*phase)
     }
 

@@ -113,7 +113,10 @@ fn under_overload_lateness_is_spread_evenly() {
         assert_eq!(report.never_evaluated(), 0, "seed {seed}");
         let min = report.evaluations.iter().min().copied().unwrap_or(0);
         let max = report.evaluations.iter().max().copied().unwrap_or(0);
-        assert!(max - min <= 1, "seed {seed}: evaluations per rollout {min}..{max}");
+        assert!(
+            max - min <= 1,
+            "seed {seed}: evaluations per rollout {min}..{max}"
+        );
         let (median, longest) = (report.gap_quantile_ms(0.5), report.gap_quantile_ms(1.0));
         assert!(
             longest * 10 <= median * 12,

@@ -259,7 +259,9 @@ impl MetricSource for DestinationRuleLabels {
         spec: &RolloutSpec,
         at: Timestamp,
     ) -> Option<crate::metrics::freshness::ScrapePhase> {
-        self.inner.scrape_phase(policy, &self.resolve(policy, spec).await, at).await
+        self.inner
+            .scrape_phase(policy, &self.resolve(policy, spec).await, at)
+            .await
     }
 }
 

@@ -248,6 +248,8 @@ impl Daemon {
 
         let (reader, writer) = reflector::store::<RolloutPolicy>();
         let forget_metrics = metrics.clone();
+        let fresh_data = Arc::new(crate::runtime::fresh_data::FreshData::default());
+        let forget_fresh = fresh_data.clone();
         let synced = health.clone();
         let (listed_tx, listed_rx) = watch::channel(false);
         let invalid = Arc::new(guarded::InvalidPolicies::default());
@@ -258,6 +260,7 @@ impl Daemon {
                 Ok(watcher::Event::Delete(policy)) => {
                     if let Some(policy) = policy_ref(policy) {
                         forget_metrics.forget_policy(&policy);
+                        forget_fresh.forget(&policy);
                     }
                 }
                 // The initial list is complete. (Read from the stream rather than with
@@ -281,6 +284,7 @@ impl Daemon {
             leadership: leadership.clone(),
             store: reader.clone(),
             hooks,
+            fresh_data,
         });
         tasks.spawn(guarded::write_refusals(
             invalid,

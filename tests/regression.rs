@@ -70,3 +70,7 @@ mod hooks;
 /// Issue "operate" §5–6: metrics, alerts and logs.
 #[path = "regression/observe.rs"]
 mod observe;
+
+/// Issue "scale" §4 and §6: fair, on-time scheduling, and evaluations timed to the data.
+#[path = "regression/scheduling.rs"]
+mod scheduling;

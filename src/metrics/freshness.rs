@@ -57,7 +57,7 @@ mod tests {
     #[test]
     fn the_period_is_the_median_gap_and_the_latest_sample_wins() {
         let phase = learn(&[
-            vec![1_000_120, 1_001_121, 1_002_119, 1_004_120],
+            vec![1_000_120, 1_001_120, 1_002_120, 1_004_120],
             vec![1_000_500, 1_001_500],
         ])
         .unwrap_or_else(|| panic!("learned"));

@@ -11,7 +11,7 @@ use shiftgate::runtime::scheduler_sim::{simulate, SimConfig, Start};
 
 const ROLLOUTS: usize = 10_000;
 
-fn config(service_ms: u64) -> SimConfig {
+fn config(service_ms: u64, start: Start) -> SimConfig {
     SimConfig {
         rollouts: ROLLOUTS,
         interval_ms: 10_000,
@@ -19,19 +19,25 @@ fn config(service_ms: u64) -> SimConfig {
         jitter_ms: service_ms / 2,
         concurrency: 16,
         duration_ms: 120_000,
-        start: Start::Together,
+        start,
         seed: 1,
     }
 }
 
 fn report_lateness() {
     // 10 ms per evaluation: 1.6x the capacity asked for; 20 ms: 0.8x (overloaded).
-    for service_ms in [10, 20] {
-        let config = config(service_ms);
+    // Together: a daemon starting with every rollout due at once (a burst of 10k);
+    // Spread: due times spread over the interval (the steady state).
+    for (service_ms, start) in [
+        (10, Start::Spread),
+        (10, Start::Together),
+        (20, Start::Spread),
+    ] {
+        let config = config(service_ms, start);
         let report = simulate(&config);
         println!(
             "scheduler: {ROLLOUTS} rollouts, 10 s interval, 16 slots, {service_ms} ms per evaluation \
-             (capacity {:.1}x): lateness p50 {} ms, p99 {} ms, max {} ms; longest gap p50 {} ms, \
+             (capacity {:.1}x), {start:?}: lateness p50 {} ms, p99 {} ms, max {} ms; longest gap p50 {} ms, \
              p99 {} ms; never evaluated {}",
             config.capacity_ratio(),
             report.lateness_quantile_ms(0.5),

@@ -74,3 +74,7 @@ mod observe;
 /// Issue "scale" §4 and §6: fair, on-time scheduling, and evaluations timed to the data.
 #[path = "regression/scheduling.rs"]
 mod scheduling;
+
+/// Issue "operate" §3: notifications.
+#[path = "regression/notify.rs"]
+mod notify;

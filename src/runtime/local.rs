@@ -19,6 +19,7 @@ use super::cluster_run::{is_cluster_policy, kubeconfig_namespace};
 use super::commands::NoCommands;
 use super::commands_file::FileCommands;
 use super::hooks::{HeaderSecrets, Hooks, ScriptedHooks, WebhookHooks};
+use super::notify::{LogReport, Notifier};
 use super::reconcile::{ReconcileError, Reconciler, Seams, TickOutcome};
 use crate::engine::Plan;
 use crate::metrics::prometheus::PrometheusSource;
@@ -231,6 +232,10 @@ pub struct LocalRun {
     /// The metric source of the ticks, asked when new data lands.
     metrics: Arc<dyn crate::metrics::MetricSource>,
     fresh_data: super::fresh_data::FreshData,
+    /// `spec.notify` and Grafana annotations, started with the first tick (none in a
+    /// dry run: it calls no receiver).
+    notify: bool,
+    notifier: std::sync::OnceLock<Arc<Notifier>>,
 }
 
 impl LocalRun {
@@ -312,6 +317,8 @@ impl LocalRun {
             clock,
             metrics,
             fresh_data: super::fresh_data::FreshData::default(),
+            notify: !options.dry_run,
+            notifier: std::sync::OnceLock::new(),
         })
     }
 
@@ -407,11 +414,37 @@ impl LocalRun {
         observe: &mut (dyn FnMut(&TickReport<'_>) + Send),
         stop: &CancellationToken,
     ) -> Result<RunEnd, LocalError> {
+        let notifier = self.notify.then(|| {
+            let start = || Notifier::start(HeaderSecrets::Environment, Arc::new(LogReport));
+            Arc::clone(self.notifier.get_or_init(start))
+        });
+        let end = self.ticks(observe, stop, notifier.as_deref()).await;
+        if let Some(notifier) = notifier {
+            notifier.finish(&self.local.spec).await;
+        }
+        end
+    }
+
+    async fn ticks(
+        &self,
+        observe: &mut (dyn FnMut(&TickReport<'_>) + Send),
+        stop: &CancellationToken,
+        notifier: Option<&Notifier>,
+    ) -> Result<RunEnd, LocalError> {
         loop {
             let outcome = self
                 .reconciler
                 .tick(&self.local.policy, &self.local.spec)
                 .await?;
+            if let Some(notifier) = notifier {
+                // Queued after the tick's writes, never awaited.
+                notifier.announce(
+                    &self.local.policy,
+                    &self.local.spec,
+                    &outcome.status,
+                    &outcome.transitions,
+                );
+            }
             let now = self.clock.now();
             observe(&TickReport {
                 now,

@@ -79,6 +79,10 @@ mod observe;
 #[path = "regression/scale.rs"]
 mod scale;
 
+/// Issue "scale" §4 and §6: fair, on-time scheduling, and evaluations timed to the data.
+#[path = "regression/scheduling.rs"]
+mod scheduling;
+
 /// Issue "operate" §3: notifications.
 #[path = "regression/notify.rs"]
 mod notify;

@@ -10,6 +10,14 @@ use crate::policy::{
 /// How soon to look again when a write or a read is outstanding.
 pub const RETRY_DELAY: Duration = Duration::from_secs(5);
 
+/// How early an evaluation may run: 100 ms, or a tenth of a shorter interval. Lets the
+/// runtime start it just after a scrape that lands a little before its due time, so
+/// evaluations keep that phase instead of drifting later by each tick's latency
+/// (`runtime::scheduler::after_fresh_data`). Waking is still asked for at the due time.
+pub fn evaluation_slack(interval: chrono::Duration) -> chrono::Duration {
+    (interval / 10).min(chrono::Duration::milliseconds(100))
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     #[error("spec.steps is empty; list the canary weights, e.g. `steps: [0, 30, 60, 100]`")]

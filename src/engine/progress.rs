@@ -191,7 +191,8 @@ impl Tick<'_> {
     /// Returns false when it asked for metrics and must be stepped again with them.
     pub(crate) fn evaluate_from(&mut self, due: crate::policy::Timestamp, weight: u8) -> bool {
         let interval = self.plan.interval();
-        if self.now < due {
+        let early = crate::engine::plan::evaluation_slack(interval);
+        if self.now < due.checked_sub_signed(early).unwrap_or(due) {
             self.wake(due);
             return true;
         }

@@ -137,7 +137,7 @@ impl Family {
             .join(",")
     }
 
-    fn total(self, selector: &str) -> String {
+    pub(crate) fn total(self, selector: &str) -> String {
         match self {
             Family::Istio => format!("istio_requests_total{{{selector}}}"),
             Family::Envoy => format!("envoy_cluster_upstream_rq_total{{{selector}}}"),

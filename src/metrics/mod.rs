@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod builtin;
 pub mod escape;
+pub mod freshness;
 pub mod histogram;
 pub mod matchers;
 pub mod prometheus;
@@ -52,4 +53,16 @@ pub trait MetricSource: Send + Sync {
         at: Timestamp,
         counts_since: Option<Timestamp>,
     ) -> AnalysisInput;
+
+    /// When new samples of the canary's requests land (learned from their timestamps
+    /// at `at`), so evaluations can run just after a scrape. One query, asked rarely
+    /// (see `runtime::scheduler::after_fresh_data`). Default: unknown.
+    async fn scrape_phase(
+        &self,
+        _policy: &PolicyRef,
+        _spec: &RolloutSpec,
+        _at: Timestamp,
+    ) -> Option<freshness::ScrapePhase> {
+        None
+    }
 }

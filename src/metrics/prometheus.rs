@@ -358,7 +358,19 @@ impl MetricSource for PrometheusSource {
                 .collect(),
         }
     }
+
+    async fn scrape_phase(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+        at: Timestamp,
+    ) -> Option<crate::metrics::freshness::ScrapePhase> {
+        self.learn_scrape_phase(policy, spec, at).await
+    }
 }
+
+#[path = "prometheus_freshness.rs"]
+mod freshness;
 
 fn build_connection(
     spec: &PrometheusSpec,

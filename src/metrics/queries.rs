@@ -340,6 +340,21 @@ fn request_count(spec: &RolloutSpec, variables: &Variables) -> SideQueries {
     render("canary requests", &queries.requests, &variables).map_or_else(SideQueries::Failed, ready)
 }
 
+/// The raw samples of the canary's request counter over the last
+/// [`super::freshness::LEARN_RANGE`]: their timestamps tell when new data lands.
+/// `None` when the requests come from a custom query (its series are not known).
+pub fn freshness_query(policy: &PolicyRef, spec: &RolloutSpec) -> Option<String> {
+    if spec.analysis.requests.is_some() {
+        return None;
+    }
+    let variables = Variables::new(policy, spec).with_side(Side::Canary);
+    let family = request_family(spec);
+    let selector = family.selector(&matchers(family, &variables).ok()?);
+    let series = family.total(&selector);
+    let text = format!("{series}[{}]", super::freshness::LEARN_RANGE);
+    render("canary request samples", &text, &variables).ok()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

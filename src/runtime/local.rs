@@ -229,6 +229,9 @@ pub struct LocalRun {
     /// Gates in the tick, `postRollout`/`rollback` in the background (awaited, bounded,
     /// before the run ends).
     hooks: Arc<Hooks>,
+    /// The metric source of the ticks, asked when new data lands.
+    metrics: Arc<dyn crate::metrics::MetricSource>,
+    fresh_data: super::fresh_data::FreshData,
     /// `spec.notify` and Grafana annotations, started with the first tick (none in a
     /// dry run: it calls no receiver).
     notify: bool,
@@ -289,9 +292,10 @@ impl LocalRun {
                     Arc::new(FileCommands::new(state_dir));
                 (real_router, Arc::new(FileStore::new(state_dir)), commands)
             };
+        let metrics: Arc<dyn crate::metrics::MetricSource> = Arc::new(PrometheusSource::new(None));
         let seams = Seams {
             router: Arc::clone(&router),
-            metrics: Arc::new(PrometheusSource::new(None)),
+            metrics: Arc::clone(&metrics),
             store: Arc::clone(&store),
             checks: Arc::new(checks),
             commands,
@@ -311,6 +315,8 @@ impl LocalRun {
             store,
             file_store: (!options.dry_run).then(|| FileStore::new(state_dir)),
             clock,
+            metrics,
+            fresh_data: super::fresh_data::FreshData::default(),
             notify: !options.dry_run,
             notifier: std::sync::OnceLock::new(),
         })
@@ -461,8 +467,19 @@ impl LocalRun {
             if stop.is_cancelled() {
                 return Ok(RunEnd::Interrupted(status));
             }
-            let gap = outcome
-                .wake_at
+            // Just after the scrape that brings new data, when analysing.
+            let wake_at = self
+                .fresh_data
+                .wake_at(
+                    &*self.metrics,
+                    &self.local.policy,
+                    &self.local.spec,
+                    &status,
+                    outcome.wake_at,
+                    now,
+                )
+                .await;
+            let gap = wake_at
                 .and_then(|at| (at - now).to_std().ok())
                 .unwrap_or(MAX_TICK_GAP)
                 .min(MAX_TICK_GAP);

@@ -12,6 +12,7 @@ pub mod commands_file;
 pub mod commands_kube;
 pub mod daemon;
 pub mod faults;
+pub mod fresh_data;
 pub mod hooks;
 pub mod leader;
 pub mod local;
@@ -24,6 +25,7 @@ pub mod reconcile;
 pub mod route_index;
 pub mod route_lease;
 pub mod scheduler;
+pub mod scheduler_sim;
 pub mod webhook;
 pub mod workloads;
 

@@ -1,9 +1,20 @@
-//! When to look at a policy again. The daemon never keeps a task or a timer per
-//! rollout: each reconcile returns a requeue delay and the controller's single
-//! scheduler (one `DelayQueue` for every object) wakes it.
+//! When to look at a policy again, and in which order. The daemon never keeps a task or
+//! a timer per rollout: each reconcile returns a requeue delay and one [`DueQueue`]
+//! holds every policy's next due time.
+//!
+//! Why our own queue rather than kube's `Controller` scheduler: when every slot of its
+//! bounded concurrency is busy, kube keeps the overdue objects in a hash set and takes
+//! them in hash order, so the same rollouts are served again and again while the rest
+//! wait for minutes. [`DueQueue`] always serves the earliest due time first (ties in
+//! the order they were scheduled), so a rollout waits behind its due time only while
+//! the slots are busy with rollouts due before it, and under overload every rollout is
+//! late by about the same amount.
 
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::time::Duration;
 
+use crate::metrics::freshness::ScrapePhase;
 use crate::policy::Timestamp;
 
 /// Never requeue sooner than this: a wake time in the past (a tick that ran late)
@@ -12,6 +23,31 @@ pub const MIN_REQUEUE: Duration = Duration::from_millis(100);
 
 /// Delay after a transient error (API server or store unavailable, conflict).
 pub const TRANSIENT_RETRY: Duration = Duration::from_secs(5);
+
+/// What one reconcile asks for: look again after a delay, or only on a change.
+/// (Ours rather than kube's `Action`, whose delay cannot be read back.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Action {
+    requeue_after: Option<Duration>,
+}
+
+impl Action {
+    pub const fn requeue(after: Duration) -> Self {
+        Action {
+            requeue_after: Some(after),
+        }
+    }
+
+    pub const fn await_change() -> Self {
+        Action {
+            requeue_after: None,
+        }
+    }
+
+    pub fn requeue_after(&self) -> Option<Duration> {
+        self.requeue_after
+    }
+}
 
 /// The delay until `wake_at`, clamped to `[MIN_REQUEUE, resync]`. With no wake time
 /// (only a command or a spec change can change anything) the policy is still looked at
@@ -34,29 +70,134 @@ pub fn after_error(transient: bool, resync: Duration) -> Duration {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
+/// How long after a scrape starts its samples are taken to be queryable (Prometheus
+/// stamps a sample with the scrape's start and stores it when the scrape ends).
+pub const AFTER_SCRAPE: Duration = Duration::from_millis(100);
 
-    fn at(seconds: i64) -> Timestamp {
-        chrono::Utc
-            .timestamp_opt(seconds, 0)
-            .single()
-            .unwrap_or_default()
+/// When to wake for an evaluation due at `due`, given when new data lands: just after
+/// the first scrape from `due` less the engine's slack on, so the evaluation judges data
+/// that is at most [`AFTER_SCRAPE`] old instead of anything up to a scrape interval
+/// old, and keeps that phase from one interval to the next. `due` itself when the phase
+/// is unknown, or when the interval is shorter than the scrape period (every
+/// evaluation cannot have new data then).
+pub fn after_fresh_data(
+    due: Timestamp,
+    phase: Option<&ScrapePhase>,
+    interval: chrono::Duration,
+) -> Timestamp {
+    let Some(phase) = phase else {
+        return due;
+    };
+    let period = phase.period.num_milliseconds();
+    if period <= 0 || phase.period > interval {
+        return due;
+    }
+    let slack = crate::engine::plan::evaluation_slack(interval).num_milliseconds();
+    let after = i64::try_from(AFTER_SCRAPE.as_millis()).unwrap_or(i64::MAX);
+    let base = phase.latest.timestamp_millis().saturating_add(after);
+    let earliest = due.timestamp_millis().saturating_sub(slack);
+    // The first `base + k·period` at or after `earliest` (k may be negative).
+    let steps = earliest.saturating_sub(base).div_euclid(period);
+    let mut slot = base.saturating_add(steps.saturating_mul(period));
+    if slot < earliest {
+        slot = slot.saturating_add(period);
+    }
+    chrono::DateTime::from_timestamp_millis(slot).unwrap_or(due)
+}
+
+/// Every key's next due time, and which keys are running, with at most `limit`
+/// running at once. Pure: time `T` is passed in (an `Instant` in the daemon, a number
+/// in simulations). A key is never running twice; a due time that arrives while it
+/// runs is kept and merged with the one its run asks for when it finishes.
+#[derive(Debug)]
+pub struct DueQueue<K, T> {
+    /// Waiting keys by (due, order of scheduling): the first entry is served first.
+    order: BTreeMap<(T, u64), K>,
+    waiting: HashMap<K, (T, u64)>,
+    /// Running keys, with the earliest due time asked for while they ran.
+    running: HashMap<K, Option<T>>,
+    next_sequence: u64,
+    limit: usize,
+}
+
+impl<K: Hash + Eq + Clone, T: Ord + Copy> DueQueue<K, T> {
+    /// A queue running at most `limit` keys at once (0 is taken as 1).
+    pub fn new(limit: usize) -> Self {
+        DueQueue {
+            order: BTreeMap::new(),
+            waiting: HashMap::new(),
+            running: HashMap::new(),
+            next_sequence: 0,
+            limit: limit.max(1),
+        }
     }
 
-    #[test]
-    fn requeue_is_clamped_between_the_minimum_and_the_resync() {
-        let resync = Duration::from_secs(300);
-        assert_eq!(
-            requeue_after(at(100), Some(at(130)), resync),
-            Duration::from_secs(30)
-        );
-        assert_eq!(requeue_after(at(100), Some(at(90)), resync), MIN_REQUEUE);
-        assert_eq!(requeue_after(at(100), Some(at(10_000)), resync), resync);
-        assert_eq!(requeue_after(at(100), None, resync), resync);
-        assert_eq!(after_error(true, resync), TRANSIENT_RETRY);
-        assert_eq!(after_error(false, resync), resync);
+    /// Asks for `key` to run at `due`; the earliest request wins.
+    pub fn schedule(&mut self, key: K, due: T) {
+        if let Some(asked) = self.running.get_mut(&key) {
+            *asked = Some(asked.map_or(due, |a| a.min(due)));
+            return;
+        }
+        if let Some(&(current, sequence)) = self.waiting.get(&key) {
+            if current <= due {
+                return;
+            }
+            self.order.remove(&(current, sequence));
+        }
+        let sequence = self.next_sequence;
+        self.next_sequence = self.next_sequence.wrapping_add(1);
+        self.order.insert((due, sequence), key.clone());
+        self.waiting.insert(key, (due, sequence));
+    }
+
+    /// The next key to start at `now`, with the time it was due: the earliest due
+    /// time that has come, if a slot is free.
+    pub fn pop_due(&mut self, now: T) -> Option<(K, T)> {
+        if self.running.len() >= self.limit {
+            return None;
+        }
+        let (&(due, sequence), _) = self.order.first_key_value()?;
+        if due > now {
+            return None;
+        }
+        let key = self.order.remove(&(due, sequence))?;
+        self.waiting.remove(&key);
+        self.running.insert(key.clone(), None);
+        Some((key, due))
+    }
+
+    /// When the next key may start: the earliest due time if a slot is free.
+    pub fn next_due(&self) -> Option<T> {
+        if self.running.len() >= self.limit {
+            return None;
+        }
+        self.order.first_key_value().map(|(&(due, _), _)| due)
+    }
+
+    /// `key` finished; it runs again at `next` (`None`: only when scheduled again),
+    /// or earlier if that was asked for while it ran.
+    pub fn finish(&mut self, key: &K, next: Option<T>) {
+        let Some(asked) = self.running.remove(key) else {
+            return;
+        };
+        let due = match (asked, next) {
+            (Some(a), Some(n)) => Some(a.min(n)),
+            (a, n) => a.or(n),
+        };
+        if let Some(due) = due {
+            self.schedule(key.clone(), due);
+        }
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
     }
 }
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;

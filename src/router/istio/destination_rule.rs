@@ -278,6 +278,17 @@ impl MetricSource for DestinationRuleLabels {
             .observe(policy, &resolved, at, counts_since)
             .await
     }
+
+    async fn scrape_phase(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+        at: Timestamp,
+    ) -> Option<crate::metrics::freshness::ScrapePhase> {
+        self.inner
+            .scrape_phase(policy, &self.resolve(policy, spec).await, at)
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! The in-cluster controller: one `kube::runtime::Controller` over RolloutPolicies,
-//! bounded concurrency, requeues through the controller's scheduler (no task or timer
-//! per rollout), leader election so only one replica writes, and the observability the
+//! The in-cluster controller: one loop over the watched RolloutPolicies, bounded
+//! concurrency, the earliest due policy first (one queue for every policy, no task or
+//! timer per rollout: [`crate::runtime::scheduler`]), leader election so only one replica writes, and the observability the
 //! on-call needs (metrics, Events, conditions).
 //!
 //! For each policy a reconcile: validates the spec (a failing spec gets Accepted=False
@@ -19,7 +19,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
@@ -45,9 +44,10 @@ use crate::runtime::commands::CommandSource;
 use crate::runtime::leader::{FencedRouter, FencedStore, LeaderElector, Leadership, LeaseConfig};
 use crate::runtime::reconcile::{ReconcileError, Reconciler, Seams};
 use crate::runtime::route_index::RouteIndex;
-use crate::runtime::scheduler;
+use crate::runtime::scheduler::{self, Action};
 use crate::store::{StateStore, StoreError};
 
+mod driver;
 mod guarded;
 mod policy;
 mod routers;
@@ -260,7 +260,10 @@ impl Daemon {
 
         let (reader, writer) = reflector::store::<RolloutPolicy>();
         let forget_metrics = metrics.clone();
+        let fresh_data = Arc::new(crate::runtime::fresh_data::FreshData::default());
+        let forget_fresh = fresh_data.clone();
         let synced = health.clone();
+        let (listed_tx, listed_rx) = watch::channel(false);
         let invalid = Arc::new(guarded::InvalidPolicies::default());
         let routes = Arc::new(RouteIndex::default());
         let indexed = routes.clone();
@@ -281,14 +284,16 @@ impl Daemon {
                     if let Some(policy) = policy_ref(policy) {
                         seen.forget(&policy);
                         forget_metrics.forget_policy(&policy);
+                        forget_fresh.forget(&policy);
                     }
                 }
                 // The initial list is complete. (Read from the stream rather than with
                 // `Store::wait_until_ready`: its one-shot wakes only one of several
-                // waiters, and the controller is already one.)
+                // waiters.)
                 Ok(watcher::Event::InitDone) => {
                     indexed.init_done();
                     synced.set_watches_synced();
+                    let _ = listed_tx.send(true);
                 }
                 _ => {}
             })
@@ -315,6 +320,7 @@ impl Daemon {
             routes,
             recent,
             hooks,
+            fresh_data,
         });
         tasks.spawn(guarded::write_refusals(
             invalid,
@@ -322,17 +328,26 @@ impl Daemon {
             shutdown_rx.clone(),
         ));
         let stop = wait_true(shutdown_rx.clone());
-        let controller = Controller::for_stream(policies, reader)
-            .with_config(ControllerConfig::default().concurrency(options.concurrency))
-            .reconcile_all_on(leadership_gained(leadership))
-            .graceful_shutdown_on(stop)
-            .run(reconcile, error_policy, context)
-            .for_each(|result| {
-                if let Err(error) = result {
-                    tracing::debug!(error = %error, "controller event");
+        // Our own queue rather than kube's `Controller`: see `runtime::scheduler`.
+        let lateness = context.metrics.clone();
+        let controller = driver::drive(
+            policies,
+            reader,
+            wait_true(listed_rx),
+            leadership_gained(leadership),
+            stop,
+            options.concurrency,
+            lateness,
+            move |policy| {
+                let context = context.clone();
+                async move {
+                    match reconcile(policy.clone(), context.clone()).await {
+                        Ok(action) => action.requeue_after(),
+                        Err(error) => error_policy(policy, &error, context).requeue_after(),
+                    }
                 }
-                std::future::ready(())
-            });
+            },
+        );
         tokio::pin!(controller);
         let shutdown_health = health.clone();
         tokio::select! {

@@ -19,6 +19,8 @@ pub(super) struct Context {
     pub(super) recent: Arc<super::watched::RecentWrites>,
     /// Long-lived: keeps the background hooks' answers between ticks.
     pub(super) hooks: Arc<crate::runtime::hooks::Hooks>,
+    /// When each rollout's new data lands (evaluations wake just after it).
+    pub(super) fresh_data: Arc<crate::runtime::fresh_data::FreshData>,
     /// Long-lived: the process's notification queue (never awaited by a tick).
     pub(super) notifier: Arc<crate::runtime::notify::Notifier>,
 }
@@ -61,6 +63,7 @@ impl Context {
         self.metrics.set_policies(self.store.len());
         if policy.metadata.deletion_timestamp.is_some() {
             self.metrics.forget_policy(&policy_ref);
+            self.fresh_data.forget(&policy_ref);
             return Ok(Action::await_change());
         }
         if !self.leadership.is_leading() {
@@ -290,9 +293,21 @@ impl Context {
             }
             None => self.accept_if_refused(&policy_ref, status).await?,
         }
+        let now = self.seams.clock.now();
+        let wake_at = self
+            .fresh_data
+            .wake_at(
+                &*self.seams.metrics,
+                &policy_ref,
+                spec,
+                &outcome.status,
+                outcome.wake_at,
+                now,
+            )
+            .await;
         Ok(Action::requeue(scheduler::requeue_after(
-            self.seams.clock.now(),
-            outcome.wake_at,
+            now,
+            wake_at,
             self.options.resync,
         )))
     }

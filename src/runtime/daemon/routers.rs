@@ -108,4 +108,13 @@ impl MetricSource for TimedMetrics {
             .observe_prometheus_query(started.elapsed().as_secs_f64());
         input
     }
+
+    async fn scrape_phase(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+        at: Timestamp,
+    ) -> Option<crate::metrics::freshness::ScrapePhase> {
+        self.inner.scrape_phase(policy, spec, at).await
+    }
 }

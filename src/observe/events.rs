@@ -53,6 +53,10 @@ pub enum RolloutEvent {
     CommandRefused {
         message: String,
     },
+    /// A `confirmPromotion` hook said no: the rollout holds at its last step.
+    PromotionNotConfirmed {
+        message: String,
+    },
 }
 
 /// Events' notes are limited to 1 kB by the API server.
@@ -75,6 +79,7 @@ impl RolloutEvent {
             RolloutEvent::RouteInvalid { .. } => "RouteInvalid",
             RolloutEvent::InvalidPolicy { .. } => "InvalidPolicy",
             RolloutEvent::CommandRefused { .. } => "CommandRefused",
+            RolloutEvent::PromotionNotConfirmed { .. } => "PromotionNotConfirmed",
         }
     }
 
@@ -90,6 +95,7 @@ impl RolloutEvent {
                 | RolloutEvent::RouteInvalid { .. }
                 | RolloutEvent::InvalidPolicy { .. }
                 | RolloutEvent::CommandRefused { .. }
+                | RolloutEvent::PromotionNotConfirmed { .. }
         )
     }
 
@@ -99,7 +105,9 @@ impl RolloutEvent {
             RolloutEvent::RolloutStarted { .. } => "StartRollout",
             RolloutEvent::StepAdvanced { .. } => "SetWeight",
             RolloutEvent::Promoted { .. } => "Promote",
-            RolloutEvent::Paused { .. } | RolloutEvent::Held { .. } => "Pause",
+            RolloutEvent::Paused { .. }
+            | RolloutEvent::Held { .. }
+            | RolloutEvent::PromotionNotConfirmed { .. } => "Pause",
             RolloutEvent::RolledBack { .. } | RolloutEvent::Aborted { .. } => "Rollback",
             RolloutEvent::AnalysisInconclusive { .. } => "Analyse",
             RolloutEvent::DriftDetected { .. } => "ReadRoute",
@@ -132,7 +140,8 @@ impl RolloutEvent {
             | RolloutEvent::DriftDetected { message }
             | RolloutEvent::RouteConflict { message }
             | RolloutEvent::RouteInvalid { message }
-            | RolloutEvent::CommandRefused { message } => message.clone(),
+            | RolloutEvent::CommandRefused { message }
+            | RolloutEvent::PromotionNotConfirmed { message } => message.clone(),
             RolloutEvent::InvalidPolicy { messages } => {
                 format!(
                     "policy refused, nothing was changed: {}",

@@ -349,7 +349,13 @@ pub async fn prepare(
             &namespace,
             dry_run,
         ),
-    );
+    )
+    .with_release_probe(Arc::new(
+        crate::runtime::release_presence::KubeReleaseProbe::new(
+            connection.client.clone(),
+            &namespace,
+        ),
+    ));
     Ok(ClusterRun {
         run,
         client: connection.client,

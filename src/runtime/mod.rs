@@ -17,6 +17,8 @@ pub mod leader;
 pub mod local;
 pub mod preflight;
 pub mod reconcile;
+pub mod release_presence;
+pub mod release_presence_envoy;
 pub mod route_index;
 pub mod route_lease;
 pub mod scheduler;

@@ -343,19 +343,18 @@ pub async fn prepare(
     };
     let namespace = local.policy.namespace.clone();
     let dry_run = options.dry_run;
-    let run = LocalRun::with_router(local, router, state_dir, options)?.with_workloads(
-        crate::runtime::workloads::cluster_workloads(
+    let run = LocalRun::with_router(local, router, state_dir, options)?
+        .with_workloads(crate::runtime::workloads::cluster_workloads(
             connection.client.clone(),
             &namespace,
             dry_run,
-        ),
-    )
-    .with_release_probe(Arc::new(
-        crate::runtime::release_presence::KubeReleaseProbe::new(
-            connection.client.clone(),
-            &namespace,
-        ),
-    ));
+        ))
+        .with_release_probe(Arc::new(
+            crate::runtime::release_presence::KubeReleaseProbe::new(
+                connection.client.clone(),
+                &namespace,
+            ),
+        ));
     Ok(ClusterRun {
         run,
         client: connection.client,

@@ -256,10 +256,10 @@ impl LocalRun {
                 message: e.to_string(),
             }
         })?;
-        Ok(Self::with_router(local, Arc::new(envoy), state_dir, options)?
-            .with_release_probe(Arc::new(
-                super::release_presence_envoy::EnvoyReleaseProbe,
-            )))
+        Ok(
+            Self::with_router(local, Arc::new(envoy), state_dir, options)?
+                .with_release_probe(Arc::new(super::release_presence_envoy::EnvoyReleaseProbe)),
+        )
     }
 
     /// A run that drives `real_router` (Envoy, or a cluster's VirtualService/Service),

@@ -227,7 +227,12 @@ impl KubeReleaseProbe {
         let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &self.namespace);
         let params = ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={service}"));
         let slices = call(api.list(&params)).await.map_err(|failure| {
-            failure.seen("list", "endpointslices", "discovery.k8s.io", &self.namespace)
+            failure.seen(
+                "list",
+                "endpointslices",
+                "discovery.k8s.io",
+                &self.namespace,
+            )
         })?;
         if slices.items.is_empty() {
             return Ok(None);

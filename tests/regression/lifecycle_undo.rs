@@ -46,7 +46,9 @@ async fn undo_onto_a_deleted_deployment_is_refused() {
     create(&api, "web-green", "web:2", 2).await;
     set_available(&api, "web-green", 2).await;
     let mut world = World::new(server, &namespace).await;
-    let client = server.service_account_client("shiftgate", "shiftgate").await;
+    let client = server
+        .service_account_client("shiftgate", "shiftgate")
+        .await;
     world.reconciler = world
         .reconciler
         .clone()
@@ -55,7 +57,9 @@ async fn undo_onto_a_deleted_deployment_is_refused() {
     world.until_promoted(&spec).await;
     api.delete("web-blue", &Default::default()).await.unwrap();
 
-    world.commands.push(&world.policy, Command::Undo, Some("v2"));
+    world
+        .commands
+        .push(&world.policy, Command::Undo, Some("v2"));
     let refused = world.tick_after(5, &spec).await;
     assert!(refused.writes.is_empty(), "flipped onto a deleted release");
     assert_eq!(world.router.route().canary_weight, 100);
@@ -166,16 +170,26 @@ fn slices() -> ResourceRef {
 async fn undo_onto_a_service_with_no_ready_endpoints_is_refused() {
     let api = TestApiServer::start().await.unwrap();
     let bench = Bench::new(api.client().unwrap(), "shop");
-    let spec = istio_spec(json!({ "host": "web-blue" }), json!({ "host": "web-green" }));
+    let spec = istio_spec(
+        json!({ "host": "web-blue" }),
+        json!({ "host": "web-green" }),
+    );
     api.put_object(
         &slices(),
-        endpoint_slice("shop", "web-blue", &[("web-blue-1", false), ("web-blue-2", false)]),
+        endpoint_slice(
+            "shop",
+            "web-blue",
+            &[("web-blue-1", false), ("web-blue-2", false)],
+        ),
     )
     .unwrap();
     bench.until_promoted(&spec).await;
 
     let refused = bench.undo(&spec).await;
-    assert!(refused.writes.is_empty(), "flipped onto a release that serves nothing");
+    assert!(
+        refused.writes.is_empty(),
+        "flipped onto a release that serves nothing"
+    );
     assert_eq!(bench.router.route().canary_weight, 100);
     let why = refusal(&refused.status).expect("no refusal recorded");
     assert!(
@@ -186,7 +200,11 @@ async fn undo_onto_a_service_with_no_ready_endpoints_is_refused() {
     // Its pods are ready again: the next undo flips back, in one write.
     api.put_object(
         &slices(),
-        endpoint_slice("shop", "web-blue", &[("web-blue-1", true), ("web-blue-2", false)]),
+        endpoint_slice(
+            "shop",
+            "web-blue",
+            &[("web-blue-1", true), ("web-blue-2", false)],
+        ),
     )
     .unwrap();
     let undone = bench.undo(&spec).await;
@@ -204,13 +222,16 @@ async fn undo_onto_a_subset_without_ready_pods_is_refused_until_they_are_ready()
         json!({ "host": "web", "subset": "green" }),
     );
     let rules = ResourceRef::new("networking.istio.io", "v1", "destinationrules");
-    api.put_object(&rules, json!({
-        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-        "metadata": { "name": "web", "namespace": "shop" },
-        "spec": { "host": "web", "subsets": [
-            { "name": "blue", "labels": { "version": "blue-web-echo" } },
-            { "name": "green", "labels": { "version": "green-web-echo" } } ] }
-    }))
+    api.put_object(
+        &rules,
+        json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": { "name": "web", "namespace": "shop" },
+            "spec": { "host": "web", "subsets": [
+                { "name": "blue", "labels": { "version": "blue-web-echo" } },
+                { "name": "green", "labels": { "version": "green-web-echo" } } ] }
+        }),
+    )
     .unwrap();
     let pods = ResourceRef::new("", "v1", "pods");
     let pod = |name: &str, version: &str, ready: &str| {
@@ -225,7 +246,11 @@ async fn undo_onto_a_subset_without_ready_pods_is_refused_until_they_are_ready()
         .unwrap();
     api.put_object(
         &slices(),
-        endpoint_slice("shop", "web", &[("web-green-1", true), ("web-blue-1", true)]),
+        endpoint_slice(
+            "shop",
+            "web",
+            &[("web-green-1", true), ("web-blue-1", true)],
+        ),
     )
     .unwrap();
     bench.until_promoted(&spec).await;
@@ -266,7 +291,10 @@ async fn create_service(client: kube::Client, namespace: &str) {
                   "ports": [ { "port": 80 } ] }
     }))
     .unwrap();
-    services.create(&Default::default(), &service).await.unwrap();
+    services
+        .create(&Default::default(), &service)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,7 +307,10 @@ async fn a_service_router_undo_needs_a_ready_pod_of_the_previous_selector() {
     // The API server has no controllers: the pods run as an account the test creates.
     let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(admin.clone(), &namespace);
     let account = serde_json::from_value(json!({ "metadata": { "name": "web" } })).unwrap();
-    accounts.create(&Default::default(), &account).await.unwrap();
+    accounts
+        .create(&Default::default(), &account)
+        .await
+        .unwrap();
     let pods: kube::Api<Pod> = kube::Api::namespaced(admin, &namespace);
     let pod = serde_json::from_value(json!({
         "metadata": { "name": "web-blue-1", "labels": { "app": "web", "color": "blue" } },
@@ -289,7 +320,9 @@ async fn a_service_router_undo_needs_a_ready_pod_of_the_previous_selector() {
     .unwrap();
     pods.create(&Default::default(), &pod).await.unwrap();
     // As deploy/'s ServiceAccount: its ClusterRole must allow what the probe reads.
-    let shiftgate = server.service_account_client("shiftgate", "shiftgate").await;
+    let shiftgate = server
+        .service_account_client("shiftgate", "shiftgate")
+        .await;
     let bench = Bench::new(shiftgate, &namespace);
     let spec = service_spec();
     bench.until_promoted(&spec).await;
@@ -327,7 +360,10 @@ async fn a_denied_read_refuses_undo_naming_the_missing_grant() {
     create_service(admin.clone(), &namespace).await;
     let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(admin, &namespace);
     let account = serde_json::from_value(json!({ "metadata": { "name": "nobody" } })).unwrap();
-    accounts.create(&Default::default(), &account).await.unwrap();
+    accounts
+        .create(&Default::default(), &account)
+        .await
+        .unwrap();
     // An identity with no grant at all.
     let nobody = server.service_account_client(&namespace, "nobody").await;
     let bench = Bench::new(nobody, &namespace);
@@ -349,10 +385,7 @@ async fn a_denied_read_refuses_undo_naming_the_missing_grant() {
 /// Envoy's admin `/clusters?format=json` says the cluster's only host failed its
 /// health check.
 async fn wait_until_unhealthy(stack: &Stack, cluster: &str) {
-    let url = format!(
-        "http://{}/clusters?format=json",
-        stack.local.envoy.admin
-    );
+    let url = format!("http://{}/clusters?format=json", stack.local.envoy.admin);
     let polled = async {
         loop {
             let doc: serde_json::Value = super::support::rollout::http()
@@ -399,7 +432,10 @@ async fn undo_onto_an_envoy_cluster_with_no_healthy_host_is_refused() {
         .unwrap();
     let said = stderr(&undo);
     assert_eq!(code(&undo), exit::NOTHING_TO_UNDO, "{said}");
-    assert!(said.contains("no healthy host in envoy cluster `stable`"), "{said}");
+    assert!(
+        said.contains("no healthy host in envoy cluster `stable`"),
+        "{said}"
+    );
     assert!(said.contains("failed active health check"), "{said}");
     assert_eq!(stack.served().await.canary_weight, 100);
     assert_eq!(stack.live_route_config().await, before, "nothing written");
@@ -524,4 +560,41 @@ async fn a_refused_confirm_promotion_raises_one_warning_event_per_wait() {
     let note = event.note.as_deref().unwrap_or_default();
     assert!(note.contains("confirmPromotion hook failed"), "{note}");
     assert!(note.contains("release-manager"), "{note}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_previous_stable_scaled_down_by_shiftgate_is_scaled_back_not_refused() {
+    use super::support::workloads::replicas;
+    let server = server();
+    let namespace = server.create_namespace("lifecycle-undo-scaled").await;
+    let api = deployments(server, &namespace).await;
+    create(&api, "web-blue", "web:1", 3).await;
+    set_available(&api, "web-blue", 3).await;
+    create(&api, "web-green", "web:2", 2).await;
+    set_available(&api, "web-green", 2).await;
+    let mut world = World::new(server, &namespace).await;
+    let client = server
+        .service_account_client("shiftgate", "shiftgate")
+        .await;
+    world.reconciler = world
+        .reconciler
+        .clone()
+        .with_release_probe(Arc::new(KubeReleaseProbe::new(client, &namespace)));
+    let spec = spec(Some("v2"), json!({ "scaleDown": { "after": "10m" } }));
+    world.until_promoted(&spec).await;
+    world.tick_after(600, &spec).await;
+    assert_eq!(replicas(&api, "web-blue").await, 0);
+    set_available(&api, "web-blue", 0).await;
+
+    // No replica serves, by shiftgate's own doing: the undo puts them back first.
+    world
+        .commands
+        .push(&world.policy, Command::Undo, Some("v2"));
+    let asked = world.tick_after(5, &spec).await;
+    assert_eq!(refusal(&asked.status), None);
+    assert_eq!(asked.status.phase, Phase::RollingBack);
+    assert_eq!(replicas(&api, "web-blue").await, 3);
+    set_available(&api, "web-blue", 3).await;
+    world.tick_after(5, &spec).await;
+    assert_eq!(world.router.route().canary_weight, 0);
 }

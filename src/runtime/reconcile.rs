@@ -272,10 +272,18 @@ impl Reconciler {
                     continue;
                 }
             }
-            background.extend(decision.actions.iter().filter_map(|a| match a {
-                Action::CallHooks(call) if !call.phase.is_gate() => Some(call.clone()),
-                _ => None,
-            }));
+            for action in &decision.actions {
+                match action {
+                    // One delivery per phase and tick (an owed one is asked for again).
+                    Action::CallHooks(call)
+                        if !call.phase.is_gate()
+                            && !background.iter().any(|b: &HookCall| b.phase == call.phase) =>
+                    {
+                        background.push(call.clone())
+                    }
+                    _ => {}
+                }
+            }
             for transition in decision.transitions() {
                 log_transition(policy, transition);
             }

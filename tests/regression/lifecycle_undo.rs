@@ -598,3 +598,81 @@ async fn a_previous_stable_scaled_down_by_shiftgate_is_scaled_back_not_refused()
     world.tick_after(5, &spec).await;
     assert_eq!(world.router.route().canary_weight, 0);
 }
+
+/// Ends every tick right after its state is stored: before any background hook is sent,
+/// as a kill there would.
+struct KilledAfterEverySave;
+
+impl shiftgate::runtime::FaultHook for KilledAfterEverySave {
+    fn crash_at(&self, point: shiftgate::runtime::CrashPoint) -> bool {
+        point == shiftgate::runtime::CrashPoint::StateSaved
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_rollout_hook_lost_to_a_crash_is_delivered_after_the_restart() {
+    use shiftgate::policy::HookPhase;
+    use shiftgate::runtime::hooks::{Hooks, ScriptedHooks};
+    use shiftgate::store::StateStore as _;
+    let spec: RolloutSpec = serde_json::from_value(json!({
+        "revision": "v2",
+        "router": { "istio": { "virtualService": "web",
+            "stable": { "host": "web-blue" }, "canary": { "host": "web-green" } } },
+        "steps": [0, 100],
+        "analysis": { "interval": "30s",
+                      "metrics": [ { "name": "error-rate", "query": "e", "max": 0.01 } ] },
+        "hooks": [ { "name": "release-notes", "url": "http://127.0.0.1:9/hook",
+                     "on": ["postRollout"] } ]
+    }))
+    .unwrap();
+    let policy = PolicyRef {
+        namespace: "shop".to_owned(),
+        name: "web".to_owned(),
+    };
+    let clock = Arc::new(VirtualClock::new(
+        chrono::DateTime::from_timestamp(1_767_607_200, 0).unwrap(),
+    ));
+    let store = Arc::new(MemoryStore::default());
+    let seams = Seams {
+        router: Arc::new(MemoryRouter::new(ManagedRoute {
+            canary_weight: 0,
+            test_route: false,
+        })),
+        metrics: Arc::new(Healthy),
+        store: store.clone(),
+        checks: Arc::new(ScriptedChecks::passing()),
+        commands: Arc::new(QueuedCommands::default()),
+        clock: clock.clone(),
+    };
+    // The process that promotes is killed after each save, never reaching the send.
+    let first = Arc::new(ScriptedHooks::default());
+    let dying = Reconciler::new(seams.clone())
+        .with_hooks(Hooks::inline(first.clone()))
+        .with_fault_hook(Arc::new(KilledAfterEverySave));
+    let mut promoted = false;
+    for _ in 0..10 {
+        clock.advance(chrono::Duration::seconds(30));
+        let _crashed = dying.tick(&policy, &spec).await;
+        let stored = store.load(&policy).await.unwrap().map(|(s, _)| s);
+        if stored.is_some_and(|s| s.phase == Phase::Promoted) {
+            promoted = true;
+            break;
+        }
+    }
+    assert!(promoted, "not promoted after 10 ticks");
+    assert!(first.calls().is_empty(), "sent before the crash");
+
+    // The restarted process owes the hook and sends it once.
+    let second = Arc::new(ScriptedHooks::default());
+    let restarted = Reconciler::new(seams).with_hooks(Hooks::inline(second.clone()));
+    clock.advance(chrono::Duration::seconds(30));
+    restarted.tick(&policy, &spec).await.unwrap();
+    let phases: Vec<HookPhase> = second.calls().iter().map(|c| c.phase).collect();
+    assert_eq!(phases, [HookPhase::PostRollout]);
+    assert_eq!(second.calls()[0].revision, "v2");
+    // Its answer is recorded at the next tick, and nothing is owed any more.
+    clock.advance(chrono::Duration::seconds(30));
+    let settled = restarted.tick(&policy, &spec).await.unwrap();
+    assert!(settled.status.pending_hooks.is_empty());
+    assert_eq!(second.calls().len(), 1, "sent again after it answered");
+}

@@ -74,3 +74,7 @@ mod hooks;
 /// Issue "operate" §5–6: metrics, alerts and logs.
 #[path = "regression/observe.rs"]
 mod observe;
+
+/// Issue "operate" §3: notifications.
+#[path = "regression/notify.rs"]
+mod notify;

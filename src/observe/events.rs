@@ -57,6 +57,10 @@ pub enum RolloutEvent {
     PromotionNotConfirmed {
         message: String,
     },
+    /// A notification or Grafana annotation was not delivered (`spec.notify`).
+    NotificationFailed {
+        message: String,
+    },
 }
 
 /// Events' notes are limited to 1 kB by the API server.
@@ -80,6 +84,7 @@ impl RolloutEvent {
             RolloutEvent::InvalidPolicy { .. } => "InvalidPolicy",
             RolloutEvent::CommandRefused { .. } => "CommandRefused",
             RolloutEvent::PromotionNotConfirmed { .. } => "PromotionNotConfirmed",
+            RolloutEvent::NotificationFailed { .. } => "NotificationFailed",
         }
     }
 
@@ -96,6 +101,7 @@ impl RolloutEvent {
                 | RolloutEvent::InvalidPolicy { .. }
                 | RolloutEvent::CommandRefused { .. }
                 | RolloutEvent::PromotionNotConfirmed { .. }
+                | RolloutEvent::NotificationFailed { .. }
         )
     }
 
@@ -115,6 +121,7 @@ impl RolloutEvent {
             | RolloutEvent::RouteInvalid { .. }
             | RolloutEvent::InvalidPolicy { .. }
             | RolloutEvent::CommandRefused { .. } => "Refuse",
+            RolloutEvent::NotificationFailed { .. } => "Notify",
         }
     }
 
@@ -141,7 +148,8 @@ impl RolloutEvent {
             | RolloutEvent::RouteConflict { message }
             | RolloutEvent::RouteInvalid { message }
             | RolloutEvent::CommandRefused { message }
-            | RolloutEvent::PromotionNotConfirmed { message } => message.clone(),
+            | RolloutEvent::PromotionNotConfirmed { message }
+            | RolloutEvent::NotificationFailed { message } => message.clone(),
             RolloutEvent::InvalidPolicy { messages } => {
                 format!(
                     "policy refused, nothing was changed: {}",

@@ -328,6 +328,8 @@ fn rbac_grants_exactly_what_shiftgate_uses() {
             ("", "services", &["get", "list", "watch", "patch"]),
             ("apps", "deployments", &["get"]),
             ("apps", "deployments/scale", &["patch"]),
+            ("discovery.k8s.io", "endpointslices", &["list"]),
+            ("", "pods", &["list"]),
             ("events.k8s.io", "events", &["create", "patch"]),
             ("", "secrets", &["get"]),
         ])

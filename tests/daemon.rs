@@ -1207,6 +1207,42 @@ async fn a_revision_from_a_missing_deployment_is_refused_until_it_exists() {
     daemon.stop().await;
 }
 
+/// What `undo` looks at before flipping back onto subset `v1` of host `checkout`: its
+/// DestinationRule labels, a ready pod carrying them, a ready endpoint of the Service.
+fn previous_subset_runs(server: &TestApiServer) {
+    server
+        .put_object(
+            &ResourceRef::new("networking.istio.io", "v1", "destinationrules"),
+            json!({ "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                    "metadata": { "name": "checkout", "namespace": NS },
+                    "spec": { "host": "checkout", "subsets": [
+                        { "name": "v1", "labels": { "version": "v1" } },
+                        { "name": "v2", "labels": { "version": "v2" } } ] } }),
+        )
+        .unwrap();
+    server
+        .put_object(
+            &ResourceRef::new("", "v1", "pods"),
+            json!({ "apiVersion": "v1", "kind": "Pod",
+                    "metadata": { "name": "checkout-v1-0", "namespace": NS,
+                                  "labels": { "version": "v1" } },
+                    "spec": { "containers": [ { "name": "app", "image": "checkout:1" } ] },
+                    "status": { "conditions": [ { "type": "Ready", "status": "True" } ] } }),
+        )
+        .unwrap();
+    server
+        .put_object(
+            &ResourceRef::new("discovery.k8s.io", "v1", "endpointslices"),
+            json!({ "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": { "name": "checkout-x1", "namespace": NS,
+                                  "labels": { "kubernetes.io/service-name": "checkout" } },
+                    "addressType": "IPv4",
+                    "endpoints": [ { "addresses": ["10.0.0.1"], "conditions": { "ready": true },
+                                     "targetRef": { "kind": "Pod", "name": "checkout-v1-0" } } ] }),
+        )
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undo_after_a_promotion_flips_back_in_one_write_with_an_event() {
     let cluster = Cluster::start().await;
@@ -1226,6 +1262,7 @@ async fn undo_after_a_promotion_flips_back_in_one_write_with_an_event() {
         })
         .await;
     assert_eq!(cluster.log.weights(), vec![50, 100]);
+    previous_subset_runs(&cluster.server);
     submit_command(
         cluster.server.client().unwrap(),
         NS,

@@ -63,6 +63,10 @@ mod lifecycle_colours;
 #[path = "regression/lifecycle_fence.rs"]
 mod lifecycle_fence;
 
+/// Issue "lifecycle" §2, §6: `undo` onto a release that is gone; refused gates.
+#[path = "regression/lifecycle_undo.rs"]
+mod lifecycle_undo;
+
 /// Issue "lifecycle" §4, §5, §7: metric labels, analysis without a mesh, A/B at 0 %.
 #[path = "regression/metric_labels.rs"]
 mod metric_labels;

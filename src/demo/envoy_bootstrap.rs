@@ -69,6 +69,18 @@ fn static_cluster(name: &str, endpoint: SocketAddr) -> Value {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
+        // The app's `/healthz` every second, also without traffic (the previous stable
+        // after a promotion gets none): a stopped release shows as unhealthy in admin
+        // `/clusters`, which `undo` reads. With every host unhealthy Envoy still routes
+        // (panic mode), so the check never drops user traffic.
+        "health_checks": [{
+            "timeout": "1s",
+            "interval": "1s",
+            "no_traffic_interval": "1s",
+            "unhealthy_threshold": 2,
+            "healthy_threshold": 1,
+            "http_health_check": { "path": "/healthz" },
+        }],
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket_address(endpoint) } }] }],

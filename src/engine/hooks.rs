@@ -168,13 +168,26 @@ impl Tick<'_> {
     /// Asks for the informational hooks of `phase` (after the write they report).
     pub(crate) fn call_after_hooks(&mut self, phase: HookPhase) {
         if self.plan.has_hooks(phase) {
+            // Owed until it answers: stored with the transition, before it is sent.
+            if !self.s.pending_hooks.contains(&phase) {
+                self.s.pending_hooks.push(phase);
+            }
             let call = self.hook_call(phase, None);
             self.actions.push(Action::CallHooks(call));
         }
     }
 
-    /// Records what informational hooks answered since the last tick.
+    /// Records what informational hooks answered since the last tick, and asks again
+    /// for those still owed: the shell sends one only when it is not already sending
+    /// it, so a delivery a restart interrupted goes out again (at least once).
     pub(crate) fn record_finished_hooks(&mut self) {
+        let answered: Vec<HookPhase> = self
+            .obs
+            .hooks
+            .iter()
+            .filter(|o| !o.phase.is_gate())
+            .map(|o| o.phase)
+            .collect();
         let finished: Vec<HookResult> = self
             .obs
             .hooks
@@ -183,6 +196,11 @@ impl Tick<'_> {
             .flat_map(|o| o.results.iter().cloned())
             .collect();
         self.remember_hooks(&finished);
+        self.s.pending_hooks.retain(|p| !answered.contains(p));
+        for phase in self.s.pending_hooks.clone() {
+            let call = self.hook_call(phase, None);
+            self.actions.push(Action::CallHooks(call));
+        }
     }
 
     /// Keeps the last result of each hook and phase.

@@ -9,6 +9,7 @@ mod evidence;
 pub mod hooks;
 mod live_colour;
 pub mod plan;
+pub mod previous_release;
 mod progress;
 pub mod reasons;
 mod record;

@@ -388,7 +388,11 @@ impl Tick<'_> {
                     .last()
                     .is_some_and(|h| h.reason == PROMOTION_NOT_CONFIRMED);
                 if !waiting {
-                    self.record(PROMOTION_NOT_CONFIRMED, message);
+                    self.announce(
+                        TransitionKind::PromotionNotConfirmed,
+                        PROMOTION_NOT_CONFIRMED,
+                        message,
+                    );
                 } else {
                     self.note(PROMOTION_NOT_CONFIRMED, message);
                 }

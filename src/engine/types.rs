@@ -131,6 +131,9 @@ pub struct Observation {
     pub hooks: Vec<crate::engine::hooks::HookOutcome>,
     /// The stable and canary Deployments, read when the policy names them.
     pub workloads: Option<crate::engine::workloads::WorkloadsObservation>,
+    /// Whether the previous stable release still runs, looked at only while an `undo`
+    /// is pending (`None`: not looked at).
+    pub previous_release: Option<crate::engine::previous_release::PreviousRelease>,
 }
 
 impl Observation {
@@ -144,6 +147,7 @@ impl Observation {
             commands: Vec::new(),
             hooks: Vec::new(),
             workloads: None,
+            previous_release: None,
         }
     }
 }
@@ -167,6 +171,9 @@ pub enum TransitionKind {
     Drift,
     /// An operator command was not applied: for another revision, without one, or unknown.
     CommandRefused,
+    /// A `confirmPromotion` hook did not answer 2xx: the rollout holds at its last step.
+    /// Announced once per wait, not at each refusal.
+    PromotionNotConfirmed,
 }
 
 impl TransitionKind {
@@ -181,6 +188,7 @@ impl TransitionKind {
                 | TransitionKind::InconclusiveLimit
                 | TransitionKind::Drift
                 | TransitionKind::CommandRefused
+                | TransitionKind::PromotionNotConfirmed
         )
     }
 }

@@ -73,7 +73,11 @@ impl Tick<'_> {
                     ""
                 }
             )),
-            Ok(_) => None,
+            Ok(_) => crate::engine::previous_release::undo_blocked_by(
+                self.obs.previous_release.as_ref(),
+                &self.s,
+                stable,
+            ),
         }
     }
 

@@ -60,6 +60,10 @@ pub enum RolloutEvent {
     CommandRefused {
         message: String,
     },
+    /// A `confirmPromotion` hook said no: the rollout holds at its last step.
+    PromotionNotConfirmed {
+        message: String,
+    },
     /// A notification or Grafana annotation was not delivered (`spec.notify`).
     NotificationFailed {
         message: String,
@@ -86,6 +90,7 @@ impl RolloutEvent {
             RolloutEvent::RouteInvalid { .. } => "RouteInvalid",
             RolloutEvent::InvalidPolicy { .. } => "InvalidPolicy",
             RolloutEvent::CommandRefused { .. } => "CommandRefused",
+            RolloutEvent::PromotionNotConfirmed { .. } => "PromotionNotConfirmed",
             RolloutEvent::NotificationFailed { .. } => "NotificationFailed",
         }
     }
@@ -102,6 +107,7 @@ impl RolloutEvent {
                 | RolloutEvent::RouteInvalid { .. }
                 | RolloutEvent::InvalidPolicy { .. }
                 | RolloutEvent::CommandRefused { .. }
+                | RolloutEvent::PromotionNotConfirmed { .. }
                 | RolloutEvent::NotificationFailed { .. }
         )
     }
@@ -112,7 +118,9 @@ impl RolloutEvent {
             RolloutEvent::RolloutStarted { .. } => "StartRollout",
             RolloutEvent::StepAdvanced { .. } => "SetWeight",
             RolloutEvent::Promoted { .. } => "Promote",
-            RolloutEvent::Paused { .. } | RolloutEvent::Held { .. } => "Pause",
+            RolloutEvent::Paused { .. }
+            | RolloutEvent::Held { .. }
+            | RolloutEvent::PromotionNotConfirmed { .. } => "Pause",
             RolloutEvent::RolledBack { .. } | RolloutEvent::Aborted { .. } => "Rollback",
             RolloutEvent::AnalysisInconclusive { .. } => "Analyse",
             RolloutEvent::DriftDetected { .. } => "ReadRoute",
@@ -147,6 +155,7 @@ impl RolloutEvent {
             | RolloutEvent::RouteConflict { message }
             | RolloutEvent::RouteInvalid { message }
             | RolloutEvent::CommandRefused { message }
+            | RolloutEvent::PromotionNotConfirmed { message }
             | RolloutEvent::NotificationFailed { message } => message.clone(),
             RolloutEvent::InvalidPolicy { messages } => {
                 format!(

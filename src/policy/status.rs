@@ -172,6 +172,11 @@ pub struct RolloutStatus {
     /// The last answer of each hook at each phase for this revision (docs/hooks.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_hooks: Vec<super::hooks::HookResult>,
+    /// `postRollout`/`rollback` hooks owed for this revision: stored before they are
+    /// sent, cleared once they answered (2xx, or every retry spent); a restart sends
+    /// them again, so each is delivered at least once (docs/hooks.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_hooks: Vec<crate::policy::HookPhase>,
     /// The last transitions, newest last, at most `HISTORY_LIMIT`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,

@@ -365,7 +365,14 @@ pub async fn prepare(
     } else {
         Arc::new(LeaseFencedWorkloads::new(workloads, fence.clone()))
     };
-    let run = LocalRun::with_router(local, router, state_dir, options)?.with_workloads(workloads);
+    let run = LocalRun::with_router(local, router, state_dir, options)?
+        .with_workloads(workloads)
+        .with_release_probe(Arc::new(
+            crate::runtime::release_presence::KubeReleaseProbe::new(
+                connection.client.clone(),
+                &namespace,
+            ),
+        ));
     Ok(ClusterRun {
         run,
         client: connection.client,

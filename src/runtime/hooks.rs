@@ -3,7 +3,7 @@
 //! tick and informational hooks in the background, keeping their answers for the
 //! next tick.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -245,6 +245,9 @@ pub struct Hooks {
     inline: bool,
     finished: Mutex<HashMap<(String, String), Vec<HookOutcome>>>,
     in_flight: AtomicUsize,
+    /// Background deliveries being sent: an owed hook asked for again while it is
+    /// still being sent is not sent twice.
+    sending: Mutex<HashSet<(String, String, HookPhase)>>,
     idle: tokio::sync::Notify,
 }
 
@@ -255,6 +258,7 @@ impl Hooks {
             inline: false,
             finished: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
+            sending: Mutex::new(HashSet::new()),
             idle: tokio::sync::Notify::new(),
         })
     }
@@ -267,6 +271,7 @@ impl Hooks {
             inline: true,
             finished: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
+            sending: Mutex::new(HashSet::new()),
             idle: tokio::sync::Notify::new(),
         })
     }
@@ -307,6 +312,15 @@ impl Hooks {
 
     /// An informational hook: started in the background; nothing waits for it.
     fn spawn(self: &Arc<Self>, policy: &PolicyRef, spec: &RolloutSpec, call: HookCall) {
+        let key = (policy.namespace.clone(), policy.name.clone(), call.phase);
+        let fresh = self
+            .sending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        if !fresh {
+            return;
+        }
         let hooks = Arc::clone(self);
         let (policy, spec) = (policy.clone(), spec.clone());
         self.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -316,6 +330,11 @@ impl Hooks {
                 tracing::warn!(namespace = %policy.namespace, name = %policy.name, hook = %result.hook, phase = %result.phase, detail = %result.message, "hook failed");
             }
             hooks.finish(&policy, outcome);
+            hooks
+                .sending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
             hooks.in_flight.fetch_sub(1, Ordering::SeqCst);
             hooks.idle.notify_waiters();
         });

@@ -264,7 +264,10 @@ impl LocalRun {
                 message: e.to_string(),
             }
         })?;
-        Self::with_router(local, Arc::new(envoy), state_dir, options)
+        Ok(
+            Self::with_router(local, Arc::new(envoy), state_dir, options)?
+                .with_release_probe(Arc::new(super::release_presence_envoy::EnvoyReleaseProbe)),
+        )
     }
 
     /// A run that drives `real_router` (Envoy, or a cluster's VirtualService/Service),
@@ -325,6 +328,15 @@ impl LocalRun {
     /// Serves `spec.workloads` through a cluster's Deployments (cluster runs only).
     pub fn with_workloads(mut self, workloads: Arc<dyn super::workloads::Workloads>) -> Self {
         self.reconciler = self.reconciler.with_workloads(workloads);
+        self
+    }
+
+    /// Looks at the previous release through `probe` before an `undo` flips back.
+    pub fn with_release_probe(
+        mut self,
+        probe: Arc<dyn super::release_presence::PreviousReleaseProbe>,
+    ) -> Self {
+        self.reconciler = self.reconciler.with_release_probe(probe);
         self
     }
 

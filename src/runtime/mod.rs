@@ -22,6 +22,8 @@ pub mod notify_payload;
 pub mod notify_queue;
 pub mod preflight;
 pub mod reconcile;
+pub mod release_presence;
+pub mod release_presence_envoy;
 pub mod route_index;
 pub mod route_lease;
 pub mod scheduler;

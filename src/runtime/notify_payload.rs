@@ -16,8 +16,8 @@ pub const API_VERSION: &str = "shiftgate.dev/v1";
 pub const KIND: &str = "RolloutNotification";
 
 /// The event a transition is announced as, if any: the start of a rollback is not
-/// (its end, `rolledBack`, carries the cause), nor drift or a refused command (Events
-/// and the status say those).
+/// (its end, `rolledBack`, carries the cause), nor drift, a refused command or a
+/// refused `confirmPromotion` (Events and the status say those).
 pub fn event_of(transition: &Transition) -> Option<NotifyEvent> {
     Some(match transition.kind {
         TransitionKind::Started => NotifyEvent::Started,
@@ -31,9 +31,10 @@ pub fn event_of(transition: &Transition) -> Option<NotifyEvent> {
         TransitionKind::RolledBack => NotifyEvent::RolledBack,
         TransitionKind::Promoted => NotifyEvent::Promoted,
         TransitionKind::Aborted => NotifyEvent::Aborted,
-        TransitionKind::RollingBack | TransitionKind::Drift | TransitionKind::CommandRefused => {
-            return None
-        }
+        TransitionKind::RollingBack
+        | TransitionKind::Drift
+        | TransitionKind::CommandRefused
+        | TransitionKind::PromotionNotConfirmed => return None,
     })
 }
 

@@ -18,6 +18,7 @@ use crate::runtime::clock::Clock;
 use crate::runtime::commands::CommandSource;
 use crate::runtime::faults::{CrashPoint, FaultHook};
 use crate::runtime::hooks::{default_hooks, Hooks};
+use crate::runtime::release_presence::PreviousReleaseProbe;
 use crate::runtime::workloads::Workloads;
 use crate::store::{StateStore, StoreError};
 
@@ -112,6 +113,8 @@ pub struct Reconciler {
     hooks: Option<Arc<Hooks>>,
     /// Reads and scales the Deployments of `spec.workloads` (a cluster only).
     workloads: Option<Arc<dyn Workloads>>,
+    /// Looks at the previous stable release while an `undo` is pending.
+    release_probe: Option<Arc<dyn PreviousReleaseProbe>>,
 }
 
 impl Reconciler {
@@ -121,6 +124,7 @@ impl Reconciler {
             faults: None,
             hooks: None,
             workloads: None,
+            release_probe: None,
         }
     }
 
@@ -134,6 +138,12 @@ impl Reconciler {
     /// Serves `spec.workloads` through these Deployments.
     pub fn with_workloads(mut self, workloads: Arc<dyn Workloads>) -> Self {
         self.workloads = Some(workloads);
+        self
+    }
+
+    /// Looks at the previous stable release through `probe` before an `undo`.
+    pub fn with_release_probe(mut self, probe: Arc<dyn PreviousReleaseProbe>) -> Self {
+        self.release_probe = Some(probe);
         self
     }
 
@@ -205,7 +215,16 @@ impl Reconciler {
             commands,
             hooks: Vec::new(),
             workloads: observed_workloads,
+            previous_release: None,
         };
+        // Only an `undo` needs it: the previous release is looked at then, not each tick.
+        let undo_pending = obs
+            .commands
+            .iter()
+            .any(|c| c.command == Ok(engine::Command::Undo));
+        if let (true, Some(probe)) = (undo_pending, &self.release_probe) {
+            obs.previous_release = Some(probe.look(spec).await);
+        }
         let hooks = self.hooks.clone().unwrap_or_else(default_hooks);
         obs.hooks = hooks.take_finished(policy);
         let mut background = Vec::new();
@@ -253,10 +272,18 @@ impl Reconciler {
                     continue;
                 }
             }
-            background.extend(decision.actions.iter().filter_map(|a| match a {
-                Action::CallHooks(call) if !call.phase.is_gate() => Some(call.clone()),
-                _ => None,
-            }));
+            for action in &decision.actions {
+                match action {
+                    // One delivery per phase and tick (an owed one is asked for again).
+                    Action::CallHooks(call)
+                        if !call.phase.is_gate()
+                            && !background.iter().any(|b: &HookCall| b.phase == call.phase) =>
+                    {
+                        background.push(call.clone())
+                    }
+                    _ => {}
+                }
+            }
             for transition in decision.transitions() {
                 log_transition(policy, transition);
             }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::metrics::providers::refuse_local_credentials;
+use crate::runtime::release_presence::KubeReleaseProbe;
 use crate::runtime::workloads::{FencedWorkloads, KubeWorkloads};
 
 /// Shared by every reconcile.
@@ -222,6 +223,10 @@ impl Context {
                 &policy_ref.namespace,
             )),
             self.leadership.clone(),
+        )))
+        .with_release_probe(Arc::new(KubeReleaseProbe::new(
+            self.seams.client.clone(),
+            &policy_ref.namespace,
         )));
         let outcome = match reconciler.tick(&policy_ref, spec).await {
             // The Deployments a policy names cannot serve it yet (`revisionFrom` of a
@@ -517,6 +522,7 @@ fn event_for(t: &Transition) -> Option<RolloutEvent> {
         TransitionKind::InconclusiveLimit => RolloutEvent::AnalysisInconclusive { message },
         TransitionKind::Drift => RolloutEvent::DriftDetected { message },
         TransitionKind::CommandRefused => RolloutEvent::CommandRefused { message },
+        TransitionKind::PromotionNotConfirmed => RolloutEvent::PromotionNotConfirmed { message },
         TransitionKind::Resumed | TransitionKind::RolledBack => return None,
     })
 }

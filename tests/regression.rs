@@ -70,3 +70,7 @@ mod hooks;
 /// Issue "operate" §5–6: metrics, alerts and logs.
 #[path = "regression/observe.rs"]
 mod observe;
+
+/// Issue "operate" §7: CLI parity with the Argo Rollouts plugin (and §4's Grafana link).
+#[path = "regression/cli_parity.rs"]
+mod cli_parity;

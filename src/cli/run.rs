@@ -29,8 +29,9 @@ pub struct RunArgs {
     /// Policy file holding one RolloutPolicy (`spec.router.envoy`, `istio` or `service`).
     #[arg(value_name = "POLICY")]
     pub policy: PathBuf,
-    /// kubeconfig context for an Istio or Service policy (default: the current one).
-    #[arg(long)]
+    /// kubeconfig context for an Istio or Service policy (default: the current one): the
+    /// global `--context`.
+    #[arg(skip)]
     pub context: Option<String>,
     /// Where local rollout state and operator commands live.
     #[arg(long, env = "SHIFTGATE_STATE_DIR", default_value = DEFAULT_STATE_DIR)]

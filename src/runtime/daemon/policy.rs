@@ -229,7 +229,10 @@ impl Context {
         let link = spec
             .grafana
             .as_ref()
-            .and_then(|g| dashboard_link(g, &policy_ref, status.started_at).ok());
+            .and_then(|g| {
+                let (since, until) = crate::observe::grafana::rollout_range(status);
+                dashboard_link(g, &policy_ref, since, until).ok()
+            });
         let reference = object_reference(policy);
         for transition in &outcome.transitions {
             if let Some(result) = finished(transition) {

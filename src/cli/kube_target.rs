@@ -18,7 +18,7 @@ use crate::metrics::PolicyRef;
 use crate::cli::status_view::{
     encode, grafana_link, phase_exit_code, with_grafana_link, ReadOutput,
 };
-use crate::policy::{RolloutPolicy, RolloutSpec, RolloutStatus};
+use crate::policy::{GrafanaSpec, RolloutPolicy, RolloutSpec, RolloutStatus};
 use crate::runtime::commands_kube::{
     last_handled_command, pending_command, submit_command, CommandAnnotation, SubmitError,
 };
@@ -151,6 +151,13 @@ pub async fn list_policies(
     Ok(listed.items)
 }
 
+/// `spec.grafana` of a RolloutPolicy object, read on its own (so a spec this CLI
+/// cannot read whole still gets its link).
+pub fn grafana_of(object: &DynamicObject) -> Option<GrafanaSpec> {
+    let grafana = object.data.pointer("/spec/grafana")?;
+    serde_json::from_value(grafana.clone()).ok()
+}
+
 /// The spec and status of a RolloutPolicy object, when they can be read.
 pub fn spec_and_status(object: &DynamicObject) -> (Option<RolloutSpec>, Option<RolloutStatus>) {
     let read = |field: &str| object.data.get(field).filter(|v| !v.is_null()).cloned();
@@ -186,10 +193,10 @@ pub fn cluster_status(target: &ClusterTarget, output: ReadOutput) -> i32 {
         namespace: namespace.clone(),
         name: target.name.clone(),
     };
-    let (spec, status) = spec_and_status(&object);
+    let (_, status) = spec_and_status(&object);
     let link = status
         .as_ref()
-        .and_then(|status| grafana_link(spec.as_ref(), &policy, status));
+        .and_then(|status| grafana_link(grafana_of(&object).as_ref(), &policy, status));
     let code = status.as_ref().map_or(exit::OK, phase_exit_code);
     if output != ReadOutput::Text {
         let raw_status = object.data.get("status").cloned().unwrap_or(Value::Null);

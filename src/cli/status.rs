@@ -120,7 +120,11 @@ pub fn run(args: StatusArgs) -> i32 {
     let spec = crate::runtime::local::load_policy(std::path::Path::new(&args.target.policy))
         .ok()
         .map(|local| local.spec);
-    let link = grafana_link(spec.as_ref(), &target.policy, &status);
+    let link = grafana_link(
+        spec.as_ref().and_then(|spec| spec.grafana.as_ref()),
+        &target.policy,
+        &status,
+    );
     let code = phase_exit_code(&status);
     if args.output != ReadOutput::Text {
         let pending = pending_commands(&target, Some(&status));

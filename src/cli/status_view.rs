@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::cli::exit;
 use crate::metrics::PolicyRef;
 use crate::policy::status::VerdictKind;
-use crate::policy::{Phase, RolloutSpec, RolloutStatus, Timestamp};
+use crate::policy::{GrafanaSpec, Phase, RolloutSpec, RolloutStatus, Timestamp};
 
 /// `-o` of the read commands (`status`, `list`, `check`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,11 +46,11 @@ pub fn watch_ends(status: &RolloutStatus) -> bool {
 /// The Grafana dashboard of the rollout (`spec.grafana`), its time range pinned from a
 /// minute before the start to a minute after the end once the rollout is over.
 pub fn grafana_link(
-    spec: Option<&RolloutSpec>,
+    grafana: Option<&GrafanaSpec>,
     policy: &PolicyRef,
     status: &RolloutStatus,
 ) -> Option<String> {
-    let grafana = spec?.grafana.as_ref()?;
+    let grafana = grafana?;
     let (since, until) = crate::observe::grafana::rollout_range(status);
     crate::observe::grafana::dashboard_link(grafana, policy, since, until).ok()
 }

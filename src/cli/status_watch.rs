@@ -8,7 +8,9 @@
 use std::io::IsTerminal as _;
 
 use crate::cli::exit;
-use crate::cli::kube_target::{cluster_target, fetch_policy, spec_and_status, ClusterTarget};
+use crate::cli::kube_target::{
+    cluster_target, fetch_policy, grafana_of, spec_and_status, ClusterTarget,
+};
 use crate::cli::output::{out, say};
 use crate::cli::status::StatusArgs;
 use crate::cli::status_view::{
@@ -16,7 +18,7 @@ use crate::cli::status_view::{
     ReadOutput,
 };
 use crate::metrics::PolicyRef;
-use crate::policy::{RolloutSpec, RolloutStatus};
+use crate::policy::{GrafanaSpec, RolloutSpec, RolloutStatus};
 use crate::runtime::local::LocalTarget;
 use crate::runtime::Clock as _;
 use crate::store::StateStore as _;
@@ -35,6 +37,9 @@ enum Source {
 struct Reading {
     policy: PolicyRef,
     spec: Option<RolloutSpec>,
+    grafana: Option<GrafanaSpec>,
+    /// The revision the policy names (`spec.revision`), when known.
+    desired: Option<String>,
     status: Option<RolloutStatus>,
 }
 
@@ -50,6 +55,8 @@ impl Source {
                 Ok(Reading {
                     policy: target.policy.clone(),
                     spec: spec.clone(),
+                    grafana: spec.as_ref().and_then(|spec| spec.grafana.clone()),
+                    desired: spec.as_ref().map(|spec| spec.revision.clone()),
                     status,
                 })
             }
@@ -64,6 +71,12 @@ impl Source {
                 })?;
                 let (spec, status) = spec_and_status(&object);
                 Ok(Reading {
+                    grafana: grafana_of(&object),
+                    desired: object
+                        .data
+                        .pointer("/spec/revision")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned),
                     policy: PolicyRef {
                         namespace,
                         name: target.name.clone(),
@@ -82,9 +95,9 @@ impl Source {
 fn ended(reading: &Reading) -> Option<&RolloutStatus> {
     let status = reading.status.as_ref()?;
     let current = reading
-        .spec
-        .as_ref()
-        .is_none_or(|spec| status.revision.as_deref() == Some(spec.revision.as_str()));
+        .desired
+        .as_deref()
+        .is_none_or(|desired| status.revision.as_deref() == Some(desired));
     (current && watch_ends(status)).then_some(status)
 }
 
@@ -194,7 +207,7 @@ async fn watch(source: &Source, args: &StatusArgs) -> i32 {
 
 /// The end of the watch: the outcome, the Grafana link, the document for `-o`.
 fn finish(reading: &Reading, status: &RolloutStatus, output: ReadOutput) -> i32 {
-    let link = grafana_link(reading.spec.as_ref(), &reading.policy, status);
+    let link = grafana_link(reading.grafana.as_ref(), &reading.policy, status);
     say!(
         "shiftgate: {}/{} is {} at canary {}%",
         reading.policy.namespace,

@@ -174,7 +174,12 @@ async fn run_async(args: RunArgs) -> i32 {
     }
     match end {
         Ok(end) => {
-            print_summary(&label, &end, progress.started);
+            let grafana = crate::cli::status_view::grafana_link(
+                runner.policy().spec.grafana.as_ref(),
+                policy,
+                end.status(),
+            );
+            print_summary(&label, &end, progress.started, grafana.as_deref());
             let code = exit_code(&end);
             if args.output == RunOutput::Json {
                 if let Err(e) = print_json(&label, &end, code) {
@@ -216,7 +221,7 @@ pub async fn cancel_on_signal(stop: CancellationToken) {
     stop.cancel();
 }
 
-fn print_summary(label: &str, end: &RunEnd, started: Option<Timestamp>) {
+fn print_summary(label: &str, end: &RunEnd, started: Option<Timestamp>, grafana: Option<&str>) {
     let status = end.status();
     let how = match end {
         RunEnd::Settled(_) => "",
@@ -233,6 +238,9 @@ fn print_summary(label: &str, end: &RunEnd, started: Option<Timestamp>) {
     }
     if let Some(message) = &status.message {
         say!("  {}: {message}", status.reason.as_deref().unwrap_or("-"));
+    }
+    if let Some(link) = grafana {
+        say!("  grafana: {link}");
     }
     print_history(status, started);
 }

@@ -342,8 +342,13 @@ pub(super) mod tests {
             test_route: false,
         });
         let d = step(&plan(), &rolled_back, &obs);
-        assert_eq!(d.state.step, 0);
+        // A new start, as for a new revision: step 1 (weight 0) then on, judged again.
+        assert!(d.state.step < 2, "not past the first judged step");
         assert_eq!(d.state.consecutive_failures, 0);
+        let reasons: Vec<&str> = d.state.history.iter().map(|e| e.reason.as_str()).collect();
+        let retried = reasons.iter().position(|r| *r == reasons::RETRIED);
+        let started = reasons.iter().rposition(|r| *r == reasons::STARTED);
+        assert!(retried.is_some() && started > retried, "{reasons:?}");
         assert_eq!(d.state.last_command_id.as_deref(), Some("5"));
         assert_eq!(d.state.revision.as_deref(), Some("v2"));
         assert!(
@@ -351,11 +356,6 @@ pub(super) mod tests {
             "{:?}",
             d.state.phase
         );
-        assert!(d
-            .state
-            .history
-            .iter()
-            .any(|e| e.reason == reasons::RETRIED));
         // Handled once: the same command again changes nothing more.
         let again = step(&plan(), &d.state, &obs);
         assert_eq!(

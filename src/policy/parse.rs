@@ -71,16 +71,14 @@ pub struct SkippedDocument {
     pub name: Option<String>,
 }
 
-/// The kind of a document of another API: its `kind` is not RolloutPolicy and its
-/// `apiVersion` is not shiftgate.dev's. (A misspelt kind of shiftgate.dev, or one
-/// written in another case, stays a policy document, so its error is reported.)
+/// The kind of a document of another API (a Deployment of `apps/v1`): its `kind` is
+/// not RolloutPolicy and its `apiVersion` is some other group's. A document that names
+/// shiftgate in its apiVersion, spells RolloutPolicy in another case, or has no
+/// apiVersion stays a policy document, so its mistakes are reported.
 fn other_kind(document: &PositionedDocument) -> Option<String> {
     let kind = document.value.get("kind")?.as_str()?;
-    let ours = document
-        .value
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .is_some_and(|api| api.starts_with("shiftgate.dev/"));
+    let api = document.value.get("apiVersion")?.as_str()?;
+    let ours = api.to_ascii_lowercase().contains("shiftgate");
     (!ours && !kind.eq_ignore_ascii_case("RolloutPolicy")).then(|| kind.to_owned())
 }
 
@@ -155,9 +153,6 @@ pub fn check_str(file_label: impl AsRef<Path>, text: &str) -> FileCheck {
                 .with_hint("write a RolloutPolicy (`apiVersion: shiftgate.dev/v1alpha1`, `kind: RolloutPolicy`, …); see policies/ for examples")
                 .located(file, 1, 1),
         );
-        return check;
-    }
-    if documents.is_empty() {
         return check;
     }
     for document in documents {

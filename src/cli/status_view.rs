@@ -103,7 +103,11 @@ pub fn render(
     let revision = status.revision.as_deref().unwrap_or("-");
     let steps = spec.map_or(0, |spec| spec.steps.len());
     let step = if steps == 0 {
-        format!("step {}", status.step.saturating_add(1))
+        // Without the spec the status's own `2/3` (what the engine last wrote) says it.
+        match &status.current_step {
+            Some(step) => format!("step {step}"),
+            None => format!("step {}", status.step.saturating_add(1)),
+        }
     } else {
         format!(
             "step {}/{steps}",
@@ -205,6 +209,34 @@ mod tests {
             format!("[{}{}]  30%", "█".repeat(6), "░".repeat(14))
         );
         assert_eq!(weight_bar(100), format!("[{}] 100%", "█".repeat(20)));
+    }
+
+    #[test]
+    fn the_view_shows_weight_step_time_left_and_each_metric_against_its_limit() {
+        let at = |s| chrono::DateTime::from_timestamp(s, 0).unwrap_or_default();
+        let spec: RolloutSpec = serde_json::from_value(serde_json::json!({
+            "revision": "v2",
+            "router": { "istio": { "virtualService": "vs", "stable": { "host": "s" }, "canary": { "host": "c" } } },
+            "steps": [0, { "weight": 30, "hold": "60s" }, 100],
+            "analysis": { "metrics": [ { "name": "error-rate", "query": "x", "max": 0.01 } ] },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let status: RolloutStatus = serde_json::from_value(serde_json::json!({
+            "revision": "v2", "phase": "Progressing", "step": 1, "canaryWeight": 30,
+            "stepStartedAt": "1970-01-01T00:16:40Z", "liveColor": "blue",
+            "lastAnalysis": { "at": "1970-01-01T00:17:00Z", "verdict": "Fail", "reason": "AboveMax",
+                "message": "x", "metrics": [ { "name": "error-rate", "canary": 0.03,
+                "verdict": "Fail", "reason": "AboveMax", "message": "0.03 > max 0.01" } ] },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let lines = render("shop/checkout", Some(&spec), &status, at(1020), false);
+        assert_eq!(lines[1], "  Progressing  step 2/3");
+        assert_eq!(lines[2], format!("  canary {}", weight_bar(30)));
+        assert_eq!(lines[3], "  41s left in this step");
+        assert_eq!(lines[4], "  live colour: blue");
+        assert_eq!(lines[6], "    Fail error-rate: 0.03 > max 0.01");
+        let coloured = render("shop/checkout", Some(&spec), &status, at(1020), true);
+        assert!(coloured[6].contains("\x1b[31mFail"), "{:?}", coloured[6]);
     }
 
     #[test]

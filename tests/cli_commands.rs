@@ -118,12 +118,18 @@ fn watch_follows_a_rollout_to_its_end_with_one_line_per_change() {
         let said = text(&out);
         assert_eq!(out.status.code(), Some(code), "{said}");
         let phase = end["phase"].as_str().unwrap();
-        let lines: Vec<&str> = said.lines().filter(|l| l.starts_with("shop/checkout")).collect();
+        let lines: Vec<&str> = said
+            .lines()
+            .filter(|l| l.starts_with("shop/checkout"))
+            .collect();
         assert_eq!(
             lines,
             [
                 "shop/checkout Progressing step 2 canary 30%".to_owned(),
-                format!("shop/checkout {phase} step 3 canary {}%", end["canaryWeight"]),
+                format!(
+                    "shop/checkout {phase} step 3 canary {}%",
+                    end["canaryWeight"]
+                ),
             ],
             "one line per change, not per reading: {said}"
         );
@@ -142,7 +148,16 @@ fn watch_gives_up_at_its_timeout_and_waits_for_a_new_revision() {
     let out = run(
         SHIFTGATE,
         dir.path(),
-        &["status", "checkout", "--cluster", "-w", "--timeout", "1s", "--interval", "100ms"],
+        &[
+            "status",
+            "checkout",
+            "--cluster",
+            "-w",
+            "--timeout",
+            "1s",
+            "--interval",
+            "100ms",
+        ],
     );
     assert_eq!(out.status.code(), Some(exit::TIMED_OUT), "{}", text(&out));
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -154,7 +169,10 @@ fn list_shows_every_rollout_of_a_namespace_or_of_all() {
     let (server, dir) = setup(progressing());
     let resource = ResourceRef::of::<RolloutPolicy>();
     server
-        .put_object(&resource, object("web", "frontend", with_phase("RolledBack", 0)))
+        .put_object(
+            &resource,
+            object("web", "frontend", with_phase("RolledBack", 0)),
+        )
         .unwrap();
     let out = run(PLUGIN, dir.path(), &["list"]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -175,7 +193,11 @@ fn list_shows_every_rollout_of_a_namespace_or_of_all() {
         .collect();
     assert_eq!(names.len(), 2, "{document:?}");
     assert!(names.contains(&"frontend") && names.contains(&"checkout"));
-    let out = run(SHIFTGATE, dir.path(), &["-n", "web", "list", "--cluster", "-o", "json"]);
+    let out = run(
+        SHIFTGATE,
+        dir.path(),
+        &["-n", "web", "list", "--cluster", "-o", "json"],
+    );
     let document: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(document["items"][0]["phase"], "RolledBack", "{document}");
     assert_eq!(document["items"].as_array().unwrap().len(), 1);
@@ -191,37 +213,69 @@ fn list_shows_local_rollouts_from_the_state_dir() {
     let out = run(SHIFTGATE, dir.path(), &["list"]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(exit::OK), "{}", text(&out));
-    assert!(said.lines().nth(1).unwrap_or_default().starts_with("checkout  shop       Progressing"), "{said}");
+    assert!(
+        said.lines()
+            .nth(1)
+            .unwrap_or_default()
+            .starts_with("checkout  shop       Progressing"),
+        "{said}"
+    );
 }
 
 #[test]
 fn retry_is_sent_for_a_rolled_back_rollout_and_refused_otherwise() {
     let (server, dir) = setup(progressing());
     let refused = run(PLUGIN, dir.path(), &["retry", "checkout"]);
-    assert_eq!(refused.status.code(), Some(exit::NOT_IN_PROGRESS), "{}", text(&refused));
-    assert!(text(&refused).contains("still in progress"), "{}", text(&refused));
+    assert_eq!(
+        refused.status.code(),
+        Some(exit::NOT_IN_PROGRESS),
+        "{}",
+        text(&refused)
+    );
+    assert!(
+        text(&refused).contains("still in progress"),
+        "{}",
+        text(&refused)
+    );
 
     let resource = ResourceRef::of::<RolloutPolicy>();
     server
-        .put_object(&resource, object("shop", "checkout", with_phase("RolledBack", 0)))
+        .put_object(
+            &resource,
+            object("shop", "checkout", with_phase("RolledBack", 0)),
+        )
         .unwrap();
     let sent = run(PLUGIN, dir.path(), &["retry", "checkout"]);
     assert_eq!(sent.status.code(), Some(exit::OK), "{}", text(&sent));
-    let annotations = &server.get_object(&resource, Some("shop"), "checkout").unwrap()
-        ["metadata"]["annotations"];
-    assert_eq!(annotations["shiftgate.dev/command"], "retry", "{annotations}");
-    assert_eq!(annotations["shiftgate.dev/command-revision"], "v2", "{annotations}");
+    let annotations = &server
+        .get_object(&resource, Some("shop"), "checkout")
+        .unwrap()["metadata"]["annotations"];
+    assert_eq!(
+        annotations["shiftgate.dev/command"], "retry",
+        "{annotations}"
+    );
+    assert_eq!(
+        annotations["shiftgate.dev/command-revision"], "v2",
+        "{annotations}"
+    );
 }
 
 #[test]
 fn completion_scripts_name_the_binary_and_the_commands() {
     let dir = tempfile::tempdir().unwrap();
-    for (shell, marker) in [("bash", "complete"), ("zsh", "#compdef"), ("fish", "complete -c")] {
+    for (shell, marker) in [
+        ("bash", "complete"),
+        ("zsh", "#compdef"),
+        ("fish", "complete -c"),
+    ] {
         let out = run(SHIFTGATE, dir.path(), &["completion", shell]);
         let script = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_eq!(out.status.code(), Some(exit::OK), "{}", text(&out));
         assert!(script.contains(marker), "{shell}: {script}");
-        assert!(script.contains("shiftgate") && script.contains("retry"), "{shell}");
+        assert!(
+            script.contains("shiftgate") && script.contains("retry"),
+            "{shell}"
+        );
         let out = run(PLUGIN, dir.path(), &["completion", shell]);
         let script = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(script.contains("kubectl-shiftgate"), "{shell}: plugin");
@@ -236,12 +290,73 @@ fn global_flags_are_taken_anywhere_and_a_missing_kubeconfig_is_named() {
     for args in [
         &["-n", "shop", "status", "checkout", "--cluster"][..],
         &["status", "--cluster", "checkout", "-n", "shop"][..],
-        &["--context", "shiftgate-test", "status", "checkout", "--cluster"][..],
+        &[
+            "--context",
+            "shiftgate-test",
+            "status",
+            "checkout",
+            "--cluster",
+        ][..],
     ] {
         let out = run(SHIFTGATE, dir.path(), args);
-        assert!(text(&out).contains("shop/checkout revision v2"), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("shop/checkout revision v2"),
+            "{args:?}: {}",
+            text(&out)
+        );
     }
-    let out = run(SHIFTGATE, dir.path(), &["status", "checkout", "--kubeconfig", "/nonexistent/kubeconfig"]);
-    assert_eq!(out.status.code(), Some(exit::INVALID_INPUT), "{}", text(&out));
-    assert!(text(&out).contains("/nonexistent/kubeconfig"), "{}", text(&out));
+    let out = run(
+        SHIFTGATE,
+        dir.path(),
+        &[
+            "status",
+            "checkout",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(exit::INVALID_INPUT),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("/nonexistent/kubeconfig"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn retry_of_a_local_rollout_queues_a_command_file_only_after_a_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state/shop");
+    std::fs::create_dir_all(&state).unwrap();
+    let store = |status: Value| {
+        let stored = json!({ "generation": 1, "status": status });
+        std::fs::write(state.join("checkout.json"), stored.to_string()).unwrap();
+    };
+    store(progressing());
+    let refused = run(SHIFTGATE, dir.path(), &["retry", "shop/checkout"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(exit::NOT_IN_PROGRESS),
+        "{}",
+        text(&refused)
+    );
+    assert!(!state.join("checkout.commands").exists(), "nothing queued");
+
+    store(with_phase("Aborted", 0));
+    let sent = run(SHIFTGATE, dir.path(), &["retry", "checkout", "-n", "shop"]);
+    assert_eq!(sent.status.code(), Some(exit::OK), "{}", text(&sent));
+    let queued: Vec<_> = std::fs::read_dir(state.join("checkout.commands"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".cmd"))
+        .collect();
+    assert_eq!(queued.len(), 1);
+    let command: Value =
+        serde_json::from_str(&std::fs::read_to_string(queued[0].path()).unwrap()).unwrap();
+    assert_eq!(command, json!({ "command": "retry", "revision": "v2" }));
 }

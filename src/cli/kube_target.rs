@@ -13,11 +13,11 @@ use serde_json::Value;
 
 use crate::cli::exit;
 use crate::cli::output::{out, say};
-use crate::engine::Command;
-use crate::metrics::PolicyRef;
 use crate::cli::status_view::{
     encode, grafana_link, phase_exit_code, with_grafana_link, ReadOutput,
 };
+use crate::engine::Command;
+use crate::metrics::PolicyRef;
 use crate::policy::{GrafanaSpec, RolloutPolicy, RolloutSpec, RolloutStatus};
 use crate::runtime::commands_kube::{
     last_handled_command, pending_command, submit_command, CommandAnnotation, SubmitError,

@@ -120,7 +120,16 @@ fn print(rows: &[Row], output: ReadOutput) -> i32 {
 pub fn table(rows: &[Row]) -> Vec<String> {
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
     let cells: Vec<[String; 7]> = std::iter::once(
-        ["NAME", "NAMESPACE", "PHASE", "STEP", "WEIGHT", "VERDICT", "AGE"].map(str::to_owned),
+        [
+            "NAME",
+            "NAMESPACE",
+            "PHASE",
+            "STEP",
+            "WEIGHT",
+            "VERDICT",
+            "AGE",
+        ]
+        .map(str::to_owned),
     )
     .chain(rows.iter().map(|row| {
         [
@@ -135,7 +144,13 @@ pub fn table(rows: &[Row]) -> Vec<String> {
     }))
     .collect();
     let widths: Vec<usize> = (0..7)
-        .map(|i| cells.iter().map(|c| c[i].chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            cells
+                .iter()
+                .map(|c| c[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     cells
         .iter()
@@ -161,7 +176,12 @@ pub fn age(seconds: i64) -> String {
     }
 }
 
-fn row(policy: &PolicyRef, status: Option<&RolloutStatus>, since: Option<Timestamp>, now: Timestamp) -> Row {
+fn row(
+    policy: &PolicyRef,
+    status: Option<&RolloutStatus>,
+    since: Option<Timestamp>,
+    now: Timestamp,
+) -> Row {
     Row {
         name: policy.name.clone(),
         namespace: policy.namespace.clone(),
@@ -266,7 +286,13 @@ mod tests {
             age_seconds: None,
         }];
         let lines = table(&rows);
-        assert_eq!(lines[0], "NAME      NAMESPACE  PHASE  STEP  WEIGHT  VERDICT  AGE");
-        assert_eq!(lines[1], "checkout  shop       -      -     -       -        -");
+        assert_eq!(
+            lines[0],
+            "NAME      NAMESPACE  PHASE  STEP  WEIGHT  VERDICT  AGE"
+        );
+        assert_eq!(
+            lines[1],
+            "checkout  shop       -      -     -       -        -"
+        );
     }
 }

@@ -39,12 +39,15 @@ pub fn plugin_command(command: clap::Command) -> clap::Command {
             };
             let has_policy = subcommand.get_arguments().any(|a| a.get_id() == "policy");
             let has_cluster = subcommand.get_arguments().any(|a| a.get_id() == "cluster");
-            let has_state_dir = subcommand.get_arguments().any(|a| a.get_id() == "state_dir");
+            let has_state_dir = subcommand
+                .get_arguments()
+                .any(|a| a.get_id() == "state_dir");
             let mut subcommand = subcommand.about(*about);
             if has_policy {
                 subcommand = subcommand.mut_arg("policy", |arg| {
-                    arg.value_name("NAME")
-                        .help("NAME or NAMESPACE/NAME of the RolloutPolicy (-n wins over the prefix)")
+                    arg.value_name("NAME").help(
+                        "NAME or NAMESPACE/NAME of the RolloutPolicy (-n wins over the prefix)",
+                    )
                 });
             }
             // Every argument names a cluster object here: the local switches mean nothing.

@@ -8,12 +8,12 @@ use serde_json::Value;
 
 use crate::cli::exit;
 use crate::cli::output::{out, say};
-use crate::cli::status_view::{
-    encode, grafana_link, phase_exit_code, with_grafana_link, ReadOutput,
-};
 use crate::cli::promote::who_applies;
 use crate::cli::run::print_history;
 use crate::cli::run_lock;
+use crate::cli::status_view::{
+    encode, grafana_link, phase_exit_code, with_grafana_link, ReadOutput,
+};
 use crate::engine::OperatorCommand;
 use crate::policy::RolloutStatus;
 use crate::runtime::local::{describe_progress, LocalTarget, DEFAULT_STATE_DIR};
@@ -130,7 +130,9 @@ pub fn run(args: StatusArgs) -> i32 {
         let pending = pending_commands(&target, Some(&status));
         let document = with_pending_commands(&status, &pending)
             .map_err(anyhow::Error::from)
-            .and_then(|document| encode(&with_grafana_link(document, link.as_deref()), args.output));
+            .and_then(|document| {
+                encode(&with_grafana_link(document, link.as_deref()), args.output)
+            });
         match document {
             Ok(text) => out!("{}", text.trim_end()),
             Err(e) => {

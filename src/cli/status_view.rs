@@ -192,7 +192,10 @@ pub fn change_line(label: &str, status: &RolloutStatus) -> String {
         line.push_str(&format!(" analysis {}", analysis.verdict.as_str()));
     }
     if let Some(message) = &status.message {
-        line.push_str(&format!(" · {}: {message}", status.reason.as_deref().unwrap_or("-")));
+        line.push_str(&format!(
+            " · {}: {message}",
+            status.reason.as_deref().unwrap_or("-")
+        ));
     }
     line
 }

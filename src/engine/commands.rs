@@ -364,7 +364,12 @@ pub(super) mod tests {
             "a retry is not applied twice"
         );
 
-        for phase in [Phase::Progressing, Phase::Held, Phase::Promoted, Phase::Paused] {
+        for phase in [
+            Phase::Progressing,
+            Phase::Held,
+            Phase::Promoted,
+            Phase::Paused,
+        ] {
             let mut status = at_30();
             status.phase = phase;
             let d = step(

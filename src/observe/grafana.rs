@@ -61,7 +61,13 @@ pub fn dashboard_link(
 pub fn rollout_range(status: &RolloutStatus) -> (Option<Timestamp>, Option<Timestamp>) {
     let ended = status
         .is_settled()
-        .then(|| status.history.last().map(|entry| entry.at).or(status.promoted_at))
+        .then(|| {
+            status
+                .history
+                .last()
+                .map(|entry| entry.at)
+                .or(status.promoted_at)
+        })
         .flatten();
     (status.started_at, ended)
 }

@@ -81,16 +81,31 @@ fn said(output: &Output) -> String {
 #[test]
 fn status_exits_zero_on_a_rolled_back_rollout() {
     let (_server, dir) = cluster(rolled_back());
-    let out = run(SHIFTGATE, dir.path(), true, &["status", "shop/checkout", "--cluster"]);
+    let out = run(
+        SHIFTGATE,
+        dir.path(),
+        true,
+        &["status", "shop/checkout", "--cluster"],
+    );
     assert_eq!(out.status.code(), Some(exit::ROLLED_BACK), "{}", said(&out));
-    let out = run(PLUGIN, dir.path(), true, &["status", "shop/checkout", "--output", "json"]);
+    let out = run(
+        PLUGIN,
+        dir.path(),
+        true,
+        &["status", "shop/checkout", "--output", "json"],
+    );
     assert_eq!(out.status.code(), Some(exit::ROLLED_BACK), "{}", said(&out));
 }
 
 #[test]
 fn plugin_rejects_namespace_before_the_subcommand() {
     let (_server, dir) = cluster(rolled_back());
-    let out = run(PLUGIN, dir.path(), true, &["-n", "shop", "status", "checkout"]);
+    let out = run(
+        PLUGIN,
+        dir.path(),
+        true,
+        &["-n", "shop", "status", "checkout"],
+    );
     let text = said(&out);
     assert!(text.contains("shop/checkout revision v2"), "{text}");
     assert_eq!(out.status.code(), Some(exit::ROLLED_BACK), "{text}");
@@ -103,12 +118,29 @@ fn plugin_rejects_kubeconfig() {
     let kubeconfig = kubeconfig.to_str().unwrap();
     // No $KUBECONFIG and no ~/.kube/config: only the flag names the cluster.
     for args in [
-        ["--kubeconfig", kubeconfig, "status", "checkout", "-n", "shop"],
-        ["status", "checkout", "-n", "shop", "--kubeconfig", kubeconfig],
+        [
+            "--kubeconfig",
+            kubeconfig,
+            "status",
+            "checkout",
+            "-n",
+            "shop",
+        ],
+        [
+            "status",
+            "checkout",
+            "-n",
+            "shop",
+            "--kubeconfig",
+            kubeconfig,
+        ],
     ] {
         let out = run(PLUGIN, dir.path(), false, &args);
         let text = said(&out);
-        assert!(text.contains("shop/checkout revision v2"), "{args:?}: {text}");
+        assert!(
+            text.contains("shop/checkout revision v2"),
+            "{args:?}: {text}"
+        );
     }
 }
 
@@ -149,7 +181,12 @@ fn check_takes_every_document_for_a_policy() {
     assert!(text.contains("skipped Deployment web"), "{text}");
     assert!(text.contains("skipped Service web"), "{text}");
     let strict = run(SHIFTGATE, dir.path(), false, &["check", "--strict", file]);
-    assert_eq!(strict.status.code(), Some(exit::INVALID_INPUT), "{}", said(&strict));
+    assert_eq!(
+        strict.status.code(),
+        Some(exit::INVALID_INPUT),
+        "{}",
+        said(&strict)
+    );
 }
 
 #[test]
@@ -159,7 +196,10 @@ fn plugin_help_says_local_rollout() {
     assert!(top.contains("Usage: kubectl shiftgate"), "{top}");
     assert!(!top.contains("local rollout"), "{top}");
     let status = said(&run(PLUGIN, dir.path(), false, &["status", "--help"]));
-    assert!(status.contains("Usage: kubectl shiftgate status"), "{status}");
+    assert!(
+        status.contains("Usage: kubectl shiftgate status"),
+        "{status}"
+    );
     assert!(status.contains("RolloutPolicy"), "{status}");
     assert!(!status.contains("local rollout"), "{status}");
     assert!(!status.contains("--state-dir"), "{status}");
@@ -171,9 +211,19 @@ fn grafana_link_missing_from_status() {
     // Ended: the range is pinned from a minute before the start to a minute after the end.
     let pinned = "https://grafana.example/d/shiftgate-rollout?var-namespace=shop&var-name=checkout\
                   &from=1767607140000&to=1767607560000";
-    let text = said(&run(PLUGIN, dir.path(), true, &["status", "checkout", "-n", "shop"]));
+    let text = said(&run(
+        PLUGIN,
+        dir.path(),
+        true,
+        &["status", "checkout", "-n", "shop"],
+    ));
     assert!(text.contains(&format!("grafana: {pinned}")), "{text}");
-    let out = run(PLUGIN, dir.path(), true, &["status", "checkout", "-n", "shop", "-o", "json"]);
+    let out = run(
+        PLUGIN,
+        dir.path(),
+        true,
+        &["status", "checkout", "-n", "shop", "-o", "json"],
+    );
     let document: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(document["grafanaUrl"], pinned, "{document}");
 }

@@ -73,6 +73,7 @@ fn text(output: &Output) -> String {
 }
 
 /// Polls `condition` every 20 ms for at most 20 s.
+#[allow(clippy::disallowed_methods)] // a test's own deadline, not the engine's clock
 fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !condition() {
@@ -137,6 +138,7 @@ fn watch_follows_a_rollout_to_its_end_with_one_line_per_change() {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // measures that the watch ends near its timeout
 fn watch_gives_up_at_its_timeout_and_waits_for_a_new_revision() {
     let (server, dir) = setup(with_phase("Promoted", 100));
     // The spec names v3, the status is v2's promotion: v3 has not started, not the end.

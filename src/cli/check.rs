@@ -32,7 +32,9 @@ pub struct CheckArgs {
 
 pub fn run(args: CheckArgs) -> i32 {
     let report = check_paths(&args.paths);
-    let valid = report.is_valid(args.deny_warnings) && !(args.strict && !report.skipped.is_empty());
+    // With --strict a document of another kind is an error.
+    let other_kinds_fail = args.strict && !report.skipped.is_empty();
+    let valid = report.is_valid(args.deny_warnings) && !other_kinds_fail;
     let printed = match args.output {
         ReadOutput::Text => print_text(&report, args.strict),
         format => print_document(&report, valid, format),

@@ -28,7 +28,7 @@ enum Source {
     Local {
         target: LocalTarget,
         /// From the policy file, when the argument is one.
-        spec: Option<RolloutSpec>,
+        spec: Option<Box<RolloutSpec>>,
     },
     Cluster(ClusterTarget),
 }
@@ -54,7 +54,7 @@ impl Source {
                     .map(|(status, _)| status);
                 Ok(Reading {
                     policy: target.policy.clone(),
-                    spec: spec.clone(),
+                    spec: spec.as_deref().cloned(),
                     grafana: spec.as_ref().and_then(|spec| spec.grafana.clone()),
                     desired: spec.as_ref().map(|spec| spec.revision.clone()),
                     status,
@@ -109,7 +109,7 @@ pub fn run(args: &StatusArgs) -> i32 {
                 let spec =
                     crate::runtime::local::load_policy(std::path::Path::new(&args.target.policy))
                         .ok()
-                        .map(|local| local.spec);
+                        .map(|local| Box::new(local.spec));
                 Source::Local { target, spec }
             }
             Err(code) => return code,

@@ -164,6 +164,8 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     health: Health,
     hooks: Arc<crate::runtime::hooks::Hooks>,
+    /// Where notification URLs, headers and Grafana tokens come from.
+    notify_secrets: crate::runtime::hooks::HeaderSecrets,
 }
 
 impl Daemon {
@@ -182,7 +184,15 @@ impl Daemon {
             health: Health::default(),
             // Until `with_hooks`: webhooks without policy Secrets, never the environment.
             hooks: crate::runtime::hooks::default_hooks(),
+            notify_secrets: crate::runtime::hooks::HeaderSecrets::PolicySecrets(None),
         }
+    }
+
+    /// Reads secret notification URLs, headers and Grafana tokens through `secrets`
+    /// (production: Secrets in each policy's namespace, when allowed).
+    pub fn with_notify_secrets(mut self, secrets: crate::runtime::hooks::HeaderSecrets) -> Self {
+        self.notify_secrets = secrets;
+        self
     }
 
     /// Calls hooks through `hooks` (production: webhooks whose secret headers come
@@ -212,6 +222,7 @@ impl Daemon {
             metrics,
             health,
             hooks,
+            notify_secrets,
         } = self;
         // Watched untyped and decoded object by object (`guarded`): one policy the
         // types cannot read must not fail the list that every other policy is in.
@@ -269,9 +280,18 @@ impl Daemon {
             // Our own status writes do not wake the policy again: only spec
             // (generation) and annotation (operator command) changes do.
             .predicate_filter(spec_or_annotations, Default::default());
+        let events = EventPublisher::new(seams.client.clone(), &options.pod_name);
+        let notifier = crate::runtime::notify::Notifier::start(
+            notify_secrets,
+            Arc::new(crate::runtime::notify_daemon::DaemonNotifyReport::new(
+                metrics.clone(),
+                events.clone(),
+            )),
+        );
         let context = Arc::new(Context {
             options: options.clone(),
-            events: EventPublisher::new(seams.client.clone(), &options.pod_name),
+            events,
+            notifier,
             seams,
             metrics,
             leadership: leadership.clone(),

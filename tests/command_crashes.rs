@@ -189,7 +189,7 @@ fn assert_applied_once(command: Command, point: CrashPoint, status: &RolloutStat
             assert_eq!(status.phase, Phase::Promoted, "{context}");
             assert_eq!(status.canary_weight, 100, "{context}");
         }
-        Command::Resume | Command::Undo => unreachable!("not swept"),
+        Command::Resume | Command::Undo | Command::Retry => unreachable!("not swept"),
     }
     assert!(status.last_command_id.is_some(), "{context}");
 }

@@ -282,7 +282,11 @@ async fn pause_makes_run_exit_four_and_status_shows_it() {
     .0;
     assert_eq!(status.code(), Some(4));
     let shown = h.command(&["status", "test/checkout"]).output().unwrap();
-    assert_eq!(shown.status.code(), Some(0));
+    assert_eq!(
+        shown.status.code(),
+        Some(4),
+        "status of a paused rollout: held or paused"
+    );
     assert!(stderr(&shown).contains("Paused"), "{}", stderr(&shown));
     assert_eq!(h.served_weight().await, 50);
 }

@@ -90,3 +90,7 @@ mod scheduling;
 /// Issue "operate" §3: notifications.
 #[path = "regression/notify.rs"]
 mod notify;
+
+/// Issue "operate" §7: CLI parity with the Argo Rollouts plugin (and §4's Grafana link).
+#[path = "regression/cli_parity.rs"]
+mod cli_parity;

@@ -1,39 +1,43 @@
-//! `shiftgate check FILE|DIR...`: validates policy files and reports every problem of
-//! every file at once, like a compiler: `file:line:col: path: message (hint: …)`.
-//! Exit 0 when all are valid, 2 (invalid input) otherwise.
+//! `shiftgate check FILE|DIR|-...`: validates policy files (`-`: standard input, e.g.
+//! `kustomize build | shiftgate check -`) and reports every problem of every file at
+//! once, like a compiler: `file:line:col: path: message (hint: …)`. Documents of other
+//! kinds (a Deployment in the same stream) are skipped with a note; `--strict` fails on
+//! them. Exit 0 when all are valid, 2 (invalid input) otherwise.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 
 use crate::cli::exit;
 use crate::cli::output::say;
+use crate::cli::status_view::{encode, ReadOutput};
+use crate::policy::parse::SkippedDocument;
 use crate::policy::report::{check_paths, Report};
 
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
-    /// Policy files, or directories searched recursively for `*.yaml` and `*.yml`.
-    #[arg(required = true, value_name = "FILE|DIR")]
+    /// Policy files, directories searched recursively for `*.yaml` and `*.yml`, or `-`
+    /// for standard input.
+    #[arg(required = true, value_name = "FILE|DIR|-")]
     pub paths: Vec<PathBuf>,
-    /// `text` (one line per problem) or `json` (one document on stdout).
-    #[arg(long, value_enum, default_value_t = CheckOutput::Text)]
-    pub output: CheckOutput,
+    /// `text` (one line per problem), or one `json` or `yaml` document on stdout.
+    #[arg(short = 'o', long, value_enum, default_value_t = ReadOutput::Text)]
+    pub output: ReadOutput,
     /// Treat warnings as errors (exit 2 when there is any).
     #[arg(long, env = "SHIFTGATE_DENY_WARNINGS")]
     pub deny_warnings: bool,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CheckOutput {
-    Text,
-    Json,
+    /// Fail (exit 2) on documents of other kinds instead of skipping them.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 pub fn run(args: CheckArgs) -> i32 {
     let report = check_paths(&args.paths);
-    let valid = report.is_valid(args.deny_warnings);
+    // With --strict a document of another kind is an error.
+    let other_kinds_fail = args.strict && !report.skipped.is_empty();
+    let valid = report.is_valid(args.deny_warnings) && !other_kinds_fail;
     let printed = match args.output {
-        CheckOutput::Text => print_text(&report),
-        CheckOutput::Json => print_json(&report, valid),
+        ReadOutput::Text => print_text(&report, args.strict),
+        format => print_document(&report, valid, format),
     };
     // A closed pipe (`shiftgate check … | head`) is not a failure of the check.
     if let Err(e) = printed {
@@ -49,12 +53,46 @@ pub fn run(args: CheckArgs) -> i32 {
     }
 }
 
-fn print_text(report: &Report) -> std::io::Result<()> {
+/// `file:line: skipped: Deployment web is not a RolloutPolicy` (an error with --strict).
+fn skipped_line(skipped: &SkippedDocument, strict: bool) -> String {
+    let name = skipped
+        .name
+        .as_deref()
+        .map_or_else(String::new, |name| format!(" {name}"));
+    if strict {
+        format!(
+            "{}:{}:1: error: {}{name} is not a RolloutPolicy (--strict fails on other kinds; \
+             check only the policies, or drop --strict to skip the rest)",
+            skipped.file.display(),
+            skipped.line,
+            skipped.kind
+        )
+    } else {
+        format!(
+            "{}:{}: note: skipped {}{name}: not a RolloutPolicy",
+            skipped.file.display(),
+            skipped.line,
+            skipped.kind
+        )
+    }
+}
+
+fn print_text(report: &Report, strict: bool) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     for diagnostic in &report.diagnostics {
         writeln!(out, "{diagnostic}")?;
     }
+    if strict {
+        for skipped in &report.skipped {
+            writeln!(out, "{}", skipped_line(skipped, true))?;
+        }
+    }
     out.flush()?;
+    if !strict {
+        for skipped in &report.skipped {
+            say!("{}", skipped_line(skipped, false));
+        }
+    }
     say!("{}", summary(report));
     // Offline, the cluster is not read: what the queries will select, and what that assumes.
     for loaded in &report.policies {
@@ -86,7 +124,7 @@ fn print_text(report: &Report) -> std::io::Result<()> {
     Ok(())
 }
 
-fn print_json(report: &Report, valid: bool) -> std::io::Result<()> {
+fn print_document(report: &Report, valid: bool, format: ReadOutput) -> std::io::Result<()> {
     let document = serde_json::json!({
         "valid": valid,
         "files": report.files,
@@ -94,18 +132,21 @@ fn print_json(report: &Report, valid: bool) -> std::io::Result<()> {
         "errors": report.errors(),
         "warnings": report.warnings(),
         "diagnostics": report.diagnostics,
+        "skipped": report.skipped,
     });
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &document)?;
-    writeln!(out)?;
-    out.flush()
+    let text = encode(&document, format).map_err(std::io::Error::other)?;
+    crate::cli::output::stdout_all(&text)
 }
 
 /// `checked 7 files (7 policies): 2 errors, 1 warning`.
 fn summary(report: &Report) -> String {
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let skipped = match report.skipped.len() {
+        0 => String::new(),
+        n => format!(", {} of other kinds skipped", plural(n, "document")),
+    };
     format!(
-        "checked {} ({}): {}, {}",
+        "checked {} ({}{skipped}): {}, {}",
         plural(report.files, "file"),
         plural(report.documents, "policy").replace("policys", "policies"),
         plural(report.errors(), "error"),

@@ -27,8 +27,9 @@ use crate::store::kube::KubeStatusStore;
 
 #[derive(Args, Debug, Clone)]
 pub struct DaemonArgs {
-    /// Watch RolloutPolicies in this namespace only (default: all namespaces).
-    #[arg(long, short = 'n', env = "SHIFTGATE_NAMESPACE")]
+    /// Watch RolloutPolicies in this namespace only (default: all namespaces): the
+    /// global `-n`/`--namespace`, else $SHIFTGATE_NAMESPACE.
+    #[arg(skip)]
     pub namespace: Option<String>,
     /// Address of the /healthz, /readyz and /metrics endpoints.
     #[arg(long, default_value = "0.0.0.0:8080", env = "SHIFTGATE_LISTEN")]

@@ -20,6 +20,8 @@ pub const NOT_IN_PROGRESS: i32 = 6;
 /// `undo`: nothing to undo (the revision is not Promoted, was undone already, the route
 /// moved since, or the previous release is gone from it); nothing was written.
 pub const NOTHING_TO_UNDO: i32 = 7;
+/// `status --watch`: `--timeout` passed before the rollout ended; it goes on.
+pub const TIMED_OUT: i32 = 8;
 
 /// `run` against a cluster: a route Lease was lost while the rollout ran (the process
 /// was paused or cut off, or another run took the route over); the run stopped and
@@ -82,14 +84,32 @@ pub const BY_COMMAND: &[(&str, Codes)] = &[
         (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM; the state is saved and running again resumes"),
     ]),
     ("status", &[
-        (OK, "the status was shown"),
+        (OK, "the rollout is promoted, or still in progress (with --watch: it was promoted)"),
+        (ROLLED_BACK, "it was rolled back or aborted"),
         (INVALID_INPUT, "the policy file or name is invalid"),
         (COULD_NOT_RUN, "no rollout of that policy was found, or the state or the cluster could not be read"),
+        (HELD, "it is held after a failure, or paused, and needs an operator"),
+        (TIMED_OUT, "--watch: --timeout passed before the rollout ended (it goes on)"),
+        (INTERRUPTED, "--watch: interrupted by Ctrl-C or SIGTERM (the rollout goes on)"),
+    ]),
+    ("list", &[
+        (OK, "the list was shown (it may be empty)"),
+        (COULD_NOT_RUN, "the state directory or the cluster could not be read"),
     ]),
     ("promote", OPERATOR_COMMAND),
     ("pause", OPERATOR_COMMAND),
     ("resume", OPERATOR_COMMAND),
     ("abort", OPERATOR_COMMAND),
+    ("retry", &[
+        (OK, "sent: the rollout's next `shiftgate run` (or the daemon) starts the revision again from step 1"),
+        (INVALID_INPUT, "not sent: the policy file is invalid, or the revision is not clear (say it with --revision)"),
+        (COULD_NOT_RUN, "not sent: the state, the command directory or the cluster could not be reached, or the RolloutPolicy does not exist"),
+        (NOT_IN_PROGRESS, "not sent: nothing to retry (the revision never ran, is still in progress, Held, Promoted, or still going back to stable)"),
+    ]),
+    ("completion", &[
+        (OK, "the completion script was printed"),
+        (COULD_NOT_RUN, "it could not be written (a closed pipe is not a failure)"),
+    ]),
     ("undo", &[
         (OK, "undone: every request is back on the previous stable (locally, written by this command when no `shiftgate run` drives the rollout), or sent: the daemon or the running `shiftgate run` applies it"),
         (INVALID_INPUT, "not sent: the policy file is invalid, or the revision is not clear (say it with --revision)"),

@@ -13,9 +13,12 @@ use serde_json::Value;
 
 use crate::cli::exit;
 use crate::cli::output::{out, say};
+use crate::cli::status_view::{
+    encode, grafana_link, phase_exit_code, with_grafana_link, ReadOutput,
+};
 use crate::engine::Command;
 use crate::metrics::PolicyRef;
-use crate::policy::{RolloutPolicy, RolloutStatus};
+use crate::policy::{GrafanaSpec, RolloutPolicy, RolloutSpec, RolloutStatus};
 use crate::runtime::commands_kube::{
     last_handled_command, pending_command, submit_command, CommandAnnotation, SubmitError,
 };
@@ -105,25 +108,73 @@ async fn connect(target: &ClusterTarget) -> anyhow::Result<(kube::Client, String
     Ok((client, namespace))
 }
 
-/// `shiftgate status NAME -n NS`: text on stderr, or the status object as JSON on stdout.
-pub fn cluster_status(target: &ClusterTarget, json: bool) -> i32 {
+/// Reads the RolloutPolicy `target` names: the namespace used, and the object (`None`:
+/// there is none).
+pub async fn fetch_policy(
+    target: &ClusterTarget,
+) -> anyhow::Result<(String, Option<DynamicObject>)> {
+    let (client, namespace) = connect(target).await?;
+    let resource = ApiResource::erase::<RolloutPolicy>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &namespace, &resource);
+    let object = api.get_opt(&target.name).await.with_context(|| {
+        format!(
+            "cannot read rolloutpolicies.shiftgate.dev {namespace}/{}",
+            target.name
+        )
+    })?;
+    Ok((namespace, object))
+}
+
+/// Lists the RolloutPolicies of `namespace` (`None`: the context's namespace) or, with
+/// `all`, of every namespace.
+pub async fn list_policies(
+    target: &ClusterTarget,
+    all: bool,
+) -> anyhow::Result<Vec<DynamicObject>> {
+    let (client, namespace) = connect(target).await?;
+    let resource = ApiResource::erase::<RolloutPolicy>(&());
+    let api: Api<DynamicObject> = if all {
+        Api::all_with(client, &resource)
+    } else {
+        Api::namespaced_with(client, &namespace, &resource)
+    };
+    let listed = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .with_context(|| {
+            if all {
+                "cannot list rolloutpolicies.shiftgate.dev in all namespaces".to_owned()
+            } else {
+                format!("cannot list rolloutpolicies.shiftgate.dev in namespace {namespace}")
+            }
+        })?;
+    Ok(listed.items)
+}
+
+/// `spec.grafana` of a RolloutPolicy object, read on its own (so a spec this CLI
+/// cannot read whole still gets its link).
+pub fn grafana_of(object: &DynamicObject) -> Option<GrafanaSpec> {
+    let grafana = object.data.pointer("/spec/grafana")?;
+    serde_json::from_value(grafana.clone()).ok()
+}
+
+/// The spec and status of a RolloutPolicy object, when they can be read.
+pub fn spec_and_status(object: &DynamicObject) -> (Option<RolloutSpec>, Option<RolloutStatus>) {
+    let read = |field: &str| object.data.get(field).filter(|v| !v.is_null()).cloned();
+    (
+        read("spec").and_then(|v| serde_json::from_value(v).ok()),
+        read("status").and_then(|v| serde_json::from_value(v).ok()),
+    )
+}
+
+/// `shiftgate status NAME -n NS`: text on stderr, or the status object as JSON or YAML
+/// on stdout; the exit code says how the rollout stands.
+pub fn cluster_status(target: &ClusterTarget, output: ReadOutput) -> i32 {
     let runtime = match crate::cli::current_thread_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let fetched = runtime.block_on(async {
-        let (client, namespace) = connect(target).await?;
-        let resource = ApiResource::erase::<RolloutPolicy>(&());
-        let api: Api<DynamicObject> = Api::namespaced_with(client, &namespace, &resource);
-        let object = api.get_opt(&target.name).await.with_context(|| {
-            format!(
-                "cannot read rolloutpolicies.shiftgate.dev {namespace}/{}",
-                target.name
-            )
-        })?;
-        anyhow::Ok((namespace, object))
-    });
-    let (namespace, object) = match fetched {
+    let (namespace, object) = match runtime.block_on(fetch_policy(target)) {
         Ok((namespace, Some(object))) => (namespace, object),
         Ok((namespace, None)) => {
             say!(
@@ -138,18 +189,33 @@ pub fn cluster_status(target: &ClusterTarget, json: bool) -> i32 {
             return exit::COULD_NOT_RUN;
         }
     };
-    let raw_status = object.data.get("status").cloned().unwrap_or(Value::Null);
-    if json {
-        out!(
-            "{}",
-            serde_json::to_string_pretty(&raw_status).unwrap_or_else(|_| "null".into())
-        );
-        return exit::OK;
+    let policy = PolicyRef {
+        namespace: namespace.clone(),
+        name: target.name.clone(),
+    };
+    let (_, status) = spec_and_status(&object);
+    let link = status
+        .as_ref()
+        .and_then(|status| grafana_link(grafana_of(&object).as_ref(), &policy, status));
+    let code = status.as_ref().map_or(exit::OK, phase_exit_code);
+    if output != ReadOutput::Text {
+        let raw_status = object.data.get("status").cloned().unwrap_or(Value::Null);
+        match encode(&with_grafana_link(raw_status, link.as_deref()), output) {
+            Ok(text) => out!("{}", text.trim_end()),
+            Err(e) => {
+                say!("error: cannot encode the status: {e:#}");
+                return exit::COULD_NOT_RUN;
+            }
+        }
+        return code;
     }
     for line in describe(&namespace, &object) {
         say!("{line}");
     }
-    exit::OK
+    if let Some(link) = &link {
+        say!("  grafana: {link}");
+    }
+    code
 }
 
 /// The human-readable status of a cluster RolloutPolicy, one line per entry.
@@ -332,6 +398,8 @@ pub fn cluster_command(target: &ClusterTarget, command: Command, revision: Optio
             let start = "the daemon starts it once spec.revision names it";
             let refusal = if command == Command::Undo {
                 crate::cli::undo::nothing_to_undo(status.as_ref(), &revision)
+            } else if command == Command::Retry {
+                crate::cli::retry::nothing_to_retry(status.as_ref(), &revision)
             } else {
                 crate::cli::promote::not_in_progress(status.as_ref(), &revision, start)
             };

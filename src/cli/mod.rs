@@ -5,26 +5,33 @@ pub mod abort;
 pub mod backtest;
 pub mod bench_judges;
 pub mod check;
+pub mod completion;
 pub mod crd;
 pub mod daemon;
 pub mod demo;
 pub mod demo_app;
 pub mod exit;
+pub mod globals;
 pub mod kube_target;
+pub mod list;
 pub mod local;
 pub mod logging;
 pub mod measure;
 pub mod output;
 pub mod pause;
+pub mod plugin;
 pub mod progress;
 pub mod promote;
 pub mod resume;
+pub mod retry;
 pub mod route_lock;
 pub mod run;
 pub mod run_lock;
 pub mod schema;
 pub mod simulate;
 pub mod status;
+pub mod status_view;
+pub mod status_watch;
 pub mod undo;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +52,8 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SHIFTGATE_LOG_FORMAT")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub globals: globals::GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -73,8 +82,12 @@ pub enum Command {
     /// Run one rollout in the foreground to its end: Envoy locally, or Istio/Service
     /// through kubeconfig.
     Run(run::RunArgs),
-    /// Show where a local rollout is.
+    /// Show where a rollout is: a local one, or a RolloutPolicy in the cluster (`--watch`:
+    /// follow it to its end).
     Status(status::StatusArgs),
+    /// List the rollouts: local ones under --state-dir, or RolloutPolicies in the cluster
+    /// (`--cluster`; `-A`: every namespace).
+    List(list::ListArgs),
     /// Skip the current step's remaining analysis (`--full`: straight to 100%).
     Promote(promote::PromoteArgs),
     /// Stop moving traffic at the current weight.
@@ -85,6 +98,10 @@ pub enum Command {
     Abort(abort::AbortArgs),
     /// After a promotion: every request back on the previous stable in one write.
     Undo(undo::UndoArgs),
+    /// Start a rolled-back or aborted rollout again from step 1 (same revision).
+    Retry(retry::RetryArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion(completion::CompletionArgs),
     /// The local demo: real Envoy and Prometheus, a good release promoted, a bad one rolled back.
     Demo(demo::DemoArgs),
     /// The local playground: the demo's stack kept running for your own `shiftgate run`.
@@ -132,23 +149,59 @@ pub fn parse_args(command: clap::Command) -> Cli {
 
 /// Runs the parsed command and returns the process exit code.
 pub fn dispatch(cli: Cli) -> i32 {
-    match cli.command {
+    let Cli {
+        globals, command, ..
+    } = cli;
+    if let Err(code) = globals.apply() {
+        return code;
+    }
+    match command {
         Command::Check(args) => check::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Crd(args) => crd::run(args),
-        Command::Daemon(args) => daemon::run(args),
+        Command::Daemon(mut args) => {
+            args.namespace = globals.daemon_namespace();
+            daemon::run(args)
+        }
         Command::Demo(args) => demo::run(args),
         Command::Local(args) => local::run(args),
         Command::DemoApp(args) => demo_app::run(args),
         Command::MeasureRollback(args) => measure::run(args),
         Command::BenchJudges(args) => bench_judges::run(args),
-        Command::Run(args) => run::run(args),
-        Command::Status(args) => status::run(args),
-        Command::Promote(args) => promote::run(args),
-        Command::Pause(args) => pause::run(args),
-        Command::Resume(args) => resume::run(args),
-        Command::Abort(args) => abort::run(args),
-        Command::Undo(args) => undo::run(args),
+        Command::Run(mut args) => {
+            args.context.clone_from(&globals.context);
+            run::run(args)
+        }
+        Command::Status(mut args) => {
+            globals.fill(&mut args.target);
+            status::run(args)
+        }
+        Command::List(args) => list::run(args, &globals),
+        Command::Promote(mut args) => {
+            globals.fill(&mut args.target);
+            promote::run(args)
+        }
+        Command::Pause(mut args) => {
+            globals.fill(&mut args.target);
+            pause::run(args)
+        }
+        Command::Resume(mut args) => {
+            globals.fill(&mut args.target);
+            resume::run(args)
+        }
+        Command::Abort(mut args) => {
+            globals.fill(&mut args.target);
+            abort::run(args)
+        }
+        Command::Undo(mut args) => {
+            globals.fill(&mut args.target);
+            undo::run(args)
+        }
+        Command::Retry(mut args) => {
+            globals.fill(&mut args.target);
+            retry::run(args)
+        }
+        Command::Completion(args) => completion::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Backtest(args) => backtest::run(args),
     }

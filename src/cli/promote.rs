@@ -127,7 +127,12 @@ pub fn send(target: &LocalPolicyArgs, revision: &RevisionArg, command: Command) 
         }
     };
     let start = format!("`shiftgate run {}` starts it", run_argument(target));
-    if let Some(why) = not_in_progress(stored.as_ref(), &revision, &start) {
+    let refusal = if command == Command::Retry {
+        crate::cli::retry::nothing_to_retry(stored.as_ref(), &revision)
+    } else {
+        not_in_progress(stored.as_ref(), &revision, &start)
+    };
+    if let Some(why) = refusal {
         say!("error: `{command}` not sent to {label}: {why}");
         return exit::NOT_IN_PROGRESS;
     }

@@ -29,8 +29,9 @@ pub struct RunArgs {
     /// Policy file holding one RolloutPolicy (`spec.router.envoy`, `istio` or `service`).
     #[arg(value_name = "POLICY")]
     pub policy: PathBuf,
-    /// kubeconfig context for an Istio or Service policy (default: the current one).
-    #[arg(long)]
+    /// kubeconfig context for an Istio or Service policy (default: the current one): the
+    /// global `--context`.
+    #[arg(skip)]
     pub context: Option<String>,
     /// Where local rollout state and operator commands live.
     #[arg(long, env = "SHIFTGATE_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
@@ -195,7 +196,12 @@ async fn run_async(args: RunArgs) -> i32 {
     };
     match end {
         Ok(end) => {
-            print_summary(&label, &end, progress.started);
+            let grafana = crate::cli::status_view::grafana_link(
+                runner.policy().spec.grafana.as_ref(),
+                policy,
+                end.status(),
+            );
+            print_summary(&label, &end, progress.started, grafana.as_deref());
             let code = exit_code(&end);
             if args.output == RunOutput::Json {
                 if let Err(e) = print_json(&label, &end, code) {
@@ -237,7 +243,7 @@ pub async fn cancel_on_signal(stop: CancellationToken) {
     stop.cancel();
 }
 
-fn print_summary(label: &str, end: &RunEnd, started: Option<Timestamp>) {
+fn print_summary(label: &str, end: &RunEnd, started: Option<Timestamp>, grafana: Option<&str>) {
     let status = end.status();
     let how = match end {
         RunEnd::Settled(_) => "",
@@ -254,6 +260,9 @@ fn print_summary(label: &str, end: &RunEnd, started: Option<Timestamp>) {
     }
     if let Some(message) = &status.message {
         say!("  {}: {message}", status.reason.as_deref().unwrap_or("-"));
+    }
+    if let Some(link) = grafana {
+        say!("  grafana: {link}");
     }
     print_history(status, started);
 }

@@ -1,4 +1,6 @@
-//! `shiftgate status POLICY`: where a local rollout is, from its state file.
+//! `shiftgate status POLICY`: where a rollout is, from its local state file or its
+//! RolloutPolicy in the cluster; `--watch` follows it to its end (`status_watch`). The
+//! exit code says how it stands (docs/cli.md): CI can branch on it.
 
 use std::path::PathBuf;
 
@@ -9,6 +11,9 @@ use crate::cli::output::{out, say};
 use crate::cli::promote::who_applies;
 use crate::cli::run::print_history;
 use crate::cli::run_lock;
+use crate::cli::status_view::{
+    encode, grafana_link, phase_exit_code, with_grafana_link, ReadOutput,
+};
 use crate::engine::OperatorCommand;
 use crate::policy::RolloutStatus;
 use crate::runtime::local::{describe_progress, LocalTarget, DEFAULT_STATE_DIR};
@@ -22,8 +27,8 @@ pub struct LocalPolicyArgs {
     /// A policy file, or `[namespace/]name` of a policy run before.
     #[arg(value_name = "POLICY")]
     pub policy: String,
-    /// Namespace of a bare policy name (default `default`).
-    #[arg(short = 'n', long)]
+    /// Namespace of a bare policy name (default `default`): the global `-n`.
+    #[arg(skip)]
     pub namespace: Option<String>,
     /// Where local rollout state and operator commands live.
     #[arg(long, env = "SHIFTGATE_STATE_DIR", default_value = crate::runtime::local::DEFAULT_STATE_DIR)]
@@ -33,8 +38,9 @@ pub struct LocalPolicyArgs {
     /// is looked up in the cluster.
     #[arg(long)]
     pub cluster: bool,
-    /// kubeconfig context for the cluster (default: the current context).
-    #[arg(long, value_name = "CONTEXT")]
+    /// kubeconfig context for the cluster (default: the current context): the global
+    /// `--context`.
+    #[arg(skip)]
     pub context: Option<String>,
 }
 
@@ -61,15 +67,28 @@ impl LocalPolicyArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub target: LocalPolicyArgs,
-    /// `text` on stderr, or `json` (the stored status) on stdout.
-    #[arg(long, value_enum, default_value_t = crate::cli::run::RunOutput::Text)]
-    pub output: crate::cli::run::RunOutput,
+    /// `text` on stderr, or the stored status (with `grafanaUrl` and `pendingCommands`)
+    /// as `json` or `yaml` on stdout.
+    #[arg(short = 'o', long, value_enum, default_value_t = ReadOutput::Text)]
+    pub output: ReadOutput,
+    /// Follow the rollout until it is promoted, rolled back, aborted, held or paused: a
+    /// redrawn view on a terminal, one line per change otherwise.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// With --watch: give up after this long (exit 8), e.g. `10m`. Default: no limit.
+    #[arg(long, value_parser = humantime::parse_duration, requires = "watch")]
+    pub timeout: Option<std::time::Duration>,
+    /// With --watch: how often the state is read.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s", requires = "watch")]
+    pub interval: std::time::Duration,
 }
 
 pub fn run(args: StatusArgs) -> i32 {
+    if args.watch {
+        return crate::cli::status_watch::run(&args);
+    }
     if let Some(cluster) = crate::cli::kube_target::cluster_target(&args.target) {
-        let json = args.output == crate::cli::run::RunOutput::Json;
-        return crate::cli::kube_target::cluster_status(&cluster, json);
+        return crate::cli::kube_target::cluster_status(&cluster, args.output);
     }
     let target = match args.target.target() {
         Ok(target) => target,
@@ -98,36 +117,47 @@ pub fn run(args: StatusArgs) -> i32 {
             return exit::COULD_NOT_RUN;
         }
     };
-    if args.output == crate::cli::run::RunOutput::Json {
+    let spec = crate::runtime::local::load_policy(std::path::Path::new(&args.target.policy))
+        .ok()
+        .map(|local| local.spec);
+    let link = grafana_link(
+        spec.as_ref().and_then(|spec| spec.grafana.as_ref()),
+        &target.policy,
+        &status,
+    );
+    let code = phase_exit_code(&status);
+    if args.output != ReadOutput::Text {
         let pending = pending_commands(&target, Some(&status));
         let document = with_pending_commands(&status, &pending)
-            .and_then(|document| serde_json::to_string_pretty(&document));
+            .map_err(anyhow::Error::from)
+            .and_then(|document| {
+                encode(&with_grafana_link(document, link.as_deref()), args.output)
+            });
         match document {
-            Ok(text) => out!("{text}"),
+            Ok(text) => out!("{}", text.trim_end()),
             Err(e) => {
                 say!("error: cannot encode the status: {e}");
                 return exit::COULD_NOT_RUN;
             }
         }
-        return exit::OK;
+        return code;
     }
     let revision = status.revision.as_deref().unwrap_or("-");
     say!("{label} revision {revision}");
     // Without the spec, the step count and hold are unknown: show what the status says.
-    let spec_free = format!(
-        "{} · step {} · canary {}%{}",
-        status.phase,
-        status.step + 1,
-        status.canary_weight,
-        if status.test_route {
-            " + test route"
-        } else {
-            ""
-        }
-    );
-    let line = match crate::runtime::local::load_policy(std::path::Path::new(&args.target.policy)) {
-        Ok(local) => describe_progress(&local.spec, &status, SystemClock.now()),
-        Err(_) => spec_free,
+    let line = match &spec {
+        Some(spec) => describe_progress(spec, &status, SystemClock.now()),
+        None => format!(
+            "{} · step {} · canary {}%{}",
+            status.phase,
+            status.step + 1,
+            status.canary_weight,
+            if status.test_route {
+                " + test route"
+            } else {
+                ""
+            }
+        ),
     };
     say!("  {line}");
     if let Some(colours) = crate::engine::colours::describe(&status) {
@@ -139,9 +169,12 @@ pub fn run(args: StatusArgs) -> i32 {
     for result in &status.last_hooks {
         say!("  {}", crate::runtime::hooks::describe_hook(result));
     }
+    if let Some(link) = &link {
+        say!("  grafana: {link}");
+    }
     print_history(&status, None);
     print_pending(&target, &args.target, Some(&status));
-    exit::OK
+    code
 }
 
 /// The commands written for the rollout but not handled yet (after the stored state's

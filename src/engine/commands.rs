@@ -8,7 +8,7 @@
 use crate::engine::reasons;
 use crate::engine::step::Tick;
 use crate::engine::types::{Command, OperatorCommand, TransitionKind};
-use crate::policy::status::{PauseReason, Phase, RouteTarget, TargetPurpose};
+use crate::policy::status::{PauseReason, Phase, RolloutStatus, RouteTarget, TargetPurpose};
 
 impl Tick<'_> {
     pub(crate) fn handle_command(&mut self, command: &OperatorCommand) {
@@ -38,6 +38,7 @@ impl Tick<'_> {
                 self.refuse(command, &why);
             }
             (Ok(Command::Undo), Some(_)) => self.undo(command),
+            (Ok(Command::Retry), Some(_)) => self.retry(command),
             (Ok(word), Some(_)) => self.apply_command(*word),
         }
     }
@@ -64,7 +65,8 @@ impl Tick<'_> {
             Command::Abort => self.abort(),
             // Handled by `undo` (engine/undo.rs): it acts after a promotion, when every
             // other command is ignored, and its refusals name the command.
-            Command::Undo => {}
+            // `retry` likewise (below): it acts only once the rollout is over.
+            Command::Undo | Command::Retry => {}
             Command::Pause => {
                 if matches!(
                     phase,
@@ -164,6 +166,72 @@ impl Tick<'_> {
     }
 }
 
+impl Tick<'_> {
+    /// Handles a `retry` given for the running revision: a rolled-back or aborted
+    /// rollout starts again from step 0, as a new rollout of the same revision would
+    /// (checks, every step's analysis); anything else is refused with why.
+    fn retry(&mut self, command: &OperatorCommand) {
+        if let Some(why) = retry_refusal(&self.s, self.plan.revision()) {
+            self.refuse(command, &why);
+            return;
+        }
+        let before = std::mem::take(&mut self.s);
+        self.s = RolloutStatus {
+            observed_generation: before.observed_generation,
+            last_command_id: before.last_command_id,
+            revision: before.revision,
+            // Which colour serves is still what the live route says.
+            stable_color: before.stable_color,
+            canary_color: before.canary_color,
+            live_color: before.live_color,
+            history: before.history,
+            canary_weight: before.canary_weight,
+            test_route: before.test_route,
+            ..RolloutStatus::default()
+        };
+        let message = format!(
+            "retry by an operator: revision {} starts again from step 1 after it was {}",
+            self.plan.revision(),
+            before.phase
+        );
+        self.record(reasons::RETRIED, message);
+    }
+}
+
+/// Why `retry` cannot restart `revision` from `status`, or `None` when it can: only a
+/// rollout of that revision that ended RolledBack or Aborted (its write back to stable
+/// confirmed) starts again. Shared by the engine and the CLI, which refuses to send a
+/// command the engine would refuse.
+pub fn retry_refusal(status: &RolloutStatus, revision: &str) -> Option<String> {
+    if status.revision.as_deref() != Some(revision) {
+        return Some(format!(
+            "nothing to retry: revision {revision} has not run (the last rollout was of {})",
+            status.revision.as_deref().unwrap_or("no revision")
+        ));
+    }
+    match status.phase {
+        Phase::RolledBack | Phase::Aborted if status.target.is_none() => None,
+        Phase::RolledBack | Phase::Aborted | Phase::RollingBack => Some(format!(
+            "nothing to retry yet: revision {revision} is still going back to stable; retry \
+             once it is {}",
+            Phase::RolledBack
+        )),
+        Phase::Held => Some(format!(
+            "revision {revision} is Held at canary {}%, not over: `resume` continues it from \
+             there, `abort` puts every request back on stable (then `retry` starts it again)",
+            status.canary_weight
+        )),
+        Phase::Promoted => Some(format!(
+            "revision {revision} was promoted; there is nothing to retry (`undo` flips back \
+             to the previous stable)"
+        )),
+        phase => Some(format!(
+            "revision {revision} is {phase}, still in progress; `retry` restarts a rollout \
+             that was rolled back or aborted"
+        )),
+    }
+}
+
 /// How a command is typed on the command line.
 fn cli_words(command: Command) -> &'static str {
     match command {
@@ -259,6 +327,66 @@ pub(super) mod tests {
         assert_eq!(first.state.last_command_id.as_deref(), Some("4"));
         let again = step(&plan(), &first.state, &observe(vec![promote]));
         assert_eq!(again.state.step, 2, "not two steps for one promote");
+    }
+
+    #[test]
+    fn retry_restarts_a_rolled_back_revision_from_step_one_and_refuses_otherwise() {
+        let mut rolled_back = at_30();
+        rolled_back.phase = Phase::RolledBack;
+        rolled_back.canary_weight = 0;
+        rolled_back.step = 1;
+        rolled_back.consecutive_failures = 2;
+        let mut obs = observe(vec![OperatorCommand::new("5", Command::Retry, "v2")]);
+        obs.live = Ok(ManagedRoute {
+            canary_weight: 0,
+            test_route: false,
+        });
+        let d = step(&plan(), &rolled_back, &obs);
+        // A new start, as for a new revision: step 1 (weight 0) then on, judged again.
+        assert!(d.state.step < 2, "not past the first judged step");
+        assert_eq!(d.state.consecutive_failures, 0);
+        let reasons: Vec<&str> = d.state.history.iter().map(|e| e.reason.as_str()).collect();
+        let retried = reasons.iter().position(|r| *r == reasons::RETRIED);
+        let started = reasons.iter().rposition(|r| *r == reasons::STARTED);
+        assert!(retried.is_some() && started > retried, "{reasons:?}");
+        assert_eq!(d.state.last_command_id.as_deref(), Some("5"));
+        assert_eq!(d.state.revision.as_deref(), Some("v2"));
+        assert!(
+            !matches!(d.state.phase, Phase::RolledBack | Phase::Aborted),
+            "{:?}",
+            d.state.phase
+        );
+        // Handled once: the same command again changes nothing more.
+        let again = step(&plan(), &d.state, &obs);
+        assert_eq!(
+            again.state.history.len(),
+            d.state.history.len(),
+            "a retry is not applied twice"
+        );
+
+        for phase in [
+            Phase::Progressing,
+            Phase::Held,
+            Phase::Promoted,
+            Phase::Paused,
+        ] {
+            let mut status = at_30();
+            status.phase = phase;
+            let d = step(
+                &plan(),
+                &status,
+                &observe(vec![OperatorCommand::new("6", Command::Retry, "v2")]),
+            );
+            assert_eq!(d.state.step, status.step, "{phase:?}: not restarted");
+            assert!(
+                d.transitions()
+                    .any(|t| t.kind == TransitionKind::CommandRefused),
+                "{phase:?}: refused with why"
+            );
+        }
+        let mut in_flight = at_30();
+        in_flight.phase = Phase::RollingBack;
+        assert!(crate::engine::retry_refusal(&in_flight, "v2").is_some());
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod workloads_colour_tests;
 #[cfg(test)]
 mod workloads_tests;
 
+pub use commands::retry_refusal;
 pub use evidence::counts_since;
 pub use live_colour::refused_live_canary;
 pub use plan::{Plan, PlanError};

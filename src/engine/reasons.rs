@@ -28,6 +28,8 @@ pub const COMMAND_REFUSED: &str = "CommandRefused";
 pub const UNDO_REQUESTED: &str = "UndoRequested";
 /// Every request is back on the previous stable after `undo`.
 pub const UNDONE: &str = "Undone";
+/// An operator restarted a rolled-back or aborted revision from step 0.
+pub const RETRIED: &str = "Retried";
 /// A new rollout refused: the canary already serves more than the first step.
 pub const CANARY_IS_LIVE: &str = "CanaryIsLive";
 

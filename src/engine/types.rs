@@ -24,16 +24,19 @@ pub enum Command {
     /// After a promotion: every request back on the previous stable in one write; the
     /// rollout ends as RolledBack (reason `Undone`).
     Undo,
+    /// After a rollback or an abort: the same revision again from step 0.
+    Retry,
 }
 
 impl Command {
-    pub const ALL: [Command; 6] = [
+    pub const ALL: [Command; 7] = [
         Command::Promote,
         Command::PromoteFull,
         Command::Pause,
         Command::Resume,
         Command::Abort,
         Command::Undo,
+        Command::Retry,
     ];
 
     /// The word used on the command line and in command files.
@@ -45,6 +48,7 @@ impl Command {
             Command::Resume => "resume",
             Command::Abort => "abort",
             Command::Undo => "undo",
+            Command::Retry => "retry",
         }
     }
 }

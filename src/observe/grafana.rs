@@ -4,7 +4,7 @@
 use reqwest::Url;
 
 use crate::metrics::PolicyRef;
-use crate::policy::{GrafanaSpec, Timestamp};
+use crate::policy::{GrafanaSpec, RolloutStatus, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrafanaError {
@@ -22,11 +22,14 @@ mod url_error {
 }
 
 /// The dashboard URL for one policy: `{url}/d/{uid}?var-namespace=…&var-name=…`, and
-/// when `since` is given, a time range starting a minute before it and following now.
+/// when `since` is given, a time range starting a minute before it and following now,
+/// or, once the rollout has ended (`until`), pinned to a minute after its end (so the
+/// link shows the same rollout tomorrow).
 pub fn dashboard_link(
     grafana: &GrafanaSpec,
     policy: &PolicyRef,
     since: Option<Timestamp>,
+    until: Option<Timestamp>,
 ) -> Result<String, GrafanaError> {
     let base = grafana.url.trim_end_matches('/');
     let mut url = Url::parse(&format!("{base}/d/{}", grafana.dashboard)).map_err(|source| {
@@ -42,11 +45,31 @@ pub fn dashboard_link(
         if let Some(since) = since {
             let from = since.timestamp_millis().saturating_sub(60_000);
             query.append_pair("from", &from.to_string());
-            query.append_pair("to", "now");
+            let to = until.map_or_else(
+                || "now".to_owned(),
+                |until| until.timestamp_millis().saturating_add(60_000).to_string(),
+            );
+            query.append_pair("to", &to);
         }
     }
     // The link is shown in status and Events: never with credentials in it.
     Ok(crate::redact::urls(url.as_str()).into_owned())
+}
+
+/// The time range of a rollout for [`dashboard_link`]: its start, and its end once it
+/// is over (the last transition of a settled rollout).
+pub fn rollout_range(status: &RolloutStatus) -> (Option<Timestamp>, Option<Timestamp>) {
+    let ended = status
+        .is_settled()
+        .then(|| {
+            status
+                .history
+                .last()
+                .map(|entry| entry.at)
+                .or(status.promoted_at)
+        })
+        .flatten();
+    (status.started_at, ended)
 }
 
 #[cfg(test)]
@@ -64,11 +87,30 @@ mod tests {
             namespace: "shop".to_owned(),
             name: "check out&x".to_owned(),
         };
-        let link = dashboard_link(&grafana, &policy, None).unwrap_or_default();
+        let link = dashboard_link(&grafana, &policy, None, None).unwrap_or_default();
         assert_eq!(
             link,
             "https://grafana.example/d/shiftgate-rollout?var-namespace=shop&var-name=check+out%26x"
         );
+    }
+
+    #[test]
+    fn an_ended_rollout_pins_its_time_range() {
+        let grafana = GrafanaSpec {
+            url: "https://grafana.example".to_owned(),
+            dashboard: "d".to_owned(),
+            annotations: None,
+        };
+        let policy = PolicyRef {
+            namespace: "shop".to_owned(),
+            name: "checkout".to_owned(),
+        };
+        let at = |s| chrono::DateTime::from_timestamp(s, 0).unwrap_or_default();
+        let running = dashboard_link(&grafana, &policy, Some(at(1000)), None).unwrap_or_default();
+        assert!(running.ends_with("&from=940000&to=now"), "{running}");
+        let ended =
+            dashboard_link(&grafana, &policy, Some(at(1000)), Some(at(1300))).unwrap_or_default();
+        assert!(ended.ends_with("&from=940000&to=1360000"), "{ended}");
     }
 
     #[test]
@@ -82,7 +124,7 @@ mod tests {
             namespace: "a".to_owned(),
             name: "b".to_owned(),
         };
-        let err = dashboard_link(&grafana, &policy, None)
+        let err = dashboard_link(&grafana, &policy, None, None)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

@@ -56,6 +56,30 @@ pub struct FileCheck {
     pub diagnostics: Vec<Diagnostic>,
     /// How many policy documents the file holds (valid or not).
     pub documents: usize,
+    /// Documents of other kinds (a Deployment in a kustomize output): not policies,
+    /// skipped (`check --strict` fails on them).
+    pub skipped: Vec<SkippedDocument>,
+}
+
+/// A document of another kind than RolloutPolicy, skipped.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedDocument {
+    pub file: PathBuf,
+    pub line: usize,
+    pub kind: String,
+    /// `metadata.name`, when it has one.
+    pub name: Option<String>,
+}
+
+/// The kind of a document of another API (a Deployment of `apps/v1`): its `kind` is
+/// not RolloutPolicy and its `apiVersion` is some other group's. A document that names
+/// shiftgate in its apiVersion, spells RolloutPolicy in another case, or has no
+/// apiVersion stays a policy document, so its mistakes are reported.
+fn other_kind(document: &PositionedDocument) -> Option<String> {
+    let kind = document.value.get("kind")?.as_str()?;
+    let api = document.value.get("apiVersion")?.as_str()?;
+    let ours = api.to_ascii_lowercase().contains("shiftgate");
+    (!ours && !kind.eq_ignore_ascii_case("RolloutPolicy")).then(|| kind.to_owned())
 }
 
 impl FileCheck {
@@ -104,11 +128,26 @@ pub fn check_str(file_label: impl AsRef<Path>, text: &str) -> FileCheck {
             }
         }
     };
+    let (others, documents): (Vec<_>, Vec<_>) =
+        documents.into_iter().partition(|d| other_kind(d).is_some());
     let mut check = FileCheck {
         documents: documents.len(),
+        skipped: others
+            .iter()
+            .map(|d| SkippedDocument {
+                file: file.to_path_buf(),
+                line: d.start.line,
+                kind: other_kind(d).unwrap_or_default(),
+                name: d
+                    .value
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            })
+            .collect(),
         ..FileCheck::default()
     };
-    if documents.is_empty() {
+    if documents.is_empty() && check.skipped.is_empty() {
         check.diagnostics.push(
             Issue::error("", "the file holds no policy")
                 .with_hint("write a RolloutPolicy (`apiVersion: shiftgate.dev/v1alpha1`, `kind: RolloutPolicy`, …); see policies/ for examples")

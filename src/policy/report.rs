@@ -22,7 +22,12 @@ pub struct Report {
     pub policies: Vec<LoadedPolicy>,
     /// Every error and warning, by file (in the order given) then line.
     pub diagnostics: Vec<Diagnostic>,
+    /// Documents of other kinds, skipped.
+    pub skipped: Vec<super::parse::SkippedDocument>,
 }
+
+/// How `check -` names standard input in its diagnostics.
+pub const STDIN_LABEL: &str = "<stdin>";
 
 impl Report {
     pub fn errors(&self) -> usize {
@@ -61,6 +66,8 @@ pub fn check_paths(paths: &[PathBuf]) -> Report {
                         .located(path, 0, 0),
                 );
             }
+        } else if path.as_os_str() == "-" {
+            files.push(PathBuf::from(STDIN_LABEL));
         } else {
             files.push(path.clone());
         }
@@ -69,9 +76,14 @@ pub fn check_paths(paths: &[PathBuf]) -> Report {
     files.retain(|f| seen.insert(f.clone()));
     let mut checked: Vec<CheckedPolicy> = Vec::new();
     for file in &files {
-        let check = check_file(file);
+        let check = if file.as_os_str() == STDIN_LABEL {
+            check_stdin()
+        } else {
+            check_file(file)
+        };
         report.files += 1;
         report.documents += check.documents;
+        report.skipped.extend(check.skipped);
         report.diagnostics.extend(check.diagnostics);
         checked.extend(check.policies);
     }
@@ -108,6 +120,20 @@ pub fn check_paths(paths: &[PathBuf]) -> Report {
     };
     report.diagnostics.sort_by_key(position);
     report
+}
+
+/// Reads and checks standard input (`check -`): a kustomize output, a pipe.
+fn check_stdin() -> super::parse::FileCheck {
+    let label = Path::new(STDIN_LABEL);
+    match super::limits::read_bounded_from(std::io::stdin().lock()) {
+        Ok(text) => super::parse::check_str(label, &text),
+        Err(e) => super::parse::FileCheck {
+            diagnostics: vec![Issue::error("", format!("cannot read standard input: {e}"))
+                .with_hint("pipe UTF-8 YAML of at most 1 MiB into `shiftgate check -`")
+                .located(label, 0, 0)],
+            ..super::parse::FileCheck::default()
+        },
+    }
 }
 
 fn collect_yaml_files(dir: &Path, files: &mut Vec<PathBuf>, diagnostics: &mut Vec<Diagnostic>) {

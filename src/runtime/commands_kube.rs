@@ -1,5 +1,5 @@
 //! Operator commands for policies in a cluster, as annotations on the RolloutPolicy:
-//! `shiftgate.dev/command: promote|promote-full|pause|resume|abort`,
+//! `shiftgate.dev/command: promote|promote-full|pause|resume|abort|undo|retry`,
 //! `shiftgate.dev/command-revision: <the revision it is for>` and
 //! `shiftgate.dev/command-id: <unique>`, written by `shiftgate promote NAME -n NS`
 //! (and the kubectl plugin), or by hand with `kubectl annotate`.

@@ -124,10 +124,10 @@ impl Notifier {
         if spec.notify.is_empty() && annotations.is_none() {
             return;
         }
-        let link = spec
-            .grafana
-            .as_ref()
-            .and_then(|g| dashboard_link(g, policy, status.started_at).ok());
+        let link = spec.grafana.as_ref().and_then(|g| {
+            let (since, until) = crate::observe::grafana::rollout_range(status);
+            dashboard_link(g, policy, since, until).ok()
+        });
         for transition in transitions {
             let Some(event) = event_of(transition) else {
                 continue;

@@ -501,12 +501,19 @@ impl Simulation {
         if interesting {
             self.timeline.push(entry);
         }
-        // Only an `undo` acts after the end, and only after a promotion: one still to
-        // come keeps a promoted simulation going until it is sent.
-        let undo_to_come = self.status.phase == crate::policy::Phase::Promoted
-            && self.scenario.commands[self.commands_sent.min(self.scenario.commands.len())..]
-                .iter()
-                .any(|c| c.command == crate::engine::Command::Undo);
+        // Only `undo` (after a promotion) and `retry` (after a rollback or an abort) act
+        // after the end: one still to come keeps the simulation going until it is sent.
+        let to_come =
+            &self.scenario.commands[self.commands_sent.min(self.scenario.commands.len())..];
+        let acts_after_end = |c: &crate::sim::scenario::TimedCommand| match c.command {
+            crate::engine::Command::Undo => self.status.phase == crate::policy::Phase::Promoted,
+            crate::engine::Command::Retry => matches!(
+                self.status.phase,
+                crate::policy::Phase::RolledBack | crate::policy::Phase::Aborted
+            ),
+            _ => false,
+        };
+        let undo_to_come = to_come.iter().any(acts_after_end);
         if self.status.is_settled() && !undo_to_come {
             self.done = true;
             return false;

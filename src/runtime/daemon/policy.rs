@@ -258,10 +258,10 @@ impl Context {
         if outcome.evaluated {
             self.publish_analysis(&policy_ref, status);
         }
-        let link = spec
-            .grafana
-            .as_ref()
-            .and_then(|g| dashboard_link(g, &policy_ref, status.started_at).ok());
+        let link = spec.grafana.as_ref().and_then(|g| {
+            let (since, until) = crate::observe::grafana::rollout_range(status);
+            dashboard_link(g, &policy_ref, since, until).ok()
+        });
         let reference = object_reference(policy);
         for transition in &outcome.transitions {
             if let Some(result) = finished(transition) {

@@ -41,6 +41,10 @@ pub struct RunArgs {
     /// `text`: progress and summary on stderr. `json`: also the final status on stdout.
     #[arg(long, value_enum, default_value_t = RunOutput::Text)]
     pub output: RunOutput,
+    /// Serve the read-only status page of this rollout on ADDR (e.g. `127.0.0.1:0`:
+    /// a free port) and print its URL (docs/web.md).
+    #[arg(long, value_name = "ADDR")]
+    pub web: Option<std::net::SocketAddr>,
     /// Accepted for CI pipelines; `run` always waits for the end of the rollout.
     #[arg(long, hide = true)]
     pub wait: bool,
@@ -156,6 +160,16 @@ async fn run_async(args: RunArgs) -> i32 {
     } else {
         ""
     };
+    let board = args.web.map(|address| (address, crate::web::Board::new()));
+    if let Some((address, board)) = &board {
+        match crate::web::page::spawn(*address, board.clone()).await {
+            Ok(bound) => say!("shiftgate: watch it at {}", crate::web::page::url(bound)),
+            Err(e) => {
+                say!("error: cannot serve the status page on {address} (--web): {e}");
+                return exit::COULD_NOT_RUN;
+            }
+        }
+    }
     say!("shiftgate: rolling out {label} revision {revision}{dry}");
     let selection = selection.map_or_else(
         || crate::metrics::selection::describe(policy, &runner.policy().spec),
@@ -167,7 +181,18 @@ async fn run_async(args: RunArgs) -> i32 {
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
     let mut progress = Progress::default();
-    let end = runner.run(&mut |tick| progress.show(tick), &stop).await;
+    let policy_ref = policy.clone();
+    let end = runner
+        .run(
+            &mut |tick| {
+                progress.show(tick);
+                if let Some((_, board)) = &board {
+                    board.record_tick(&policy_ref, tick);
+                }
+            },
+            &stop,
+        )
+        .await;
     if let Some(held) = held {
         held.release().await;
     }

@@ -164,6 +164,8 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     health: Health,
     hooks: Arc<crate::runtime::hooks::Hooks>,
+    /// The status page's read model, when the page is served (`--web-listen`).
+    web: Option<crate::web::Board>,
 }
 
 impl Daemon {
@@ -182,7 +184,14 @@ impl Daemon {
             health: Health::default(),
             // Until `with_hooks`: webhooks without policy Secrets, never the environment.
             hooks: crate::runtime::hooks::default_hooks(),
+            web: None,
         }
+    }
+
+    /// Feeds every reconcile's outcome to `board`, the status page's read model.
+    pub fn with_web(mut self, board: crate::web::Board) -> Self {
+        self.web = Some(board);
+        self
     }
 
     /// Calls hooks through `hooks` (production: webhooks whose secret headers come
@@ -212,6 +221,7 @@ impl Daemon {
             metrics,
             health,
             hooks,
+            web,
         } = self;
         // Watched untyped and decoded object by object (`guarded`): one policy the
         // types cannot read must not fail the list that every other policy is in.
@@ -277,6 +287,7 @@ impl Daemon {
             leadership: leadership.clone(),
             store: reader.clone(),
             hooks,
+            web,
         });
         tasks.spawn(guarded::write_refusals(
             invalid,

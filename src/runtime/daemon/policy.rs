@@ -15,6 +15,8 @@ pub(super) struct Context {
     pub(super) store: Store<RolloutPolicy>,
     /// Long-lived: keeps the background hooks' answers between ticks.
     pub(super) hooks: Arc<crate::runtime::hooks::Hooks>,
+    /// The status page's read model, fed from each tick's outcome.
+    pub(super) web: Option<crate::web::Board>,
 }
 
 pub(super) async fn reconcile(
@@ -55,6 +57,9 @@ impl Context {
         self.metrics.set_policies(self.store.len());
         if policy.metadata.deletion_timestamp.is_some() {
             self.metrics.forget_policy(&policy_ref);
+            if let Some(web) = &self.web {
+                web.forget(&policy_ref);
+            }
             return Ok(Action::await_change());
         }
         if !self.leadership.is_leading() {
@@ -225,6 +230,9 @@ impl Context {
             .set_rollout(&policy_ref, status.phase, status.step, status.canary_weight);
         if outcome.evaluated {
             self.publish_analysis(&policy_ref, status);
+        }
+        if let Some(web) = &self.web {
+            web.record(&policy_ref, spec, status, outcome.evaluated, self.seams.clock.now());
         }
         let link = spec
             .grafana

@@ -22,9 +22,8 @@ window.ShiftgateCharts = (function () {
 
   function format(value) {
     if (!Number.isFinite(value)) return '';
-    const magnitude = Math.abs(value);
-    if (magnitude !== 0 && (magnitude < 0.01 || magnitude >= 100000)) return value.toExponential(1);
-    return String(Math.round(value * 1000) / 1000);
+    // Four significant digits, written as JavaScript writes numbers (0.001, 1e-7).
+    return String(Number(value.toPrecision(4)));
   }
 
   // spec: { title, legend: [{cls, label}], series: [{cls, points: [[t, v]], stepped}],

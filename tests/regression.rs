@@ -70,3 +70,7 @@ mod hooks;
 /// Issue "operate" §5–6: metrics, alerts and logs.
 #[path = "regression/observe.rs"]
 mod observe;
+
+/// Issue "operate" §8: a web status page.
+#[path = "regression/web_page.rs"]
+mod web_page;

@@ -26,6 +26,9 @@ pub struct DemoArgs {
     pub no_web: bool,
 }
 
+/// How long the demo waits at its end for an open page to fetch the final state.
+const PAGE_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What to try after the demo (docs/demo.md walks through it).
 pub const NEXT_STEPS: &str = "\nnext things to try (`cargo install --locked --path .` puts shiftgate on PATH; docs/demo.md walks through them):
   shiftgate local up                               # keep this stack running for your own rollouts (Ctrl-C or `local down` stops it)
@@ -81,7 +84,10 @@ pub fn run(args: DemoArgs) -> i32 {
             progress.show(tick);
             board.record_tick(&policy, tick);
         };
-        match run_demo(&app_binary, &mut observe, &stop).await {
+        let result = run_demo(&app_binary, &mut observe, &stop).await;
+        // The page shows the rollback only once it has fetched it.
+        board.linger(PAGE_LINGER).await;
+        match result {
             Ok(summary) => {
                 eprint!("{}", describe_summary(&summary));
                 if summary.interrupted {

@@ -196,6 +196,10 @@ async fn run_async(args: RunArgs) -> i32 {
     if let Some(held) = held {
         held.release().await;
     }
+    if let Some((_, board)) = &board {
+        // An open page shows the end only once it has fetched it.
+        board.linger(std::time::Duration::from_secs(5)).await;
+    }
     match end {
         Ok(end) => {
             print_summary(&label, &end, progress.started);

@@ -35,6 +35,10 @@ struct Rollouts {
     by_policy: BTreeMap<(String, String), Entry>,
     /// Bumped at every record: orders entries by recency for eviction.
     sequence: u64,
+    /// The sequence the last list answer showed, and the last detail answer (once a
+    /// page asked for one): what [`Board::linger`] waits for.
+    rows_served: Option<u64>,
+    detail_served: Option<u64>,
 }
 
 struct Entry {
@@ -250,7 +254,9 @@ impl Board {
 
     /// Every rollout, by namespace then name.
     pub fn rows(&self) -> Vec<RolloutRow> {
-        self.lock()
+        let mut rollouts = self.lock();
+        rollouts.rows_served = Some(rollouts.sequence);
+        rollouts
             .by_policy
             .iter()
             .map(|((namespace, name), entry)| row(namespace, name, entry))
@@ -259,7 +265,8 @@ impl Board {
 
     /// One rollout in full.
     pub fn detail(&self, namespace: &str, name: &str) -> Option<RolloutDetail> {
-        let rollouts = self.lock();
+        let mut rollouts = self.lock();
+        rollouts.detail_served = Some(rollouts.sequence);
         let entry = rollouts
             .by_policy
             .get(&(namespace.to_owned(), name.to_owned()))?;
@@ -269,6 +276,28 @@ impl Board {
             limits: entry.limits.clone(),
             samples: entry.samples.iter().cloned().collect(),
         })
+    }
+}
+
+impl Board {
+    /// Whether the pages that poll have been served the last record (true when no
+    /// page ever polled).
+    fn seen_everything(&self) -> bool {
+        let rollouts = self.lock();
+        match (rollouts.detail_served, rollouts.rows_served) {
+            (Some(served), _) | (None, Some(served)) => served >= rollouts.sequence,
+            (None, None) => true,
+        }
+    }
+
+    /// Waits, at most `limit`, until the pages that poll have fetched the last
+    /// record: a run or demo that ends must not take its final state (the rollback)
+    /// with it. Returns at once when no page is watching.
+    pub async fn linger(&self, limit: std::time::Duration) {
+        let started = tokio::time::Instant::now();
+        while !self.seen_everything() && started.elapsed() < limit {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 }
 

@@ -105,3 +105,27 @@ fn the_least_recently_updated_rollout_makes_room() {
     board.forget(&policy("new"));
     assert!(board.detail("shop", "new").is_none());
 }
+
+#[tokio::test]
+async fn linger_waits_for_a_watching_page_only() {
+    let board = Board::new();
+    let checkout = policy("checkout");
+    board.record(&checkout, &spec(), &status("v2", 0, None), false, at(0));
+    let limit = std::time::Duration::from_secs(5);
+    // Nobody polls: no wait.
+    let started = tokio::time::Instant::now();
+    board.linger(limit).await;
+    assert!(started.elapsed() < std::time::Duration::from_millis(100));
+    // A page polled, then the rollout moved: the wait ends when the page fetches again.
+    board.detail("shop", "checkout");
+    board.record(&checkout, &spec(), &status("v2", 50, None), false, at(1));
+    let page = board.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        page.detail("shop", "checkout");
+    });
+    let started = tokio::time::Instant::now();
+    board.linger(limit).await;
+    let waited = started.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(300) && waited < limit, "{waited:?}");
+}

@@ -4,6 +4,7 @@
 
 pub mod chromium;
 pub mod command_world;
+pub mod demo_process;
 pub mod envoy;
 pub mod exporter;
 pub mod kube_apiserver;

@@ -106,6 +106,21 @@
       if (last && Number.isFinite(last.lower)) parts.push(`limit ≥ ${charts.format(last.lower)}`);
       if (last && Number.isFinite(last.evidence)) parts.push(`evidence ${Math.round(last.evidence * 100)}% of what rolls back`);
       if (last) parts.push(last.verdict);
+      const evidence = points('evidence');
+      if (canary.length === 0 && evidence.length > 0) {
+        // A sequential comparison judges counts, not a value: its evidence is the line,
+        // and 100% of what rolls back is the limit.
+        container.appendChild(charts.chart({
+          title: `${limit.name}: ${parts.join(', ')}`,
+          legend: [{ cls: 'canary', label: 'evidence, % of what rolls back' }, { cls: 'limit', label: 'limit' }],
+          series: [
+            { cls: 'limit', points: [[t0, 100], [t1, 100]] },
+            { cls: 'canary', points: evidence.map(([t, v]) => [t, Math.min(v, 10) * 100]) },
+          ],
+          yMin: 0, unit: '%', t0, t1,
+        }));
+        continue;
+      }
       const legend = [{ cls: 'canary', label: 'canary' }];
       if (stable.length) legend.push({ cls: 'stable', label: 'stable' });
       if (upper.length || lower.length) legend.push({ cls: 'limit', label: 'limit' });

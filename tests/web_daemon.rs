@@ -5,6 +5,8 @@
 //! mistake for HTML stays text.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Wall-clock time only bounds the test's waits (timeouts) and dates a made-up status.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 
@@ -200,7 +202,15 @@ async fn the_page_shows_the_daemons_rollout_move_and_fail() {
         }
         let hostile_title = browser.evaluate("document.title");
         let hostile_images = browser.evaluate("document.images.length");
-        (watched, shot, title, images, hostile_text, hostile_title, hostile_images)
+        (
+            watched,
+            shot,
+            title,
+            images,
+            hostile_text,
+            hostile_title,
+            hostile_images,
+        )
     })
     .await
     .unwrap();
@@ -230,7 +240,10 @@ async fn the_page_shows_the_daemons_rollout_move_and_fail() {
         "RolledBack",
         "StepAdvanced",
     ] {
-        assert!(text.contains(expected), "`{expected}` is not on the page:\n{text}");
+        assert!(
+            text.contains(expected),
+            "`{expected}` is not on the page:\n{text}"
+        );
     }
     assert_eq!(title, json!("shiftgate rollouts"));
     assert_eq!(images, json!(0));
@@ -238,7 +251,11 @@ async fn the_page_shows_the_daemons_rollout_move_and_fail() {
         hostile_text.contains(hostile) && hostile_text.contains("<script>document.title"),
         "a name or message made of HTML is not shown as text:\n{hostile_text}"
     );
-    assert_eq!(hostile_title, json!("shiftgate rollouts"), "a message ran as script");
+    assert_eq!(
+        hostile_title,
+        json!("shiftgate rollouts"),
+        "a message ran as script"
+    );
     assert_eq!(hostile_images, json!(0), "a name became an element");
 }
 

@@ -3,6 +3,8 @@
 //! from Pass to Fail when the bad release is rolled back.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Wall-clock time only bounds the test's waits (timeouts) and dates a made-up status.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 
@@ -60,8 +62,16 @@ fn the_demo_page_shows_the_weight_move_and_the_bad_release_fail() {
         matches!((pass, fail), (Some(p), Some(f)) if p < f),
         "the page did not show the verdict turn from Pass to Fail: {verdicts:?}\n{text}"
     );
-    for expected in ["error-rate: canary", "limit ≤ 0.05", "History", "RolledBack"] {
-        assert!(text.contains(expected), "`{expected}` is not on the page:\n{text}");
+    for expected in [
+        "error-rate: canary",
+        "limit ≤ 0.05",
+        "History",
+        "RolledBack",
+    ] {
+        assert!(
+            text.contains(expected),
+            "`{expected}` is not on the page:\n{text}"
+        );
     }
 }
 

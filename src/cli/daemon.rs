@@ -286,9 +286,13 @@ async fn serve(args: DaemonArgs, prometheus: PrometheusAccess) -> anyhow::Result
         let mut stop_rx = stop_rx.clone();
         let bound = listener.local_addr().unwrap_or(address);
         tracing::info!(url = %crate::web::page::url(bound), "status page served");
-        page = Some(tokio::spawn(crate::web::page::serve(listener, board, async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        })));
+        page = Some(tokio::spawn(crate::web::page::serve(
+            listener,
+            board,
+            async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            },
+        )));
     }
     let app = http::router(daemon.metrics(), daemon.health());
     let server = tokio::spawn(http::serve(listener, app, async move {

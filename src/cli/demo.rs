@@ -9,9 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::exit;
 use crate::cli::run::{cancel_on_signal, Progress};
-use crate::demo::scenario::{
-    demo_policy, demo_succeeded, describe_summary, run_demo, DemoError,
-};
+use crate::demo::scenario::{demo_policy, demo_succeeded, describe_summary, run_demo, DemoError};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {

@@ -242,7 +242,13 @@ impl Board {
     /// [`Board::record`] for a tick of a local run (`run`, the demo).
     pub fn record_tick(&self, policy: &PolicyRef, tick: &crate::runtime::local::TickReport<'_>) {
         let outcome = tick.outcome;
-        self.record(policy, tick.spec, &outcome.status, outcome.evaluated, tick.now);
+        self.record(
+            policy,
+            tick.spec,
+            &outcome.status,
+            outcome.evaluated,
+            tick.now,
+        );
     }
 
     /// Drops a rollout whose policy was deleted.

@@ -66,7 +66,13 @@ fn samples_are_moves_and_evaluations_and_capped() {
     board.record(&checkout, &spec(), &status("v2", 50, None), false, at(2));
     assert_eq!(board.detail("shop", "checkout").unwrap().samples.len(), 2);
     for second in 0..(MAX_SAMPLES as i64 + 10) {
-        board.record(&checkout, &spec(), &status("v2", 50, Some(second)), true, at(second));
+        board.record(
+            &checkout,
+            &spec(),
+            &status("v2", 50, Some(second)),
+            true,
+            at(second),
+        );
     }
     let detail = board.detail("shop", "checkout").unwrap();
     assert_eq!(detail.samples.len(), MAX_SAMPLES);
@@ -92,11 +98,29 @@ fn a_new_revision_starts_a_new_timeline() {
 fn the_least_recently_updated_rollout_makes_room() {
     let board = Board::new();
     for i in 0..MAX_ROLLOUTS {
-        board.record(&policy(&format!("p{i}")), &spec(), &status("v2", 0, None), false, at(0));
+        board.record(
+            &policy(&format!("p{i}")),
+            &spec(),
+            &status("v2", 0, None),
+            false,
+            at(0),
+        );
     }
     // p0 is updated again: p1 is now the least recent.
-    board.record(&policy("p0"), &spec(), &status("v2", 20, None), false, at(1));
-    board.record(&policy("new"), &spec(), &status("v2", 0, None), false, at(2));
+    board.record(
+        &policy("p0"),
+        &spec(),
+        &status("v2", 20, None),
+        false,
+        at(1),
+    );
+    board.record(
+        &policy("new"),
+        &spec(),
+        &status("v2", 0, None),
+        false,
+        at(2),
+    );
     let rows = board.rows();
     assert_eq!(rows.len(), MAX_ROLLOUTS);
     assert!(rows.iter().any(|r| r.name == "p0"));
@@ -127,5 +151,8 @@ async fn linger_waits_for_a_watching_page_only() {
     let started = tokio::time::Instant::now();
     board.linger(limit).await;
     let waited = started.elapsed();
-    assert!(waited >= std::time::Duration::from_millis(300) && waited < limit, "{waited:?}");
+    assert!(
+        waited >= std::time::Duration::from_millis(300) && waited < limit,
+        "{waited:?}"
+    );
 }

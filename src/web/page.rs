@@ -150,11 +150,20 @@ mod tests {
         // Inline script would need 'unsafe-inline'; innerHTML would parse names and
         // messages as HTML. Text goes through textContent only.
         for (file, text) in [("app.js", APP_JS), ("charts.js", CHARTS_JS)] {
-            for forbidden in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+            for forbidden in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+            ] {
                 assert!(!text.contains(forbidden), "{file} uses {forbidden}");
             }
         }
-        assert!(!INDEX_HTML.contains("<script>"), "inline script in index.html");
+        assert!(
+            !INDEX_HTML.contains("<script>"),
+            "inline script in index.html"
+        );
         assert!(!INDEX_HTML.contains("style="), "inline style in index.html");
     }
 }

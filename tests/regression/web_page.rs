@@ -32,9 +32,7 @@ fn get(url: &str, path: &str) -> String {
 #[test]
 fn demo_has_no_page_to_watch() {
     let mut demo = Demo::spawn();
-    let first = demo
-        .next_line(Duration::from_secs(20))
-        .unwrap_or_default();
+    let first = demo.next_line(Duration::from_secs(20)).unwrap_or_default();
     let url = page_url(&first)
         .unwrap_or_else(|| panic!("the demo's first line is not its page URL: {first:?}"));
     let page = get(&url, "/");

@@ -232,7 +232,13 @@ impl Context {
             self.publish_analysis(&policy_ref, status);
         }
         if let Some(web) = &self.web {
-            web.record(&policy_ref, spec, status, outcome.evaluated, self.seams.clock.now());
+            web.record(
+                &policy_ref,
+                spec,
+                status,
+                outcome.evaluated,
+                self.seams.clock.now(),
+            );
         }
         let link = spec
             .grafana

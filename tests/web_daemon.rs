@@ -267,3 +267,140 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+/// A Prometheus that answers every query with 0.001.
+async fn prometheus_stand_in() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/api/v1/query",
+        axum::routing::any(|| async {
+            axum::Json(json!({
+                "status": "success",
+                "data": { "resultType": "vector",
+                          "result": [ { "metric": {}, "value": [1_700_000_000.0, "0.001"] } ] }
+            }))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+/// `GET path` on 127.0.0.1:port over plain HTTP/1.0; the whole response, or "".
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return String::new();
+    };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    response
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The binary with `SHIFTGATE_WEB_LISTEN` serves the page (with its security headers)
+/// on its own port, lists the rollout it drives, and stops cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_binary_serves_the_page_on_web_listen() {
+    let server = TestApiServer::start().await.unwrap();
+    let vs = ResourceRef::new("networking.istio.io", "v1", "virtualservices");
+    server.put_object(&vs, virtual_service()).unwrap();
+    let mut policy = policy();
+    policy.spec.analysis.prometheus =
+        Some(serde_json::from_value(json!({ "address": prometheus_stand_in().await })).unwrap());
+    policy.spec.analysis.metrics.truncate(1);
+    Api::<RolloutPolicy>::namespaced(server.client().unwrap(), NS)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.write_kubeconfig(dir.path(), NS).unwrap();
+    let port = support::ports::free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shiftgate"))
+        .arg("daemon")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("SHIFTGATE_NAMESPACE", NS)
+        .env("SHIFTGATE_LISTEN", "127.0.0.1:0")
+        .env("SHIFTGATE_WEB_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SHIFTGATE_LEASE_NAME", "")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Killed(child);
+    let started = Instant::now();
+    let listed = loop {
+        let response = http_get(port, "/api/rollouts").await;
+        let moved = ["20", "50"]
+            .iter()
+            .any(|w| response.contains(&format!("\"canaryWeight\":{w}")));
+        if response.contains("\"name\":\"checkout\"") && moved {
+            break response;
+        }
+        let exited = child.0.try_wait().unwrap();
+        assert!(
+            exited.is_none() && started.elapsed() < Duration::from_secs(30),
+            "the page never listed shop/checkout past 0% (exit: {exited:?}): {response:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(listed.contains("\"namespace\":\"shop\""), "{listed}");
+    let page = http_get(port, "/").await;
+    assert!(page.starts_with("HTTP/1.0 200"), "{page}");
+    let headers = page.to_ascii_lowercase();
+    for header in [
+        "content-security-policy: default-src 'none'; script-src 'self'",
+        "x-content-type-options: nosniff",
+        "cache-control: no-store",
+    ] {
+        assert!(headers.contains(header), "no `{header}`:\n{page}");
+    }
+    let missing = http_get(port, "/api/rollouts/shop/nothing").await;
+    assert!(missing.starts_with("HTTP/1.0 404"), "{missing}");
+    // Read-only: nothing answers a write.
+    let write = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"POST /api/rollouts/shop/checkout HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response).await;
+        response
+    };
+    assert!(write.starts_with("HTTP/1.0 405"), "{write}");
+
+    let pid = child.0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let stopped = Instant::now();
+    let code = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, Some(0));
+}

@@ -72,6 +72,10 @@ impl Context {
                     status.step,
                     status.canary_weight,
                 );
+                if let Some(web) = &self.web {
+                    let now = self.seams.clock.now();
+                    web.record(&policy_ref, &policy.spec, status, false, now);
+                }
             }
             // Followers keep the cache warm and reconcile everything when they lead.
             return Ok(Action::await_change());

@@ -159,15 +159,21 @@ async fn the_page_shows_the_daemons_rollout_move_and_fail() {
     let task = tokio::spawn(daemon.run(async move {
         let _ = stop_rx.await;
     }));
+    // The page is open before the rollout starts, so it sees every step.
+    let url = format!("{}#/{NS}/checkout", shiftgate::web::page::url(bound));
+    let mut browser = tokio::task::spawn_blocking(move || {
+        let mut browser = Browser::launch();
+        browser.open(&url);
+        browser
+    })
+    .await
+    .unwrap();
     Api::<RolloutPolicy>::namespaced(client, NS)
         .create(&PostParams::default(), &policy())
         .await
         .unwrap();
 
-    let url = format!("{}#/{NS}/checkout", shiftgate::web::page::url(bound));
     let watched = tokio::task::spawn_blocking(move || {
-        let mut browser = Browser::launch();
-        browser.open(&url);
         let mut watched = Watched::default();
         let started = Instant::now();
         let mut failed_at = None;

@@ -375,6 +375,14 @@ async fn the_daemon_binary_serves_the_page_on_web_listen() {
     }
     let missing = http_get(port, "/api/rollouts/shop/nothing").await;
     assert!(missing.starts_with("HTTP/1.0 404"), "{missing}");
+    let elsewhere = http_get(port, "/favicon.ico").await;
+    assert!(elsewhere.starts_with("HTTP/1.0 404"), "{elsewhere}");
+    assert!(
+        elsewhere
+            .to_ascii_lowercase()
+            .contains("content-security-policy"),
+        "{elsewhere}"
+    );
     // Read-only: nothing answers a write.
     let write = {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -43,6 +43,7 @@ pub fn router(board: Board) -> Router {
         )
         .route("/api/rollouts", get(rollouts))
         .route("/api/rollouts/{namespace}/{name}", get(rollout))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(axum::middleware::map_response(secure))
         .with_state(board)
 }

@@ -74,3 +74,7 @@ mod observe;
 /// Issue "operate" §8: a web status page.
 #[path = "regression/web_page.rs"]
 mod web_page;
+
+/// Issue "operate" §3: notifications.
+#[path = "regression/notify.rs"]
+mod notify;

@@ -269,9 +269,13 @@ async fn serve(args: DaemonArgs, prometheus: PrometheusAccess) -> anyhow::Result
         .then(|| Arc::new(KubeSecrets::new(client.clone())) as Arc<dyn SecretReader>);
     let hooks =
         crate::runtime::hooks::Hooks::new(Arc::new(crate::runtime::hooks::WebhookHooks::new(
-            crate::runtime::hooks::HeaderSecrets::PolicySecrets(hook_secrets),
+            crate::runtime::hooks::HeaderSecrets::PolicySecrets(hook_secrets.clone()),
         )));
-    let mut daemon = Daemon::new(options, seams).with_hooks(hooks);
+    let mut daemon = Daemon::new(options, seams)
+        .with_hooks(hooks)
+        .with_notify_secrets(crate::runtime::hooks::HeaderSecrets::PolicySecrets(
+            hook_secrets,
+        ));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;

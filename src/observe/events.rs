@@ -53,6 +53,10 @@ pub enum RolloutEvent {
     CommandRefused {
         message: String,
     },
+    /// A notification or Grafana annotation was not delivered (`spec.notify`).
+    NotificationFailed {
+        message: String,
+    },
 }
 
 /// Events' notes are limited to 1 kB by the API server.
@@ -75,6 +79,7 @@ impl RolloutEvent {
             RolloutEvent::RouteInvalid { .. } => "RouteInvalid",
             RolloutEvent::InvalidPolicy { .. } => "InvalidPolicy",
             RolloutEvent::CommandRefused { .. } => "CommandRefused",
+            RolloutEvent::NotificationFailed { .. } => "NotificationFailed",
         }
     }
 
@@ -90,6 +95,7 @@ impl RolloutEvent {
                 | RolloutEvent::RouteInvalid { .. }
                 | RolloutEvent::InvalidPolicy { .. }
                 | RolloutEvent::CommandRefused { .. }
+                | RolloutEvent::NotificationFailed { .. }
         )
     }
 
@@ -107,6 +113,7 @@ impl RolloutEvent {
             | RolloutEvent::RouteInvalid { .. }
             | RolloutEvent::InvalidPolicy { .. }
             | RolloutEvent::CommandRefused { .. } => "Refuse",
+            RolloutEvent::NotificationFailed { .. } => "Notify",
         }
     }
 
@@ -132,7 +139,8 @@ impl RolloutEvent {
             | RolloutEvent::DriftDetected { message }
             | RolloutEvent::RouteConflict { message }
             | RolloutEvent::RouteInvalid { message }
-            | RolloutEvent::CommandRefused { message } => message.clone(),
+            | RolloutEvent::CommandRefused { message }
+            | RolloutEvent::NotificationFailed { message } => message.clone(),
             RolloutEvent::InvalidPolicy { messages } => {
                 format!(
                     "policy refused, nothing was changed: {}",

@@ -58,6 +58,7 @@ mod tests {
         let grafana = GrafanaSpec {
             url: "https://grafana.example/".to_owned(),
             dashboard: "shiftgate-rollout".to_owned(),
+            annotations: None,
         };
         let policy = PolicyRef {
             namespace: "shop".to_owned(),
@@ -75,6 +76,7 @@ mod tests {
         let grafana = GrafanaSpec {
             url: "not a url".to_owned(),
             dashboard: "x".to_owned(),
+            annotations: None,
         };
         let policy = PolicyRef {
             namespace: "a".to_owned(),

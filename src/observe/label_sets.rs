@@ -12,6 +12,12 @@ pub(super) struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct NotifyLabels {
+    pub(super) channel: &'static str,
+    pub(super) result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct VerdictLabel {
     pub(super) verdict: &'static str,
 }

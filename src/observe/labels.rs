@@ -157,3 +157,49 @@ impl Bound {
         }
     }
 }
+
+/// Where a notification goes (`shiftgate_notifications_total{channel}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NotifyChannel {
+    /// A `spec.notify` webhook (JSON, Slack or Teams).
+    Webhook,
+    /// A Grafana annotation request (`spec.grafana.annotations`).
+    Grafana,
+}
+
+/// What came of a notification (`shiftgate_notifications_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NotifyResult {
+    Delivered,
+    /// Every attempt failed (no answer, or not 2xx), or the secret could not be read.
+    Failed,
+    /// The queue was full: never sent.
+    Dropped,
+}
+
+pub const ALL_NOTIFY_CHANNELS: [NotifyChannel; 2] =
+    [NotifyChannel::Webhook, NotifyChannel::Grafana];
+pub const ALL_NOTIFY_RESULTS: [NotifyResult; 3] = [
+    NotifyResult::Delivered,
+    NotifyResult::Failed,
+    NotifyResult::Dropped,
+];
+
+impl NotifyChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyChannel::Webhook => "webhook",
+            NotifyChannel::Grafana => "grafana",
+        }
+    }
+}
+
+impl NotifyResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyResult::Delivered => "delivered",
+            NotifyResult::Failed => "failed",
+            NotifyResult::Dropped => "dropped",
+        }
+    }
+}

@@ -19,6 +19,8 @@ use std::sync::Mutex;
 use super::exposition::{openmetrics_to_text, Format};
 use super::label_sets::*;
 pub use super::labels::{Bound, RolloutResult, Target, VerdictKind, WriteResult, ALL_PHASES};
+pub use super::labels::{NotifyChannel, NotifyResult};
+use super::labels::{ALL_NOTIFY_CHANNELS, ALL_NOTIFY_RESULTS};
 use super::labels::{ALL_RESULTS, ALL_VERDICTS, ALL_WRITE_RESULTS};
 use super::process::{ProcessCollector, PROCESS_METRIC_NAMES};
 use super::registrar::{latency_buckets, rollout_duration_buckets, Registrar};
@@ -61,6 +63,7 @@ pub struct Metrics {
     reconcile_errors: Family<ResultLabel, Counter>,
     leader: Gauge,
     policies: Gauge,
+    notifications: Family<NotifyLabels, Counter>,
     /// Metric names seen per policy, to remove their series when the policy goes.
     metric_names: Mutex<HashMap<PolicyRef, BTreeSet<String>>>,
 }
@@ -195,6 +198,23 @@ impl Metrics {
             "RolloutPolicies this daemon currently watches",
             policies.clone(),
         );
+        let notifications = Family::<NotifyLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications (spec.notify webhooks, Grafana annotations), by channel (webhook, grafana) and result (delivered, failed, dropped)",
+            notifications.clone(),
+        );
+        for (channel, result) in ALL_NOTIFY_CHANNELS
+            .iter()
+            .flat_map(|c| ALL_NOTIFY_RESULTS.iter().map(move |r| (c, r)))
+        {
+            notifications
+                .get_or_create(&NotifyLabels {
+                    channel: channel.as_str(),
+                    result: result.as_str(),
+                })
+                .inc_by(0);
+        }
         let Registrar {
             mut registry,
             mut names,
@@ -245,6 +265,7 @@ impl Metrics {
             reconcile_errors,
             leader,
             policies,
+            notifications,
             metric_names: Mutex::default(),
         }
     }
@@ -435,6 +456,16 @@ impl Metrics {
     pub fn reconcile_failed(&self, reason: &'static str) {
         self.reconcile_errors
             .get_or_create(&ResultLabel { result: reason })
+            .inc();
+    }
+
+    /// Counts one notification's outcome.
+    pub fn notification(&self, channel: NotifyChannel, result: NotifyResult) {
+        self.notifications
+            .get_or_create(&NotifyLabels {
+                channel: channel.as_str(),
+                result: result.as_str(),
+            })
             .inc();
     }
 

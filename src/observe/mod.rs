@@ -5,6 +5,7 @@
 pub mod events;
 pub mod exposition;
 pub mod grafana;
+pub mod grafana_annotations;
 pub mod http;
 mod label_sets;
 pub mod labels;

@@ -92,7 +92,7 @@ pub(super) fn hooks(list: &[Option<&HookSpec>], issues: &mut Vec<Issue>) {
     }
 }
 
-fn header_rule(header: &HookHeader, path: &str, issues: &mut Vec<Issue>) {
+pub(super) fn header_rule(header: &HookHeader, path: &str, issues: &mut Vec<Issue>) {
     if !is_token(&header.name) {
         issues.push(
             Issue::error(

@@ -3,6 +3,7 @@
 pub mod duration;
 pub mod hooks;
 pub mod judge;
+pub mod notify;
 pub mod status;
 pub mod step;
 pub mod types;
@@ -10,6 +11,7 @@ pub mod types;
 pub use duration::Duration;
 pub use hooks::{HookHeader, HookPhase, HookResult, HookSpec, JsonExpectation};
 pub use judge::{CountsSpec, JudgeSpec, SequentialSpec};
+pub use notify::{GrafanaAnnotations, NotifyEvent, NotifyFormat, NotifySpec, WebhookSpec};
 pub use status::{Phase, RolloutStatus, Timestamp};
 pub use step::StepSpec;
 pub use types::*;

@@ -17,6 +17,7 @@ use serde_json::Value;
 use super::diagnostic::{index, Issue};
 use super::duration::Duration;
 use super::hooks::HookSpec;
+use super::notify::NotifySpec;
 use super::step::StepSpec;
 use super::structure::Structure;
 use super::types::*;

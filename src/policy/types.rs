@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::duration::Duration;
+use super::notify::NotifySpec;
 use super::step::StepSpec;
 
 pub const API_GROUP: &str = "shiftgate.dev";
@@ -579,22 +580,11 @@ pub struct GrafanaSpec {
     /// Dashboard uid.
     #[serde(default = "default_dashboard")]
     pub dashboard: String,
+    /// Post annotations on each step, promotion and rollback (docs/notifications.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<super::notify::GrafanaAnnotations>,
 }
 
 fn default_dashboard() -> String {
     "shiftgate-rollout".to_owned()
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NotifySpec {
-    /// Call this webhook on the rollout's transitions.
-    pub webhook: WebhookSpec,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct WebhookSpec {
-    /// The http(s) URL to call.
-    pub url: String,
 }

@@ -12,6 +12,7 @@ use super::hooks::HookSpec;
 use super::names::{
     dns_label, dns_subdomain, host_port, http_url, is_token, label_key, label_value, object_ref,
 };
+use super::notify::NotifySpec;
 use super::step::StepSpec;
 use super::structure::nearest;
 use super::types::*;
@@ -156,15 +157,10 @@ pub(super) fn validate_parts(parts: &SpecParts<'_>) -> Vec<Issue> {
             ));
         }
     }
-    for (i, notify) in parts.notify.iter().enumerate() {
-        if let Some(notify) = notify {
-            http_url(
-                &notify.webhook.url,
-                &format!("{}.webhook.url", index("spec.notify", i)),
-                &mut issues,
-            );
-        }
+    if let Some(annotations) = parts.grafana.and_then(|g| g.annotations.as_ref()) {
+        super::notify::annotation_issues(annotations, &mut issues);
     }
+    super::notify::notify_issues(&parts.notify, &mut issues);
     super::hook_rules::hooks(&parts.hooks, &mut issues);
     issues
 }

@@ -19,6 +19,7 @@ use super::cluster_run::{is_cluster_policy, kubeconfig_namespace};
 use super::commands::NoCommands;
 use super::commands_file::FileCommands;
 use super::hooks::{HeaderSecrets, Hooks, ScriptedHooks, WebhookHooks};
+use super::notify::{LogReport, Notifier};
 use super::reconcile::{ReconcileError, Reconciler, Seams, TickOutcome};
 use crate::engine::Plan;
 use crate::metrics::prometheus::PrometheusSource;
@@ -228,6 +229,10 @@ pub struct LocalRun {
     /// Gates in the tick, `postRollout`/`rollback` in the background (awaited, bounded,
     /// before the run ends).
     hooks: Arc<Hooks>,
+    /// `spec.notify` and Grafana annotations, started with the first tick (none in a
+    /// dry run: it calls no receiver).
+    notify: bool,
+    notifier: std::sync::OnceLock<Arc<Notifier>>,
 }
 
 impl LocalRun {
@@ -306,6 +311,8 @@ impl LocalRun {
             store,
             file_store: (!options.dry_run).then(|| FileStore::new(state_dir)),
             clock,
+            notify: !options.dry_run,
+            notifier: std::sync::OnceLock::new(),
         })
     }
 
@@ -401,11 +408,37 @@ impl LocalRun {
         observe: &mut (dyn FnMut(&TickReport<'_>) + Send),
         stop: &CancellationToken,
     ) -> Result<RunEnd, LocalError> {
+        let notifier = self.notify.then(|| {
+            let start = || Notifier::start(HeaderSecrets::Environment, Arc::new(LogReport));
+            Arc::clone(self.notifier.get_or_init(start))
+        });
+        let end = self.ticks(observe, stop, notifier.as_deref()).await;
+        if let Some(notifier) = notifier {
+            notifier.finish(&self.local.spec).await;
+        }
+        end
+    }
+
+    async fn ticks(
+        &self,
+        observe: &mut (dyn FnMut(&TickReport<'_>) + Send),
+        stop: &CancellationToken,
+        notifier: Option<&Notifier>,
+    ) -> Result<RunEnd, LocalError> {
         loop {
             let outcome = self
                 .reconciler
                 .tick(&self.local.policy, &self.local.spec)
                 .await?;
+            if let Some(notifier) = notifier {
+                // Queued after the tick's writes, never awaited.
+                notifier.announce(
+                    &self.local.policy,
+                    &self.local.spec,
+                    &outcome.status,
+                    &outcome.transitions,
+                );
+            }
             let now = self.clock.now();
             observe(&TickReport {
                 now,

@@ -75,22 +75,35 @@ pub fn backoff_before(backoff: Duration, retry: u32) -> Duration {
 /// POSTs `delivery` until a 2xx or the attempts run out. Never fails as a whole: what
 /// went wrong is in the answer.
 pub async fn deliver(http: &reqwest::Client, delivery: &Delivery) -> Delivered {
+    let shown = crate::redact::urls(&delivery.url).into_owned();
+    send(http, reqwest::Method::POST, delivery, &shown).await.0
+}
+
+/// Like [`deliver`] with any method, naming the receiver `shown` in every message and
+/// log line instead of its URL (a Slack or Teams webhook URL is itself a secret).
+/// With a 2xx answer, its body comes back too (Grafana answers an annotation's id).
+pub async fn send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    delivery: &Delivery,
+    shown: &str,
+) -> (Delivered, Option<String>) {
     let attempts = delivery.retries.saturating_add(1);
-    let url = crate::redact::urls(&delivery.url);
     let mut status = None;
     let mut last = String::new();
     for attempt in 1..=attempts {
         if attempt > 1 {
             tokio::time::sleep(backoff_before(delivery.backoff, attempt - 1)).await;
         }
-        match attempt_once(http, delivery).await {
-            Ok((code, _)) if (200..300).contains(&code) => {
-                return Delivered {
+        match attempt_once(http, &method, delivery).await {
+            Ok((code, body)) if (200..300).contains(&code) => {
+                let delivered = Delivered {
                     passed: true,
                     status: Some(code),
                     attempts: attempt,
-                    message: format!("POST {url}: {code} (attempt {attempt} of {attempts})"),
+                    message: format!("{method} {shown}: {code} (attempt {attempt} of {attempts})"),
                 };
+                return (delivered, Some(body));
             }
             Ok((code, body)) => {
                 status = Some(code);
@@ -99,24 +112,26 @@ pub async fn deliver(http: &reqwest::Client, delivery: &Delivery) -> Delivered {
             Err(failure) => last = crate::redact::urls(&failure).into_owned(),
         }
     }
-    tracing::warn!(url = %url, failure = %last, attempts, "webhook not delivered");
-    Delivered {
+    tracing::warn!(url = %shown, failure = %last, attempts, "webhook not delivered");
+    let delivered = Delivered {
         passed: false,
         status,
         attempts,
         message: format!(
-            "POST {url}: {last} (after {attempts} attempt{})",
+            "{method} {shown}: {last} (after {attempts} attempt{})",
             if attempts == 1 { "" } else { "s" }
         ),
-    }
+    };
+    (delivered, None)
 }
 
 async fn attempt_once(
     http: &reqwest::Client,
+    method: &reqwest::Method,
     delivery: &Delivery,
 ) -> Result<(u16, String), String> {
     let request = http
-        .post(&delivery.url)
+        .request(method.clone(), &delivery.url)
         .timeout(delivery.timeout)
         .headers(delivery.headers.clone())
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -130,7 +145,7 @@ async fn attempt_once(
         }
     })?;
     let code = response.status().as_u16();
-    // The body only explains a failure; it is read within the same timeout.
+    // The body explains a failure, or carries the answer; read within the same timeout.
     let body = tokio::time::timeout(delivery.timeout, response.text())
         .await
         .ok()

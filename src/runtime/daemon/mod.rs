@@ -166,6 +166,8 @@ pub struct Daemon {
     hooks: Arc<crate::runtime::hooks::Hooks>,
     /// The status page's read model, when the page is served (`--web-listen`).
     web: Option<crate::web::Board>,
+    /// Where notification URLs, headers and Grafana tokens come from.
+    notify_secrets: crate::runtime::hooks::HeaderSecrets,
 }
 
 impl Daemon {
@@ -185,12 +187,20 @@ impl Daemon {
             // Until `with_hooks`: webhooks without policy Secrets, never the environment.
             hooks: crate::runtime::hooks::default_hooks(),
             web: None,
+            notify_secrets: crate::runtime::hooks::HeaderSecrets::PolicySecrets(None),
         }
     }
 
     /// Feeds every reconcile's outcome to `board`, the status page's read model.
     pub fn with_web(mut self, board: crate::web::Board) -> Self {
         self.web = Some(board);
+        self
+    }
+
+    /// Reads secret notification URLs, headers and Grafana tokens through `secrets`
+    /// (production: Secrets in each policy's namespace, when allowed).
+    pub fn with_notify_secrets(mut self, secrets: crate::runtime::hooks::HeaderSecrets) -> Self {
+        self.notify_secrets = secrets;
         self
     }
 
@@ -222,6 +232,7 @@ impl Daemon {
             health,
             hooks,
             web,
+            notify_secrets,
         } = self;
         // Watched untyped and decoded object by object (`guarded`): one policy the
         // types cannot read must not fail the list that every other policy is in.
@@ -279,9 +290,18 @@ impl Daemon {
             // Our own status writes do not wake the policy again: only spec
             // (generation) and annotation (operator command) changes do.
             .predicate_filter(spec_or_annotations, Default::default());
+        let events = EventPublisher::new(seams.client.clone(), &options.pod_name);
+        let notifier = crate::runtime::notify::Notifier::start(
+            notify_secrets,
+            Arc::new(crate::runtime::notify_daemon::DaemonNotifyReport::new(
+                metrics.clone(),
+                events.clone(),
+            )),
+        );
         let context = Arc::new(Context {
             options: options.clone(),
-            events: EventPublisher::new(seams.client.clone(), &options.pod_name),
+            events,
+            notifier,
             seams,
             metrics,
             leadership: leadership.clone(),

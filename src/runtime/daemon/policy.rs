@@ -17,6 +17,8 @@ pub(super) struct Context {
     pub(super) hooks: Arc<crate::runtime::hooks::Hooks>,
     /// The status page's read model, fed from each tick's outcome.
     pub(super) web: Option<crate::web::Board>,
+    /// Long-lived: the process's notification queue (never awaited by a tick).
+    pub(super) notifier: Arc<crate::runtime::notify::Notifier>,
 }
 
 pub(super) async fn reconcile(
@@ -121,7 +123,9 @@ impl Context {
             .await?;
             return Ok(Action::await_change());
         }
-        if let Some(message) = crate::runtime::hooks::daemon_refusal(spec, &policy_ref.namespace) {
+        let env_refusal = crate::runtime::hooks::daemon_refusal(spec, &policy_ref.namespace)
+            .or_else(|| crate::policy::notify::daemon_refusal(spec, &policy_ref.namespace));
+        if let Some(message) = env_refusal {
             self.refuse(
                 policy,
                 &policy_ref,
@@ -262,6 +266,9 @@ impl Context {
                     .await;
             }
         }
+        // Queued, never awaited: a slow receiver cannot delay the next tick.
+        self.notifier
+            .announce(&policy_ref, spec, status, &outcome.transitions);
         let route_invalid = outcome
             .problems
             .iter()

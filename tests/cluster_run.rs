@@ -563,3 +563,69 @@ fn an_unknown_context_is_refused_before_the_cluster_is_asked() {
     assert!(log.contains("kubectl config get-contexts"), "{log}");
     assert!(cluster.server.requests().is_empty(), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_route_lease_is_taken_over_exits_8_and_writes_nothing_more() {
+    let (_exporter, prometheus) = prometheus_with(20, 0).await;
+    let cluster = cluster("primary");
+    // A long hold at 50%, then 100%: only the Lease can end the run early.
+    let text = std::fs::read_to_string(cluster.policy(&prometheus.url()))
+        .unwrap()
+        .replace(
+            "steps: [50, 100]",
+            "steps: [{ weight: 50, hold: 10m }, 100]",
+        );
+    let policy = cluster.dir.path().join("long.yaml");
+    std::fs::write(&policy, text).unwrap();
+    let state_file = cluster.state_dir().join("shop/checkout.json");
+    let stderr_file = cluster.dir.path().join("taken.stderr");
+    let child = Command::new(shiftgate_binary())
+        .arg("run")
+        .arg(&policy)
+        .arg("--state-dir")
+        .arg(cluster.state_dir())
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_file).unwrap())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(Some(child));
+    let confirmed = (0..300).any(|_| {
+        let state: Option<Value> = std::fs::read(&state_file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let done = state.is_some_and(|s| s["status"]["canaryWeight"] == 50);
+        if !done {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        done
+    });
+    assert!(confirmed, "50% was never confirmed");
+
+    // Another run takes the route's Lease over.
+    let leases = ResourceRef::new("coordination.k8s.io", "v1", "leases");
+    let name = shiftgate::runtime::route_lease::lease_name("VirtualService shop/checkout");
+    let mut lease = cluster
+        .server
+        .get_object(&leases, Some(NS), &name)
+        .expect("the run holds a Lease");
+    // Its renewal time stays the run's last one: the new holder is live from its change.
+    lease["spec"]["holderIdentity"] = json!("pid 2 on ci-b");
+    cluster.server.put_object(&leases, lease).unwrap();
+    let patches = cluster.patches();
+
+    let status = wait_with_timeout(guard.0.take().unwrap());
+    let log = std::fs::read_to_string(&stderr_file).unwrap();
+    assert_eq!(status.code(), Some(8), "{log}");
+    assert!(
+        log.contains("lost the run Lease of VirtualService shop/checkout"),
+        "{log}"
+    );
+    assert_eq!(
+        cluster.patches(),
+        patches,
+        "a write after the Lease was lost\n{log}"
+    );
+    assert_eq!(canary_weight(&cluster.virtual_service()), 50, "{log}");
+}

@@ -315,9 +315,17 @@ fn rbac_grants_exactly_what_shiftgate_uses() {
                 &["get", "list", "watch"]
             ),
             ("shiftgate.dev", "rolloutpolicies/status", &["patch"]),
-            ("networking.istio.io", "virtualservices", &["get", "patch"]),
-            ("networking.istio.io", "destinationrules", &["list"]),
-            ("", "services", &["get", "patch"]),
+            (
+                "networking.istio.io",
+                "virtualservices",
+                &["get", "list", "watch", "patch"]
+            ),
+            (
+                "networking.istio.io",
+                "destinationrules",
+                &["list", "watch"]
+            ),
+            ("", "services", &["get", "list", "watch", "patch"]),
             ("apps", "deployments", &["get"]),
             ("apps", "deployments/scale", &["patch"]),
             ("events.k8s.io", "events", &["create", "patch"]),

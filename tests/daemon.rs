@@ -1336,3 +1336,134 @@ async fn the_daemon_alternates_colours_with_only_the_revision_changed() {
     assert_eq!(cluster.log.weights(), vec![50, 100, 50, 100]);
     daemon.stop().await;
 }
+
+/// A Deployment of colour `name` running `image`, available (the test plays the
+/// Deployment controller: whatever generation the server gives it is observed).
+fn colour_deployment(name: &str, image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name, "namespace": NS },
+        "spec": { "replicas": 1, "selector": { "matchLabels": { "app": name } },
+                  "template": { "metadata": { "labels": { "app": name } },
+                                "spec": { "containers": [{ "name": "web", "image": image }] } } },
+        "status": { "observedGeneration": 1000, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1 }
+    })
+}
+
+/// Colours with `revisionFrom`: the daemon takes what the idle colour runs as its
+/// baseline and starts nothing; a new image there starts the rollout; after the flip
+/// the colour users left (still on the release before) is not rolled out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_rolls_out_what_is_deployed_into_the_idle_colour() {
+    let cluster = Cluster::start().await;
+    let deployments = ResourceRef::new("apps", "v1", "deployments");
+    for (name, image) in [("web-blue", "web:1"), ("web-green", "web:0")] {
+        cluster
+            .server
+            .put_object(&deployments, colour_deployment(name, image))
+            .unwrap();
+    }
+    let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
+    let mut policy = policy("checkout", json!([0, 100]), "checkout", "primary", "v2");
+    let mut spec = serde_json::to_value(&policy.spec).unwrap();
+    let istio = spec["router"]["istio"].as_object_mut().unwrap();
+    istio.remove("stable");
+    istio.remove("canary");
+    istio.insert(
+        "colors".into(),
+        json!({
+            "blue": { "host": "checkout", "subset": "v1" },
+            "green": { "host": "checkout", "subset": "v2" }
+        }),
+    );
+    spec["workloads"] = json!({
+        "colors": { "blue": "web-blue", "green": "web-green" },
+        "revisionFrom": "canaryDeployment"
+    });
+    spec.as_object_mut().unwrap().remove("revision");
+    policy.spec = serde_json::from_value(spec).unwrap();
+    cluster.create(&policy).await;
+    let waiting = cluster
+        .wait_for_status(
+            "checkout",
+            "the idle colour's baseline",
+            Duration::from_secs(30),
+            |s| s.reason.as_deref() == Some("WaitingForRelease"),
+        )
+        .await;
+    assert!(
+        waiting.message.as_deref().unwrap().contains("web-green"),
+        "{waiting:?}"
+    );
+    assert!(cluster.log.weights().is_empty());
+
+    // A new image in green, the idle colour. The daemon looks at Deployments at its
+    // resync (30 s here); any change of the policy makes it look now.
+    let nudge = |n: u32| {
+        let policies = cluster.policies();
+        async move {
+            let mut current = policies.get("checkout").await.unwrap();
+            current
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert("test.example/nudge".into(), n.to_string());
+            policies
+                .replace("checkout", &PostParams::default(), &current)
+                .await
+                .unwrap();
+        }
+    };
+    cluster
+        .server
+        .put_object(&deployments, colour_deployment("web-green", "web:2"))
+        .unwrap();
+    nudge(1).await;
+    let first = cluster
+        .wait_for_status("checkout", "web:2 Promoted", Duration::from_secs(30), |s| {
+            s.phase == Phase::Promoted
+        })
+        .await;
+    assert!(
+        first.revision.as_deref().unwrap().starts_with("web:2@"),
+        "{first:?}"
+    );
+    assert_eq!(first.live_color.as_deref(), Some("green"));
+    assert_eq!(cluster.log.weights(), vec![100]);
+
+    // Blue, idle now, still runs web:1: looked at again, it is not rolled out.
+    nudge(2).await;
+    let baseline = cluster
+        .wait_for_status(
+            "checkout",
+            "blue's baseline",
+            Duration::from_secs(30),
+            |s| {
+                s.workloads
+                    .as_ref()
+                    .and_then(|w| w.idle_baseline.as_ref())
+                    .is_some_and(|b| b.color == "blue" && b.revision.starts_with("web:1@"))
+            },
+        )
+        .await;
+    assert_eq!(baseline.revision, first.revision);
+    assert_eq!(cluster.log.weights(), vec![100]);
+
+    // A new image in blue: the next release goes there by itself.
+    cluster
+        .server
+        .put_object(&deployments, colour_deployment("web-blue", "web:3"))
+        .unwrap();
+    nudge(3).await;
+    let second = cluster
+        .wait_for_status("checkout", "web:3 Promoted", Duration::from_secs(30), |s| {
+            s.revision
+                .as_deref()
+                .is_some_and(|r| r.starts_with("web:3@"))
+                && s.phase == Phase::Promoted
+        })
+        .await;
+    assert_eq!(second.live_color.as_deref(), Some("blue"));
+    assert_eq!(cluster.log.weights(), vec![100, 100]);
+    daemon.stop().await;
+}

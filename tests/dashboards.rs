@@ -1,6 +1,9 @@
 //! Every Grafana dashboard in `dashboards/`: its PromQL parses (checked by Prometheus'
-//! own `promtool check rules`) and every `shiftgate_*` metric it uses is one the daemon
-//! exports. Grafana cannot be installed here; this is what can be checked without it.
+//! own `promtool check rules`), every `shiftgate_*` metric it uses is one the daemon
+//! exports, every panel has a unit, every canary-vs-stable panel draws the policy's
+//! limits, and every dashboard link (`/d/<uid>`) leads to a dashboard of `dashboards/`
+//! (the overview links each rollout to the per-rollout one). Grafana cannot be
+//! installed here; this is what can be checked without it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
@@ -251,4 +254,215 @@ fn a_bad_expression_is_caught() {
         metric_names("rate(shiftgate_router_writes_total[5m]) + dashboard:shiftgate_x"),
         BTreeSet::from(["shiftgate_router_writes_total".to_owned()])
     );
+}
+
+/// Every panel of a dashboard, the panels of rows included.
+fn panels(dashboard: &Value) -> Vec<&Value> {
+    let mut all = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        all.push(panel);
+        all.extend(panel["panels"].as_array().into_iter().flatten());
+    }
+    all
+}
+
+fn panel_name(panel: &Value) -> String {
+    format!(
+        "panel {} ({})",
+        panel["id"],
+        panel["title"].as_str().unwrap_or("untitled")
+    )
+}
+
+/// Panels (rows aside) without `fieldConfig.defaults.unit`.
+fn panels_without_unit(dashboard: &Value) -> Vec<String> {
+    panels(dashboard)
+        .into_iter()
+        .filter(|p| p["type"] != "row")
+        .filter(|p| {
+            p["fieldConfig"]["defaults"]["unit"]
+                .as_str()
+                .is_none_or(str::is_empty)
+        })
+        .map(panel_name)
+        .collect()
+}
+
+/// Panels showing `shiftgate_analysis_metric_value` (canary vs stable) that do not
+/// draw the policy's limits: no `shiftgate_analysis_metric_threshold` target, or that
+/// target not styled as a limit line (an override of its refId setting a line style).
+fn metric_panels_without_limits(dashboard: &Value) -> Vec<String> {
+    let mut missing = Vec::new();
+    for panel in panels(dashboard) {
+        let targets: Vec<&Value> = panel["targets"].as_array().into_iter().flatten().collect();
+        let expr = |t: &&Value| t["expr"].as_str().unwrap_or("").to_owned();
+        if !targets
+            .iter()
+            .any(|t| expr(t).contains("shiftgate_analysis_metric_value"))
+        {
+            continue;
+        }
+        let limits: Vec<&str> = targets
+            .iter()
+            .filter(|t| expr(t).contains("shiftgate_analysis_metric_threshold"))
+            .filter_map(|t| t["refId"].as_str())
+            .collect();
+        if limits.is_empty() {
+            missing.push(format!(
+                "{}: no shiftgate_analysis_metric_threshold",
+                panel_name(panel)
+            ));
+            continue;
+        }
+        let overrides = panel["fieldConfig"]["overrides"].as_array();
+        for refid in limits {
+            let drawn = overrides.into_iter().flatten().any(|o| {
+                o["matcher"]["id"] == "byFrameRefID"
+                    && o["matcher"]["options"] == refid
+                    && o["properties"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p["id"] == "custom.lineStyle")
+            });
+            if !drawn {
+                missing.push(format!(
+                    "{}: limit query {refid} is not drawn as a limit line (no byFrameRefID override with custom.lineStyle)",
+                    panel_name(panel)
+                ));
+            }
+        }
+    }
+    missing
+}
+
+/// Every `/d/<uid>` a dashboard links to (dashboard links, data links), with the URL.
+fn linked_uids(dashboard: &Value) -> Vec<(String, String)> {
+    let mut urls = Vec::new();
+    fn walk(value: &Value, urls: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    match (key.as_str(), child) {
+                        ("url", Value::String(url)) => urls.push(url.clone()),
+                        _ => walk(child, urls),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|c| walk(c, urls)),
+            _ => {}
+        }
+    }
+    walk(dashboard, &mut urls);
+    urls.into_iter()
+        .filter_map(|url| {
+            let rest = url.split_once("/d/")?.1;
+            let uid = rest.split(['/', '?']).next()?.to_owned();
+            Some((uid, url))
+        })
+        .collect()
+}
+
+fn load(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+#[test]
+fn every_panel_has_a_unit_and_every_metric_panel_draws_its_limits() {
+    for path in dashboards() {
+        let dashboard = load(&path);
+        let no_unit = panels_without_unit(&dashboard);
+        assert!(
+            no_unit.is_empty(),
+            "{}: panels without a unit: {no_unit:?}",
+            path.display()
+        );
+        let no_limits = metric_panels_without_limits(&dashboard);
+        assert!(no_limits.is_empty(), "{}: {no_limits:?}", path.display());
+    }
+}
+
+#[test]
+fn the_overview_shows_every_rollout_and_links_each_to_its_dashboard() {
+    let uids: BTreeSet<String> = dashboards()
+        .iter()
+        .map(|path| {
+            load(path)["uid"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{} has no uid", path.display()))
+                .to_owned()
+        })
+        .collect();
+    let overview_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/shiftgate-overview.json");
+    assert!(
+        overview_path.exists(),
+        "no overview dashboard at {}",
+        overview_path.display()
+    );
+    let overview = load(&overview_path);
+    assert_eq!(overview["uid"], "shiftgate-overview");
+    // Every link of every dashboard leads to a dashboard that exists.
+    for path in dashboards() {
+        for (uid, url) in linked_uids(&load(&path)) {
+            assert!(
+                uids.contains(&uid),
+                "{} links to uid {uid} ({url}), which no dashboard has: {uids:?}",
+                path.display()
+            );
+        }
+    }
+    // Each rollout row and series opens the per-rollout dashboard on that rollout.
+    let to_rollout: Vec<String> = linked_uids(&overview)
+        .into_iter()
+        .filter(|(uid, _)| uid == "shiftgate-rollout")
+        .map(|(_, url)| url)
+        .collect();
+    assert!(
+        to_rollout
+            .iter()
+            .any(|u| u.contains("var-namespace=${__data.fields.namespace}") && u.contains("var-name=${__data.fields.name}")),
+        "no data link to the per-rollout dashboard with the row's namespace and name: {to_rollout:?}"
+    );
+    let text = overview.to_string();
+    for shown in [
+        "shiftgate_rollout_phase",
+        "shiftgate_canary_weight_ratio",
+        "shiftgate_policy_analysis_evaluations_total",
+        "shiftgate_policy_rollouts_total",
+        "rolled_back",
+    ] {
+        assert!(text.contains(shown), "the overview does not show {shown}");
+    }
+    // The per-rollout dashboard links back.
+    let rollout =
+        load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/shiftgate-rollout.json"));
+    assert!(linked_uids(&rollout)
+        .iter()
+        .any(|(uid, _)| uid == "shiftgate-overview"));
+}
+
+#[test]
+fn a_panel_without_unit_or_limits_and_a_dead_link_are_caught() {
+    let dashboard = serde_json::json!({
+        "links": [ { "url": "/d/nowhere/x?var-name=a" } ],
+        "panels": [
+            { "id": 1, "type": "row", "title": "r", "panels": [
+                { "id": 2, "type": "timeseries", "title": "no unit",
+                  "fieldConfig": { "defaults": {} },
+                  "targets": [ { "refId": "A", "expr": "shiftgate_analysis_metric_value" } ] } ] },
+            { "id": 3, "type": "timeseries", "title": "limit not drawn",
+              "fieldConfig": { "defaults": { "unit": "s" }, "overrides": [] },
+              "targets": [ { "refId": "A", "expr": "shiftgate_analysis_metric_value" },
+                           { "refId": "B", "expr": "shiftgate_analysis_metric_threshold" } ] }
+        ]
+    });
+    assert_eq!(panels_without_unit(&dashboard), ["panel 2 (no unit)"]);
+    let no_limits = metric_panels_without_limits(&dashboard);
+    assert_eq!(no_limits.len(), 2, "{no_limits:?}");
+    assert!(no_limits[0].contains("no shiftgate_analysis_metric_threshold"));
+    assert!(no_limits[1].contains("limit query B"));
+    assert_eq!(linked_uids(&dashboard)[0].0, "nowhere");
 }

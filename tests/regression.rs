@@ -59,6 +59,10 @@ mod install;
 #[path = "regression/lifecycle_colours.rs"]
 mod lifecycle_colours;
 
+/// Issue "lifecycle" §1, §3, §8: `revisionFrom` with colours, a cluster run's fenced writes.
+#[path = "regression/lifecycle_fence.rs"]
+mod lifecycle_fence;
+
 /// Issue "lifecycle" §4, §5, §7: metric labels, analysis without a mesh, A/B at 0 %.
 #[path = "regression/metric_labels.rs"]
 mod metric_labels;
@@ -74,6 +78,10 @@ mod observe;
 /// Issue "operate" §8: a web status page.
 #[path = "regression/web_page.rs"]
 mod web_page;
+
+/// Issue "scale" §1–2: the API requests one evaluation costs.
+#[path = "regression/scale.rs"]
+mod scale;
 
 /// Issue "operate" §3: notifications.
 #[path = "regression/notify.rs"]

@@ -21,6 +21,11 @@ pub const NOT_IN_PROGRESS: i32 = 6;
 /// moved since, or the previous release is gone from it); nothing was written.
 pub const NOTHING_TO_UNDO: i32 = 7;
 
+/// `run` against a cluster: a route Lease was lost while the rollout ran (the process
+/// was paused or cut off, or another run took the route over); the run stopped and
+/// wrote nothing after the loss.
+pub const ROUTE_LEASE_LOST: i32 = 8;
+
 /// The exit codes of one command, and what each means there.
 pub type Codes = &'static [(i32, &'static str)];
 
@@ -73,6 +78,7 @@ pub const BY_COMMAND: &[(&str, Codes)] = &[
         (INVALID_INPUT, "the policy or a flag is invalid, a query is broken, or the canary is the live colour (CanaryIsLive); nothing was changed"),
         (COULD_NOT_RUN, "the router, Prometheus or the state store failed, the preflight refused the policy, or another `shiftgate run` drives the same route (the error names it: pid, host, start time)"),
         (HELD, "the rollout is held after a failure, or paused, and needs an operator"),
+        (ROUTE_LEASE_LOST, "against a cluster: the run lost its route Lease while it ran (paused, cut off from the API server, or another run took the route over); it stopped and wrote nothing after the loss"),
         (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM; the state is saved and running again resumes"),
     ]),
     ("status", &[

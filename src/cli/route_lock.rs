@@ -8,7 +8,9 @@
 //! `$SHIFTGATE_LOCK_DIR` (default: `<temp dir>/shiftgate-locks`), so every run on this
 //! machine sees it whatever its state directory; the OS drops it when the process ends,
 //! however it ends, so it is never stale. The holder writes who it is into the file.
-//! Across machines, a cluster run also holds a Lease (`runtime::route_lease`).
+//! Across machines, a cluster run also holds a Lease (`runtime::route_lease`), and
+//! writes only while it holds it: its writes are fenced, and the run stops when a
+//! Lease is lost ([`run_while_held`]).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read as _, Seek as _, Write as _};
@@ -16,8 +18,9 @@ use std::path::PathBuf;
 
 use kube::Client;
 
+use crate::runtime::leader::Leadership;
 use crate::runtime::local::LocalPolicy;
-use crate::runtime::route_lease::{self, RouteLease, RouteLeaseError};
+use crate::runtime::route_lease::{self, RouteFence, RouteLease, RouteLeaseError};
 
 /// Where the lock files live; overridable for machines whose temp dir is per user.
 pub const LOCK_DIR_ENV: &str = "SHIFTGATE_LOCK_DIR";
@@ -170,18 +173,76 @@ pub fn hold_route(local: &LocalPolicy) -> Result<RouteLock, RouteLockError> {
     Ok(RouteLock { _files: files })
 }
 
-/// The route held by one run: the local lock, and in a cluster its Leases.
+/// The route held by one run: the local lock, and in a cluster its Leases (by key).
 pub struct HeldRoute {
     _lock: RouteLock,
-    leases: Vec<RouteLease>,
+    leases: Vec<(String, RouteLease)>,
+}
+
+/// A cluster run lost a route Lease while it ran: it stopped, and wrote nothing after
+/// the loss (its writes are fenced, `runtime::route_lease::RouteFence`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "lost the run Lease of {key} while the rollout ran (this process was paused or cut off \
+     from the API server longer than {seconds}s, or another run took the route over); this \
+     run stopped and wrote nothing after the loss. See who drives the route now (`kubectl get \
+     lease -n {namespace}`) before running again: the state is saved and a new run resumes",
+    seconds = route_lease::LEASE_DURATION.as_secs() * 2 / 3
+)]
+pub struct RouteLeaseLost {
+    pub key: String,
+    pub namespace: String,
 }
 
 impl HeldRoute {
+    /// Lets the writes behind `fence` go while every Lease of this route is held (a
+    /// local run holds none: its fence stays open with no Lease to lose).
+    pub fn arm(&self, fence: &RouteFence) {
+        fence.arm(self.leases.iter().map(|(_, l)| l.leadership()).collect());
+    }
+
+    /// Resolves with the key of the first Lease no longer held; never without Leases.
+    pub async fn lost(&self) -> String {
+        let mut watched: Vec<(String, Leadership)> = self
+            .leases
+            .iter()
+            .map(|(key, lease)| (key.clone(), lease.leadership()))
+            .collect();
+        if watched.is_empty() {
+            return std::future::pending().await;
+        }
+        loop {
+            if let Some((key, _)) = watched.iter().find(|(_, l)| !l.is_leading()) {
+                return key.clone();
+            }
+            // Every renewal, loss and passed deadline is a change (the elector wakes at
+            // the deadline to say so).
+            let changes = watched.iter_mut().map(|(_, l)| Box::pin(l.changed()));
+            futures::future::select_all(changes).await;
+        }
+    }
+
     /// Gives the route up at once (the local lock goes with the process anyway).
     pub async fn release(self) {
-        for lease in self.leases {
+        for (_, lease) in self.leases {
             lease.release().await;
         }
+    }
+}
+
+/// Drives `run` while `held` keeps its Leases; stops it (dropping it between two
+/// awaits: its writes were refused from the loss on) with the Lease that was lost.
+pub async fn run_while_held<F: std::future::Future>(
+    held: Option<&HeldRoute>,
+    namespace: &str,
+    run: F,
+) -> Result<F::Output, RouteLeaseLost> {
+    let Some(held) = held else {
+        return Ok(run.await);
+    };
+    tokio::select! {
+        out = run => Ok(out),
+        key = held.lost() => Err(RouteLeaseLost { key, namespace: namespace.to_owned() }),
     }
 }
 
@@ -205,9 +266,9 @@ pub async fn hold(local: &LocalPolicy, client: Option<Client>) -> Result<HeldRou
             match route_lease::acquire(client.clone(), &local.policy.namespace, &key, &identity)
                 .await
             {
-                Ok(lease) => leases.push(lease),
+                Ok(lease) => leases.push((key, lease)),
                 Err(e) => {
-                    for lease in leases {
+                    for (_, lease) in leases {
                         lease.release().await;
                     }
                     return Err(e.into());

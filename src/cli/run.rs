@@ -90,6 +90,8 @@ async fn run_async(args: RunArgs) -> i32 {
         _ => local.spec.revision.clone(),
     };
     let mut client = None;
+    // A cluster run's writes wait for its route Leases.
+    let mut fence = None;
     // What the queries select, said once the run starts (from the DestinationRule, else
     // from the policy).
     let mut selection = None;
@@ -107,6 +109,7 @@ async fn run_async(args: RunArgs) -> i32 {
                     say!("warning: {warning}; make sure no daemon drives this policy");
                 }
                 client = Some(cluster.client);
+                fence = Some(cluster.fence);
                 selection = cluster.selection;
                 cluster.run
             }
@@ -123,6 +126,11 @@ async fn run_async(args: RunArgs) -> i32 {
     };
     let policy = &runner.policy().policy;
     let label = format!("{}/{}", policy.namespace, policy.name);
+    // Colours with `revisionFrom`: decided from the idle colour's Deployment by now.
+    let revision = match runner.policy().spec.revision.as_str() {
+        "" => revision,
+        derived => derived.to_owned(),
+    };
     // Held to the end: `pause` & co. and `status` tell whether a run drives the rollout.
     let _running = if args.dry_run {
         None
@@ -145,7 +153,12 @@ async fn run_async(args: RunArgs) -> i32 {
         None
     } else {
         match route_lock::hold(runner.policy(), client).await {
-            Ok(held) => Some(held),
+            Ok(held) => {
+                if let Some(fence) = &fence {
+                    held.arm(fence);
+                }
+                Some(held)
+            }
             Err(refusal) => {
                 say!("error: {label}: {refusal}");
                 return exit::COULD_NOT_RUN;
@@ -182,17 +195,14 @@ async fn run_async(args: RunArgs) -> i32 {
     tokio::spawn(cancel_on_signal(stop.clone()));
     let mut progress = Progress::default();
     let policy_ref = policy.clone();
-    let end = runner
-        .run(
-            &mut |tick| {
-                progress.show(tick);
-                if let Some((_, board)) = &board {
-                    board.record_tick(&policy_ref, tick);
-                }
-            },
-            &stop,
-        )
-        .await;
+    let mut show = |tick: &crate::runtime::local::TickReport<'_>| {
+        progress.show(tick);
+        if let Some((_, board)) = &board {
+            board.record_tick(&policy_ref, tick);
+        }
+    };
+    let run = runner.run(&mut show, &stop);
+    let end = route_lock::run_while_held(held.as_ref(), &policy.namespace, run).await;
     if let Some(held) = held {
         held.release().await;
     }
@@ -200,6 +210,13 @@ async fn run_async(args: RunArgs) -> i32 {
         // An open page shows the end only once it has fetched it.
         board.linger(std::time::Duration::from_secs(5)).await;
     }
+    let end = match end {
+        Ok(end) => end,
+        Err(lost) => {
+            say!("error: {label}: {lost}");
+            return exit::ROUTE_LEASE_LOST;
+        }
+    };
     match end {
         Ok(end) => {
             print_summary(&label, &end, progress.started);

@@ -166,6 +166,8 @@ async fn apply(
 ) -> i32 {
     let options = RunOptions { dry_run: false };
     let mut client = None;
+    // A cluster undo writes behind the route Leases it takes.
+    let mut fence = None;
     let runner = if is_cluster_policy(&local.spec) {
         match prepare(
             std::path::Path::new(&target.policy),
@@ -177,6 +179,7 @@ async fn apply(
         {
             Ok(cluster) => {
                 client = Some(cluster.client);
+                fence = Some(cluster.fence);
                 cluster.run
             }
             Err(e) => return report(&e),
@@ -194,7 +197,12 @@ async fn apply(
         }
     };
     let held = match crate::cli::route_lock::hold(runner.policy(), client).await {
-        Ok(held) => held,
+        Ok(held) => {
+            if let Some(fence) = &fence {
+                held.arm(fence);
+            }
+            held
+        }
         Err(refusal) => {
             say!("error: {label}: {refusal}");
             return exit::COULD_NOT_RUN;

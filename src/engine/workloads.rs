@@ -9,7 +9,7 @@ use crate::engine::plan::{later, to_chrono, Plan};
 use crate::engine::step::Tick;
 use crate::engine::types::{Action, Observation};
 use crate::policy::status::{Phase, RolloutStatus, RouteTarget, TargetPurpose};
-use crate::policy::workloads::{ScaledDown, WorkloadsStatus};
+use crate::policy::workloads::{IdleBaseline, ScaledDown, WorkloadsStatus};
 
 /// Waiting for the canary Deployment to be available.
 pub const WAITING_FOR_CANARY: &str = "WaitingForCanaryDeployment";
@@ -40,6 +40,8 @@ pub struct DeploymentState {
     pub deadline_exceeded: Option<String>,
     /// The pod template's container images, in order.
     pub images: Vec<String>,
+    /// The revision its pod template gives (`images@hash`), when it has one.
+    pub revision: Option<String>,
 }
 
 /// Both Deployments, or why each could not be read (never a guess).
@@ -297,6 +299,39 @@ impl Tick<'_> {
     pub(crate) fn workloads_after_route(&mut self) {
         self.undo_waiting_for_stable();
         self.workloads_after_promotion();
+        self.record_idle_baseline();
+    }
+
+    /// With colours and `revisionFrom`: once a promotion is confirmed, the colour users
+    /// left is idle and still runs the release before; its Deployment's revision now is
+    /// its baseline, so only a new template there starts the next rollout (see
+    /// [`crate::engine::colours::idle_release`]). Recorded once per promotion (a new
+    /// revision starts with no workloads status); unreadable now, on a later tick.
+    fn record_idle_baseline(&mut self) {
+        let derives = self
+            .plan
+            .workloads()
+            .is_some_and(|w| w.revision_from.is_some());
+        let Some((stable_colour, _)) = self.plan.colours() else {
+            return;
+        };
+        if !derives || self.s.phase != Phase::Promoted || self.s.target.is_some() {
+            return;
+        }
+        let recorded = self
+            .s
+            .workloads
+            .as_ref()
+            .and_then(|w| w.idle_baseline.as_ref())
+            .is_some_and(|b| b.color == stable_colour);
+        let revision = match self.obs.workloads.as_ref().map(|w| &w.stable) {
+            Some(Ok(d)) => d.revision.clone(),
+            _ => None,
+        };
+        if let (false, Some(revision)) = (recorded, revision) {
+            let color = stable_colour.to_owned();
+            self.workloads_status().idle_baseline = Some(IdleBaseline { color, revision });
+        }
     }
 
     /// An undo whose route write waits for the previous stable's replicas (see

@@ -52,6 +52,7 @@ pub(super) fn deployment(name: &str, replicas: i32, available: i32) -> Deploymen
         available_replicas: available,
         deadline_exceeded: None,
         images: vec!["web:2".into()],
+        revision: Some("web:2@0000000000000002".into()),
     }
 }
 

@@ -1,9 +1,16 @@
-//! Kubernetes Events for rollout transitions, through kube's `Recorder` (reporter
+//! Kubernetes Events for rollout transitions, as kube's `Recorder` writes them (reporter
 //! `shiftgate`, instance = the pod). Only transitions become Events, never individual
 //! evaluations, so `kubectl describe` stays readable and the API server is not flooded.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::Reporter;
 use kube::Client;
 
 /// One transition worth telling a human about. Notes carry numbers (weight, verdict);
@@ -169,10 +176,47 @@ fn truncate_to_bytes(mut text: String, max: usize) -> String {
     text
 }
 
-/// Publishes [`RolloutEvent`]s as `events.k8s.io/v1` Events.
+/// How long an Event stays open for repeats (folded into its series), as kube's recorder.
+const SERIES_TTL: SignedDuration = SignedDuration::from_mins(6);
+/// Expired Events are swept at most this often, not on every publish: the sweep walks
+/// every open Event, which at thousands of rollouts cost more than the publish itself.
+const SWEEP_EVERY: SignedDuration = SignedDuration::from_mins(1);
+
+/// What makes two publishes the same Event (then the second bumps the first's series):
+/// kube's recorder's key, minus the reporter (one per publisher).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    warning: bool,
+    reason: &'static str,
+    action: &'static str,
+    namespace: Option<String>,
+    name: Option<String>,
+    uid: Option<String>,
+    field_path: Option<String>,
+}
+
+/// One open Event: its object name, how often it happened, when it was last seen.
+struct OpenEvent {
+    name: String,
+    namespace: String,
+    count: i32,
+    last: Timestamp,
+}
+
+#[derive(Default)]
+struct Series {
+    open: HashMap<SeriesKey, OpenEvent>,
+    swept_at: Option<Timestamp>,
+}
+
+/// Publishes [`RolloutEvent`]s as `events.k8s.io/v1` Events, as kube's `Recorder` does
+/// (a repeat within six minutes bumps the first Event's series), but with a lookup per
+/// publish instead of a sweep of every open Event.
 #[derive(Clone)]
 pub struct EventPublisher {
-    recorder: Recorder,
+    client: Client,
+    reporter: Reporter,
+    series: Arc<Mutex<Series>>,
 }
 
 impl EventPublisher {
@@ -183,7 +227,9 @@ impl EventPublisher {
             instance: Some(instance.to_owned()),
         };
         EventPublisher {
-            recorder: Recorder::new(client, reporter),
+            client,
+            reporter,
+            series: Arc::default(),
         }
     }
 
@@ -195,27 +241,15 @@ impl EventPublisher {
         event: &RolloutEvent,
         grafana_link: Option<&str>,
     ) {
-        // kube's recorder folds an Event into an earlier one with the same reason and
-        // action about the same object (bumping its series count, keeping the first
-        // note) for minutes: naming the step in `fieldPath` keeps each step's advance
-        // its own Event, with its own note.
+        // A repeat folds into an earlier Event with the same reason and action about
+        // the same object (bumping its series count, keeping the first note) for
+        // minutes: naming the step in `fieldPath` keeps each step's advance its own
+        // Event, with its own note.
         let mut regarding = regarding.clone();
         if let RolloutEvent::StepAdvanced { step, .. } = event {
             regarding.field_path = Some(format!("spec.steps[{step}]"));
         }
-        let regarding = &regarding;
-        let kube_event = Event {
-            type_: if event.is_warning() {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: event.reason().to_owned(),
-            note: Some(event.note(grafana_link)),
-            action: event.action().to_owned(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&kube_event, regarding).await {
+        if let Err(error) = self.send(&regarding, event, grafana_link).await {
             tracing::warn!(
                 reason = event.reason(),
                 namespace = regarding.namespace.as_deref().unwrap_or(""),
@@ -225,6 +259,120 @@ impl EventPublisher {
             );
         }
     }
+
+    async fn send(
+        &self,
+        regarding: &ObjectReference,
+        event: &RolloutEvent,
+        grafana_link: Option<&str>,
+    ) -> Result<(), kube::Error> {
+        let now = Timestamp::now();
+        let key = SeriesKey {
+            warning: event.is_warning(),
+            reason: event.reason(),
+            action: event.action(),
+            namespace: regarding.namespace.clone(),
+            name: regarding.name.clone(),
+            uid: regarding.uid.clone(),
+            field_path: regarding.field_path.clone(),
+        };
+        let repeat = {
+            let mut series = lock(&self.series);
+            series.sweep(now);
+            series.open.get_mut(&key).and_then(|open| {
+                let alive = open.last.checked_add(SERIES_TTL).is_ok_and(|end| end > now);
+                alive.then(|| {
+                    open.count = open.count.saturating_add(1);
+                    open.last = now;
+                    (open.name.clone(), open.namespace.clone(), open.count)
+                })
+            })
+        };
+        if let Some((name, namespace, count)) = repeat {
+            let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
+            let patch = serde_json::json!({
+                "series": { "count": count, "lastObservedTime": MicroTime(now) }
+            });
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            return Ok(());
+        }
+        let namespace = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        let stamp = now;
+        let name = format!(
+            "{}.{:x}",
+            regarding
+                .name
+                .as_deref()
+                .unwrap_or(&self.reporter.controller),
+            stamp.as_nanosecond()
+        );
+        let object = K8sEvent {
+            action: Some(event.action().to_owned()),
+            reason: Some(event.reason().to_owned()),
+            event_time: Some(MicroTime(stamp)),
+            regarding: Some(regarding.clone()),
+            note: Some(event.note(grafana_link)),
+            metadata: kube::api::ObjectMeta {
+                namespace: Some(namespace.clone()),
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            reporting_controller: Some(self.reporter.controller.clone()),
+            reporting_instance: Some(
+                self.reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| self.reporter.controller.clone()),
+            ),
+            type_: Some(
+                if event.is_warning() {
+                    "Warning"
+                } else {
+                    "Normal"
+                }
+                .to_owned(),
+            ),
+            ..Default::default()
+        };
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
+        api.create(&PostParams::default(), &object).await?;
+        lock(&self.series).open.insert(
+            key,
+            OpenEvent {
+                name,
+                namespace,
+                count: 1,
+                last: now,
+            },
+        );
+        Ok(())
+    }
+}
+
+impl Series {
+    fn sweep(&mut self, now: Timestamp) {
+        let due = self
+            .swept_at
+            .and_then(|at| at.checked_add(SWEEP_EVERY).ok())
+            .is_none_or(|next| next <= now);
+        if !due {
+            return;
+        }
+        self.swept_at = Some(now);
+        self.open
+            .retain(|_, open| open.last.checked_add(SERIES_TTL).is_ok_and(|end| end > now));
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain maps stay usable after a panic elsewhere.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -72,6 +72,21 @@ pub struct WorkloadsStatus {
     /// `undo`). Stored before the scale is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaled_down: Option<ScaledDown>,
+    /// With colours and `revisionFrom`: the revision the idle colour's Deployment had
+    /// when it became idle (at the promotion, or when first seen). A rollout starts
+    /// only when that Deployment's revision differs from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_baseline: Option<IdleBaseline>,
+}
+
+/// The revision derived from one colour's Deployment when that colour became idle.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdleBaseline {
+    /// The idle colour.
+    pub color: String,
+    /// Its Deployment's derived revision then (`images@hash`).
+    pub revision: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -195,7 +210,8 @@ fn fixed_issues(w: &WorkloadsSpec, issues: &mut Vec<Issue>) {
 }
 
 /// With colours: one Deployment per router colour, no fixed stable and canary (the
-/// roles alternate per release), and no derived revision.
+/// roles alternate per release). A derived revision is read from the idle colour's
+/// Deployment against its baseline (`engine::colours::idle_release`).
 fn colour_issues(w: &WorkloadsSpec, colours: &[String], issues: &mut Vec<Issue>) {
     let listed = colours.join(" and ");
     for (field, name) in [("stable", &w.stable), ("canary", &w.canary)] {
@@ -219,20 +235,6 @@ fn colour_issues(w: &WorkloadsSpec, colours: &[String], issues: &mut Vec<Issue>)
                 )),
             );
         }
-    }
-    if w.revision_from.is_some() {
-        // Which colour's template is the new release is only known once the colours
-        // are decided, and that decision needs the revision: write it.
-        issues.push(
-            Issue::error(
-                "spec.workloads.revisionFrom",
-                "revisionFrom is not supported with the router's `colors` yet: the idle \
-                 colour's Deployment still holds the release before the last one",
-            )
-            .with_hint(
-                "write `spec.revision` (CI sets it with the image tag) and remove revisionFrom",
-            ),
-        );
     }
     if w.colors.is_empty() {
         if w.stable.is_empty() && w.canary.is_empty() {
@@ -361,7 +363,8 @@ mod tests {
             ["spec.workloads.colors.green", "spec.workloads.colors"]
         );
         assert!(wrong[1].message.contains("`red`"), "{:?}", wrong[1]);
-        // Per-colour Deployments without router colours, and a derived revision with them.
+        // Per-colour Deployments without router colours; a derived revision with them
+        // is accepted (read from the idle colour against its baseline).
         assert_eq!(issues_of(&coloured(), &[])[0].path, "spec.workloads.colors");
         let derived = WorkloadsSpec {
             revision_from: Some(RevisionFrom::CanaryDeployment),
@@ -370,8 +373,7 @@ mod tests {
         let mut issues = Vec::new();
         let colours = ["blue".to_owned(), "green".to_owned()];
         workloads_issues(Some(&derived), None, &colours, &mut issues);
-        let paths: Vec<_> = issues.iter().map(|i| i.path.as_str()).collect();
-        assert_eq!(paths, ["spec.workloads.revisionFrom"]);
+        assert!(issues.is_empty(), "{issues:?}");
     }
 
     #[test]

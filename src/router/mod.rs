@@ -5,6 +5,7 @@ pub mod envoy_config;
 pub mod istio;
 pub mod memory;
 pub mod service;
+pub mod watch_cache;
 
 use async_trait::async_trait;
 

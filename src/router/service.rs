@@ -11,11 +11,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{Patch as JsonPatch, PatchOperation, ReplaceOperation, TestOperation};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{ApiResource, GroupVersionKind};
 use kube::Client;
 use serde_json::Value;
 
-use super::istio::client::{get_json, patch_json, DEFAULT_CALL_TIMEOUT};
+use super::istio::client::{RoutedObject, DEFAULT_CALL_TIMEOUT};
 use super::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
 use crate::policy::ServiceRouter as ServiceRouterSpec;
 
@@ -130,7 +130,7 @@ pub fn plan_service(
 
 /// Drives one Service's selector.
 pub struct ServiceRouter {
-    api: Api<DynamicObject>,
+    object: RoutedObject,
     target: ServiceTarget,
     call_timeout: Duration,
 }
@@ -142,10 +142,16 @@ impl ServiceRouter {
             "services",
         );
         ServiceRouter {
-            api: Api::namespaced_with(client, &target.namespace, &resource),
+            object: RoutedObject::new(client, resource, &target.namespace, &target.name),
             target,
             call_timeout: DEFAULT_CALL_TIMEOUT,
         }
+    }
+
+    /// Reads the Service from `cache` (the daemon's namespace watches).
+    pub fn with_cache(mut self, cache: std::sync::Arc<super::watch_cache::ObjectCache>) -> Self {
+        self.object = self.object.with_cache(cache);
+        self
     }
 
     /// Bounds every API call.
@@ -153,49 +159,30 @@ impl ServiceRouter {
         self.call_timeout = call_timeout;
         self
     }
-
-    async fn get(&self) -> Result<(Value, Version), RouterError> {
-        get_json(
-            &self.api,
-            &self.target.name,
-            self.call_timeout,
-            &self.target.what(),
-        )
-        .await
-    }
 }
 
 #[async_trait]
 impl TrafficRouter for ServiceRouter {
     async fn read(&self) -> Result<LiveRoute, RouterError> {
-        let (value, version) = self.get().await?;
+        let (value, version) = self
+            .object
+            .read(self.call_timeout, &self.target.what())
+            .await?;
         let route = read_service(&value, &self.target)?;
         Ok(LiveRoute { route, version })
     }
 
     async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
         let what = self.target.what();
-        let (value, version) = self.get().await?;
-        if &version != expect {
-            return Err(RouterError::Conflict {
-                what: format!(
-                    "{what} is at resourceVersion {}, the decision was made at {}",
-                    version.0, expect.0
-                ),
-            });
-        }
+        let (value, version) = self
+            .object
+            .read_for_write(expect, self.call_timeout, &what)
+            .await?;
         let patch = plan_service(&value, &self.target, desired)?;
         if patch.0.is_empty() {
             return Ok(version);
         }
-        patch_json(
-            &self.api,
-            &self.target.name,
-            &patch,
-            self.call_timeout,
-            &what,
-        )
-        .await
+        self.object.patch(&patch, self.call_timeout, &what).await
     }
 }
 

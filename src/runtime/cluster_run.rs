@@ -22,11 +22,12 @@ use kube::Client;
 
 use super::local::{load_policy_in, LocalError, LocalPolicy, LocalRun, RunOptions};
 use super::route_index::conflicting_owner;
+use super::route_lease::{LeaseFencedRouter, LeaseFencedWorkloads, RouteFence};
 use crate::metrics::PolicyRef;
 use crate::policy::{RolloutPolicy, RolloutSpec, RolloutStatus};
 use crate::router::istio::{IstioRouter, IstioTarget};
 use crate::router::service::{ServiceRouter, ServiceTarget};
-use crate::router::TrafficRouter;
+use crate::router::{RouterError, TrafficRouter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterRunError {
@@ -300,6 +301,9 @@ pub struct ClusterRun {
     pub run: LocalRun,
     /// The client the run reaches the cluster with (its route Lease too).
     pub client: Client,
+    /// Every route write and Deployment scale of the run goes through it: arm it with
+    /// the route's Leases (`cli::route_lock::HeldRoute::arm`) once they are held.
+    pub fence: RouteFence,
     /// Set when the daemon check could not be made.
     pub warning: Option<String>,
     /// Subset-level Istio: what the queries select, from the DestinationRule.
@@ -319,11 +323,15 @@ pub async fn prepare(
     let connection = connect(&shown, context).await?;
     let mut local: LocalPolicy = load_policy_in(file, &connection.default_namespace)?;
     let policy = local.policy.clone();
-    super::colours::orient_local(&mut local, state_dir, |spec| {
+    let build = |spec: &RolloutSpec| {
         cluster_router(&connection.client, &policy, spec)
-            .ok_or_else(|| crate::router::RouterError::Invalid("not a cluster policy".to_owned()))
-    })
-    .await;
+            .ok_or_else(|| RouterError::Invalid("not a cluster policy".to_owned()))
+    };
+    if super::colours::derives_from_idle_colour(&local.spec) {
+        revision_from_idle_colour(&mut local, state_dir, &connection.client, build).await?;
+    } else {
+        super::colours::orient_local(&mut local, state_dir, build).await;
+    }
     // Subset-level Istio: the queries select the DestinationRule subsets' version labels.
     let (spec, said) = crate::router::istio::destination_rule::with_subset_labels(
         &connection.client,
@@ -343,19 +351,66 @@ pub async fn prepare(
     };
     let namespace = local.policy.namespace.clone();
     let dry_run = options.dry_run;
-    let run = LocalRun::with_router(local, router, state_dir, options)?.with_workloads(
-        crate::runtime::workloads::cluster_workloads(
-            connection.client.clone(),
-            &namespace,
-            dry_run,
-        ),
+    // Every write waits for the route Leases (armed by the caller once it holds them)
+    // and stops the instant one is lost.
+    let fence = RouteFence::default();
+    let router = Arc::new(LeaseFencedRouter::new(router, fence.clone()));
+    let workloads = crate::runtime::workloads::cluster_workloads(
+        connection.client.clone(),
+        &namespace,
+        dry_run,
     );
+    let workloads: Arc<dyn crate::runtime::workloads::Workloads> = if dry_run {
+        workloads // scales nothing
+    } else {
+        Arc::new(LeaseFencedWorkloads::new(workloads, fence.clone()))
+    };
+    let run = LocalRun::with_router(local, router, state_dir, options)?.with_workloads(workloads);
     Ok(ClusterRun {
         run,
         client: connection.client,
+        fence,
         warning,
         selection: said,
     })
+}
+
+/// Colours with `revisionFrom`: the run's revision is the idle colour's Deployment's,
+/// when it differs from its baseline (kept in the run's state, as the daemon keeps it
+/// in the status). With no new release there, the baseline is stored and the run
+/// stops with nothing written.
+async fn revision_from_idle_colour(
+    local: &mut LocalPolicy,
+    state_dir: &Path,
+    client: &Client,
+    build: impl Fn(&RolloutSpec) -> Result<Arc<dyn TrafficRouter>, RouterError>,
+) -> Result<(), LocalError> {
+    use super::colours::{release_in_idle_colour, store_idle, ColourRelease};
+    use crate::store::StateStore as _;
+    let store = crate::store::file::FileStore::new(state_dir);
+    let stored = store.load(&local.policy).await?.map(|(s, _)| s);
+    let deployments = super::workloads::KubeWorkloads::new(client.clone(), &local.policy.namespace);
+    let release = release_in_idle_colour(&local.spec, stored.as_ref(), build, &deployments)
+        .await
+        .map_err(|e| LocalError::CannotRun {
+            policy: format!("{}/{}", local.policy.namespace, local.policy.name),
+            message: format!(
+                "the revision comes from the idle colour's Deployment (revisionFrom): {e}"
+            ),
+        })?;
+    match release {
+        ColourRelease::Tick(spec) => {
+            local.spec = *spec;
+            Ok(())
+        }
+        ColourRelease::Idle(status) => {
+            store_idle(&store, &local.policy, &status).await?;
+            Err(LocalError::CannotRun {
+                policy: format!("{}/{}", local.policy.namespace, local.policy.name),
+                message: status.message.unwrap_or_default(),
+            })
+        }
+    }
 }
 
 #[cfg(test)]

@@ -55,6 +55,17 @@ pub trait CommandSource: Send + Sync {
         handled: Option<&str>,
     ) -> Result<Vec<OperatorCommand>, CommandSourceError>;
 
+    /// [`CommandSource::pending`] as `object` (a watched copy of the policy) shows
+    /// them, when this source keeps commands in the policy object itself. `None`: call
+    /// `pending`.
+    fn pending_in_object(
+        &self,
+        _object: &crate::policy::RolloutPolicy,
+        _handled: Option<&str>,
+    ) -> Option<Result<Vec<OperatorCommand>, CommandSourceError>> {
+        None
+    }
+
     /// The state that handled every command up to `handled` is stored: the source may
     /// forget them. Sources that keep only the latest command (annotations) keep it as
     /// the record of what was asked; `pending` already skips it.

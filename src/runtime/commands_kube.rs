@@ -58,7 +58,11 @@ pub struct CommandAnnotation {
 
 /// The command annotations of an object, if a command is set.
 pub fn pending_command(object: &DynamicObject) -> Option<CommandAnnotation> {
-    let annotations = object.metadata.annotations.as_ref()?;
+    command_in(&object.metadata)
+}
+
+fn command_in(metadata: &kube::api::ObjectMeta) -> Option<CommandAnnotation> {
+    let annotations = metadata.annotations.as_ref()?;
     Some(CommandAnnotation {
         command: annotations.get(COMMAND_ANNOTATION)?.clone(),
         id: annotations.get(COMMAND_ID_ANNOTATION).cloned(),
@@ -95,32 +99,57 @@ impl CommandSource for KubeCommandSource {
                 })
             }
         };
-        let Some(annotation) = pending_command(&object) else {
-            return Ok(Vec::new());
-        };
-        let Some(id) = annotation.id else {
-            // Without an id a command cannot be told apart from the one before it.
-            return Err(CommandSourceError::Invalid {
-                policy: format!("{}/{}", policy.namespace, policy.name),
-                location: location(policy),
-                message: format!(
-                    "command `{}` has no {COMMAND_ID_ANNOTATION} annotation; use `shiftgate \
-                     {} {} -n {}` or set the command, its revision and a new id",
-                    annotation.command, annotation.command, policy.name, policy.namespace
-                ),
-            });
-        };
-        if handled == Some(id.as_str()) {
-            return Ok(Vec::new());
-        }
-        // An unknown word or a missing revision is refused by the engine, once: its id
-        // is then handled like any other.
-        Ok(vec![OperatorCommand {
-            command: annotation.command.parse::<Command>(),
-            revision: annotation.revision,
-            id,
-        }])
+        commands_after(policy, command_in(&object.metadata), handled)
     }
+
+    fn pending_in_object(
+        &self,
+        object: &RolloutPolicy,
+        handled: Option<&str>,
+    ) -> Option<Result<Vec<OperatorCommand>, CommandSourceError>> {
+        let policy = PolicyRef {
+            namespace: object.metadata.namespace.clone()?,
+            name: object.metadata.name.clone()?,
+        };
+        Some(commands_after(
+            &policy,
+            command_in(&object.metadata),
+            handled,
+        ))
+    }
+}
+
+/// The command `annotation` names, unless it is `handled` already.
+fn commands_after(
+    policy: &PolicyRef,
+    annotation: Option<CommandAnnotation>,
+    handled: Option<&str>,
+) -> Result<Vec<OperatorCommand>, CommandSourceError> {
+    let Some(annotation) = annotation else {
+        return Ok(Vec::new());
+    };
+    let Some(id) = annotation.id else {
+        // Without an id a command cannot be told apart from the one before it.
+        return Err(CommandSourceError::Invalid {
+            policy: format!("{}/{}", policy.namespace, policy.name),
+            location: location(policy),
+            message: format!(
+                "command `{}` has no {COMMAND_ID_ANNOTATION} annotation; use `shiftgate \
+                 {} {} -n {}` or set the command, its revision and a new id",
+                annotation.command, annotation.command, policy.name, policy.namespace
+            ),
+        });
+    };
+    if handled == Some(id.as_str()) {
+        return Ok(Vec::new());
+    }
+    // An unknown word or a missing revision is refused by the engine, once: its id
+    // is then handled like any other.
+    Ok(vec![OperatorCommand {
+        command: annotation.command.parse::<Command>(),
+        revision: annotation.revision,
+        id,
+    }])
 }
 
 /// What `submit_command` wrote.

@@ -1,7 +1,15 @@
 //! One rollout per route: which policy owns which route. The oldest policy (by
 //! creation time, then namespace/name) keeps a route; any later policy naming the same
-//! route is refused. Derived from the watch cache on every reconcile, so it needs no
-//! state of its own and agrees across restarts and replicas.
+//! route is refused. Derived from the watched policies only (no state of its own), so
+//! it agrees across restarts and replicas.
+//!
+//! [`RouteIndex`] keeps the watched policies grouped by the object their routes live
+//! in, maintained from the watch events (apply, delete, and a restart's re-list), so a
+//! reconcile looks only at the few policies on its own object: its cost does not grow
+//! with the number of policies.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::metrics::PolicyRef;
 use crate::policy::{RolloutPolicy, RolloutSpec};
@@ -105,7 +113,7 @@ fn can_own_routes(spec: &RolloutSpec) -> bool {
 /// own nothing.
 pub fn conflicting_owner(
     policy: &RolloutPolicy,
-    all: &[std::sync::Arc<RolloutPolicy>],
+    all: &[Arc<RolloutPolicy>],
 ) -> Option<(PolicyRef, RouteKey)> {
     let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
     let name = policy.metadata.name.as_deref().unwrap_or_default();
@@ -149,10 +157,114 @@ pub fn conflicting_owner(
     })
 }
 
+/// The object a policy's routes live in, owned: the key of [`RouteIndex`].
+type TargetKey = (&'static str, String, String);
+
+fn target_key(policy: &RolloutPolicy) -> Option<TargetKey> {
+    let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
+    target(namespace, &policy.spec).map(|(kind, ns, name)| (kind, ns.to_owned(), name.to_owned()))
+}
+
+fn identity(policy: &RolloutPolicy) -> (String, String) {
+    (
+        policy.metadata.namespace.clone().unwrap_or_default(),
+        policy.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+#[derive(Default)]
+struct Grouped {
+    by_target: HashMap<TargetKey, Vec<Arc<RolloutPolicy>>>,
+    target_of: HashMap<(String, String), TargetKey>,
+}
+
+impl Grouped {
+    fn remove(&mut self, id: &(String, String)) {
+        let Some(key) = self.target_of.remove(id) else {
+            return;
+        };
+        if let Some(group) = self.by_target.get_mut(&key) {
+            group.retain(|p| identity(p) != *id);
+            if group.is_empty() {
+                self.by_target.remove(&key);
+            }
+        }
+    }
+
+    fn apply(&mut self, policy: Arc<RolloutPolicy>) {
+        let id = identity(&policy);
+        self.remove(&id);
+        if let Some(key) = target_key(&policy) {
+            self.target_of.insert(id, key.clone());
+            self.by_target.entry(key).or_default().push(policy);
+        }
+    }
+}
+
+/// The watched policies grouped by the object their routes live in. Fed by the
+/// policy watch ([`RouteIndex::apply`], [`RouteIndex::delete`], and a re-list between
+/// [`RouteIndex::init`] and [`RouteIndex::init_done`], which replaces the index whole).
+#[derive(Default)]
+pub struct RouteIndex {
+    live: RwLock<Grouped>,
+    /// The re-list in progress, swapped in at its end.
+    relist: Mutex<Option<Grouped>>,
+}
+
+impl RouteIndex {
+    pub fn apply(&self, policy: &RolloutPolicy) {
+        write(&self.live).apply(Arc::new(policy.clone()));
+    }
+
+    pub fn delete(&self, policy: &RolloutPolicy) {
+        write(&self.live).remove(&identity(policy));
+    }
+
+    /// A re-list starts: the objects that follow replace the index at its end.
+    pub fn init(&self) {
+        *lock(&self.relist) = Some(Grouped::default());
+    }
+
+    pub fn init_apply(&self, policy: &RolloutPolicy) {
+        if let Some(relist) = lock(&self.relist).as_mut() {
+            relist.apply(Arc::new(policy.clone()));
+        }
+    }
+
+    pub fn init_done(&self) {
+        if let Some(relist) = lock(&self.relist).take() {
+            *write(&self.live) = relist;
+        }
+    }
+
+    /// [`conflicting_owner`] among the policies on the same object as `policy`.
+    pub fn conflicting_owner(&self, policy: &RolloutPolicy) -> Option<(PolicyRef, RouteKey)> {
+        let key = target_key(policy)?;
+        let same_object = read(&self.live).by_target.get(&key)?.clone();
+        conflicting_owner(policy, &same_object)
+    }
+}
+
+// A poisoned lock only means another reconcile panicked mid-update of plain maps,
+// which stay usable.
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn policy(name: &str, created: i64, vs: &str, routes: &[&str]) -> Arc<RolloutPolicy> {
         let spec: RolloutSpec = serde_json::from_value(serde_json::json!({
@@ -203,6 +315,33 @@ mod tests {
         let valid = policy("valid", 200, "checkout", &["primary"]);
         let all = vec![invalid.clone(), valid.clone()];
         assert_eq!(conflicting_owner(&valid, &all), None);
+    }
+
+    #[test]
+    fn the_index_follows_applies_deletes_and_relists() {
+        let index = RouteIndex::default();
+        let first = policy("first", 100, "checkout", &["primary"]);
+        let second = policy("second", 200, "checkout", &["primary"]);
+        let elsewhere = policy("elsewhere", 50, "payments", &["primary"]);
+        for p in [&first, &second, &elsewhere] {
+            index.apply(p);
+        }
+        let owner = |p: &RolloutPolicy| index.conflicting_owner(p).map(|(o, _)| o.name);
+        assert_eq!(owner(&second), Some("first".to_owned()));
+        assert_eq!(owner(&first), None);
+        // Moved to another VirtualService: no longer on checkout.
+        let moved = policy("first", 100, "payments", &["other"]);
+        index.apply(&moved);
+        assert_eq!(owner(&second), None);
+        index.apply(&first);
+        index.delete(&first);
+        assert_eq!(owner(&second), None);
+        // A re-list replaces everything at its end.
+        index.init();
+        index.init_apply(&first);
+        assert_eq!(owner(&second), None, "not before the re-list is complete");
+        index.init_done();
+        assert_eq!(owner(&second), Some("first".to_owned()));
     }
 
     #[test]

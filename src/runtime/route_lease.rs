@@ -5,10 +5,17 @@
 //! Lease live and is refused, naming the holder (its pid, host and start time, kept in
 //! `holderIdentity`). A Lease left by a killed run expires `LEASE_DURATION` after its
 //! last renewal; a run that finds one expired waits for it and takes it over.
+//!
+//! Holding the Lease at the start is not enough: a run that loses it (paused, cut off
+//! from the API server, its Lease taken over) must not write any more. Its router and
+//! its Deployment scales go through a [`RouteFence`], checked right before every write
+//! as the daemon's leader checks its own (`leader::FencedRouter`), and the run stops
+//! with an error as soon as a Lease is lost (`cli::route_lock::run_while_held`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use tokio::task::JoinHandle;
@@ -16,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::clock::SystemClock;
 use super::leader::{LeaderElector, Leadership, LeaseConfig};
+use super::workloads::{ReadDeployment, WorkloadError, Workloads};
+use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
 
 /// How long a run's Lease stays valid after its last renewal (renewed every fifth).
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
@@ -59,10 +68,98 @@ impl RouteLease {
         self.leadership.is_leading()
     }
 
+    /// The Lease's view, for a [`RouteFence`] and for noticing its loss.
+    pub fn leadership(&self) -> Leadership {
+        self.leadership.clone()
+    }
+
     /// Stops renewing and empties the holder, so the next run starts at once.
     pub async fn release(self) {
         self.stop.cancel();
         let _ = tokio::time::timeout(LEASE_DURATION, self.task).await;
+    }
+}
+
+/// The route Leases a cluster run writes under. Built with its router, before the
+/// Leases are taken; [`RouteFence::arm`]ed once they are. Until then, and from the
+/// instant any of them is no longer held (its renew deadline passed, or another holder
+/// took it), every write is refused.
+#[derive(Clone, Default)]
+pub struct RouteFence {
+    leases: Arc<OnceLock<Vec<Leadership>>>,
+}
+
+impl RouteFence {
+    /// Writes are allowed while every one of `leases` is held. Armed once.
+    pub fn arm(&self, leases: Vec<Leadership>) {
+        let _ = self.leases.set(leases);
+    }
+
+    /// Whether a write may go now.
+    pub fn is_held(&self) -> bool {
+        self.leases
+            .get()
+            .is_some_and(|leases| leases.iter().all(Leadership::is_leading))
+    }
+}
+
+/// The error of a write refused by the fence: nothing was sent.
+fn lease_not_held() -> String {
+    "this run does not hold its route Lease (lost, or not taken yet); it writes nothing".to_owned()
+}
+
+/// A cluster run's router: reads always, writes only behind its [`RouteFence`].
+pub struct LeaseFencedRouter {
+    inner: Arc<dyn TrafficRouter>,
+    fence: RouteFence,
+}
+
+impl LeaseFencedRouter {
+    pub fn new(inner: Arc<dyn TrafficRouter>, fence: RouteFence) -> Self {
+        LeaseFencedRouter { inner, fence }
+    }
+}
+
+#[async_trait]
+impl TrafficRouter for LeaseFencedRouter {
+    async fn read(&self) -> Result<LiveRoute, RouterError> {
+        self.inner.read().await
+    }
+
+    async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
+        if !self.fence.is_held() {
+            return Err(RouterError::Unavailable {
+                message: lease_not_held(),
+                source: None,
+            });
+        }
+        self.inner.apply(expect, desired).await
+    }
+}
+
+/// A cluster run's Deployments: read always, scaled only behind its [`RouteFence`].
+pub struct LeaseFencedWorkloads {
+    inner: Arc<dyn Workloads>,
+    fence: RouteFence,
+}
+
+impl LeaseFencedWorkloads {
+    pub fn new(inner: Arc<dyn Workloads>, fence: RouteFence) -> Self {
+        LeaseFencedWorkloads { inner, fence }
+    }
+}
+
+#[async_trait]
+impl Workloads for LeaseFencedWorkloads {
+    async fn read(&self, name: &str) -> Result<ReadDeployment, WorkloadError> {
+        self.inner.read(name).await
+    }
+
+    async fn scale(&self, name: &str, replicas: i32) -> Result<(), WorkloadError> {
+        if !self.fence.is_held() {
+            return Err(WorkloadError::RouteLeaseNotHeld);
+        }
+        self.inner.scale(name, replicas).await
     }
 }
 

@@ -39,6 +39,8 @@ pub enum WorkloadError {
     NoTemplate { namespace: String, name: String },
     #[error("this replica does not hold the leader lease; it does not scale Deployments")]
     NotLeading,
+    #[error("this run does not hold its route Lease (lost, or not taken yet); it does not scale Deployments")]
+    RouteLeaseNotHeld,
 }
 
 impl WorkloadError {
@@ -48,6 +50,7 @@ impl WorkloadError {
             WorkloadError::Scale { .. } => "DeploymentScaleFailed",
             WorkloadError::NoTemplate { .. } => "DeploymentInvalid",
             WorkloadError::NotLeading => "NotLeading",
+            WorkloadError::RouteLeaseNotHeld => "RouteLeaseNotHeld",
         }
     }
 }
@@ -179,11 +182,14 @@ pub struct WorkloadsRead {
     pub revision: Option<Result<String, String>>,
 }
 
-/// Reads both Deployments of `spec`.
+/// Reads both Deployments of `spec`. With colours the revision is not derived here:
+/// which colour holds a new release was decided against its baseline before the spec
+/// was oriented (`runtime::colours::release_in_idle_colour`).
 pub async fn read_workloads(workloads: &dyn Workloads, spec: &WorkloadsSpec) -> WorkloadsRead {
     let stable = workloads.read(&spec.stable).await;
     let canary = workloads.read(&spec.canary).await;
-    let revision = spec.revision_from.map(|from| match from {
+    let from = spec.revision_from.filter(|_| spec.colors.is_empty());
+    let revision = from.map(|from| match from {
         RevisionFrom::CanaryDeployment => canary
             .as_ref()
             .map(|c| c.revision.clone())
@@ -221,6 +227,7 @@ pub fn deployment_state(name: &str, d: &Deployment) -> DeploymentState {
         available_replicas: status.and_then(|s| s.available_replicas).unwrap_or(0),
         deadline_exceeded,
         images: images(d),
+        revision: template_revision(d),
     }
 }
 

@@ -99,6 +99,13 @@ fn status_of(object: &DynamicObject) -> Option<Value> {
 
 #[async_trait]
 impl StateStore for KubeStatusStore {
+    fn load_from_object(&self, object: &RolloutPolicy) -> Option<(RolloutStatus, Version)> {
+        // Without a resourceVersion the conditional save cannot be built: read instead.
+        let version = object.metadata.resource_version.clone()?;
+        let status = object.status.clone().unwrap_or_default();
+        Some((status, Version(version)))
+    }
+
     async fn load(
         &self,
         policy: &PolicyRef,

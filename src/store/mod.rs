@@ -7,7 +7,7 @@ pub mod memory;
 use async_trait::async_trait;
 
 use crate::metrics::PolicyRef;
-use crate::policy::RolloutStatus;
+use crate::policy::{RolloutPolicy, RolloutStatus};
 use crate::router::Version;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,4 +57,11 @@ pub trait StateStore: Send + Sync {
         status: &RolloutStatus,
         expect: Option<&Version>,
     ) -> Result<Version, StoreError>;
+
+    /// The state as `object` (a watched copy of the policy) shows it, when this store
+    /// keeps the state in the policy object itself: what [`StateStore::load`] would
+    /// read, without a request. `None`: this store keeps it elsewhere; call `load`.
+    fn load_from_object(&self, _object: &RolloutPolicy) -> Option<(RolloutStatus, Version)> {
+        None
+    }
 }

@@ -91,6 +91,15 @@ pub async fn create(api: &Api<Deployment>, name: &str, image: &str, replicas: i3
         .unwrap();
 }
 
+/// Deploys `image` into Deployment `name` (what CI's `kubectl set image` does).
+pub async fn set_image(api: &Api<Deployment>, name: &str, image: &str) {
+    let patch = json!({ "spec": { "template": { "spec": {
+        "containers": [ { "name": "web", "image": image } ] } } } });
+    api.patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap();
+}
+
 /// Writes the status the Deployment controller would: the current generation observed,
 /// `available` of its replicas updated and available.
 pub async fn set_available(api: &Api<Deployment>, name: &str, available: i32) {
@@ -334,17 +343,64 @@ impl ColourWorld {
         })
         .await
         .unwrap();
-        let reconciler = Reconciler::new(Seams {
-            router: Arc::new(ColourView::of(&self.route, &oriented)),
+        let outcome = self
+            .reconciler(&oriented)
+            .tick(&self.policy, &oriented)
+            .await;
+        (outcome.unwrap(), oriented)
+    }
+
+    /// [`ColourWorld::tick_after`] for a spec whose revision comes from the idle colour's
+    /// Deployment (`revisionFrom` with colours), as the daemon does it: `None` while the
+    /// idle colour holds no release (its baseline stored, nothing ticked).
+    pub async fn tick_derived_after(
+        &self,
+        secs: i64,
+        spec: &RolloutSpec,
+    ) -> Option<(TickOutcome, RolloutSpec)> {
+        use shiftgate::runtime::colours::{release_in_idle_colour, store_idle, ColourRelease};
+        use shiftgate::store::StateStore as _;
+        self.clock.advance(chrono::Duration::seconds(secs));
+        let stored = self.store.load(&self.policy).await.unwrap().map(|(s, _)| s);
+        let route = self.route.clone();
+        let build = |s: &RolloutSpec| {
+            let view: Arc<dyn shiftgate::router::TrafficRouter> =
+                Arc::new(ColourView::of(&route, s));
+            Ok::<_, shiftgate::router::RouterError>(view)
+        };
+        let release = release_in_idle_colour(spec, stored.as_ref(), build, self.workloads.as_ref());
+        let oriented = match release.await.unwrap() {
+            ColourRelease::Tick(oriented) => *oriented,
+            ColourRelease::Idle(status) => {
+                store_idle(self.store.as_ref(), &self.policy, &status)
+                    .await
+                    .unwrap();
+                return None;
+            }
+        };
+        let outcome = self
+            .reconciler(&oriented)
+            .tick(&self.policy, &oriented)
+            .await;
+        Some((outcome.unwrap(), oriented))
+    }
+
+    /// The stored state.
+    pub async fn status(&self) -> Option<shiftgate::policy::RolloutStatus> {
+        use shiftgate::store::StateStore as _;
+        self.store.load(&self.policy).await.unwrap().map(|(s, _)| s)
+    }
+
+    fn reconciler(&self, oriented: &RolloutSpec) -> Reconciler {
+        Reconciler::new(Seams {
+            router: Arc::new(ColourView::of(&self.route, oriented)),
             metrics: Arc::new(Healthy),
             store: self.store.clone(),
             checks: Arc::new(ScriptedChecks::passing()),
             commands: self.commands.clone(),
             clock: self.clock.clone(),
         })
-        .with_workloads(self.workloads.clone());
-        let outcome = reconciler.tick(&self.policy, &oriented).await.unwrap();
-        (outcome, oriented)
+        .with_workloads(self.workloads.clone())
     }
 
     /// Ticks every 30 s until the rollout is promoted.

@@ -1,6 +1,9 @@
-//! The Kubernetes side of the Istio router: one GET to read, one conditional JSON Patch
-//! to write, each under a timeout.
+//! The Kubernetes side of the Istio router: a read (from the daemon's watch cache, or
+//! one GET), one conditional JSON Patch to write planned on the object read, each call
+//! under a timeout.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,6 +13,7 @@ use kube::Client;
 use serde_json::Value;
 
 use super::{drift, live_route, locate, plan, IstioTarget};
+use crate::router::watch_cache::ObjectCache;
 use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
 
 /// The field manager shiftgate writes as.
@@ -20,7 +24,7 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Drives the managed routes of one policy's VirtualService.
 pub struct IstioRouter {
-    api: Api<DynamicObject>,
+    object: RoutedObject,
     target: IstioTarget,
     call_timeout: Duration,
 }
@@ -33,12 +37,17 @@ impl IstioRouter {
             "VirtualService",
         );
         let resource = ApiResource::from_gvk_with_plural(&gvk, "virtualservices");
-        let api = Api::namespaced_with(client, &target.namespace, &resource);
         IstioRouter {
-            api,
+            object: RoutedObject::new(client, resource, &target.namespace, &target.name),
             target,
             call_timeout: DEFAULT_CALL_TIMEOUT,
         }
+    }
+
+    /// Reads the VirtualService from `cache` (the daemon's namespace watches).
+    pub fn with_cache(mut self, cache: Arc<ObjectCache>) -> Self {
+        self.object = self.object.with_cache(cache);
+        self
     }
 
     /// Bounds every API call (a slow API server is `Unavailable`, never waited on forever).
@@ -58,23 +67,12 @@ impl IstioRouter {
             self.target.api_version.as_str()
         )
     }
-
-    /// Reads the VirtualService as plain JSON with its resourceVersion.
-    async fn get(&self) -> Result<(Value, Version), RouterError> {
-        get_json(
-            &self.api,
-            &self.target.name,
-            self.call_timeout,
-            &self.what(),
-        )
-        .await
-    }
 }
 
 #[async_trait]
 impl TrafficRouter for IstioRouter {
     async fn read(&self) -> Result<LiveRoute, RouterError> {
-        let (value, version) = self.get().await?;
+        let (value, version) = self.object.read(self.call_timeout, &self.what()).await?;
         let location = locate(&value, &self.target)?;
         let route = live_route(&location, &self.target)?;
         if let Some(drift) = drift(&location, &self.target) {
@@ -90,29 +88,16 @@ impl TrafficRouter for IstioRouter {
     }
 
     async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
-        let (value, version) = self.get().await?;
-        if &version != expect {
-            return Err(RouterError::Conflict {
-                what: format!(
-                    "{} is at resourceVersion {}, the decision was made at {}",
-                    self.what(),
-                    version.0,
-                    expect.0
-                ),
-            });
-        }
+        let what = self.what();
+        let (value, version) = self
+            .object
+            .read_for_write(expect, self.call_timeout, &what)
+            .await?;
         let patch = plan(&value, &self.target, desired)?;
         if patch.0.is_empty() {
             return Ok(version);
         }
-        patch_json(
-            &self.api,
-            &self.target.name,
-            &patch,
-            self.call_timeout,
-            &self.what(),
-        )
-        .await
+        self.object.patch(&patch, self.call_timeout, &what).await
     }
 }
 
@@ -156,14 +141,14 @@ pub(crate) async fn get_json(
 }
 
 /// Sends one JSON Patch (its `test` ops make it conditional) as field manager `shiftgate`
-/// and returns the resourceVersion the write produced.
-pub(crate) async fn patch_json(
+/// and returns the object as written, with the resourceVersion the write produced.
+pub(crate) async fn patch_json_object(
     api: &Api<DynamicObject>,
     name: &str,
     patch: &JsonPatch,
     limit: Duration,
     what: &str,
-) -> Result<Version, RouterError> {
+) -> Result<(Value, Version), RouterError> {
     let patch = to_kube_patch(patch, what)?;
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -176,14 +161,143 @@ pub(crate) async fn patch_json(
         api.patch(name, &params, &Patch::Json::<()>(patch)),
     )
     .await?;
-    written
+    let version = written
         .metadata
         .resource_version
+        .clone()
         .map(Version)
         .ok_or_else(|| RouterError::Unavailable {
             message: format!("{what} was patched but the reply has no resourceVersion"),
             source: None,
-        })
+        })?;
+    // The reply is only a cache entry: without it, the next read is a GET.
+    let value = serde_json::to_value(&written).unwrap_or(Value::Null);
+    Ok((value, version))
+}
+
+/// One routed object's reads and conditional writes: reads from the watch cache when
+/// there is one (else a GET), and the write planned on the object last read, without
+/// reading it again. A refused write makes the next read a GET.
+pub(crate) struct RoutedObject {
+    api: Api<DynamicObject>,
+    resource: ApiResource,
+    namespace: String,
+    name: String,
+    cache: Option<Arc<ObjectCache>>,
+    last: Mutex<Option<(Arc<Value>, Version)>>,
+    reread: AtomicBool,
+}
+
+impl RoutedObject {
+    pub(crate) fn new(client: Client, resource: ApiResource, namespace: &str, name: &str) -> Self {
+        RoutedObject {
+            api: Api::namespaced_with(client, namespace, &resource),
+            resource,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            cache: None,
+            last: Mutex::new(None),
+            reread: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn with_cache(mut self, cache: Arc<ObjectCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    fn remember(&self, read: Option<(Arc<Value>, Version)>) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = read;
+    }
+
+    /// The object and its resourceVersion.
+    pub(crate) async fn read(
+        &self,
+        limit: Duration,
+        what: &str,
+    ) -> Result<(Arc<Value>, Version), RouterError> {
+        let fresh = self.reread.swap(false, Ordering::Relaxed);
+        let cached = match &self.cache {
+            Some(cache) if !fresh => cache.get(&self.resource, &self.namespace, &self.name),
+            _ => None,
+        };
+        let read = match cached {
+            Some(read) => read,
+            None => {
+                let (value, version) = get_json(&self.api, &self.name, limit, what).await?;
+                (Arc::new(value), version)
+            }
+        };
+        self.remember(Some(read.clone()));
+        Ok(read)
+    }
+
+    /// The object to plan a write on, at `expect`: the one last read when it is that
+    /// version, else read again (a different version is a conflict).
+    pub(crate) async fn read_for_write(
+        &self,
+        expect: &Version,
+        limit: Duration,
+        what: &str,
+    ) -> Result<(Arc<Value>, Version), RouterError> {
+        let last = self
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(last) = last.filter(|(_, version)| version == expect) {
+            return Ok(last);
+        }
+        let (value, version) = get_json(&self.api, &self.name, limit, what).await?;
+        if &version != expect {
+            self.reread.store(true, Ordering::Relaxed);
+            return Err(RouterError::Conflict {
+                what: format!(
+                    "{what} is at resourceVersion {}, the decision was made at {}",
+                    version.0, expect.0
+                ),
+            });
+        }
+        Ok((Arc::new(value), version))
+    }
+
+    /// Sends the conditional patch; the written object is what is read next.
+    pub(crate) async fn patch(
+        &self,
+        patch: &JsonPatch,
+        limit: Duration,
+        what: &str,
+    ) -> Result<Version, RouterError> {
+        match patch_json_object(&self.api, &self.name, patch, limit, what).await {
+            Ok((value, version)) => {
+                if value.is_object() {
+                    if let Some(cache) = &self.cache {
+                        cache.wrote(
+                            &self.resource,
+                            &self.namespace,
+                            &self.name,
+                            value.clone(),
+                            version.clone(),
+                        );
+                    }
+                    self.remember(Some((Arc::new(value), version.clone())));
+                } else {
+                    self.remember(None);
+                }
+                Ok(version)
+            }
+            Err(error) => {
+                self.remember(None);
+                if matches!(error, RouterError::Conflict { .. }) {
+                    self.reread.store(true, Ordering::Relaxed);
+                    if let Some(cache) = &self.cache {
+                        cache.forget(&self.resource, &self.namespace, &self.name);
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
 }
 
 /// Runs one API call under `limit`, mapping its failure to what the reconciler should do.

@@ -23,6 +23,7 @@ use crate::analysis::sample::AnalysisInput;
 use crate::metrics::variables::fqdn;
 use crate::metrics::{MetricSource, PolicyRef};
 use crate::policy::{IstioRouter as IstioRouterSpec, RolloutSpec, TargetLabels, Timestamp};
+use crate::router::watch_cache::ObjectCache;
 
 /// The pod label Istio reports as `destination_version`.
 pub const VERSION_LABEL: &str = "version";
@@ -42,14 +43,14 @@ pub enum SubsetSelection {
 
 /// The pod labels of `subset` in the DestinationRule (among `rules`, the items of a
 /// list in `namespace`) whose host is `host` (fully qualified).
-pub fn subset_pod_labels(
-    rules: &[Value],
+pub fn subset_pod_labels<'a>(
+    rules: impl IntoIterator<Item = &'a Value>,
     namespace: &str,
     host: &str,
     subset: &str,
 ) -> Option<BTreeMap<String, String>> {
     rules
-        .iter()
+        .into_iter()
         .filter(|rule| {
             let rule_namespace = rule["metadata"]["namespace"].as_str().unwrap_or(namespace);
             rule["spec"]["host"]
@@ -115,6 +116,7 @@ pub fn needs_subset_labels(spec: &RolloutSpec) -> Option<&IstioRouterSpec> {
 /// Lists the DestinationRules of the hosts' namespaces and works out the selection.
 pub async fn read_selection(
     client: &Client,
+    cache: Option<&ObjectCache>,
     policy: &PolicyRef,
     istio: &IstioRouterSpec,
 ) -> Result<SubsetSelection, String> {
@@ -142,17 +144,27 @@ pub async fn read_selection(
                 policy.namespace
             )));
         }
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
-        let list = tokio::time::timeout(CALL_TIMEOUT, api.list(&ListParams::default()))
-            .await
-            .map_err(|_| format!("listing destinationrules in {namespace} timed out"))?
-            .map_err(|e| format!("cannot list destinationrules in {namespace}: {e}"))?;
-        let rules: Vec<Value> = list
-            .items
-            .iter()
-            .filter_map(|item| serde_json::to_value(item).ok())
-            .collect();
-        found.push(subset_pod_labels(&rules, &namespace, &host, subset));
+        let watched = cache.and_then(|cache| cache.list(&resource, &namespace));
+        let found_here = match watched {
+            Some(watched) => {
+                subset_pod_labels(watched.iter().map(|r| &**r), &namespace, &host, subset)
+            }
+            None => {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), &namespace, &resource);
+                let list = tokio::time::timeout(CALL_TIMEOUT, api.list(&ListParams::default()))
+                    .await
+                    .map_err(|_| format!("listing destinationrules in {namespace} timed out"))?
+                    .map_err(|e| format!("cannot list destinationrules in {namespace}: {e}"))?;
+                let rules: Vec<Value> = list
+                    .items
+                    .iter()
+                    .filter_map(|item| serde_json::to_value(item).ok())
+                    .collect();
+                subset_pod_labels(&rules, &namespace, &host, subset)
+            }
+        };
+        found.push(found_here);
     }
     let subset = |d: &crate::policy::Destination| d.subset.clone().unwrap_or_default();
     let (stable, canary) = (subset(&istio.stable), subset(&istio.canary));
@@ -168,6 +180,8 @@ pub async fn read_selection(
 pub struct DestinationRuleLabels {
     inner: Arc<dyn MetricSource>,
     client: Client,
+    /// The DestinationRules, watched per namespace in use (no LIST per evaluation).
+    cache: Arc<ObjectCache>,
     last: Mutex<HashMap<PolicyRef, String>>,
 }
 
@@ -175,13 +189,15 @@ impl DestinationRuleLabels {
     pub fn new(inner: Arc<dyn MetricSource>, client: Client) -> Self {
         DestinationRuleLabels {
             inner,
+            cache: Arc::new(ObjectCache::new(client.clone())),
             client,
             last: Mutex::new(HashMap::new()),
         }
     }
 
     async fn resolve(&self, policy: &PolicyRef, spec: &RolloutSpec) -> RolloutSpec {
-        let (resolved, said) = with_subset_labels(&self.client, policy, spec).await;
+        let (resolved, said) =
+            subset_labels_through(&self.client, Some(&self.cache), policy, spec).await;
         let Some(said) = said else {
             return resolved;
         };
@@ -206,10 +222,20 @@ pub async fn with_subset_labels(
     policy: &PolicyRef,
     spec: &RolloutSpec,
 ) -> (RolloutSpec, Option<String>) {
+    subset_labels_through(client, None, policy, spec).await
+}
+
+/// [`with_subset_labels`], reading the rules from `cache` once it has listed them.
+async fn subset_labels_through(
+    client: &Client,
+    cache: Option<&ObjectCache>,
+    policy: &PolicyRef,
+    spec: &RolloutSpec,
+) -> (RolloutSpec, Option<String>) {
     let Some(istio) = needs_subset_labels(spec) else {
         return (spec.clone(), None);
     };
-    match read_selection(client, policy, istio).await {
+    match read_selection(client, cache, policy, istio).await {
         Ok(SubsetSelection::Derived(labels)) => {
             let said = format!(
                 "queries select stable {}, canary {} (the DestinationRule subsets' version labels)",

@@ -44,13 +44,14 @@ use crate::runtime::clock::Clock;
 use crate::runtime::commands::CommandSource;
 use crate::runtime::leader::{FencedRouter, FencedStore, LeaderElector, Leadership, LeaseConfig};
 use crate::runtime::reconcile::{ReconcileError, Reconciler, Seams};
-use crate::runtime::route_index::conflicting_owner;
+use crate::runtime::route_index::RouteIndex;
 use crate::runtime::scheduler;
 use crate::store::{StateStore, StoreError};
 
 mod guarded;
 mod policy;
 mod routers;
+mod watched;
 
 use policy::{error_policy, reconcile, Context};
 use routers::{CountingRouter, TimedMetrics};
@@ -271,19 +272,34 @@ impl Daemon {
         let forget_metrics = metrics.clone();
         let synced = health.clone();
         let invalid = Arc::new(guarded::InvalidPolicies::default());
+        let routes = Arc::new(RouteIndex::default());
+        let indexed = routes.clone();
+        let recent = Arc::new(watched::RecentWrites::default());
+        let seen = recent.clone();
         let watched = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
         let policies = guarded::guard(watched, reader.clone(), invalid.clone())
             .reflect(writer)
             .inspect(move |event| match event {
+                Ok(watcher::Event::Apply(policy)) => {
+                    indexed.apply(policy);
+                    seen.observed(policy);
+                }
+                Ok(watcher::Event::Init) => indexed.init(),
+                Ok(watcher::Event::InitApply(policy)) => indexed.init_apply(policy),
                 Ok(watcher::Event::Delete(policy)) => {
+                    indexed.delete(policy);
                     if let Some(policy) = policy_ref(policy) {
+                        seen.forget(&policy);
                         forget_metrics.forget_policy(&policy);
                     }
                 }
                 // The initial list is complete. (Read from the stream rather than with
                 // `Store::wait_until_ready`: its one-shot wakes only one of several
                 // waiters, and the controller is already one.)
-                Ok(watcher::Event::InitDone) => synced.set_watches_synced(),
+                Ok(watcher::Event::InitDone) => {
+                    indexed.init_done();
+                    synced.set_watches_synced();
+                }
                 _ => {}
             })
             .applied_objects()
@@ -306,6 +322,8 @@ impl Daemon {
             metrics,
             leadership: leadership.clone(),
             store: reader.clone(),
+            routes,
+            recent,
             hooks,
             web,
         });

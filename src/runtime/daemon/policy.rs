@@ -13,6 +13,10 @@ pub(super) struct Context {
     pub(super) events: EventPublisher,
     pub(super) leadership: Leadership,
     pub(super) store: Store<RolloutPolicy>,
+    /// Which policy owns which route, kept from the policy watch.
+    pub(super) routes: Arc<RouteIndex>,
+    /// Our own status writes the watch has not shown yet.
+    pub(super) recent: Arc<super::watched::RecentWrites>,
     /// Long-lived: keeps the background hooks' answers between ticks.
     pub(super) hooks: Arc<crate::runtime::hooks::Hooks>,
     /// The status page's read model, fed from each tick's outcome.
@@ -52,7 +56,7 @@ pub(super) fn error_policy(
 }
 
 impl Context {
-    async fn reconcile(&self, policy: &RolloutPolicy) -> Result<Action, DaemonError> {
+    async fn reconcile(&self, policy: &Arc<RolloutPolicy>) -> Result<Action, DaemonError> {
         let policy_ref = policy_ref(policy).ok_or(DaemonError::MissingMetadata {
             field: "metadata.namespace or metadata.name",
         })?;
@@ -138,7 +142,7 @@ impl Context {
             .await?;
             return Ok(Action::await_change());
         }
-        if let Some((owner, route)) = conflicting_owner(policy, &self.store.state()) {
+        if let Some((owner, route)) = self.routes.conflicting_owner(policy) {
             let message = format!(
                 "{route} is already managed by RolloutPolicy {}/{}; one rollout per route at a \
                  time: remove the route from one of the two policies",
@@ -158,10 +162,18 @@ impl Context {
             return Ok(Action::requeue(self.options.resync));
         }
         // Blue/green with colours: the live colour is stable, the idle one the canary.
-        let oriented = crate::runtime::colours::oriented(spec, policy.status.as_ref(), |s| {
-            self.seams.routers.build(&policy_ref, s)
-        })
-        .await;
+        let build = |s: &RolloutSpec| self.seams.routers.build(&policy_ref, s);
+        let oriented = if crate::runtime::colours::derives_from_idle_colour(spec) {
+            match self
+                .release_in_idle_colour(policy, &policy_ref, build)
+                .await?
+            {
+                Some(spec) => Some(spec),
+                None => return Ok(Action::requeue(self.options.resync)),
+            }
+        } else {
+            crate::runtime::colours::oriented(spec, policy.status.as_ref(), build).await
+        };
         let spec = oriented.as_ref().unwrap_or(spec);
         let router = match self.seams.routers.build(&policy_ref, spec) {
             Ok(router) => router,
@@ -193,12 +205,20 @@ impl Context {
                 inner: self.seams.metrics.clone(),
                 metrics: self.metrics.clone(),
             }),
+            // The policy's state and commands as the watch shows them: no GET.
             store: Arc::new(FencedStore::new(
-                self.seams.store.clone(),
+                Arc::new(super::watched::WatchedStatus::new(
+                    self.seams.store.clone(),
+                    policy.clone(),
+                    self.recent.clone(),
+                )),
                 self.leadership.clone(),
             )),
             checks: self.seams.checks.clone(),
-            commands: self.seams.commands.clone(),
+            commands: Arc::new(super::watched::WatchedCommands {
+                inner: self.seams.commands.clone(),
+                object: policy.clone(),
+            }),
             clock: self.seams.clock.clone(),
         })
         .with_hooks(self.hooks.clone())
@@ -295,6 +315,43 @@ impl Context {
         )))
     }
 
+    /// Colours with `revisionFrom`: the spec to tick, with the revision the idle colour's
+    /// Deployment gives against its baseline; `None` while it holds no release (its
+    /// baseline stored, looked at again at the resync). An unreadable Deployment is
+    /// said in `Accepted=False` and retried.
+    async fn release_in_idle_colour(
+        &self,
+        policy: &RolloutPolicy,
+        policy_ref: &PolicyRef,
+        build: impl Fn(&RolloutSpec) -> Result<Arc<dyn TrafficRouter>, RouterError>,
+    ) -> Result<Option<RolloutSpec>, DaemonError> {
+        use crate::runtime::colours::{release_in_idle_colour, store_idle, ColourRelease};
+        let deployments = KubeWorkloads::new(self.seams.client.clone(), &policy_ref.namespace);
+        let stored = policy.status.as_ref();
+        match release_in_idle_colour(&policy.spec, stored, build, &deployments).await {
+            Ok(ColourRelease::Tick(spec)) => Ok(Some(*spec)),
+            Ok(ColourRelease::Idle(status)) => {
+                let store = FencedStore::new(self.seams.store.clone(), self.leadership.clone());
+                store_idle(&store, policy_ref, &status).await?;
+                // The idle colour's Deployment is readable again: no longer refused.
+                self.accept_if_refused(policy_ref, &status).await?;
+                Ok(None)
+            }
+            Err(e) => {
+                let message = format!(
+                    "the revision comes from the idle colour's Deployment (revisionFrom), \
+                     which cannot be read: {e}"
+                );
+                let event = RolloutEvent::InvalidPolicy {
+                    messages: vec![message.clone()],
+                };
+                self.refuse(policy, policy_ref, reasons::INVALID_POLICY, &message, event)
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Accepted=False with `reason`: written once, with one Warning Event; nothing is
     /// written to any router.
     async fn refuse(
@@ -349,9 +406,10 @@ impl Context {
         if let Some(condition) = status.conditions.iter_mut().find(|c| c.type_ == ACCEPTED) {
             condition.observed_generation = generation;
         }
-        FencedStore::new(self.seams.store.clone(), self.leadership.clone())
+        let saved = FencedStore::new(self.seams.store.clone(), self.leadership.clone())
             .save(policy_ref, &status, version.as_ref())
             .await?;
+        self.recent.wrote(policy_ref, saved, status);
         self.events.publish(reference, &event, None).await;
         Ok(())
     }
@@ -381,9 +439,10 @@ impl Context {
             "the policy is valid and its route is free",
             self.seams.clock.now(),
         );
-        FencedStore::new(self.seams.store.clone(), self.leadership.clone())
+        let saved = FencedStore::new(self.seams.store.clone(), self.leadership.clone())
             .save(policy_ref, &status, Some(&version))
             .await?;
+        self.recent.wrote(policy_ref, saved, status);
         Ok(())
     }
 

@@ -16,11 +16,16 @@ pub trait RouterFactory: Send + Sync {
 /// local router: a policy naming it is refused with a clear condition.
 pub struct KubeRouters {
     client: Client,
+    /// The routed objects, watched per namespace in use (docs/architecture.md).
+    cache: Arc<crate::router::watch_cache::ObjectCache>,
 }
 
 impl KubeRouters {
     pub fn new(client: Client) -> Self {
-        KubeRouters { client }
+        KubeRouters {
+            cache: Arc::new(crate::router::watch_cache::ObjectCache::new(client.clone())),
+            client,
+        }
     }
 }
 
@@ -37,11 +42,15 @@ impl RouterFactory for KubeRouters {
                 istio,
                 spec.test_route.as_ref(),
             );
-            return Ok(Arc::new(IstioRouter::new(self.client.clone(), target)));
+            return Ok(Arc::new(
+                IstioRouter::new(self.client.clone(), target).with_cache(self.cache.clone()),
+            ));
         }
         if let Some(service) = &spec.router.service {
             let target = ServiceTarget::from_policy(&policy.namespace, service);
-            return Ok(Arc::new(ServiceRouter::new(self.client.clone(), target)));
+            return Ok(Arc::new(
+                ServiceRouter::new(self.client.clone(), target).with_cache(self.cache.clone()),
+            ));
         }
         Err(RouterError::Invalid(format!(
             "policy {}/{}: spec.router.envoy drives a local Envoy and is not supported in a \

@@ -1,0 +1,571 @@
+//! The daemon at 1,000, 3,000 and 10,000 rollouts (issue "scale" §7): three processes,
+//! so that only the daemon's own work is measured.
+//!
+//! - the test API server (`src/testkit/apiserver`), in a child process of this binary
+//!   (`SHIFTGATE_BENCH_ROLE=apiserver`), holding N VirtualServices and N
+//!   RolloutPolicies and counting the requests it serves;
+//! - `shiftgate daemon`, in another child process of this binary
+//!   (`SHIFTGATE_BENCH_ROLE=daemon`, the same code as the `shiftgate` binary behind a
+//!   counting global allocator), one replica, `--concurrency 16`;
+//! - a Prometheus stand-in on a thread of this process that answers every instant
+//!   query with one healthy sample and notes which rollout asked when.
+//!
+//! Every policy has 21 steps of 5 % (or, with `SHIFTGATE_BENCH_HOLD=1`, holds at 50 %
+//! for an hour) and an analysis interval of 10 s. Once every policy has been reconciled
+//! once, a wall window measures: daemon CPU (utime + stime from /proc), peak RSS
+//! (VmHWM), evaluations (a rollout's queries less than half an interval apart are one evaluation),
+//! allocations and API requests per evaluation by verb and resource, Prometheus
+//! queries per second, evaluation lateness (the gap between two evaluations of a
+//! rollout, less the interval) p50/p99/max, the rollouts not evaluated at all in the
+//! window, and those never reconciled since the daemon started. (The window starts
+//! once every policy was reconciled once, or after three intervals at the latest.)
+//!
+//! `cargo bench --bench runtime_scale` runs 1,000 then 3,000 rollouts over 60 s.
+//! Knobs: SHIFTGATE_BENCH_SIZES (e.g. `10000`), SHIFTGATE_BENCH_SECONDS (60),
+//! SHIFTGATE_BENCH_INTERVAL (10), SHIFTGATE_BENCH_HOLD. Without `--bench` (as
+//! `cargo test --all-targets` runs it) one smoke run of 20 rollouts at a 1 s interval.
+//! Linux only (reads /proc).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is the report
+#![allow(clippy::disallowed_methods)] // a benchmark measures wall time
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::routing::any;
+use serde_json::{json, Value};
+use shiftgate::testkit::apiserver::{ResourceRef, TestApiServer};
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+const NS: &str = "bench";
+const ROLE: &str = "SHIFTGATE_BENCH_ROLE";
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("apiserver") => return serve_api(),
+        Ok("daemon") => return run_daemon(),
+        _ => {}
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes: Vec<usize> = match std::env::var("SHIFTGATE_BENCH_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect(),
+        Err(_) if full => vec![1000, 3000],
+        Err(_) => vec![20],
+    };
+    let seconds = env_or("SHIFTGATE_BENCH_SECONDS", if full { 60 } else { 4 });
+    let interval = env_or("SHIFTGATE_BENCH_INTERVAL", if full { 10 } else { 1 });
+    let hold = std::env::var("SHIFTGATE_BENCH_HOLD").is_ok_and(|v| v == "1");
+    let prometheus = PrometheusStandIn::start();
+    for size in sizes {
+        let report = run(
+            size,
+            Duration::from_secs(seconds),
+            interval,
+            hold,
+            &prometheus,
+        );
+        println!("{report}");
+    }
+}
+
+// ---- the API server child -------------------------------------------------------
+
+fn virtual_service(i: usize) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": { "name": format!("app-{i}"), "namespace": NS },
+        "spec": {
+            "hosts": [format!("app-{i}.example.com")],
+            "http": [{
+                "name": "primary",
+                "retries": { "attempts": 3 },
+                "route": [
+                    { "destination": { "host": format!("app-{i}"), "subset": "v1" }, "weight": 100 },
+                    { "destination": { "host": format!("app-{i}"), "subset": "v2" }, "weight": 0 }
+                ]
+            }]
+        }
+    })
+}
+
+fn policy(i: usize, interval: u64, hold: bool) -> Value {
+    let steps: Value = if hold {
+        json!([0, { "weight": 50, "hold": "1h" }, 100])
+    } else {
+        json!((0..=20).map(|s| s * 5).collect::<Vec<u8>>())
+    };
+    json!({
+        "apiVersion": "shiftgate.dev/v1alpha1",
+        "kind": "RolloutPolicy",
+        "metadata": { "name": format!("app-{i}"), "namespace": NS },
+        "spec": {
+            "revision": "v2",
+            "router": { "istio": {
+                "virtualService": format!("app-{i}"),
+                "routes": ["primary"],
+                "stable": { "host": format!("app-{i}"), "subset": "v1" },
+                "canary": { "host": format!("app-{i}"), "subset": "v2" }
+            }},
+            "steps": steps,
+            "analysis": {
+                "interval": format!("{interval}s"),
+                "metrics": [
+                    { "name": "error-rate", "template": "istio-error-rate", "max": 0.01 },
+                    { "name": "p99-latency", "template": "istio-latency-p99", "max": 500 }
+                ]
+            }
+        }
+    })
+}
+
+/// `VERB resource[/subresource]` of a request, watches as `WATCH resource`.
+fn request_kind(method: &str, path: &str) -> String {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let parts: Vec<&str> = path.split('/').collect();
+    let at = parts.iter().position(|p| *p == "namespaces");
+    let resource = match at {
+        Some(i) => {
+            let rest = &parts[(i + 2).min(parts.len())..];
+            match rest {
+                [resource, _, sub, ..] => format!("{resource}/{sub}"),
+                [resource, ..] => (*resource).to_owned(),
+                [] => "namespaces".to_owned(),
+            }
+        }
+        None => parts.last().copied().unwrap_or("").to_owned(),
+    };
+    let verb = if query.contains("watch=true") {
+        "WATCH"
+    } else {
+        method
+    };
+    format!("{verb} {resource}")
+}
+
+/// Serves the test API server until stdin closes. Lines in: `clear`, `counts`,
+/// `reconciled`; one JSON line out per line in.
+fn serve_api() {
+    let size = env_or("SHIFTGATE_BENCH_POLICIES", 20) as usize;
+    let interval = env_or("SHIFTGATE_BENCH_INTERVAL", 10);
+    let hold = std::env::var("SHIFTGATE_BENCH_HOLD").is_ok_and(|v| v == "1");
+    let dir = PathBuf::from(std::env::var("SHIFTGATE_BENCH_DIR").unwrap());
+    let server = TestApiServer::start_background().unwrap();
+    let vs = ResourceRef::new("networking.istio.io", "v1", "virtualservices");
+    let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
+    for i in 0..size {
+        server.put_object(&vs, virtual_service(i)).unwrap();
+        server.put_object(&rp, policy(i, interval, hold)).unwrap();
+    }
+    let kubeconfig = server.write_kubeconfig(&dir, NS).unwrap();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", json!({ "kubeconfig": kubeconfig })).unwrap();
+    out.flush().unwrap();
+    // Every policy whose status was ever written, across `clear`s.
+    let mut ever: HashSet<String> = HashSet::new();
+    let note_reconciled = |ever: &mut HashSet<String>| {
+        ever.extend(
+            server
+                .requests_matching("PATCH", "/rolloutpolicies/")
+                .into_iter()
+                .map(|r| r.path.split('?').next().unwrap_or("").to_owned()),
+        );
+    };
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let answer = match line.trim() {
+            "clear" => {
+                note_reconciled(&mut ever);
+                server.clear_requests();
+                json!("ok")
+            }
+            "counts" => {
+                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+                for r in server.requests() {
+                    *counts.entry(request_kind(&r.method, &r.path)).or_default() += 1;
+                }
+                json!(counts)
+            }
+            "reconciled" => {
+                note_reconciled(&mut ever);
+                json!(ever.len())
+            }
+            _ => json!(null),
+        };
+        writeln!(out, "{answer}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+struct ApiServer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ApiServer {
+    fn start(size: usize, interval: u64, hold: bool, dir: &Path) -> (ApiServer, String) {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(ROLE, "apiserver")
+            .env("SHIFTGATE_BENCH_POLICIES", size.to_string())
+            .env("SHIFTGATE_BENCH_INTERVAL", interval.to_string())
+            .env("SHIFTGATE_BENCH_HOLD", if hold { "1" } else { "0" })
+            .env("SHIFTGATE_BENCH_DIR", dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut server = ApiServer {
+            child,
+            stdin,
+            stdout,
+        };
+        let ready = server.read_line();
+        let kubeconfig = ready["kubeconfig"].as_str().unwrap().to_owned();
+        (server, kubeconfig)
+    }
+
+    fn read_line(&mut self) -> Value {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn ask(&mut self, what: &str) -> Value {
+        writeln!(self.stdin, "{what}").unwrap();
+        self.stdin.flush().unwrap();
+        self.read_line()
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---- the daemon child -----------------------------------------------------------
+
+/// `shiftgate daemon` with the arguments given, and the allocator's count written to
+/// `SHIFTGATE_BENCH_ALLOCS` every 100 ms.
+fn run_daemon() {
+    let file = PathBuf::from(std::env::var("SHIFTGATE_BENCH_ALLOCS").unwrap());
+    std::thread::spawn(move || {
+        let region = Region::new(GLOBAL);
+        loop {
+            let stats = region.change();
+            let _ = std::fs::write(
+                &file,
+                format!("{} {}", stats.allocations, stats.bytes_allocated),
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let cli = shiftgate::cli::parse_args(shiftgate::cli::command());
+    shiftgate::cli::logging::init_tracing(cli.log_format);
+    std::process::exit(shiftgate::cli::dispatch(cli));
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn allocations(file: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut parts = text.split_whitespace().map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+// ---- the Prometheus stand-in ----------------------------------------------------
+
+/// Answers every instant query with one healthy sample; notes when each rollout
+/// (`app-N` in the query) asked.
+struct PrometheusStandIn {
+    address: String,
+    queries: Arc<Mutex<Vec<(Instant, u32)>>>,
+}
+
+impl PrometheusStandIn {
+    fn start() -> PrometheusStandIn {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let queries: Arc<Mutex<Vec<(Instant, u32)>>> = Arc::default();
+        let noted = queries.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/api/v1/query",
+                    any(move |uri: axum::http::Uri, body: String| {
+                        let noted = noted.clone();
+                        async move {
+                            let text = format!("{} {body}", uri.query().unwrap_or(""));
+                            if let Some(app) = app_of(&text) {
+                                noted.lock().unwrap().push((Instant::now(), app));
+                            }
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0.0, |d| d.as_secs_f64());
+                            axum::Json(json!({
+                                "status": "success",
+                                "data": { "resultType": "vector",
+                                          "result": [ { "metric": {}, "value": [now, "0.001"] } ] }
+                            }))
+                        }
+                    }),
+                );
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        PrometheusStandIn { address, queries }
+    }
+
+    fn take(&self) -> Vec<(Instant, u32)> {
+        std::mem::take(&mut *self.queries.lock().unwrap())
+    }
+}
+
+/// The N of the first `app-N` in a (URL-encoded) query.
+fn app_of(text: &str) -> Option<u32> {
+    let at = text.find("app-")? + 4;
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+// ---- one run --------------------------------------------------------------------
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields[11].parse().unwrap();
+    let stime: f64 = fields[12].parse().unwrap();
+    (utime + stime) / ticks
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024.0
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::Read;
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200")
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn run(
+    size: usize,
+    window: Duration,
+    interval: u64,
+    hold: bool,
+    prometheus: &PrometheusStandIn,
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut api, kubeconfig) = ApiServer::start(size, interval, hold, dir.path());
+    let allocs_file = dir.path().join("allocs");
+    let port = free_port();
+    let started = Instant::now();
+    let daemon = Daemon(
+        Command::new(std::env::current_exe().unwrap())
+            .env(ROLE, "daemon")
+            .env("SHIFTGATE_BENCH_ALLOCS", &allocs_file)
+            .args(["daemon", "--namespace", NS, "--lease-name", ""])
+            .args(["--concurrency", "16"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--prometheus", &prometheus.address])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAME", "bench")
+            .env(
+                "SHIFTGATE_LOG",
+                std::env::var("SHIFTGATE_LOG").unwrap_or_else(|_| "error".to_owned()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = daemon.0.id();
+    while !http_ok(port, "/readyz") {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "daemon never ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every policy reconciled once, or as many as a few intervals allow (a daemon
+    // that cannot keep up starves some: that is a figure, not a failure).
+    let first_pass_limit = Duration::from_secs((interval * 3).max(60));
+    let ready_at = Instant::now();
+    while (api.ask("reconciled").as_u64().unwrap_or(0) as usize) < size
+        && ready_at.elapsed() < first_pass_limit
+    {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let first_pass = started.elapsed().as_secs_f64();
+    let ticks = clock_ticks_per_second();
+    api.ask("clear");
+    prometheus.take();
+    let cpu_before = cpu_seconds(pid, ticks);
+    let allocs_before = allocations(&allocs_file);
+    let window_start = Instant::now();
+    std::thread::sleep(window);
+    let wall = window_start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid, ticks) - cpu_before;
+    let allocs_after = allocations(&allocs_file);
+    let rss = peak_rss_mib(pid);
+    let counts = api.ask("counts");
+    let never_reconciled =
+        size.saturating_sub(api.ask("reconciled").as_u64().unwrap_or(0) as usize);
+    let queries = prometheus.take();
+    drop(daemon);
+    drop(api);
+
+    // A rollout's queries less than half an interval apart are one evaluation.
+    let same_evaluation = Duration::from_millis(interval * 500);
+    let mut by_app: HashMap<u32, Vec<Instant>> = HashMap::new();
+    for (at, app) in &queries {
+        by_app.entry(*app).or_default().push(*at);
+    }
+    let mut evaluations = 0usize;
+    let mut lateness = Vec::new();
+    for times in by_app.values_mut() {
+        times.sort();
+        let mut starts: Vec<Instant> = Vec::new();
+        for t in times.iter() {
+            if starts
+                .last()
+                .is_none_or(|s| t.duration_since(*s) > same_evaluation)
+            {
+                starts.push(*t);
+            }
+        }
+        evaluations += starts.len();
+        for pair in starts.windows(2) {
+            let gap = pair[1].duration_since(pair[0]).as_secs_f64();
+            lateness.push((gap - interval as f64).max(0.0));
+        }
+    }
+    lateness.sort_by(f64::total_cmp);
+    let never = size.saturating_sub(by_app.len());
+    let per_eval = |n: f64| {
+        if evaluations == 0 {
+            0.0
+        } else {
+            n / evaluations as f64
+        }
+    };
+    let mut by_kind = String::new();
+    if let Some(counts) = counts.as_object() {
+        for (kind, n) in counts {
+            let n = n.as_f64().unwrap_or(0.0);
+            if !kind.starts_with("WATCH") {
+                by_kind.push_str(&format!("\n    {kind}: {:.2}", per_eval(n)));
+            }
+        }
+    }
+    let requests: f64 = counts
+        .as_object()
+        .map(|c| {
+            c.iter()
+                .filter(|(k, _)| !k.starts_with("WATCH"))
+                .filter_map(|(_, v)| v.as_f64())
+                .sum()
+        })
+        .unwrap_or(0.0);
+    format!(
+        "{size} rollouts ({}), interval {interval} s, {:.0} s window, first pass {first_pass:.1} s:\n  \
+         daemon CPU {:.3} cores, {:.3} ms per evaluation; peak RSS {rss:.1} MiB\n  \
+         evaluations {evaluations} ({:.1}/s); allocations per evaluation {:.0} ({:.0} bytes)\n  \
+         API requests per evaluation {:.2}, by kind:{by_kind}\n  \
+         Prometheus queries {:.1}/s\n  \
+         lateness p50 {:.2} s, p99 {:.2} s, max {:.2} s; rollouts not evaluated in the window: {never}, \
+         never reconciled: {never_reconciled}",
+        if hold { "holding" } else { "moving a weight each evaluation" },
+        wall,
+        cpu / wall,
+        per_eval(cpu * 1000.0),
+        evaluations as f64 / wall,
+        per_eval(allocs_after.0.saturating_sub(allocs_before.0) as f64),
+        per_eval(allocs_after.1.saturating_sub(allocs_before.1) as f64),
+        per_eval(requests),
+        queries.len() as f64 / wall,
+        percentile(&lateness, 0.5),
+        percentile(&lateness, 0.99),
+        lateness.last().copied().unwrap_or(0.0),
+    )
+}

@@ -1,0 +1,232 @@
+//! Reads of the objects policies route through (VirtualServices, Services,
+//! DestinationRules) from a watch instead of a GET per evaluation.
+//!
+//! One watch per resource and namespace in use, started by the first read there:
+//! policies name their objects by name, mostly in their own namespace, and a label- or
+//! field-scoped watch per object would be one long-lived request per rollout (10,000
+//! at 10,000 rollouts) where this is one per namespace. Until a namespace's watch has
+//! listed everything (or when it cannot, e.g. without `list`/`watch` RBAC) reads fall
+//! back to the API server, as before.
+//!
+//! The watch lags our own writes by milliseconds, so a write's answer is kept in place
+//! of the watched copy until the watch shows that resourceVersion (at most
+//! [`TRUST_OWN_WRITE_FOR`]). A read that is stale anyway is safe: every write tests the
+//! resourceVersion it was planned on, and a refused write (409/422) makes the next
+//! read of that object a GET.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Client;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::router::Version;
+
+/// How long our own write stands in for a watch that has not shown it yet.
+pub const TRUST_OWN_WRITE_FOR: Duration = Duration::from_secs(30);
+
+/// One watched object: its JSON and resourceVersion; `written_at` while it is our own
+/// write that the watch has not shown yet.
+#[derive(Clone)]
+struct Entry {
+    value: Arc<Value>,
+    version: Version,
+    written_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Watched {
+    ready: bool,
+    objects: HashMap<String, Entry>,
+}
+
+/// `(group, version, plural, namespace)`.
+type WatchKey = (String, String, String, String);
+
+/// The watched objects of every namespace in use, per resource.
+pub struct ObjectCache {
+    client: Client,
+    watches: Mutex<HashMap<WatchKey, Arc<RwLock<Watched>>>>,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl ObjectCache {
+    pub fn new(client: Client) -> Self {
+        ObjectCache {
+            client,
+            watches: Mutex::default(),
+            tasks: Mutex::default(),
+        }
+    }
+
+    /// The namespace's watch, started on first use (needs a tokio runtime).
+    fn watched(&self, resource: &ApiResource, namespace: &str) -> Arc<RwLock<Watched>> {
+        let key = (
+            resource.group.clone(),
+            resource.version.clone(),
+            resource.plural.clone(),
+            namespace.to_owned(),
+        );
+        let mut watches = lock(&self.watches);
+        if let Some(watched) = watches.get(&key) {
+            return watched.clone();
+        }
+        let watched = Arc::new(RwLock::new(Watched::default()));
+        watches.insert(key, watched.clone());
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, resource);
+        let task = tokio::spawn(follow(api, watched.clone(), resource.plural.clone()));
+        lock(&self.tasks).push(task.abort_handle());
+        watched
+    }
+
+    /// The object as the watch shows it; `None`: ask the API server (the watch has not
+    /// listed the namespace yet, or has no such object).
+    pub fn get(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+    ) -> Option<(Arc<Value>, Version)> {
+        let watched = self.watched(resource, namespace);
+        let watched = read(&watched);
+        if !watched.ready {
+            return None;
+        }
+        watched
+            .objects
+            .get(name)
+            .map(|e| (e.value.clone(), e.version.clone()))
+    }
+
+    /// Every object of the namespace; `None`: the watch has not listed it yet.
+    pub fn list(&self, resource: &ApiResource, namespace: &str) -> Option<Vec<Arc<Value>>> {
+        let watched = self.watched(resource, namespace);
+        let watched = read(&watched);
+        watched
+            .ready
+            .then(|| watched.objects.values().map(|e| e.value.clone()).collect())
+    }
+
+    /// We wrote `value` at `version`: read it until the watch shows it.
+    pub fn wrote(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+        value: Value,
+        version: Version,
+    ) {
+        let watched = self.watched(resource, namespace);
+        write(&watched).objects.insert(
+            name.to_owned(),
+            Entry {
+                value: Arc::new(value),
+                version,
+                written_at: Some(Instant::now()),
+            },
+        );
+    }
+
+    /// What we have of the object is stale (a write was refused): forget it, so reads
+    /// go to the API server until the watch shows the object again.
+    pub fn forget(&self, resource: &ApiResource, namespace: &str, name: &str) {
+        let watched = self.watched(resource, namespace);
+        write(&watched).objects.remove(name);
+    }
+}
+
+impl Drop for ObjectCache {
+    fn drop(&mut self) {
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Keeps `watched` up to date from the namespace's watch, for as long as the cache lives.
+async fn follow(api: Api<DynamicObject>, watched: Arc<RwLock<Watched>>, plural: String) {
+    let mut relist: Option<HashMap<String, Entry>> = None;
+    let events = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
+    futures::pin_mut!(events);
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                // Reads fall back to the API server until the watch works.
+                tracing::debug!(resource = %plural, error = %error, "watch of routed objects failed; retrying");
+                continue;
+            }
+        };
+        match event {
+            watcher::Event::Init => relist = Some(HashMap::new()),
+            watcher::Event::InitApply(object) => {
+                if let (Some(relist), Some((name, entry))) = (relist.as_mut(), entry_of(&object)) {
+                    relist.insert(name, entry);
+                }
+            }
+            watcher::Event::InitDone => {
+                let mut watched = write(&watched);
+                watched.objects = relist.take().unwrap_or_default();
+                watched.ready = true;
+            }
+            watcher::Event::Apply(object) => {
+                let Some((name, entry)) = entry_of(&object) else {
+                    continue;
+                };
+                let mut watched = write(&watched);
+                // Events come in order: while our write is not shown, an event of
+                // another version is an older one.
+                let older = watched.objects.get(&name).is_some_and(|own| {
+                    own.written_at
+                        .is_some_and(|at| at.elapsed() < TRUST_OWN_WRITE_FOR)
+                        && own.version != entry.version
+                });
+                if !older {
+                    watched.objects.insert(name, entry);
+                }
+            }
+            watcher::Event::Delete(object) => {
+                if let Some(name) = object.metadata.name.as_deref() {
+                    write(&watched).objects.remove(name);
+                }
+            }
+        }
+    }
+}
+
+fn entry_of(object: &DynamicObject) -> Option<(String, Entry)> {
+    let name = object.metadata.name.clone()?;
+    let version = Version(object.metadata.resource_version.clone()?);
+    let value = serde_json::to_value(object).ok()?;
+    Some((
+        name,
+        Entry {
+            value: Arc::new(value),
+            version,
+            written_at: None,
+        },
+    ))
+}
+
+// Plain maps stay usable after a panic elsewhere.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,187 @@
+//! A reconcile reads its policy's state and operator commands from the watched copy
+//! of the policy the controller hands it (the reflector's object), not with GETs.
+//!
+//! The watch lags our own writes by milliseconds: a reconcile that starts before the
+//! watch has shown the status this daemon just wrote would decide from the state
+//! before it. So the last status written per policy is kept ([`RecentWrites`]) until
+//! the watch shows that very resourceVersion, and read instead of the watched one.
+//! Every save stays conditional on the resourceVersion read, so a stale read can never
+//! overwrite anything: it fails with a conflict, and the next reconcile of that policy
+//! reads once from the API server.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use super::*;
+use crate::engine::OperatorCommand;
+use crate::runtime::commands::CommandSourceError;
+
+/// Our own status writes the watch has not shown yet: read instead of the watched copy
+/// for at most this long (after that the watch is trusted again, whatever it shows).
+const TRUST_OWN_WRITE_FOR: Duration = Duration::from_secs(30);
+
+struct OwnWrite {
+    version: Version,
+    status: RolloutStatus,
+    at: Instant,
+}
+
+/// The statuses this daemon wrote that the watch has not shown yet, and the policies
+/// whose next read must go to the API server (their last save met a conflict).
+#[derive(Default)]
+pub(super) struct RecentWrites {
+    written: Mutex<HashMap<PolicyRef, OwnWrite>>,
+    reread: Mutex<HashSet<PolicyRef>>,
+}
+
+impl RecentWrites {
+    /// The watch delivered `object`: once it shows our last write, forget the write.
+    pub(super) fn observed(&self, object: &RolloutPolicy) {
+        let Some(policy) = policy_ref(object) else {
+            return;
+        };
+        let mut written = lock(&self.written);
+        let shown = written.get(&policy).is_some_and(|own| {
+            object.metadata.resource_version.as_deref() == Some(own.version.0.as_str())
+        });
+        if shown {
+            written.remove(&policy);
+        }
+    }
+
+    /// We wrote `status` at `version`: read it until the watch shows it.
+    pub(super) fn wrote(&self, policy: &PolicyRef, version: Version, status: RolloutStatus) {
+        lock(&self.written).insert(
+            policy.clone(),
+            OwnWrite {
+                version,
+                status,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    pub(super) fn forget(&self, policy: &PolicyRef) {
+        lock(&self.written).remove(policy);
+        lock(&self.reread).remove(policy);
+    }
+
+    /// The state to start from, given what the watch shows.
+    fn current(
+        &self,
+        policy: &PolicyRef,
+        watched: (RolloutStatus, Version),
+    ) -> (RolloutStatus, Version) {
+        let mut written = lock(&self.written);
+        match written.get(policy) {
+            Some(own) if own.version == watched.1 => {
+                written.remove(policy);
+                watched
+            }
+            Some(own) if own.at.elapsed() < TRUST_OWN_WRITE_FOR => {
+                (own.status.clone(), own.version.clone())
+            }
+            Some(_) => {
+                written.remove(policy);
+                watched
+            }
+            None => watched,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain maps stay usable after a panic elsewhere.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The state store of one reconcile: its first load comes from the watched object
+/// (or our own newer write); everything else goes to the daemon's store.
+pub(super) struct WatchedStatus {
+    pub(super) inner: Arc<dyn StateStore>,
+    pub(super) object: Arc<RolloutPolicy>,
+    pub(super) recent: Arc<RecentWrites>,
+    pub(super) first_load: AtomicBool,
+}
+
+impl WatchedStatus {
+    pub(super) fn new(
+        inner: Arc<dyn StateStore>,
+        object: Arc<RolloutPolicy>,
+        recent: Arc<RecentWrites>,
+    ) -> Self {
+        WatchedStatus {
+            inner,
+            object,
+            recent,
+            first_load: AtomicBool::new(true),
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for WatchedStatus {
+    async fn load(
+        &self,
+        policy: &PolicyRef,
+    ) -> Result<Option<(RolloutStatus, Version)>, StoreError> {
+        let first = self.first_load.swap(false, Ordering::Relaxed);
+        let reread = lock(&self.recent.reread).remove(policy);
+        if first && !reread {
+            if let Some(watched) = self.inner.load_from_object(&self.object) {
+                return Ok(Some(self.recent.current(policy, watched)));
+            }
+        }
+        self.inner.load(policy).await
+    }
+
+    async fn save(
+        &self,
+        policy: &PolicyRef,
+        status: &RolloutStatus,
+        expect: Option<&Version>,
+    ) -> Result<Version, StoreError> {
+        let saved = self.inner.save(policy, status, expect).await;
+        match &saved {
+            Ok(version) => self.recent.wrote(policy, version.clone(), status.clone()),
+            Err(StoreError::Conflict { .. }) => {
+                // What we read was stale: read the next time from the API server.
+                lock(&self.recent.written).remove(policy);
+                lock(&self.recent.reread).insert(policy.clone());
+            }
+            Err(_) => {}
+        }
+        saved
+    }
+}
+
+/// The operator commands of one reconcile, from the watched object's annotations.
+pub(super) struct WatchedCommands {
+    pub(super) inner: Arc<dyn CommandSource>,
+    pub(super) object: Arc<RolloutPolicy>,
+}
+
+#[async_trait]
+impl CommandSource for WatchedCommands {
+    async fn pending(
+        &self,
+        policy: &PolicyRef,
+        handled: Option<&str>,
+    ) -> Result<Vec<OperatorCommand>, CommandSourceError> {
+        match self.inner.pending_in_object(&self.object, handled) {
+            Some(pending) => pending,
+            None => self.inner.pending(policy, handled).await,
+        }
+    }
+
+    async fn acknowledge(
+        &self,
+        policy: &PolicyRef,
+        handled: &str,
+    ) -> Result<(), CommandSourceError> {
+        self.inner.acknowledge(policy, handled).await
+    }
+}

@@ -1,0 +1,293 @@
+//! Issue "scale" §1–2: what one evaluation costs the API server. The daemon runs in
+//! process against the in-repo test API server (which records every request), with
+//! the production routers, status store and command source and a healthy scripted
+//! metric source at a 1 s interval; the requests of a few steady-state evaluations
+//! are counted by verb and resource.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use shiftgate::analysis::sample::{AnalysisInput, MetricObservation, Sample};
+use shiftgate::metrics::{MetricSource, PolicyRef};
+use shiftgate::policy::{RolloutSpec, Timestamp};
+use shiftgate::runtime::checks::ScriptedChecks;
+use shiftgate::runtime::clock::SystemClock;
+use shiftgate::runtime::commands_kube::KubeCommandSource;
+use shiftgate::runtime::daemon::{Daemon, DaemonOptions, DaemonSeams, KubeRouters};
+use shiftgate::store::kube::KubeStatusStore;
+use shiftgate::testkit::apiserver::{RecordedRequest, ResourceRef, TestApiServer};
+use tokio::time::Instant;
+
+const NS: &str = "scale";
+
+/// A healthy canary; counts the evaluations.
+#[derive(Default)]
+struct Healthy {
+    evaluations: AtomicUsize,
+}
+
+#[async_trait]
+impl MetricSource for Healthy {
+    async fn observe(
+        &self,
+        _policy: &PolicyRef,
+        spec: &RolloutSpec,
+        at: Timestamp,
+        _counts_since: Option<Timestamp>,
+    ) -> AnalysisInput {
+        self.evaluations.fetch_add(1, Ordering::SeqCst);
+        AnalysisInput {
+            at,
+            canary_requests: Sample::value(1000.0),
+            metrics: spec
+                .analysis
+                .metrics
+                .iter()
+                .map(|m| MetricObservation {
+                    name: m.name.clone(),
+                    canary: Sample::value(0.001),
+                    stable: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn virtual_service() -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": { "name": "checkout", "namespace": NS },
+        "spec": {
+            "hosts": ["checkout.example.com"],
+            "http": [{
+                "name": "primary",
+                "route": [
+                    { "destination": { "host": "checkout", "subset": "v1" }, "weight": 100 },
+                    { "destination": { "host": "checkout", "subset": "v2" }, "weight": 0 }
+                ]
+            }]
+        }
+    })
+}
+
+fn policy(steps: Value, target_labels: bool) -> Value {
+    let mut analysis = json!({
+        "interval": "1s",
+        "prometheus": { "address": "http://127.0.0.1:1" },
+        "metrics": [ { "name": "error-rate", "query": "sum(rate(errors[1m]))", "max": 0.01 } ]
+    });
+    if target_labels {
+        analysis["targetLabels"] = json!({
+            "stable": { "destination_version": "v1" },
+            "canary": { "destination_version": "v2" }
+        });
+    }
+    json!({
+        "apiVersion": "shiftgate.dev/v1alpha1",
+        "kind": "RolloutPolicy",
+        "metadata": { "name": "checkout", "namespace": NS },
+        "spec": {
+            "revision": "v2",
+            "router": { "istio": {
+                "virtualService": "checkout",
+                "routes": ["primary"],
+                "stable": { "host": "checkout", "subset": "v1" },
+                "canary": { "host": "checkout", "subset": "v2" }
+            }},
+            "steps": steps,
+            "analysis": analysis
+        }
+    })
+}
+
+/// The requests the daemon made during `evaluations` evaluations, once the rollout
+/// reached the state `ready` describes.
+struct Window {
+    requests: Vec<RecordedRequest>,
+    evaluations: usize,
+}
+
+impl Window {
+    /// Requests (watches aside) with this verb whose path ends so.
+    fn count(&self, method: &str, path_ends: &str) -> usize {
+        self.requests
+            .iter()
+            .filter(|r| r.method == method && !r.path.contains("watch=true"))
+            .filter(|r| r.path.split('?').next().unwrap_or("").ends_with(path_ends))
+            .count()
+    }
+
+    fn describe(&self) -> String {
+        let lines: Vec<String> = self
+            .requests
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path.split('?').next().unwrap_or("")))
+            .collect();
+        format!("{} evaluations: {lines:#?}", self.evaluations)
+    }
+}
+
+async fn measure(policy: Value, ready: impl Fn(&Value) -> bool, evaluations: usize) -> Window {
+    let server = TestApiServer::start().await.unwrap();
+    let vs = ResourceRef::new("networking.istio.io", "v1", "virtualservices");
+    let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
+    server.put_object(&vs, virtual_service()).unwrap();
+    server.put_object(&rp, policy).unwrap();
+    let client = server.client().unwrap();
+    let metrics = Arc::new(Healthy::default());
+    let options = DaemonOptions {
+        namespace: Some(NS.to_owned()),
+        pod_name: "pod-a".to_owned(),
+        concurrency: 4,
+        lease: None,
+        resync: Duration::from_secs(30),
+        shutdown_deadline: Duration::from_secs(5),
+    };
+    let seams = DaemonSeams {
+        client: client.clone(),
+        routers: Arc::new(KubeRouters::new(client.clone())),
+        metrics: metrics.clone(),
+        store: Arc::new(KubeStatusStore::new(client.clone())),
+        commands: Arc::new(KubeCommandSource::new(client.clone())),
+        checks: Arc::new(ScriptedChecks::passing()),
+        clock: Arc::new(SystemClock),
+    };
+    let daemon = tokio::spawn(Daemon::new(options, seams).run(std::future::pending()));
+    let started = Instant::now();
+    loop {
+        let object = server.get_object(&rp, Some(NS), "checkout").unwrap();
+        if ready(&object["status"]) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the rollout never got there: {}",
+            object["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Start counting right after an evaluation, stop right after the `evaluations`-th.
+    let wait_for = |count: usize| {
+        let metrics = metrics.clone();
+        async move {
+            let started = Instant::now();
+            while metrics.evaluations.load(Ordering::SeqCst) < count {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "evaluations stopped"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let first = metrics.evaluations.load(Ordering::SeqCst) + 1;
+    wait_for(first).await;
+    // Let that evaluation's writes land before counting starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.clear_requests();
+    wait_for(first + evaluations).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let requests = server.requests();
+    daemon.abort();
+    Window {
+        requests,
+        evaluations,
+    }
+}
+
+/// Holding at 50 % for ten minutes: every evaluation passes and changes nothing a
+/// user sees. `target_labels: false`: a subset-level policy whose metric labels come
+/// from the DestinationRule.
+async fn holding(target_labels: bool) -> Window {
+    measure(
+        policy(
+            json!([0, { "weight": 50, "hold": "10m" }, 100]),
+            target_labels,
+        ),
+        |status| status["canaryWeight"] == 50 && status["lastAnalysis"].is_object(),
+        3,
+    )
+    .await
+}
+
+/// Each evaluation passes and moves the weight by 5 %.
+async fn progressing() -> Window {
+    let steps: Vec<u8> = (0..=20).map(|s| s * 5).collect();
+    measure(
+        policy(json!(steps), true),
+        |status| status["canaryWeight"].as_u64().is_some_and(|w| w >= 10),
+        3,
+    )
+    .await
+}
+
+/// The policy was read with two GETs per evaluation (its status, then its command
+/// annotations) although the controller's watch holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_is_read_twice_per_evaluation() {
+    let window = holding(true).await;
+    assert_eq!(
+        window.count("GET", "/rolloutpolicies/checkout"),
+        0,
+        "{}",
+        window.describe()
+    );
+}
+
+/// The VirtualService was read, then read again right before each patch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_service_is_read_twice_before_a_patch() {
+    let window = progressing().await;
+    assert_eq!(
+        window.count("GET", "/virtualservices/checkout"),
+        0,
+        "{}",
+        window.describe()
+    );
+    assert_eq!(
+        window.count("PATCH", "/virtualservices/checkout"),
+        window.evaluations,
+        "{}",
+        window.describe()
+    );
+}
+
+/// A subset-level policy listed every DestinationRule of its namespace twice per
+/// evaluation (once per subset) to find the subsets' version labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_rules_are_listed_twice_per_evaluation() {
+    let window = holding(false).await;
+    assert_eq!(
+        window.count("GET", "/destinationrules"),
+        0,
+        "{}",
+        window.describe()
+    );
+}
+
+/// An evaluation that changes nothing a user sees costs at most one request (the
+/// status with the new `lastAnalysis`), and no read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_costs_four_requests_per_evaluation() {
+    let window = holding(true).await;
+    let requests: Vec<_> = window
+        .requests
+        .iter()
+        .filter(|r| !r.path.contains("watch=true"))
+        .collect();
+    assert!(
+        requests.len() <= window.evaluations,
+        "{}",
+        window.describe()
+    );
+    assert_eq!(
+        window.count("PATCH", "/rolloutpolicies/checkout/status"),
+        window.evaluations,
+        "{}",
+        window.describe()
+    );
+}

@@ -16,3 +16,4 @@ pub mod sim;
 pub mod store;
 #[doc(hidden)]
 pub mod testkit;
+pub mod web;

@@ -79,6 +79,10 @@ mod hooks;
 #[path = "regression/observe.rs"]
 mod observe;
 
+/// Issue "operate" §8: a web status page.
+#[path = "regression/web_page.rs"]
+mod web_page;
+
 /// Issue "scale" §1–2: the API requests one evaluation costs.
 #[path = "regression/scale.rs"]
 mod scale;

@@ -34,6 +34,9 @@ pub struct DaemonArgs {
     /// Address of the /healthz, /readyz and /metrics endpoints.
     #[arg(long, default_value = "0.0.0.0:8080", env = "SHIFTGATE_LISTEN")]
     pub listen: SocketAddr,
+    /// Address of the read-only status page (docs/web.md); unset: no page is served.
+    #[arg(long, env = "SHIFTGATE_WEB_LISTEN")]
+    pub web_listen: Option<SocketAddr>,
     /// Prometheus for policies without `spec.analysis.prometheus`: the provider `default`.
     #[arg(long, env = "SHIFTGATE_PROMETHEUS")]
     pub prometheus: Option<String>,
@@ -269,7 +272,7 @@ async fn serve(args: DaemonArgs, prometheus: PrometheusAccess) -> anyhow::Result
         crate::runtime::hooks::Hooks::new(Arc::new(crate::runtime::hooks::WebhookHooks::new(
             crate::runtime::hooks::HeaderSecrets::PolicySecrets(hook_secrets.clone()),
         )));
-    let daemon = Daemon::new(options, seams)
+    let mut daemon = Daemon::new(options, seams)
         .with_hooks(hooks)
         .with_notify_secrets(crate::runtime::hooks::HeaderSecrets::PolicySecrets(
             hook_secrets,
@@ -278,6 +281,24 @@ async fn serve(args: DaemonArgs, prometheus: PrometheusAccess) -> anyhow::Result
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut page = None;
+    if let Some(address) = args.web_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} (--web-listen)"))?;
+        let board = crate::web::Board::new();
+        daemon = daemon.with_web(board.clone());
+        let mut stop_rx = stop_rx.clone();
+        let bound = listener.local_addr().unwrap_or(address);
+        tracing::info!(url = %crate::web::page::url(bound), "status page served");
+        page = Some(tokio::spawn(crate::web::page::serve(
+            listener,
+            board,
+            async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            },
+        )));
+    }
     let app = http::router(daemon.metrics(), daemon.health());
     let server = tokio::spawn(http::serve(listener, app, async move {
         let mut stop_rx = stop_rx;
@@ -288,5 +309,8 @@ async fn serve(args: DaemonArgs, prometheus: PrometheusAccess) -> anyhow::Result
     // The endpoints stay up until the controller has stopped writing.
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some(page) = page {
+        let _ = page.await;
+    }
     result.context("the daemon stopped")
 }

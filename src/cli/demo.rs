@@ -9,14 +9,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::exit;
 use crate::cli::run::{cancel_on_signal, Progress};
-use crate::demo::scenario::{demo_succeeded, describe_summary, run_demo, DemoError};
+use crate::demo::scenario::{demo_policy, demo_succeeded, describe_summary, run_demo, DemoError};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// The shiftgate binary that serves the demo app (default: this one).
     #[arg(long, hide = true)]
     pub app_binary: Option<PathBuf>,
+    /// Where the status page is served (docs/web.md); its URL is the demo's first line.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub web: std::net::SocketAddr,
+    /// Serve no status page.
+    #[arg(long)]
+    pub no_web: bool,
 }
+
+/// How long the demo waits at its end for an open page to fetch the final state.
+const PAGE_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What to try after the demo (docs/demo.md walks through it).
 pub const NEXT_STEPS: &str = "\nnext things to try (`cargo install --locked --path .` puts shiftgate on PATH; docs/demo.md walks through them):
@@ -45,6 +54,20 @@ pub fn run(args: DemoArgs) -> i32 {
         }
     };
     runtime.block_on(async move {
+        let board = crate::web::Board::new();
+        if !args.no_web {
+            match crate::web::page::spawn(args.web, board.clone()).await {
+                Ok(bound) => say!(
+                    "demo: watch it in a browser: {} (the weight moving, each metric against its limit)",
+                    crate::web::page::url(bound)
+                ),
+                Err(e) => {
+                    say!("error: cannot serve the status page on {} (--web; --no-web serves none): {e}", args.web);
+                    return exit::COULD_NOT_RUN;
+                }
+            }
+        }
+        let policy = demo_policy();
         let stop = CancellationToken::new();
         tokio::spawn(cancel_on_signal(stop.clone()));
         let mut progress = Progress::default();
@@ -57,8 +80,12 @@ pub fn run(args: DemoArgs) -> i32 {
                 last_revision = Some(revision);
             }
             progress.show(tick);
+            board.record_tick(&policy, tick);
         };
-        match run_demo(&app_binary, &mut observe, &stop).await {
+        let result = run_demo(&app_binary, &mut observe, &stop).await;
+        // The page shows the rollback only once it has fetched it.
+        board.linger(PAGE_LINGER).await;
+        match result {
             Ok(summary) => {
                 eprint!("{}", describe_summary(&summary));
                 if summary.interrupted {

@@ -42,6 +42,10 @@ pub struct RunArgs {
     /// `text`: progress and summary on stderr. `json`: also the final status on stdout.
     #[arg(long, value_enum, default_value_t = RunOutput::Text)]
     pub output: RunOutput,
+    /// Serve the read-only status page of this rollout on ADDR (e.g. `127.0.0.1:0`:
+    /// a free port) and print its URL (docs/web.md).
+    #[arg(long, value_name = "ADDR")]
+    pub web: Option<std::net::SocketAddr>,
     /// Accepted for CI pipelines; `run` always waits for the end of the rollout.
     #[arg(long, hide = true)]
     pub wait: bool,
@@ -170,6 +174,16 @@ async fn run_async(args: RunArgs) -> i32 {
     } else {
         ""
     };
+    let board = args.web.map(|address| (address, crate::web::Board::new()));
+    if let Some((address, board)) = &board {
+        match crate::web::page::spawn(*address, board.clone()).await {
+            Ok(bound) => say!("shiftgate: watch it at {}", crate::web::page::url(bound)),
+            Err(e) => {
+                say!("error: cannot serve the status page on {address} (--web): {e}");
+                return exit::COULD_NOT_RUN;
+            }
+        }
+    }
     say!("shiftgate: rolling out {label} revision {revision}{dry}");
     let selection = selection.map_or_else(
         || crate::metrics::selection::describe(policy, &runner.policy().spec),
@@ -181,11 +195,21 @@ async fn run_async(args: RunArgs) -> i32 {
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
     let mut progress = Progress::default();
-    let mut show = |tick: &crate::runtime::local::TickReport<'_>| progress.show(tick);
+    let policy_ref = policy.clone();
+    let mut show = |tick: &crate::runtime::local::TickReport<'_>| {
+        progress.show(tick);
+        if let Some((_, board)) = &board {
+            board.record_tick(&policy_ref, tick);
+        }
+    };
     let run = runner.run(&mut show, &stop);
     let end = route_lock::run_while_held(held.as_ref(), &policy.namespace, run).await;
     if let Some(held) = held {
         held.release().await;
+    }
+    if let Some((_, board)) = &board {
+        // An open page shows the end only once it has fetched it.
+        board.linger(std::time::Duration::from_secs(5)).await;
     }
     let end = match end {
         Ok(end) => end,

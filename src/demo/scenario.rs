@@ -25,6 +25,17 @@ const LOAD_LIMIT: Duration = Duration::from_secs(600);
 const BAD_ERROR_RATE: f64 = 0.3;
 /// The fault is injected when the bad release reaches this weight.
 const FAULT_AT_WEIGHT: u8 = 50;
+/// The demo policy's namespace and name (both rollouts are the same policy).
+const POLICY_NAMESPACE: &str = "demo";
+const POLICY_NAME: &str = "checkout";
+
+/// The policy both rollouts of the demo drive (the status page's key for them).
+pub fn demo_policy() -> crate::metrics::PolicyRef {
+    crate::metrics::PolicyRef {
+        namespace: POLICY_NAMESPACE.to_owned(),
+        name: POLICY_NAME.to_owned(),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -97,7 +108,7 @@ fn policy_yaml(env: &Environment, revision: &str) -> String {
     format!(
         r#"apiVersion: shiftgate.dev/v1alpha1
 kind: RolloutPolicy
-metadata: {{ name: checkout, namespace: demo }}
+metadata: {{ name: {POLICY_NAME}, namespace: {POLICY_NAMESPACE} }}
 spec:
   revision: "{revision}"
   router:

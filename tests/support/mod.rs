@@ -2,7 +2,9 @@
 // Each test file uses only some of the helpers.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod command_world;
+pub mod demo_process;
 pub mod envoy;
 pub mod exporter;
 pub mod kube_apiserver;

@@ -165,6 +165,8 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     health: Health,
     hooks: Arc<crate::runtime::hooks::Hooks>,
+    /// The status page's read model, when the page is served (`--web-listen`).
+    web: Option<crate::web::Board>,
     /// Where notification URLs, headers and Grafana tokens come from.
     notify_secrets: crate::runtime::hooks::HeaderSecrets,
 }
@@ -185,8 +187,15 @@ impl Daemon {
             health: Health::default(),
             // Until `with_hooks`: webhooks without policy Secrets, never the environment.
             hooks: crate::runtime::hooks::default_hooks(),
+            web: None,
             notify_secrets: crate::runtime::hooks::HeaderSecrets::PolicySecrets(None),
         }
+    }
+
+    /// Feeds every reconcile's outcome to `board`, the status page's read model.
+    pub fn with_web(mut self, board: crate::web::Board) -> Self {
+        self.web = Some(board);
+        self
     }
 
     /// Reads secret notification URLs, headers and Grafana tokens through `secrets`
@@ -223,6 +232,7 @@ impl Daemon {
             metrics,
             health,
             hooks,
+            web,
             notify_secrets,
         } = self;
         // Watched untyped and decoded object by object (`guarded`): one policy the
@@ -321,6 +331,7 @@ impl Daemon {
             recent,
             hooks,
             fresh_data,
+            web,
         });
         tasks.spawn(guarded::write_refusals(
             invalid,

@@ -22,6 +22,8 @@ pub(super) struct Context {
     pub(super) hooks: Arc<crate::runtime::hooks::Hooks>,
     /// When each rollout's new data lands (evaluations wake just after it).
     pub(super) fresh_data: Arc<crate::runtime::fresh_data::FreshData>,
+    /// The status page's read model, fed from each tick's outcome.
+    pub(super) web: Option<crate::web::Board>,
     /// Long-lived: the process's notification queue (never awaited by a tick).
     pub(super) notifier: Arc<crate::runtime::notify::Notifier>,
 }
@@ -65,6 +67,9 @@ impl Context {
         if policy.metadata.deletion_timestamp.is_some() {
             self.metrics.forget_policy(&policy_ref);
             self.fresh_data.forget(&policy_ref);
+            if let Some(web) = &self.web {
+                web.forget(&policy_ref);
+            }
             return Ok(Action::await_change());
         }
         if !self.leadership.is_leading() {
@@ -77,6 +82,10 @@ impl Context {
                     status.step,
                     status.canary_weight,
                 );
+                if let Some(web) = &self.web {
+                    let now = self.seams.clock.now();
+                    web.record(&policy_ref, &policy.spec, status, false, now);
+                }
             }
             // Followers keep the cache warm and reconcile everything when they lead.
             return Ok(Action::await_change());
@@ -257,6 +266,15 @@ impl Context {
             .set_rollout(&policy_ref, status.phase, status.step, status.canary_weight);
         if outcome.evaluated {
             self.publish_analysis(&policy_ref, status);
+        }
+        if let Some(web) = &self.web {
+            web.record(
+                &policy_ref,
+                spec,
+                status,
+                outcome.evaluated,
+                self.seams.clock.now(),
+            );
         }
         let link = spec.grafana.as_ref().and_then(|g| {
             let (since, until) = crate::observe::grafana::rollout_range(status);

@@ -288,6 +288,7 @@ fn check_world(seed: u64) -> Result<Outcome, String> {
     let mut operator_promoted = false;
     let mut rollback_started = false;
     let mut previous_step = 0;
+    let mut last_retry = None;
     let mut fails_in_a_row = 0u32;
     let mut seen_entries = 0;
     // The canary serves users before anything was judged: the live colour.
@@ -415,6 +416,12 @@ fn check_world(seed: u64) -> Result<Outcome, String> {
                 if t.kind == TransitionKind::RollingBack {
                     rollback_started = true;
                 }
+                // An operator's `retry` starts the rollout again: what it ends in is
+                // judged afresh.
+                if t.kind == TransitionKind::Started {
+                    rollback_started = false;
+                    fails_in_a_row = 0;
+                }
                 // 2. No step advances without a Pass (or an explicit promote).
                 if t.kind == TransitionKind::StepAdvanced
                     && t.reason == engine::reasons::STEP_ADVANCED
@@ -485,7 +492,21 @@ fn check_world(seed: u64) -> Result<Outcome, String> {
             }
         }
         seen_entries = sim.timeline().len();
-        if stored.step < previous_step && stored.revision.is_some() {
+        // The one way back to the first step: an operator's `retry` of a rolled-back
+        // rollout, which the history records.
+        let retried_at = stored
+            .history
+            .iter()
+            .filter(|h| h.reason == engine::reasons::RETRIED)
+            .map(|h| h.at)
+            .max();
+        let retried = retried_at != last_retry;
+        last_retry = retried_at;
+        if retried {
+            // Judged afresh, even when the new start is refused (the canary still live).
+            rollback_started = false;
+        }
+        if stored.step < previous_step && stored.revision.is_some() && !retried {
             return Err(format!(
                 "step went back from {previous_step} to {}",
                 stored.step

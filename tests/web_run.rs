@@ -1,6 +1,8 @@
 //! `shiftgate run --web 127.0.0.1:0` serves the status page of its rollout (real Envoy,
 //! real Prometheus): it prints the URL, the page's JSON follows the weight as the
-//! rollout runs, and an open page gets the final state before the run exits.
+//! rollout runs, and an open page gets the final state before the run exits. The same
+//! server answers `/metrics` in Prometheus' text format, which `promtool check metrics`
+//! accepts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -46,11 +48,22 @@ async fn run_serves_the_page_of_its_rollout() {
     let detail_url = format!("{url}api/rollouts/e2e/checkout");
     let mut weights = BTreeSet::new();
     let mut last = serde_json::Value::Null;
+    let mut exposition = String::new();
     // Polled like the page does, until the run has ended and the page is gone.
     while let Ok(answer) = client.get(&detail_url).send().await {
         if answer.status().is_success() {
             last = answer.json().await.unwrap();
             weights.insert(last["canaryWeight"].as_u64().unwrap());
+        }
+        if let Ok(answer) = client
+            .get(format!("{url}metrics"))
+            .header("accept", "text/plain;version=0.0.4")
+            .send()
+            .await
+        {
+            if answer.status().is_success() {
+                exposition = answer.text().await.unwrap();
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -64,5 +77,33 @@ async fn run_serves_the_page_of_its_rollout() {
             && s["metrics"][0]["name"] == "error-rate"
             && s["metrics"][0]["upper"] == 0.05),
         "{last:#}"
+    );
+    // The last exposition read while the rollout ran: its weight, linted by promtool.
+    assert!(
+        exposition.contains("shiftgate_canary_weight_ratio{namespace=\"e2e\",name=\"checkout\"}"),
+        "{exposition}"
+    );
+    support::envoy::require_binary("promtool");
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let linted = promtool.wait_with_output().unwrap();
+    assert_eq!(
+        linted.status.code(),
+        Some(0),
+        "promtool check metrics on run's /metrics: {}{}\n{exposition}",
+        String::from_utf8_lossy(&linted.stdout),
+        String::from_utf8_lossy(&linted.stderr)
     );
 }

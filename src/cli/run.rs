@@ -175,8 +175,13 @@ async fn run_async(args: RunArgs) -> i32 {
         ""
     };
     let board = args.web.map(|address| (address, crate::web::Board::new()));
-    if let Some((address, board)) = &board {
-        match crate::web::page::spawn(*address, board.clone()).await {
+    // With the page, the rollout's metrics too (`/metrics`, as the daemon's).
+    let metrics = board
+        .as_ref()
+        .map(|_| std::sync::Arc::new(crate::observe::metrics::Metrics::new()));
+    if let (Some((address, board)), Some(metrics)) = (&board, &metrics) {
+        metrics.set_thresholds(policy, &runner.policy().spec);
+        match crate::web::page::spawn_with_metrics(*address, board.clone(), metrics.clone()).await {
             Ok(bound) => say!("shiftgate: watch it at {}", crate::web::page::url(bound)),
             Err(e) => {
                 say!("error: cannot serve the status page on {address} (--web): {e}");
@@ -200,6 +205,9 @@ async fn run_async(args: RunArgs) -> i32 {
         progress.show(tick);
         if let Some((_, board)) = &board {
             board.record_tick(&policy_ref, tick);
+        }
+        if let Some(metrics) = &metrics {
+            record_metrics(metrics, &policy_ref, tick);
         }
     };
     let run = runner.run(&mut show, &stop);
@@ -324,4 +332,27 @@ fn print_json(label: &str, end: &RunEnd, code: i32) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(&document).context("cannot encode the status")?;
     out!("{text}");
     Ok(())
+}
+
+/// What one tick of `run` shows on its `/metrics`: the phase, step and weight, and the
+/// result (with its duration) of a rollout that ended.
+fn record_metrics(
+    metrics: &crate::observe::metrics::Metrics,
+    policy: &crate::metrics::PolicyRef,
+    tick: &crate::runtime::local::TickReport<'_>,
+) {
+    let status = &tick.outcome.status;
+    metrics.set_rollout(policy, status.phase, status.step, status.canary_weight);
+    for transition in &tick.outcome.transitions {
+        if let Some(result) = crate::observe::metrics::RolloutResult::of(transition.kind) {
+            let took = status.started_at.map(|started| {
+                transition
+                    .at
+                    .signed_duration_since(started)
+                    .num_milliseconds() as f64
+                    / 1000.0
+            });
+            metrics.rollout_finished(policy, result, took);
+        }
+    }
 }

@@ -81,6 +81,16 @@ pub fn router(metrics: Arc<Metrics>, health: Health) -> Router {
         .with_state(AppState { metrics, health })
 }
 
+/// Only `/metrics`, for a process with no health to report (`run --web`).
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .with_state(AppState {
+            metrics,
+            health: Health::default(),
+        })
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }

@@ -47,6 +47,18 @@ pub enum RolloutResult {
 }
 
 impl RolloutResult {
+    /// The result a transition ends a rollout with; `None` for one that does not end it.
+    pub fn of(kind: crate::engine::TransitionKind) -> Option<Self> {
+        use crate::engine::TransitionKind;
+        match kind {
+            TransitionKind::Promoted => Some(RolloutResult::Promoted),
+            TransitionKind::RolledBack => Some(RolloutResult::RolledBack),
+            TransitionKind::Aborted => Some(RolloutResult::Aborted),
+            TransitionKind::Held => Some(RolloutResult::Held),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RolloutResult::Promoted => "promoted",

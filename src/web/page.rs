@@ -109,10 +109,28 @@ pub async fn serve(
 /// Binds `address` and serves the page in the background for as long as the process
 /// (its tokio runtime) lives; returns the address bound (a port 0 becomes the real one).
 pub async fn spawn(address: SocketAddr, board: Board) -> std::io::Result<SocketAddr> {
+    spawn_app(address, router(board)).await
+}
+
+/// [`spawn`], with the process's metrics at `/metrics` beside the page (`run --web`:
+/// the same families the daemon exports, so the same alerts and dashboards read them).
+pub async fn spawn_with_metrics(
+    address: SocketAddr,
+    board: Board,
+    metrics: std::sync::Arc<crate::observe::metrics::Metrics>,
+) -> std::io::Result<SocketAddr> {
+    let app = crate::observe::http::metrics_router(metrics).merge(router(board));
+    spawn_app(address, app).await
+}
+
+async fn spawn_app(address: SocketAddr, app: Router) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
-        if let Err(error) = serve(listener, board, std::future::pending()).await {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(std::future::pending())
+            .await;
+        if let Err(error) = served {
             tracing::warn!(error = %error, "the status page stopped");
         }
     });

@@ -504,13 +504,7 @@ fn object_reference(policy: &RolloutPolicy) -> ObjectReference {
 }
 
 fn finished(transition: &Transition) -> Option<RolloutResult> {
-    match transition.kind {
-        TransitionKind::Promoted => Some(RolloutResult::Promoted),
-        TransitionKind::RolledBack => Some(RolloutResult::RolledBack),
-        TransitionKind::Aborted => Some(RolloutResult::Aborted),
-        TransitionKind::Held => Some(RolloutResult::Held),
-        _ => None,
-    }
+    RolloutResult::of(transition.kind)
 }
 
 /// The Event a transition is announced with; `None` for transitions that are not worth

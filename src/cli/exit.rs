@@ -18,7 +18,8 @@ pub const INTERRUPTED: i32 = 130;
 /// progress, so there is nothing for the command to act on; nothing was sent.
 pub const NOT_IN_PROGRESS: i32 = 6;
 /// `undo`: nothing to undo (the revision is not Promoted, was undone already, the route
-/// moved since, or the previous release is gone from it); nothing was written.
+/// moved since, or the previous release is gone or could not be looked at); nothing was
+/// written.
 pub const NOTHING_TO_UNDO: i32 = 7;
 /// `status --watch`: `--timeout` passed before the rollout ended; it goes on.
 pub const TIMED_OUT: i32 = 8;
@@ -114,7 +115,7 @@ pub const BY_COMMAND: &[(&str, Codes)] = &[
         (OK, "undone: every request is back on the previous stable (locally, written by this command when no `shiftgate run` drives the rollout), or sent: the daemon or the running `shiftgate run` applies it"),
         (INVALID_INPUT, "not sent: the policy file is invalid, or the revision is not clear (say it with --revision)"),
         (COULD_NOT_RUN, "the state, the command directory, the router or the cluster could not be reached, the RolloutPolicy does not exist, or another `shiftgate run` holds the route"),
-        (NOTHING_TO_UNDO, "refused, nothing written: the revision is not Promoted, was undone already, the live route moved since the promotion, or the previous release is gone from the route (docs/cli.md, `undo`)"),
+        (NOTHING_TO_UNDO, "refused, nothing written: the revision is not Promoted, was undone already, the live route moved since the promotion, or the previous release is gone (from the route, deleted, or with nothing ready), or could not be looked at (docs/cli.md, `undo`)"),
     ]),
     ("demo", &[
         (OK, "v2 was promoted and v3 rolled back, as the demo expects"),

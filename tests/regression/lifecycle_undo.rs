@@ -74,63 +74,18 @@ async fn undo_onto_a_deleted_deployment_is_refused() {
 
 /// A rollout world with an in-memory route and store, the previous release looked at
 /// through `probe_client` in `namespace`.
-struct Bench {
-    policy: PolicyRef,
-    clock: Arc<VirtualClock>,
-    router: Arc<MemoryRouter>,
-    commands: Arc<QueuedCommands>,
-    reconciler: Reconciler,
+fn probed_world(probe_client: kube::Client, namespace: &str) -> World {
+    World::in_memory(namespace, |reconciler| {
+        reconciler.with_release_probe(Arc::new(KubeReleaseProbe::new(probe_client, namespace)))
+    })
 }
 
-impl Bench {
-    fn new(probe_client: kube::Client, namespace: &str) -> Bench {
-        let clock = Arc::new(VirtualClock::new(
-            chrono::DateTime::from_timestamp(1_767_607_200, 0).unwrap(),
-        ));
-        let router = Arc::new(MemoryRouter::new(ManagedRoute {
-            canary_weight: 0,
-            test_route: false,
-        }));
-        let commands = Arc::new(QueuedCommands::default());
-        let reconciler = Reconciler::new(Seams {
-            router: router.clone(),
-            metrics: Arc::new(Healthy),
-            store: Arc::new(MemoryStore::default()),
-            checks: Arc::new(ScriptedChecks::passing()),
-            commands: commands.clone(),
-            clock: clock.clone(),
-        })
-        .with_release_probe(Arc::new(KubeReleaseProbe::new(probe_client, namespace)));
-        Bench {
-            policy: PolicyRef {
-                namespace: namespace.to_owned(),
-                name: "web".to_owned(),
-            },
-            clock,
-            router,
-            commands,
-            reconciler,
-        }
-    }
-
-    async fn tick_after(&self, secs: i64, spec: &RolloutSpec) -> TickOutcome {
-        self.clock.advance(chrono::Duration::seconds(secs));
-        self.reconciler.tick(&self.policy, spec).await.unwrap()
-    }
-
-    async fn until_promoted(&self, spec: &RolloutSpec) {
-        for _ in 0..10 {
-            if self.tick_after(30, spec).await.status.phase == Phase::Promoted {
-                return;
-            }
-        }
-        panic!("not promoted after 10 ticks");
-    }
-
-    async fn undo(&self, spec: &RolloutSpec) -> TickOutcome {
-        self.commands.push(&self.policy, Command::Undo, Some("v2"));
-        self.tick_after(5, spec).await
-    }
+/// Asks to undo revision v2, then ticks once.
+async fn undo(world: &World, spec: &RolloutSpec) -> TickOutcome {
+    world
+        .commands
+        .push(&world.policy, Command::Undo, Some("v2"));
+    world.tick_after(5, spec).await
 }
 
 fn istio_spec(stable: serde_json::Value, canary: serde_json::Value) -> RolloutSpec {
@@ -169,7 +124,7 @@ fn slices() -> ResourceRef {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undo_onto_a_service_with_no_ready_endpoints_is_refused() {
     let api = TestApiServer::start().await.unwrap();
-    let bench = Bench::new(api.client().unwrap(), "shop");
+    let bench = probed_world(api.client().unwrap(), "shop");
     let spec = istio_spec(
         json!({ "host": "web-blue" }),
         json!({ "host": "web-green" }),
@@ -185,7 +140,7 @@ async fn undo_onto_a_service_with_no_ready_endpoints_is_refused() {
     .unwrap();
     bench.until_promoted(&spec).await;
 
-    let refused = bench.undo(&spec).await;
+    let refused = undo(&bench, &spec).await;
     assert!(
         refused.writes.is_empty(),
         "flipped onto a release that serves nothing"
@@ -207,7 +162,7 @@ async fn undo_onto_a_service_with_no_ready_endpoints_is_refused() {
         ),
     )
     .unwrap();
-    let undone = bench.undo(&spec).await;
+    let undone = undo(&bench, &spec).await;
     assert_eq!(undone.writes.len(), 1, "{:?}", undone.status.message);
     assert_eq!(bench.router.route().canary_weight, 0);
     assert_eq!(undone.status.reason.as_deref(), Some(reasons::UNDONE));
@@ -216,7 +171,7 @@ async fn undo_onto_a_service_with_no_ready_endpoints_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undo_onto_a_subset_without_ready_pods_is_refused_until_they_are_ready() {
     let api = TestApiServer::start().await.unwrap();
-    let bench = Bench::new(api.client().unwrap(), "shop");
+    let bench = probed_world(api.client().unwrap(), "shop");
     let spec = istio_spec(
         json!({ "host": "web", "subset": "blue" }),
         json!({ "host": "web", "subset": "green" }),
@@ -255,7 +210,7 @@ async fn undo_onto_a_subset_without_ready_pods_is_refused_until_they_are_ready()
     .unwrap();
     bench.until_promoted(&spec).await;
 
-    let refused = bench.undo(&spec).await;
+    let refused = undo(&bench, &spec).await;
     assert!(refused.writes.is_empty());
     let why = refusal(&refused.status).expect("no refusal recorded");
     assert!(why.contains("subset `blue`"), "{why}");
@@ -263,7 +218,7 @@ async fn undo_onto_a_subset_without_ready_pods_is_refused_until_they_are_ready()
 
     api.put_object(&pods, pod("web-blue-1", "blue-web-echo", "True"))
         .unwrap();
-    let undone = bench.undo(&spec).await;
+    let undone = undo(&bench, &spec).await;
     assert_eq!(undone.writes.len(), 1, "{:#?}", undone.status.history);
     assert_eq!(bench.router.route().canary_weight, 0);
 }
@@ -323,11 +278,11 @@ async fn a_service_router_undo_needs_a_ready_pod_of_the_previous_selector() {
     let shiftgate = server
         .service_account_client("shiftgate", "shiftgate")
         .await;
-    let bench = Bench::new(shiftgate, &namespace);
+    let bench = probed_world(shiftgate, &namespace);
     let spec = service_spec();
     bench.until_promoted(&spec).await;
 
-    let refused = bench.undo(&spec).await;
+    let refused = undo(&bench, &spec).await;
     assert!(refused.writes.is_empty());
     let why = refusal(&refused.status).expect("no refusal recorded");
     assert!(
@@ -346,7 +301,7 @@ async fn a_service_router_undo_needs_a_ready_pod_of_the_previous_selector() {
     )
     .await
     .unwrap();
-    let undone = bench.undo(&spec).await;
+    let undone = undo(&bench, &spec).await;
     assert_eq!(undone.writes.len(), 1, "{:?}", refusal(&undone.status));
     assert_eq!(bench.router.route().canary_weight, 0);
 }
@@ -366,11 +321,11 @@ async fn a_denied_read_refuses_undo_naming_the_missing_grant() {
         .unwrap();
     // An identity with no grant at all.
     let nobody = server.service_account_client(&namespace, "nobody").await;
-    let bench = Bench::new(nobody, &namespace);
+    let bench = probed_world(nobody, &namespace);
     let spec = service_spec();
     bench.until_promoted(&spec).await;
 
-    let refused = bench.undo(&spec).await;
+    let refused = undo(&bench, &spec).await;
     assert!(refused.writes.is_empty(), "undone on a guess");
     let why = refusal(&refused.status).expect("no refusal recorded");
     assert!(

@@ -155,6 +155,15 @@ impl World {
         let client = server
             .service_account_client(SHIFTGATE_NS, "shiftgate")
             .await;
+        World::in_memory(namespace, |reconciler| {
+            reconciler.with_workloads(Arc::new(KubeWorkloads::new(client, namespace)))
+        })
+    }
+
+    /// Policy `web` in `namespace` with its route, store and commands in memory; `wire`
+    /// gives the reconciler what it reads from a cluster (Deployments, the previous
+    /// release, ...).
+    pub fn in_memory(namespace: &str, wire: impl FnOnce(Reconciler) -> Reconciler) -> World {
         let clock = Arc::new(VirtualClock::new(
             chrono::DateTime::from_timestamp(1_767_607_200, 0).unwrap(),
         ));
@@ -163,15 +172,14 @@ impl World {
             test_route: false,
         }));
         let commands = Arc::new(QueuedCommands::default());
-        let reconciler = Reconciler::new(Seams {
+        let reconciler = wire(Reconciler::new(Seams {
             router: router.clone(),
             metrics: Arc::new(Healthy),
             store: Arc::new(MemoryStore::default()),
             checks: Arc::new(ScriptedChecks::passing()),
             commands: commands.clone(),
             clock: clock.clone(),
-        })
-        .with_workloads(Arc::new(KubeWorkloads::new(client, namespace)));
+        }));
         World {
             policy: PolicyRef {
                 namespace: namespace.to_owned(),

@@ -344,15 +344,6 @@ fn record_metrics(
     let status = &tick.outcome.status;
     metrics.set_rollout(policy, status.phase, status.step, status.canary_weight);
     for transition in &tick.outcome.transitions {
-        if let Some(result) = crate::observe::metrics::RolloutResult::of(transition.kind) {
-            let took = status.started_at.map(|started| {
-                transition
-                    .at
-                    .signed_duration_since(started)
-                    .num_milliseconds() as f64
-                    / 1000.0
-            });
-            metrics.rollout_finished(policy, result, took);
-        }
+        metrics.transition_observed(policy, transition, status.started_at);
     }
 }

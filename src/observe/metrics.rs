@@ -286,6 +286,27 @@ impl Metrics {
         }
     }
 
+    /// [`Metrics::rollout_finished`] when `transition` ends the rollout that started at
+    /// `started_at`; nothing for any other transition.
+    pub fn transition_observed(
+        &self,
+        policy: &PolicyRef,
+        transition: &crate::engine::Transition,
+        started_at: Option<crate::policy::Timestamp>,
+    ) {
+        let Some(result) = RolloutResult::of(transition.kind) else {
+            return;
+        };
+        let took = started_at.map(|started| {
+            transition
+                .at
+                .signed_duration_since(started)
+                .num_milliseconds() as f64
+                / 1000.0
+        });
+        self.rollout_finished(policy, result, took);
+    }
+
     /// Counts a rollout that ended, overall and for its policy, and observes how long
     /// it took (`None` when its start is unknown).
     pub fn rollout_finished(

@@ -31,7 +31,7 @@ use crate::metrics::{MetricSource, PolicyRef};
 use crate::observe::events::{EventPublisher, RolloutEvent};
 use crate::observe::grafana::dashboard_link;
 use crate::observe::http::Health;
-use crate::observe::metrics::{Metrics, RolloutResult, Target, VerdictKind, WriteResult};
+use crate::observe::metrics::{Metrics, Target, VerdictKind, WriteResult};
 use crate::policy::status::VerdictKind as StatusVerdict;
 use crate::policy::validate::validate_spec;
 use crate::policy::{RolloutPolicy, RolloutSpec, RolloutStatus, Timestamp};

@@ -282,12 +282,8 @@ impl Context {
         });
         let reference = object_reference(policy);
         for transition in &outcome.transitions {
-            if let Some(result) = finished(transition) {
-                let took = status.started_at.map(|s| {
-                    transition.at.signed_duration_since(s).num_milliseconds() as f64 / 1000.0
-                });
-                self.metrics.rollout_finished(&policy_ref, result, took);
-            }
+            self.metrics
+                .transition_observed(&policy_ref, transition, status.started_at);
             if let Some(event) = event_for(transition) {
                 self.events
                     .publish(&reference, &event, link.as_deref())
@@ -501,10 +497,6 @@ impl Context {
 
 fn object_reference(policy: &RolloutPolicy) -> ObjectReference {
     policy.object_ref(&())
-}
-
-fn finished(transition: &Transition) -> Option<RolloutResult> {
-    RolloutResult::of(transition.kind)
 }
 
 /// The Event a transition is announced with; `None` for transitions that are not worth

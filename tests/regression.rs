@@ -98,3 +98,7 @@ mod notify;
 /// Issue "operate" §7: CLI parity with the Argo Rollouts plugin (and §4's Grafana link).
 #[path = "regression/cli_parity.rs"]
 mod cli_parity;
+
+/// Issue 12 §5: shards across replicas.
+#[path = "regression/shards.rs"]
+mod shards;

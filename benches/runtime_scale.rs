@@ -22,7 +22,8 @@
 //!
 //! `cargo bench --bench runtime_scale` runs 1,000 then 3,000 rollouts over 60 s.
 //! Knobs: SHIFTGATE_BENCH_SIZES (e.g. `10000`), SHIFTGATE_BENCH_SECONDS (60),
-//! SHIFTGATE_BENCH_INTERVAL (10), SHIFTGATE_BENCH_HOLD. Without `--bench` (as
+//! SHIFTGATE_BENCH_INTERVAL (10), SHIFTGATE_BENCH_HOLD, SHIFTGATE_BENCH_REPLICAS (1; R > 1:
+//! R daemons with `--shards R` share the rollouts, e.g. 3 with SIZES=30000). Without `--bench` (as
 //! `cargo test --all-targets` runs it) one smoke run of 20 rollouts at a 1 s interval.
 //! Linux only (reads /proc).
 
@@ -437,36 +438,64 @@ fn run(
 ) -> String {
     let dir = tempfile::tempdir().unwrap();
     let (mut api, kubeconfig) = ApiServer::start(size, interval, hold, dir.path());
-    let allocs_file = dir.path().join("allocs");
-    let port = free_port();
+    // SHIFTGATE_BENCH_REPLICAS=R (R > 1): R daemons with `--shards R` share the
+    // rollouts (issue 12 §5); their CPU and allocations are summed, RSS is per replica.
+    let replicas = env_or("SHIFTGATE_BENCH_REPLICAS", 1).max(1);
     let started = Instant::now();
-    let daemon = Daemon(
-        Command::new(std::env::current_exe().unwrap())
-            .env(ROLE, "daemon")
-            .env("SHIFTGATE_BENCH_ALLOCS", &allocs_file)
-            .args(["daemon", "--namespace", NS, "--lease-name", ""])
-            .args(["--concurrency", "16"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--prometheus", &prometheus.address])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("POD_NAME", "bench")
-            .env(
-                "SHIFTGATE_LOG",
-                std::env::var("SHIFTGATE_LOG").unwrap_or_else(|_| "error".to_owned()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = daemon.0.id();
-    while !http_ok(port, "/readyz") {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "daemon never ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    let daemons: Vec<(Daemon, u16, PathBuf)> = (0..replicas)
+        .map(|replica| {
+            let allocs_file = dir.path().join(format!("allocs-{replica}"));
+            let port = free_port();
+            let mut command = Command::new(std::env::current_exe().unwrap());
+            command
+                .env(ROLE, "daemon")
+                .env("SHIFTGATE_BENCH_ALLOCS", &allocs_file)
+                .args(["daemon", "--namespace", NS]);
+            if replicas == 1 {
+                command.args(["--lease-name", ""]);
+            } else {
+                command.args(["--shards", &replicas.to_string(), "--lease-namespace", NS]);
+            }
+            let daemon = Daemon(
+                command
+                    .args(["--concurrency", "16"])
+                    .args(["--listen", &format!("127.0.0.1:{port}")])
+                    .args(["--prometheus", &prometheus.address])
+                    .env("KUBECONFIG", &kubeconfig)
+                    .env("POD_NAME", format!("bench-{replica}"))
+                    .env(
+                        "SHIFTGATE_LOG",
+                        std::env::var("SHIFTGATE_LOG").unwrap_or_else(|_| "error".to_owned()),
+                    )
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .unwrap(),
+            );
+            (daemon, port, allocs_file)
+        })
+        .collect();
+    for (_, port, _) in &daemons {
+        while !http_ok(*port, "/readyz") {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "daemon never ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
+    let cpu_all = |ticks: f64| -> f64 {
+        daemons
+            .iter()
+            .map(|(d, _, _)| cpu_seconds(d.0.id(), ticks))
+            .sum()
+    };
+    let allocations_all = || {
+        daemons.iter().fold((0, 0), |(n, b), (_, _, file)| {
+            let (dn, db) = allocations(file);
+            (n + dn, b + db)
+        })
+    };
     // Every policy reconciled once, or as many as a few intervals allow (a daemon
     // that cannot keep up starves some: that is a figure, not a failure).
     let first_pass_limit = Duration::from_secs((interval * 3).max(60));
@@ -480,19 +509,33 @@ fn run(
     let ticks = clock_ticks_per_second();
     api.ask("clear");
     prometheus.take();
-    let cpu_before = cpu_seconds(pid, ticks);
-    let allocs_before = allocations(&allocs_file);
+    let cpu_before = cpu_all(ticks);
+    let allocs_before = allocations_all();
     let window_start = Instant::now();
     std::thread::sleep(window);
     let wall = window_start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid, ticks) - cpu_before;
-    let allocs_after = allocations(&allocs_file);
-    let rss = peak_rss_mib(pid);
+    let cpu = cpu_all(ticks) - cpu_before;
+    let allocs_after = allocations_all();
+    let rss_each: Vec<f64> = daemons
+        .iter()
+        .map(|(d, _, _)| peak_rss_mib(d.0.id()))
+        .collect();
+    let rss = rss_each.iter().copied().fold(0.0, f64::max);
+    let per_replica = if rss_each.len() > 1 {
+        let each: Vec<String> = rss_each.iter().map(|r| format!("{r:.1}")).collect();
+        format!(
+            " (the largest of {} replicas: {} MiB; CPU and allocations summed)",
+            rss_each.len(),
+            each.join(", ")
+        )
+    } else {
+        String::new()
+    };
     let counts = api.ask("counts");
     let never_reconciled =
         size.saturating_sub(api.ask("reconciled").as_u64().unwrap_or(0) as usize);
     let queries = prometheus.take();
-    drop(daemon);
+    drop(daemons);
     drop(api);
 
     // A rollout's queries less than half an interval apart are one evaluation.
@@ -549,7 +592,7 @@ fn run(
         .unwrap_or(0.0);
     format!(
         "{size} rollouts ({}), interval {interval} s, {:.0} s window, first pass {first_pass:.1} s:\n  \
-         daemon CPU {:.3} cores, {:.3} ms per evaluation; peak RSS {rss:.1} MiB\n  \
+         daemon CPU {:.3} cores, {:.3} ms per evaluation; peak RSS {rss:.1} MiB{per_replica}\n  \
          evaluations {evaluations} ({:.1}/s); allocations per evaluation {:.0} ({:.0} bytes)\n  \
          API requests per evaluation {:.2}, by kind:{by_kind}\n  \
          Prometheus queries {:.1}/s\n  \

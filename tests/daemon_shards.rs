@@ -25,7 +25,9 @@ const RENEWAL_MARGIN: Duration = Duration::from_millis(1_500);
 
 fn distinct_and_all_held(holders: &[Option<String>], among: &BTreeSet<String>) -> bool {
     let held: BTreeSet<&String> = holders.iter().flatten().collect();
-    holders.iter().all(|h| h.as_ref().is_some_and(|h| among.contains(h)))
+    holders
+        .iter()
+        .all(|h| h.as_ref().is_some_and(|h| among.contains(h)))
         && held.len() == holders.len().min(among.len())
 }
 
@@ -39,9 +41,12 @@ async fn three_sharded_daemons_survive_a_kill_9_without_repeating_or_skipping_a_
     let everyone: BTreeSet<String> = replicas.iter().map(|r| r.name.clone()).collect();
     // The fair share: one shard each, none left free.
     cluster
-        .wait_for_holders(SHARDS, "one shard per replica", Duration::from_secs(20), |h| {
-            distinct_and_all_held(h, &everyone)
-        })
+        .wait_for_holders(
+            SHARDS,
+            "one shard per replica",
+            Duration::from_secs(20),
+            |h| distinct_and_all_held(h, &everyone),
+        )
         .await;
     for i in 0..ROLLOUTS {
         cluster.rollout(&format!("r{i:02}"), &STEPS).await;

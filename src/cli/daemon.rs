@@ -244,8 +244,8 @@ async fn serve(args: DaemonArgs, prometheus: PrometheusAccess) -> anyhow::Result
             args.shards
         );
     }
-    let shards = crate::runtime::shards::Shards::new(args.shards)
-        .context("--shards must be at least 1")?;
+    let shards =
+        crate::runtime::shards::Shards::new(args.shards).context("--shards must be at least 1")?;
     let lease = (!args.lease_name.is_empty()).then(|| {
         let namespace = args
             .lease_namespace

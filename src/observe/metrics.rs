@@ -519,7 +519,8 @@ impl Metrics {
     }
 
     pub fn set_shards_held(&self, held: usize) {
-        self.shards_held.set(i64::try_from(held).unwrap_or(i64::MAX));
+        self.shards_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     pub fn set_leader(&self, leading: bool) {

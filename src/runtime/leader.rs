@@ -301,7 +301,9 @@ impl LeaderElector {
 
     /// Whether the gate (if any) lets this replica take a Lease free for `free_for`.
     fn gate_allows(&self, free_for: Duration) -> bool {
-        self.gate.as_ref().is_none_or(|gate| gate.may_take(free_for))
+        self.gate
+            .as_ref()
+            .is_none_or(|gate| gate.may_take(free_for))
     }
 
     fn leading_until(&self) -> Option<Instant> {
@@ -388,7 +390,10 @@ impl LeaderElector {
             let seen_at = self.observed.as_ref().map_or(now, |seen| seen.at);
             // The duration is the other holder's (any i32): checked, and an overflow
             // means the lease never expires in this process's lifetime.
-            let Some(expiry) = seen_at.checked_add(duration).filter(|expiry| now >= *expiry) else {
+            let Some(expiry) = seen_at
+                .checked_add(duration)
+                .filter(|expiry| now >= *expiry)
+            else {
                 return Ok(Attempt::Following { holder });
             };
             if !self.gate_allows(now.saturating_duration_since(expiry)) {

@@ -51,5 +51,9 @@ async fn a_second_replica_cannot_share_the_work() {
         );
         drivers.insert(holder);
     }
-    assert_eq!(drivers.len(), 2, "both replicas drove rollouts: {drivers:?}");
+    assert_eq!(
+        drivers.len(),
+        2,
+        "both replicas drove rollouts: {drivers:?}"
+    );
 }

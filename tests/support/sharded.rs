@@ -2,6 +2,8 @@
 //! many Istio rollouts (one VirtualService each), a Prometheus stand-in that always
 //! answers healthy, the shard Leases read back, and each route's write history.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -454,10 +454,7 @@ struct ShardContexts {
 impl ShardContexts {
     /// The context whose Lease fences the writes for `policy`.
     fn for_policy(&self, policy: &PolicyRef) -> &Arc<Context> {
-        let shard = self
-            .leadership
-            .shards()
-            .of(&policy.namespace, &policy.name);
+        let shard = self.leadership.shards().of(&policy.namespace, &policy.name);
         &self.contexts[shard]
     }
 

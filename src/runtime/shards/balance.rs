@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::runtime::leader::{LeaseGate, Leadership};
+use crate::runtime::leader::{Leadership, LeaseGate};
 
 /// `ceil(shards / live)`, with at least one live replica (this one).
 pub fn fair_share(shards: usize, live: usize) -> usize {
@@ -19,12 +19,7 @@ pub fn fair_share(shards: usize, live: usize) -> usize {
 }
 
 /// Whether a replica holding `held` shards may take one more free shard.
-pub fn may_take(
-    held: usize,
-    share: usize,
-    free_for: Duration,
-    lease_duration: Duration,
-) -> bool {
+pub fn may_take(held: usize, share: usize, free_for: Duration, lease_duration: Duration) -> bool {
     held < share || free_for >= lease_duration
 }
 

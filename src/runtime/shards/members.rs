@@ -81,10 +81,7 @@ impl Members {
                 }
             }
         };
-        if tokio::time::timeout(timeout, round)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(timeout, round).await.is_err() {
             tracing::warn!(timeout = ?timeout, "shard member round timed out");
         }
     }
@@ -192,7 +189,9 @@ impl Members {
         let leave = self.api.delete(&name, &params);
         match tokio::time::timeout(self.config.retry_period, leave).await {
             Ok(Ok(_)) => tracing::info!(lease = %name, "shard member lease deleted"),
-            _ => tracing::warn!(lease = %name, "cannot delete the shard member lease; it will be forgotten"),
+            _ => {
+                tracing::warn!(lease = %name, "cannot delete the shard member lease; it will be forgotten")
+            }
         }
     }
 }

@@ -187,11 +187,8 @@ impl ShardElector {
             electors.push(elector);
             leaderships.push(leadership);
         }
-        let balance = balance::Balance::new(
-            &config.identity,
-            config.lease_duration,
-            leaderships.clone(),
-        );
+        let balance =
+            balance::Balance::new(&config.identity, config.lease_duration, leaderships.clone());
         let electors = electors
             .into_iter()
             .enumerate()
@@ -272,6 +269,7 @@ impl ShardElector {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests {
     use super::*;
 
@@ -299,7 +297,10 @@ mod tests {
         assert_eq!(Shards::ONE.lease_name("shiftgate", 0), "shiftgate");
         let three = Shards::new(3).unwrap();
         assert_eq!(three.lease_name("shiftgate", 2), "shiftgate-shard-2");
-        assert_eq!(member_lease_name("shiftgate", "pod-a"), "shiftgate-member-pod-a");
+        assert_eq!(
+            member_lease_name("shiftgate", "pod-a"),
+            "shiftgate-member-pod-a"
+        );
         assert_eq!(Shards::new(0), None);
     }
 }

@@ -86,6 +86,22 @@ async fn three_sharded_daemons_survive_a_kill_9_without_repeating_or_skipping_a_
          {LEASE:?} plus {RENEWAL_MARGIN:?}"
     );
     eprintln!("{victim} killed; its shards taken over after {took:?}");
+    // The survivors' shiftgate_shards_held add up to every shard again.
+    let started = Instant::now();
+    loop {
+        let mut held = 0.0;
+        for replica in replicas.iter().filter(|r| r.name != victim) {
+            held += replica.gauge("shiftgate_shards_held").await.unwrap_or(0.0);
+        }
+        if held == f64::from(SHARDS) {
+            break;
+        }
+        assert!(
+            started.elapsed() < LEASE,
+            "the survivors' shiftgate_shards_held add up to {held}, not {SHARDS}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The victim's shards had rollouts under way: the survivors finished them.
     let shards = Shards::new(SHARDS).unwrap();
     assert!(before_kill
@@ -135,12 +151,27 @@ async fn three_sharded_daemons_survive_a_kill_9_without_repeating_or_skipping_a_
             replica.name
         );
     }
+    // A replica stopped gracefully releases its shards: the last one takes them at
+    // once, without waiting for them to expire.
+    let mut survivors: Vec<&mut Replica> =
+        replicas.iter_mut().filter(|r| r.name != victim).collect();
+    let last = survivors[1].name.clone();
+    assert_eq!(survivors[0].terminate().await, Some(0));
+    let took = cluster
+        .wait_for_holders(SHARDS, "the release", LEASE * 5, |h| {
+            h.iter().all(|h| h.as_deref() == Some(last.as_str()))
+        })
+        .await;
+    assert!(
+        took < LEASE,
+        "released shards were taken after {took:?}, not at once"
+    );
     assert_lease_calls_are_granted(&cluster);
 }
 
 /// Every call on Leases is granted by deploy/role.yaml with the sharding component's
-/// Role, and every verb they grant was used (delete: member Leases of a stopped or long
-/// gone replica).
+/// Role, and every verb they grant was used (delete: the stopped replica's member
+/// Lease).
 fn assert_lease_calls_are_granted(cluster: &ShardCluster) {
     let mut used = BTreeSet::new();
     for request in cluster.server.requests() {
@@ -170,9 +201,5 @@ fn assert_lease_calls_are_granted(cluster: &ShardCluster) {
             }
         }
     }
-    // A replica that stops deletes its member Lease; none stopped gracefully here, so
-    // a dead replica's is deleted FORGET_AFTER lease durations later, which this test
-    // may not wait for.
-    used.insert("delete".to_owned());
     assert_eq!(used, granted, "Lease verbs used vs granted");
 }

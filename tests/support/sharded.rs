@@ -35,6 +35,8 @@ pub fn shard_of(namespace: &str, name: &str, shards: u32) -> usize {
 /// One daemon process; killed (SIGKILL) when dropped.
 pub struct Replica {
     pub name: String,
+    /// Where it serves /metrics.
+    pub port: u16,
     child: Option<Child>,
 }
 
@@ -44,6 +46,46 @@ impl Replica {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// The value of gauge `metric` on its /metrics (`None`: not served).
+    pub async fn gauge(&self, metric: &str) -> Option<f64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        response.lines().find_map(|line| {
+            let (name, value) = line.split_once(' ')?;
+            (name == metric)
+                .then(|| value.trim().parse().ok())
+                .flatten()
+        })
+    }
+
+    /// SIGTERM, then waits for the exit; its exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{} did not exit after SIGTERM",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -82,12 +124,13 @@ impl ShardCluster {
 
     /// `shiftgate daemon --shards <shards>` as replica `name`.
     pub fn replica(&self, name: &str, shards: u32) -> Replica {
+        let port = super::ports::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_shiftgate"))
             .args(["daemon", "--shards", &shards.to_string()])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("POD_NAME", name)
             .env("SHIFTGATE_NAMESPACE", NS)
-            .env("SHIFTGATE_LISTEN", "127.0.0.1:0")
+            .env("SHIFTGATE_LISTEN", format!("127.0.0.1:{port}"))
             .env("SHIFTGATE_PROMETHEUS", &self.prometheus)
             .env("SHIFTGATE_LEASE_NAMESPACE", NS)
             .env("SHIFTGATE_LEASE_DURATION", format!("{}s", LEASE.as_secs()))
@@ -98,6 +141,7 @@ impl ShardCluster {
             .unwrap();
         Replica {
             name: name.to_owned(),
+            port,
             child: Some(child),
         }
     }

@@ -1,6 +1,8 @@
 //! The in-cluster controller: one loop over the watched RolloutPolicies, bounded
 //! concurrency, the earliest due policy first (one queue for every policy, no task or
-//! timer per rollout: [`crate::runtime::scheduler`]), leader election so only one replica writes, and the observability the
+//! timer per rollout: [`crate::runtime::scheduler`]), leader election so only one replica writes
+//! (or, with several shards, only the holder of a policy's shard Lease:
+//! [`crate::runtime::shards`]), and the observability the
 //! on-call needs (metrics, Events, conditions).
 //!
 //! For each policy a reconcile: validates the spec (a failing spec gets Accepted=False

@@ -203,3 +203,57 @@ fn assert_lease_calls_are_granted(cluster: &ShardCluster) {
     }
     assert_eq!(used, granted, "Lease verbs used vs granted");
 }
+
+/// Shards are shared out through Leases: `--shards 2` without one, or `--shards 0`, is
+/// an invalid flag (exit 2) that says what to do, before anything is contacted.
+#[test]
+fn shards_without_a_lease_or_zero_shards_are_refused() {
+    for (args, says) in [
+        (
+            vec!["--shards", "2", "--lease-name", ""],
+            "set --lease-name",
+        ),
+        (vec!["--shards", "0"], "--shards"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftgate"))
+            .arg("daemon")
+            .args(&args)
+            .env("KUBECONFIG", "/nonexistent")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// The fair share: a replica alone takes every shard; as two more start it hands two
+/// over (releasing them, so they change hands at once), and each ends with one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_alone_takes_every_shard_and_hands_them_over_as_others_start() {
+    let cluster = ShardCluster::start().await;
+    let _a = cluster.replica("pod-a", SHARDS);
+    cluster
+        .wait_for_holders(
+            SHARDS,
+            "pod-a holding every shard",
+            Duration::from_secs(20),
+            |h| h.iter().all(|h| h.as_deref() == Some("pod-a")),
+        )
+        .await;
+    let _b = cluster.replica("pod-b", SHARDS);
+    let _c = cluster.replica("pod-c", SHARDS);
+    let everyone: BTreeSet<String> = ["pod-a", "pod-b", "pod-c"].map(String::from).into();
+    cluster
+        .wait_for_holders(
+            SHARDS,
+            "one shard per replica",
+            Duration::from_secs(20),
+            |h| distinct_and_all_held(h, &everyone),
+        )
+        .await;
+    // And it stays so: nobody takes a second shard while everyone holds one.
+    let settled = cluster.shard_holders(SHARDS).await;
+    tokio::time::sleep(LEASE * 2).await;
+    assert_eq!(cluster.shard_holders(SHARDS).await, settled);
+}

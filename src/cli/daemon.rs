@@ -216,6 +216,13 @@ pub fn run(args: Box<DaemonArgs>) -> i32 {
         say!("error: --concurrency must be at least 1");
         return exit::INVALID_INPUT;
     }
+    if args.shards > 1 && args.lease_name.is_empty() {
+        say!(
+            "error: --shards {} needs Leases to share the shards out; set --lease-name (or use --shards 1)",
+            args.shards
+        );
+        return exit::INVALID_INPUT;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -238,12 +245,6 @@ async fn serve(args: DaemonArgs, prometheus: PrometheusAccess) -> anyhow::Result
          run the daemon in a pod with a service account, or set KUBECONFIG",
     )?;
     let pod_name = args.pod_name();
-    if args.shards > 1 && args.lease_name.is_empty() {
-        anyhow::bail!(
-            "--shards {} needs Leases to share the shards out; set --lease-name (or use --shards 1)",
-            args.shards
-        );
-    }
     let shards =
         crate::runtime::shards::Shards::new(args.shards).context("--shards must be at least 1")?;
     let lease = (!args.lease_name.is_empty()).then(|| {

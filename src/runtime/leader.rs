@@ -252,6 +252,14 @@ impl LeaderElector {
                 {
                     tracing::info!(lease = %self.config.name, "giving the lease up to a replica that holds fewer");
                     self.publish(None);
+                    // A write checked just before this instant may still be on its way:
+                    // keep the Lease, unrenewed, as long as an expiring one would guard
+                    // it (lease duration less renew deadline), then hand it over.
+                    let grace = self
+                        .config
+                        .lease_duration
+                        .saturating_sub(self.config.renew_deadline);
+                    tokio::time::sleep(grace).await;
                     self.release().await;
                 }
                 Ok(Ok(Attempt::Leading)) => {

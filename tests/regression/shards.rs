@@ -13,8 +13,7 @@ use super::support::sharded::{shard_of, ShardCluster, NS};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_replica_cannot_share_the_work() {
     let cluster = ShardCluster::start().await;
-    let _a = cluster.replica("pod-a", 2);
-    let _b = cluster.replica("pod-b", 2);
+    let replicas = [cluster.replica("pod-a", 2), cluster.replica("pod-b", 2)];
     cluster
         .wait_for_holders(2, "one shard per replica", Duration::from_secs(20), |h| {
             let held: BTreeSet<&String> = h.iter().flatten().collect();
@@ -56,4 +55,19 @@ async fn a_second_replica_cannot_share_the_work() {
         2,
         "both replicas drove rollouts: {drivers:?}"
     );
+    // Each replica exports the per-policy series of its own shard's rollouts only.
+    for replica in &replicas {
+        let metrics = replica.metrics().await;
+        let exported: BTreeSet<&str> = metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("shiftgate_canary_weight_ratio{"))
+            .filter_map(|l| l.split("name=\"").nth(1)?.split('"').next())
+            .collect();
+        let own: BTreeSet<&str> = names
+            .iter()
+            .filter(|n| holders[shard_of(NS, n, 2)].as_deref() == Some(replica.name.as_str()))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(exported, own, "{}'s per-policy series", replica.name);
+    }
 }

@@ -49,19 +49,24 @@ impl Replica {
         }
     }
 
+    /// Its /metrics response (empty when not served).
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return String::new();
+        };
+        let request = b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        if stream.write_all(request).await.is_err() {
+            return String::new();
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response).await;
+        response
+    }
+
     /// The value of gauge `metric` on its /metrics (`None`: not served).
     pub async fn gauge(&self, metric: &str) -> Option<f64> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .await
-            .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        response.lines().find_map(|line| {
+        self.metrics().await.lines().find_map(|line| {
             let (name, value) = line.split_once(' ')?;
             (name == metric)
                 .then(|| value.trim().parse().ok())

@@ -85,7 +85,7 @@ pub(super) async fn drive<Triggers, WatchError, Ready, Gained, Stop, Run, Fut>(
                 None => stopping = true,
             },
             Some(shard) = gained.next(), if !stopping => {
-                // A shard taken: its policies are due now.
+                // A shard taken (or, with several, lost): its policies are due now.
                 let now = Instant::now();
                 for policy in store.state() {
                     let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();

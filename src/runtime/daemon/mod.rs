@@ -374,14 +374,26 @@ impl Daemon {
             policies,
             reader,
             wait_true(listed_rx),
-            shards_gained(&leadership),
+            shard_changes(&leadership),
             shards,
             stop,
             options.concurrency,
             lateness,
             move |policy| {
                 let context = contexts.for_object(&policy).clone();
+                let sharded = shards.count() > 1;
                 async move {
+                    if sharded && !context.leadership.is_leading() {
+                        // The holder of its shard drives it and exports its series;
+                        // one source per series, and no stale copy here.
+                        if let Some(policy) = policy_ref(&policy) {
+                            context.metrics.forget_policy(&policy);
+                            if let Some(web) = &context.web {
+                                web.forget(&policy);
+                            }
+                        }
+                        return None;
+                    }
                     match reconcile(policy.clone(), context.clone()).await {
                         Ok(action) => action.requeue_after(),
                         Err(error) => error_policy(policy, &error, context).requeue_after(),
@@ -481,29 +493,29 @@ impl ShardContexts {
 
 /// Fires with the shard's index each time this replica takes a shard, so that every
 /// policy of the shard is reconciled at once (a replica does not reconcile the
-/// policies of shards it does not hold).
-fn shards_gained(leadership: &ShardLeadership) -> impl Stream<Item = usize> + Send {
-    futures::stream::select_all(
-        leadership
-            .all()
-            .iter()
-            .enumerate()
-            .map(|(shard, held)| leadership_gained(held.clone()).map(move |()| shard).boxed()),
-    )
+/// policies of shards it does not hold); with several shards also when it loses one,
+/// so that it stops exporting that shard's per-policy series at once.
+fn shard_changes(leadership: &ShardLeadership) -> impl Stream<Item = usize> + Send {
+    let lost_too = leadership.shards().count() > 1;
+    futures::stream::select_all(leadership.all().iter().enumerate().map(|(shard, held)| {
+        leadership_changes(held.clone(), lost_too)
+            .map(move |()| shard)
+            .boxed()
+    }))
 }
 
-/// Fires each time this replica becomes the leader, so every policy is reconciled by
-/// the new leader at once (followers do not reconcile).
-fn leadership_gained(leadership: Leadership) -> impl Stream<Item = ()> + Send {
+/// Fires each time this replica becomes the leader (and, with `lost_too`, each time it
+/// stops being one).
+fn leadership_changes(leadership: Leadership, lost_too: bool) -> impl Stream<Item = ()> + Send {
     futures::stream::unfold(
         (leadership, false),
-        |(mut leadership, mut was)| async move {
+        move |(mut leadership, mut was)| async move {
             loop {
                 leadership.changed().await;
                 let now = leadership.is_leading();
-                let gained = now && !was;
+                let fire = now != was && (now || lost_too);
                 was = now;
-                if gained {
+                if fire {
                     return Some(((), (leadership, was)));
                 }
             }

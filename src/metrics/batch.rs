@@ -90,7 +90,8 @@ impl Pending {
     /// Adds `queries` unless the batch is closed or they would overfill it.
     fn join(&self, queries: &[(String, Kind)]) -> bool {
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
-        let fits = members.queries.is_empty() || members.queries.len() + queries.len() <= MAX_QUERIES;
+        let fits =
+            members.queries.is_empty() || members.queries.len() + queries.len() <= MAX_QUERIES;
         if members.closed || !fits {
             return false;
         }
@@ -170,7 +171,10 @@ impl Batcher {
                 }
                 drop(guard);
                 let members = {
-                    let mut members = pending.members.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut members = pending
+                        .members
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
                     members.closed = true;
                     std::mem::take(&mut members.queries)
                 };
@@ -236,7 +240,10 @@ impl Drop for Leave<'_> {
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if open.get(&self.key).is_some_and(|p| Arc::ptr_eq(p, self.pending)) {
+        if open
+            .get(&self.key)
+            .is_some_and(|p| Arc::ptr_eq(p, self.pending))
+        {
             open.remove(&self.key);
         }
     }

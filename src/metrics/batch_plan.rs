@@ -20,7 +20,11 @@ pub fn batchable(spec: &RolloutSpec, queries: &PolicyQueries) -> HashSet<String>
             ..
         } = side
         {
-            for q in std::iter::once(value).chain(requests).chain(errors).chain(buckets) {
+            for q in std::iter::once(value)
+                .chain(requests)
+                .chain(errors)
+                .chain(buckets)
+            {
                 out.insert(q.clone());
             }
         }

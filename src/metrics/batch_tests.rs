@@ -66,7 +66,10 @@ fn every_builtin_query_is_an_instant_vector_and_batches_into_valid_promql() {
     let mut all = Vec::new();
     for builtin in BUILTINS {
         let q = builtin.queries(&matcher);
-        for text in [&q.value, &q.requests, &q.errors].into_iter().chain(&q.buckets) {
+        for text in [&q.value, &q.requests, &q.errors]
+            .into_iter()
+            .chain(&q.buckets)
+        {
             let query = Template::parse(builtin.name, text)
                 .and_then(|t| t.render(&vars))
                 .unwrap_or_else(|e| panic!("{e}"));
@@ -99,11 +102,18 @@ fn an_answer_is_split_by_member_and_a_missing_series_is_no_data() {
         kind.interpret()(200, &bodies[i], query, "http://p")
     };
     assert_eq!(read(0), Sample::value(0.5));
-    assert_eq!(read(1), Sample::NoData, "never another member's number, never 0");
+    assert_eq!(
+        read(1),
+        Sample::NoData,
+        "never another member's number, never 0"
+    );
     let Sample::Value(histogram) = read(2) else {
         panic!("{:?}", read(2));
     };
-    assert_eq!((histogram.requests, histogram.buckets.len()), (Some(7.0), 1));
+    assert_eq!(
+        (histogram.requests, histogram.buckets.len()),
+        (Some(7.0), 1)
+    );
 }
 
 #[test]
@@ -114,11 +124,15 @@ fn refused_batches_are_rerun_and_outages_are_shared() {
         body: bad.as_bytes().to_vec(),
     };
     assert_eq!(split(&refused, &members(), "http://p"), Split::Rerun);
-    let warned = r#"{"status":"success","warnings":["w"],"data":{"resultType":"vector","result":[]}}"#;
+    let warned =
+        r#"{"status":"success","warnings":["w"],"data":{"resultType":"vector","result":[]}}"#;
     assert_eq!(split(&http(warned), &members(), "http://p"), Split::Rerun);
     let stranger = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"shiftgate_batch_query":"9"},"value":[1,"1"]}]}}"#;
     assert_eq!(split(&http(stranger), &members(), "http://p"), Split::Rerun);
-    assert_eq!(split(&RawAnswer::TimedOut, &members(), "http://p"), Split::Shared);
+    assert_eq!(
+        split(&RawAnswer::TimedOut, &members(), "http://p"),
+        Split::Shared
+    );
     let down = RawAnswer::Http {
         status: 503,
         body: b"upstream down".to_vec(),

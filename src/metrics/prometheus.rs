@@ -14,9 +14,9 @@ use futures::stream::{self, StreamExt};
 use serde::Deserialize;
 
 use super::auth::{self, AuthError, CaBundle, Credentials};
+use super::batch::{Batcher, Kind};
 use super::escape;
 use super::providers::{self, AccessError, PrometheusAccess, Target};
-use super::batch::{Batcher, Kind};
 use super::queries::{assemble, counts_range, PolicyQueries};
 use super::secrets::SecretReader;
 use super::{MetricSource, PolicyRef};
@@ -323,7 +323,10 @@ impl MetricSource for PrometheusSource {
         {
             Ok(connection) => {
                 let histograms = queries.distinct_histograms();
-                let all = queries.distinct().into_iter().chain(histograms.iter().cloned());
+                let all = queries
+                    .distinct()
+                    .into_iter()
+                    .chain(histograms.iter().cloned());
                 let batchable = match &self.batcher {
                     Some(_) => super::batch_plan::batchable(spec, &queries),
                     None => Default::default(),
@@ -337,8 +340,10 @@ impl MetricSource for PrometheusSource {
                         Kind::Value
                     }
                 };
-                let together: Vec<(String, Kind)> =
-                    together.into_iter().map(|q| (q.clone(), kind(&q))).collect();
+                let together: Vec<(String, Kind)> = together
+                    .into_iter()
+                    .map(|q| (q.clone(), kind(&q)))
+                    .collect();
                 let batched = async {
                     match &self.batcher {
                         Some(batcher) if !together.is_empty() => {
@@ -524,7 +529,10 @@ pub(crate) enum RawAnswer {
     TimedOut,
     /// The cause, one line (may hold URLs: redacted when shown).
     Unreachable(String),
-    Http { status: u16, body: Vec<u8> },
+    Http {
+        status: u16,
+        body: Vec<u8>,
+    },
 }
 
 fn sample_kind(sample: &Sample) -> &'static str {

@@ -43,7 +43,10 @@ impl Drop for StandIn {
 
 fn app_number(text: &str) -> Option<u64> {
     let at = text.find("app-")? + 4;
-    let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 
@@ -144,7 +147,9 @@ const ROLLOUTS: usize = 50;
 #[tokio::test]
 async fn prometheus_queries_grow_with_rollouts() {
     let prometheus = stand_in().await;
-    let rollouts: Vec<_> = (0..ROLLOUTS).map(|i| rollout(i, &prometheus.address)).collect();
+    let rollouts: Vec<_> = (0..ROLLOUTS)
+        .map(|i| rollout(i, &prometheus.address))
+        .collect();
     let source = PrometheusSource::for_daemon(PrometheusAccess::open(), None);
     let inputs = observe_all(&source, &rollouts, due_together()).await;
     let sent = prometheus.queries.load(Ordering::SeqCst);
@@ -168,7 +173,8 @@ async fn a_batch_answers_each_rollout_as_its_own_query_would() {
     let prometheus = stand_in().await;
     let rollouts: Vec<_> = (0..12).map(|i| rollout(i, &prometheus.address)).collect();
     let batched = PrometheusSource::for_daemon(PrometheusAccess::open(), None);
-    let alone = PrometheusSource::for_daemon(PrometheusAccess::open(), None).with_batch_window(None);
+    let alone =
+        PrometheusSource::for_daemon(PrometheusAccess::open(), None).with_batch_window(None);
     for mode in [Mode::Healthy, Mode::Down] {
         *prometheus.mode.lock().unwrap() = mode;
         let together = observe_all(&batched, &rollouts, due_together()).await;
@@ -181,7 +187,10 @@ async fn a_batch_answers_each_rollout_as_its_own_query_would() {
             let Sample::Unreachable { message } = &together[3].metrics[0].canary else {
                 panic!("{:?}", together[3].metrics[0].canary);
             };
-            assert!(message.contains("app-3-canary") && !message.contains("app-4"), "{message}");
+            assert!(
+                message.contains("app-3-canary") && !message.contains("app-4"),
+                "{message}"
+            );
         }
     }
 }

@@ -192,9 +192,10 @@ impl Batcher {
         match answers {
             Some(answers) => queries
                 .into_iter()
-                .map(|(q, kind)| {
+                .map(|(q, _)| {
                     let sample = answers.get(&q).cloned();
-                    (q.clone(), sample.unwrap_or_else(|| lost(kind, &q)))
+                    let sample = sample.unwrap_or_else(|| lost(&q));
+                    (q, sample)
                 })
                 .collect(),
             // The sender was cancelled (its reconcile ended): ask alone.
@@ -251,7 +252,7 @@ impl Drop for Leave<'_> {
 
 /// A query the batch's answer does not mention (cannot happen: every member is
 /// classified); said as such rather than as a number.
-fn lost(_kind: Kind, query: &str) -> Sample {
+fn lost(query: &str) -> Sample {
     Sample::Invalid {
         message: format!("query `{query}` was not answered by its batch"),
     }

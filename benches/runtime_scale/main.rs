@@ -424,6 +424,7 @@ fn run(
     api.ask("clear");
     prometheus.take();
     let prometheus_queries_before = prometheus.queries_sent();
+    let phase_queries_before = prometheus.phase_queries_sent();
     let cpu_before = cpu_seconds(pid, ticks);
     let allocs_before = allocations(&allocs_file);
     let window_start = Instant::now();
@@ -437,6 +438,7 @@ fn run(
         size.saturating_sub(api.ask("reconciled").as_u64().unwrap_or(0) as usize);
     let queries = prometheus.take();
     let prometheus_queries = prometheus.queries_sent() - prometheus_queries_before;
+    let phase_queries = prometheus.phase_queries_sent() - phase_queries_before;
     drop(daemon);
     drop(api);
 
@@ -497,7 +499,7 @@ fn run(
          daemon CPU {:.3} cores, {:.3} ms per evaluation; peak RSS {rss:.1} MiB\n  \
          evaluations {evaluations} ({:.1}/s); allocations per evaluation {:.0} ({:.0} bytes)\n  \
          API requests per evaluation {:.2}, by kind:{by_kind}\n  \
-         Prometheus queries {:.1}/s ({:.1} rollout queries/s in them)\n  \
+         Prometheus queries {:.1}/s ({:.1} of them scrape-phase queries; {:.1} rollout queries/s in them)\n  \
          lateness p50 {:.2} s, p99 {:.2} s, max {:.2} s; rollouts not evaluated in the window: {never}, \
          never reconciled: {never_reconciled}",
         if hold { "holding" } else { "moving a weight each evaluation" },
@@ -509,6 +511,7 @@ fn run(
         per_eval(allocs_after.1.saturating_sub(allocs_before.1) as f64),
         per_eval(requests),
         prometheus_queries as f64 / wall,
+        phase_queries as f64 / wall,
         queries.len() as f64 / wall,
         percentile(&lateness, 0.5),
         percentile(&lateness, 0.99),

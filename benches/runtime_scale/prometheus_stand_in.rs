@@ -19,6 +19,9 @@ pub struct PrometheusStandIn {
     pub address: String,
     notes: Arc<Mutex<Vec<(Instant, u32)>>>,
     sent: Arc<AtomicU64>,
+    /// Of `sent`, the raw range selectors that learn a rollout's scrape phase (asked
+    /// once per rollout, then rarely; never batched).
+    phase: Arc<AtomicU64>,
 }
 
 impl PrometheusStandIn {
@@ -28,7 +31,8 @@ impl PrometheusStandIn {
         let address = format!("http://{}", listener.local_addr().unwrap());
         let notes: Arc<Mutex<Vec<(Instant, u32)>>> = Arc::default();
         let sent: Arc<AtomicU64> = Arc::default();
-        let (noted, counted) = (notes.clone(), sent.clone());
+        let phase: Arc<AtomicU64> = Arc::default();
+        let (noted, counted, phased) = (notes.clone(), sent.clone(), phase.clone());
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -38,10 +42,14 @@ impl PrometheusStandIn {
                 let app = axum::Router::new().route(
                     "/api/v1/query",
                     any(move |form: axum::Form<HashMap<String, String>>| {
-                        let (noted, counted) = (noted.clone(), counted.clone());
+                        let (noted, counted, phased) =
+                            (noted.clone(), counted.clone(), phased.clone());
                         async move {
                             counted.fetch_add(1, Ordering::Relaxed);
                             let query = form.get("query").map_or("", String::as_str);
+                            if !query.contains('(') {
+                                phased.fetch_add(1, Ordering::Relaxed);
+                            }
                             let (result, apps) = answer(query);
                             let now = Instant::now();
                             noted
@@ -63,6 +71,7 @@ impl PrometheusStandIn {
             address,
             notes,
             sent,
+            phase,
         }
     }
 
@@ -75,6 +84,11 @@ impl PrometheusStandIn {
     pub fn queries_sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
+
+    /// Of [`PrometheusStandIn::queries_sent`], the scrape-phase queries.
+    pub fn phase_queries_sent(&self) -> u64 {
+        self.phase.load(Ordering::Relaxed)
+    }
 }
 
 /// The series answering `query` and the rollouts its members (or it) are about.
@@ -84,7 +98,10 @@ fn answer(query: &str) -> (Vec<Value>, Vec<u32>) {
         .map_or(0.0, |d| d.as_secs_f64());
     let healthy = |metric: Value| json!({ "metric": metric, "value": [now, "0.001"] });
     if !query.contains(MARK) {
-        return (vec![healthy(json!({}))], app_of(query).into_iter().collect());
+        return (
+            vec![healthy(json!({}))],
+            app_of(query).into_iter().collect(),
+        );
     }
     let mut series = Vec::new();
     let mut apps = Vec::new();

@@ -72,6 +72,9 @@ impl Kind {
 
 type Answers = HashMap<String, Sample>;
 
+/// Where a batch's sender publishes its answers.
+type Publish = watch::Sender<Option<Arc<Answers>>>;
+
 /// A batch still open for members.
 struct Pending {
     members: Mutex<Members>,
@@ -128,7 +131,7 @@ impl Batcher {
     /// of the window (never earlier than `at`; `at` itself when that overflows).
     pub fn align(&self, at: Timestamp) -> Timestamp {
         let mut millis = at.timestamp_millis();
-        if at.timestamp_subsec_nanos() % 1_000_000 != 0 {
+        if !at.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
             millis = millis.saturating_add(1);
         }
         let rest = millis.rem_euclid(self.window_ms);
@@ -204,11 +207,7 @@ impl Batcher {
     }
 
     /// Joins the open batch of `key`, or opens one (and then sends it: the sender).
-    fn enter(
-        &self,
-        key: Key,
-        queries: &[(String, Kind)],
-    ) -> (Arc<Pending>, Option<watch::Sender<Option<Arc<Answers>>>>) {
+    fn enter(&self, key: Key, queries: &[(String, Kind)]) -> (Arc<Pending>, Option<Publish>) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(open) = pending.get(&key) {
             if open.join(queries) {

@@ -124,6 +124,8 @@ fn rollout(i: usize, address: &str) -> (PolicyRef, RolloutSpec) {
 }
 
 /// A millisecond past a 20 ms boundary: the evaluations' batch waits for the next one.
+/// (The test stands in for the runtime's clock.)
+#[allow(clippy::disallowed_methods)]
 fn due_together() -> Timestamp {
     let now = chrono::Utc::now().timestamp_millis();
     chrono::DateTime::from_timestamp_millis(now - now.rem_euclid(20) + 1).unwrap()
@@ -191,6 +193,28 @@ async fn a_batch_answers_each_rollout_as_its_own_query_would() {
                 message.contains("app-3-canary") && !message.contains("app-4"),
                 "{message}"
             );
+        }
+    }
+}
+
+#[tokio::test]
+async fn batches_never_mix_namespaces_or_prometheus_addresses() {
+    let (first, second) = (stand_in().await, stand_in().await);
+    // Namespaces `shop` and `bank` on the first Prometheus, `shop` also on the second.
+    let mut rollouts: Vec<_> = (0..30).map(|i| rollout(i, &first.address)).collect();
+    for (policy, _) in &mut rollouts[10..20] {
+        policy.namespace = "bank".to_owned();
+    }
+    rollouts.extend((30..40).map(|i| rollout(i, &second.address)));
+    let source = PrometheusSource::for_daemon(PrometheusAccess::open(), None);
+    let inputs = observe_all(&source, &rollouts, due_together()).await;
+    // A policy's own address is a connection of its namespace: one batch per namespace
+    // and address.
+    assert_eq!(first.queries.load(Ordering::SeqCst), 2, "shop and bank");
+    assert_eq!(second.queries.load(Ordering::SeqCst), 1);
+    for (i, input) in inputs.iter().enumerate() {
+        if let Sample::Value(m) = &input.metrics[0].canary {
+            assert_eq!(m.value, i as f64, "rollout app-{i}");
         }
     }
 }

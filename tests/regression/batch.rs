@@ -218,3 +218,29 @@ async fn batches_never_mix_namespaces_or_prometheus_addresses() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_cancelled_evaluation_does_not_strand_the_batch_it_was_sending() {
+    let prometheus = stand_in().await;
+    let source = PrometheusSource::for_daemon(PrometheusAccess::open(), None);
+    let ((first, first_spec), (second, second_spec)) = (
+        rollout(1, &prometheus.address),
+        rollout(2, &prometheus.address),
+    );
+    let at = due_together();
+    // The first evaluation opens the batch and waits to send it; the second joins it.
+    let mut sender = Box::pin(source.observe(&first, &first_spec, at, None));
+    assert!(futures::poll!(&mut sender).is_pending());
+    let joined = source.observe(&second, &second_spec, at, None);
+    tokio::pin!(joined);
+    assert!(futures::poll!(&mut joined).is_pending());
+    // Its reconcile ends (shutdown, a lost lease): the member asks alone.
+    drop(sender);
+    let input = joined.await;
+    let Sample::Value(m) = &input.metrics[0].canary else {
+        panic!("{:?}", input.metrics[0].canary);
+    };
+    assert_eq!(m.value, 2.0);
+    // Alone: its three queries one by one (had it sent a batch of its own: one).
+    assert_eq!(prometheus.queries.load(Ordering::SeqCst), 3);
+}

@@ -29,7 +29,7 @@
 //! that Prometheus rejects (a bad query, too many samples, warnings) is re-run one query
 //! at a time, so only the guilty query fails, with today's message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -85,6 +85,8 @@ struct Pending {
 #[derive(Default)]
 struct Members {
     queries: Vec<(String, Kind)>,
+    /// The queries already in `queries` (several rollouts may ask the same one).
+    seen: HashSet<String>,
     /// Taken by the sender: no member may join any more.
     closed: bool,
 }
@@ -99,7 +101,7 @@ impl Pending {
             return false;
         }
         for query in queries {
-            if !members.queries.iter().any(|(q, _)| q == &query.0) {
+            if members.seen.insert(query.0.clone()) {
                 members.queries.push(query.clone());
             }
         }

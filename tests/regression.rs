@@ -87,6 +87,10 @@ mod web_page;
 #[path = "regression/scale.rs"]
 mod scale;
 
+/// Issue "scale": API requests and CPU per evaluation.
+#[path = "regression/perf.rs"]
+mod perf;
+
 /// Issue "scale" §4 and §6: fair, on-time scheduling, and evaluations timed to the data.
 #[path = "regression/scheduling.rs"]
 mod scheduling;

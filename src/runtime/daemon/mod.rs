@@ -329,6 +329,7 @@ impl Daemon {
             store: reader.clone(),
             routes,
             recent,
+            validated: Default::default(),
             hooks,
             fresh_data,
             web,

@@ -91,6 +91,56 @@ impl RecentWrites {
     }
 }
 
+/// The spec errors each policy's spec had when it was validated, by the object's uid
+/// and `metadata.generation` (which moves only when the spec does): validation is a
+/// pure function of the spec, which every evaluation would otherwise run again.
+#[derive(Default)]
+pub(super) struct ValidatedSpecs {
+    seen: Mutex<HashMap<PolicyRef, Validated>>,
+}
+
+struct Validated {
+    uid: String,
+    generation: i64,
+    errors: Arc<[String]>,
+}
+
+impl ValidatedSpecs {
+    /// `validate(spec)` of this object, run again only for a new uid or generation (and
+    /// always for an object without them).
+    pub(super) fn errors(
+        &self,
+        policy: &PolicyRef,
+        object: &RolloutPolicy,
+        validate: impl FnOnce(&RolloutSpec) -> Vec<String>,
+    ) -> Arc<[String]> {
+        let (Some(uid), Some(generation)) =
+            (object.metadata.uid.as_deref(), object.metadata.generation)
+        else {
+            return validate(&object.spec).into();
+        };
+        if let Some(seen) = lock(&self.seen).get(policy) {
+            if seen.uid == uid && seen.generation == generation {
+                return seen.errors.clone();
+            }
+        }
+        let errors: Arc<[String]> = validate(&object.spec).into();
+        lock(&self.seen).insert(
+            policy.clone(),
+            Validated {
+                uid: uid.to_owned(),
+                generation,
+                errors: errors.clone(),
+            },
+        );
+        errors
+    }
+
+    pub(super) fn forget(&self, policy: &PolicyRef) {
+        lock(&self.seen).remove(policy);
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Plain maps stay usable after a panic elsewhere.
     mutex

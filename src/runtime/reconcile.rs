@@ -334,8 +334,7 @@ impl Reconciler {
                     });
                     // Landed in time: the stored status says it all. Later than that,
                     // the engine confirms it now and the status is written again.
-                    if let Some((confirmed, wake_at)) = confirmed.filter(|_| obs.now <= landed_by)
-                    {
+                    if let Some((confirmed, wake_at)) = confirmed.filter(|_| obs.now <= landed_by) {
                         state = confirmed;
                         outcome.wake_at = wake_at;
                         break;

@@ -216,17 +216,15 @@ impl StateStore for KubeStatusStore {
         *request.body_mut() = body;
         let written = self.client.request::<Written>(request).await;
         match written {
-            Ok(object) => {
-                object
-                    .metadata
-                    .resource_version
-                    .map(Version)
-                    .ok_or_else(|| StoreError::Corrupt {
-                        policy: name_of(policy),
-                        location: location(policy),
-                        message: "the API server answered without metadata.resourceVersion".into(),
-                    })
-            }
+            Ok(object) => object
+                .metadata
+                .resource_version
+                .map(Version)
+                .ok_or_else(|| StoreError::Corrupt {
+                    policy: name_of(policy),
+                    location: location(policy),
+                    message: "the API server answered without metadata.resourceVersion".into(),
+                }),
             Err(::kube::Error::Api(s)) if s.code == 409 => Err(conflict()),
             Err(::kube::Error::Api(s)) if s.code == 422 => {
                 // A failed `test` is a conflict; anything else the server refused is not.

@@ -34,3 +34,41 @@ async fn a_weight_moving_evaluation_costs_four_api_requests() {
         );
     }
 }
+
+/// The status is written before the route, already showing the step's new weight; a
+/// route write that then fails writes the status back to the weight the route has,
+/// with the write still to do, so a restart neither adopts nor loses it.
+#[tokio::test]
+async fn a_failed_step_write_puts_the_route_weight_back_in_the_status() {
+    use std::sync::Arc;
+
+    use shiftgate::router::memory::RouterFaults;
+    use shiftgate::runtime::commands::QueuedCommands;
+    use shiftgate::store::memory::MemoryStore;
+    use shiftgate::store::StateStore;
+
+    use super::support::command_world::{policy, spec, World};
+
+    let world = World::new();
+    let store = Arc::new(MemoryStore::default());
+    let reconciler = world.reconciler(store.clone(), Arc::new(QueuedCommands::default()));
+    world.router.set_faults(RouterFaults {
+        unavailable: true,
+        ..RouterFaults::default()
+    });
+    let v1 = spec("v1");
+    for _ in 0..5 {
+        reconciler.tick(&policy(), &v1).await.unwrap();
+        world.clock.advance(chrono::Duration::seconds(1));
+    }
+    let (status, _) = store.load(&policy()).await.unwrap().unwrap();
+    assert_eq!(world.weight(), 0);
+    assert_eq!(status.canary_weight, 0, "{status:#?}");
+    assert_eq!(status.target.map(|t| t.canary_weight), Some(20));
+    assert_eq!(status.unconfirmed_write, None);
+    world.router.set_faults(RouterFaults::default());
+    reconciler.tick(&policy(), &v1).await.unwrap();
+    let (status, _) = store.load(&policy()).await.unwrap().unwrap();
+    assert_eq!((world.weight(), status.canary_weight), (20, 20));
+    assert_eq!(status.target, None);
+}

@@ -91,6 +91,10 @@ mod scale;
 #[path = "regression/perf.rs"]
 mod perf;
 
+/// Issue "scale" §3: batched Prometheus queries.
+#[path = "regression/batch.rs"]
+mod batch;
+
 /// Issue "scale" §4 and §6: fair, on-time scheduling, and evaluations timed to the data.
 #[path = "regression/scheduling.rs"]
 mod scheduling;

@@ -8,7 +8,8 @@
 //!   (`SHIFTGATE_BENCH_ROLE=daemon`, the same code as the `shiftgate` binary behind a
 //!   counting global allocator), one replica, `--concurrency 16`;
 //! - a Prometheus stand-in on a thread of this process that answers every instant
-//!   query with one healthy sample and notes which rollout asked when.
+//!   query with one healthy sample (a batched query, one per member) and notes which
+//!   rollout asked when (`prometheus_stand_in.rs`).
 //!
 //! Every policy has 21 steps of 5 % (or, with `SHIFTGATE_BENCH_HOLD=1`, holds at 50 %
 //! for an hour) and an analysis interval of 10 s. Once every policy has been reconciled
@@ -33,10 +34,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::routing::any;
 use serde_json::{json, Value};
 use shiftgate::testkit::apiserver::{ResourceRef, TestApiServer};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
@@ -304,69 +303,8 @@ fn allocations(file: &Path) -> (u64, u64) {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
-// ---- the Prometheus stand-in ----------------------------------------------------
-
-/// Answers every instant query with one healthy sample; notes when each rollout
-/// (`app-N` in the query) asked.
-struct PrometheusStandIn {
-    address: String,
-    queries: Arc<Mutex<Vec<(Instant, u32)>>>,
-}
-
-impl PrometheusStandIn {
-    fn start() -> PrometheusStandIn {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
-        let queries: Arc<Mutex<Vec<(Instant, u32)>>> = Arc::default();
-        let noted = queries.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let app = axum::Router::new().route(
-                    "/api/v1/query",
-                    any(move |uri: axum::http::Uri, body: String| {
-                        let noted = noted.clone();
-                        async move {
-                            let text = format!("{} {body}", uri.query().unwrap_or(""));
-                            if let Some(app) = app_of(&text) {
-                                noted.lock().unwrap().push((Instant::now(), app));
-                            }
-                            let now = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0.0, |d| d.as_secs_f64());
-                            axum::Json(json!({
-                                "status": "success",
-                                "data": { "resultType": "vector",
-                                          "result": [ { "metric": {}, "value": [now, "0.001"] } ] }
-                            }))
-                        }
-                    }),
-                );
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        PrometheusStandIn { address, queries }
-    }
-
-    fn take(&self) -> Vec<(Instant, u32)> {
-        std::mem::take(&mut *self.queries.lock().unwrap())
-    }
-}
-
-/// The N of the first `app-N` in a (URL-encoded) query.
-fn app_of(text: &str) -> Option<u32> {
-    let at = text.find("app-")? + 4;
-    let digits: String = text[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
+mod prometheus_stand_in;
+use prometheus_stand_in::PrometheusStandIn;
 
 // ---- one run --------------------------------------------------------------------
 
@@ -428,6 +366,29 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// `shiftgate daemon` in a child process of this binary, on `port`.
+fn spawn_daemon(prometheus: &str, kubeconfig: &str, allocs_file: &Path, port: u16) -> Daemon {
+    Daemon(
+        Command::new(std::env::current_exe().unwrap())
+            .env(ROLE, "daemon")
+            .env("SHIFTGATE_BENCH_ALLOCS", allocs_file)
+            .args(["daemon", "--namespace", NS, "--lease-name", ""])
+            .args(["--concurrency", "16"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--prometheus", prometheus])
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", "bench")
+            .env(
+                "SHIFTGATE_LOG",
+                std::env::var("SHIFTGATE_LOG").unwrap_or_else(|_| "error".to_owned()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn run(
     size: usize,
     window: Duration,
@@ -440,25 +401,7 @@ fn run(
     let allocs_file = dir.path().join("allocs");
     let port = free_port();
     let started = Instant::now();
-    let daemon = Daemon(
-        Command::new(std::env::current_exe().unwrap())
-            .env(ROLE, "daemon")
-            .env("SHIFTGATE_BENCH_ALLOCS", &allocs_file)
-            .args(["daemon", "--namespace", NS, "--lease-name", ""])
-            .args(["--concurrency", "16"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--prometheus", &prometheus.address])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("POD_NAME", "bench")
-            .env(
-                "SHIFTGATE_LOG",
-                std::env::var("SHIFTGATE_LOG").unwrap_or_else(|_| "error".to_owned()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = spawn_daemon(&prometheus.address, &kubeconfig, &allocs_file, port);
     let pid = daemon.0.id();
     while !http_ok(port, "/readyz") {
         assert!(
@@ -480,6 +423,8 @@ fn run(
     let ticks = clock_ticks_per_second();
     api.ask("clear");
     prometheus.take();
+    let prometheus_queries_before = prometheus.queries_sent();
+    let phase_queries_before = prometheus.phase_queries_sent();
     let cpu_before = cpu_seconds(pid, ticks);
     let allocs_before = allocations(&allocs_file);
     let window_start = Instant::now();
@@ -492,6 +437,8 @@ fn run(
     let never_reconciled =
         size.saturating_sub(api.ask("reconciled").as_u64().unwrap_or(0) as usize);
     let queries = prometheus.take();
+    let prometheus_queries = prometheus.queries_sent() - prometheus_queries_before;
+    let phase_queries = prometheus.phase_queries_sent() - phase_queries_before;
     drop(daemon);
     drop(api);
 
@@ -552,7 +499,7 @@ fn run(
          daemon CPU {:.3} cores, {:.3} ms per evaluation; peak RSS {rss:.1} MiB\n  \
          evaluations {evaluations} ({:.1}/s); allocations per evaluation {:.0} ({:.0} bytes)\n  \
          API requests per evaluation {:.2}, by kind:{by_kind}\n  \
-         Prometheus queries {:.1}/s\n  \
+         Prometheus queries {:.1}/s ({:.1} of them scrape-phase queries; {:.1} rollout queries/s in them)\n  \
          lateness p50 {:.2} s, p99 {:.2} s, max {:.2} s; rollouts not evaluated in the window: {never}, \
          never reconciled: {never_reconciled}",
         if hold { "holding" } else { "moving a weight each evaluation" },
@@ -563,6 +510,8 @@ fn run(
         per_eval(allocs_after.0.saturating_sub(allocs_before.0) as f64),
         per_eval(allocs_after.1.saturating_sub(allocs_before.1) as f64),
         per_eval(requests),
+        prometheus_queries as f64 / wall,
+        phase_queries as f64 / wall,
         queries.len() as f64 / wall,
         percentile(&lateness, 0.5),
         percentile(&lateness, 0.99),

@@ -235,3 +235,58 @@ impl CommandSource for WatchedCommands {
         self.inner.acknowledge(policy, handled).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    fn object(uid: Option<&str>, generation: Option<i64>) -> RolloutPolicy {
+        let spec: RolloutSpec = serde_json::from_value(serde_json::json!({
+            "revision": "v1",
+            "router": { "istio": { "virtualService": "vs", "stable": { "host": "s" }, "canary": { "host": "c" } } },
+            "steps": [0, 50, 100],
+            "analysis": { "metrics": [ { "name": "e", "query": "e", "max": 0.05 } ] },
+        }))
+        .unwrap();
+        let mut object = RolloutPolicy::new("checkout", spec);
+        object.metadata.uid = uid.map(str::to_owned);
+        object.metadata.generation = generation;
+        object
+    }
+
+    #[test]
+    fn a_spec_is_validated_once_per_uid_and_generation() {
+        let validated = ValidatedSpecs::default();
+        let policy = PolicyRef {
+            namespace: "shop".into(),
+            name: "checkout".into(),
+        };
+        let calls = AtomicUsize::new(0);
+        let validate = |_: &RolloutSpec| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            vec!["spec.steps: wrong".to_owned()]
+        };
+        let seen = [
+            object(Some("a"), Some(1)),
+            object(Some("a"), Some(1)),
+            object(Some("a"), Some(2)),
+            object(Some("b"), Some(2)),
+            object(None, Some(2)),
+            object(Some("b"), None),
+        ];
+        for o in &seen {
+            assert_eq!(
+                &*validated.errors(&policy, o, validate),
+                ["spec.steps: wrong"]
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        validated.forget(&policy);
+        validated.errors(&policy, &seen[3], validate);
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+    }
+}

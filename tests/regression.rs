@@ -87,6 +87,10 @@ mod web_page;
 #[path = "regression/scale.rs"]
 mod scale;
 
+/// Issue "scale": API requests and CPU per evaluation.
+#[path = "regression/perf.rs"]
+mod perf;
+
 /// Issue "scale" §3: batched Prometheus queries.
 #[path = "regression/batch.rs"]
 mod batch;

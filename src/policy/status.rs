@@ -124,6 +124,12 @@ pub struct RolloutStatus {
     /// The write in flight, persisted before it is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<RouteTarget>,
+    /// A step's route write stored as already confirmed (the weights above), then sent:
+    /// the route it replaces, so a tick that still finds that route live sends the write
+    /// again instead of calling it drift. Cleared by the next status write that follows
+    /// a look at the new route (docs/architecture.md, "What one reconcile costs").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconfirmed_write: Option<UnconfirmedWrite>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_reason: Option<PauseReason>,
     /// The phase `resume` returns to.
@@ -203,6 +209,25 @@ impl RolloutStatus {
     /// phase with no write in flight.
     pub fn is_settled(&self) -> bool {
         self.phase.is_terminal() && self.target.is_none()
+    }
+}
+
+/// The route an unconfirmed step write replaces (`status.unconfirmedWrite`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnconfirmedWrite {
+    /// The canary weight before the write.
+    pub previous_canary_weight: u8,
+    /// Whether the test route was installed before the write.
+    pub previous_test_route: bool,
+}
+
+impl UnconfirmedWrite {
+    pub fn previous_route(&self) -> crate::router::ManagedRoute {
+        crate::router::ManagedRoute {
+            canary_weight: self.previous_canary_weight,
+            test_route: self.previous_test_route,
+        }
     }
 }
 

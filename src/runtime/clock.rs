@@ -7,6 +7,12 @@ use crate::policy::Timestamp;
 
 pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
+
+    /// Whether time passes while a request is in flight. Virtual time moves only when
+    /// told, so there a write lands at the instant it is sent.
+    fn passes_during_requests(&self) -> bool {
+        true
+    }
 }
 
 /// The wall clock. The only place in shiftgate that reads it.
@@ -59,5 +65,9 @@ impl Clock for VirtualClock {
             .now
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn passes_during_requests(&self) -> bool {
+        false
     }
 }

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use crate::engine::hooks::HookCall;
 use crate::engine::{self, Action, Observation, Plan, PlanError, Transition};
 use crate::metrics::{MetricSource, PolicyRef};
+use crate::policy::status::{RouteTarget, TargetPurpose, UnconfirmedWrite};
 use crate::policy::{RolloutSpec, RolloutStatus, Timestamp};
 use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter};
 use crate::runtime::checks::CheckRunner;
@@ -230,6 +231,7 @@ impl Reconciler {
         let mut background = Vec::new();
         note_router_error(&live, &mut problems);
         let mut state = persisted.clone();
+        settle_unconfirmed_write(&mut state, &live);
         let mut outcome = TickOutcome {
             status: RolloutStatus::default(),
             wake_at: None,
@@ -309,14 +311,20 @@ impl Reconciler {
                 break;
             };
             // Write-ahead: the target is stored before it is sent, so a restart after
-            // the write landed adopts it instead of calling it drift.
-            if state != persisted {
-                version = Some(seams.store.save(policy, &state, version.as_ref()).await?);
-                persisted = state.clone();
+            // the write landed adopts it instead of calling it drift. A step's write is
+            // stored as already confirmed, with the route it replaces: no confirming
+            // write follows when it lands by `landed_by`.
+            let landed_by = write_deadline(seams.clock.as_ref(), &plan, seams.clock.now());
+            let confirmed = confirmed_in_advance(&plan, &state, &obs, desired, landed_by);
+            let ahead = confirmed.as_ref().map_or(&state, |(c, _)| c);
+            if *ahead != persisted {
+                version = Some(seams.store.save(policy, ahead, version.as_ref()).await?);
+                persisted = ahead.clone();
                 self.reached(policy, CrashPoint::SavedBeforeWrite)?;
             }
             let applied = seams.router.apply(&current.version, desired).await;
             self.reached(policy, CrashPoint::RouteWritten)?;
+            obs.now = seams.clock.now();
             match applied {
                 Ok(new_version) => {
                     outcome.writes.push(desired);
@@ -324,6 +332,13 @@ impl Reconciler {
                         route: desired,
                         version: new_version,
                     });
+                    // Landed in time: the stored status says it all. Later than that,
+                    // the engine confirms it now and the status is written again.
+                    if let Some((confirmed, wake_at)) = confirmed.filter(|_| obs.now <= landed_by) {
+                        state = confirmed;
+                        outcome.wake_at = wake_at;
+                        break;
+                    }
                 }
                 Err(e @ RouterError::Conflict { .. }) => {
                     // Someone else wrote: re-read and decide again; never resend blindly.
@@ -334,6 +349,7 @@ impl Reconciler {
                     live = seams.router.read().await;
                     self.reached(policy, CrashPoint::RouteReread)?;
                     note_router_error(&live, &mut problems);
+                    obs.now = seams.clock.now();
                 }
                 Err(e) => {
                     warn!(namespace = %policy.namespace, name = %policy.name, error = %e, "route write failed");
@@ -346,7 +362,6 @@ impl Reconciler {
                 }
             }
             obs.live = observed(&live);
-            obs.now = seams.clock.now();
         }
         if state != persisted {
             seams.store.save(policy, &state, version.as_ref()).await?;
@@ -373,6 +388,83 @@ impl Reconciler {
         outcome.problems = problems;
         Ok(outcome)
     }
+}
+
+/// The instant a route write decided at `now` must have landed by for the status
+/// stored before it to count it as confirmed then: a tenth of the interval, at most
+/// 100 ms (as early as an evaluation may start, `engine::plan::evaluation_slack`). In
+/// virtual time a write takes no time at all.
+fn write_deadline(clock: &dyn Clock, plan: &Plan, now: Timestamp) -> Timestamp {
+    if !clock.passes_during_requests() {
+        return now;
+    }
+    engine::plan::later(now, engine::plan::evaluation_slack(plan.interval()))
+}
+
+/// The status to store before a step's route write, when the engine's confirmation of
+/// that write at `landed_by` decides nothing more (no metrics, no Event, no write): the
+/// confirmed state, naming the route it replaces, and when to wake. `None` for any
+/// other write: its target is stored and confirmed once it is seen live.
+fn confirmed_in_advance(
+    plan: &Plan,
+    state: &RolloutStatus,
+    obs: &Observation,
+    desired: ManagedRoute,
+    landed_by: Timestamp,
+) -> Option<(RolloutStatus, Option<Timestamp>)> {
+    let target = state.target?;
+    if target.purpose != TargetPurpose::Step || target.route() != desired {
+        return None;
+    }
+    let seen = Observation {
+        now: landed_by,
+        live: Ok(desired),
+        previous_release: None,
+        ..obs.clone()
+    };
+    let decision = engine::step(plan, state, &seen);
+    let mut confirmed = decision.state;
+    if !decision.actions.is_empty()
+        || confirmed.target.is_some()
+        || confirmed.confirmed_route() != desired
+    {
+        return None;
+    }
+    confirmed.unconfirmed_write = Some(UnconfirmedWrite {
+        previous_canary_weight: state.canary_weight,
+        previous_test_route: state.test_route,
+    });
+    Some((confirmed, decision.wake_at))
+}
+
+/// A step's write stored as confirmed before it was sent (`status.unconfirmedWrite`):
+/// seen live, it is confirmed; the route it replaces still live, it is in flight again
+/// (the process stopped between the two writes), so the engine gets the target back
+/// and sends it; any other route is judged by the engine against the weights the status
+/// shows (drift). An unreadable route decides nothing.
+fn settle_unconfirmed_write(state: &mut RolloutStatus, live: &Result<LiveRoute, RouterError>) {
+    let (Some(write), Ok(live)) = (state.unconfirmed_write, live) else {
+        return;
+    };
+    state.unconfirmed_write = None;
+    if live.route != write.previous_route() || live.route == state.confirmed_route() {
+        return;
+    }
+    // Undo what the advance confirmation added: the step's clock and its history entry.
+    let confirmed_at = state.step_started_at.take();
+    let added = state.history.last().is_some_and(|last| {
+        last.reason == engine::reasons::STEP_CONFIRMED && Some(last.at) == confirmed_at
+    });
+    if added {
+        state.history.pop();
+    }
+    state.target = Some(RouteTarget {
+        canary_weight: state.canary_weight,
+        test_route: state.test_route,
+        purpose: TargetPurpose::Step,
+    });
+    state.canary_weight = write.previous_canary_weight;
+    state.test_route = write.previous_test_route;
 }
 
 /// A gate the decision asks for that this tick has not called yet.

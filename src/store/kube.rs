@@ -11,7 +11,7 @@
 
 use ::kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{StateStore, StoreError};
 use crate::metrics::PolicyRef;
@@ -89,6 +89,33 @@ fn resource_version(object: &DynamicObject) -> Option<String> {
     object.metadata.resource_version.clone()
 }
 
+/// One operation of the status patch.
+#[derive(serde::Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum PatchOp<'a> {
+    Test {
+        path: &'static str,
+        value: &'a str,
+    },
+    Add {
+        path: &'static str,
+        value: &'a RolloutStatus,
+    },
+}
+
+/// What a save reads of the API server's answer; the rest is skipped unread.
+#[derive(serde::Deserialize)]
+struct Written {
+    metadata: WrittenMetadata,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WrittenMetadata {
+    #[serde(default)]
+    resource_version: Option<String>,
+}
+
 /// The status document, when there is one.
 fn status_of(object: &DynamicObject) -> Option<Value> {
     match object.data.get("status") {
@@ -150,40 +177,54 @@ impl StateStore for KubeStatusStore {
                 resource_version(&object).unwrap_or_default()
             }
         };
-        let document = serde_json::to_value(status).map_err(|e| StoreError::Io {
-            policy: name_of(policy),
-            location: location(policy),
-            message: format!("cannot serialize the status: {e}"),
-            source: None,
-        })?;
-        let ops: json_patch_for_kube::Patch = serde_json::from_value(json!([
-            { "op": "test", "path": "/metadata/resourceVersion", "value": expect },
-            { "op": "add", "path": "/status", "value": document },
-        ]))
-        .map_err(|e| StoreError::Io {
+        let cannot_build = |e: String| StoreError::Io {
             policy: name_of(policy),
             location: location(policy),
             message: format!("cannot build the status patch: {e}"),
             source: None,
-        })?;
+        };
+        // Serialized straight from the status, and only the answer's resourceVersion is
+        // read: a save is on every evaluation, so no JSON tree of the status or of the
+        // whole object is built.
+        let body = serde_json::to_vec(&[
+            PatchOp::Test {
+                path: "/metadata/resourceVersion",
+                value: &expect,
+            },
+            PatchOp::Add {
+                path: "/status",
+                value: status,
+            },
+        ])
+        .map_err(|e| cannot_build(e.to_string()))?;
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        let written = self
-            .api(policy)
-            .patch_status(&policy.name, &params, &Patch::Json::<()>(ops))
-            .await;
+        let url = <DynamicObject as ::kube::Resource>::url_path(
+            &self.resource,
+            Some(policy.namespace.as_str()),
+        );
+        let mut request = ::kube::core::Request::new(url)
+            .patch_subresource(
+                "status",
+                &policy.name,
+                &params,
+                &Patch::Json::<()>(json_patch_for_kube::Patch(Vec::new())),
+            )
+            .map_err(|e| cannot_build(e.to_string()))?;
+        *request.body_mut() = body;
+        let written = self.client.request::<Written>(request).await;
         match written {
-            Ok(object) => {
-                resource_version(&object)
-                    .map(Version)
-                    .ok_or_else(|| StoreError::Corrupt {
-                        policy: name_of(policy),
-                        location: location(policy),
-                        message: "the API server answered without metadata.resourceVersion".into(),
-                    })
-            }
+            Ok(object) => object
+                .metadata
+                .resource_version
+                .map(Version)
+                .ok_or_else(|| StoreError::Corrupt {
+                    policy: name_of(policy),
+                    location: location(policy),
+                    message: "the API server answered without metadata.resourceVersion".into(),
+                }),
             Err(::kube::Error::Api(s)) if s.code == 409 => Err(conflict()),
             Err(::kube::Error::Api(s)) if s.code == 422 => {
                 // A failed `test` is a conflict; anything else the server refused is not.

@@ -106,14 +106,14 @@ fn policy(steps: Value, target_labels: bool) -> Value {
 
 /// The requests the daemon made during `evaluations` evaluations, once the rollout
 /// reached the state `ready` describes.
-struct Window {
-    requests: Vec<RecordedRequest>,
-    evaluations: usize,
+pub(super) struct Window {
+    pub(super) requests: Vec<RecordedRequest>,
+    pub(super) evaluations: usize,
 }
 
 impl Window {
     /// Requests (watches aside) with this verb whose path ends so.
-    fn count(&self, method: &str, path_ends: &str) -> usize {
+    pub(super) fn count(&self, method: &str, path_ends: &str) -> usize {
         self.requests
             .iter()
             .filter(|r| r.method == method && !r.path.contains("watch=true"))
@@ -121,7 +121,7 @@ impl Window {
             .count()
     }
 
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         let lines: Vec<String> = self
             .requests
             .iter()
@@ -215,7 +215,7 @@ async fn holding(target_labels: bool) -> Window {
 }
 
 /// Each evaluation passes and moves the weight by 5 %.
-async fn progressing() -> Window {
+pub(super) async fn progressing() -> Window {
     let steps: Vec<u8> = (0..=20).map(|s| s * 5).collect();
     measure(
         policy(json!(steps), true),

@@ -355,6 +355,8 @@ impl Daemon {
                         store: reader.clone(),
                         routes: routes.clone(),
                         recent: recent.clone(),
+                        // A policy is in one shard: each context validates its own.
+                        validated: Default::default(),
                         hooks: hooks.clone(),
                         fresh_data: fresh_data.clone(),
                         web: web.clone(),

@@ -18,6 +18,8 @@ pub(super) struct Context {
     pub(super) routes: Arc<RouteIndex>,
     /// Our own status writes the watch has not shown yet.
     pub(super) recent: Arc<super::watched::RecentWrites>,
+    /// Each policy's spec errors, validated once per generation.
+    pub(super) validated: super::watched::ValidatedSpecs,
     /// Long-lived: keeps the background hooks' answers between ticks.
     pub(super) hooks: Arc<crate::runtime::hooks::Hooks>,
     /// When each rollout's new data lands (evaluations wake just after it).
@@ -67,6 +69,7 @@ impl Context {
         if policy.metadata.deletion_timestamp.is_some() {
             self.metrics.forget_policy(&policy_ref);
             self.fresh_data.forget(&policy_ref);
+            self.validated.forget(&policy_ref);
             if let Some(web) = &self.web {
                 web.forget(&policy_ref);
             }
@@ -91,14 +94,7 @@ impl Context {
             return Ok(Action::await_change());
         }
         let spec = &policy.spec;
-        let errors: Vec<String> = validate_spec(spec)
-            .into_iter()
-            .filter(|issue| issue.severity == crate::policy::diagnostic::Severity::Error)
-            .map(|issue| match &issue.hint {
-                Some(hint) => format!("{}: {} (hint: {hint})", issue.path, issue.message),
-                None => format!("{}: {}", issue.path, issue.message),
-            })
-            .collect();
+        let errors = self.validated.errors(&policy_ref, policy, spec_errors);
         if !errors.is_empty() {
             let message = errors.join("; ");
             self.refuse(
@@ -106,7 +102,9 @@ impl Context {
                 &policy_ref,
                 reasons::INVALID_POLICY,
                 &message,
-                RolloutEvent::InvalidPolicy { messages: errors },
+                RolloutEvent::InvalidPolicy {
+                    messages: errors.to_vec(),
+                },
             )
             .await?;
             return Ok(Action::await_change());
@@ -493,6 +491,18 @@ impl Context {
             }
         }
     }
+}
+
+/// The errors `validate_spec` finds, as the refusal says them.
+fn spec_errors(spec: &RolloutSpec) -> Vec<String> {
+    validate_spec(spec)
+        .into_iter()
+        .filter(|issue| issue.severity == crate::policy::diagnostic::Severity::Error)
+        .map(|issue| match &issue.hint {
+            Some(hint) => format!("{}: {} (hint: {hint})", issue.path, issue.message),
+            None => format!("{}: {}", issue.path, issue.message),
+        })
+        .collect()
 }
 
 fn object_reference(policy: &RolloutPolicy) -> ObjectReference {

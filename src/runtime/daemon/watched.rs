@@ -91,6 +91,56 @@ impl RecentWrites {
     }
 }
 
+/// The spec errors each policy's spec had when it was validated, by the object's uid
+/// and `metadata.generation` (which moves only when the spec does): validation is a
+/// pure function of the spec, which every evaluation would otherwise run again.
+#[derive(Default)]
+pub(super) struct ValidatedSpecs {
+    seen: Mutex<HashMap<PolicyRef, Validated>>,
+}
+
+struct Validated {
+    uid: String,
+    generation: i64,
+    errors: Arc<[String]>,
+}
+
+impl ValidatedSpecs {
+    /// `validate(spec)` of this object, run again only for a new uid or generation (and
+    /// always for an object without them).
+    pub(super) fn errors(
+        &self,
+        policy: &PolicyRef,
+        object: &RolloutPolicy,
+        validate: impl FnOnce(&RolloutSpec) -> Vec<String>,
+    ) -> Arc<[String]> {
+        let (Some(uid), Some(generation)) =
+            (object.metadata.uid.as_deref(), object.metadata.generation)
+        else {
+            return validate(&object.spec).into();
+        };
+        if let Some(seen) = lock(&self.seen).get(policy) {
+            if seen.uid == uid && seen.generation == generation {
+                return seen.errors.clone();
+            }
+        }
+        let errors: Arc<[String]> = validate(&object.spec).into();
+        lock(&self.seen).insert(
+            policy.clone(),
+            Validated {
+                uid: uid.to_owned(),
+                generation,
+                errors: errors.clone(),
+            },
+        );
+        errors
+    }
+
+    pub(super) fn forget(&self, policy: &PolicyRef) {
+        lock(&self.seen).remove(policy);
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Plain maps stay usable after a panic elsewhere.
     mutex
@@ -183,5 +233,60 @@ impl CommandSource for WatchedCommands {
         handled: &str,
     ) -> Result<(), CommandSourceError> {
         self.inner.acknowledge(policy, handled).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    fn object(uid: Option<&str>, generation: Option<i64>) -> RolloutPolicy {
+        let spec: RolloutSpec = serde_json::from_value(serde_json::json!({
+            "revision": "v1",
+            "router": { "istio": { "virtualService": "vs", "stable": { "host": "s" }, "canary": { "host": "c" } } },
+            "steps": [0, 50, 100],
+            "analysis": { "metrics": [ { "name": "e", "query": "e", "max": 0.05 } ] },
+        }))
+        .unwrap();
+        let mut object = RolloutPolicy::new("checkout", spec);
+        object.metadata.uid = uid.map(str::to_owned);
+        object.metadata.generation = generation;
+        object
+    }
+
+    #[test]
+    fn a_spec_is_validated_once_per_uid_and_generation() {
+        let validated = ValidatedSpecs::default();
+        let policy = PolicyRef {
+            namespace: "shop".into(),
+            name: "checkout".into(),
+        };
+        let calls = AtomicUsize::new(0);
+        let validate = |_: &RolloutSpec| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            vec!["spec.steps: wrong".to_owned()]
+        };
+        let seen = [
+            object(Some("a"), Some(1)),
+            object(Some("a"), Some(1)),
+            object(Some("a"), Some(2)),
+            object(Some("b"), Some(2)),
+            object(None, Some(2)),
+            object(Some("b"), None),
+        ];
+        for o in &seen {
+            assert_eq!(
+                &*validated.errors(&policy, o, validate),
+                ["spec.steps: wrong"]
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        validated.forget(&policy);
+        validated.errors(&policy, &seen[3], validate);
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
     }
 }

@@ -106,6 +106,8 @@ pub struct PrometheusSource {
     access: Access,
     env: Arc<EnvLookup>,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
+    /// Scrape phases, learned per group of rollouts (`prometheus_freshness`).
+    phases: freshness::SharedPhases,
 }
 
 impl Default for PrometheusSource {
@@ -136,6 +138,7 @@ impl PrometheusSource {
             access,
             env: Arc::new(|var| std::env::var(var).ok()),
             connections: Mutex::new(HashMap::new()),
+            phases: freshness::SharedPhases::default(),
         }
     }
 

@@ -27,6 +27,7 @@ use shiftgate::runtime::clock::SystemClock;
 use shiftgate::runtime::commands_kube::KubeCommandSource;
 use shiftgate::runtime::daemon::{Daemon, DaemonOptions, DaemonSeams, KubeRouters, RouterFactory};
 use shiftgate::runtime::leader::LeaseConfig;
+use shiftgate::runtime::shards::Shards;
 use shiftgate::store::kube::KubeStatusStore;
 use support::kube_apiserver::KubeApiServer;
 use tokio::task::JoinHandle;
@@ -154,6 +155,18 @@ async fn start_daemon(
     lease: &str,
     log: &WriteLog,
 ) -> Running {
+    start_sharded_daemon(server, namespace, identity, lease, log, Shards::ONE).await
+}
+
+/// [`start_daemon`] with `--shards`.
+async fn start_sharded_daemon(
+    server: &KubeApiServer,
+    namespace: &str,
+    identity: &str,
+    lease: &str,
+    log: &WriteLog,
+    shards: Shards,
+) -> Running {
     let client = server
         .service_account_client(SHIFTGATE_NS, "shiftgate")
         .await;
@@ -186,9 +199,13 @@ async fn start_daemon(
         clock: Arc::new(SystemClock),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(Daemon::new(options, seams).run(async move {
-        let _ = stop_rx.await;
-    }));
+    let task = tokio::spawn(
+        Daemon::new(options, seams)
+            .with_shards(shards)
+            .run(async move {
+                let _ = stop_rx.await;
+            }),
+    );
     Running {
         task,
         stop: Some(stop_tx),
@@ -498,4 +515,66 @@ async fn the_shipped_rbac_grants_exactly_what_the_daemon_uses() {
         matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403),
         "{refused:?}"
     );
+}
+
+/// `--shards 2` as the shipped ServiceAccount with deploy/components/sharding's Role on
+/// top: a missing grant (listing the Leases, the member Lease) would be a 403. Each
+/// replica takes one shard Lease, and only the holder of the policy's shard writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sharded_replicas_as_the_service_account_split_the_shards() {
+    let server = server();
+    server.kubectl_ok(&[
+        "apply",
+        "-n",
+        SHIFTGATE_NS,
+        "-f",
+        "deploy/components/sharding/role.yaml",
+        "-f",
+        "deploy/components/sharding/rolebinding.yaml",
+    ]);
+    let namespace = "daemon-shards";
+    let steps = [10, 40, 70, 100];
+    setup(server, namespace, &steps).await;
+    let log = WriteLog::default();
+    let shards = Shards::new(2).unwrap();
+    let lease = "shiftgate-shards-test";
+    let a = start_sharded_daemon(server, namespace, "pod-a", lease, &log, shards).await;
+    let b = start_sharded_daemon(server, namespace, "pod-b", lease, &log, shards).await;
+    let started = Instant::now();
+    let holders = loop {
+        let holders = [
+            lease_holder(server, &shards.lease_name(lease, 0)).await,
+            lease_holder(server, &shards.lease_name(lease, 1)).await,
+        ];
+        if holders
+            .iter()
+            .all(|h| h.as_deref().is_some_and(|h| !h.is_empty()))
+            && holders[0] != holders[1]
+        {
+            break holders;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the replicas did not take one shard each: {holders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    wait_for_status(
+        server,
+        namespace,
+        "Promoted",
+        Duration::from_secs(90),
+        |s| s.phase == Phase::Promoted,
+    )
+    .await;
+    let driver = holders[shards.of(namespace, "checkout")].clone().unwrap();
+    let writes = log.lock().unwrap().clone();
+    assert!(
+        writes.iter().all(|(by, _)| *by == driver),
+        "only {driver}, the holder of the policy's shard, writes: {writes:?}"
+    );
+    let weights: Vec<u8> = writes.iter().map(|(_, w)| *w).collect();
+    assert_eq!(weights, steps, "each step written once, in order");
+    a.stop().await;
+    b.stop().await;
 }

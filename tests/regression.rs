@@ -87,6 +87,10 @@ mod web_page;
 #[path = "regression/scale.rs"]
 mod scale;
 
+/// Issue "scale" §3: batched Prometheus queries.
+#[path = "regression/batch.rs"]
+mod batch;
+
 /// Issue "scale" §4 and §6: fair, on-time scheduling, and evaluations timed to the data.
 #[path = "regression/scheduling.rs"]
 mod scheduling;
@@ -102,3 +106,7 @@ mod notify;
 /// Issue "operate" §7: CLI parity with the Argo Rollouts plugin (and §4's Grafana link).
 #[path = "regression/cli_parity.rs"]
 mod cli_parity;
+
+/// Issue 12 §5: shards across replicas.
+#[path = "regression/shards.rs"]
+mod shards;

@@ -88,6 +88,10 @@ pub struct DaemonArgs {
     /// How long a leader's Lease stays valid without renewal.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, env = "SHIFTGATE_LEASE_DURATION")]
     pub lease_duration: Duration,
+    /// Split the policies into this many shards, one Lease each
+    /// (`<lease-name>-shard-<i>`), shared out among the replicas; 1: one leader Lease.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024), env = "SHIFTGATE_SHARDS")]
+    pub shards: u32,
     /// This replica's name: the Lease holder and the Events' reporting instance.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
@@ -212,6 +216,13 @@ pub fn run(args: Box<DaemonArgs>) -> i32 {
         say!("error: --concurrency must be at least 1");
         return exit::INVALID_INPUT;
     }
+    if args.shards > 1 && args.lease_name.is_empty() {
+        say!(
+            "error: --shards {} needs Leases to share the shards out; set --lease-name (or use --shards 1)",
+            args.shards
+        );
+        return exit::INVALID_INPUT;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -234,6 +245,8 @@ async fn serve(args: DaemonArgs, prometheus: PrometheusAccess) -> anyhow::Result
          run the daemon in a pod with a service account, or set KUBECONFIG",
     )?;
     let pod_name = args.pod_name();
+    let shards =
+        crate::runtime::shards::Shards::new(args.shards).context("--shards must be at least 1")?;
     let lease = (!args.lease_name.is_empty()).then(|| {
         let namespace = args
             .lease_namespace
@@ -273,6 +286,7 @@ async fn serve(args: DaemonArgs, prometheus: PrometheusAccess) -> anyhow::Result
             crate::runtime::hooks::HeaderSecrets::PolicySecrets(hook_secrets.clone()),
         )));
     let mut daemon = Daemon::new(options, seams)
+        .with_shards(shards)
         .with_hooks(hooks)
         .with_notify_secrets(crate::runtime::hooks::HeaderSecrets::PolicySecrets(
             hook_secrets,

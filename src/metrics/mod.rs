@@ -1,6 +1,8 @@
 //! Metric sources: where analysis inputs come from.
 
 pub mod auth;
+pub mod batch;
+mod batch_plan;
 pub mod builtin;
 pub mod escape;
 pub mod freshness;

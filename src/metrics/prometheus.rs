@@ -14,6 +14,7 @@ use futures::stream::{self, StreamExt};
 use serde::Deserialize;
 
 use super::auth::{self, AuthError, CaBundle, Credentials};
+use super::batch::{Batcher, Kind};
 use super::escape;
 use super::providers::{self, AccessError, PrometheusAccess, Target};
 use super::queries::{assemble, counts_range, PolicyQueries};
@@ -108,6 +109,9 @@ pub struct PrometheusSource {
     connections: Mutex<HashMap<String, Arc<Connection>>>,
     /// Scrape phases, learned per group of rollouts (`prometheus_freshness`).
     phases: freshness::SharedPhases,
+    /// The daemon's: evaluations at about the same instant share queries (see
+    /// [`super::batch`]). `None`: every evaluation asks alone (`shiftgate run`).
+    batcher: Option<Batcher>,
 }
 
 impl Default for PrometheusSource {
@@ -130,7 +134,15 @@ impl PrometheusSource {
         access: PrometheusAccess,
         secrets: Option<Arc<dyn SecretReader>>,
     ) -> PrometheusSource {
-        PrometheusSource::with_access(Access::Daemon { access, secrets })
+        let mut source = PrometheusSource::with_access(Access::Daemon { access, secrets });
+        source.batcher = Some(Batcher::new(super::batch::DEFAULT_WINDOW));
+        source
+    }
+
+    /// Batches evaluations within `window` (see [`super::batch`]); `None`: never.
+    pub fn with_batch_window(mut self, window: Option<std::time::Duration>) -> PrometheusSource {
+        self.batcher = window.map(Batcher::new);
+        self
     }
 
     fn with_access(access: Access) -> PrometheusSource {
@@ -139,6 +151,7 @@ impl PrometheusSource {
             env: Arc::new(|var| std::env::var(var).ok()),
             connections: Mutex::new(HashMap::new()),
             phases: freshness::SharedPhases::default(),
+            batcher: None,
         }
     }
 
@@ -302,6 +315,9 @@ impl MetricSource for PrometheusSource {
         at: Timestamp,
         counts_since: Option<Timestamp>,
     ) -> AnalysisInput {
+        // A batched evaluation queries (and tells the analysis) its batch's instant.
+        let called_at = at;
+        let at = self.batcher.as_ref().map_or(at, |b| b.align(at));
         let range = counts_since.map(|since| counts_range(since, at));
         let queries = PolicyQueries::plan_counting(policy, spec, range.as_deref());
         let answers: HashMap<String, Sample> = match self
@@ -310,29 +326,39 @@ impl MetricSource for PrometheusSource {
         {
             Ok(connection) => {
                 let histograms = queries.distinct_histograms();
-                let distinct: Vec<String> = queries
+                let all = queries
                     .distinct()
                     .into_iter()
-                    .chain(histograms.iter().cloned())
+                    .chain(histograms.iter().cloned());
+                let batchable = match &self.batcher {
+                    Some(_) => super::batch_plan::batchable(spec, &queries),
+                    None => Default::default(),
+                };
+                let (together, alone): (Vec<String>, Vec<String>) =
+                    all.partition(|q| batchable.contains(q));
+                let kind = |q: &String| {
+                    if histograms.contains(q) {
+                        Kind::Histogram
+                    } else {
+                        Kind::Value
+                    }
+                };
+                let together: Vec<(String, Kind)> = together
+                    .into_iter()
+                    .map(|q| (q.clone(), kind(&q)))
                     .collect();
-                // Bounded, so a policy with many metrics cannot flood Prometheus; each
-                // query's timeout starts when it is sent.
-                let samples: Vec<Sample> = stream::iter(distinct.clone())
-                    .map(|query| {
-                        let connection = Arc::clone(&connection);
-                        let histogram = histograms.contains(&query);
-                        async move {
-                            if histogram {
-                                connection.query_histogram(&query, at).await
-                            } else {
-                                connection.query(&query, at).await
-                            }
+                let batched = async {
+                    match &self.batcher {
+                        Some(batcher) if !together.is_empty() => {
+                            batcher.run(&connection, at, called_at, together).await
                         }
-                    })
-                    .buffered(MAX_CONCURRENT_QUERIES)
-                    .collect()
-                    .await;
-                distinct.into_iter().zip(samples).collect()
+                        _ => HashMap::new(),
+                    }
+                };
+                let single = run_alone(Arc::clone(&connection), alone.clone(), &histograms, at);
+                let (mut answers, samples) = futures::join!(batched, single);
+                answers.extend(alone.into_iter().zip(samples));
+                answers
             }
             Err(error) => {
                 // Every query gets the same reason; nothing is asked.
@@ -370,6 +396,31 @@ impl MetricSource for PrometheusSource {
     ) -> Option<crate::metrics::freshness::ScrapePhase> {
         self.learn_scrape_phase(policy, spec, at).await
     }
+}
+
+/// Runs `queries` one by one, a few at a time: bounded, so a policy with many metrics
+/// cannot flood Prometheus; each query's timeout starts when it is sent.
+async fn run_alone(
+    connection: Arc<Connection>,
+    queries: Vec<String>,
+    histograms: &[String],
+    at: Timestamp,
+) -> Vec<Sample> {
+    stream::iter(queries)
+        .map(|query| {
+            let connection = Arc::clone(&connection);
+            let histogram = histograms.contains(&query);
+            async move {
+                if histogram {
+                    connection.query_histogram(&query, at).await
+                } else {
+                    connection.query(&query, at).await
+                }
+            }
+        })
+        .buffered(MAX_CONCURRENT_QUERIES)
+        .collect()
+        .await
 }
 
 #[path = "prometheus_freshness.rs"]
@@ -422,6 +473,14 @@ impl Connection {
         at: Timestamp,
         interpret: fn(u16, &[u8], &str, &str) -> Sample,
     ) -> Sample {
+        let sample = self.classify(&self.fetch(query, at).await, query, interpret);
+        tracing::debug!(query, address = %self.address, outcome = sample_kind(&sample), "prometheus query");
+        sample
+    }
+
+    /// Sends one instant query at `at`; the answer is classified by
+    /// [`Connection::classify`] (a batch classifies one answer once per query in it).
+    pub(crate) async fn fetch(&self, query: &str, at: Timestamp) -> RawAnswer {
         let time = format!("{}.{:03}", at.timestamp(), at.timestamp_subsec_millis());
         let timeout_ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
         let request = self
@@ -433,22 +492,50 @@ impl Connection {
             let response = request.post_raw().await.map_err(|e| error_chain(&e))?;
             let status = response.status().as_u16();
             let body = response.bytes().await.map_err(|e| error_chain(&e))?;
-            Ok::<_, String>((status, body))
+            Ok::<_, String>((status, body.to_vec()))
         };
-        let sample = match tokio::time::timeout(self.timeout, answer).await {
-            Err(_elapsed) => Sample::TimedOut,
-            Ok(Err(cause)) => Sample::Unreachable {
+        match tokio::time::timeout(self.timeout, answer).await {
+            Err(_elapsed) => RawAnswer::TimedOut,
+            Ok(Err(cause)) => RawAnswer::Unreachable(cause),
+            Ok(Ok((status, body))) => RawAnswer::Http { status, body },
+        }
+    }
+
+    /// The sample `answer` means for `query` (named in every message).
+    pub(crate) fn classify(
+        &self,
+        answer: &RawAnswer,
+        query: &str,
+        interpret: fn(u16, &[u8], &str, &str) -> Sample,
+    ) -> Sample {
+        match answer {
+            RawAnswer::TimedOut => Sample::TimedOut,
+            RawAnswer::Unreachable(cause) => Sample::Unreachable {
                 message: format!(
                     "prometheus at {} could not be reached for query `{query}`: {}",
                     self.address,
-                    redact::urls(&cause)
+                    redact::urls(cause)
                 ),
             },
-            Ok(Ok((status, body))) => interpret(status, &body, query, &self.address),
-        };
-        tracing::debug!(query, address = %self.address, outcome = sample_kind(&sample), "prometheus query");
-        sample
+            RawAnswer::Http { status, body } => interpret(*status, body, query, &self.address),
+        }
     }
+
+    /// For messages: the address with any userinfo hidden.
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+}
+
+/// One HTTP exchange with Prometheus, before it is read as a sample.
+pub(crate) enum RawAnswer {
+    TimedOut,
+    /// The cause, one line (may hold URLs: redacted when shown).
+    Unreachable(String),
+    Http {
+        status: u16,
+        body: Vec<u8>,
+    },
 }
 
 fn sample_kind(sample: &Sample) -> &'static str {

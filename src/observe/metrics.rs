@@ -63,6 +63,7 @@ pub struct Metrics {
     router_writes: Family<ResultLabel, Counter>,
     reconcile_errors: Family<ResultLabel, Counter>,
     leader: Gauge,
+    shards_held: Gauge,
     policies: Gauge,
     notifications: Family<NotifyLabels, Counter>,
     /// Metric names seen per policy, to remove their series when the policy goes.
@@ -207,6 +208,12 @@ impl Metrics {
             "1 while this daemon holds the leader Lease and may write, else 0",
             leader.clone(),
         );
+        let shards_held = Gauge::default();
+        registry.register(
+            "shards_held",
+            "Shard Leases this daemon holds (--shards; 1 or 0 with one shard)",
+            shards_held.clone(),
+        );
         let policies = Gauge::default();
         registry.register(
             "policies",
@@ -280,6 +287,7 @@ impl Metrics {
             router_writes,
             reconcile_errors,
             leader,
+            shards_held,
             policies,
             notifications,
             metric_names: Mutex::default(),
@@ -508,6 +516,11 @@ impl Metrics {
                 result: result.as_str(),
             })
             .inc();
+    }
+
+    pub fn set_shards_held(&self, held: usize) {
+        self.shards_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     pub fn set_leader(&self, leading: bool) {

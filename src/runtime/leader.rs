@@ -95,6 +95,21 @@ impl LeaderError {
     }
 }
 
+/// Consulted by an elector that runs one shard of several (`runtime::shards`), so that
+/// a replica takes only its fair share of the shard Leases. Without a gate (the one
+/// leader Lease) an elector takes any free Lease.
+pub trait LeaseGate: Send + Sync {
+    /// Before taking a Lease this replica does not hold; `free_for`: how long it has
+    /// been free (empty or expired) as seen here. True reserves the slot until
+    /// [`LeaseGate::settled`].
+    fn may_take(&self, free_for: Duration) -> bool;
+    /// After a renewal: true to give the Lease up (this replica holds more than its
+    /// share while another live replica holds less).
+    fn should_give_up(&self) -> bool;
+    /// The attempt is over and its result published.
+    fn settled(&self);
+}
+
 /// What the elector publishes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct LeaderState {
@@ -175,6 +190,9 @@ pub struct LeaderElector {
     tx: watch::Sender<LeaderState>,
     metrics: Option<Arc<Metrics>>,
     observed: Option<Observed>,
+    gate: Option<Arc<dyn LeaseGate>>,
+    /// Since when the Lease has been seen absent (nobody created it yet).
+    absent_since: Option<Instant>,
 }
 
 impl LeaderElector {
@@ -207,8 +225,16 @@ impl LeaderElector {
             tx,
             metrics,
             observed: None,
+            gate: None,
+            absent_since: None,
         };
         Ok((elector, Leadership { rx }))
+    }
+
+    /// Takes and keeps the Lease only as `gate` allows (one shard of several).
+    pub fn with_gate(mut self, gate: Arc<dyn LeaseGate>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Acquires, renews and follows until `shutdown` resolves; then, if leading, stops
@@ -221,6 +247,21 @@ impl LeaderElector {
             let attempt =
                 tokio::time::timeout(self.config.retry_period, self.try_acquire_or_renew()).await;
             match attempt {
+                Ok(Ok(Attempt::Leading))
+                    if self.gate.as_ref().is_some_and(|gate| gate.should_give_up()) =>
+                {
+                    tracing::info!(lease = %self.config.name, "giving the lease up to a replica that holds fewer");
+                    self.publish(None);
+                    // A write checked just before this instant may still be on its way:
+                    // keep the Lease, unrenewed, as long as an expiring one would guard
+                    // it (lease duration less renew deadline), then hand it over.
+                    let grace = self
+                        .config
+                        .lease_duration
+                        .saturating_sub(self.config.renew_deadline);
+                    tokio::time::sleep(grace).await;
+                    self.release().await;
+                }
                 Ok(Ok(Attempt::Leading)) => {
                     // Checked: the deadline comes from a flag.
                     self.publish(started.checked_add(self.config.renew_deadline));
@@ -237,6 +278,9 @@ impl LeaderElector {
                 Err(_elapsed) => {
                     tracing::warn!(lease = %self.config.name, timeout = ?self.config.retry_period, "leader lease call timed out");
                 }
+            }
+            if let Some(gate) = &self.gate {
+                gate.settled();
             }
             let next_attempt = started
                 .checked_add(self.config.retry_period)
@@ -261,6 +305,13 @@ impl LeaderElector {
             self.publish(None);
             self.release().await;
         }
+    }
+
+    /// Whether the gate (if any) lets this replica take a Lease free for `free_for`.
+    fn gate_allows(&self, free_for: Duration) -> bool {
+        self.gate
+            .as_ref()
+            .is_none_or(|gate| gate.may_take(free_for))
     }
 
     fn leading_until(&self) -> Option<Instant> {
@@ -294,6 +345,12 @@ impl LeaderElector {
 
     async fn try_acquire_or_renew(&mut self) -> Result<Attempt, kube::Error> {
         let Some(current) = self.api.get_opt(&self.config.name).await? else {
+            let absent_since = *self.absent_since.get_or_insert_with(Instant::now);
+            if !self.gate_allows(absent_since.elapsed()) {
+                return Ok(Attempt::Following {
+                    holder: "nobody (waiting for a fair share)".to_owned(),
+                });
+            }
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.config.name.clone()),
@@ -341,11 +398,21 @@ impl LeaderElector {
             let seen_at = self.observed.as_ref().map_or(now, |seen| seen.at);
             // The duration is the other holder's (any i32): checked, and an overflow
             // means the lease never expires in this process's lifetime.
-            if seen_at
+            let Some(expiry) = seen_at
                 .checked_add(duration)
-                .is_none_or(|expiry| now < expiry)
-            {
+                .filter(|expiry| now >= *expiry)
+            else {
                 return Ok(Attempt::Following { holder });
+            };
+            if !self.gate_allows(now.saturating_duration_since(expiry)) {
+                return Ok(Attempt::Following { holder });
+            }
+        } else if !i_hold_it {
+            let free_since = self.observed.as_ref().map_or(now, |seen| seen.at);
+            if !self.gate_allows(now.saturating_duration_since(free_since)) {
+                return Ok(Attempt::Following {
+                    holder: "nobody (waiting for a fair share)".to_owned(),
+                });
             }
         }
         let mut next = current.clone();

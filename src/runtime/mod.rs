@@ -28,6 +28,7 @@ pub mod route_index;
 pub mod route_lease;
 pub mod scheduler;
 pub mod scheduler_sim;
+pub mod shards;
 pub mod webhook;
 pub mod workloads;
 

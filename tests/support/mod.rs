@@ -14,4 +14,5 @@ pub mod prometheus;
 pub mod receiver;
 pub mod rollout;
 pub mod scrapes;
+pub mod sharded;
 pub mod workloads;

@@ -1,5 +1,5 @@
-//! The thin tokio loop around [`DueQueue`]: watch events and leadership make policies
-//! due now, each reconcile says when its policy is due again, and at most
+//! The thin tokio loop around [`DueQueue`]: watch events and a shard Lease taken make
+//! policies due now, each reconcile says when its policy is due again, and at most
 //! `concurrency` reconciles run at once, earliest due first. One loop and one timer
 //! for every policy; no task per rollout.
 
@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::observe::metrics::Metrics;
 use crate::policy::RolloutPolicy;
 use crate::runtime::scheduler::DueQueue;
+use crate::runtime::shards::Shards;
 
 /// Drives reconciles until `stop` resolves (or the trigger stream ends), then waits
 /// for the reconciles in flight (their writes) and returns. `reconcile` answers when
@@ -25,6 +26,7 @@ pub(super) async fn drive<Triggers, WatchError, Ready, Gained, Stop, Run, Fut>(
     store: Store<RolloutPolicy>,
     store_ready: Ready,
     gained: Gained,
+    shards: Shards,
     stop: Stop,
     concurrency: u16,
     metrics: Arc<Metrics>,
@@ -33,7 +35,7 @@ pub(super) async fn drive<Triggers, WatchError, Ready, Gained, Stop, Run, Fut>(
     Triggers: Stream<Item = Result<RolloutPolicy, WatchError>>,
     WatchError: std::fmt::Display,
     Ready: Future<Output = ()>,
-    Gained: Stream<Item = ()>,
+    Gained: Stream<Item = usize>,
     Stop: Future<Output = ()>,
     Run: Fn(Arc<RolloutPolicy>) -> Fut,
     Fut: Future<Output = Option<Duration>>,
@@ -82,10 +84,15 @@ pub(super) async fn drive<Triggers, WatchError, Ready, Gained, Stop, Run, Fut>(
                 Some(Err(error)) => tracing::debug!(error = %error, "policy watch"),
                 None => stopping = true,
             },
-            Some(()) = gained.next(), if !stopping => {
+            Some(shard) = gained.next(), if !stopping => {
+                // A shard taken (or, with several, lost): its policies are due now.
                 let now = Instant::now();
                 for policy in store.state() {
-                    queue.schedule(ObjectRef::from_obj(&*policy), now);
+                    let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
+                    let name = policy.metadata.name.as_deref().unwrap_or_default();
+                    if shards.of(namespace, name) == shard {
+                        queue.schedule(ObjectRef::from_obj(&*policy), now);
+                    }
                 }
             }
             () = sleep_until(next_due) => {}

@@ -19,7 +19,6 @@ use kube::runtime::reflector::ObjectRef;
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use super::policy::Context;
 use super::*;
 use crate::policy::diagnostic::Severity;
 use crate::policy::schema::document_schema;
@@ -336,14 +335,16 @@ fn translate(
 /// retrying failed writes; wakes on new undecodable objects and on leadership changes.
 pub(super) async fn write_refusals(
     invalid: Arc<InvalidPolicies>,
-    ctx: Arc<Context>,
+    contexts: Arc<super::ShardContexts>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut leadership = ctx.leadership.clone();
+    let mut leaderships = contexts.leaderships();
     loop {
         let mut retry_soon = false;
-        if ctx.leadership.is_leading() {
-            for undecodable in invalid.pending() {
+        for undecodable in invalid.pending() {
+            // Written only by the holder of the policy's shard.
+            let ctx = contexts.for_policy(&undecodable.policy);
+            if ctx.leadership.is_leading() {
                 let written = tokio::time::timeout(
                     REFUSAL_TIMEOUT,
                     ctx.refuse_object(
@@ -375,11 +376,11 @@ pub(super) async fn write_refusals(
         let wait = if retry_soon {
             REFUSAL_RETRY
         } else {
-            ctx.options.resync
+            contexts.any().options.resync
         };
         tokio::select! {
             () = invalid.wake.notified() => {}
-            () = leadership.changed() => {}
+            () = crate::runtime::shards::any_changed(&mut leaderships) => {}
             () = tokio::time::sleep(wait) => {}
             _ = shutdown.wait_for(|done| *done) => return,
         }

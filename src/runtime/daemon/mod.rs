@@ -1,6 +1,8 @@
 //! The in-cluster controller: one loop over the watched RolloutPolicies, bounded
 //! concurrency, the earliest due policy first (one queue for every policy, no task or
-//! timer per rollout: [`crate::runtime::scheduler`]), leader election so only one replica writes, and the observability the
+//! timer per rollout: [`crate::runtime::scheduler`]), leader election so only one replica writes
+//! (or, with several shards, only the holder of a policy's shard Lease:
+//! [`crate::runtime::shards`]), and the observability the
 //! on-call needs (metrics, Events, conditions).
 //!
 //! For each policy a reconcile: validates the spec (a failing spec gets Accepted=False
@@ -41,10 +43,11 @@ use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version
 use crate::runtime::checks::CheckRunner;
 use crate::runtime::clock::Clock;
 use crate::runtime::commands::CommandSource;
-use crate::runtime::leader::{FencedRouter, FencedStore, LeaderElector, Leadership, LeaseConfig};
+use crate::runtime::leader::{FencedRouter, FencedStore, Leadership, LeaseConfig};
 use crate::runtime::reconcile::{ReconcileError, Reconciler, Seams};
 use crate::runtime::route_index::RouteIndex;
 use crate::runtime::scheduler::{self, Action};
+use crate::runtime::shards::{ShardElector, ShardLeadership, Shards};
 use crate::store::{StateStore, StoreError};
 
 mod driver;
@@ -169,6 +172,8 @@ pub struct Daemon {
     web: Option<crate::web::Board>,
     /// Where notification URLs, headers and Grafana tokens come from.
     notify_secrets: crate::runtime::hooks::HeaderSecrets,
+    /// `--shards`: one Lease per shard (`runtime::shards`).
+    shards: Shards,
 }
 
 impl Daemon {
@@ -189,7 +194,15 @@ impl Daemon {
             hooks: crate::runtime::hooks::default_hooks(),
             web: None,
             notify_secrets: crate::runtime::hooks::HeaderSecrets::PolicySecrets(None),
+            shards: Shards::ONE,
         }
+    }
+
+    /// Splits the policies into `shards`, one Lease each (needs `options.lease`; with
+    /// several shards and no Lease every shard is this replica's).
+    pub fn with_shards(mut self, shards: Shards) -> Self {
+        self.shards = shards;
+        self
     }
 
     /// Feeds every reconcile's outcome to `board`, the status page's read model.
@@ -234,6 +247,7 @@ impl Daemon {
             hooks,
             web,
             notify_secrets,
+            shards,
         } = self;
         // Watched untyped and decoded object by object (`guarded`): one policy the
         // types cannot read must not fail the list that every other policy is in.
@@ -251,22 +265,27 @@ impl Daemon {
         let (controller_done_tx, controller_done_rx) = watch::channel(false);
         let (leadership, elector) = match &options.lease {
             Some(lease) => {
-                let (elector, leadership) = LeaderElector::new(
+                let (elector, leadership) = ShardElector::new(
                     seams.client.clone(),
                     lease.clone(),
+                    shards,
                     seams.clock.clone(),
-                    Some(metrics.clone()),
+                    metrics.clone(),
                 )?;
-                // The Lease is given up only after the controller stopped writing.
+                // The Leases are given up only after the controller stopped writing.
                 let task = tasks.spawn(elector.run(wait_true(controller_done_rx)));
                 (leadership, Some(task))
             }
             None => {
                 metrics.set_leader(true);
-                (Leadership::always(), None)
+                (ShardLeadership::always(shards), None)
             }
         };
         tasks.spawn(mark_settled(leadership.clone(), health.clone()));
+        tasks.spawn(crate::runtime::shards::export_metrics(
+            leadership.clone(),
+            metrics.clone(),
+        ));
 
         let (reader, writer) = reflector::store::<RolloutPolicy>();
         let forget_metrics = metrics.clone();
@@ -319,39 +338,62 @@ impl Daemon {
                 events.clone(),
             )),
         );
-        let context = Arc::new(Context {
-            options: options.clone(),
-            events,
-            notifier,
-            seams,
-            metrics,
+        // One context per shard, fenced by that shard's Lease; they share all the rest.
+        let contexts = Arc::new(ShardContexts {
             leadership: leadership.clone(),
-            store: reader.clone(),
-            routes,
-            recent,
-            hooks,
-            fresh_data,
-            web,
+            contexts: leadership
+                .all()
+                .iter()
+                .map(|shard| {
+                    Arc::new(Context {
+                        options: options.clone(),
+                        events: events.clone(),
+                        notifier: notifier.clone(),
+                        seams: seams.clone(),
+                        metrics: metrics.clone(),
+                        leadership: shard.clone(),
+                        store: reader.clone(),
+                        routes: routes.clone(),
+                        recent: recent.clone(),
+                        hooks: hooks.clone(),
+                        fresh_data: fresh_data.clone(),
+                        web: web.clone(),
+                    })
+                })
+                .collect(),
         });
         tasks.spawn(guarded::write_refusals(
             invalid,
-            context.clone(),
+            contexts.clone(),
             shutdown_rx.clone(),
         ));
         let stop = wait_true(shutdown_rx.clone());
         // Our own queue rather than kube's `Controller`: see `runtime::scheduler`.
-        let lateness = context.metrics.clone();
+        let lateness = metrics.clone();
         let controller = driver::drive(
             policies,
             reader,
             wait_true(listed_rx),
-            leadership_gained(leadership),
+            shard_changes(&leadership),
+            shards,
             stop,
             options.concurrency,
             lateness,
             move |policy| {
-                let context = context.clone();
+                let context = contexts.for_object(&policy).clone();
+                let sharded = shards.count() > 1;
                 async move {
+                    if sharded && !context.leadership.is_leading() {
+                        // The holder of its shard drives it and exports its series;
+                        // one source per series, and no stale copy here.
+                        if let Some(policy) = policy_ref(&policy) {
+                            context.metrics.forget_policy(&policy);
+                            if let Some(web) = &context.web {
+                                web.forget(&policy);
+                            }
+                        }
+                        return None;
+                    }
                     match reconcile(policy.clone(), context.clone()).await {
                         Ok(action) => action.requeue_after(),
                         Err(error) => error_policy(policy, &error, context).requeue_after(),
@@ -409,25 +451,71 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|done| *done).await;
 }
 
-async fn mark_settled(mut leadership: Leadership, health: Health) {
+async fn mark_settled(leadership: ShardLeadership, health: Health) {
+    let mut watched = leadership.all().to_vec();
     while !leadership.is_settled() {
-        leadership.changed().await;
+        crate::runtime::shards::any_changed(&mut watched).await;
     }
     health.set_election_settled();
 }
 
-/// Fires each time this replica becomes the leader, so every policy is reconciled by
-/// the new leader at once (followers do not reconcile).
-fn leadership_gained(leadership: Leadership) -> impl Stream<Item = ()> + Send {
+/// One [`Context`] per shard (each fenced by its shard's Lease).
+struct ShardContexts {
+    leadership: ShardLeadership,
+    contexts: Vec<Arc<Context>>,
+}
+
+impl ShardContexts {
+    /// The context whose Lease fences the writes for `policy`.
+    fn for_policy(&self, policy: &PolicyRef) -> &Arc<Context> {
+        let shard = self.leadership.shards().of(&policy.namespace, &policy.name);
+        &self.contexts[shard]
+    }
+
+    fn for_object(&self, policy: &RolloutPolicy) -> &Arc<Context> {
+        let shard = self.leadership.shards().of(
+            policy.metadata.namespace.as_deref().unwrap_or_default(),
+            policy.metadata.name.as_deref().unwrap_or_default(),
+        );
+        &self.contexts[shard]
+    }
+
+    /// Any context, for what they share (options, metrics).
+    fn any(&self) -> &Arc<Context> {
+        &self.contexts[0]
+    }
+
+    /// Every shard's Lease, to wait for a change.
+    fn leaderships(&self) -> Vec<Leadership> {
+        self.leadership.all().to_vec()
+    }
+}
+
+/// Fires with the shard's index each time this replica takes a shard, so that every
+/// policy of the shard is reconciled at once (a replica does not reconcile the
+/// policies of shards it does not hold); with several shards also when it loses one,
+/// so that it stops exporting that shard's per-policy series at once.
+fn shard_changes(leadership: &ShardLeadership) -> impl Stream<Item = usize> + Send {
+    let lost_too = leadership.shards().count() > 1;
+    futures::stream::select_all(leadership.all().iter().enumerate().map(|(shard, held)| {
+        leadership_changes(held.clone(), lost_too)
+            .map(move |()| shard)
+            .boxed()
+    }))
+}
+
+/// Fires each time this replica becomes the leader (and, with `lost_too`, each time it
+/// stops being one).
+fn leadership_changes(leadership: Leadership, lost_too: bool) -> impl Stream<Item = ()> + Send {
     futures::stream::unfold(
         (leadership, false),
-        |(mut leadership, mut was)| async move {
+        move |(mut leadership, mut was)| async move {
             loop {
                 leadership.changed().await;
                 let now = leadership.is_leading();
-                let gained = now && !was;
+                let fire = now != was && (now || lost_too);
                 was = now;
-                if gained {
+                if fire {
                     return Some(((), (leadership, was)));
                 }
             }

@@ -8,7 +8,8 @@
 //!   (`SHIFTGATE_BENCH_ROLE=daemon`, the same code as the `shiftgate` binary behind a
 //!   counting global allocator), one replica, `--concurrency 16`;
 //! - a Prometheus stand-in on a thread of this process that answers every instant
-//!   query with one healthy sample and notes which rollout asked when.
+//!   query with one healthy sample (a batched query, one per member) and notes which
+//!   rollout asked when (`prometheus_stand_in.rs`).
 //!
 //! Every policy has 21 steps of 5 % (or, with `SHIFTGATE_BENCH_HOLD=1`, holds at 50 %
 //! for an hour) and an analysis interval of 10 s. Once every policy has been reconciled
@@ -22,7 +23,8 @@
 //!
 //! `cargo bench --bench runtime_scale` runs 1,000 then 3,000 rollouts over 60 s.
 //! Knobs: SHIFTGATE_BENCH_SIZES (e.g. `10000`), SHIFTGATE_BENCH_SECONDS (60),
-//! SHIFTGATE_BENCH_INTERVAL (10), SHIFTGATE_BENCH_HOLD. Without `--bench` (as
+//! SHIFTGATE_BENCH_INTERVAL (10), SHIFTGATE_BENCH_HOLD, SHIFTGATE_BENCH_REPLICAS (1; R > 1:
+//! R daemons with `--shards R` share the rollouts, e.g. 3 with SIZES=30000). Without `--bench` (as
 //! `cargo test --all-targets` runs it) one smoke run of 20 rollouts at a 1 s interval.
 //! Linux only (reads /proc).
 
@@ -33,10 +35,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::routing::any;
 use serde_json::{json, Value};
 use shiftgate::testkit::apiserver::{ResourceRef, TestApiServer};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
@@ -304,69 +304,8 @@ fn allocations(file: &Path) -> (u64, u64) {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
-// ---- the Prometheus stand-in ----------------------------------------------------
-
-/// Answers every instant query with one healthy sample; notes when each rollout
-/// (`app-N` in the query) asked.
-struct PrometheusStandIn {
-    address: String,
-    queries: Arc<Mutex<Vec<(Instant, u32)>>>,
-}
-
-impl PrometheusStandIn {
-    fn start() -> PrometheusStandIn {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
-        let queries: Arc<Mutex<Vec<(Instant, u32)>>> = Arc::default();
-        let noted = queries.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let app = axum::Router::new().route(
-                    "/api/v1/query",
-                    any(move |uri: axum::http::Uri, body: String| {
-                        let noted = noted.clone();
-                        async move {
-                            let text = format!("{} {body}", uri.query().unwrap_or(""));
-                            if let Some(app) = app_of(&text) {
-                                noted.lock().unwrap().push((Instant::now(), app));
-                            }
-                            let now = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0.0, |d| d.as_secs_f64());
-                            axum::Json(json!({
-                                "status": "success",
-                                "data": { "resultType": "vector",
-                                          "result": [ { "metric": {}, "value": [now, "0.001"] } ] }
-                            }))
-                        }
-                    }),
-                );
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        PrometheusStandIn { address, queries }
-    }
-
-    fn take(&self) -> Vec<(Instant, u32)> {
-        std::mem::take(&mut *self.queries.lock().unwrap())
-    }
-}
-
-/// The N of the first `app-N` in a (URL-encoded) query.
-fn app_of(text: &str) -> Option<u32> {
-    let at = text.find("app-")? + 4;
-    let digits: String = text[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
+mod prometheus_stand_in;
+use prometheus_stand_in::PrometheusStandIn;
 
 // ---- one run --------------------------------------------------------------------
 
@@ -428,6 +367,46 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// `shiftgate daemon` in a child process of this binary, on `port`: replica `replica`
+/// of `replicas` (more than one: `--shards <replicas>` with Leases).
+fn spawn_daemon(
+    prometheus: &str,
+    kubeconfig: &str,
+    allocs_file: &Path,
+    port: u16,
+    (replica, replicas): (u64, u64),
+) -> Daemon {
+    let sharding = match replicas {
+        1 => vec!["--lease-name".to_owned(), String::new()],
+        n => vec![
+            "--shards".to_owned(),
+            n.to_string(),
+            "--lease-namespace".to_owned(),
+            NS.to_owned(),
+        ],
+    };
+    Daemon(
+        Command::new(std::env::current_exe().unwrap())
+            .env(ROLE, "daemon")
+            .env("SHIFTGATE_BENCH_ALLOCS", allocs_file)
+            .args(["daemon", "--namespace", NS])
+            .args(&sharding)
+            .args(["--concurrency", "16"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--prometheus", prometheus])
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", format!("bench-{replica}"))
+            .env(
+                "SHIFTGATE_LOG",
+                std::env::var("SHIFTGATE_LOG").unwrap_or_else(|_| "error".to_owned()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn run(
     size: usize,
     window: Duration,
@@ -437,36 +416,45 @@ fn run(
 ) -> String {
     let dir = tempfile::tempdir().unwrap();
     let (mut api, kubeconfig) = ApiServer::start(size, interval, hold, dir.path());
-    let allocs_file = dir.path().join("allocs");
-    let port = free_port();
+    // SHIFTGATE_BENCH_REPLICAS=R (R > 1): R daemons with `--shards R` share the
+    // rollouts (issue 12 §5); their CPU and allocations are summed, RSS is per replica.
+    let replicas = env_or("SHIFTGATE_BENCH_REPLICAS", 1).max(1);
     let started = Instant::now();
-    let daemon = Daemon(
-        Command::new(std::env::current_exe().unwrap())
-            .env(ROLE, "daemon")
-            .env("SHIFTGATE_BENCH_ALLOCS", &allocs_file)
-            .args(["daemon", "--namespace", NS, "--lease-name", ""])
-            .args(["--concurrency", "16"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--prometheus", &prometheus.address])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("POD_NAME", "bench")
-            .env(
-                "SHIFTGATE_LOG",
-                std::env::var("SHIFTGATE_LOG").unwrap_or_else(|_| "error".to_owned()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = daemon.0.id();
-    while !http_ok(port, "/readyz") {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "daemon never ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    let daemons: Vec<(Daemon, PathBuf, u16)> = (0..replicas)
+        .map(|replica| {
+            let allocs_file = dir.path().join(format!("allocs-{replica}"));
+            let port = free_port();
+            let daemon = spawn_daemon(
+                &prometheus.address,
+                &kubeconfig,
+                &allocs_file,
+                port,
+                (replica, replicas),
+            );
+            (daemon, allocs_file, port)
+        })
+        .collect();
+    for (_, _, port) in &daemons {
+        while !http_ok(*port, "/readyz") {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "daemon never ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
+    let cpu_all = |ticks: f64| -> f64 {
+        daemons
+            .iter()
+            .map(|(d, _, _)| cpu_seconds(d.0.id(), ticks))
+            .sum()
+    };
+    let allocations_all = || {
+        daemons.iter().fold((0, 0), |(n, b), (_, file, _)| {
+            let (dn, db) = allocations(file);
+            (n + dn, b + db)
+        })
+    };
     // Every policy reconciled once, or as many as a few intervals allow (a daemon
     // that cannot keep up starves some: that is a figure, not a failure).
     let first_pass_limit = Duration::from_secs((interval * 3).max(60));
@@ -480,19 +468,37 @@ fn run(
     let ticks = clock_ticks_per_second();
     api.ask("clear");
     prometheus.take();
-    let cpu_before = cpu_seconds(pid, ticks);
-    let allocs_before = allocations(&allocs_file);
+    let prometheus_queries_before = prometheus.queries_sent();
+    let phase_queries_before = prometheus.phase_queries_sent();
+    let cpu_before = cpu_all(ticks);
+    let allocs_before = allocations_all();
     let window_start = Instant::now();
     std::thread::sleep(window);
     let wall = window_start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid, ticks) - cpu_before;
-    let allocs_after = allocations(&allocs_file);
-    let rss = peak_rss_mib(pid);
+    let cpu = cpu_all(ticks) - cpu_before;
+    let allocs_after = allocations_all();
+    let rss_each: Vec<f64> = daemons
+        .iter()
+        .map(|(d, _, _)| peak_rss_mib(d.0.id()))
+        .collect();
+    let rss = rss_each.iter().copied().fold(0.0, f64::max);
+    let per_replica = if rss_each.len() > 1 {
+        let each: Vec<String> = rss_each.iter().map(|r| format!("{r:.1}")).collect();
+        format!(
+            " (the largest of {} replicas: {} MiB; CPU and allocations summed)",
+            rss_each.len(),
+            each.join(", ")
+        )
+    } else {
+        String::new()
+    };
     let counts = api.ask("counts");
     let never_reconciled =
         size.saturating_sub(api.ask("reconciled").as_u64().unwrap_or(0) as usize);
     let queries = prometheus.take();
-    drop(daemon);
+    let prometheus_queries = prometheus.queries_sent() - prometheus_queries_before;
+    let phase_queries = prometheus.phase_queries_sent() - phase_queries_before;
+    drop(daemons);
     drop(api);
 
     // A rollout's queries less than half an interval apart are one evaluation.
@@ -549,10 +555,10 @@ fn run(
         .unwrap_or(0.0);
     format!(
         "{size} rollouts ({}), interval {interval} s, {:.0} s window, first pass {first_pass:.1} s:\n  \
-         daemon CPU {:.3} cores, {:.3} ms per evaluation; peak RSS {rss:.1} MiB\n  \
+         daemon CPU {:.3} cores, {:.3} ms per evaluation; peak RSS {rss:.1} MiB{per_replica}\n  \
          evaluations {evaluations} ({:.1}/s); allocations per evaluation {:.0} ({:.0} bytes)\n  \
          API requests per evaluation {:.2}, by kind:{by_kind}\n  \
-         Prometheus queries {:.1}/s\n  \
+         Prometheus queries {:.1}/s ({:.1} of them scrape-phase queries; {:.1} rollout queries/s in them)\n  \
          lateness p50 {:.2} s, p99 {:.2} s, max {:.2} s; rollouts not evaluated in the window: {never}, \
          never reconciled: {never_reconciled}",
         if hold { "holding" } else { "moving a weight each evaluation" },
@@ -563,6 +569,8 @@ fn run(
         per_eval(allocs_after.0.saturating_sub(allocs_before.0) as f64),
         per_eval(allocs_after.1.saturating_sub(allocs_before.1) as f64),
         per_eval(requests),
+        prometheus_queries as f64 / wall,
+        phase_queries as f64 / wall,
         queries.len() as f64 / wall,
         percentile(&lateness, 0.5),
         percentile(&lateness, 0.99),

@@ -1,0 +1,127 @@
+//! The Prometheus stand-in: answers every instant query with one healthy sample and a
+//! batched query (`label_replace(<member>, "shiftgate_batch_query", "<i>", "", "") or …`)
+//! with one such series per member, labelled as asked. It counts the HTTP queries it
+//! answers (Prometheus queries per second) and notes, per member, which rollout
+//! (`app-N` in the member's query) asked when: evaluations are counted per rollout from
+//! those notes, batched or not.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::routing::any;
+use serde_json::{json, Value};
+
+const MARK: &str = "\"shiftgate_batch_query\", \"";
+
+pub struct PrometheusStandIn {
+    pub address: String,
+    notes: Arc<Mutex<Vec<(Instant, u32)>>>,
+    sent: Arc<AtomicU64>,
+    /// Of `sent`, the raw range selectors that learn a rollout's scrape phase (asked
+    /// once per rollout, then rarely; never batched).
+    phase: Arc<AtomicU64>,
+}
+
+impl PrometheusStandIn {
+    pub fn start() -> PrometheusStandIn {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let notes: Arc<Mutex<Vec<(Instant, u32)>>> = Arc::default();
+        let sent: Arc<AtomicU64> = Arc::default();
+        let phase: Arc<AtomicU64> = Arc::default();
+        let (noted, counted, phased) = (notes.clone(), sent.clone(), phase.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/api/v1/query",
+                    any(move |form: axum::Form<HashMap<String, String>>| {
+                        let (noted, counted, phased) =
+                            (noted.clone(), counted.clone(), phased.clone());
+                        async move {
+                            counted.fetch_add(1, Ordering::Relaxed);
+                            let query = form.get("query").map_or("", String::as_str);
+                            if !query.contains('(') {
+                                phased.fetch_add(1, Ordering::Relaxed);
+                            }
+                            let (result, apps) = answer(query);
+                            let now = Instant::now();
+                            noted
+                                .lock()
+                                .unwrap()
+                                .extend(apps.into_iter().map(|app| (now, app)));
+                            axum::Json(json!({
+                                "status": "success",
+                                "data": { "resultType": "vector", "result": result }
+                            }))
+                        }
+                    }),
+                );
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        PrometheusStandIn {
+            address,
+            notes,
+            sent,
+            phase,
+        }
+    }
+
+    /// The (instant, rollout) notes since the last call.
+    pub fn take(&self) -> Vec<(Instant, u32)> {
+        std::mem::take(&mut *self.notes.lock().unwrap())
+    }
+
+    /// HTTP queries answered since the start.
+    pub fn queries_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Of [`PrometheusStandIn::queries_sent`], the scrape-phase queries.
+    pub fn phase_queries_sent(&self) -> u64 {
+        self.phase.load(Ordering::Relaxed)
+    }
+}
+
+/// The series answering `query` and the rollouts its members (or it) are about.
+fn answer(query: &str) -> (Vec<Value>, Vec<u32>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let healthy = |metric: Value| json!({ "metric": metric, "value": [now, "0.001"] });
+    if !query.contains(MARK) {
+        return (
+            vec![healthy(json!({}))],
+            app_of(query).into_iter().collect(),
+        );
+    }
+    let mut series = Vec::new();
+    let mut apps = Vec::new();
+    for member in query.split(" or label_replace(") {
+        let Some((text, rest)) = member.split_once(MARK) else {
+            continue;
+        };
+        let index: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        series.push(healthy(json!({ "shiftgate_batch_query": index })));
+        apps.extend(app_of(text));
+    }
+    (series, apps)
+}
+
+/// The N of the first `app-N` in a query.
+fn app_of(text: &str) -> Option<u32> {
+    let at = text.find("app-")? + 4;
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}

@@ -1,0 +1,395 @@
+//! Batched Prometheus queries (the daemon): the built-in templates' queries of every
+//! evaluation that asks the same Prometheus connection at the same instant are sent as
+//! ONE query, and its answer is split back per query.
+//!
+//! How the batch stays exact. Each member query is evaluated unchanged inside
+//! `label_replace(<query>, "shiftgate_batch_query", "<i>", "", "")`, and the members are
+//! joined with `or`: Prometheus evaluates every member exactly as it would alone (its own
+//! selectors, windows, `or vector(0)`, `histogram_quantile`, its own counts range for the
+//! sequential judges), and the label, distinct per member, keeps `or` from dropping any
+//! series and says whose each series is. A member whose query answers no series gets
+//! no series (no data, never 0), and no series can reach another member. Only the
+//! built-in templates' queries (always an instant vector without that label) are
+//! batched; custom `query:` metrics and `spec.analysis.requests` run per rollout.
+//!
+//! When. An evaluation's instant is rounded UP to the next multiple of the batch window
+//! (20 ms): that instant is the one queried and the one the analysis is told
+//! (`AnalysisInput.at`), so the sequential judges count exactly [since, at]. The first
+//! evaluation of an instant waits until then and sends the batch; those that arrive
+//! meanwhile join it. So queries per second per connection are at most
+//! 1 / window × ⌈queries in the window / [`MAX_QUERIES`]⌉, whatever the number of
+//! rollouts.
+//!
+//! Whom. Batches are per connection (address, credentials, CA, timeout: a policy's own
+//! Secrets make a connection of its namespace), so no query is ever sent with another
+//! namespace's credentials or to another Prometheus.
+//!
+//! Failures. A batch that times out or cannot reach Prometheus gives every member that
+//! failure, with the member's own query in the message, as a query alone would. A batch
+//! that Prometheus rejects (a bad query, too many samples, warnings) is re-run one query
+//! at a time, so only the guilty query fails, with today's message.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use tokio::sync::{watch, Notify};
+
+use super::prometheus::{Connection, RawAnswer};
+use crate::analysis::sample::Sample;
+use crate::policy::Timestamp;
+
+/// The label that tells the members of a batch apart in its answer.
+pub const BATCH_LABEL: &str = "shiftgate_batch_query";
+
+/// How long the first evaluation of an instant waits for others (at most).
+pub const DEFAULT_WINDOW: Duration = Duration::from_millis(20);
+
+/// Queries in one batch at most: bounds the query's size and the samples it loads.
+pub const MAX_QUERIES: usize = 256;
+
+/// Member queries of a failed batch re-run at once at most.
+const MAX_CONCURRENT_RERUNS: usize = 16;
+
+/// How a query's answer is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// One number ([`super::prometheus::interpret`]).
+    Value,
+    /// One series per `le` ([`super::histogram::interpret_histogram`]).
+    Histogram,
+}
+
+impl Kind {
+    fn interpret(self) -> fn(u16, &[u8], &str, &str) -> Sample {
+        match self {
+            Kind::Value => super::prometheus::interpret,
+            Kind::Histogram => super::histogram::interpret_histogram,
+        }
+    }
+}
+
+type Answers = HashMap<String, Sample>;
+
+/// Where a batch's sender publishes its answers.
+type Publish = watch::Sender<Option<Arc<Answers>>>;
+
+/// A batch still open for members.
+struct Pending {
+    members: Mutex<Members>,
+    full: Notify,
+    answers: watch::Receiver<Option<Arc<Answers>>>,
+}
+
+#[derive(Default)]
+struct Members {
+    queries: Vec<(String, Kind)>,
+    /// The queries already in `queries` (several rollouts may ask the same one).
+    seen: HashSet<String>,
+    /// Taken by the sender: no member may join any more.
+    closed: bool,
+}
+
+impl Pending {
+    /// Adds `queries` unless the batch is closed or they would overfill it.
+    fn join(&self, queries: &[(String, Kind)]) -> bool {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        let fits =
+            members.queries.is_empty() || members.queries.len() + queries.len() <= MAX_QUERIES;
+        if members.closed || !fits {
+            return false;
+        }
+        for query in queries {
+            if members.seen.insert(query.0.clone()) {
+                members.queries.push(query.clone());
+            }
+        }
+        if members.queries.len() >= MAX_QUERIES {
+            self.full.notify_one();
+        }
+        true
+    }
+}
+
+/// (connection, instant in ms): the batches open now.
+type Key = (usize, i64);
+
+/// Collects the daemon's evaluations into batches; see the module docs.
+pub struct Batcher {
+    window_ms: i64,
+    pending: Mutex<HashMap<Key, Arc<Pending>>>,
+}
+
+impl Batcher {
+    pub fn new(window: Duration) -> Batcher {
+        Batcher {
+            window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1),
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The instant an evaluation at `at` queries: `at` rounded up to the next multiple
+    /// of the window (never earlier than `at`; `at` itself when that overflows).
+    pub fn align(&self, at: Timestamp) -> Timestamp {
+        let mut millis = at.timestamp_millis();
+        if !at.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
+            millis = millis.saturating_add(1);
+        }
+        let rest = millis.rem_euclid(self.window_ms);
+        let aligned = if rest == 0 {
+            Some(millis)
+        } else {
+            millis.checked_add(self.window_ms - rest)
+        };
+        aligned
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .unwrap_or(at)
+    }
+
+    /// Runs `queries` at `at` (an aligned instant; `called_at` is when the evaluation
+    /// asked) on `connection`, in a batch with every other evaluation's at that instant.
+    pub async fn run(
+        &self,
+        connection: &Arc<Connection>,
+        at: Timestamp,
+        called_at: Timestamp,
+        queries: Vec<(String, Kind)>,
+    ) -> Answers {
+        let key = (Arc::as_ptr(connection) as usize, at.timestamp_millis());
+        let (pending, sender) = self.enter(key, &queries);
+        let answers = match sender {
+            Some(sender) => {
+                let guard = Leave {
+                    batcher: self,
+                    key,
+                    pending: &pending,
+                };
+                let wait = at
+                    .signed_duration_since(called_at)
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(Duration::from_millis(self.window_ms.unsigned_abs()));
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = pending.full.notified() => {}
+                }
+                drop(guard);
+                let members = {
+                    let mut members = pending
+                        .members
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    members.closed = true;
+                    std::mem::take(&mut members.queries)
+                };
+                let answers = Arc::new(send(connection, at, &members).await);
+                // Members that stopped waiting do not matter.
+                let _ = sender.send(Some(Arc::clone(&answers)));
+                Some(answers)
+            }
+            None => {
+                let mut receiver = pending.answers.clone();
+                let answered = receiver.wait_for(Option::is_some).await;
+                answered.ok().and_then(|a| a.clone())
+            }
+        };
+        match answers {
+            Some(answers) => queries
+                .into_iter()
+                .map(|(q, _)| {
+                    let sample = answers.get(&q).cloned();
+                    let sample = sample.unwrap_or_else(|| lost(&q));
+                    (q, sample)
+                })
+                .collect(),
+            // The sender was cancelled (its reconcile ended): ask alone.
+            None => rerun(connection, at, &queries).await,
+        }
+    }
+
+    /// Joins the open batch of `key`, or opens one (and then sends it: the sender).
+    fn enter(&self, key: Key, queries: &[(String, Kind)]) -> (Arc<Pending>, Option<Publish>) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = pending.get(&key) {
+            if open.join(queries) {
+                return (Arc::clone(open), None);
+            }
+        }
+        let (sender, answers) = watch::channel(None);
+        let open = Arc::new(Pending {
+            members: Mutex::new(Members::default()),
+            full: Notify::new(),
+            answers,
+        });
+        open.join(queries);
+        pending.insert(key, Arc::clone(&open));
+        (open, Some(sender))
+    }
+}
+
+/// Closes a batch to newcomers when its sender stops waiting, even when cancelled.
+struct Leave<'a> {
+    batcher: &'a Batcher,
+    key: Key,
+    pending: &'a Arc<Pending>,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut open = self
+            .batcher
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if open
+            .get(&self.key)
+            .is_some_and(|p| Arc::ptr_eq(p, self.pending))
+        {
+            open.remove(&self.key);
+        }
+    }
+}
+
+/// A query the batch's answer does not mention (cannot happen: every member is
+/// classified); said as such rather than as a number.
+fn lost(query: &str) -> Sample {
+    Sample::Invalid {
+        message: format!("query `{query}` was not answered by its batch"),
+    }
+}
+
+/// The one PromQL query of a batch: every member, labelled with its index, joined by `or`.
+pub fn combined_query(members: &[(String, Kind)]) -> String {
+    let mut out = String::new();
+    for (i, (query, _)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push_str(" or ");
+        }
+        out.push_str(&format!(
+            "label_replace({query}, \"{BATCH_LABEL}\", \"{i}\", \"\", \"\")"
+        ));
+    }
+    out
+}
+
+/// Sends the batch and classifies its answer per member.
+async fn send(connection: &Arc<Connection>, at: Timestamp, members: &[(String, Kind)]) -> Answers {
+    if let [(query, kind)] = members {
+        // Alone: the query as it is.
+        let answer = connection.fetch(query, at).await;
+        let sample = connection.classify(&answer, query, kind.interpret());
+        return HashMap::from([(query.clone(), sample)]);
+    }
+    let combined = combined_query(members);
+    let answer = connection.fetch(&combined, at).await;
+    tracing::debug!(queries = members.len(), address = %connection.address(), "prometheus batch");
+    match split(&answer, members, connection.address()) {
+        Split::PerMember(bodies) => members
+            .iter()
+            .zip(bodies)
+            .map(|((query, kind), body)| {
+                (
+                    query.clone(),
+                    kind.interpret()(200, &body, query, connection.address()),
+                )
+            })
+            .collect(),
+        Split::Rerun => rerun(connection, at, members).await,
+        Split::Shared => members
+            .iter()
+            .map(|(query, kind)| {
+                (
+                    query.clone(),
+                    connection.classify(&answer, query, kind.interpret()),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// What a batch's answer means for its members.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Split {
+    /// One answer body per member, as if it had been asked alone.
+    PerMember(Vec<Vec<u8>>),
+    /// Prometheus refused the batch (a member's query, its size, a warning): ask each
+    /// member alone.
+    Rerun,
+    /// The same failure for every member (timeout, unreachable, an HTTP error).
+    Shared,
+}
+
+/// Splits the answer of [`combined_query`] of `members`. Pure.
+pub(crate) fn split(answer: &RawAnswer, members: &[(String, Kind)], address: &str) -> Split {
+    let RawAnswer::Http { status, body } = answer else {
+        return Split::Shared;
+    };
+    match super::prometheus::result_data(*status, body, "batch", address) {
+        Ok(prometheus_http_query::response::Data::Vector(_)) => {}
+        Ok(_) => return Split::Rerun,
+        Err(Sample::Invalid { .. }) if matches!(status, 200 | 400 | 422) => return Split::Rerun,
+        Err(_) => return Split::Shared,
+    }
+    let Ok(mut envelope) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Split::Rerun;
+    };
+    let Some(series) = envelope
+        .pointer_mut("/data/result")
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return Split::Rerun;
+    };
+    let mut per_member: Vec<Vec<serde_json::Value>> = vec![Vec::new(); members.len()];
+    for mut one in std::mem::take(series) {
+        let index = one
+            .get_mut("metric")
+            .and_then(serde_json::Value::as_object_mut)
+            .and_then(|labels| labels.remove(BATCH_LABEL))
+            .and_then(|i| i.as_str().and_then(|i| i.parse::<usize>().ok()));
+        match index.and_then(|i| per_member.get_mut(i)) {
+            Some(member) => member.push(one),
+            // A series of no member: the answer cannot be trusted to be split right.
+            None => return Split::Rerun,
+        }
+    }
+    Split::PerMember(
+        per_member
+            .into_iter()
+            .map(|result| {
+                serde_json::json!({
+                    "status": "success",
+                    "data": {"resultType": "vector", "result": result}
+                })
+                .to_string()
+                .into_bytes()
+            })
+            .collect(),
+    )
+}
+
+/// Each query alone, a few at a time.
+async fn rerun(connection: &Arc<Connection>, at: Timestamp, queries: &[(String, Kind)]) -> Answers {
+    let samples: Vec<Sample> = stream::iter(queries.to_vec())
+        .map(|(query, kind)| {
+            let connection = Arc::clone(connection);
+            async move {
+                match kind {
+                    Kind::Value => connection.query(&query, at).await,
+                    Kind::Histogram => connection.query_histogram(&query, at).await,
+                }
+            }
+        })
+        .buffered(MAX_CONCURRENT_RERUNS)
+        .collect()
+        .await;
+    queries
+        .iter()
+        .map(|(q, _)| q.clone())
+        .zip(samples)
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod tests;

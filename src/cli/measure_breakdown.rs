@@ -62,7 +62,9 @@ pub(super) async fn read(
         .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
         .and_then(|d| DateTime::from_timestamp_millis(i64::try_from(d.as_millis()).ok()?));
     Breakdown {
-        first_failing_scrape: scrapes.as_ref().and_then(|l| l.first().copied().map(offset)),
+        first_failing_scrape: scrapes
+            .as_ref()
+            .and_then(|l| l.first().copied().map(offset)),
         evaluation: evaluation.map(offset),
         route_written: route_written.map(offset),
         scrapes_needed,
@@ -98,7 +100,8 @@ async fn failing_scrapes(
     let samples: Vec<(DateTime<Utc>, f64)> = values
         .iter()
         .filter_map(|v| {
-            let at = DateTime::from_timestamp_millis((v.get(0)?.as_f64()? * 1000.0).round() as i64)?;
+            let at =
+                DateTime::from_timestamp_millis((v.get(0)?.as_f64()? * 1000.0).round() as i64)?;
             let value: f64 = v.get(1)?.as_str()?.parse().ok()?;
             Some((at, value))
         })

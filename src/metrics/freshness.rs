@@ -47,7 +47,10 @@ pub struct ScrapePhase {
 /// comes too early sees the previous scrape: one period late, the case before scrape
 /// alignment. A fixed 100 ms was too long for a fast local target (~5 ms scrapes: the
 /// 80 ms extra were a tenth of the time to rollback) and too short for a slow one.
-pub fn ingest_margin(longest_scrape_seconds: Option<f64>, period: chrono::Duration) -> chrono::Duration {
+pub fn ingest_margin(
+    longest_scrape_seconds: Option<f64>,
+    period: chrono::Duration,
+) -> chrono::Duration {
     let default = chrono::Duration::from_std(DEFAULT_INGEST).unwrap_or_default();
     let half_period = period.num_milliseconds() / 2;
     let margin_ms = match longest_scrape_seconds {
@@ -143,10 +146,21 @@ mod tests {
         let second = chrono::Duration::seconds(1);
         let ms = chrono::Duration::milliseconds;
         assert_eq!(ingest_margin(None, second), ms(100));
-        assert_eq!(ingest_margin(Some(0.004), second), ms(26), "a fast local target");
+        assert_eq!(
+            ingest_margin(Some(0.004), second),
+            ms(26),
+            "a fast local target"
+        );
         assert_eq!(ingest_margin(Some(0.0), second), ms(20));
-        assert_eq!(ingest_margin(Some(2.0), second), ms(500), "half a period at most");
-        assert_eq!(ingest_margin(Some(0.3), chrono::Duration::seconds(15)), ms(470));
+        assert_eq!(
+            ingest_margin(Some(2.0), second),
+            ms(500),
+            "half a period at most"
+        );
+        assert_eq!(
+            ingest_margin(Some(0.3), chrono::Duration::seconds(15)),
+            ms(470)
+        );
         assert_eq!(ingest_margin(Some(f64::NAN), second), ms(100));
         assert_eq!(ingest_margin(None, ms(100)), ms(50));
     }

@@ -61,7 +61,9 @@ impl PhaseGroup {
         let entry = self.members.entry(member.to_owned()).or_default();
         entry.asked = Some(now);
         let known = entry.latest;
-        let age = self.queried_at.map(|at| now.signed_duration_since(at).abs());
+        let age = self
+            .queried_at
+            .map(|at| now.signed_duration_since(at).abs());
         let within = |limit: chrono::Duration| age.is_some_and(|age| age < limit);
         let learned = self.period.is_some();
         match known {

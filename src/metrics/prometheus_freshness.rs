@@ -120,9 +120,7 @@ impl PrometheusSource {
     ) -> Option<ScrapePhase> {
         let range = freshness_query(policy, spec)?;
         // The member's instant selector: the range selector without its range.
-        let selector = range
-            .strip_suffix(&format!("[{LEARN_RANGE}]"))?
-            .to_owned();
+        let selector = range.strip_suffix(&format!("[{LEARN_RANGE}]"))?.to_owned();
         let connection = self
             .connect_for(policy, spec.analysis.prometheus.as_ref())
             .await

@@ -235,9 +235,12 @@ async fn queries_answered(prometheus: &Prometheus) -> f64 {
 async fn the_scrape_phase_is_learned_once_per_rollout() {
     const ROLLOUTS: usize = 24;
     let exporter = Exporter::start(|n| exposition(ROLLOUTS, n)).await;
-    let prometheus =
-        Prometheus::start_scraping(vec![ScrapeTarget::new("mesh", &exporter.address(), "/metrics")])
-            .await;
+    let prometheus = Prometheus::start_scraping(vec![ScrapeTarget::new(
+        "mesh",
+        &exporter.address(),
+        "/metrics",
+    )])
+    .await;
     prometheus
         .wait_for(
             "count_over_time(istio_requests_total{destination_service=\"svc-0.stage.svc.cluster.local\"}[30s])",

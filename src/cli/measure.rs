@@ -250,9 +250,8 @@ async fn measure_one(
         use rand::{Rng, SeedableRng};
         rand::rngs::StdRng::seed_from_u64(u64::from(run)).random_range(0..1000u64)
     };
-    let healthy_until = stopwatch()
-        + Duration::from_secs(args.healthy_seconds)
-        + Duration::from_millis(offset);
+    let healthy_until =
+        stopwatch() + Duration::from_secs(args.healthy_seconds) + Duration::from_millis(offset);
     while stopwatch() < healthy_until {
         peak_rss_kib = peak_rss_kib.max(read_peak_rss(pid).unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(100)).await;

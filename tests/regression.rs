@@ -99,6 +99,10 @@ mod batch;
 #[path = "regression/scheduling.rs"]
 mod scheduling;
 
+/// Issue "scale" §6: time to rollback (evaluations on new data while failing, phases per group).
+#[path = "regression/rollback.rs"]
+mod rollback;
+
 /// Issue "operate" §3: notifications.
 #[path = "regression/notify.rs"]
 mod notify;

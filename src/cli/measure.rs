@@ -23,6 +23,9 @@ use crate::demo::processes::{self, EnvoyHandle, Supervisor};
 use crate::router::envoy::EnvoyRouter;
 use crate::router::TrafficRouter;
 
+#[path = "measure_breakdown.rs"]
+mod breakdown;
+
 /// How often Envoy's live config is read while waiting for the rollback.
 const ENVOY_POLL: Duration = Duration::from_millis(20);
 /// The longest one run may take.
@@ -76,6 +79,7 @@ struct RunFigures {
     cpu_seconds: f64,
     wall_seconds: f64,
     peak_rss_kib: u64,
+    breakdown: breakdown::Breakdown,
 }
 
 struct Stack {
@@ -124,8 +128,12 @@ async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
     for run in 1..=args.runs {
         let one = measure_one(&stack, &binary, &args, run).await?;
         say!(
-            "run {run:2}: rollback {:.2} s · shiftgate run cpu {:.3} s over {:.1} s wall · peak rss {} KiB",
-            one.rollback_seconds, one.cpu_seconds, one.wall_seconds, one.peak_rss_kib
+            "run {run:2}: rollback {:.2} s · shiftgate run cpu {:.3} s over {:.1} s wall · peak rss {} KiB\n        {}",
+            one.rollback_seconds,
+            one.cpu_seconds,
+            one.wall_seconds,
+            one.peak_rss_kib,
+            one.breakdown.describe(one.rollback_seconds)
         );
         figures.push(one);
     }
@@ -235,7 +243,15 @@ async fn measure_one(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let healthy_until = stopwatch() + Duration::from_secs(args.healthy_seconds);
+    // Plus a seeded 0–1 s: with evaluations aligned to scrapes, a fault a fixed time
+    // after the first passed analysis always landed at the same point between two
+    // scrapes (0.65–0.8 s before the next one), the favourable case.
+    let offset = {
+        use rand::{Rng, SeedableRng};
+        rand::rngs::StdRng::seed_from_u64(u64::from(run)).random_range(0..1000u64)
+    };
+    let healthy_until =
+        stopwatch() + Duration::from_secs(args.healthy_seconds) + Duration::from_millis(offset);
     while stopwatch() < healthy_until {
         peak_rss_kib = peak_rss_kib.max(read_peak_rss(pid).unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -249,6 +265,7 @@ async fn measure_one(
         .await
         .map_err(anyhow::Error::msg)?;
     let fault_at = stopwatch();
+    let fault_utc = wall_clock();
     let rollback_seconds = loop {
         let live = router.read().await?;
         if live.route.canary_weight == 0 {
@@ -277,11 +294,21 @@ async fn measure_one(
     if ended.code() != Some(exit::ROLLED_BACK) {
         bail!("run {run}: shiftgate run exited with {ended}, not 1 (rolled back)");
     }
+    let breakdown = breakdown::read(
+        &http,
+        stack.prometheus,
+        &stack.envoy.router.canary_cluster,
+        &state_file,
+        Path::new(&stack.envoy.router.routes_file),
+        fault_utc,
+    )
+    .await;
     Ok(RunFigures {
         rollback_seconds,
         cpu_seconds,
         wall_seconds,
         peak_rss_kib,
+        breakdown,
     })
 }
 
@@ -290,6 +317,12 @@ async fn measure_one(
 #[allow(clippy::disallowed_methods)]
 fn stopwatch() -> Instant {
     Instant::now()
+}
+
+/// The wall clock, to line the fault up with Prometheus's sample timestamps.
+#[allow(clippy::disallowed_methods)]
+fn wall_clock() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
 }
 
 struct KillOnDrop(Child);

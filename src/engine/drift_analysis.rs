@@ -19,9 +19,11 @@ impl Tick<'_> {
         if !paused_by_drift || live.canary_weight == 0 {
             return false;
         }
-        let due = self.s.last_evaluation_at.map_or(self.now, |last| {
-            crate::engine::plan::later(last, self.plan.interval())
-        });
+        let gap = crate::engine::cadence::next_gap(self.plan.interval(), &self.s);
+        let due = self
+            .s
+            .last_evaluation_at
+            .map_or(self.now, |last| crate::engine::plan::later(last, gap));
         let before = self.s.target;
         self.evaluate_from(due, live.canary_weight);
         self.s.target != before

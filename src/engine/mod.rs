@@ -2,6 +2,7 @@
 //! clock, no I/O, no async. The shell (`runtime::reconcile`) gathers observations, runs
 //! the step, and executes the actions.
 
+pub mod cadence;
 pub mod colours;
 mod commands;
 mod drift_analysis;

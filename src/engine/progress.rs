@@ -179,11 +179,12 @@ impl Tick<'_> {
             return true;
         };
         let interval = self.plan.interval();
+        let gap = crate::engine::cadence::next_gap(interval, &self.s);
         let due = self
             .s
             .last_evaluation_at
             .filter(|last| *last > started)
-            .map_or(later(started, interval), |last| later(last, interval));
+            .map_or(later(started, interval), |last| later(last, gap));
         self.evaluate_from(due, self.s.canary_weight)
     }
 
@@ -230,7 +231,11 @@ impl Tick<'_> {
                 })
                 .collect(),
         });
-        self.wake(later(self.now, interval));
+        // Sooner while the canary fails (`engine::cadence`).
+        self.wake(later(
+            self.now,
+            crate::engine::cadence::next_gap(interval, &self.s),
+        ));
         let limits = self.plan.analysis();
         match evaluation.verdict {
             Verdict::Pass => {

@@ -107,6 +107,8 @@ pub struct PrometheusSource {
     access: Access,
     env: Arc<EnvLookup>,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
+    /// Scrape phases, learned per group of rollouts (`prometheus_freshness`).
+    phases: freshness::SharedPhases,
     /// The daemon's: evaluations at about the same instant share queries (see
     /// [`super::batch`]). `None`: every evaluation asks alone (`shiftgate run`).
     batcher: Option<Batcher>,
@@ -148,6 +150,7 @@ impl PrometheusSource {
             access,
             env: Arc::new(|var| std::env::var(var).ok()),
             connections: Mutex::new(HashMap::new()),
+            phases: freshness::SharedPhases::default(),
             batcher: None,
         }
     }

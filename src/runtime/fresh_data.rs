@@ -1,21 +1,19 @@
 //! Evaluations timed to new data: each rollout in analysis wakes just after a scrape
-//! of its canary's requests rather than wherever its interval happens to fall. The
-//! scrape phase is learned with one query when a rollout is first seen in analysis and
-//! again every [`RELEARN`] (not per evaluation: a healthy rollout costs Prometheus the
-//! same queries per interval); the decision itself is the pure
-//! [`scheduler::after_fresh_data`]. Used by `run` and by the daemon.
+//! of its canary's requests rather than wherever its interval happens to fall, and,
+//! while its canary fails, at every new scrape. The scrape phase is asked of the metric
+//! source when a rollout is first seen in analysis and again every [`RELEARN`] (not per
+//! evaluation; the Prometheus source shares what it learns between the rollouts of a
+//! group, see `metrics::freshness`); the decision itself is the pure
+//! [`scheduler::wake_for_evaluation`]. Used by `run` and by the daemon.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::metrics::freshness::ScrapePhase;
+pub use crate::metrics::freshness::RELEARN;
+use crate::metrics::freshness::{ScrapePhase, JOIN_WAIT};
 use crate::metrics::{MetricSource, PolicyRef};
 use crate::policy::{Phase, RolloutSpec, RolloutStatus, Timestamp};
 use crate::runtime::scheduler;
-
-/// How long a learned phase (or the failure to learn one) is kept. Prometheus keeps a
-/// target's scrape offset for as long as it runs, so this only catches restarts.
-pub const RELEARN: chrono::Duration = chrono::Duration::minutes(5);
 
 /// The phases learned so far, per policy.
 #[derive(Debug, Default)]
@@ -25,7 +23,8 @@ pub struct FreshData {
 
 impl FreshData {
     /// `wake_at` moved to just after the scrape around it when the rollout is being
-    /// analysed; otherwise `wake_at` unchanged.
+    /// analysed (to the next scrape during a failing trend); otherwise `wake_at`
+    /// unchanged.
     pub async fn wake_at(
         &self,
         source: &dyn MetricSource,
@@ -51,14 +50,25 @@ impl FreshData {
             }
         };
         let interval = crate::engine::plan::to_chrono(spec.analysis.interval);
-        Some(scheduler::after_fresh_data(wake, phase.as_ref(), interval))
+        let failing = status
+            .last_evaluation_at
+            .filter(|_| crate::engine::cadence::failing_trend(status));
+        Some(scheduler::wake_for_evaluation(
+            wake,
+            phase.as_ref(),
+            interval,
+            failing,
+        ))
     }
 
     /// What is known of `policy`'s phase at `now`: `None` when it must be (re)learned.
+    /// A phase is kept for [`RELEARN`]; not knowing one only for [`JOIN_WAIT`] (the
+    /// source may learn it with its group's next query).
     fn known(&self, policy: &PolicyRef, now: Timestamp) -> Option<Option<ScrapePhase>> {
         let learned = self.learned.lock().ok()?;
         let (at, phase) = learned.get(policy)?;
-        let fresh = now.signed_duration_since(*at).abs().lt(&RELEARN);
+        let keep = if phase.is_some() { RELEARN } else { JOIN_WAIT };
+        let fresh = now.signed_duration_since(*at).abs().lt(&keep);
         fresh.then_some(*phase)
     }
 

@@ -491,10 +491,13 @@ impl LocalRun {
                     now,
                 )
                 .await;
+            // A wake within two gaps is kept whole: an evaluation timed to the scrape
+            // after its due time (up to a scrape period later) cut short at one gap ran
+            // at its due time instead, unaligned, in most runs.
             let gap = wake_at
                 .and_then(|at| (at - now).to_std().ok())
-                .unwrap_or(MAX_TICK_GAP)
-                .min(MAX_TICK_GAP);
+                .filter(|gap| *gap <= MAX_TICK_GAP * 2)
+                .unwrap_or(MAX_TICK_GAP);
             tokio::select! {
                 _ = stop.cancelled() => return Ok(RunEnd::Interrupted(status)),
                 _ = tokio::time::sleep(gap) => {}

@@ -70,31 +70,67 @@ pub fn after_error(transient: bool, resync: Duration) -> Duration {
     }
 }
 
-/// How long after a scrape starts its samples are taken to be queryable (Prometheus
-/// stamps a sample with the scrape's start and stores it when the scrape ends).
-pub const AFTER_SCRAPE: Duration = Duration::from_millis(100);
+/// How long after a scrape starts its samples are taken to be queryable when Prometheus
+/// did not say how long its scrapes take (see [`ScrapePhase::ingest`]).
+pub const AFTER_SCRAPE: Duration = crate::metrics::freshness::DEFAULT_INGEST;
 
 /// When to wake for an evaluation due at `due`, given when new data lands: just after
 /// the first scrape from `due` less the engine's slack on, so the evaluation judges data
-/// that is at most [`AFTER_SCRAPE`] old instead of anything up to a scrape interval
-/// old, and keeps that phase from one interval to the next. `due` itself when the phase
-/// is unknown, or when the interval is shorter than the scrape period (every
+/// that is at most [`ScrapePhase::ingest`] old instead of anything up to a scrape
+/// interval old, and keeps that phase from one interval to the next. `due` itself when
+/// the phase is unknown, or when the interval is shorter than the scrape period (every
 /// evaluation cannot have new data then).
 pub fn after_fresh_data(
     due: Timestamp,
     phase: Option<&ScrapePhase>,
     interval: chrono::Duration,
 ) -> Timestamp {
-    let Some(phase) = phase else {
-        return due;
+    match phase {
+        Some(phase) if !longer_than(phase.period, interval) => next_scrape(due, phase, interval),
+        _ => due,
+    }
+}
+
+/// Whether a scrape `period` is longer than `interval` by more than the jitter of
+/// scrape timestamps (5 %): a 1 s scrape learned as 1,004 ms still fits a 1 s interval.
+fn longer_than(period: chrono::Duration, interval: chrono::Duration) -> bool {
+    period.num_milliseconds().saturating_mul(20) > interval.num_milliseconds().saturating_mul(21)
+}
+
+/// When to wake a rollout whose engine asked for `due`. Healthy: [`after_fresh_data`].
+/// During a failing trend (`engine::cadence`, which makes the next evaluation due
+/// [`crate::engine::cadence::failing_cadence`] after `last_evaluation`): just after
+/// the next scrape, whatever the interval, so a failing canary is judged on every new
+/// sample. Without a learned phase nothing says when data is new, so the wake stays
+/// where the interval puts it (`last_evaluation + interval`): evaluating sooner would
+/// only add queries.
+pub fn wake_for_evaluation(
+    due: Timestamp,
+    phase: Option<&ScrapePhase>,
+    interval: chrono::Duration,
+    failing: Option<Timestamp>,
+) -> Timestamp {
+    let Some(last_evaluation) = failing else {
+        return after_fresh_data(due, phase, interval);
     };
+    match phase {
+        Some(phase) => next_scrape(due, phase, interval),
+        None => due.max(crate::engine::plan::later(last_evaluation, interval)),
+    }
+}
+
+/// The first instant new data is queryable (`latest + k·period + ingest`) at or after
+/// `due` less the engine's slack for `interval`.
+fn next_scrape(due: Timestamp, phase: &ScrapePhase, interval: chrono::Duration) -> Timestamp {
     let period = phase.period.num_milliseconds();
-    if period <= 0 || phase.period > interval {
+    if period <= 0 {
         return due;
     }
     let slack = crate::engine::plan::evaluation_slack(interval).num_milliseconds();
-    let after = i64::try_from(AFTER_SCRAPE.as_millis()).unwrap_or(i64::MAX);
-    let base = phase.latest.timestamp_millis().saturating_add(after);
+    let base = phase
+        .latest
+        .timestamp_millis()
+        .saturating_add(phase.ingest.num_milliseconds());
     let earliest = due.timestamp_millis().saturating_sub(slack);
     // The first `base + k·period` at or after `earliest` (k may be negative).
     let steps = earliest.saturating_sub(base).div_euclid(period);

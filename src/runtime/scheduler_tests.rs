@@ -143,6 +143,7 @@ fn evaluations_wake_just_after_the_scrape_that_lands_around_their_due_time() {
     let phase = ScrapePhase {
         latest: ms(10_300),
         period: second,
+        ingest: chrono::Duration::milliseconds(100),
     };
     // Scrapes at …300 ms: queryable from …400 ms.
     assert_eq!(
@@ -167,10 +168,54 @@ fn evaluations_wake_just_after_the_scrape_that_lands_around_their_due_time() {
     let slow = ScrapePhase {
         latest: ms(10_300),
         period: chrono::Duration::seconds(15),
+        ingest: chrono::Duration::milliseconds(100),
     };
     assert_eq!(
         after_fresh_data(ms(20_000), Some(&slow), chrono::Duration::seconds(10)),
         ms(20_000),
         "an interval shorter than the scrape period is kept"
+    );
+    let jittered = ScrapePhase {
+        period: chrono::Duration::milliseconds(1_004),
+        ..phase
+    };
+    assert_ne!(
+        after_fresh_data(ms(20_000), Some(&jittered), second),
+        ms(20_000),
+        "a scrape learned a few ms longer than the interval is still aligned to"
+    );
+}
+
+#[test]
+fn a_failing_rollout_wakes_at_the_next_scrape_and_only_with_a_known_phase() {
+    let second = chrono::Duration::seconds(1);
+    let minute = chrono::Duration::minutes(1);
+    let phase = ScrapePhase {
+        latest: ms(10_300),
+        period: chrono::Duration::seconds(15),
+        ingest: chrono::Duration::milliseconds(30),
+    };
+    // Evaluated at 25.330 (just after the scrape at 25.300), failing: the engine asks
+    // again one second later; the next data is queryable at 40.330.
+    let last = ms(25_330);
+    let due = last + second;
+    assert_eq!(
+        wake_for_evaluation(due, Some(&phase), minute, Some(last)),
+        ms(40_330)
+    );
+    assert_eq!(
+        wake_for_evaluation(due, Some(&phase), chrono::Duration::seconds(10), Some(last)),
+        ms(40_330),
+        "a scrape period longer than the interval: still the next scrape"
+    );
+    assert_eq!(
+        wake_for_evaluation(due, None, minute, Some(last)),
+        last + minute,
+        "no phase: not sooner than the interval"
+    );
+    // Healthy: the interval's due time, just after its scrape.
+    assert_eq!(
+        wake_for_evaluation(last + minute, Some(&phase), minute, None),
+        ms(85_330)
     );
 }

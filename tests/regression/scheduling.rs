@@ -77,6 +77,7 @@ impl MetricSource for ScrapesAtThreeHundred {
         Some(ScrapePhase {
             latest: chrono::Utc.timestamp_millis_opt(latest).single()?,
             period: chrono::Duration::seconds(1),
+            ingest: chrono::Duration::from_std(AFTER_SCRAPE).ok()?,
         })
     }
 }

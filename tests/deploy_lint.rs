@@ -72,13 +72,13 @@ fn rendered_install_passes_kubernetes_validate_strictly() {
     );
 }
 
-/// Checked with both optional monitoring components, so the ServiceMonitor and the
-/// PodMonitor are checked too.
+/// Checked with the optional monitoring components and the sharding component, so the
+/// ServiceMonitor, the PodMonitor and the shards' Role and replicas are checked too.
 #[test]
 fn rendered_install_passes_checkov_with_only_documented_skips() {
     let overlay = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let deploy = std::fs::canonicalize(repo().join("deploy")).unwrap();
-    for component in ["monitoring", "podmonitor"] {
+    for component in ["monitoring", "podmonitor", "sharding"] {
         let path = deploy.join("components").join(component);
         assert!(path.is_dir(), "{} missing", path.display());
     }
@@ -97,10 +97,11 @@ fn rendered_install_passes_checkov_with_only_documented_skips() {
         root.join("kustomization.yaml"),
         format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-             resources: [\"{}\"]\ncomponents: [\"{}\", \"{}\"]\n",
+             resources: [\"{}\"]\ncomponents: [\"{}\", \"{}\", \"{}\"]\n",
             relative(&deploy),
             relative(&deploy.join("components/monitoring")),
             relative(&deploy.join("components/podmonitor")),
+            relative(&deploy.join("components/sharding")),
         ),
     )
     .unwrap();

@@ -25,6 +25,8 @@ use shiftgate::testkit::apiserver::{ResourceRef, TestApiServer};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+mod support;
+
 const NS: &str = "shop";
 
 /// The canary's error rate, settable while a rollout runs; stable is always healthy.
@@ -744,24 +746,6 @@ async fn a_paused_step_waits_for_the_promote_annotation() {
     daemon.stop().await;
 }
 
-/// Answers every Prometheus instant query with one healthy sample.
-async fn prometheus_stand_in() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().route(
-        "/api/v1/query",
-        axum::routing::any(|| async {
-            axum::Json(json!({
-                "status": "success",
-                "data": { "resultType": "vector",
-                          "result": [ { "metric": {}, "value": [1_700_000_000.0, "0.001"] } ] }
-            }))
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    address
-}
-
 /// `GET path` on 127.0.0.1:port over plain HTTP/1.0; the whole response.
 async fn http_get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -796,7 +780,7 @@ impl Drop for ChildGuard {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
     let cluster = Cluster::start().await;
-    let prometheus = prometheus_stand_in().await;
+    let prometheus = support::prometheus_stand_in::healthy_prometheus_stand_in().await;
     let mut spec = policy("checkout", json!([0, 50, 100]), "checkout", "primary", "v2");
     spec.spec.analysis.prometheus = None; // from --prometheus (SHIFTGATE_PROMETHEUS)
     spec.spec.analysis.metrics = serde_json::from_value(json!([

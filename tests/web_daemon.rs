@@ -274,24 +274,6 @@ fn urlencode(text: &str) -> String {
         .collect()
 }
 
-/// A Prometheus that answers every query with 0.001.
-async fn prometheus_stand_in() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().route(
-        "/api/v1/query",
-        axum::routing::any(|| async {
-            axum::Json(json!({
-                "status": "success",
-                "data": { "resultType": "vector",
-                          "result": [ { "metric": {}, "value": [1_700_000_000.0, "0.001"] } ] }
-            }))
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    address
-}
-
 /// `GET path` on 127.0.0.1:port over plain HTTP/1.0; the whole response, or "".
 async fn http_get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -324,8 +306,12 @@ async fn the_daemon_binary_serves_the_page_on_web_listen() {
     let vs = ResourceRef::new("networking.istio.io", "v1", "virtualservices");
     server.put_object(&vs, virtual_service()).unwrap();
     let mut policy = policy();
-    policy.spec.analysis.prometheus =
-        Some(serde_json::from_value(json!({ "address": prometheus_stand_in().await })).unwrap());
+    policy.spec.analysis.prometheus = Some(
+        serde_json::from_value(
+            json!({ "address": support::prometheus_stand_in::healthy_prometheus_stand_in().await }),
+        )
+        .unwrap(),
+    );
     policy.spec.analysis.metrics.truncate(1);
     Api::<RolloutPolicy>::namespaced(server.client().unwrap(), NS)
         .create(&PostParams::default(), &policy)

@@ -11,6 +11,7 @@ pub mod kube_apiserver;
 pub mod playground;
 pub mod ports;
 pub mod prometheus;
+pub mod prometheus_stand_in;
 pub mod receiver;
 pub mod rollout;
 pub mod scrapes;

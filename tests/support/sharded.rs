@@ -121,7 +121,7 @@ impl ShardCluster {
         let kubeconfig = server.write_kubeconfig(dir.path(), NS).unwrap();
         ShardCluster {
             server,
-            prometheus: prometheus_stand_in().await,
+            prometheus: super::prometheus_stand_in::healthy_prometheus_stand_in().await,
             kubeconfig,
             _dir: dir,
         }
@@ -301,22 +301,4 @@ fn canary_weight(patch: &Value) -> Option<u64> {
             .is_some_and(|p| p.ends_with("/route/1/weight"));
         (replaces && canary).then(|| op["value"].as_u64()).flatten()
     })
-}
-
-/// Answers every Prometheus instant query with one healthy sample.
-async fn prometheus_stand_in() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().route(
-        "/api/v1/query",
-        axum::routing::any(|| async {
-            axum::Json(json!({
-                "status": "success",
-                "data": { "resultType": "vector",
-                          "result": [ { "metric": {}, "value": [1_700_000_000.0, "0.001"] } ] }
-            }))
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    address
 }

@@ -1,5 +1,6 @@
 //! A Prometheus stand-in for daemon tests whose judgement is not the point: every
 //! instant query gets one healthy sample.
+#![allow(clippy::unwrap_used)] // test support: a panic is the failure report
 
 use serde_json::json;
 

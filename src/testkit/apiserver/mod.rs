@@ -320,6 +320,22 @@ impl TestApiServer {
         self.shared.store().revision()
     }
 
+    /// Every committed version of one object still in the watch history, oldest first.
+    /// Unlike a client-side log, it includes a write whose writer died before the reply.
+    pub fn versions_of(
+        &self,
+        resource: &ResourceRef,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Vec<Value> {
+        let path = resource.path(namespace, Some(name));
+        self.shared.store().versions_of(&ObjectKey {
+            group_resource: path.group_resource,
+            namespace: namespace.unwrap_or_default().to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
     /// Forgets the watch history: a watch from any earlier resourceVersion gets 410.
     pub fn compact_history(&self) {
         self.shared.store().compact();

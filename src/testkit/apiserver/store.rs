@@ -153,6 +153,16 @@ impl Store {
         }
     }
 
+    /// Every version of one object still in the event history, oldest first (deletions
+    /// excluded): what was committed, whether or not the writer saw the response.
+    pub fn versions_of(&self, key: &ObjectKey) -> Vec<Value> {
+        self.history
+            .iter()
+            .filter(|e| &e.key == key && e.kind != EventKind::Deleted)
+            .map(|e| e.object.clone())
+            .collect()
+    }
+
     /// Forgets the event history: watches from any earlier revision get 410 Expired.
     pub fn compact(&mut self) {
         self.history.clear();

@@ -5,32 +5,64 @@
 #![allow(unsafe_code)] // `GlobalAlloc` is an unsafe trait; this only counts and delegates
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-pub struct CountingAllocator {
+/// Counters per thread group, each on its own cache lines: one shared counter, bumped
+/// by every thread on every allocation, cost the daemon ~8 % of its CPU in contention.
+const SHARDS: usize = 16;
+
+#[repr(align(128))]
+struct Shard {
     allocations: AtomicU64,
     bytes: AtomicU64,
+}
+
+pub struct CountingAllocator {
+    shards: [Shard; SHARDS],
+    next_shard: AtomicUsize,
+}
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
 impl CountingAllocator {
     pub const fn new() -> Self {
         CountingAllocator {
-            allocations: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
+            shards: [const {
+                Shard {
+                    allocations: AtomicU64::new(0),
+                    bytes: AtomicU64::new(0),
+                }
+            }; SHARDS],
+            next_shard: AtomicUsize::new(0),
         }
     }
 
     /// Allocations (including reallocations) and bytes asked for since start.
     pub fn totals(&self) -> (u64, u64) {
-        (
-            self.allocations.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed),
-        )
+        self.shards.iter().fold((0, 0), |(a, b), shard| {
+            (
+                a + shard.allocations.load(Ordering::Relaxed),
+                b + shard.bytes.load(Ordering::Relaxed),
+            )
+        })
     }
 
     fn count(&self, size: usize) {
-        self.allocations.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        // A thread being torn down has no thread-locals left: it counts in shard 0.
+        let index = SHARD
+            .try_with(|shard| {
+                if shard.get() == usize::MAX {
+                    shard.set(self.next_shard.fetch_add(1, Ordering::Relaxed) % SHARDS);
+                }
+                shard.get()
+            })
+            .unwrap_or(0);
+        let shard = &self.shards[index];
+        shard.allocations.fetch_add(1, Ordering::Relaxed);
+        shard.bytes.fetch_add(size as u64, Ordering::Relaxed);
     }
 }
 

@@ -166,7 +166,7 @@ async fn follow(api: Api<DynamicObject>, watched: Arc<RwLock<Watched>>, plural: 
         match event {
             watcher::Event::Init => relist = Some(HashMap::new()),
             watcher::Event::InitApply(object) => {
-                if let (Some(relist), Some((name, entry))) = (relist.as_mut(), entry_of(&object)) {
+                if let (Some(relist), Some((name, entry))) = (relist.as_mut(), entry_of(object)) {
                     relist.insert(name, entry);
                 }
             }
@@ -176,7 +176,7 @@ async fn follow(api: Api<DynamicObject>, watched: Arc<RwLock<Watched>>, plural: 
                 watched.ready = true;
             }
             watcher::Event::Apply(object) => {
-                let Some((name, entry)) = entry_of(&object) else {
+                let Some((name, entry)) = entry_of(object) else {
                     continue;
                 };
                 let mut watched = write(&watched);
@@ -200,10 +200,10 @@ async fn follow(api: Api<DynamicObject>, watched: Arc<RwLock<Watched>>, plural: 
     }
 }
 
-fn entry_of(object: &DynamicObject) -> Option<(String, Entry)> {
+fn entry_of(object: DynamicObject) -> Option<(String, Entry)> {
     let name = object.metadata.name.clone()?;
     let version = Version(object.metadata.resource_version.clone()?);
-    let value = serde_json::to_value(object).ok()?;
+    let value = into_json(object).ok()?;
     Some((
         name,
         Entry {
@@ -212,6 +212,26 @@ fn entry_of(object: &DynamicObject) -> Option<(String, Entry)> {
             written_at: None,
         },
     ))
+}
+
+/// The object as the JSON the API server sent, as `serde_json::to_value` would make it,
+/// but moving its body instead of serializing it again (only the metadata is).
+pub fn into_json(object: DynamicObject) -> Result<Value, serde_json::Error> {
+    let DynamicObject {
+        types,
+        metadata,
+        data,
+    } = object;
+    let mut json = match data {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    if let Some(types) = types {
+        json.insert("apiVersion".to_owned(), Value::String(types.api_version));
+        json.insert("kind".to_owned(), Value::String(types.kind));
+    }
+    json.insert("metadata".to_owned(), serde_json::to_value(&metadata)?);
+    Ok(Value::Object(json))
 }
 
 // Plain maps stay usable after a panic elsewhere.
@@ -229,4 +249,30 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn into_json_is_what_serializing_the_object_gives() {
+        let sent = serde_json::json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {
+                "name": "checkout", "namespace": "shop", "resourceVersion": "42",
+                "labels": { "team": "payments" },
+            },
+            "spec": { "hosts": ["checkout"], "http": [{ "route": [{ "weight": 100 }] }] },
+            "status": { "observedGeneration": 3 },
+            "unknownField": { "kept": true },
+        });
+        let object: DynamicObject = serde_json::from_value(sent.clone()).unwrap();
+        let serialized = serde_json::to_value(&object).unwrap();
+        assert_eq!(into_json(object).unwrap(), serialized);
+        assert_eq!(serialized, sent);
+    }
 }

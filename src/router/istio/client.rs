@@ -13,7 +13,7 @@ use kube::Client;
 use serde_json::Value;
 
 use super::{drift, live_route, locate, plan, IstioTarget};
-use crate::router::watch_cache::ObjectCache;
+use crate::router::watch_cache::{into_json, ObjectCache};
 use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
 
 /// The field manager shiftgate writes as.
@@ -133,7 +133,7 @@ pub(crate) async fn get_json(
                 message: format!("{what} came back without a resourceVersion; retrying"),
                 source: None,
             })?;
-    let value = serde_json::to_value(&object).map_err(|error| RouterError::Unavailable {
+    let value = into_json(object).map_err(|error| RouterError::Unavailable {
         message: format!("{what} could not be re-encoded as json"),
         source: Some(Box::new(error)),
     })?;
@@ -171,7 +171,7 @@ pub(crate) async fn patch_json_object(
             source: None,
         })?;
     // The reply is only a cache entry: without it, the next read is a GET.
-    let value = serde_json::to_value(&written).unwrap_or(Value::Null);
+    let value = into_json(written).unwrap_or(Value::Null);
     Ok((value, version))
 }
 

@@ -16,8 +16,9 @@
 //! When: leading edge, then at most one instant per [`MIN_SPACING`] per connection.
 //! An evaluation's instant is chosen before its queries are written ([`Batcher::reserve`]):
 //! its clock reading rounded UP to the next multiple of the batch window (20 ms), when
-//! the connection's last instant is at least [`MIN_SPACING`] older (a lone rollout, e.g.
-//! `scripts/measure-rollback`, waits for nothing more than that rounding, as before);
+//! the connection's last instant is at least [`MIN_SPACING`] older (a lone rollout in
+//! the daemon waits for nothing more than that rounding, as before; `shiftgate run`, and
+//! so `scripts/measure-rollback`, never batches);
 //! otherwise the connection's next instant, `last + MIN_SPACING` (or the last one itself
 //! while it is still ahead), which every evaluation arriving before it joins. That
 //! instant is the one queried and the one the analysis is told (`AnalysisInput.at`), so
@@ -140,13 +141,14 @@ pub struct Batcher {
     window_ms: i64,
     spacing: chrono::Duration,
     pending: Mutex<HashMap<Key, Arc<Pending>>>,
-    /// Per connection, its latest instant handed out (and when to prune next).
+    /// Per connection, its latest instant handed out and whether its batch has left
+    /// (and when to prune next).
     last: Mutex<Latest>,
 }
 
 #[derive(Default)]
 struct Latest {
-    instants: HashMap<usize, Timestamp>,
+    instants: HashMap<usize, (Timestamp, bool)>,
     prune_at: usize,
 }
 
@@ -174,11 +176,11 @@ impl Batcher {
         let key = Arc::as_ptr(connection) as usize;
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let instant = next_instant(aligned, last.instants.get(&key).copied(), self.spacing);
-        last.instants.insert(key, instant);
+        last.instants.insert(key, (instant, false));
         if last.instants.len() > last.prune_at.max(PRUNE_LAST_AT) {
             // Those idle for a spacing no longer hold anyone back.
             let spacing = self.spacing;
-            last.instants.retain(|_, at| {
+            last.instants.retain(|_, (at, _)| {
                 at.checked_add_signed(spacing)
                     .is_none_or(|end| end > aligned)
             });
@@ -288,17 +290,20 @@ impl Batcher {
 }
 
 /// The instant of an evaluation whose clock reading rounds up to `aligned`, when its
-/// connection's latest instant is `last`: `aligned` after `spacing` of quiet (leading
-/// edge), else the latest instant while it is still ahead (join it), else one `spacing`
-/// after it. Never earlier than `aligned`; `aligned` when the addition overflows. Pure.
+/// connection's latest instant is `last` (with whether its batch has left): `aligned`
+/// after `spacing` of quiet (leading edge), else the latest instant while it is ahead
+/// and its batch has not left (join it), else one `spacing` after it. (An evaluation
+/// whose clock was read a while ago can find its window's batch gone: it takes the next
+/// instant rather than a batch of its own.) Never earlier than `aligned`; `aligned` when
+/// the addition overflows. Pure.
 pub fn next_instant(
     aligned: Timestamp,
-    last: Option<Timestamp>,
+    last: Option<(Timestamp, bool)>,
     spacing: chrono::Duration,
 ) -> Timestamp {
     match last {
-        Some(last) if last >= aligned => last,
-        Some(last) => last
+        Some((last, false)) if last >= aligned => last,
+        Some((last, _)) => last
             .checked_add_signed(spacing)
             .map_or(aligned, |next| next.max(aligned)),
         None => aligned,
@@ -314,6 +319,19 @@ struct Leave<'a> {
 
 impl Drop for Leave<'_> {
     fn drop(&mut self) {
+        {
+            // Whoever reserves this instant from now on takes the next one.
+            let mut last = self
+                .batcher
+                .last
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, sent)) = last.instants.get_mut(&self.key.0) {
+                if at.timestamp_millis() == self.key.1 {
+                    *sent = true;
+                }
+            }
+        }
         let mut open = self
             .batcher
             .pending

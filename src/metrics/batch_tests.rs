@@ -158,22 +158,50 @@ fn an_idle_connection_sends_at_the_next_window_and_a_busy_one_waits_for_the_spac
     let spacing = ms(100);
     // Nothing sent yet, or the last instant a spacing or more ago: the window's instant.
     assert_eq!(next_instant(t(1_020), None, spacing), t(1_020));
-    assert_eq!(next_instant(t(1_120), Some(t(1_020)), spacing), t(1_120));
-    assert_eq!(next_instant(t(5_000), Some(t(1_020)), spacing), t(5_000));
+    assert_eq!(
+        next_instant(t(1_120), Some((t(1_020), true)), spacing),
+        t(1_120)
+    );
+    assert_eq!(
+        next_instant(t(5_000), Some((t(1_020), false)), spacing),
+        t(5_000)
+    );
     // Less than a spacing after the last instant: one spacing after it.
-    assert_eq!(next_instant(t(1_040), Some(t(1_020)), spacing), t(1_120));
-    assert_eq!(next_instant(t(1_100), Some(t(1_020)), spacing), t(1_120));
-    // The last instant is still ahead: join it (never earlier than the window's).
-    assert_eq!(next_instant(t(1_100), Some(t(1_120)), spacing), t(1_120));
-    assert_eq!(next_instant(t(1_120), Some(t(1_120)), spacing), t(1_120));
+    assert_eq!(
+        next_instant(t(1_040), Some((t(1_020), true)), spacing),
+        t(1_120)
+    );
+    assert_eq!(
+        next_instant(t(1_100), Some((t(1_020), false)), spacing),
+        t(1_120)
+    );
+    // The last instant is still ahead and its batch open: join it (never earlier than
+    // the window's).
+    assert_eq!(
+        next_instant(t(1_100), Some((t(1_120), false)), spacing),
+        t(1_120)
+    );
+    assert_eq!(
+        next_instant(t(1_120), Some((t(1_120), false)), spacing),
+        t(1_120)
+    );
+    // Its batch has left (this evaluation's clock was read before it did): the next.
+    assert_eq!(
+        next_instant(t(1_120), Some((t(1_120), true)), spacing),
+        t(1_220)
+    );
+    assert_eq!(
+        next_instant(t(1_100), Some((t(1_120), true)), spacing),
+        t(1_220)
+    );
     // No spacing: today's windows.
     assert_eq!(
-        next_instant(t(1_040), Some(t(1_020)), chrono::Duration::zero()),
+        next_instant(t(1_040), Some((t(1_020), true)), chrono::Duration::zero()),
         t(1_040)
     );
     // Overflow: the window's instant.
     let end = chrono::DateTime::<chrono::Utc>::MAX_UTC;
-    assert_eq!(next_instant(end, Some(end - ms(1)), spacing), end);
+    assert_eq!(next_instant(end, Some((end - ms(1), true)), spacing), end);
 }
 
 #[test]
@@ -191,6 +219,18 @@ fn instants_over_a_second_of_arrivals_are_at_most_one_per_spacing() {
     let spacing = ms(i64::try_from(MIN_SPACING.as_millis()).unwrap_or(i64::MAX));
     assert!(instants.windows(2).all(|w| w[1] - w[0] >= spacing));
     assert_eq!(instants.len(), 11, "{instants:?}");
+    // A clock read before its window's batch left: the next instant, not a batch of its own.
+    let late = connection("http://127.0.0.1:11");
+    let at = batcher.reserve(&late, t(1_001));
+    assert_eq!(batcher.reserve(&late, t(1_005)), at, "joins while open");
+    let key = (Arc::as_ptr(&late) as usize, at.timestamp_millis());
+    let (pending, _sender) = batcher.enter(key, &members());
+    drop(Leave {
+        batcher: &batcher,
+        key,
+        pending: &pending,
+    });
+    assert_eq!(batcher.reserve(&late, t(1_005)), at + ms(100));
     // Another connection is not held back by this one's.
     let other = connection("http://127.0.0.1:10");
     assert_eq!(batcher.reserve(&other, t(1_001)), t(1_020));

@@ -1,6 +1,8 @@
 //! shiftgate: moves traffic to a canary in steps, judges each step from Prometheus,
 //! and rolls back by itself.
 
+#![forbid(unsafe_code)]
+
 pub mod analysis;
 pub mod build_info;
 pub mod cli;

@@ -5,8 +5,8 @@
 //!   (`SHIFTGATE_BENCH_ROLE=apiserver`), holding N VirtualServices and N
 //!   RolloutPolicies and counting the requests it serves;
 //! - `shiftgate daemon`, in another child process of this binary
-//!   (`SHIFTGATE_BENCH_ROLE=daemon`, the same code as the `shiftgate` binary behind a
-//!   counting global allocator), one replica, `--concurrency 16`;
+//!   (`SHIFTGATE_BENCH_ROLE=daemon`, the same code and allocator as the `shiftgate`
+//!   binary, behind a counting wrapper), one replica, `--concurrency 16`;
 //! - a Prometheus stand-in on a thread of this process that answers every instant
 //!   query with one healthy sample (a batched query, one per member) and notes which
 //!   rollout asked when (`prometheus_stand_in.rs`).
@@ -40,10 +40,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use shiftgate::testkit::apiserver::{ResourceRef, TestApiServer};
-use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+
+mod counting_allocator;
 
 #[global_allocator]
-static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+static GLOBAL: counting_allocator::CountingAllocator = counting_allocator::CountingAllocator::new();
 
 const NS: &str = "bench";
 const ROLE: &str = "SHIFTGATE_BENCH_ROLE";
@@ -274,16 +275,10 @@ impl Drop for ApiServer {
 /// `SHIFTGATE_BENCH_ALLOCS` every 100 ms.
 fn run_daemon() {
     let file = PathBuf::from(std::env::var("SHIFTGATE_BENCH_ALLOCS").unwrap());
-    std::thread::spawn(move || {
-        let region = Region::new(GLOBAL);
-        loop {
-            let stats = region.change();
-            let _ = std::fs::write(
-                &file,
-                format!("{} {}", stats.allocations, stats.bytes_allocated),
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    std::thread::spawn(move || loop {
+        let (allocations, bytes) = GLOBAL.totals();
+        let _ = std::fs::write(&file, format!("{allocations} {bytes}"));
+        std::thread::sleep(Duration::from_millis(100));
     });
     let cli = shiftgate::cli::parse_args(shiftgate::cli::command());
     shiftgate::cli::logging::init_tracing(cli.log_format);

@@ -92,15 +92,53 @@ pub(super) fn decode(
             problems,
         })
     };
-    let value = serde_json::to_value(object)
-        .map_err(|e| undecodable(".".to_owned(), e.to_string(), Vec::new()))?;
-    serde_path_to_error::deserialize::<_, RolloutPolicy>(value.clone()).map_err(|e| {
+    // Spec and status are read straight from the watched JSON: each watch event of a
+    // status write is decoded once, not re-serialized and decoded again.
+    let spec = object.data.get("spec").ok_or_else(|| {
         undecodable(
-            e.path().to_string(),
-            e.inner().to_string(),
-            spec_problems(&value),
+            ".".to_owned(),
+            "missing field `spec`".to_owned(),
+            spec_problems_of(object),
         )
+    })?;
+    let spec: RolloutSpec = serde_path_to_error::deserialize(spec).map_err(|e| {
+        undecodable(
+            field_path("spec", e.path()),
+            e.inner().to_string(),
+            spec_problems_of(object),
+        )
+    })?;
+    let status = match object.data.get("status").filter(|s| !s.is_null()) {
+        None => None,
+        Some(status) => Some(serde_path_to_error::deserialize(status).map_err(|e| {
+            undecodable(
+                field_path("status", e.path()),
+                e.inner().to_string(),
+                Vec::new(),
+            )
+        })?),
+    };
+    Ok(RolloutPolicy {
+        metadata: object.metadata.clone(),
+        spec,
+        status,
     })
+}
+
+/// `spec.steps[0]` from `spec` and serde's path inside it (`.` for the field itself).
+fn field_path(field: &str, inside: &serde_path_to_error::Path) -> String {
+    let inside = inside.to_string();
+    match inside.as_str() {
+        "." => field.to_owned(),
+        _ if inside.starts_with('[') => format!("{field}{inside}"),
+        _ => format!("{field}.{inside}"),
+    }
+}
+
+fn spec_problems_of(object: &DynamicObject) -> Vec<String> {
+    serde_json::to_value(object)
+        .map(|value| spec_problems(&value))
+        .unwrap_or_default()
 }
 
 /// The spec's structural errors, with the messages and hints of `shiftgate validate`

@@ -28,8 +28,10 @@
 //! would not all be there yet); members past [`MAX_QUERIES`] open another batch at the
 //! same instant. So queries per second per connection are at most
 //! 1 / [`MIN_SPACING`] × ⌈members per instant / [`MAX_QUERIES`]⌉, whatever the number
-//! of rollouts: 10 a second up to ~5,000 member queries a second (10,000 rollouts at a
-//! 10 s interval with two template metrics ask ~4,000). The price: under load an
+//! of rollouts: 10 a second up to ~2,500 member queries a second, 20 at the ~4,000 of
+//! 10,000 rollouts at a 10 s interval with two template metrics. (A larger cap would
+//! lower that count but not Prometheus' work: one query's evaluation grows faster than
+//! its members, docs/benchmarks.md.) The price: under load an
 //! evaluation waits up to [`MIN_SPACING`] for its batch, holding its scheduler slot
 //! (docs/architecture.md, "Batched Prometheus queries").
 //!
@@ -66,10 +68,11 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_millis(20);
 /// scheduler slots) longer and delay a failing rollout's rollback by up to as much.
 pub const MIN_SPACING: Duration = Duration::from_millis(100);
 
-/// Queries in one batch at most: bounds the query's size (~150 kB of PromQL) and the
-/// samples it loads. 512 holds one instant's members at 10,000 rollouts (about 1,000
-/// evaluations a second × 4 member queries × [`MIN_SPACING`]).
-pub const MAX_QUERIES: usize = 512;
+/// Queries in one batch at most: bounds the query's size (~75 kB of PromQL), the
+/// samples it loads and its evaluation time, which Prometheus 2.42 spends faster than
+/// linearly in the members of an `or` chain (measured: 64 members 13 ms, 256 members
+/// 0.17 s, 512 members 0.7 s; docs/benchmarks.md).
+pub const MAX_QUERIES: usize = 256;
 
 /// Past this many connections with a recent instant, the stale ones are forgotten.
 const PRUNE_LAST_AT: usize = 64;

@@ -114,3 +114,7 @@ mod cli_parity;
 /// Issue 12 §5: shards across replicas.
 #[path = "regression/shards.rs"]
 mod shards;
+
+/// Issue 12 "Must hold": Prometheus queries per second that do not grow with rollouts.
+#[path = "regression/promload.rs"]
+mod promload;

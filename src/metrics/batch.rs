@@ -10,15 +10,30 @@
 //! series and says whose each series is. A member whose query answers no series gets
 //! no series (no data, never 0), and no series can reach another member. Only the
 //! built-in templates' queries (always an instant vector without that label) are
-//! batched; custom `query:` metrics and `spec.analysis.requests` run per rollout.
+//! batched; custom `query:` metrics and `spec.analysis.requests` run per rollout. The
+//! batch is sent as a POST form body (`post_raw`), so its length is no URL's problem.
 //!
-//! When. An evaluation's instant is rounded UP to the next multiple of the batch window
-//! (20 ms): that instant is the one queried and the one the analysis is told
-//! (`AnalysisInput.at`), so the sequential judges count exactly [since, at]. The first
-//! evaluation of an instant waits until then and sends the batch; those that arrive
-//! meanwhile join it. So queries per second per connection are at most
-//! 1 / window × ⌈queries in the window / [`MAX_QUERIES`]⌉, whatever the number of
-//! rollouts.
+//! When: leading edge, then at most one instant per [`MIN_SPACING`] per connection.
+//! An evaluation's instant is chosen before its queries are written ([`Batcher::reserve`]):
+//! its clock reading rounded UP to the next multiple of the batch window (20 ms), when
+//! the connection's last instant is at least [`MIN_SPACING`] older (a lone rollout in
+//! the daemon waits for nothing more than that rounding, as before; `shiftgate run`, and
+//! so `scripts/measure-rollback`, never batches);
+//! otherwise the connection's next instant, `last + MIN_SPACING` (or the last one itself
+//! while it is still ahead), which every evaluation arriving before it joins. That
+//! instant is the one queried and the one the analysis is told (`AnalysisInput.at`), so
+//! the sequential judges count exactly [since, at]; it is never earlier than the clock
+//! reading and at most `MIN_SPACING` + one window later. The batch is sent at its
+//! instant, never before (a full batch does not leave early: the data up to its instant
+//! would not all be there yet); members past [`MAX_QUERIES`] open another batch at the
+//! same instant. So queries per second per connection are at most
+//! 1 / [`MIN_SPACING`] × ⌈members per instant / [`MAX_QUERIES`]⌉, whatever the number
+//! of rollouts: 10 a second up to ~2,500 member queries a second, 20 at the ~4,000 of
+//! 10,000 rollouts at a 10 s interval with two template metrics. (A larger cap would
+//! lower that count but not Prometheus' work: one query's evaluation grows faster than
+//! its members, docs/benchmarks.md.) The price: under load an
+//! evaluation waits up to [`MIN_SPACING`] for its batch, holding its scheduler slot
+//! (docs/architecture.md, "Batched Prometheus queries").
 //!
 //! Whom. Batches are per connection (address, credentials, CA, timeout: a policy's own
 //! Secrets make a connection of its namespace), so no query is ever sent with another
@@ -34,7 +49,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use super::prometheus::{Connection, RawAnswer};
 use crate::analysis::sample::Sample;
@@ -43,11 +58,24 @@ use crate::policy::Timestamp;
 /// The label that tells the members of a batch apart in its answer.
 pub const BATCH_LABEL: &str = "shiftgate_batch_query";
 
-/// How long the first evaluation of an instant waits for others (at most).
+/// Instants are multiples of this: evaluations within one window share a batch.
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(20);
 
-/// Queries in one batch at most: bounds the query's size and the samples it loads.
+/// Between two instants of one connection at least this long: bounds batches per
+/// second per connection (10) whatever the number of rollouts. A connection idle for
+/// this long sends at the next window's instant without waiting more (leading edge).
+/// Shorter would raise the bound; longer would hold busy evaluations (and their
+/// scheduler slots) longer and delay a failing rollout's rollback by up to as much.
+pub const MIN_SPACING: Duration = Duration::from_millis(100);
+
+/// Queries in one batch at most: bounds the query's size (~75 kB of PromQL), the
+/// samples it loads and its evaluation time, which Prometheus 2.42 spends faster than
+/// linearly in the members of an `or` chain (measured: 64 members 13 ms, 256 members
+/// 0.17 s, 512 members 0.7 s; docs/benchmarks.md).
 pub const MAX_QUERIES: usize = 256;
+
+/// Past this many connections with a recent instant, the stale ones are forgotten.
+const PRUNE_LAST_AT: usize = 64;
 
 /// Member queries of a failed batch re-run at once at most.
 const MAX_CONCURRENT_RERUNS: usize = 16;
@@ -78,7 +106,6 @@ type Publish = watch::Sender<Option<Arc<Answers>>>;
 /// A batch still open for members.
 struct Pending {
     members: Mutex<Members>,
-    full: Notify,
     answers: watch::Receiver<Option<Arc<Answers>>>,
 }
 
@@ -105,9 +132,6 @@ impl Pending {
                 members.queries.push(query.clone());
             }
         }
-        if members.queries.len() >= MAX_QUERIES {
-            self.full.notify_one();
-        }
         true
     }
 }
@@ -118,15 +142,54 @@ type Key = (usize, i64);
 /// Collects the daemon's evaluations into batches; see the module docs.
 pub struct Batcher {
     window_ms: i64,
+    spacing: chrono::Duration,
     pending: Mutex<HashMap<Key, Arc<Pending>>>,
+    /// Per connection, its latest instant handed out and whether its batch has left
+    /// (and when to prune next).
+    last: Mutex<Latest>,
+}
+
+#[derive(Default)]
+struct Latest {
+    instants: HashMap<usize, (Timestamp, bool)>,
+    prune_at: usize,
 }
 
 impl Batcher {
+    /// Instants every `window`, at most one per [`MIN_SPACING`] per connection.
     pub fn new(window: Duration) -> Batcher {
+        Batcher::with_spacing(window, MIN_SPACING)
+    }
+
+    /// Instants every `window`, at most one per `spacing` per connection.
+    pub fn with_spacing(window: Duration, spacing: Duration) -> Batcher {
         Batcher {
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1),
+            spacing: chrono::Duration::from_std(spacing).unwrap_or(chrono::Duration::zero()),
             pending: Mutex::new(HashMap::new()),
+            last: Mutex::new(Latest::default()),
         }
+    }
+
+    /// The instant an evaluation whose clock read `called_at` queries on `connection`
+    /// (see the module docs), noted as the connection's latest. Never earlier than
+    /// `called_at`.
+    pub fn reserve(&self, connection: &Arc<Connection>, called_at: Timestamp) -> Timestamp {
+        let aligned = self.align(called_at);
+        let key = Arc::as_ptr(connection) as usize;
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let instant = next_instant(aligned, last.instants.get(&key).copied(), self.spacing);
+        last.instants.insert(key, (instant, false));
+        if last.instants.len() > last.prune_at.max(PRUNE_LAST_AT) {
+            // Those idle for a spacing no longer hold anyone back.
+            let spacing = self.spacing;
+            last.instants.retain(|_, (at, _)| {
+                at.checked_add_signed(spacing)
+                    .is_none_or(|end| end > aligned)
+            });
+            last.prune_at = last.instants.len().saturating_mul(2);
+        }
+        instant
     }
 
     /// The instant an evaluation at `at` queries: `at` rounded up to the next multiple
@@ -147,8 +210,10 @@ impl Batcher {
             .unwrap_or(at)
     }
 
-    /// Runs `queries` at `at` (an aligned instant; `called_at` is when the evaluation
-    /// asked) on `connection`, in a batch with every other evaluation's at that instant.
+    /// Runs `queries` at `at` (the instant [`Batcher::reserve`] gave; `called_at` is when
+    /// the evaluation asked) on `connection`, in a batch with every other evaluation's at
+    /// that instant. The batch leaves at its instant (after `at - called_at`, at most a
+    /// spacing and a window).
     pub async fn run(
         &self,
         connection: &Arc<Connection>,
@@ -165,15 +230,14 @@ impl Batcher {
                     key,
                     pending: &pending,
                 };
+                let longest = Duration::from_millis(self.window_ms.unsigned_abs())
+                    .saturating_add(self.spacing.to_std().unwrap_or_default());
                 let wait = at
                     .signed_duration_since(called_at)
                     .to_std()
                     .unwrap_or_default()
-                    .min(Duration::from_millis(self.window_ms.unsigned_abs()));
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = pending.full.notified() => {}
-                }
+                    .min(longest);
+                tokio::time::sleep(wait).await;
                 drop(guard);
                 let members = {
                     let mut members = pending
@@ -208,7 +272,8 @@ impl Batcher {
         }
     }
 
-    /// Joins the open batch of `key`, or opens one (and then sends it: the sender).
+    /// Joins the open batch of `key`, or opens one (and then sends it: the sender): when
+    /// there is none, or it is full or already leaving.
     fn enter(&self, key: Key, queries: &[(String, Kind)]) -> (Arc<Pending>, Option<Publish>) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(open) = pending.get(&key) {
@@ -219,12 +284,32 @@ impl Batcher {
         let (sender, answers) = watch::channel(None);
         let open = Arc::new(Pending {
             members: Mutex::new(Members::default()),
-            full: Notify::new(),
             answers,
         });
         open.join(queries);
         pending.insert(key, Arc::clone(&open));
         (open, Some(sender))
+    }
+}
+
+/// The instant of an evaluation whose clock reading rounds up to `aligned`, when its
+/// connection's latest instant is `last` (with whether its batch has left): `aligned`
+/// after `spacing` of quiet (leading edge), else the latest instant while it is ahead
+/// and its batch has not left (join it), else one `spacing` after it. (An evaluation
+/// whose clock was read a while ago can find its window's batch gone: it takes the next
+/// instant rather than a batch of its own.) Never earlier than `aligned`; `aligned` when
+/// the addition overflows. Pure.
+pub fn next_instant(
+    aligned: Timestamp,
+    last: Option<(Timestamp, bool)>,
+    spacing: chrono::Duration,
+) -> Timestamp {
+    match last {
+        Some((last, false)) if last >= aligned => last,
+        Some((last, _)) => last
+            .checked_add_signed(spacing)
+            .map_or(aligned, |next| next.max(aligned)),
+        None => aligned,
     }
 }
 
@@ -237,6 +322,19 @@ struct Leave<'a> {
 
 impl Drop for Leave<'_> {
     fn drop(&mut self) {
+        {
+            // Whoever reserves this instant from now on takes the next one.
+            let mut last = self
+                .batcher
+                .last
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, sent)) = last.instants.get_mut(&self.key.0) {
+                if at.timestamp_millis() == self.key.1 {
+                    *sent = true;
+                }
+            }
+        }
         let mut open = self
             .batcher
             .pending

@@ -8,6 +8,19 @@ use std::collections::HashSet;
 use super::queries::{PolicyQueries, SideQueries};
 use crate::policy::RolloutSpec;
 
+/// Whether an evaluation of `spec` may have a query to batch (a superset of
+/// [`batchable`] being non-empty, known before the queries are written: they need the
+/// batch's instant). Only such evaluations take an instant of the connection's
+/// ([`super::batch::Batcher::reserve`]); the others query alone at their own.
+pub fn may_batch(spec: &RolloutSpec) -> bool {
+    spec.analysis.requests.is_none()
+        || spec
+            .analysis
+            .metrics
+            .iter()
+            .any(|m| m.template.is_some() && m.query.is_none())
+}
+
 /// The queries of `queries` (planned from `spec`) that may be batched.
 pub fn batchable(spec: &RolloutSpec, queries: &PolicyQueries) -> HashSet<String> {
     let mut out = HashSet::new();

@@ -139,3 +139,139 @@ fn refused_batches_are_rerun_and_outages_are_shared() {
     };
     assert_eq!(split(&down, &members(), "http://p"), Split::Shared);
 }
+
+/// A connection (never used to send: the address is a discard port).
+fn connection(address: &str) -> Arc<Connection> {
+    let spec: crate::policy::PrometheusSpec =
+        serde_yaml_ng::from_str(&format!("address: '{address}'")).unwrap_or_else(|e| panic!("{e}"));
+    crate::metrics::prometheus::PrometheusSource::new(None)
+        .connect(Some(&spec))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ms(millis: i64) -> chrono::Duration {
+    chrono::Duration::milliseconds(millis)
+}
+
+#[test]
+fn an_idle_connection_sends_at_the_next_window_and_a_busy_one_waits_for_the_spacing() {
+    let spacing = ms(100);
+    // Nothing sent yet, or the last instant a spacing or more ago: the window's instant.
+    assert_eq!(next_instant(t(1_020), None, spacing), t(1_020));
+    assert_eq!(
+        next_instant(t(1_120), Some((t(1_020), true)), spacing),
+        t(1_120)
+    );
+    assert_eq!(
+        next_instant(t(5_000), Some((t(1_020), false)), spacing),
+        t(5_000)
+    );
+    // Less than a spacing after the last instant: one spacing after it.
+    assert_eq!(
+        next_instant(t(1_040), Some((t(1_020), true)), spacing),
+        t(1_120)
+    );
+    assert_eq!(
+        next_instant(t(1_100), Some((t(1_020), false)), spacing),
+        t(1_120)
+    );
+    // The last instant is still ahead and its batch open: join it (never earlier than
+    // the window's).
+    assert_eq!(
+        next_instant(t(1_100), Some((t(1_120), false)), spacing),
+        t(1_120)
+    );
+    assert_eq!(
+        next_instant(t(1_120), Some((t(1_120), false)), spacing),
+        t(1_120)
+    );
+    // Its batch has left (this evaluation's clock was read before it did): the next.
+    assert_eq!(
+        next_instant(t(1_120), Some((t(1_120), true)), spacing),
+        t(1_220)
+    );
+    assert_eq!(
+        next_instant(t(1_100), Some((t(1_120), true)), spacing),
+        t(1_220)
+    );
+    // No spacing: today's windows.
+    assert_eq!(
+        next_instant(t(1_040), Some((t(1_020), true)), chrono::Duration::zero()),
+        t(1_040)
+    );
+    // Overflow: the window's instant.
+    let end = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+    assert_eq!(next_instant(end, Some((end - ms(1), true)), spacing), end);
+}
+
+#[test]
+fn instants_over_a_second_of_arrivals_are_at_most_one_per_spacing() {
+    let batcher = Batcher::new(DEFAULT_WINDOW);
+    let busy = connection("http://127.0.0.1:9");
+    let mut instants = Vec::new();
+    for i in 0..200 {
+        let called = t(1_000 + i * 5);
+        let at = batcher.reserve(&busy, called);
+        assert!(at >= called && at - called <= ms(120), "{called} → {at}");
+        instants.push(at);
+    }
+    instants.dedup();
+    let spacing = ms(i64::try_from(MIN_SPACING.as_millis()).unwrap_or(i64::MAX));
+    assert!(instants.windows(2).all(|w| w[1] - w[0] >= spacing));
+    assert_eq!(instants.len(), 11, "{instants:?}");
+    // A clock read before its window's batch left: the next instant, not a batch of its own.
+    let late = connection("http://127.0.0.1:11");
+    let at = batcher.reserve(&late, t(1_001));
+    assert_eq!(batcher.reserve(&late, t(1_005)), at, "joins while open");
+    let key = (Arc::as_ptr(&late) as usize, at.timestamp_millis());
+    let (pending, _sender) = batcher.enter(key, &members());
+    drop(Leave {
+        batcher: &batcher,
+        key,
+        pending: &pending,
+    });
+    assert_eq!(batcher.reserve(&late, t(1_005)), at + ms(100));
+    // Another connection is not held back by this one's.
+    let other = connection("http://127.0.0.1:10");
+    assert_eq!(batcher.reserve(&other, t(1_001)), t(1_020));
+}
+
+#[test]
+fn a_full_batch_stays_until_its_instant_and_newcomers_open_another() {
+    let batcher = Batcher::new(DEFAULT_WINDOW);
+    let key = (1, 1_000);
+    let many: Vec<(String, Kind)> = (0..MAX_QUERIES)
+        .map(|i| (format!("sum(q{i})"), Kind::Value))
+        .collect();
+    let (first, sender) = batcher.enter(key, &many);
+    assert!(sender.is_some(), "the first opens and sends");
+    let (second, sender) = batcher.enter(key, &[("sum(more)".to_owned(), Kind::Value)]);
+    assert!(
+        sender.is_some(),
+        "past the cap: a batch of its own, same instant"
+    );
+    assert!(!Arc::ptr_eq(&first, &second));
+    let (third, sender) = batcher.enter(key, &[("sum(yet)".to_owned(), Kind::Value)]);
+    assert!(
+        sender.is_none() && Arc::ptr_eq(&second, &third),
+        "joins the open one"
+    );
+}
+
+#[test]
+fn only_evaluations_with_a_built_in_template_or_request_count_take_an_instant() {
+    use crate::metrics::batch_plan::may_batch;
+    let spec = |metrics: &str, requests: &str| -> crate::policy::RolloutSpec {
+        let yaml = format!(
+            "revision: v2\nrouter: {{istio: {{virtualService: a, stable: {{host: a}}, canary: {{host: b}}}}}}\nsteps: [0, 100]\nanalysis:\n  interval: 10s\n  prometheus: {{address: 'http://p'}}\n{requests}  metrics: [{metrics}]\n"
+        );
+        serde_yaml_ng::from_str(&yaml).unwrap_or_else(|e| panic!("{e}: {yaml}"))
+    };
+    let template = "{name: e, template: istio-error-rate, max: 0.01}";
+    let custom = "{name: c, query: 'sum(x)', max: 1}";
+    let requests = "  requests: 'sum(r{a=\"{{ target.host }}\"})'\n";
+    assert!(may_batch(&spec(template, "")));
+    assert!(may_batch(&spec(template, requests)));
+    assert!(may_batch(&spec(custom, "")), "the canary's request count");
+    assert!(!may_batch(&spec(custom, requests)));
+}

@@ -317,13 +317,17 @@ impl MetricSource for PrometheusSource {
     ) -> AnalysisInput {
         // A batched evaluation queries (and tells the analysis) its batch's instant.
         let called_at = at;
-        let at = self.batcher.as_ref().map_or(at, |b| b.align(at));
+        let connection = self
+            .connect_for(policy, spec.analysis.prometheus.as_ref())
+            .await;
+        let at = match (&self.batcher, &connection) {
+            (Some(b), Ok(c)) if super::batch_plan::may_batch(spec) => b.reserve(c, at),
+            (Some(b), _) => b.align(at),
+            (None, _) => at,
+        };
         let range = counts_since.map(|since| counts_range(since, at));
         let queries = PolicyQueries::plan_counting(policy, spec, range.as_deref());
-        let answers: HashMap<String, Sample> = match self
-            .connect_for(policy, spec.analysis.prometheus.as_ref())
-            .await
-        {
+        let answers: HashMap<String, Sample> = match connection {
             Ok(connection) => {
                 let histograms = queries.distinct_histograms();
                 let all = queries

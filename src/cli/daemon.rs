@@ -95,8 +95,9 @@ pub struct DaemonArgs {
     /// This replica's name: the Lease holder and the Events' reporting instance.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
-    /// Policies reconciled at once.
-    #[arg(long, default_value_t = 16, env = "SHIFTGATE_CONCURRENCY")]
+    /// Policies reconciled at once. A slot mostly waits (for its Prometheus batch, the
+    /// query, the API server), so thousands of rollouts need about a hundred.
+    #[arg(long, default_value_t = 128, env = "SHIFTGATE_CONCURRENCY")]
     pub concurrency: u16,
     /// Every policy is looked at at least this often.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "SHIFTGATE_RESYNC")]

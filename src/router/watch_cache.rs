@@ -230,8 +230,27 @@ pub fn into_json(object: DynamicObject) -> Result<Value, serde_json::Error> {
         json.insert("apiVersion".to_owned(), Value::String(types.api_version));
         json.insert("kind".to_owned(), Value::String(types.kind));
     }
-    json.insert("metadata".to_owned(), serde_json::to_value(&metadata)?);
+    json.insert(
+        "metadata".to_owned(),
+        serde_json::to_value(&without_bookkeeping(metadata))?,
+    );
     Ok(Value::Object(json))
+}
+
+/// The annotation `kubectl apply` keeps a whole copy of the object in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Metadata without what the API server and kubectl keep for themselves
+/// (`managedFields`, kubectl's last-applied copy): often larger than the rest of the
+/// object, never read by shiftgate, and held once per cached object.
+pub fn without_bookkeeping(
+    mut metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    metadata.managed_fields = None;
+    if let Some(annotations) = metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+    metadata
 }
 
 // Plain maps stay usable after a panic elsewhere.
@@ -274,5 +293,28 @@ mod tests {
         let serialized = serde_json::to_value(&object).unwrap();
         assert_eq!(into_json(object).unwrap(), serialized);
         assert_eq!(serialized, sent);
+    }
+
+    #[test]
+    fn cached_objects_leave_out_managed_fields_and_the_last_applied_copy() {
+        let object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {
+                "name": "checkout", "namespace": "shop", "resourceVersion": "42",
+                "annotations": { LAST_APPLIED: "{\"spec\":{}}", "team": "payments" },
+                "managedFields": [{ "manager": "kubectl", "operation": "Apply" }],
+            },
+            "spec": { "hosts": ["checkout"] },
+        }))
+        .unwrap();
+        let cached = into_json(object).unwrap();
+        assert_eq!(
+            cached["metadata"],
+            serde_json::json!({
+                "name": "checkout", "namespace": "shop", "resourceVersion": "42",
+                "annotations": { "team": "payments" },
+            })
+        );
     }
 }

@@ -119,7 +119,7 @@ pub(super) fn decode(
         })?),
     };
     Ok(RolloutPolicy {
-        metadata: object.metadata.clone(),
+        metadata: crate::router::watch_cache::without_bookkeeping(object.metadata.clone()),
         spec,
         status,
     })
@@ -458,6 +458,28 @@ mod tests {
 
     fn resource() -> ApiResource {
         ApiResource::erase::<RolloutPolicy>(&())
+    }
+
+    #[test]
+    fn the_decoded_policy_leaves_out_managed_fields_and_the_last_applied_copy() {
+        let mut watched = object("checkout", "1", json!([0, 50, 100]));
+        watched.metadata.annotations = Some(
+            [
+                (
+                    crate::router::watch_cache::LAST_APPLIED.to_owned(),
+                    "{}".to_owned(),
+                ),
+                ("shiftgate.dev/command".to_owned(), "pause".to_owned()),
+            ]
+            .into(),
+        );
+        watched.metadata.managed_fields = Some(vec![Default::default()]);
+        let policy = decode(&watched, &resource()).unwrap();
+        assert_eq!(policy.metadata.managed_fields, None);
+        assert_eq!(
+            policy.metadata.annotations,
+            Some([("shiftgate.dev/command".to_owned(), "pause".to_owned())].into())
+        );
     }
 
     #[test]

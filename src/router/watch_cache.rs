@@ -232,7 +232,7 @@ pub fn into_json(object: DynamicObject) -> Result<Value, serde_json::Error> {
     }
     json.insert(
         "metadata".to_owned(),
-        serde_json::to_value(&without_bookkeeping(metadata))?,
+        serde_json::to_value(without_bookkeeping(metadata))?,
     );
     Ok(Value::Object(json))
 }

@@ -111,7 +111,7 @@ async fn stand_in() -> StandIn {
     }
 }
 
-fn rollout(i: usize, address: &str) -> (PolicyRef, RolloutSpec) {
+pub(super) fn rollout(i: usize, address: &str) -> (PolicyRef, RolloutSpec) {
     let yaml = format!(
         "revision: v2\nrouter: {{istio: {{virtualService: app-{i}, stable: {{host: app-{i}}}, canary: {{host: app-{i}-canary}}}}}}\nsteps: [0, 100]\nanalysis:\n  interval: 10s\n  prometheus: {{address: '{address}'}}\n  metrics: [{{name: errors, template: istio-error-rate, max: 0.01}}]\n"
     );
@@ -126,7 +126,7 @@ fn rollout(i: usize, address: &str) -> (PolicyRef, RolloutSpec) {
 /// A millisecond past a 20 ms boundary: the evaluations' batch waits for the next one.
 /// (The test stands in for the runtime's clock.)
 #[allow(clippy::disallowed_methods)]
-fn due_together() -> Timestamp {
+pub(super) fn due_together() -> Timestamp {
     let now = chrono::Utc::now().timestamp_millis();
     chrono::DateTime::from_timestamp_millis(now - now.rem_euclid(20) + 1).unwrap()
 }

@@ -8,14 +8,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::batch::{due_together, rollout};
 use axum::routing::post;
 use serde_json::{json, Value};
 use shiftgate::analysis::sample::Sample;
 use shiftgate::metrics::batch::DEFAULT_WINDOW;
 use shiftgate::metrics::prometheus::PrometheusSource;
 use shiftgate::metrics::providers::PrometheusAccess;
-use shiftgate::metrics::{MetricSource, PolicyRef};
-use shiftgate::policy::{RolloutSpec, Timestamp};
+use shiftgate::metrics::MetricSource;
 
 /// `metrics::batch::MIN_SPACING`, the documented bound (written out so that this test
 /// also builds, and fails, on the code before it).
@@ -60,32 +60,13 @@ async fn stand_in() -> (String, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
     (address, queries, task)
 }
 
-fn rollout(i: usize, address: &str) -> (PolicyRef, RolloutSpec) {
-    let yaml = format!(
-        "revision: v2\nrouter: {{istio: {{virtualService: app-{i}, stable: {{host: app-{i}}}, canary: {{host: app-{i}-canary}}}}}}\nsteps: [0, 100]\nanalysis:\n  interval: 10s\n  prometheus: {{address: '{address}'}}\n  metrics: [{{name: errors, template: istio-error-rate, max: 0.01}}]\n"
-    );
-    let spec: RolloutSpec = serde_yaml_ng::from_str(&yaml).unwrap();
-    let policy = PolicyRef {
-        namespace: "shop".to_owned(),
-        name: format!("app-{i}"),
-    };
-    (policy, spec)
-}
-
-/// The runtime's clock, rounded down to a 20 ms boundary plus 1 ms.
-#[allow(clippy::disallowed_methods)]
-fn clock() -> Timestamp {
-    let now = chrono::Utc::now().timestamp_millis();
-    chrono::DateTime::from_timestamp_millis(now - now.rem_euclid(20) + 1).unwrap()
-}
-
 #[tokio::test]
 async fn prometheus_batches_per_second_grow_with_rollouts() {
     let (address, queries, task) = stand_in().await;
     let source = PrometheusSource::for_daemon(PrometheusAccess::open(), None);
     // 200 evaluations on one connection whose clocks read 5 ms apart: a second of a busy
     // daemon (10,000 rollouts at 10 s are 1,000 a second), every 20 ms window hit.
-    let start = clock();
+    let start = due_together();
     let rollouts: Vec<_> = (0..200).map(|i| rollout(i, &address)).collect();
     let source = &source;
     let inputs = futures::future::join_all(rollouts.iter().zip(0i64..).map(|((p, s), i)| {

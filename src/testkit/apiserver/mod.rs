@@ -329,11 +329,7 @@ impl TestApiServer {
         name: &str,
     ) -> Vec<Value> {
         let path = resource.path(namespace, Some(name));
-        self.shared.store().versions_of(&ObjectKey {
-            group_resource: path.group_resource,
-            namespace: namespace.unwrap_or_default().to_owned(),
-            name: name.to_owned(),
-        })
+        self.shared.store().versions_of(&path, name)
     }
 
     /// Forgets the watch history: a watch from any earlier resourceVersion gets 410.

@@ -155,10 +155,11 @@ impl Store {
 
     /// Every version of one object still in the event history, oldest first (deletions
     /// excluded): what was committed, whether or not the writer saw the response.
-    pub fn versions_of(&self, key: &ObjectKey) -> Vec<Value> {
+    pub fn versions_of(&self, path: &ResourcePath, name: &str) -> Vec<Value> {
+        let key = Self::key(path, name);
         self.history
             .iter()
-            .filter(|e| &e.key == key && e.kind != EventKind::Deleted)
+            .filter(|e| e.key == key && e.kind != EventKind::Deleted)
             .map(|e| e.object.clone())
             .collect()
     }

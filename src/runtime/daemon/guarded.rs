@@ -98,14 +98,14 @@ pub(super) fn decode(
         undecodable(
             ".".to_owned(),
             "missing field `spec`".to_owned(),
-            spec_problems_of(object),
+            spec_problems(object),
         )
     })?;
     let spec: RolloutSpec = serde_path_to_error::deserialize(spec).map_err(|e| {
         undecodable(
             field_path("spec", e.path()),
             e.inner().to_string(),
-            spec_problems_of(object),
+            spec_problems(object),
         )
     })?;
     let status = match object.data.get("status").filter(|s| !s.is_null()) {
@@ -135,34 +135,26 @@ fn field_path(field: &str, inside: &serde_path_to_error::Path) -> String {
     }
 }
 
-fn spec_problems_of(object: &DynamicObject) -> Vec<String> {
-    serde_json::to_value(object)
-        .map(|value| spec_problems(&value))
-        .unwrap_or_default()
-}
-
 /// The spec's structural errors, with the messages and hints of `shiftgate validate`
 /// (serde alone says "data did not match any variant of untagged enum StepRepr").
-fn spec_problems(object: &Value) -> Vec<String> {
+fn spec_problems(object: &DynamicObject) -> Vec<String> {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     let schema = SCHEMA.get_or_init(document_schema);
     // Only the spec is judged: the server's metadata and the status are not the user's.
+    let types = object.types.as_ref();
     let document = serde_json::json!({
-        "apiVersion": object.get("apiVersion"),
-        "kind": object.get("kind"),
+        "apiVersion": types.map(|t| &t.api_version),
+        "kind": types.map(|t| &t.kind),
         "metadata": {
-            "name": object.pointer("/metadata/name"),
-            "namespace": object.pointer("/metadata/namespace"),
+            "name": object.metadata.name,
+            "namespace": object.metadata.namespace,
         },
-        "spec": object.get("spec"),
+        "spec": object.data.get("spec"),
     });
     check_structure(&document, schema)
         .into_iter()
         .filter(|issue| issue.severity == Severity::Error)
-        .map(|issue| match &issue.hint {
-            Some(hint) => format!("{}: {} (hint: {hint})", issue.path, issue.message),
-            None => format!("{}: {}", issue.path, issue.message),
-        })
+        .map(|issue| issue.to_string())
         .collect()
 }
 

@@ -498,10 +498,7 @@ fn spec_errors(spec: &RolloutSpec) -> Vec<String> {
     validate_spec(spec)
         .into_iter()
         .filter(|issue| issue.severity == crate::policy::diagnostic::Severity::Error)
-        .map(|issue| match &issue.hint {
-            Some(hint) => format!("{}: {} (hint: {hint})", issue.path, issue.message),
-            None => format!("{}: {}", issue.path, issue.message),
-        })
+        .map(|issue| issue.to_string())
         .collect()
 }
 

@@ -23,7 +23,7 @@
 //!
 //! `cargo bench --bench runtime_scale` runs 1,000 then 3,000 rollouts over 60 s.
 //! Knobs: SHIFTGATE_BENCH_SIZES (e.g. `10000`), SHIFTGATE_BENCH_SECONDS (60),
-//! SHIFTGATE_BENCH_INTERVAL (10), SHIFTGATE_BENCH_HOLD, SHIFTGATE_BENCH_CONCURRENCY (128, the daemon's default),
+//! SHIFTGATE_BENCH_INTERVAL (10), SHIFTGATE_BENCH_HOLD, SHIFTGATE_BENCH_CONCURRENCY (unset: the daemon's default),
 //! SHIFTGATE_BENCH_REPLICAS (1; R > 1:
 //! R daemons with `--shards R` share the rollouts, e.g. 3 with SIZES=30000). Without `--bench` (as
 //! `cargo test --all-targets` runs it) one smoke run of 20 rollouts at a 1 s interval.
@@ -387,10 +387,11 @@ fn spawn_daemon(
             .env("SHIFTGATE_BENCH_ALLOCS", allocs_file)
             .args(["daemon", "--namespace", NS])
             .args(&sharding)
-            .args([
-                "--concurrency",
-                &env_or("SHIFTGATE_BENCH_CONCURRENCY", 128).to_string(),
-            ])
+            .args(
+                std::env::var("SHIFTGATE_BENCH_CONCURRENCY")
+                    .map(|n| vec!["--concurrency".to_owned(), n])
+                    .unwrap_or_default(),
+            )
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--prometheus", prometheus])
             .env("KUBECONFIG", kubeconfig)

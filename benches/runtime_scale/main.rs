@@ -24,7 +24,9 @@
 //!
 //! `cargo bench --bench runtime_scale` runs 1,000 then 3,000 rollouts over 60 s.
 //! Knobs: SHIFTGATE_BENCH_SIZES (e.g. `10000`), SHIFTGATE_BENCH_SECONDS (60),
-//! SHIFTGATE_BENCH_INTERVAL (10), SHIFTGATE_BENCH_HOLD, SHIFTGATE_BENCH_CONCURRENCY (unset: the daemon's default),
+//! SHIFTGATE_BENCH_INTERVAL (10), SHIFTGATE_BENCH_HOLD, SHIFTGATE_BENCH_SPREAD (1: the
+//! policies are created evenly over one interval, as rollouts start at any time; 0: all
+//! at once, every rollout due in the same instant), SHIFTGATE_BENCH_CONCURRENCY (unset: the daemon's default),
 //! SHIFTGATE_BENCH_REPLICAS (1; R > 1:
 //! R daemons with `--shards R` share the rollouts, e.g. 3 with SIZES=30000). Without `--bench` (as
 //! `cargo test --all-targets` runs it) one smoke run of 20 rollouts at a 1 s interval.
@@ -182,9 +184,29 @@ fn serve_api() {
     .unwrap();
     let vs = ResourceRef::new("networking.istio.io", "v1", "virtualservices");
     let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
+    let server = std::sync::Arc::new(server);
     for i in 0..size {
         server.put_object(&vs, virtual_service(i)).unwrap();
-        server.put_object(&rp, policy(i, interval, hold)).unwrap();
+    }
+    // Rollouts start at any time in production, not all in the same instant: the
+    // policies are created evenly over one interval (SHIFTGATE_BENCH_SPREAD=0: all at
+    // once, so that every rollout is due in the same instant of each interval).
+    let spread = std::env::var("SHIFTGATE_BENCH_SPREAD").map_or(true, |v| v != "0");
+    {
+        let server = server.clone();
+        let rp = rp.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            for i in 0..size {
+                if spread {
+                    let due = Duration::from_secs(interval).mul_f64(i as f64 / size as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                server.put_object(&rp, policy(i, interval, hold)).unwrap();
+            }
+        });
     }
     let kubeconfig = server.write_kubeconfig(&dir, NS).unwrap();
     let mut out = std::io::stdout().lock();

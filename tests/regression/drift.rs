@@ -1,18 +1,27 @@
-//! Issue "scale" (found by its benchmark): the daemon reads routes from a watch, and a
-//! watch that re-lists can hand a reconcile the route from before the daemon's own last
-//! write. Drift was called on that read alone, and the rollout paused.
+//! Issue "scale" (found by its benchmark): the daemon reads routes from a watch.
+//! - A watch that re-lists could hand a reconcile the route from before the daemon's
+//!   own last write; drift was called on that read alone, and the rollout paused.
+//! - A route the cache forgot (after a refused write) was read with a GET on every
+//!   evaluation, until someone else changed the object.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use kube::api::ApiResource;
+use kube::core::GroupVersionKind;
+use serde_json::json;
 use shiftgate::engine::TransitionKind;
 use shiftgate::policy::status::Phase;
+use shiftgate::router::istio::{IstioRouter, IstioTarget};
 use shiftgate::router::memory::MemoryRouter;
+use shiftgate::router::watch_cache::ObjectCache;
 use shiftgate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
 use shiftgate::runtime::checks::ScriptedChecks;
 use shiftgate::runtime::commands::NoCommands;
 use shiftgate::runtime::{Reconciler, Seams};
 use shiftgate::store::memory::MemoryStore;
+use shiftgate::testkit::apiserver::{Fault, FaultKind, ResourceRef, TestApiServer};
 
 use super::support::command_world::{policy, spec, World};
 
@@ -98,4 +107,79 @@ async fn a_route_read_from_a_lagging_watch_is_called_drift() {
         outcome.transitions
     );
     assert_eq!(outcome.status.phase, Phase::Paused);
+}
+
+#[tokio::test]
+async fn a_route_the_cache_forgot_is_read_with_a_get_on_every_evaluation() {
+    let server = TestApiServer::start().await.unwrap();
+    let resource = ResourceRef::new("networking.istio.io", "v1", "virtualservices");
+    server
+        .put_object(
+            &resource,
+            json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": { "name": "checkout", "namespace": "shop" },
+                "spec": { "hosts": ["checkout"], "http": [{ "name": "primary", "route": [
+                    { "destination": { "host": "checkout", "subset": "v1" }, "weight": 100 },
+                    { "destination": { "host": "checkout", "subset": "v2" }, "weight": 0 },
+                ] }] },
+            }),
+        )
+        .unwrap();
+    let spec = serde_json::from_value(json!({
+        "virtualService": "checkout",
+        "routes": ["primary"],
+        "stable": { "host": "checkout", "subset": "v1" },
+        "canary": { "host": "checkout", "subset": "v2" },
+    }))
+    .unwrap();
+    let client = server.client().unwrap();
+    let cache = Arc::new(ObjectCache::new(client.clone()));
+    let router = IstioRouter::new(
+        client,
+        IstioTarget::from_policy("checkout", "shop", &spec, None),
+    )
+    .with_cache(cache.clone());
+    let api_resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
+        "virtualservices",
+    );
+    let started = tokio::time::Instant::now();
+    while cache.get(&api_resource, "shop", "checkout").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the watch never listed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A write refused as a conflict: the cache forgets the object.
+    let live = router.read().await.unwrap();
+    server.inject(Fault::new(
+        "PATCH",
+        "/virtualservices/checkout",
+        FaultKind::Status(409),
+        1,
+    ));
+    let refused = router
+        .apply(
+            &live.version,
+            ManagedRoute {
+                canary_weight: 50,
+                test_route: false,
+            },
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(RouterError::Conflict { .. })),
+        "{refused:?}"
+    );
+    server.clear_requests();
+    for _ in 0..5 {
+        router.read().await.unwrap();
+    }
+    let gets = server
+        .requests_matching("GET", "/virtualservices/checkout")
+        .len();
+    assert_eq!(gets, 1, "one GET after the conflict, then the cache again");
 }

@@ -2,8 +2,9 @@
 //! so that only the daemon's own work is measured.
 //!
 //! - the test API server (`src/testkit/apiserver`), in a child process of this binary
-//!   (`SHIFTGATE_BENCH_ROLE=apiserver`), holding N VirtualServices and N
-//!   RolloutPolicies and counting the requests it serves;
+//!   (`SHIFTGATE_BENCH_ROLE=apiserver`), holding N VirtualServices, N DestinationRules
+//!   (the subsets, whose version labels the queries select) and N RolloutPolicies, and
+//!   counting the requests it serves;
 //! - `shiftgate daemon`, in another child process of this binary
 //!   (`SHIFTGATE_BENCH_ROLE=daemon`, the same code and allocator as the `shiftgate`
 //!   binary, behind a counting wrapper), one replica, `--concurrency 16`;
@@ -114,6 +115,23 @@ fn virtual_service(i: usize) -> Value {
     })
 }
 
+/// The subsets the VirtualService routes to, as Istio needs them: what the daemon reads
+/// the canary's and stable's version labels from.
+fn destination_rule(i: usize) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": { "name": format!("app-{i}"), "namespace": NS },
+        "spec": {
+            "host": format!("app-{i}"),
+            "subsets": [
+                { "name": "v1", "labels": { "version": "v1" } },
+                { "name": "v2", "labels": { "version": "v2" } }
+            ]
+        }
+    })
+}
+
 fn policy(i: usize, interval: u64, hold: bool) -> Value {
     let steps: Value = if hold {
         json!([0, { "weight": 50, "hold": "1h" }, 100])
@@ -185,8 +203,10 @@ fn serve_api() {
     let vs = ResourceRef::new("networking.istio.io", "v1", "virtualservices");
     let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
     let server = std::sync::Arc::new(server);
+    let dr = ResourceRef::new("networking.istio.io", "v1", "destinationrules");
     for i in 0..size {
         server.put_object(&vs, virtual_service(i)).unwrap();
+        server.put_object(&dr, destination_rule(i)).unwrap();
     }
     // Rollouts start at any time in production, not all in the same instant: the
     // policies are created evenly over one interval (SHIFTGATE_BENCH_SPREAD=0: all at

@@ -39,10 +39,39 @@ struct Entry {
     written_at: Option<Instant>,
 }
 
-#[derive(Default)]
+/// The watched objects grouped by a key (e.g. DestinationRules by host).
+pub type Index = HashMap<String, Vec<Arc<Value>>>;
+
 struct Watched {
     ready: bool,
+    /// The watch failed before it could list (e.g. no `list`/`watch` RBAC): readers do
+    /// not wait for it.
+    failed: bool,
+    /// `true` once the watch has listed the namespace or failed to.
+    settled: tokio::sync::watch::Sender<bool>,
     objects: HashMap<String, Entry>,
+    /// Built on first use after a change, so that a reader looks its key up instead of
+    /// scanning every object of the namespace on every evaluation.
+    index: Option<Arc<Index>>,
+}
+
+impl Default for Watched {
+    fn default() -> Self {
+        Watched {
+            ready: false,
+            failed: false,
+            settled: tokio::sync::watch::Sender::new(false),
+            objects: HashMap::new(),
+            index: None,
+        }
+    }
+}
+
+impl Watched {
+    fn objects_mut(&mut self) -> &mut HashMap<String, Entry> {
+        self.index = None;
+        &mut self.objects
+    }
 }
 
 /// `(group, version, plural, namespace)`.
@@ -104,13 +133,50 @@ impl ObjectCache {
             .map(|e| (e.value.clone(), e.version.clone()))
     }
 
-    /// Every object of the namespace; `None`: the watch has not listed it yet.
-    pub fn list(&self, resource: &ApiResource, namespace: &str) -> Option<Vec<Arc<Value>>> {
+    /// Waits (at most `within`) for the namespace's watch to have listed it; `false`
+    /// when it has not by then or cannot. For readers whose fallback is a LIST of the
+    /// whole namespace: thousands of evaluations listing while the watch lists the same
+    /// objects would keep the API server from ever answering the watch.
+    pub async fn wait_listed(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        within: Duration,
+    ) -> bool {
         let watched = self.watched(resource, namespace);
-        let watched = read(&watched);
-        watched
-            .ready
-            .then(|| watched.objects.values().map(|e| e.value.clone()).collect())
+        let mut settled = {
+            let watched = read(&watched);
+            if watched.ready || watched.failed {
+                return watched.ready;
+            }
+            watched.settled.subscribe()
+        };
+        let _ = tokio::time::timeout(within, settled.wait_for(|settled| *settled)).await;
+        let ready = read(&watched).ready;
+        ready
+    }
+
+    /// Every object of the namespace grouped by `key` (objects without one left out),
+    /// built again only after the namespace's objects changed; `None`: the watch has
+    /// not listed it yet. Every caller of one resource must use the same `key`.
+    pub fn indexed(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        key: fn(&Value) -> Option<String>,
+    ) -> Option<Arc<Index>> {
+        let watched = self.watched(resource, namespace);
+        {
+            let watched = read(&watched);
+            if !watched.ready {
+                return None;
+            }
+            if let Some(index) = &watched.index {
+                return Some(index.clone());
+            }
+        }
+        let index = index_of(&mut write(&watched), key);
+        Some(index)
     }
 
     /// We wrote `value` at `version`: read it until the watch shows it.
@@ -123,7 +189,7 @@ impl ObjectCache {
         version: Version,
     ) {
         let watched = self.watched(resource, namespace);
-        write(&watched).objects.insert(
+        write(&watched).objects_mut().insert(
             name.to_owned(),
             Entry {
                 value: Arc::new(value),
@@ -155,7 +221,7 @@ impl ObjectCache {
         {
             return;
         }
-        watched.objects.insert(
+        watched.objects_mut().insert(
             name.to_owned(),
             Entry {
                 value,
@@ -169,7 +235,7 @@ impl ObjectCache {
     /// go to the API server until the watch shows the object again.
     pub fn forget(&self, resource: &ApiResource, namespace: &str, name: &str) {
         let watched = self.watched(resource, namespace);
-        write(&watched).objects.remove(name);
+        write(&watched).objects_mut().remove(name);
     }
 }
 
@@ -190,6 +256,12 @@ async fn follow(api: Api<DynamicObject>, watched: Arc<RwLock<Watched>>, plural: 
         let event = match event {
             Ok(event) => event,
             Err(error) => {
+                let mut watched = write(&watched);
+                if !watched.ready {
+                    watched.failed = true;
+                    watched.settled.send_replace(true);
+                }
+                drop(watched);
                 // Reads fall back to the API server until the watch works.
                 tracing::debug!(resource = %plural, error = %error, "watch of routed objects failed; retrying");
                 continue;
@@ -205,9 +277,11 @@ async fn follow(api: Api<DynamicObject>, watched: Arc<RwLock<Watched>>, plural: 
             watcher::Event::InitDone => {
                 let mut watched = write(&watched);
                 let listed = relist.take().unwrap_or_default();
-                let held = std::mem::take(&mut watched.objects);
-                watched.objects = relisted(held, listed, Instant::now());
+                let held = std::mem::take(watched.objects_mut());
+                *watched.objects_mut() = relisted(held, listed, Instant::now());
                 watched.ready = true;
+                watched.failed = false;
+                watched.settled.send_replace(true);
             }
             watcher::Event::Apply(object) => {
                 let Some((name, entry)) = entry_of(object) else {
@@ -219,16 +293,32 @@ async fn follow(api: Api<DynamicObject>, watched: Arc<RwLock<Watched>>, plural: 
                     .get(&name)
                     .is_some_and(|own| shadows(own, &entry.version, Instant::now()));
                 if !older {
-                    watched.objects.insert(name, entry);
+                    watched.objects_mut().insert(name, entry);
                 }
             }
             watcher::Event::Delete(object) => {
                 if let Some(name) = object.metadata.name.as_deref() {
-                    write(&watched).objects.remove(name);
+                    write(&watched).objects_mut().remove(name);
                 }
             }
         }
     }
+}
+
+/// The objects grouped by `key`, kept until they change.
+fn index_of(watched: &mut Watched, key: fn(&Value) -> Option<String>) -> Arc<Index> {
+    if let Some(index) = &watched.index {
+        return index.clone();
+    }
+    let mut index = Index::new();
+    for entry in watched.objects.values() {
+        if let Some(k) = key(&entry.value) {
+            index.entry(k).or_default().push(entry.value.clone());
+        }
+    }
+    let index = Arc::new(index);
+    watched.index = Some(index.clone());
+    index
 }
 
 /// Whether `own`, our write (or read) the watch has not shown yet, stands in for a
@@ -430,5 +520,30 @@ mod tests {
         let listed = HashMap::from([("ours".to_owned(), entry(50, "12", None))]);
         let objects = relisted(held, listed, now);
         assert_eq!(objects["ours"].written_at, None);
+    }
+
+    #[test]
+    fn the_index_is_built_once_and_again_after_a_change() {
+        fn host(value: &Value) -> Option<String> {
+            value["host"].as_str().map(str::to_owned)
+        }
+        let mut watched = Watched::default();
+        for (name, h) in [("a", "x"), ("b", "y"), ("c", "x")] {
+            watched.objects_mut().insert(
+                name.to_owned(),
+                Entry {
+                    value: Arc::new(serde_json::json!({ "host": h })),
+                    version: Version("1".to_owned()),
+                    written_at: None,
+                },
+            );
+        }
+        let first = index_of(&mut watched, host);
+        assert_eq!(first["x"].len(), 2);
+        assert_eq!(first["y"].len(), 1);
+        assert!(Arc::ptr_eq(&first, &index_of(&mut watched, host)));
+        watched.objects_mut().remove("a");
+        let after = index_of(&mut watched, host);
+        assert_eq!(after["x"].len(), 1);
     }
 }

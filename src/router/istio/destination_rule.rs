@@ -105,6 +105,16 @@ pub fn selection(
 
 /// Whether `spec` is subset-level Istio with no `targetLabels`: its labels come from the
 /// DestinationRule.
+/// The host a DestinationRule applies to, fully qualified: what the watch cache groups
+/// rules by, so an evaluation looks its host up instead of scanning every rule of the
+/// namespace (one per service: thousands in a large namespace).
+fn rule_host(rule: &Value) -> Option<String> {
+    let namespace = rule["metadata"]["namespace"].as_str()?;
+    rule["spec"]["host"]
+        .as_str()
+        .map(|host| fqdn(host, namespace))
+}
+
 pub fn needs_subset_labels(spec: &RolloutSpec) -> Option<&IstioRouterSpec> {
     spec.router.istio.as_ref().filter(|istio| {
         spec.analysis.target_labels.is_none()
@@ -144,11 +154,19 @@ pub async fn read_selection(
                 policy.namespace
             )));
         }
-        let watched = cache.and_then(|cache| cache.list(&resource, &namespace));
-        let found_here = match watched {
-            Some(watched) => {
-                subset_pod_labels(watched.iter().map(|r| &**r), &namespace, &host, subset)
+        let watched = match cache {
+            Some(cache) if cache.wait_listed(&resource, &namespace, CALL_TIMEOUT).await => {
+                cache.indexed(&resource, &namespace, rule_host)
             }
+            _ => None,
+        };
+        let found_here = match watched {
+            Some(by_host) => subset_pod_labels(
+                by_host.get(&host).into_iter().flatten().map(|r| &**r),
+                &namespace,
+                &host,
+                subset,
+            ),
             None => {
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(client.clone(), &namespace, &resource);

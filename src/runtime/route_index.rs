@@ -340,7 +340,11 @@ mod tests {
         let index = RouteIndex::default();
         let stored = policy("first", 100, "checkout", &["primary"]);
         index.apply(stored.clone());
-        assert_eq!(Arc::strong_count(&stored), 2, "the store's Arc and the index's");
+        assert_eq!(
+            Arc::strong_count(&stored),
+            2,
+            "the store's Arc and the index's"
+        );
         index.replace_all([stored.clone()]);
         assert_eq!(Arc::strong_count(&stored), 2);
         index.delete(&stored);

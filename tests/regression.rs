@@ -118,3 +118,7 @@ mod shards;
 /// Issue 12 "Must hold": Prometheus queries per second that do not grow with rollouts.
 #[path = "regression/promload.rs"]
 mod promload;
+
+/// Issue "scale" (its benchmark): drift is never called on a route read from a lagging watch.
+#[path = "regression/drift.rs"]
+mod drift;

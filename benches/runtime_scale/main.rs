@@ -18,12 +18,15 @@
 //! allocations and API requests per evaluation by verb and resource, Prometheus
 //! queries per second, evaluation lateness (the gap between two evaluations of a
 //! rollout, less the interval) p50/p99/max, the rollouts not evaluated at all in the
-//! window, and those never reconciled since the daemon started. (The window starts
+//! window (named), those never reconciled since the daemon started, and those paused at
+//! the end (a false drift pauses one). (The window starts
 //! once every policy was reconciled once, or after three intervals at the latest.)
 //!
 //! `cargo bench --bench runtime_scale` runs 1,000 then 3,000 rollouts over 60 s.
 //! Knobs: SHIFTGATE_BENCH_SIZES (e.g. `10000`), SHIFTGATE_BENCH_SECONDS (60),
-//! SHIFTGATE_BENCH_INTERVAL (10), SHIFTGATE_BENCH_HOLD, SHIFTGATE_BENCH_CONCURRENCY (unset: the daemon's default),
+//! SHIFTGATE_BENCH_INTERVAL (10), SHIFTGATE_BENCH_HOLD, SHIFTGATE_BENCH_SPREAD (1: the
+//! policies are created evenly over one interval, as rollouts start at any time; 0: all
+//! at once, every rollout due in the same instant), SHIFTGATE_BENCH_CONCURRENCY (unset: the daemon's default),
 //! SHIFTGATE_BENCH_REPLICAS (1; R > 1:
 //! R daemons with `--shards R` share the rollouts, e.g. 3 with SIZES=30000). Without `--bench` (as
 //! `cargo test --all-targets` runs it) one smoke run of 20 rollouts at a 1 s interval.
@@ -39,7 +42,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use shiftgate::testkit::apiserver::{ResourceRef, TestApiServer};
+use shiftgate::testkit::apiserver::{ResourceRef, ServerOptions, TestApiServer};
 
 mod counting_allocator;
 
@@ -165,19 +168,45 @@ fn request_kind(method: &str, path: &str) -> String {
     format!("{verb} {resource}")
 }
 
-/// Serves the test API server until stdin closes. Lines in: `clear`, `counts`,
+/// Serves the test API server until stdin closes. Lines in: `clear`, `counts`, `paused`,
 /// `reconciled`; one JSON line out per line in.
 fn serve_api() {
     let size = env_or("SHIFTGATE_BENCH_POLICIES", 20) as usize;
     let interval = env_or("SHIFTGATE_BENCH_INTERVAL", 10);
     let hold = std::env::var("SHIFTGATE_BENCH_HOLD").is_ok_and(|v| v == "1");
     let dir = PathBuf::from(std::env::var("SHIFTGATE_BENCH_DIR").unwrap());
-    let server = TestApiServer::start_background().unwrap();
+    // The real server's watch cache keeps about 75 s of events (up to 102,400): a
+    // watch closed for lagging resumes from history instead of re-listing.
+    let server = TestApiServer::start_background_with(ServerOptions {
+        history_limit: 100_000,
+        ..ServerOptions::default()
+    })
+    .unwrap();
     let vs = ResourceRef::new("networking.istio.io", "v1", "virtualservices");
     let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
+    let server = std::sync::Arc::new(server);
     for i in 0..size {
         server.put_object(&vs, virtual_service(i)).unwrap();
-        server.put_object(&rp, policy(i, interval, hold)).unwrap();
+    }
+    // Rollouts start at any time in production, not all in the same instant: the
+    // policies are created evenly over one interval (SHIFTGATE_BENCH_SPREAD=0: all at
+    // once, so that every rollout is due in the same instant of each interval).
+    let spread = std::env::var("SHIFTGATE_BENCH_SPREAD").map_or(true, |v| v != "0");
+    {
+        let server = server.clone();
+        let rp = rp.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            for i in 0..size {
+                if spread {
+                    let due = Duration::from_secs(interval).mul_f64(i as f64 / size as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                server.put_object(&rp, policy(i, interval, hold)).unwrap();
+            }
+        });
     }
     let kubeconfig = server.write_kubeconfig(&dir, NS).unwrap();
     let mut out = std::io::stdout().lock();
@@ -207,6 +236,16 @@ fn serve_api() {
                     *counts.entry(request_kind(&r.method, &r.path)).or_default() += 1;
                 }
                 json!(counts)
+            }
+            "paused" => {
+                let paused = (0..size)
+                    .filter(|i| {
+                        server
+                            .get_object(&rp, Some(NS), &format!("app-{i}"))
+                            .is_some_and(|o| o["status"]["phase"] == "Paused")
+                    })
+                    .count();
+                json!(paused)
             }
             "reconciled" => {
                 note_reconciled(&mut ever);
@@ -493,6 +532,7 @@ fn run(
         String::new()
     };
     let counts = api.ask("counts");
+    let paused = api.ask("paused").as_u64().unwrap_or(0);
     let never_reconciled =
         size.saturating_sub(api.ask("reconciled").as_u64().unwrap_or(0) as usize);
     let queries = prometheus.take();
@@ -528,6 +568,16 @@ fn run(
     }
     lateness.sort_by(f64::total_cmp);
     let never = size.saturating_sub(by_app.len());
+    let never_named: Vec<String> = (0..size as u32)
+        .filter(|i| !by_app.contains_key(i))
+        .take(5)
+        .map(|i| format!("app-{i}"))
+        .collect();
+    let never_named = if never_named.is_empty() {
+        String::new()
+    } else {
+        format!(" (e.g. {})", never_named.join(", "))
+    };
     let per_eval = |n: f64| {
         if evaluations == 0 {
             0.0
@@ -559,8 +609,8 @@ fn run(
          evaluations {evaluations} ({:.1}/s); allocations per evaluation {:.0} ({:.0} bytes)\n  \
          API requests per evaluation {:.2}, by kind:{by_kind}\n  \
          Prometheus queries {:.1}/s ({:.1} of them scrape-phase queries; {:.1} rollout queries/s in them)\n  \
-         lateness p50 {:.2} s, p99 {:.2} s, max {:.2} s; rollouts not evaluated in the window: {never}, \
-         never reconciled: {never_reconciled}",
+         lateness p50 {:.2} s, p99 {:.2} s, max {:.2} s; rollouts not evaluated in the window: {never}{never_named}, \
+         never reconciled: {never_reconciled}, paused: {paused}",
         if hold { "holding" } else { "moving a weight each evaluation" },
         wall,
         cpu / wall,

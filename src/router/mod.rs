@@ -69,6 +69,13 @@ pub trait TrafficRouter: Send + Sync {
     /// Reads the live managed route. Never guesses: an unreadable route is an error.
     async fn read(&self) -> Result<LiveRoute, RouterError>;
 
+    /// Reads the live managed route from the router itself, never from a cache. A
+    /// decision taken on a read alone (drift pauses a rollout) is confirmed with it: a
+    /// watch can lag our own write, by seconds when it re-lists.
+    async fn read_fresh(&self) -> Result<LiveRoute, RouterError> {
+        self.read().await
+    }
+
     /// Writes `desired` in one conditional write against `expect`, and returns once the
     /// router confirms it is serving it. Rollback is one call: weight 0, no test route.
     async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError>;

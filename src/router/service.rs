@@ -172,6 +172,16 @@ impl TrafficRouter for ServiceRouter {
         Ok(LiveRoute { route, version })
     }
 
+    async fn read_fresh(&self) -> Result<LiveRoute, RouterError> {
+        let what = self.target.what();
+        let (value, version) = self
+            .object
+            .read_from_server(self.call_timeout, &what)
+            .await?;
+        let route = read_service(&value, &self.target)?;
+        Ok(LiveRoute { route, version })
+    }
+
     async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
         let what = self.target.what();
         let (value, version) = self

@@ -133,6 +133,38 @@ impl ObjectCache {
         );
     }
 
+    /// We read the object from the API server (the cache missed it, or a decision
+    /// wanted the live object): hold that until the watch shows it, as our own write,
+    /// so the next evaluation does not send a GET again. Before the watch has listed
+    /// the namespace there is nothing to hold it in: its list will have it.
+    pub fn fetched(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+        value: Arc<Value>,
+        version: Version,
+    ) {
+        let watched = self.watched(resource, namespace);
+        let mut watched = write(&watched);
+        if !watched.ready
+            || watched
+                .objects
+                .get(name)
+                .is_some_and(|e| e.version == version)
+        {
+            return;
+        }
+        watched.objects.insert(
+            name.to_owned(),
+            Entry {
+                value,
+                version,
+                written_at: Some(Instant::now()),
+            },
+        );
+    }
+
     /// What we have of the object is stale (a write was refused): forget it, so reads
     /// go to the API server until the watch shows the object again.
     pub fn forget(&self, resource: &ApiResource, namespace: &str, name: &str) {
@@ -172,7 +204,9 @@ async fn follow(api: Api<DynamicObject>, watched: Arc<RwLock<Watched>>, plural: 
             }
             watcher::Event::InitDone => {
                 let mut watched = write(&watched);
-                watched.objects = relist.take().unwrap_or_default();
+                let listed = relist.take().unwrap_or_default();
+                let held = std::mem::take(&mut watched.objects);
+                watched.objects = relisted(held, listed, Instant::now());
                 watched.ready = true;
             }
             watcher::Event::Apply(object) => {
@@ -180,13 +214,10 @@ async fn follow(api: Api<DynamicObject>, watched: Arc<RwLock<Watched>>, plural: 
                     continue;
                 };
                 let mut watched = write(&watched);
-                // Events come in order: while our write is not shown, an event of
-                // another version is an older one.
-                let older = watched.objects.get(&name).is_some_and(|own| {
-                    own.written_at
-                        .is_some_and(|at| at.elapsed() < TRUST_OWN_WRITE_FOR)
-                        && own.version != entry.version
-                });
+                let older = watched
+                    .objects
+                    .get(&name)
+                    .is_some_and(|own| shadows(own, &entry.version, Instant::now()));
                 if !older {
                     watched.objects.insert(name, entry);
                 }
@@ -198,6 +229,32 @@ async fn follow(api: Api<DynamicObject>, watched: Arc<RwLock<Watched>>, plural: 
             }
         }
     }
+}
+
+/// Whether `own`, our write (or read) the watch has not shown yet, stands in for a
+/// watched copy at `seen`. Events come in order, and a list is older than a write made
+/// while it was being read: while our version is not shown, another one is older.
+fn shadows(own: &Entry, seen: &Version, now: Instant) -> bool {
+    own.written_at
+        .is_some_and(|at| now.saturating_duration_since(at) < TRUST_OWN_WRITE_FOR)
+        && &own.version != seen
+}
+
+/// The objects after a re-list: what it listed, except where we hold a write it does
+/// not show yet. A re-list is read page by page while we keep writing; taking it
+/// whole would hand the next evaluation the route from before its own write.
+fn relisted(
+    mut held: HashMap<String, Entry>,
+    listed: HashMap<String, Entry>,
+    now: Instant,
+) -> HashMap<String, Entry> {
+    listed
+        .into_iter()
+        .map(|(name, entry)| match held.remove(&name) {
+            Some(own) if shadows(&own, &entry.version, now) => (name, own),
+            _ => (name, entry),
+        })
+        .collect()
 }
 
 fn entry_of(object: DynamicObject) -> Option<(String, Entry)> {
@@ -316,5 +373,62 @@ mod tests {
                 "annotations": { "team": "payments" },
             })
         );
+    }
+
+    fn entry(weight: u8, version: &str, written_at: Option<Instant>) -> Entry {
+        Entry {
+            value: Arc::new(serde_json::json!({ "weight": weight })),
+            version: Version(version.to_owned()),
+            written_at,
+        }
+    }
+
+    fn weights(objects: &HashMap<String, Entry>) -> Vec<(String, u64)> {
+        let mut weights: Vec<(String, u64)> = objects
+            .iter()
+            .map(|(name, e)| (name.clone(), e.value["weight"].as_u64().unwrap()))
+            .collect();
+        weights.sort();
+        weights
+    }
+
+    #[test]
+    fn a_relist_keeps_our_write_it_does_not_show_yet() {
+        let now = Instant::now();
+        let held = HashMap::from([
+            // Written after the list read its page: the list shows the version before.
+            ("ours".to_owned(), entry(50, "12", Some(now))),
+            // Written long ago: the watch is trusted again, whatever it shows.
+            (
+                "old".to_owned(),
+                entry(20, "3", now.checked_sub(TRUST_OWN_WRITE_FOR * 2)),
+            ),
+            // Watched, not written by us: the list is newer.
+            ("theirs".to_owned(), entry(0, "4", None)),
+            // Deleted since.
+            ("gone".to_owned(), entry(10, "5", Some(now))),
+        ]);
+        let listed = HashMap::from([
+            ("ours".to_owned(), entry(0, "9", None)),
+            ("old".to_owned(), entry(30, "7", None)),
+            ("theirs".to_owned(), entry(40, "8", None)),
+            ("new".to_owned(), entry(60, "10", None)),
+        ]);
+        let objects = relisted(held, listed, now);
+        assert_eq!(
+            weights(&objects),
+            [("new", 60), ("old", 30), ("ours", 50), ("theirs", 40)]
+                .map(|(n, w)| (n.to_owned(), w))
+                .to_vec()
+        );
+    }
+
+    #[test]
+    fn a_relist_that_shows_our_write_replaces_it() {
+        let now = Instant::now();
+        let held = HashMap::from([("ours".to_owned(), entry(50, "12", Some(now)))]);
+        let listed = HashMap::from([("ours".to_owned(), entry(50, "12", None))]);
+        let objects = relisted(held, listed, now);
+        assert_eq!(objects["ours"].written_at, None);
     }
 }

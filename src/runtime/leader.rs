@@ -518,6 +518,10 @@ impl TrafficRouter for FencedRouter {
         self.inner.read().await
     }
 
+    async fn read_fresh(&self) -> Result<LiveRoute, RouterError> {
+        self.inner.read_fresh().await
+    }
+
     async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
         if !self.leadership.is_leading() {
             return Err(not_leading());

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::engine::hooks::HookCall;
-use crate::engine::{self, Action, Observation, Plan, PlanError, Transition};
+use crate::engine::{self, Action, Observation, Plan, PlanError, Transition, TransitionKind};
 use crate::metrics::{MetricSource, PolicyRef};
 use crate::policy::status::{RouteTarget, TargetPurpose, UnconfirmedWrite};
 use crate::policy::{RolloutSpec, RolloutStatus, Timestamp};
@@ -207,6 +207,9 @@ impl Reconciler {
         };
         self.reached(policy, CrashPoint::CommandsRead)?;
         let mut live = seams.router.read().await;
+        // The first read may come from a watch cache; what a write answers or a
+        // re-read after a conflict is the router's own.
+        let mut live_may_lag = true;
         self.reached(policy, CrashPoint::RouteRead)?;
         let mut obs = Observation {
             now: seams.clock.now(),
@@ -274,6 +277,22 @@ impl Reconciler {
                     continue;
                 }
             }
+            if live_may_lag
+                && decision
+                    .transitions()
+                    .any(|t| t.kind == TransitionKind::Drift)
+            {
+                // Drift pauses a rollout on a read alone, and a watch can lag our own
+                // last write by seconds (a re-list): only the router's own answer may
+                // call it drift. Decided again from the stored state on that answer.
+                live_may_lag = false;
+                live = seams.router.read_fresh().await;
+                note_router_error(&live, &mut problems);
+                state = persisted.clone();
+                settle_unconfirmed_write(&mut state, &live);
+                obs.live = observed(&live);
+                continue;
+            }
             for action in &decision.actions {
                 match action {
                     // One delivery per phase and tick (an owed one is asked for again).
@@ -327,6 +346,7 @@ impl Reconciler {
             obs.now = seams.clock.now();
             match applied {
                 Ok(new_version) => {
+                    live_may_lag = false;
                     outcome.writes.push(desired);
                     live = Ok(LiveRoute {
                         route: desired,
@@ -346,7 +366,8 @@ impl Reconciler {
                         reason: e.reason(),
                         message: e.to_string(),
                     });
-                    live = seams.router.read().await;
+                    live = seams.router.read_fresh().await;
+                    live_may_lag = false;
                     self.reached(policy, CrashPoint::RouteReread)?;
                     note_router_error(&live, &mut problems);
                     obs.now = seams.clock.now();

@@ -126,6 +126,10 @@ impl TrafficRouter for LeaseFencedRouter {
         self.inner.read().await
     }
 
+    async fn read_fresh(&self) -> Result<LiveRoute, RouterError> {
+        self.inner.read_fresh().await
+    }
+
     async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
         if !self.fence.is_held() {
             return Err(RouterError::Unavailable {

@@ -53,7 +53,7 @@ pub struct World {
     pub clock: Arc<VirtualClock>,
     pub router: Arc<MemoryRouter>,
     pub gate: Arc<GatedRouter>,
-    metrics: Arc<ScriptedMetrics>,
+    pub metrics: Arc<ScriptedMetrics>,
 }
 
 impl World {

@@ -72,19 +72,16 @@ impl IstioRouter {
 #[async_trait]
 impl TrafficRouter for IstioRouter {
     async fn read(&self) -> Result<LiveRoute, RouterError> {
-        let (value, version) = self.object.read(self.call_timeout, &self.what()).await?;
-        let location = locate(&value, &self.target)?;
-        let route = live_route(&location, &self.target)?;
-        if let Some(drift) = drift(&location, &self.target) {
-            tracing::warn!(
-                namespace = %self.target.namespace,
-                name = %self.target.name,
-                canary_weight = route.canary_weight,
-                error = %drift,
-                "managed routes disagree; reporting the highest canary weight"
-            );
-        }
-        Ok(LiveRoute { route, version })
+        let read = self.object.read(self.call_timeout, &self.what()).await?;
+        self.live(read)
+    }
+
+    async fn read_fresh(&self) -> Result<LiveRoute, RouterError> {
+        let read = self
+            .object
+            .read_from_server(self.call_timeout, &self.what())
+            .await?;
+        self.live(read)
     }
 
     async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
@@ -98,6 +95,24 @@ impl TrafficRouter for IstioRouter {
             return Ok(version);
         }
         self.object.patch(&patch, self.call_timeout, &what).await
+    }
+}
+
+impl IstioRouter {
+    /// The managed route in a read VirtualService.
+    fn live(&self, (value, version): (Arc<Value>, Version)) -> Result<LiveRoute, RouterError> {
+        let location = locate(&value, &self.target)?;
+        let route = live_route(&location, &self.target)?;
+        if let Some(drift) = drift(&location, &self.target) {
+            tracing::warn!(
+                namespace = %self.target.namespace,
+                name = %self.target.name,
+                canary_weight = route.canary_weight,
+                error = %drift,
+                "managed routes disagree; reporting the highest canary weight"
+            );
+        }
+        Ok(LiveRoute { route, version })
     }
 }
 
@@ -221,13 +236,35 @@ impl RoutedObject {
             Some(cache) if !fresh => cache.get(&self.resource, &self.namespace, &self.name),
             _ => None,
         };
-        let read = match cached {
-            Some(read) => read,
-            None => {
-                let (value, version) = get_json(&self.api, &self.name, limit, what).await?;
-                (Arc::new(value), version)
+        match cached {
+            Some(read) => {
+                self.remember(Some(read.clone()));
+                Ok(read)
             }
-        };
+            None => self.read_from_server(limit, what).await,
+        }
+    }
+
+    /// The object as the API server has it now (a GET), which the cache then holds
+    /// until its watch shows that version: a cache that missed the object (after a
+    /// refused write, or a lagging watch) is not asked again on every evaluation.
+    pub(crate) async fn read_from_server(
+        &self,
+        limit: Duration,
+        what: &str,
+    ) -> Result<(Arc<Value>, Version), RouterError> {
+        let (value, version) = get_json(&self.api, &self.name, limit, what).await?;
+        let value = Arc::new(value);
+        if let Some(cache) = &self.cache {
+            cache.fetched(
+                &self.resource,
+                &self.namespace,
+                &self.name,
+                value.clone(),
+                version.clone(),
+            );
+        }
+        let read = (value, version);
         self.remember(Some(read.clone()));
         Ok(read)
     }

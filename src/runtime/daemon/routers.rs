@@ -72,6 +72,10 @@ impl TrafficRouter for CountingRouter {
         self.inner.read().await
     }
 
+    async fn read_fresh(&self) -> Result<LiveRoute, RouterError> {
+        self.inner.read_fresh().await
+    }
+
     async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
         let result = self.inner.apply(expect, desired).await;
         self.metrics.router_write(WriteResult::from_router(&result));

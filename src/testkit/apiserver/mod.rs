@@ -195,7 +195,11 @@ impl TestApiServer {
     /// Serves from a thread with its own runtime: for synchronous tests, and for tests
     /// whose own runtime blocks (e.g. waiting on a child process).
     pub fn start_background() -> Result<Self, TestServerError> {
-        let shared = Arc::new(new_shared(ServerOptions::default()));
+        Self::start_background_with(ServerOptions::default())
+    }
+
+    pub fn start_background_with(options: ServerOptions) -> Result<Self, TestServerError> {
+        let shared = Arc::new(new_shared(options));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread_shared = shared.clone();

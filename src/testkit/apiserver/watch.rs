@@ -151,10 +151,11 @@ impl WatchState {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Too slow a reader: end like the real server does, with 410.
-                        self.done = true;
-                        let expired = ApiError::expired(self.progress, self.progress + 1);
-                        return Some(event_line("ERROR", &expired.to_status()));
+                        // Too slow a reader: the real server's watch cache closes an
+                        // unresponsive watcher without an error; the client watches
+                        // again from the last version it saw, replayed from history
+                        // (or gets 410 there if that is too old).
+                        return None;
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },

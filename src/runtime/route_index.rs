@@ -9,7 +9,7 @@
 //! with the number of policies.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crate::metrics::PolicyRef;
 use crate::policy::{RolloutPolicy, RolloutSpec};
@@ -202,39 +202,35 @@ impl Grouped {
 }
 
 /// The watched policies grouped by the object their routes live in. Fed by the
-/// policy watch ([`RouteIndex::apply`], [`RouteIndex::delete`], and a re-list between
-/// [`RouteIndex::init`] and [`RouteIndex::init_done`], which replaces the index whole).
+/// policy watch ([`RouteIndex::apply`], [`RouteIndex::delete`], and at the end of a
+/// (re-)list [`RouteIndex::replace_all`], which replaces the index whole).
+///
+/// It holds the reflector store's own `Arc`s, not copies: a copy of every policy
+/// (status and its history included) was about 5 KiB per rollout, a fifth of the
+/// daemon's memory at 10,000 rollouts (docs/benchmarks.md, "Memory per rollout").
 #[derive(Default)]
 pub struct RouteIndex {
     live: RwLock<Grouped>,
-    /// The re-list in progress, swapped in at its end.
-    relist: Mutex<Option<Grouped>>,
 }
 
 impl RouteIndex {
-    pub fn apply(&self, policy: &RolloutPolicy) {
-        write(&self.live).apply(Arc::new(policy.clone()));
+    /// `policy` was applied; pass the store's `Arc` of it, so that nothing is copied.
+    pub fn apply(&self, policy: Arc<RolloutPolicy>) {
+        write(&self.live).apply(policy);
     }
 
     pub fn delete(&self, policy: &RolloutPolicy) {
         write(&self.live).remove(&identity(policy));
     }
 
-    /// A re-list starts: the objects that follow replace the index at its end.
-    pub fn init(&self) {
-        *lock(&self.relist) = Some(Grouped::default());
-    }
-
-    pub fn init_apply(&self, policy: &RolloutPolicy) {
-        if let Some(relist) = lock(&self.relist).as_mut() {
-            relist.apply(Arc::new(policy.clone()));
+    /// A (re-)list is complete and `all` is what it listed: the index becomes that.
+    /// (Until then reconciles keep checking against the index from before the list.)
+    pub fn replace_all(&self, all: impl IntoIterator<Item = Arc<RolloutPolicy>>) {
+        let mut grouped = Grouped::default();
+        for policy in all {
+            grouped.apply(policy);
         }
-    }
-
-    pub fn init_done(&self) {
-        if let Some(relist) = lock(&self.relist).take() {
-            *write(&self.live) = relist;
-        }
+        *write(&self.live) = grouped;
     }
 
     /// [`conflicting_owner`] among the policies on the same object as `policy`.
@@ -254,11 +250,6 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn lock<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    lock.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -324,24 +315,40 @@ mod tests {
         let second = policy("second", 200, "checkout", &["primary"]);
         let elsewhere = policy("elsewhere", 50, "payments", &["primary"]);
         for p in [&first, &second, &elsewhere] {
-            index.apply(p);
+            index.apply(p.clone());
         }
         let owner = |p: &RolloutPolicy| index.conflicting_owner(p).map(|(o, _)| o.name);
         assert_eq!(owner(&second), Some("first".to_owned()));
         assert_eq!(owner(&first), None);
         // Moved to another VirtualService: no longer on checkout.
         let moved = policy("first", 100, "payments", &["other"]);
-        index.apply(&moved);
+        index.apply(moved);
         assert_eq!(owner(&second), None);
-        index.apply(&first);
+        index.apply(first.clone());
         index.delete(&first);
         assert_eq!(owner(&second), None);
         // A re-list replaces everything at its end.
-        index.init();
-        index.init_apply(&first);
-        assert_eq!(owner(&second), None, "not before the re-list is complete");
-        index.init_done();
+        index.replace_all([first.clone(), second.clone()]);
         assert_eq!(owner(&second), Some("first".to_owned()));
+        index.replace_all([second.clone()]);
+        assert_eq!(owner(&second), None, "first was not listed again");
+        assert_eq!(owner(&elsewhere), None);
+    }
+
+    #[test]
+    fn the_index_holds_the_stores_arcs_not_copies() {
+        let index = RouteIndex::default();
+        let stored = policy("first", 100, "checkout", &["primary"]);
+        index.apply(stored.clone());
+        assert_eq!(
+            Arc::strong_count(&stored),
+            2,
+            "the store's Arc and the index's"
+        );
+        index.replace_all([stored.clone()]);
+        assert_eq!(Arc::strong_count(&stored), 2);
+        index.delete(&stored);
+        assert_eq!(Arc::strong_count(&stored), 1);
     }
 
     #[test]

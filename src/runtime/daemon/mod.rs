@@ -296,6 +296,8 @@ impl Daemon {
         let invalid = Arc::new(guarded::InvalidPolicies::default());
         let routes = Arc::new(RouteIndex::default());
         let indexed = routes.clone();
+        // The route index shares the store's objects instead of copying them.
+        let stored = reader.clone();
         let recent = Arc::new(watched::RecentWrites::default());
         let seen = recent.clone();
         let watched = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
@@ -303,11 +305,13 @@ impl Daemon {
             .reflect(writer)
             .inspect(move |event| match event {
                 Ok(watcher::Event::Apply(policy)) => {
-                    indexed.apply(policy);
+                    // `reflect` stored it just before: index that very `Arc`.
+                    let shared = stored
+                        .get(&reflector::ObjectRef::from_obj(policy))
+                        .unwrap_or_else(|| Arc::new(policy.clone()));
+                    indexed.apply(shared);
                     seen.observed(policy);
                 }
-                Ok(watcher::Event::Init) => indexed.init(),
-                Ok(watcher::Event::InitApply(policy)) => indexed.init_apply(policy),
                 Ok(watcher::Event::Delete(policy)) => {
                     indexed.delete(policy);
                     if let Some(policy) = policy_ref(policy) {
@@ -320,7 +324,8 @@ impl Daemon {
                 // `Store::wait_until_ready`: its one-shot wakes only one of several
                 // waiters.)
                 Ok(watcher::Event::InitDone) => {
-                    indexed.init_done();
+                    // The store holds exactly the listed objects now.
+                    indexed.replace_all(stored.state());
                     synced.set_watches_synced();
                     let _ = listed_tx.send(true);
                 }

@@ -31,7 +31,10 @@ struct OwnWrite {
 /// whose next read must go to the API server (their last save met a conflict).
 #[derive(Default)]
 pub(super) struct RecentWrites {
-    written: Mutex<HashMap<PolicyRef, OwnWrite>>,
+    /// Boxed: the map keeps the capacity of its busiest moment (many rollouts' writes
+    /// unseen at once, at start), and a slot holding the write inline is 768 bytes (up
+    /// to 12 MiB at 10,000 rollouts); a slot with a box is 56 bytes.
+    written: Mutex<HashMap<PolicyRef, Box<OwnWrite>>>,
     reread: Mutex<HashSet<PolicyRef>>,
 }
 
@@ -54,11 +57,11 @@ impl RecentWrites {
     pub(super) fn wrote(&self, policy: &PolicyRef, version: Version, status: RolloutStatus) {
         lock(&self.written).insert(
             policy.clone(),
-            OwnWrite {
+            Box::new(OwnWrite {
                 version,
                 status,
                 at: Instant::now(),
-            },
+            }),
         );
     }
 

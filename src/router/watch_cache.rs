@@ -185,14 +185,14 @@ impl ObjectCache {
         resource: &ApiResource,
         namespace: &str,
         name: &str,
-        value: Value,
+        value: Arc<Value>,
         version: Version,
     ) {
         let watched = self.watched(resource, namespace);
         write(&watched).objects_mut().insert(
             name.to_owned(),
             Entry {
-                value: Arc::new(value),
+                value,
                 version,
                 written_at: Some(Instant::now()),
             },

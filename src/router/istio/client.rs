@@ -308,6 +308,8 @@ impl RoutedObject {
         match patch_json_object(&self.api, &self.name, patch, limit, what).await {
             Ok((value, version)) => {
                 if value.is_object() {
+                    // One copy, shared by the cache and the next write's plan.
+                    let value = Arc::new(value);
                     if let Some(cache) = &self.cache {
                         cache.wrote(
                             &self.resource,
@@ -317,7 +319,7 @@ impl RoutedObject {
                             version.clone(),
                         );
                     }
-                    self.remember(Some((Arc::new(value), version.clone())));
+                    self.remember(Some((value, version.clone())));
                 } else {
                     self.remember(None);
                 }

@@ -77,9 +77,13 @@ impl Watched {
 /// `(group, version, plural, namespace)`.
 type WatchKey = (String, String, String, String);
 
+/// What of a watched object a cache keeps.
+pub type Projection = fn(Value) -> Value;
+
 /// The watched objects of every namespace in use, per resource.
 pub struct ObjectCache {
     client: Client,
+    keep: Option<Projection>,
     watches: Mutex<HashMap<WatchKey, Arc<RwLock<Watched>>>>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -88,9 +92,18 @@ impl ObjectCache {
     pub fn new(client: Client) -> Self {
         ObjectCache {
             client,
+            keep: None,
             watches: Mutex::default(),
             tasks: Mutex::default(),
         }
+    }
+
+    /// Keeps only `keep(object)` of each watched object: for readers that need a few
+    /// fields of objects they never write (one DestinationRule per service, thousands
+    /// in a large namespace, each often carrying a long `trafficPolicy`).
+    pub fn keeping(mut self, keep: Projection) -> Self {
+        self.keep = Some(keep);
+        self
     }
 
     /// The namespace's watch, started on first use (needs a tokio runtime).
@@ -109,7 +122,12 @@ impl ObjectCache {
         watches.insert(key, watched.clone());
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, resource);
-        let task = tokio::spawn(follow(api, watched.clone(), resource.plural.clone()));
+        let task = tokio::spawn(follow(
+            api,
+            watched.clone(),
+            resource.plural.clone(),
+            self.keep,
+        ));
         lock(&self.tasks).push(task.abort_handle());
         watched
     }
@@ -248,7 +266,12 @@ impl Drop for ObjectCache {
 }
 
 /// Keeps `watched` up to date from the namespace's watch, for as long as the cache lives.
-async fn follow(api: Api<DynamicObject>, watched: Arc<RwLock<Watched>>, plural: String) {
+async fn follow(
+    api: Api<DynamicObject>,
+    watched: Arc<RwLock<Watched>>,
+    plural: String,
+    keep: Option<Projection>,
+) {
     let mut relist: Option<HashMap<String, Entry>> = None;
     let events = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
     futures::pin_mut!(events);
@@ -270,7 +293,9 @@ async fn follow(api: Api<DynamicObject>, watched: Arc<RwLock<Watched>>, plural: 
         match event {
             watcher::Event::Init => relist = Some(HashMap::new()),
             watcher::Event::InitApply(object) => {
-                if let (Some(relist), Some((name, entry))) = (relist.as_mut(), entry_of(object)) {
+                if let (Some(relist), Some((name, entry))) =
+                    (relist.as_mut(), entry_of(object, keep))
+                {
                     relist.insert(name, entry);
                 }
             }
@@ -284,7 +309,7 @@ async fn follow(api: Api<DynamicObject>, watched: Arc<RwLock<Watched>>, plural: 
                 watched.settled.send_replace(true);
             }
             watcher::Event::Apply(object) => {
-                let Some((name, entry)) = entry_of(object) else {
+                let Some((name, entry)) = entry_of(object, keep) else {
                     continue;
                 };
                 let mut watched = write(&watched);
@@ -347,10 +372,14 @@ fn relisted(
         .collect()
 }
 
-fn entry_of(object: DynamicObject) -> Option<(String, Entry)> {
+fn entry_of(object: DynamicObject, keep: Option<Projection>) -> Option<(String, Entry)> {
     let name = object.metadata.name.clone()?;
     let version = Version(object.metadata.resource_version.clone()?);
     let value = into_json(object).ok()?;
+    let value = match keep {
+        Some(keep) => keep(value),
+        None => value,
+    };
     Some((
         name,
         Entry {

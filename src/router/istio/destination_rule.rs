@@ -105,6 +105,24 @@ pub fn selection(
 
 /// Whether `spec` is subset-level Istio with no `targetLabels`: its labels come from the
 /// DestinationRule.
+/// What [`subset_pod_labels`] reads of a DestinationRule (its namespace, host and
+/// subsets' names and labels): all the watch cache keeps of each.
+fn subsets_only(rule: Value) -> Value {
+    let subsets: Vec<Value> = rule["spec"]["subsets"]
+        .as_array()
+        .map(|subsets| {
+            subsets
+                .iter()
+                .map(|s| serde_json::json!({ "name": s["name"], "labels": s["labels"] }))
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "metadata": { "namespace": rule["metadata"]["namespace"] },
+        "spec": { "host": rule["spec"]["host"], "subsets": subsets },
+    })
+}
+
 /// The host a DestinationRule applies to, fully qualified: what the watch cache groups
 /// rules by, so an evaluation looks its host up instead of scanning every rule of the
 /// namespace (one per service: thousands in a large namespace).
@@ -207,7 +225,7 @@ impl DestinationRuleLabels {
     pub fn new(inner: Arc<dyn MetricSource>, client: Client) -> Self {
         DestinationRuleLabels {
             inner,
-            cache: Arc::new(ObjectCache::new(client.clone())),
+            cache: Arc::new(ObjectCache::new(client.clone()).keeping(subsets_only)),
             client,
             last: Mutex::new(HashMap::new()),
         }
@@ -363,5 +381,27 @@ mod tests {
             panic!("derived without a subset");
         };
         assert!(why.contains("no DestinationRule subset `blue`"), "{why}");
+    }
+
+    #[test]
+    fn the_cache_keeps_what_the_subset_labels_are_read_from() {
+        let full = json!({
+            "metadata": {"name": "web-echo", "namespace": "echo", "uid": "1", "labels": {"team": "a"}},
+            "spec": {"host": "web-echo",
+                "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": 100}}},
+                "subsets": [
+                    {"name": "v1", "labels": {"version": "blue"}, "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}},
+                    {"name": "v2", "labels": {"version": "green", "track": "canary"}}
+                ]}
+        });
+        let kept = subsets_only(full.clone());
+        assert!(kept["spec"].get("trafficPolicy").is_none());
+        for subset in ["v1", "v2", "v3"] {
+            assert_eq!(
+                subset_pod_labels([&kept], "echo", "web-echo.echo.svc.cluster.local", subset),
+                subset_pod_labels([&full], "echo", "web-echo.echo.svc.cluster.local", subset),
+            );
+        }
+        assert_eq!(rule_host(&kept), rule_host(&full));
     }
 }

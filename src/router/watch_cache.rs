@@ -42,6 +42,17 @@ struct Entry {
 /// The watched objects grouped by a key (e.g. DestinationRules by host).
 pub type Index = HashMap<String, Vec<Arc<Value>>>;
 
+impl Entry {
+    /// What we wrote or read ourselves, which the watch has not shown yet.
+    fn ours(value: Arc<Value>, version: Version) -> Self {
+        Entry {
+            value,
+            version,
+            written_at: Some(Instant::now()),
+        }
+    }
+}
+
 struct Watched {
     ready: bool,
     /// The watch failed before it could list (e.g. no `list`/`watch` RBAC): readers do
@@ -207,14 +218,9 @@ impl ObjectCache {
         version: Version,
     ) {
         let watched = self.watched(resource, namespace);
-        write(&watched).objects_mut().insert(
-            name.to_owned(),
-            Entry {
-                value,
-                version,
-                written_at: Some(Instant::now()),
-            },
-        );
+        write(&watched)
+            .objects_mut()
+            .insert(name.to_owned(), Entry::ours(value, version));
     }
 
     /// We read the object from the API server (the cache missed it, or a decision
@@ -239,14 +245,9 @@ impl ObjectCache {
         {
             return;
         }
-        watched.objects_mut().insert(
-            name.to_owned(),
-            Entry {
-                value,
-                version,
-                written_at: Some(Instant::now()),
-            },
-        );
+        watched
+            .objects_mut()
+            .insert(name.to_owned(), Entry::ours(value, version));
     }
 
     /// What we have of the object is stale (a write was refused): forget it, so reads

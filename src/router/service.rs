@@ -164,22 +164,19 @@ impl ServiceRouter {
 #[async_trait]
 impl TrafficRouter for ServiceRouter {
     async fn read(&self) -> Result<LiveRoute, RouterError> {
-        let (value, version) = self
+        let read = self
             .object
             .read(self.call_timeout, &self.target.what())
             .await?;
-        let route = read_service(&value, &self.target)?;
-        Ok(LiveRoute { route, version })
+        self.live(read)
     }
 
     async fn read_fresh(&self) -> Result<LiveRoute, RouterError> {
-        let what = self.target.what();
-        let (value, version) = self
+        let read = self
             .object
-            .read_from_server(self.call_timeout, &what)
+            .read_from_server(self.call_timeout, &self.target.what())
             .await?;
-        let route = read_service(&value, &self.target)?;
-        Ok(LiveRoute { route, version })
+        self.live(read)
     }
 
     async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
@@ -193,6 +190,17 @@ impl TrafficRouter for ServiceRouter {
             return Ok(version);
         }
         self.object.patch(&patch, self.call_timeout, &what).await
+    }
+}
+
+impl ServiceRouter {
+    /// The managed route in a read Service.
+    fn live(
+        &self,
+        (value, version): (std::sync::Arc<serde_json::Value>, Version),
+    ) -> Result<LiveRoute, RouterError> {
+        let route = read_service(&value, &self.target)?;
+        Ok(LiveRoute { route, version })
     }
 }
 

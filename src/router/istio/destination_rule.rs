@@ -51,12 +51,7 @@ pub fn subset_pod_labels<'a>(
 ) -> Option<BTreeMap<String, String>> {
     rules
         .into_iter()
-        .filter(|rule| {
-            let rule_namespace = rule["metadata"]["namespace"].as_str().unwrap_or(namespace);
-            rule["spec"]["host"]
-                .as_str()
-                .is_some_and(|h| fqdn(h, rule_namespace) == host)
-        })
+        .filter(|rule| host_of(rule, namespace).is_some_and(|h| h == host))
         .filter_map(|rule| rule["spec"]["subsets"].as_array())
         .flatten()
         .find(|s| s["name"].as_str() == Some(subset))
@@ -103,8 +98,6 @@ pub fn selection(
     SubsetSelection::Derived(derived)
 }
 
-/// Whether `spec` is subset-level Istio with no `targetLabels`: its labels come from the
-/// DestinationRule.
 /// What [`subset_pod_labels`] reads of a DestinationRule (its namespace, host and
 /// subsets' names and labels): all the watch cache keeps of each.
 fn subsets_only(rule: Value) -> Value {
@@ -128,11 +121,19 @@ fn subsets_only(rule: Value) -> Value {
 /// namespace (one per service: thousands in a large namespace).
 fn rule_host(rule: &Value) -> Option<String> {
     let namespace = rule["metadata"]["namespace"].as_str()?;
+    host_of(rule, namespace)
+}
+
+/// The rule's host, fully qualified; `namespace` when the rule does not say its own.
+fn host_of(rule: &Value, namespace: &str) -> Option<String> {
+    let namespace = rule["metadata"]["namespace"].as_str().unwrap_or(namespace);
     rule["spec"]["host"]
         .as_str()
         .map(|host| fqdn(host, namespace))
 }
 
+/// Whether `spec` is subset-level Istio with no `targetLabels`: its labels come from the
+/// DestinationRule.
 pub fn needs_subset_labels(spec: &RolloutSpec) -> Option<&IstioRouterSpec> {
     spec.router.istio.as_ref().filter(|istio| {
         spec.analysis.target_labels.is_none()

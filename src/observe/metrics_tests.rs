@@ -306,3 +306,27 @@ fn a_policy_record_stays_compact() {
     assert!(std::mem::size_of::<PolicyRecord>() <= 48);
     assert!(std::mem::size_of::<MetricSeries>() <= 80);
 }
+
+/// A scrape takes the store's lock per chunk of policies: every policy is still written
+/// once, in order, when a chunk ends inside a namespace, at its end, or at the last one.
+#[test]
+fn a_scrape_writes_every_policy_once_across_its_chunks() {
+    let metrics = Metrics::new();
+    let sizes = [("a", 256), ("b", 300), ("c", 1), ("d", 211)];
+    let mut expected = Vec::new();
+    for (namespace, count) in sizes {
+        for i in 0..count {
+            let name = format!("p{i:03}");
+            metrics.set_rollout(&at(namespace, &name), Phase::Progressing, 0, 1);
+            expected.push(format!(
+                r#"shiftgate_canary_weight_ratio{{namespace="{namespace}",name="{name}"}} 0.01"#
+            ));
+        }
+    }
+    let text = metrics.encode().unwrap_or_default();
+    let written: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("shiftgate_canary_weight_ratio{"))
+        .collect();
+    assert_eq!(written, expected);
+}

@@ -31,6 +31,9 @@ pub(super) enum PolicyFamilyKind {
     Evaluations,
 }
 
+/// How many policies a scrape writes per taking of the store's lock.
+const POLICIES_PER_LOCK: usize = 256;
+
 /// One per-policy family, reading the shared records.
 pub(super) struct PolicyFamily {
     series: PolicySeries,
@@ -178,14 +181,26 @@ fn encode_counter(
 }
 
 impl EncodeMetric for PolicyFamily {
+    /// Writes the policies in chunks, taking the store's lock once per chunk: every
+    /// reconcile's metric update takes that lock, and a whole family at 10,000 policies
+    /// is 100,000 lines; a scrape would hold it for milliseconds.
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let store = self.series.lock();
-        for (namespace, names) in &store.namespaces {
-            for (name, record) in names {
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let store = self.series.lock();
+            let mut last = None;
+            for (written, (namespace, name, record)) in store.after(after.as_ref()).enumerate() {
                 self.encode_record(&mut encoder, namespace, name, record)?;
+                if written + 1 == POLICIES_PER_LOCK {
+                    last = Some((namespace.clone(), name.clone()));
+                    break;
+                }
+            }
+            match last {
+                Some(last) => after = Some(last),
+                None => return Ok(()),
             }
         }
-        Ok(())
     }
 
     fn metric_type(&self) -> MetricType {

@@ -12,6 +12,7 @@
 //! the same families, label names and values, written by the same encoder calls.
 
 use std::collections::BTreeMap;
+use std::ops::Bound as Range;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::labels::{Bound, RolloutResult, Target, VerdictKind, ALL_RESULTS, ALL_VERDICTS};
@@ -122,6 +123,30 @@ impl MetricSeries {
             }
             None => self.present &= !(1 << i),
         }
+    }
+}
+
+impl Store {
+    /// The records in (namespace, name) order, from just after `after` (from the
+    /// first with `None`).
+    pub(super) fn after<'a>(
+        &'a self,
+        after: Option<&'a (String, String)>,
+    ) -> impl Iterator<Item = (&'a String, &'a String, &'a PolicyRecord)> + 'a {
+        let from = after.map_or(Range::Unbounded, |(namespace, _)| {
+            Range::Included(namespace.as_str())
+        });
+        self.namespaces
+            .range::<str, _>((from, Range::Unbounded))
+            .flat_map(move |(namespace, names)| {
+                let from = match after {
+                    Some((at, name)) if at == namespace => Range::Excluded(name.as_str()),
+                    _ => Range::Unbounded,
+                };
+                names
+                    .range::<str, _>((from, Range::Unbounded))
+                    .map(move |(name, record)| (namespace, name, record))
+            })
     }
 }
 

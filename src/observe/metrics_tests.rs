@@ -330,3 +330,33 @@ fn a_scrape_writes_every_policy_once_across_its_chunks() {
         .collect();
     assert_eq!(written, expected);
 }
+
+/// What a holding rollout of the scale bench keeps: one record, its namespace shared
+/// with the other policies', its metrics in a vector of exactly their number.
+#[test]
+fn a_namespace_of_rollouts_shares_one_namespace_and_keeps_one_record_each() {
+    let metrics = Metrics::new();
+    for i in 0..300 {
+        let policy = at("bench", &format!("app-{i}"));
+        for _reconcile in 0..2 {
+            metrics.set_metric_threshold(&policy, "error-rate", Bound::Max, 0.01);
+            metrics.set_metric_threshold(&policy, "p99-latency", Bound::Max, 500.0);
+            metrics.set_rollout(&policy, Phase::Progressing, 1, 10);
+            metrics.analysis_evaluated(&policy, VerdictKind::Pass);
+            for metric in ["error-rate", "p99-latency"] {
+                metrics.set_evidence(&policy, metric, None);
+                metrics.set_metric_value(&policy, metric, Target::Canary, 0.001);
+                metrics.set_metric_value(&policy, metric, Target::Stable, 0.002);
+            }
+        }
+    }
+    let store = metrics.policy_series.lock();
+    assert_eq!(store.namespaces.len(), 1);
+    let records = &store.namespaces["bench"];
+    assert_eq!(records.len(), 300);
+    for record in records.values() {
+        assert_eq!(record.metrics.len(), 2);
+        assert_eq!(record.metrics.capacity(), 2);
+        assert!(record.results.is_some());
+    }
+}

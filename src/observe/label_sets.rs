@@ -1,10 +1,8 @@
-//! The label sets of the daemon's metric families (prometheus-client encodes a struct
-//! per family), and how a policy's are built.
+//! The label sets of the daemon's fixed metric families (prometheus-client encodes a
+//! struct per family). The per-policy families write theirs from the policy records
+//! (`policy_families.rs`).
 
 use prometheus_client::encoding::EncodeLabelSet;
-
-use super::labels::{RolloutResult, VerdictKind};
-use crate::metrics::PolicyRef;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct ResultLabel {
@@ -23,85 +21,7 @@ pub(super) struct VerdictLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct PolicyLabels {
-    pub(super) namespace: String,
-    pub(super) name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct PolicyResultLabels {
-    pub(super) namespace: String,
-    pub(super) name: String,
-    pub(super) result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct PolicyVerdictLabels {
-    pub(super) namespace: String,
-    pub(super) name: String,
-    pub(super) verdict: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct BuildLabels {
     pub(super) version: &'static str,
     pub(super) commit: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct PhaseLabels {
-    pub(super) namespace: String,
-    pub(super) name: String,
-    pub(super) phase: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct ValueLabels {
-    pub(super) namespace: String,
-    pub(super) name: String,
-    pub(super) metric: String,
-    pub(super) target: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct MetricLabels {
-    pub(super) namespace: String,
-    pub(super) name: String,
-    pub(super) metric: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct ThresholdLabels {
-    pub(super) namespace: String,
-    pub(super) name: String,
-    pub(super) metric: String,
-    pub(super) bound: &'static str,
-}
-pub(super) fn policy_result_labels(
-    policy: &PolicyRef,
-    result: RolloutResult,
-) -> PolicyResultLabels {
-    PolicyResultLabels {
-        namespace: policy.namespace.clone(),
-        name: policy.name.clone(),
-        result: result.as_str(),
-    }
-}
-
-pub(super) fn policy_verdict_labels(
-    policy: &PolicyRef,
-    verdict: VerdictKind,
-) -> PolicyVerdictLabels {
-    PolicyVerdictLabels {
-        namespace: policy.namespace.clone(),
-        name: policy.name.clone(),
-        verdict: verdict.as_str(),
-    }
-}
-
-pub(super) fn policy_labels(policy: &PolicyRef) -> PolicyLabels {
-    PolicyLabels {
-        namespace: policy.namespace.clone(),
-        name: policy.name.clone(),
-    }
 }

@@ -12,9 +12,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
 
 use super::exposition::{openmetrics_to_text, Format};
 use super::label_sets::*;
@@ -22,6 +19,8 @@ pub use super::labels::{Bound, RolloutResult, Target, VerdictKind, WriteResult, 
 pub use super::labels::{NotifyChannel, NotifyResult};
 use super::labels::{ALL_NOTIFY_CHANNELS, ALL_NOTIFY_RESULTS};
 use super::labels::{ALL_RESULTS, ALL_VERDICTS, ALL_WRITE_RESULTS};
+use super::policy_families::{PolicyFamily, PolicyFamilyKind};
+use super::policy_series::{PolicySeries, RolloutGauges, Slot};
 use super::process::{ProcessCollector, PROCESS_METRIC_NAMES};
 use super::registrar::{latency_buckets, rollout_duration_buckets, Registrar};
 use crate::build_info;
@@ -37,26 +36,17 @@ pub const MAX_POLICIES_WITH_RESULT_SERIES: usize = 1000;
 
 type DurationFamily = Family<ResultLabel, Histogram, fn() -> Histogram>;
 
-type FloatGauge = Gauge<f64, AtomicU64>;
-
 /// Every metric the daemon exports, registered once at start.
 pub struct Metrics {
     registry: Registry,
     /// Every exported name, as users query it.
     names: Vec<String>,
     rollouts: Family<ResultLabel, Counter>,
-    policy_rollouts: Family<PolicyResultLabels, Counter>,
     rollout_duration: DurationFamily,
-    policy_evaluations: Family<PolicyVerdictLabels, Counter>,
-    /// Policies whose result series exist (bounded by MAX_POLICIES_WITH_RESULT_SERIES).
-    result_policies: Mutex<HashSet<PolicyRef>>,
     evaluations: Family<VerdictLabel, Counter>,
-    canary_weight: Family<PolicyLabels, FloatGauge>,
-    step: Family<PolicyLabels, Gauge>,
-    phase: Family<PhaseLabels, Gauge>,
-    metric_value: Family<ValueLabels, FloatGauge>,
-    metric_threshold: Family<ThresholdLabels, FloatGauge>,
-    evidence: Family<MetricLabels, FloatGauge>,
+    /// Every per-policy series (weight, step, phase, analysis gauges, per-policy
+    /// counters), one record per policy, written by the `PolicyFamily`s at scrape time.
+    policy_series: PolicySeries,
     prometheus_query_duration: Histogram,
     reconcile_duration: Histogram,
     evaluation_lateness: Histogram,
@@ -66,8 +56,6 @@ pub struct Metrics {
     shards_held: Gauge,
     policies: Gauge,
     notifications: Family<NotifyLabels, Counter>,
-    /// Metric names seen per policy, to remove their series when the policy goes.
-    metric_names: Mutex<HashMap<PolicyRef, BTreeSet<String>>>,
 }
 
 /// Lateness buckets in seconds, from 10 ms to 5 min: the on-time goal is under 1 s,
@@ -93,23 +81,23 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registrar::new();
+        let policy_series = PolicySeries::default();
+        let family = |kind| PolicyFamily::new(&policy_series, kind);
         let rollouts = Family::<ResultLabel, Counter>::default();
         registry.register(
             "rollouts",
             "Rollouts that ended, by result (promoted, rolled_back, aborted, held)",
             rollouts.clone(),
         );
-        let policy_rollouts = Family::<PolicyResultLabels, Counter>::default();
         registry.register(
             "policy_rollouts",
             "Rollouts that ended, per policy and result (series start at 0 when the daemon first sees the policy)",
-            policy_rollouts.clone(),
+            family(PolicyFamilyKind::Rollouts),
         );
-        let policy_evaluations = Family::<PolicyVerdictLabels, Counter>::default();
         registry.register(
             "policy_analysis_evaluations",
             "Analysis evaluations, per policy and verdict (series start at 0 when the daemon first sees the policy)",
-            policy_evaluations.clone(),
+            family(PolicyFamilyKind::Evaluations),
         );
         let rollout_duration: DurationFamily =
             Family::new_with_constructor(rollout_duration_buckets);
@@ -136,41 +124,35 @@ impl Metrics {
             "Analysis evaluations, by verdict (pass, fail, inconclusive)",
             evaluations.clone(),
         );
-        let canary_weight = Family::<PolicyLabels, FloatGauge>::default();
         registry.register(
             "canary_weight_ratio",
             "Share of requests routed to the canary, as last confirmed by the router (0 to 1)",
-            canary_weight.clone(),
+            family(PolicyFamilyKind::CanaryWeight),
         );
-        let step = Family::<PolicyLabels, Gauge>::default();
         registry.register(
             "rollout_step",
             "Index of the current step in spec.steps (changes mark step transitions)",
-            step.clone(),
+            family(PolicyFamilyKind::Step),
         );
-        let phase = Family::<PhaseLabels, Gauge>::default();
         registry.register(
             "rollout_phase",
             "1 for the rollout's current phase, 0 for every other phase",
-            phase.clone(),
+            family(PolicyFamilyKind::Phase),
         );
-        let metric_value = Family::<ValueLabels, FloatGauge>::default();
         registry.register(
             "analysis_metric_value",
             "Last measured value of an analysis metric, per target (canary, stable)",
-            metric_value.clone(),
+            family(PolicyFamilyKind::MetricValue),
         );
-        let metric_threshold = Family::<ThresholdLabels, FloatGauge>::default();
         registry.register(
             "analysis_metric_threshold",
             "Criterion of an analysis metric from the policy, per bound (min, max, max_increase, max_ratio)",
-            metric_threshold.clone(),
+            family(PolicyFamilyKind::MetricThreshold),
         );
-        let evidence = Family::<MetricLabels, FloatGauge>::default();
         registry.register(
             "analysis_evidence_ratio",
             "A sequential comparison's evidence that the canary is worse, as a share of what rolls back (1: rolled back)",
-            evidence.clone(),
+            family(PolicyFamilyKind::Evidence),
         );
         let prometheus_query_duration = latency_buckets();
         registry.register_seconds(
@@ -270,17 +252,9 @@ impl Metrics {
             registry,
             names,
             rollouts,
-            policy_rollouts,
             rollout_duration,
-            policy_evaluations,
-            result_policies: Mutex::default(),
             evaluations,
-            canary_weight,
-            step,
-            phase,
-            metric_value,
-            metric_threshold,
-            evidence,
+            policy_series,
             prometheus_query_duration,
             reconcile_duration,
             evaluation_lateness,
@@ -290,7 +264,6 @@ impl Metrics {
             shards_held,
             policies,
             notifications,
-            metric_names: Mutex::default(),
         }
     }
 
@@ -330,37 +303,7 @@ impl Metrics {
         if let Some(seconds) = duration_seconds.filter(|s| s.is_finite() && *s >= 0.0) {
             self.rollout_duration.get_or_create(&label).observe(seconds);
         }
-        if self.track_results(policy) {
-            self.policy_rollouts
-                .get_or_create(&policy_result_labels(policy, result))
-                .inc();
-        }
-    }
-
-    /// Creates the policy's result series at 0 the first time it is seen, within the
-    /// bound; true when the policy has them.
-    fn track_results(&self, policy: &PolicyRef) -> bool {
-        let Ok(mut tracked) = self.result_policies.lock() else {
-            return false;
-        };
-        if tracked.contains(policy) {
-            return true;
-        }
-        if tracked.len() >= MAX_POLICIES_WITH_RESULT_SERIES {
-            return false;
-        }
-        tracked.insert(policy.clone());
-        for result in ALL_RESULTS {
-            self.policy_rollouts
-                .get_or_create(&policy_result_labels(policy, result))
-                .inc_by(0);
-        }
-        for verdict in ALL_VERDICTS {
-            self.policy_evaluations
-                .get_or_create(&policy_verdict_labels(policy, verdict))
-                .inc_by(0);
-        }
-        true
+        self.policy_series.count_rollout(policy, result);
     }
 
     pub fn analysis_evaluated(&self, policy: &PolicyRef, verdict: VerdictKind) {
@@ -369,84 +312,42 @@ impl Metrics {
                 verdict: verdict.as_str(),
             })
             .inc();
-        if self.track_results(policy) {
-            self.policy_evaluations
-                .get_or_create(&policy_verdict_labels(policy, verdict))
-                .inc();
-        }
+        self.policy_series.count_evaluation(policy, verdict);
     }
 
     /// Records the rollout's phase, step and confirmed canary weight (percent).
     pub fn set_rollout(&self, policy: &PolicyRef, phase: Phase, step: u32, canary_weight: u8) {
-        self.track_results(policy);
-        let labels = policy_labels(policy);
-        self.canary_weight
-            .get_or_create(&labels)
-            .set(f64::from(canary_weight) / 100.0);
-        self.step.get_or_create(&labels).set(i64::from(step));
-        for candidate in ALL_PHASES {
-            let value = i64::from(candidate == phase);
-            self.phase
-                .get_or_create(&PhaseLabels {
-                    namespace: policy.namespace.clone(),
-                    name: policy.name.clone(),
-                    phase: candidate.as_str(),
-                })
-                .set(value);
-        }
+        self.policy_series.set_rollout(
+            policy,
+            RolloutGauges {
+                phase,
+                step,
+                canary_weight,
+            },
+        );
     }
 
     pub fn set_metric_value(&self, policy: &PolicyRef, metric: &str, target: Target, value: f64) {
-        self.remember(policy, metric);
-        self.metric_value
-            .get_or_create(&ValueLabels {
-                namespace: policy.namespace.clone(),
-                name: policy.name.clone(),
-                metric: metric.to_owned(),
-                target: target.as_str(),
-            })
-            .set(value);
+        self.policy_series
+            .set_metric(policy, metric, Slot::Value(target), Some(value));
     }
 
     /// Forgets a value that was not measured this time (no data, NaN, unreachable), so
     /// a dashboard shows a gap rather than a stale number.
     pub fn clear_metric_value(&self, policy: &PolicyRef, metric: &str, target: Target) {
-        self.metric_value.remove(&ValueLabels {
-            namespace: policy.namespace.clone(),
-            name: policy.name.clone(),
-            metric: metric.to_owned(),
-            target: target.as_str(),
-        });
+        self.policy_series
+            .set_metric(policy, metric, Slot::Value(target), None);
     }
 
     /// A sequential comparison's evidence share; `None` forgets it (no comparison).
     pub fn set_evidence(&self, policy: &PolicyRef, metric: &str, share: Option<f64>) {
-        let labels = MetricLabels {
-            namespace: policy.namespace.clone(),
-            name: policy.name.clone(),
-            metric: metric.to_owned(),
-        };
-        match share {
-            Some(share) => {
-                self.remember(policy, metric);
-                self.evidence.get_or_create(&labels).set(share);
-            }
-            None => {
-                self.evidence.remove(&labels);
-            }
-        }
+        self.policy_series
+            .set_metric(policy, metric, Slot::Evidence, share);
     }
 
     pub fn set_metric_threshold(&self, policy: &PolicyRef, metric: &str, bound: Bound, value: f64) {
-        self.remember(policy, metric);
-        self.metric_threshold
-            .get_or_create(&ThresholdLabels {
-                namespace: policy.namespace.clone(),
-                name: policy.name.clone(),
-                metric: metric.to_owned(),
-                bound: bound.as_str(),
-            })
-            .set(value);
+        self.policy_series
+            .set_metric(policy, metric, Slot::Threshold(bound), Some(value));
     }
 
     /// Publishes every criterion of the policy's metrics.
@@ -468,15 +369,6 @@ impl Metrics {
                 if let Some(value) = value {
                     self.set_metric_threshold(policy, &metric.name, bound, value);
                 }
-            }
-        }
-    }
-
-    fn remember(&self, policy: &PolicyRef, metric: &str) {
-        if let Ok(mut known) = self.metric_names.lock() {
-            let names = known.entry(policy.clone()).or_default();
-            if !names.contains(metric) {
-                names.insert(metric.to_owned());
             }
         }
     }
@@ -532,54 +424,10 @@ impl Metrics {
     }
 
     /// Drops every per-policy series of a deleted policy, so the registry stays bounded
-    /// by the policies that exist.
+    /// by the policies that exist, and frees its place among the policies with result
+    /// counters.
     pub fn forget_policy(&self, policy: &PolicyRef) {
-        let tracked = self
-            .result_policies
-            .lock()
-            .map(|mut tracked| tracked.remove(policy))
-            .unwrap_or(false);
-        if tracked {
-            for result in ALL_RESULTS {
-                self.policy_rollouts
-                    .remove(&policy_result_labels(policy, result));
-            }
-            for verdict in ALL_VERDICTS {
-                self.policy_evaluations
-                    .remove(&policy_verdict_labels(policy, verdict));
-            }
-        }
-        let labels = policy_labels(policy);
-        self.canary_weight.remove(&labels);
-        self.step.remove(&labels);
-        for candidate in ALL_PHASES {
-            self.phase.remove(&PhaseLabels {
-                namespace: policy.namespace.clone(),
-                name: policy.name.clone(),
-                phase: candidate.as_str(),
-            });
-        }
-        // prometheus-client cannot iterate a family, so the metric names a policy used
-        // are remembered to rebuild its label sets here.
-        let metric_names = self
-            .metric_names
-            .lock()
-            .map(|mut known| known.remove(policy).unwrap_or_default())
-            .unwrap_or_default();
-        for metric in metric_names {
-            for target in [Target::Canary, Target::Stable] {
-                self.clear_metric_value(policy, &metric, target);
-            }
-            self.set_evidence(policy, &metric, None);
-            for bound in [Bound::Min, Bound::Max, Bound::MaxIncrease, Bound::MaxRatio] {
-                self.metric_threshold.remove(&ThresholdLabels {
-                    namespace: policy.namespace.clone(),
-                    name: policy.name.clone(),
-                    metric: metric.clone(),
-                    bound: bound.as_str(),
-                });
-            }
-        }
+        self.policy_series.forget(policy);
     }
 
     /// The registry in the OpenMetrics format (what prometheus-client writes).

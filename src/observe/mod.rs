@@ -10,5 +10,7 @@ pub mod http;
 mod label_sets;
 pub mod labels;
 pub mod metrics;
+mod policy_families;
+mod policy_series;
 pub mod process;
 mod registrar;

@@ -2,7 +2,7 @@
 //! that records every exported name as it registers a metric.
 
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Metric, Registry, Unit};
 
 /// Latency buckets in seconds, from 1 ms to 30 s: a Prometheus query or a reconcile
@@ -38,30 +38,27 @@ impl Registrar {
         }
     }
 
-    pub(super) fn register<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M) {
-        self.record::<M>(name, None);
+    pub(super) fn register<M: Metric>(&mut self, name: &str, help: &str, metric: M) {
+        self.record(name, None, metric.metric_type());
         self.registry
             .register(format!("{PREFIX}_{name}"), help, metric);
     }
 
-    pub(super) fn register_seconds<M: Metric + TypedMetric>(
-        &mut self,
-        name: &str,
-        help: &str,
-        metric: M,
-    ) {
-        self.record::<M>(name, Some(Unit::Seconds));
+    pub(super) fn register_seconds<M: Metric>(&mut self, name: &str, help: &str, metric: M) {
+        self.record(name, Some(Unit::Seconds), metric.metric_type());
         self.registry
             .register_with_unit(format!("{PREFIX}_{name}"), help, Unit::Seconds, metric);
     }
 
-    fn record<M: TypedMetric>(&mut self, name: &str, unit: Option<Unit>) {
+    /// Records the name users query: the type is the metric's own (`metric_type`), so
+    /// the per-policy families, whose type is a value, are named like the others.
+    fn record(&mut self, name: &str, unit: Option<Unit>, metric_type: MetricType) {
         let mut full = format!("{PREFIX}_{name}");
         if let Some(unit) = unit {
             full.push('_');
             full.push_str(unit.as_str());
         }
-        if matches!(M::TYPE, MetricType::Counter) {
+        if matches!(metric_type, MetricType::Counter) {
             full.push_str("_total");
         }
         self.names.push(full);

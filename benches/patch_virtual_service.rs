@@ -1,5 +1,6 @@
 //! Planning and applying one step's JSON Patch on a 10-route VirtualService: the work the
-//! Istio router does on every write, minus the network.
+//! Istio router does on every write, minus the network; and reading it from the watch
+//! cache, which keeps it as JSON text (`watch_cache::JsonText`) and parses it on every read.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,6 +8,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 use shiftgate::policy::{Destination, IstioApiVersion, IstioRouter as IstioRouterSpec, TestRoute};
 use shiftgate::router::istio::{plan, IstioTarget};
+use shiftgate::router::watch_cache::JsonText;
 use shiftgate::router::ManagedRoute;
 
 /// Ten http routes with matches, retries, timeouts and headers; routes `web` and `mobile`
@@ -81,6 +83,10 @@ fn bench(c: &mut Criterion) {
             json_patch::patch(&mut next, &patch).unwrap();
             next
         })
+    });
+    let text = JsonText::of(&vs);
+    c.bench_function("patch_virtual_service/read_cached_text", |b| {
+        b.iter(|| std::hint::black_box(&text).parse().unwrap())
     });
 }
 

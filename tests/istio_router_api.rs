@@ -477,3 +477,57 @@ async fn a_hand_edit_of_one_managed_route_reads_as_drift_and_rollback_still_writ
     assert_eq!(patches(&server), before + 1);
     assert_eq!(stored(&server)["spec"], expected_spec(0));
 }
+
+/// Reads from the watch cache answer an unchanged object with the route found in it
+/// last time (no parse, no GET); an edit the watch shows is a new version, read again.
+#[tokio::test]
+async fn a_cached_object_edited_by_someone_else_is_read_again() {
+    let (server, router) = setup().await;
+    let cache = std::sync::Arc::new(shiftgate::router::watch_cache::ObjectCache::new(
+        server.client().unwrap(),
+    ));
+    let router = router.with_cache(cache);
+    let gets = || {
+        server
+            .requests_matching("GET", "/virtualservices/checkout")
+            .len()
+    };
+    let first = within(router.read()).await.unwrap();
+    assert_eq!(first.route, route(0, false));
+    // Until the watch has listed the namespace a read is a GET; then none.
+    within(async {
+        loop {
+            let before = gets();
+            within(router.read()).await.unwrap();
+            if gets() == before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let settled = gets();
+    for _ in 0..3 {
+        assert_eq!(within(router.read()).await.unwrap(), first);
+    }
+    assert_eq!(gets(), settled, "an unchanged cached object needs no GET");
+
+    let mut edited = stored(&server);
+    edited["spec"]["http"][0]["route"][0]["weight"] = json!(70);
+    edited["spec"]["http"][0]["route"][1]["weight"] = json!(30);
+    edited["spec"]["http"][2]["route"][1]["weight"] = json!(70);
+    edited["spec"]["http"][2]["route"][2]["weight"] = json!(30);
+    server.put_object(&vs_resource(), edited).unwrap();
+    let seen = within(async {
+        loop {
+            let live = router.read().await.unwrap();
+            if live.version != first.version {
+                return live;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(seen.route, route(30, false));
+    assert_eq!(gets(), settled, "the edit came through the watch");
+}

@@ -306,13 +306,13 @@ mod tests {
             stable_color: Some("blue".into()),
             canary_color: Some("green".into()),
             workloads: baseline.map(|(color, revision)| {
-                crate::policy::workloads::WorkloadsStatus {
+                Box::new(crate::policy::workloads::WorkloadsStatus {
                     idle_baseline: Some(crate::policy::workloads::IdleBaseline {
                         color: color.into(),
                         revision: revision.into(),
                     }),
                     ..Default::default()
-                }
+                })
             }),
             ..RolloutStatus::default()
         }

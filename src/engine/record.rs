@@ -37,8 +37,8 @@ impl Tick<'_> {
             phase: self.s.phase,
             step: self.s.step,
             canary_weight: self.weight_shown(),
-            reason: reason.to_owned(),
-            message,
+            reason: reason.into(),
+            message: message.into_boxed_str(),
         };
         self.s.history.push(entry);
         if self.s.history.len() > HISTORY_LIMIT {

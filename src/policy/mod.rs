@@ -27,6 +27,7 @@ mod names;
 pub mod parse;
 mod partial;
 mod prometheus_rules;
+pub mod reason;
 pub mod report;
 pub mod schema;
 pub mod structure;

@@ -193,7 +193,7 @@ pub struct RolloutStatus {
     pub last_command_id: Option<String>,
     /// The Deployments' side of the rollout (`spec.workloads`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workloads: Option<super::workloads::WorkloadsStatus>,
+    pub workloads: Option<Box<super::workloads::WorkloadsStatus>>,
 }
 
 impl RolloutStatus {
@@ -424,9 +424,11 @@ pub struct HistoryEntry {
     /// The canary weight at the transition.
     pub canary_weight: u8,
     /// CamelCase constant.
-    pub reason: String,
+    #[schemars(with = "String")]
+    pub reason: super::reason::Reason,
     /// Human-readable account of the transition, with numbers.
-    pub message: String,
+    #[schemars(with = "String")]
+    pub message: Box<str>,
 }
 
 /// How many transitions the status keeps.

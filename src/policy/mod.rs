@@ -29,6 +29,8 @@ mod partial;
 mod prometheus_rules;
 pub mod reason;
 pub mod report;
+#[cfg(test)]
+mod round_trip_tests;
 pub mod schema;
 pub mod structure;
 pub mod templates;

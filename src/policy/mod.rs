@@ -17,6 +17,7 @@ pub use step::StepSpec;
 pub use types::*;
 mod analysis_rules;
 pub mod colours;
+pub mod constant;
 mod cron_message;
 pub mod diagnostic;
 mod hook_rules;
@@ -27,7 +28,6 @@ mod names;
 pub mod parse;
 mod partial;
 mod prometheus_rules;
-pub mod reason;
 pub mod report;
 #[cfg(test)]
 mod round_trip_tests;

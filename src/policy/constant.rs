@@ -1,16 +1,17 @@
-//! `Reason`: a history entry's CamelCase reason. The engine writes one of a few dozen
-//! constants, and a daemon holds up to `HISTORY_LIMIT` entries for each of thousands of
-//! policies: a known reason is kept as an index into the constants (no allocation), any
-//! other text read from a stored status is kept as written. On the wire it is the
-//! string, as before.
+//! `Constant`: a CamelCase constant of the status (a reason, a condition's type or
+//! status). shiftgate writes one of a few dozen, and a daemon holds a status (with up to
+//! `HISTORY_LIMIT` history entries) for each of thousands of policies: a known constant
+//! is kept as an index into the list below (no allocation), any other text read from a
+//! stored status is kept as written. On the wire it is the string, as before.
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::engine::{colours, hooks, reasons, workloads};
+use crate::runtime::daemon::reasons as daemon;
 
-/// Every reason the engine records in the history (`engine::record`).
+/// The constants shiftgate writes into a status.
 const KNOWN: &[&str] = &[
     reasons::REVISION_ACCEPTED,
     reasons::STARTED,
@@ -48,11 +49,35 @@ const KNOWN: &[&str] = &[
     hooks::HOOK_FAILED,
     hooks::PROMOTION_NOT_CONFIRMED,
     colours::WAITING_FOR_RELEASE,
+    // Condition types and statuses.
+    reasons::ACCEPTED,
+    reasons::PROGRESSING,
+    reasons::HEALTHY,
+    "True",
+    "False",
+    "Unknown",
+    // The daemon's own Accepted=False reasons.
+    daemon::INVALID_POLICY,
+    daemon::ROUTE_CONFLICT,
+    daemon::ROUTE_INVALID,
+    daemon::ROUTER_NOT_SUPPORTED,
+    daemon::POLICY_ACCEPTED,
+    daemon::CREDENTIALS_NOT_ALLOWED,
+    daemon::PROMETHEUS_NOT_ALLOWED,
+    // `analysis::verdict`'s reasons not above.
+    "NoData",
+    "NotANumber",
+    "TooFewRequests",
+    "SourceUnreachable",
+    "SourceTimedOut",
+    "InvalidQuery",
+    "NotEnoughEvidence",
+    "MarginalScore",
 ];
 
-/// A CamelCase reason: 16 bytes, and no allocation when it is one of the engine's.
+/// A CamelCase constant: 16 bytes, and no allocation when it is one of shiftgate's.
 #[derive(Clone)]
-pub struct Reason(Repr);
+pub struct Constant(Repr);
 
 #[derive(Clone)]
 enum Repr {
@@ -61,7 +86,7 @@ enum Repr {
     Other(Box<str>),
 }
 
-impl Reason {
+impl Constant {
     pub fn as_str(&self) -> &str {
         match &self.0 {
             // In bounds: only `known` makes this variant.
@@ -70,88 +95,88 @@ impl Reason {
         }
     }
 
-    fn known(text: &str) -> Option<Reason> {
+    fn known(text: &str) -> Option<Constant> {
         let index = KNOWN.iter().position(|k| *k == text)?;
-        u8::try_from(index).ok().map(|i| Reason(Repr::Known(i)))
+        u8::try_from(index).ok().map(|i| Constant(Repr::Known(i)))
     }
 }
 
-impl From<&str> for Reason {
+impl From<&str> for Constant {
     fn from(text: &str) -> Self {
-        Reason::known(text).unwrap_or_else(|| Reason(Repr::Other(text.into())))
+        Constant::known(text).unwrap_or_else(|| Constant(Repr::Other(text.into())))
     }
 }
 
-impl From<String> for Reason {
+impl From<String> for Constant {
     fn from(text: String) -> Self {
-        Reason::known(&text).unwrap_or_else(|| Reason(Repr::Other(text.into_boxed_str())))
+        Constant::known(&text).unwrap_or_else(|| Constant(Repr::Other(text.into_boxed_str())))
     }
 }
 
-impl std::ops::Deref for Reason {
+impl std::ops::Deref for Constant {
     type Target = str;
     fn deref(&self) -> &str {
         self.as_str()
     }
 }
 
-impl PartialEq for Reason {
-    fn eq(&self, other: &Reason) -> bool {
+impl PartialEq for Constant {
+    fn eq(&self, other: &Constant) -> bool {
         self.as_str() == other.as_str()
     }
 }
 
-impl Eq for Reason {}
+impl Eq for Constant {}
 
-impl std::hash::Hash for Reason {
+impl std::hash::Hash for Constant {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.as_str().hash(state);
     }
 }
 
-impl PartialEq<str> for Reason {
+impl PartialEq<str> for Constant {
     fn eq(&self, other: &str) -> bool {
         self.as_str() == other
     }
 }
 
-impl PartialEq<&str> for Reason {
+impl PartialEq<&str> for Constant {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
     }
 }
 
-impl fmt::Display for Reason {
+impl fmt::Display for Constant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl fmt::Debug for Reason {
+impl fmt::Debug for Constant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
-impl Serialize for Reason {
+impl Serialize for Constant {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
     }
 }
 
-impl<'de> Deserialize<'de> for Reason {
+impl<'de> Deserialize<'de> for Constant {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl serde::de::Visitor<'_> for Visitor {
-            type Value = Reason;
+            type Value = Constant;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Reason, E> {
-                Ok(Reason::from(text))
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Constant, E> {
+                Ok(Constant::from(text))
             }
-            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Reason, E> {
-                Ok(Reason::from(text))
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Constant, E> {
+                Ok(Constant::from(text))
             }
         }
         deserializer.deserialize_string(Visitor)
@@ -164,15 +189,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn known_reasons_fit_an_index_and_are_distinct() {
+    fn known_constants_fit_an_index_and_are_distinct() {
         assert!(KNOWN.len() <= usize::from(u8::MAX));
         let distinct: std::collections::BTreeSet<_> = KNOWN.iter().collect();
         assert_eq!(distinct.len(), KNOWN.len());
-        assert_eq!(std::mem::size_of::<Reason>(), 16);
+        for known in KNOWN {
+            assert!(
+                matches!(Constant::from(*known).0, Repr::Known(_)),
+                "{known}"
+            );
+        }
+        assert_eq!(std::mem::size_of::<Constant>(), 16);
     }
 
     #[test]
-    fn a_reason_reads_and_writes_as_its_text_known_or_not() {
+    fn a_constant_reads_and_writes_as_its_text_known_or_not() {
         for text in [
             reasons::STEP_ADVANCED,
             hooks::HOOK_FAILED,
@@ -180,17 +211,17 @@ mod tests {
             "",
         ] {
             let json = serde_json::to_value(text).unwrap();
-            let reason: Reason = serde_json::from_value(json.clone()).unwrap();
-            assert_eq!(reason, text);
-            assert_eq!(serde_json::to_value(&reason).unwrap(), json);
-            let borrowed: Reason = serde_json::from_str(&json.to_string()).unwrap();
-            assert_eq!(borrowed, reason);
-            assert_eq!(Reason::from(text), reason);
-            assert_eq!(format!("{reason}"), text);
+            let constant: Constant = serde_json::from_value(json.clone()).unwrap();
+            assert_eq!(constant, text);
+            assert_eq!(serde_json::to_value(&constant).unwrap(), json);
+            let borrowed: Constant = serde_json::from_str(&json.to_string()).unwrap();
+            assert_eq!(borrowed, constant);
+            assert_eq!(Constant::from(text), constant);
+            assert_eq!(format!("{constant}"), text);
         }
-        assert!(matches!(Reason::from(reasons::STARTED).0, Repr::Known(_)));
-        assert!(matches!(Reason::from("SomethingElse").0, Repr::Other(_)));
-        let refused: Result<Reason, _> = serde_json::from_value(serde_json::json!(3));
+        assert!(matches!(Constant::from(reasons::STARTED).0, Repr::Known(_)));
+        assert!(matches!(Constant::from("SomethingElse").0, Repr::Other(_)));
+        let refused: Result<Constant, _> = serde_json::from_value(serde_json::json!(3));
         assert!(refused.is_err());
     }
 }

@@ -8,62 +8,64 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::engine::{colours, hooks, reasons, workloads};
-use crate::runtime::daemon::reasons as daemon;
-
-/// The constants shiftgate writes into a status.
+/// The constants shiftgate writes into a status: the engine's reasons
+/// (`engine::reasons`, `engine::{workloads, hooks, colours}`), condition types and
+/// statuses, the daemon's refusals (`runtime::daemon::reasons`) and the analysis
+/// verdicts' reasons. Literals, as `policy` depends on none of those modules; a test
+/// keeps the list complete. One missing would still be read and written right, only
+/// kept in its own allocation.
 const KNOWN: &[&str] = &[
-    reasons::REVISION_ACCEPTED,
-    reasons::STARTED,
-    reasons::WINDOW_CLOSED,
-    reasons::STEP_CONFIRMED,
-    reasons::STEP_ADVANCED,
-    reasons::CHECKS_PASSED,
-    reasons::CHECKS_FAILED,
-    reasons::ANALYSIS_PASSED,
-    reasons::ANALYSIS_FAILED,
-    reasons::ANALYSIS_INCONCLUSIVE,
-    reasons::INCONCLUSIVE_LIMIT,
-    reasons::AWAITING_PROMOTION,
-    reasons::PAUSED_BY_OPERATOR,
-    reasons::RESUMED,
-    reasons::PROMOTED_BY_OPERATOR,
-    reasons::ABORTED,
-    reasons::ROLLED_BACK,
-    reasons::PROMOTED,
-    reasons::HELD,
-    reasons::DRIFT_DETECTED,
-    reasons::DRIFT_REASSERTED,
-    reasons::ROUTE_UNREADABLE,
-    reasons::COMMAND_REFUSED,
-    reasons::UNDO_REQUESTED,
-    reasons::UNDONE,
-    reasons::RETRIED,
-    reasons::CANARY_IS_LIVE,
-    workloads::WAITING_FOR_CANARY,
-    workloads::CANARY_DEPLOYMENT_FAILED,
-    workloads::SCALED_DOWN,
-    workloads::SCALE_DOWN_HELD,
-    workloads::RESTORING_STABLE,
-    hooks::HOOKS_PASSED,
-    hooks::HOOK_FAILED,
-    hooks::PROMOTION_NOT_CONFIRMED,
-    colours::WAITING_FOR_RELEASE,
+    "RevisionAccepted",
+    "Started",
+    "WindowClosed",
+    "StepConfirmed",
+    "StepAdvanced",
+    "ChecksPassed",
+    "ChecksFailed",
+    "AnalysisPassed",
+    "AnalysisFailed",
+    "AnalysisInconclusive",
+    "InconclusiveLimit",
+    "AwaitingPromotion",
+    "PausedByOperator",
+    "Resumed",
+    "PromotedByOperator",
+    "Aborted",
+    "RolledBack",
+    "Promoted",
+    "Held",
+    "DriftDetected",
+    "DriftReasserted",
+    "RouteUnreadable",
+    "CommandRefused",
+    "UndoRequested",
+    "Undone",
+    "Retried",
+    "CanaryIsLive",
+    "WaitingForCanaryDeployment",
+    "CanaryDeploymentFailed",
+    "PreviousStableScaledDown",
+    "ScaleDownHeld",
+    "RestoringPreviousStable",
+    "HooksPassed",
+    "HookFailed",
+    "PromotionNotConfirmed",
+    "WaitingForRelease",
     // Condition types and statuses.
-    reasons::ACCEPTED,
-    reasons::PROGRESSING,
-    reasons::HEALTHY,
+    "Accepted",
+    "Progressing",
+    "Healthy",
     "True",
     "False",
     "Unknown",
     // The daemon's own Accepted=False reasons.
-    daemon::INVALID_POLICY,
-    daemon::ROUTE_CONFLICT,
-    daemon::ROUTE_INVALID,
-    daemon::ROUTER_NOT_SUPPORTED,
-    daemon::POLICY_ACCEPTED,
-    daemon::CREDENTIALS_NOT_ALLOWED,
-    daemon::PROMETHEUS_NOT_ALLOWED,
+    "InvalidPolicy",
+    "RouteConflict",
+    "RouteInvalid",
+    "RouterNotSupported",
+    "PolicyAccepted",
+    "CredentialsNotAllowed",
+    "PrometheusNotAllowed",
     // `analysis::verdict`'s reasons not above.
     "NoData",
     "NotANumber",
@@ -187,6 +189,63 @@ impl<'de> Deserialize<'de> for Constant {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::engine::{colours, hooks, reasons, workloads};
+    use crate::runtime::daemon::reasons as daemon;
+
+    #[test]
+    fn every_constant_shiftgate_writes_is_known() {
+        let written = [
+            reasons::REVISION_ACCEPTED,
+            reasons::STARTED,
+            reasons::WINDOW_CLOSED,
+            reasons::STEP_CONFIRMED,
+            reasons::STEP_ADVANCED,
+            reasons::CHECKS_PASSED,
+            reasons::CHECKS_FAILED,
+            reasons::ANALYSIS_PASSED,
+            reasons::ANALYSIS_FAILED,
+            reasons::ANALYSIS_INCONCLUSIVE,
+            reasons::INCONCLUSIVE_LIMIT,
+            reasons::AWAITING_PROMOTION,
+            reasons::PAUSED_BY_OPERATOR,
+            reasons::RESUMED,
+            reasons::PROMOTED_BY_OPERATOR,
+            reasons::ABORTED,
+            reasons::ROLLED_BACK,
+            reasons::PROMOTED,
+            reasons::HELD,
+            reasons::DRIFT_DETECTED,
+            reasons::DRIFT_REASSERTED,
+            reasons::ROUTE_UNREADABLE,
+            reasons::COMMAND_REFUSED,
+            reasons::UNDO_REQUESTED,
+            reasons::UNDONE,
+            reasons::RETRIED,
+            reasons::CANARY_IS_LIVE,
+            workloads::WAITING_FOR_CANARY,
+            workloads::CANARY_DEPLOYMENT_FAILED,
+            workloads::SCALED_DOWN,
+            workloads::SCALE_DOWN_HELD,
+            workloads::RESTORING_STABLE,
+            hooks::HOOKS_PASSED,
+            hooks::HOOK_FAILED,
+            hooks::PROMOTION_NOT_CONFIRMED,
+            colours::WAITING_FOR_RELEASE,
+            reasons::ACCEPTED,
+            reasons::PROGRESSING,
+            reasons::HEALTHY,
+            daemon::INVALID_POLICY,
+            daemon::ROUTE_CONFLICT,
+            daemon::ROUTE_INVALID,
+            daemon::ROUTER_NOT_SUPPORTED,
+            daemon::POLICY_ACCEPTED,
+            daemon::CREDENTIALS_NOT_ALLOWED,
+            daemon::PROMETHEUS_NOT_ALLOWED,
+        ];
+        for text in written {
+            assert!(matches!(Constant::from(text).0, Repr::Known(_)), "{text}");
+        }
+    }
 
     #[test]
     fn known_constants_fit_an_index_and_are_distinct() {

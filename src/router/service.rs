@@ -197,7 +197,7 @@ impl ServiceRouter {
     /// The managed route in a read Service.
     fn live(
         &self,
-        (value, version): (std::sync::Arc<serde_json::Value>, Version),
+        (value, version): (serde_json::Value, Version),
     ) -> Result<LiveRoute, RouterError> {
         let route = read_service(&value, &self.target)?;
         Ok(LiveRoute { route, version })

@@ -13,7 +13,7 @@ use kube::Client;
 use serde_json::Value;
 
 use super::{drift, live_route, locate, plan, IstioTarget};
-use crate::router::watch_cache::{into_json, ObjectCache};
+use crate::router::watch_cache::{into_json, JsonText, ObjectCache};
 use crate::router::{LiveRoute, ManagedRoute, RouterError, TrafficRouter, Version};
 
 /// The field manager shiftgate writes as.
@@ -100,7 +100,7 @@ impl TrafficRouter for IstioRouter {
 
 impl IstioRouter {
     /// The managed route in a read VirtualService.
-    fn live(&self, (value, version): (Arc<Value>, Version)) -> Result<LiveRoute, RouterError> {
+    fn live(&self, (value, version): (Value, Version)) -> Result<LiveRoute, RouterError> {
         let location = locate(&value, &self.target)?;
         let route = live_route(&location, &self.target)?;
         if let Some(drift) = drift(&location, &self.target) {
@@ -199,7 +199,8 @@ pub(crate) struct RoutedObject {
     namespace: String,
     name: String,
     cache: Option<Arc<ObjectCache>>,
-    last: Mutex<Option<(Arc<Value>, Version)>>,
+    /// The object last read or written, as text: what the next write is planned on.
+    last: Mutex<Option<(JsonText, Version)>>,
     reread: AtomicBool,
 }
 
@@ -221,7 +222,7 @@ impl RoutedObject {
         self
     }
 
-    fn remember(&self, read: Option<(Arc<Value>, Version)>) {
+    fn remember(&self, read: Option<(JsonText, Version)>) {
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = read;
     }
 
@@ -230,16 +231,18 @@ impl RoutedObject {
         &self,
         limit: Duration,
         what: &str,
-    ) -> Result<(Arc<Value>, Version), RouterError> {
+    ) -> Result<(Value, Version), RouterError> {
         let fresh = self.reread.swap(false, Ordering::Relaxed);
         let cached = match &self.cache {
             Some(cache) if !fresh => cache.get(&self.resource, &self.namespace, &self.name),
             _ => None,
         };
-        match cached {
-            Some(read) => {
-                self.remember(Some(read.clone()));
-                Ok(read)
+        // The cache's text is our own serialization; were it not to parse, the API
+        // server's copy is read instead.
+        match cached.and_then(|(text, version)| Some((text.parse().ok()?, text, version))) {
+            Some((value, text, version)) => {
+                self.remember(Some((text, version.clone())));
+                Ok((value, version))
             }
             None => self.read_from_server(limit, what).await,
         }
@@ -252,21 +255,20 @@ impl RoutedObject {
         &self,
         limit: Duration,
         what: &str,
-    ) -> Result<(Arc<Value>, Version), RouterError> {
+    ) -> Result<(Value, Version), RouterError> {
         let (value, version) = get_json(&self.api, &self.name, limit, what).await?;
-        let value = Arc::new(value);
+        let text = JsonText::of(&value);
         if let Some(cache) = &self.cache {
             cache.fetched(
                 &self.resource,
                 &self.namespace,
                 &self.name,
-                value.clone(),
+                text.clone(),
                 version.clone(),
             );
         }
-        let read = (value, version);
-        self.remember(Some(read.clone()));
-        Ok(read)
+        self.remember(Some((text, version.clone())));
+        Ok((value, version))
     }
 
     /// The object to plan a write on, at `expect`: the one last read when it is that
@@ -276,14 +278,16 @@ impl RoutedObject {
         expect: &Version,
         limit: Duration,
         what: &str,
-    ) -> Result<(Arc<Value>, Version), RouterError> {
+    ) -> Result<(Value, Version), RouterError> {
         let last = self
             .last
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if let Some(last) = last.filter(|(_, version)| version == expect) {
-            return Ok(last);
+        if let Some((text, version)) = last.filter(|(_, version)| version == expect) {
+            if let Ok(value) = text.parse() {
+                return Ok((value, version));
+            }
         }
         let (value, version) = get_json(&self.api, &self.name, limit, what).await?;
         if &version != expect {
@@ -295,7 +299,7 @@ impl RoutedObject {
                 ),
             });
         }
-        Ok((Arc::new(value), version))
+        Ok((value, version))
     }
 
     /// Sends the conditional patch; the written object is what is read next.
@@ -309,17 +313,17 @@ impl RoutedObject {
             Ok((value, version)) => {
                 if value.is_object() {
                     // One copy, shared by the cache and the next write's plan.
-                    let value = Arc::new(value);
+                    let text = JsonText::of(&value);
                     if let Some(cache) = &self.cache {
                         cache.wrote(
                             &self.resource,
                             &self.namespace,
                             &self.name,
-                            value.clone(),
+                            text.clone(),
                             version.clone(),
                         );
                     }
-                    self.remember(Some((value, version.clone())));
+                    self.remember(Some((text, version.clone())));
                 } else {
                     self.remember(None);
                 }

@@ -20,7 +20,7 @@ fn metric(
         max,
         judge: compare
             .as_ref()
-            .map(|_| crate::policy::JudgeSpec::Threshold),
+            .map(|_| Box::new(crate::policy::JudgeSpec::Threshold)),
         compare,
         counts: None,
     }

@@ -187,13 +187,15 @@ fn load(args: &BacktestArgs) -> Result<(PolicyRef, RolloutSpec), String> {
     let policy = chosen.remove(0).policy;
     let reference = policy.file_reference();
     let mut spec = policy.spec;
-    let mut prometheus = spec.analysis.prometheus.take().unwrap_or(PrometheusSpec {
-        address: None,
-        provider: None,
-        timeout: Duration::from_secs(5),
-        auth: None,
-        ca_file: None,
-        ca_secret_ref: None,
+    let mut prometheus = spec.analysis.prometheus.take().unwrap_or_else(|| {
+        Box::new(PrometheusSpec {
+            address: None,
+            provider: None,
+            timeout: Duration::from_secs(5),
+            auth: None,
+            ca_file: None,
+            ca_secret_ref: None,
+        })
     });
     prometheus.address = Some(args.prometheus.clone());
     prometheus.provider = None;

@@ -229,7 +229,7 @@ async fn run_async(args: RunArgs) -> i32 {
     match end {
         Ok(end) => {
             let grafana = crate::cli::status_view::grafana_link(
-                runner.policy().spec.grafana.as_ref(),
+                runner.policy().spec.grafana.as_deref(),
                 policy,
                 end.status(),
             );

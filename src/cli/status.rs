@@ -121,7 +121,7 @@ pub fn run(args: StatusArgs) -> i32 {
         .ok()
         .map(|local| local.spec);
     let link = grafana_link(
-        spec.as_ref().and_then(|spec| spec.grafana.as_ref()),
+        spec.as_ref().and_then(|spec| spec.grafana.as_deref()),
         &target.policy,
         &status,
     );

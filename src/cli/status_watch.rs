@@ -55,7 +55,9 @@ impl Source {
                 Ok(Reading {
                     policy: target.policy.clone(),
                     spec: spec.as_deref().cloned(),
-                    grafana: spec.as_ref().and_then(|spec| spec.grafana.clone()),
+                    grafana: spec
+                        .as_ref()
+                        .and_then(|spec| spec.grafana.as_deref().cloned()),
                     desired: spec.as_ref().map(|spec| spec.revision.clone()),
                     status,
                 })

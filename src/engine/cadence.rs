@@ -65,7 +65,7 @@ mod tests {
             last_analysis: Some(AnalysisSummary {
                 at: at(60),
                 verdict,
-                reason: String::new(),
+                reason: "".into(),
                 message: String::new(),
                 canary_requests: None,
                 metrics: vec![MetricSummary {
@@ -73,7 +73,7 @@ mod tests {
                     canary: None,
                     stable: None,
                     verdict: metric,
-                    reason: String::new(),
+                    reason: "".into(),
                     message: String::new(),
                     evidence,
                 }],

@@ -192,7 +192,7 @@ pub fn idle_status(
     s.stable_color = Some(choice.stable.clone());
     s.canary_color = Some(choice.canary.clone());
     s.live_color = Some(choice.stable.clone());
-    s.reason = Some(WAITING_FOR_RELEASE.to_owned());
+    s.reason = Some(WAITING_FOR_RELEASE.into());
     s.message = Some(format!(
         "no release to roll out: Deployment {deployment} of the idle colour {} runs {baseline},          its baseline; deploy the new release into it and the rollout starts",
         choice.canary
@@ -306,13 +306,13 @@ mod tests {
             stable_color: Some("blue".into()),
             canary_color: Some("green".into()),
             workloads: baseline.map(|(color, revision)| {
-                crate::policy::workloads::WorkloadsStatus {
+                Box::new(crate::policy::workloads::WorkloadsStatus {
                     idle_baseline: Some(crate::policy::workloads::IdleBaseline {
                         color: color.into(),
                         revision: revision.into(),
                     }),
                     ..Default::default()
-                }
+                })
             }),
             ..RolloutStatus::default()
         }

@@ -242,7 +242,7 @@ impl Tick<'_> {
             weights: HookWeights::canary(self.s.canary_weight),
             next_weights: next_canary.map(HookWeights::canary),
             at: self.now,
-            reason: self.s.reason.clone(),
+            reason: self.s.reason.as_deref().map(str::to_owned),
             message: self.s.message.clone(),
             analysis: self.s.last_analysis.clone(),
             checks: self.s.last_checks.clone(),

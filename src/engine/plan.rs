@@ -123,7 +123,7 @@ impl Plan {
             on_failure: spec.on_failure,
             on_drift: spec.on_drift,
             names: DestinationNames::of(spec),
-            workloads: spec.workloads.clone(),
+            workloads: spec.workloads.as_deref().cloned(),
             colours: crate::policy::colours::oriented_colours(&spec.router),
             hook_phases: spec
                 .hooks

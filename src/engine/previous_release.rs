@@ -74,7 +74,7 @@ mod tests {
     #[test]
     fn a_stable_scaled_down_by_shiftgate_is_scaled_back_not_refused() {
         let state = RolloutStatus {
-            workloads: Some(WorkloadsStatus {
+            workloads: Some(Box::new(WorkloadsStatus {
                 scaled_down: Some(ScaledDown {
                     deployment: "web-blue".into(),
                     replicas: 3,
@@ -82,7 +82,7 @@ mod tests {
                     confirmed: true,
                 }),
                 ..WorkloadsStatus::default()
-            }),
+            })),
             ..RolloutStatus::default()
         };
         let seen = PreviousRelease::NotServing("0 available".into());

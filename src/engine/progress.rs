@@ -214,7 +214,7 @@ impl Tick<'_> {
         self.s.last_analysis = Some(AnalysisSummary {
             at: self.now,
             verdict: evaluation.verdict.kind(),
-            reason: evaluation.verdict.reason().to_owned(),
+            reason: evaluation.verdict.reason().into(),
             message: evaluation.message.clone(),
             canary_requests: evaluation.canary_requests.filter(|r| r.is_finite()),
             metrics: evaluation
@@ -225,7 +225,7 @@ impl Tick<'_> {
                     canary: m.canary,
                     stable: m.stable,
                     verdict: m.verdict.kind(),
-                    reason: m.verdict.reason().to_owned(),
+                    reason: m.verdict.reason().into(),
                     message: m.detail.clone(),
                     evidence: m.evidence.filter(|e| e.is_finite()),
                 })

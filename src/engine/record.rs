@@ -11,14 +11,14 @@ impl Tick<'_> {
     /// Notes a routine change (an evaluation, a frozen advance): reason, message and
     /// conditions, but no history entry, so the history keeps the transitions.
     pub(crate) fn note(&mut self, reason: &str, message: String) {
-        self.s.reason = Some(reason.to_owned());
+        self.s.reason = Some(reason.into());
         self.s.message = Some(message);
         self.update_conditions();
     }
 
     /// Records a change of state: reason, message and a history entry.
     pub(crate) fn record(&mut self, reason: &str, message: String) {
-        self.s.reason = Some(reason.to_owned());
+        self.s.reason = Some(reason.into());
         self.s.message = Some(message.clone());
         self.push_history(reason, message);
         self.update_conditions();
@@ -37,8 +37,8 @@ impl Tick<'_> {
             phase: self.s.phase,
             step: self.s.step,
             canary_weight: self.weight_shown(),
-            reason: reason.to_owned(),
-            message,
+            reason: reason.into(),
+            message: message.into_boxed_str(),
         };
         self.s.history.push(entry);
         if self.s.history.len() > HISTORY_LIMIT {
@@ -164,14 +164,12 @@ pub fn set_condition(
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != status {
-                c.status.clear();
-                c.status.push_str(status);
+                c.status = status.into();
                 c.last_transition_time = now;
             }
-            // Reuse the buffers: this runs on every recorded change.
+            // Reuse the buffer: this runs on every recorded change.
             if c.reason != reason {
-                c.reason.clear();
-                c.reason.push_str(reason);
+                c.reason = reason.into();
             }
             if c.message != message {
                 c.message.clear();
@@ -179,9 +177,9 @@ pub fn set_condition(
             }
         }
         None => conditions.push(Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
             message: message.to_owned(),
             observed_generation: None,
             last_transition_time: now,

@@ -102,9 +102,7 @@ pub fn availability(d: &DeploymentState) -> Availability {
 
 impl Tick<'_> {
     fn workloads_status(&mut self) -> &mut WorkloadsStatus {
-        self.s
-            .workloads
-            .get_or_insert_with(WorkloadsStatus::default)
+        self.s.workloads.get_or_insert_with(Box::default)
     }
 
     /// Before the first write of a rollout: whether the canary Deployment is available.

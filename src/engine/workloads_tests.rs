@@ -263,7 +263,7 @@ fn scale_down_is_sent_again_until_it_lands() {
     let p = plan();
     let mut state = promoted();
     state.promoted_at = Some(t(0));
-    state.workloads = Some(WorkloadsStatus {
+    state.workloads = Some(Box::new(WorkloadsStatus {
         scaled_down: Some(ScaledDown {
             deployment: "web-blue".into(),
             replicas: 4,
@@ -271,7 +271,7 @@ fn scale_down_is_sent_again_until_it_lands() {
             confirmed: false,
         }),
         ..WorkloadsStatus::default()
-    });
+    }));
     let d = step(
         &p,
         &state,
@@ -290,9 +290,9 @@ fn scale_down_waits_while_the_live_route_still_sends_users_to_stable() {
     let p = plan();
     let mut state = promoted();
     state.promoted_at = Some(t(0));
-    state.workloads = Some(WorkloadsStatus {
+    state.workloads = Some(Box::new(WorkloadsStatus {
         ..WorkloadsStatus::default()
-    });
+    }));
     let d = step(
         &p,
         &state,
@@ -311,7 +311,7 @@ fn undo_restores_the_replicas_and_waits_until_they_are_available() {
     let p = plan();
     let mut state = promoted();
     state.promoted_at = Some(t(0));
-    state.workloads = Some(WorkloadsStatus {
+    state.workloads = Some(Box::new(WorkloadsStatus {
         scaled_down: Some(ScaledDown {
             deployment: "web-blue".into(),
             replicas: 4,
@@ -319,7 +319,7 @@ fn undo_restores_the_replicas_and_waits_until_they_are_available() {
             confirmed: true,
         }),
         ..WorkloadsStatus::default()
-    });
+    }));
     let green = || deployment("web-green", 3, 3);
     let (next, actions, ready) = on_undo(
         &p,
@@ -374,7 +374,7 @@ fn an_undo_after_the_scale_down_writes_the_route_only_once_the_stable_is_back() 
     let p = plan();
     let mut state = promoted();
     state.promoted_at = Some(t(0));
-    state.workloads = Some(WorkloadsStatus {
+    state.workloads = Some(Box::new(WorkloadsStatus {
         scaled_down: Some(ScaledDown {
             deployment: "web-blue".into(),
             replicas: 4,
@@ -382,7 +382,7 @@ fn an_undo_after_the_scale_down_writes_the_route_only_once_the_stable_is_back() 
             confirmed: true,
         }),
         ..WorkloadsStatus::default()
-    });
+    }));
     let green = || deployment("web-green", 3, 3);
     let undo = Observation {
         commands: vec![OperatorCommand::new("1", Command::Undo, "v2")],

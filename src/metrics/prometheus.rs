@@ -303,7 +303,7 @@ impl MetricSource for PrometheusSource {
                 Ok(())
             }
             Access::Daemon { access, .. } => access
-                .admit(spec.analysis.prometheus.as_ref(), &policy.namespace)
+                .admit(spec.analysis.prometheus.as_deref(), &policy.namespace)
                 .map(|_| ()),
         }
     }
@@ -318,7 +318,7 @@ impl MetricSource for PrometheusSource {
         // A batched evaluation queries (and tells the analysis) its batch's instant.
         let called_at = at;
         let connection = self
-            .connect_for(policy, spec.analysis.prometheus.as_ref())
+            .connect_for(policy, spec.analysis.prometheus.as_deref())
             .await;
         let at = match (&self.batcher, &connection) {
             (Some(b), Ok(c)) if super::batch_plan::may_batch(spec) => b.reserve(c, at),

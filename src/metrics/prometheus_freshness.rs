@@ -122,7 +122,7 @@ impl PrometheusSource {
         // The member's instant selector: the range selector without its range.
         let selector = range.strip_suffix(&format!("[{LEARN_RANGE}]"))?.to_owned();
         let connection = self
-            .connect_for(policy, spec.analysis.prometheus.as_ref())
+            .connect_for(policy, spec.analysis.prometheus.as_deref())
             .await
             .ok()?;
         let key = GroupKey {

@@ -87,7 +87,7 @@ pub fn orient(spec: &RolloutSpec, stable: &str) -> Option<RolloutSpec> {
     let workloads = spec
         .workloads
         .as_ref()
-        .map(|w| super::workloads::orient_workloads(w, stable, &canary));
+        .map(|w| Box::new(super::workloads::orient_workloads(w, stable, &canary)));
     Some(RolloutSpec {
         router,
         workloads,

@@ -138,7 +138,7 @@ impl super::types::MetricSpec {
     /// it (`compare` set, `judge: mannWhitney`).
     pub fn mann_whitney(&self) -> Option<MannWhitneySpec> {
         self.compare.as_ref()?;
-        match &self.judge {
+        match self.judge.as_deref() {
             Some(JudgeSpec::MannWhitney(m)) => Some(*m),
             _ => None,
         }
@@ -147,7 +147,7 @@ impl super::types::MetricSpec {
     /// Whether `compare` is judged on the window's values against `maxIncrease` /
     /// `maxRatio` (`judge: threshold`).
     pub fn threshold_compare(&self) -> bool {
-        self.compare.is_some() && matches!(self.judge, Some(JudgeSpec::Threshold))
+        self.compare.is_some() && matches!(self.judge.as_deref(), Some(JudgeSpec::Threshold))
     }
 }
 

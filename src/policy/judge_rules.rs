@@ -25,7 +25,7 @@ pub(super) fn metric(m: &MetricSpec, path: &str, issues: &mut Vec<Issue>) {
             .with_hint("add `compare: {}` to judge it against stable, or remove `judge`"),
         );
     }
-    if let Some(JudgeSpec::Sequential(s)) = &m.judge {
+    if let Some(JudgeSpec::Sequential(s)) = m.judge.as_deref() {
         let spath = format!("{jpath}.sequential");
         if let Some(alpha) = s.alpha.filter(|a| !(a.is_finite() && *a > 0.0 && *a < 1.0)) {
             issues.push(
@@ -46,7 +46,7 @@ pub(super) fn metric(m: &MetricSpec, path: &str, issues: &mut Vec<Issue>) {
             );
         }
     }
-    if let Some(JudgeSpec::MannWhitney(mw)) = &m.judge {
+    if let Some(JudgeSpec::MannWhitney(mw)) = m.judge.as_deref() {
         mann_whitney(mw, &format!("{jpath}.mannWhitney"), issues);
         if let Some(compare) = &m.compare {
             limits_of_threshold(
@@ -80,7 +80,7 @@ pub(super) fn metric(m: &MetricSpec, path: &str, issues: &mut Vec<Issue>) {
                     .with_hint("write `judge: threshold` with `compare: {maxRatio: …}`, or compare an error-rate or latency template"),
                 );
             }
-            (None, Some(_)) => counts_of_query(m.counts.as_ref(), path, issues),
+            (None, Some(_)) => counts_of_query(m.counts.as_deref(), path, issues),
             _ => {}
         }
     } else if m.counts.is_some() {

@@ -17,6 +17,7 @@ pub use step::StepSpec;
 pub use types::*;
 mod analysis_rules;
 pub mod colours;
+pub mod constant;
 mod cron_message;
 pub mod diagnostic;
 mod hook_rules;
@@ -28,6 +29,8 @@ pub mod parse;
 mod partial;
 mod prometheus_rules;
 pub mod report;
+#[cfg(test)]
+mod round_trip_tests;
 pub mod schema;
 pub mod structure;
 pub mod templates;

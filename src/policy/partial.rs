@@ -443,9 +443,9 @@ impl Reader<'_> {
             sections.router_complete =
                 read_all && self.issues.len() == before && !self.reported.touches("spec.router");
             sections.router = Some(RouterSpec {
-                istio,
-                service,
-                envoy,
+                istio: istio.map(Box::new),
+                service: service.map(Box::new),
+                envoy: envoy.map(Box::new),
             });
         }
         if let Some(steps) = spec.get("steps").filter(|s| s.is_array()) {

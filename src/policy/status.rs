@@ -5,6 +5,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::constant::Constant;
+
 /// Wall-clock instant, always UTC. The engine never reads a clock: every instant comes
 /// from an observation.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;
@@ -72,11 +74,14 @@ impl std::fmt::Display for Phase {
 pub struct Condition {
     /// `Accepted`, `Progressing` or `Healthy`.
     #[serde(rename = "type")]
-    pub type_: String,
+    #[schemars(with = "String")]
+    pub type_: Constant,
     /// `True`, `False` or `Unknown`.
-    pub status: String,
+    #[schemars(with = "String")]
+    pub status: Constant,
     /// CamelCase constant.
-    pub reason: String,
+    #[schemars(with = "String")]
+    pub reason: Constant,
     /// Human-readable account of the condition, with numbers.
     pub message: String,
     /// `metadata.generation` of the spec the condition was computed from.
@@ -114,7 +119,8 @@ pub struct RolloutStatus {
     pub test_route: bool,
     /// CamelCase reason of the last transition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub reason: Option<Constant>,
     /// Human-readable account of the last transition, with numbers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -193,7 +199,7 @@ pub struct RolloutStatus {
     pub last_command_id: Option<String>,
     /// The Deployments' side of the rollout (`spec.workloads`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workloads: Option<super::workloads::WorkloadsStatus>,
+    pub workloads: Option<Box<super::workloads::WorkloadsStatus>>,
 }
 
 impl RolloutStatus {
@@ -314,7 +320,8 @@ pub struct MetricSummary {
     pub stable: Option<f64>,
     pub verdict: VerdictKind,
     /// CamelCase constant.
-    pub reason: String,
+    #[schemars(with = "String")]
+    pub reason: Constant,
     /// The value against its limit, with numbers.
     pub message: String,
     /// A sequential comparison's evidence as a share of what rolls back: 0.48 is "48 of
@@ -331,7 +338,8 @@ pub struct AnalysisSummary {
     pub at: Timestamp,
     pub verdict: VerdictKind,
     /// CamelCase constant.
-    pub reason: String,
+    #[schemars(with = "String")]
+    pub reason: Constant,
     /// The evaluation in one line, with numbers.
     pub message: String,
     /// Canary requests in the evaluation's window.
@@ -424,9 +432,11 @@ pub struct HistoryEntry {
     /// The canary weight at the transition.
     pub canary_weight: u8,
     /// CamelCase constant.
-    pub reason: String,
+    #[schemars(with = "String")]
+    pub reason: Constant,
     /// Human-readable account of the transition, with numbers.
-    pub message: String,
+    #[schemars(with = "String")]
+    pub message: Box<str>,
 }
 
 /// How many transitions the status keeps.

@@ -58,7 +58,7 @@ pub struct RolloutSpec {
     /// A route that sends matching requests (cookie or header) to the canary while
     /// every other request stays on stable. Installed at the start, removed at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_route: Option<TestRoute>,
+    pub test_route: Option<Box<TestRoute>>,
     /// Checks that must pass before any user traffic moves (run at weight 0).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckSpec>,
@@ -75,7 +75,7 @@ pub struct RolloutSpec {
     pub on_drift: OnDrift,
     /// Links the status and events to a Grafana dashboard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grafana: Option<GrafanaSpec>,
+    pub grafana: Option<Box<GrafanaSpec>>,
     /// Where transitions are announced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifySpec>,
@@ -84,7 +84,7 @@ pub struct RolloutSpec {
     pub hooks: Vec<super::hooks::HookSpec>,
     /// The stable and canary Deployments (apps/v1) in the policy's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workloads: Option<super::workloads::WorkloadsSpec>,
+    pub workloads: Option<Box<super::workloads::WorkloadsSpec>>,
 }
 
 /// Exactly one of the three routers must be set.
@@ -92,11 +92,11 @@ pub struct RolloutSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub istio: Option<IstioRouter>,
+    pub istio: Option<Box<IstioRouter>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<ServiceRouter>,
+    pub service: Option<Box<ServiceRouter>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub envoy: Option<EnvoyRouter>,
+    pub envoy: Option<Box<EnvoyRouter>>,
 }
 
 /// An Istio VirtualService whose named http routes split traffic between a stable and
@@ -316,7 +316,7 @@ pub struct AnalysisSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prometheus: Option<PrometheusSpec>,
+    pub prometheus: Option<Box<PrometheusSpec>>,
     /// Fewer canary requests than this in the window: Inconclusive, not Pass.
     #[serde(default)]
     pub min_requests: u64,
@@ -342,7 +342,7 @@ pub struct AnalysisSpec {
     /// templates, e.g. `{stable: {destination_workload: myapp-blue}, canary: {…}}`.
     /// Replaces the version matcher the router implies (see docs/metrics.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_labels: Option<TargetLabels>,
+    pub target_labels: Option<Box<TargetLabels>>,
     /// A query template (`{{ target.* }}`, `{{ interval }}`) counting a target's requests
     /// in the window: the canary's count for `minRequests` when the metrics are custom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -483,10 +483,10 @@ pub struct MetricSpec {
     pub compare: Option<CompareSpec>,
     /// How `compare` is judged: `sequential` (default with `compare`) or `threshold`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub judge: Option<super::judge::JudgeSpec>,
+    pub judge: Option<Box<super::judge::JudgeSpec>>,
     /// Count queries of a raw `query` for the sequential judge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub counts: Option<super::judge::CountsSpec>,
+    pub counts: Option<Box<super::judge::CountsSpec>>,
 }
 
 impl MetricSpec {
@@ -494,7 +494,7 @@ impl MetricSpec {
     /// sequentially (`compare` set, `judge` not `threshold`).
     pub fn sequential(&self) -> Option<super::judge::SequentialSpec> {
         self.compare.as_ref()?;
-        match &self.judge {
+        match self.judge.as_deref() {
             Some(super::judge::JudgeSpec::Threshold | super::judge::JudgeSpec::MannWhitney(_)) => {
                 None
             }

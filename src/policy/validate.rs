@@ -69,7 +69,7 @@ impl<'a> SpecParts<'a> {
             router_complete: true,
             test_route_written: spec.test_route.is_some(),
             steps: Some(spec.steps.iter().map(Some).collect()),
-            test_route: spec.test_route.as_ref(),
+            test_route: spec.test_route.as_deref(),
             checks: spec.checks.iter().map(Some).collect(),
             analysis: Some(&spec.analysis),
             metrics: spec.analysis.metrics.iter().map(Some).collect(),
@@ -82,10 +82,10 @@ impl<'a> SpecParts<'a> {
                     duration: Some(w.duration),
                 })
                 .collect(),
-            grafana: spec.grafana.as_ref(),
+            grafana: spec.grafana.as_deref(),
             notify: spec.notify.iter().map(Some).collect(),
             hooks: spec.hooks.iter().map(Some).collect(),
-            workloads: spec.workloads.as_ref(),
+            workloads: spec.workloads.as_deref(),
         }
     }
 }

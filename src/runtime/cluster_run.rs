@@ -155,7 +155,7 @@ pub fn cluster_router(
             &policy.name,
             &policy.namespace,
             istio,
-            spec.test_route.as_ref(),
+            spec.test_route.as_deref(),
         );
         return Some(Arc::new(IstioRouter::new(client.clone(), target)));
     }

@@ -71,7 +71,7 @@ pub fn envoy_router(spec: &RolloutSpec) -> Result<Arc<dyn TrafficRouter>, Router
     let Some(envoy) = &spec.router.envoy else {
         return Err(RouterError::Invalid("not an Envoy policy".to_owned()));
     };
-    let router = crate::router::envoy::EnvoyRouter::new(envoy, spec.test_route.as_ref())
+    let router = crate::router::envoy::EnvoyRouter::new(envoy, spec.test_route.as_deref())
         .map_err(|e| RouterError::Invalid(e.to_string()))?;
     Ok(Arc::new(router))
 }

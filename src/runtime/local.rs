@@ -258,7 +258,7 @@ impl LocalRun {
                  router with `shiftgate run` against a cluster or `shiftgate daemon`"
             )));
         }
-        let envoy = EnvoyRouter::new(envoy, local.spec.test_route.as_ref()).map_err(|e| {
+        let envoy = EnvoyRouter::new(envoy, local.spec.test_route.as_deref()).map_err(|e| {
             LocalError::CannotRun {
                 policy: label.clone(),
                 message: e.to_string(),

@@ -120,7 +120,7 @@ impl Notifier {
         status: &RolloutStatus,
         transitions: &[Transition],
     ) {
-        let annotations = spec.grafana.as_ref().filter(|g| g.annotations.is_some());
+        let annotations = spec.grafana.as_deref().filter(|g| g.annotations.is_some());
         if spec.notify.is_empty() && annotations.is_none() {
             return;
         }

@@ -201,7 +201,7 @@ fn number(value: Option<f64>) -> String {
 fn analysis(spec: &RolloutSpec, analysis: &AnalysisSummary) -> NotifiedAnalysis {
     NotifiedAnalysis {
         verdict: analysis.verdict.as_str(),
-        reason: analysis.reason.clone(),
+        reason: analysis.reason.to_string(),
         message: analysis.message.clone(),
         canary_requests: analysis.canary_requests.filter(|r| r.is_finite()),
         metrics: analysis.metrics.iter().map(|m| metric(spec, m)).collect(),

@@ -95,7 +95,7 @@ pub async fn probe_queries(
         return Ok(warnings);
     }
     let connection = source
-        .connect_for(policy, spec.analysis.prometheus.as_ref())
+        .connect_for(policy, spec.analysis.prometheus.as_deref())
         .await
         .map_err(|e| PreflightError::InvalidConnection {
             policy: label.clone(),

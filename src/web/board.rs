@@ -317,7 +317,7 @@ fn row(namespace: &str, name: &str, entry: &Entry) -> RolloutRow {
         canary_weight: status.canary_weight,
         current_step: status.current_step.clone(),
         last_verdict: status.last_analysis.as_ref().map(|a| a.verdict),
-        reason: status.reason.clone(),
+        reason: status.reason.as_deref().map(str::to_owned),
         message: status.message.clone(),
         updated_at: entry.updated_at,
     }

@@ -32,7 +32,7 @@ fn status(revision: &str, weight: u8, analysed_at: Option<i64>) -> RolloutStatus
         last_analysis: analysed_at.map(|second| AnalysisSummary {
             at: at(second),
             verdict: VerdictKind::Pass,
-            reason: "Pass".to_owned(),
+            reason: "Pass".into(),
             message: "ok".to_owned(),
             canary_requests: None,
             metrics: vec![MetricSummary {
@@ -40,7 +40,7 @@ fn status(revision: &str, weight: u8, analysed_at: Option<i64>) -> RolloutStatus
                 canary: Some(12.0),
                 stable: Some(10.0),
                 verdict: VerdictKind::Pass,
-                reason: "Pass".to_owned(),
+                reason: "Pass".into(),
                 message: "ok".to_owned(),
                 evidence: None,
             }],

@@ -41,7 +41,7 @@ fn history_with(status: &RolloutStatus, reason: &str) -> Vec<String> {
         .history
         .iter()
         .filter(|e| e.reason == reason)
-        .map(|e| e.message.clone())
+        .map(|e| e.message.to_string())
         .collect()
 }
 

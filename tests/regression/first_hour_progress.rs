@@ -19,7 +19,7 @@ fn analysis(at: Timestamp, verdict: VerdictKind, reason: &str, message: &str) ->
     AnalysisSummary {
         at,
         verdict,
-        reason: reason.to_owned(),
+        reason: reason.into(),
         message: message.to_owned(),
         canary_requests: Some(42.0),
         metrics: vec![MetricSummary {
@@ -27,7 +27,7 @@ fn analysis(at: Timestamp, verdict: VerdictKind, reason: &str, message: &str) ->
             canary: Some(0.001),
             stable: None,
             verdict,
-            reason: reason.to_owned(),
+            reason: reason.into(),
             message: format!("0.0010 <= 0.05 (evaluated at {})", at.format("%T")),
             evidence: None,
         }],

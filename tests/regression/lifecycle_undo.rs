@@ -33,7 +33,7 @@ fn refusal(status: &RolloutStatus) -> Option<&str> {
         .iter()
         .rev()
         .find(|e| e.reason == reasons::COMMAND_REFUSED)
-        .map(|e| e.message.as_str())
+        .map(|e| &*e.message)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,7 +76,7 @@ async fn an_image_change_of_the_canary_deployment_did_not_start_a_rollout() {
     assert!(
         next.history
             .iter()
-            .any(|h| h.message == format!("revision {next_revision} replaces {first_revision}")),
+            .any(|h| *h.message == *format!("revision {next_revision} replaces {first_revision}")),
         "{:#?}",
         next.history
     );

@@ -135,7 +135,7 @@ fn host_of(rule: &Value, namespace: &str) -> Option<String> {
 /// Whether `spec` is subset-level Istio with no `targetLabels`: its labels come from the
 /// DestinationRule.
 pub fn needs_subset_labels(spec: &RolloutSpec) -> Option<&IstioRouterSpec> {
-    spec.router.istio.as_ref().filter(|istio| {
+    spec.router.istio.as_deref().filter(|istio| {
         spec.analysis.target_labels.is_none()
             && istio.stable.subset.is_some()
             && istio.canary.subset.is_some()
@@ -280,7 +280,7 @@ async fn subset_labels_through(
                 describe(&labels.canary)
             );
             let mut resolved = spec.clone();
-            resolved.analysis.target_labels = Some(labels);
+            resolved.analysis.target_labels = Some(Box::new(labels));
             (resolved, Some(said))
         }
         Ok(SubsetSelection::Underived(why)) | Err(why) => (spec.clone(), Some(why)),

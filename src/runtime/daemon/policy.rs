@@ -112,7 +112,7 @@ impl Context {
         // A policy never lends the daemon's identity: no file or environment variable of
         // the daemon, only the Prometheus addresses and Secrets the operator allows.
         // Decided before anything is read or sent.
-        let prometheus = spec.analysis.prometheus.as_ref();
+        let prometheus = spec.analysis.prometheus.as_deref();
         if let Err(refusal) = refuse_local_credentials(prometheus, &policy_ref.namespace)
             .and_then(|()| self.seams.metrics.admit(&policy_ref, spec))
         {

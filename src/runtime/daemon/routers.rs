@@ -40,7 +40,7 @@ impl RouterFactory for KubeRouters {
                 &policy.name,
                 &policy.namespace,
                 istio,
-                spec.test_route.as_ref(),
+                spec.test_route.as_deref(),
             );
             return Ok(Arc::new(
                 IstioRouter::new(self.client.clone(), target).with_cache(self.cache.clone()),

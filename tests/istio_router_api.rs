@@ -478,8 +478,8 @@ async fn a_hand_edit_of_one_managed_route_reads_as_drift_and_rollback_still_writ
     assert_eq!(stored(&server)["spec"], expected_spec(0));
 }
 
-/// Reads from the watch cache answer an unchanged object with the route found in it
-/// last time (no parse, no GET); an edit the watch shows is a new version, read again.
+/// Reads from the watch cache (the object kept as text) send no GET once the watch has
+/// listed the namespace; an edit the watch shows is read as the new version.
 #[tokio::test]
 async fn a_cached_object_edited_by_someone_else_is_read_again() {
     let (server, router) = setup().await;

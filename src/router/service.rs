@@ -164,17 +164,19 @@ impl ServiceRouter {
 #[async_trait]
 impl TrafficRouter for ServiceRouter {
     async fn read(&self) -> Result<LiveRoute, RouterError> {
-        let live = |read| self.live(read);
-        self.object
-            .read_route(self.call_timeout, &self.target.what(), live)
-            .await
+        let read = self
+            .object
+            .read(self.call_timeout, &self.target.what())
+            .await?;
+        self.live(read)
     }
 
     async fn read_fresh(&self) -> Result<LiveRoute, RouterError> {
-        let live = |read| self.live(read);
-        self.object
-            .read_route_fresh(self.call_timeout, &self.target.what(), live)
-            .await
+        let read = self
+            .object
+            .read_from_server(self.call_timeout, &self.target.what())
+            .await?;
+        self.live(read)
     }
 
     async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {

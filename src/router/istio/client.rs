@@ -72,17 +72,16 @@ impl IstioRouter {
 #[async_trait]
 impl TrafficRouter for IstioRouter {
     async fn read(&self) -> Result<LiveRoute, RouterError> {
-        let live = |read| self.live(read);
-        self.object
-            .read_route(self.call_timeout, &self.what(), live)
-            .await
+        let read = self.object.read(self.call_timeout, &self.what()).await?;
+        self.live(read)
     }
 
     async fn read_fresh(&self) -> Result<LiveRoute, RouterError> {
-        let live = |read| self.live(read);
-        self.object
-            .read_route_fresh(self.call_timeout, &self.what(), live)
-            .await
+        let read = self
+            .object
+            .read_from_server(self.call_timeout, &self.what())
+            .await?;
+        self.live(read)
     }
 
     async fn apply(&self, expect: &Version, desired: ManagedRoute) -> Result<Version, RouterError> {
@@ -202,8 +201,6 @@ pub(crate) struct RoutedObject {
     cache: Option<Arc<ObjectCache>>,
     /// The object last read or written, as text: what the next write is planned on.
     last: Mutex<Option<(JsonText, Version)>>,
-    /// The route the router found in the object last read.
-    last_route: Mutex<Option<LiveRoute>>,
     reread: AtomicBool,
 }
 
@@ -216,7 +213,6 @@ impl RoutedObject {
             name: name.to_owned(),
             cache: None,
             last: Mutex::new(None),
-            last_route: Mutex::new(None),
             reread: AtomicBool::new(false),
         }
     }
@@ -230,77 +226,32 @@ impl RoutedObject {
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = read;
     }
 
-    /// The route `find` reads in the object (from the cache, else a GET). When the
-    /// object is the version last read, the route found in it then is the answer: every
-    /// holding evaluation reads an unchanged object, and neither parses nor searches it.
-    pub(crate) async fn read_route(
+    /// The object and its resourceVersion.
+    pub(crate) async fn read(
         &self,
         limit: Duration,
         what: &str,
-        find: impl FnOnce((Value, Version)) -> Result<LiveRoute, RouterError>,
-    ) -> Result<LiveRoute, RouterError> {
+    ) -> Result<(Value, Version), RouterError> {
         let fresh = self.reread.swap(false, Ordering::Relaxed);
         let cached = match &self.cache {
             Some(cache) if !fresh => cache.get(&self.resource, &self.namespace, &self.name),
             _ => None,
         };
-        let Some((text, version)) = cached else {
-            return self.read_route_fresh(limit, what, find).await;
-        };
-        if let Some(route) = self.unchanged(&version) {
-            return Ok(route);
-        }
         // The cache's text is our own serialization; were it not to parse, the API
         // server's copy is read instead.
-        let Ok(value) = text.parse() else {
-            return self.read_route_fresh(limit, what, find).await;
-        };
-        self.remember(Some((text, version.clone())));
-        self.found(find((value, version)))
-    }
-
-    /// The route `find` reads in the object as the API server has it now.
-    pub(crate) async fn read_route_fresh(
-        &self,
-        limit: Duration,
-        what: &str,
-        find: impl FnOnce((Value, Version)) -> Result<LiveRoute, RouterError>,
-    ) -> Result<LiveRoute, RouterError> {
-        let read = self.read_from_server(limit, what).await?;
-        self.found(find(read))
-    }
-
-    /// The route found last, if the object is still at `version` and is what the next
-    /// write would be planned on.
-    fn unchanged(&self, version: &Version) -> Option<LiveRoute> {
-        let planned_on = self
-            .last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|(_, last)| last == version);
-        if !planned_on {
-            return None;
+        match cached.and_then(|(text, version)| Some((text.parse().ok()?, text, version))) {
+            Some((value, text, version)) => {
+                self.remember(Some((text, version.clone())));
+                Ok((value, version))
+            }
+            None => self.read_from_server(limit, what).await,
         }
-        self.last_route
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .filter(|route| &route.version == version)
-    }
-
-    fn found(&self, route: Result<LiveRoute, RouterError>) -> Result<LiveRoute, RouterError> {
-        *self
-            .last_route
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = route.as_ref().ok().cloned();
-        route
     }
 
     /// The object as the API server has it now (a GET), which the cache then holds
     /// until its watch shows that version: a cache that missed the object (after a
     /// refused write, or a lagging watch) is not asked again on every evaluation.
-    async fn read_from_server(
+    pub(crate) async fn read_from_server(
         &self,
         limit: Duration,
         what: &str,

@@ -67,4 +67,8 @@ pub trait MetricSource: Send + Sync {
     ) -> Option<freshness::ScrapePhase> {
         None
     }
+
+    /// The policy was deleted: drop whatever is kept for it, so a daemon whose policies
+    /// come and go holds only the living ones. Default: nothing is kept.
+    fn forget(&self, _policy: &PolicyRef) {}
 }

@@ -291,3 +291,99 @@ async fn a_hold_costs_four_requests_per_evaluation() {
         window.describe()
     );
 }
+
+/// A healthy source that notes the policies the daemon tells it to forget.
+#[derive(Default)]
+struct NotesForgotten {
+    evaluations: AtomicUsize,
+    forgotten: std::sync::Mutex<Vec<PolicyRef>>,
+}
+
+#[async_trait]
+impl MetricSource for NotesForgotten {
+    async fn observe(
+        &self,
+        policy: &PolicyRef,
+        spec: &RolloutSpec,
+        at: Timestamp,
+        counts_since: Option<Timestamp>,
+    ) -> AnalysisInput {
+        self.evaluations.fetch_add(1, Ordering::SeqCst);
+        Healthy::default()
+            .observe(policy, spec, at, counts_since)
+            .await
+    }
+
+    fn forget(&self, policy: &PolicyRef) {
+        self.forgotten.lock().unwrap().push(policy.clone());
+    }
+}
+
+/// The DestinationRule labeller of subset-level policies kept what each policy's queries
+/// select (to log it only when it changes) and never dropped a deleted policy's line: a
+/// daemon whose policies come and go grew without bound. Deleting the policy now reaches
+/// the whole metric-source chain (the labeller drops its line and passes it on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_policys_destination_rule_selection_was_kept_forever() {
+    let server = TestApiServer::start().await.unwrap();
+    let vs = ResourceRef::new("networking.istio.io", "v1", "virtualservices");
+    let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
+    server.put_object(&vs, virtual_service()).unwrap();
+    // Subset-level without targetLabels: the labeller reads the DestinationRules.
+    server
+        .put_object(
+            &rp,
+            policy(json!([0, { "weight": 50, "hold": "10m" }, 100]), false),
+        )
+        .unwrap();
+    let client = server.client().unwrap();
+    let source = Arc::new(NotesForgotten::default());
+    let options = DaemonOptions {
+        namespace: Some(NS.to_owned()),
+        pod_name: "pod-a".to_owned(),
+        concurrency: 4,
+        lease: None,
+        resync: Duration::from_secs(30),
+        shutdown_deadline: Duration::from_secs(5),
+    };
+    let seams = DaemonSeams {
+        client: client.clone(),
+        routers: Arc::new(KubeRouters::new(client.clone())),
+        metrics: source.clone(),
+        store: Arc::new(KubeStatusStore::new(client.clone())),
+        commands: Arc::new(KubeCommandSource::new(client.clone())),
+        checks: Arc::new(ScriptedChecks::passing()),
+        clock: Arc::new(SystemClock),
+    };
+    let daemon = tokio::spawn(Daemon::new(options, seams).run(std::future::pending()));
+    let started = Instant::now();
+    while source.evaluations.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never evaluated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(source.forgotten.lock().unwrap().is_empty());
+    server.delete_object(&rp, Some(NS), "checkout").unwrap();
+    let started = Instant::now();
+    loop {
+        let forgotten = source.forgotten.lock().unwrap().clone();
+        if !forgotten.is_empty() {
+            assert_eq!(
+                forgotten,
+                vec![PolicyRef {
+                    namespace: NS.to_owned(),
+                    name: "checkout".to_owned()
+                }]
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the deleted policy was never forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.abort();
+}

@@ -326,6 +326,14 @@ impl MetricSource for DestinationRuleLabels {
             .scrape_phase(policy, &self.resolve(policy, spec).await, at)
             .await
     }
+
+    fn forget(&self, policy: &PolicyRef) {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(policy);
+        self.inner.forget(policy);
+    }
 }
 
 #[cfg(test)]

@@ -291,6 +291,7 @@ impl Daemon {
         let forget_metrics = metrics.clone();
         let fresh_data = Arc::new(crate::runtime::fresh_data::FreshData::default());
         let forget_fresh = fresh_data.clone();
+        let forget_source = seams.metrics.clone();
         let synced = health.clone();
         let (listed_tx, listed_rx) = watch::channel(false);
         let invalid = Arc::new(guarded::InvalidPolicies::default());
@@ -318,6 +319,7 @@ impl Daemon {
                         seen.forget(&policy);
                         forget_metrics.forget_policy(&policy);
                         forget_fresh.forget(&policy);
+                        forget_source.forget(&policy);
                     }
                 }
                 // The initial list is complete. (Read from the stream rather than with

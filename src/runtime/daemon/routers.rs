@@ -121,4 +121,8 @@ impl MetricSource for TimedMetrics {
     ) -> Option<crate::metrics::freshness::ScrapePhase> {
         self.inner.scrape_phase(policy, spec, at).await
     }
+
+    fn forget(&self, policy: &PolicyRef) {
+        self.inner.forget(policy);
+    }
 }

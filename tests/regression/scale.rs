@@ -131,14 +131,18 @@ impl Window {
     }
 }
 
-async fn measure(policy: Value, ready: impl Fn(&Value) -> bool, evaluations: usize) -> Window {
+/// The test API server with the VirtualService and `policy`, and the daemon driving it
+/// with `source` for its metrics.
+async fn start_daemon(
+    policy: Value,
+    source: Arc<dyn MetricSource>,
+) -> (TestApiServer, tokio::task::JoinHandle<()>) {
     let server = TestApiServer::start().await.unwrap();
     let vs = ResourceRef::new("networking.istio.io", "v1", "virtualservices");
     let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
     server.put_object(&vs, virtual_service()).unwrap();
     server.put_object(&rp, policy).unwrap();
     let client = server.client().unwrap();
-    let metrics = Arc::new(Healthy::default());
     let options = DaemonOptions {
         namespace: Some(NS.to_owned()),
         pod_name: "pod-a".to_owned(),
@@ -150,13 +154,24 @@ async fn measure(policy: Value, ready: impl Fn(&Value) -> bool, evaluations: usi
     let seams = DaemonSeams {
         client: client.clone(),
         routers: Arc::new(KubeRouters::new(client.clone())),
-        metrics: metrics.clone(),
+        metrics: source,
         store: Arc::new(KubeStatusStore::new(client.clone())),
         commands: Arc::new(KubeCommandSource::new(client.clone())),
         checks: Arc::new(ScriptedChecks::passing()),
         clock: Arc::new(SystemClock),
     };
-    let daemon = tokio::spawn(Daemon::new(options, seams).run(std::future::pending()));
+    let daemon = tokio::spawn(async move {
+        let _ = Daemon::new(options, seams)
+            .run(std::future::pending())
+            .await;
+    });
+    (server, daemon)
+}
+
+async fn measure(policy: Value, ready: impl Fn(&Value) -> bool, evaluations: usize) -> Window {
+    let metrics = Arc::new(Healthy::default());
+    let (server, daemon) = start_daemon(policy, metrics.clone()).await;
+    let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
     let started = Instant::now();
     loop {
         let object = server.get_object(&rp, Some(NS), "checkout").unwrap();
@@ -325,37 +340,14 @@ impl MetricSource for NotesForgotten {
 /// the whole metric-source chain (the labeller drops its line and passes it on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_policys_destination_rule_selection_was_kept_forever() {
-    let server = TestApiServer::start().await.unwrap();
-    let vs = ResourceRef::new("networking.istio.io", "v1", "virtualservices");
-    let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
-    server.put_object(&vs, virtual_service()).unwrap();
     // Subset-level without targetLabels: the labeller reads the DestinationRules.
-    server
-        .put_object(
-            &rp,
-            policy(json!([0, { "weight": 50, "hold": "10m" }, 100]), false),
-        )
-        .unwrap();
-    let client = server.client().unwrap();
     let source = Arc::new(NotesForgotten::default());
-    let options = DaemonOptions {
-        namespace: Some(NS.to_owned()),
-        pod_name: "pod-a".to_owned(),
-        concurrency: 4,
-        lease: None,
-        resync: Duration::from_secs(30),
-        shutdown_deadline: Duration::from_secs(5),
-    };
-    let seams = DaemonSeams {
-        client: client.clone(),
-        routers: Arc::new(KubeRouters::new(client.clone())),
-        metrics: source.clone(),
-        store: Arc::new(KubeStatusStore::new(client.clone())),
-        commands: Arc::new(KubeCommandSource::new(client.clone())),
-        checks: Arc::new(ScriptedChecks::passing()),
-        clock: Arc::new(SystemClock),
-    };
-    let daemon = tokio::spawn(Daemon::new(options, seams).run(std::future::pending()));
+    let (server, daemon) = start_daemon(
+        policy(json!([0, { "weight": 50, "hold": "10m" }, 100]), false),
+        source.clone(),
+    )
+    .await;
+    let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
     let started = Instant::now();
     while source.evaluations.load(Ordering::SeqCst) == 0 {
         assert!(

@@ -125,12 +125,7 @@ impl PolicyFamily {
                 for metric in &record.metrics {
                     for target in TARGETS {
                         if let Some(value) = metric.get(Slot::Value(target)) {
-                            let labels = [
-                                policy[0],
-                                policy[1],
-                                ("metric", &*metric.name),
-                                ("target", target.as_str()),
-                            ];
+                            let labels = with_metric(policy, metric, ("target", target.as_str()));
                             encoder.encode_family(&labels)?.encode_gauge(&value)?;
                         }
                     }
@@ -140,12 +135,7 @@ impl PolicyFamily {
                 for metric in &record.metrics {
                     for bound in BOUNDS {
                         if let Some(value) = metric.get(Slot::Threshold(bound)) {
-                            let labels = [
-                                policy[0],
-                                policy[1],
-                                ("metric", &*metric.name),
-                                ("bound", bound.as_str()),
-                            ];
+                            let labels = with_metric(policy, metric, ("bound", bound.as_str()));
                             encoder.encode_family(&labels)?.encode_gauge(&value)?;
                         }
                     }
@@ -167,6 +157,15 @@ impl PolicyFamily {
 /// The policy's labels followed by one more.
 fn with<'a>(policy: [(&'a str, &'a str); 2], last: (&'a str, &'a str)) -> [(&'a str, &'a str); 3] {
     [policy[0], policy[1], last]
+}
+
+/// The policy's labels, the metric's name, then one more.
+fn with_metric<'a>(
+    policy: [(&'a str, &'a str); 2],
+    metric: &'a MetricSeries,
+    last: (&'a str, &'a str),
+) -> [(&'a str, &'a str); 4] {
+    [policy[0], policy[1], ("metric", &*metric.name), last]
 }
 
 /// A counter series, written as `Counter::encode` writes one (no exemplar).

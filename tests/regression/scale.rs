@@ -310,7 +310,7 @@ async fn a_hold_costs_four_requests_per_evaluation() {
 /// A healthy source that notes the policies the daemon tells it to forget.
 #[derive(Default)]
 struct NotesForgotten {
-    evaluations: AtomicUsize,
+    healthy: Healthy,
     forgotten: std::sync::Mutex<Vec<PolicyRef>>,
 }
 
@@ -323,10 +323,7 @@ impl MetricSource for NotesForgotten {
         at: Timestamp,
         counts_since: Option<Timestamp>,
     ) -> AnalysisInput {
-        self.evaluations.fetch_add(1, Ordering::SeqCst);
-        Healthy::default()
-            .observe(policy, spec, at, counts_since)
-            .await
+        self.healthy.observe(policy, spec, at, counts_since).await
     }
 
     fn forget(&self, policy: &PolicyRef) {
@@ -349,7 +346,7 @@ async fn a_deleted_policys_destination_rule_selection_was_kept_forever() {
     .await;
     let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
     let started = Instant::now();
-    while source.evaluations.load(Ordering::SeqCst) == 0 {
+    while source.healthy.evaluations.load(Ordering::SeqCst) == 0 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "never evaluated"

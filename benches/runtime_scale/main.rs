@@ -45,6 +45,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use shiftgate::testkit::apiserver::{ResourceRef, ServerOptions, TestApiServer};
 
+#[path = "../../tests/support/batch_answer.rs"]
+mod batch_answer;
 mod counting_allocator;
 
 #[global_allocator]

@@ -1,9 +1,10 @@
 //! The Prometheus stand-in: answers every instant query with one healthy sample and a
 //! batched query (`label_replace(<member>, "shiftgate_batch_query", "<i>", "", "") or …`)
-//! with one such series per member, labelled as asked. It counts the HTTP queries it
-//! answers (Prometheus queries per second) and notes, per member, which rollout
-//! (`app-N` in the member's query) asked when: evaluations are counted per rollout from
-//! those notes, batched or not.
+//! with one such series per member, labelled as asked, or per target of a grouped member
+//! (`tests/support/batch_answer.rs`). It counts the HTTP queries it answers (Prometheus
+//! queries per second) and notes, per member or target, which rollout (`app-N` in the
+//! target's labels or the member's query) asked when: evaluations are counted per
+//! rollout from those notes, batched or not.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +13,6 @@ use std::time::Instant;
 
 use axum::routing::any;
 use serde_json::{json, Value};
-
-const MARK: &str = "\"shiftgate_batch_query\", \"";
 
 pub struct PrometheusStandIn {
     pub address: String,
@@ -91,27 +90,20 @@ impl PrometheusStandIn {
     }
 }
 
-/// The series answering `query` and the rollouts its members (or it) are about.
+/// The series answering `query` and the rollouts its members (or it) are about: one
+/// healthy series per member, or per target of a grouped member.
 fn answer(query: &str) -> (Vec<Value>, Vec<u32>) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    let healthy = |metric: Value| json!({ "metric": metric, "value": [now, "0.001"] });
-    if !query.contains(MARK) {
-        return (
-            vec![healthy(json!({}))],
-            app_of(query).into_iter().collect(),
-        );
-    }
     let mut series = Vec::new();
     let mut apps = Vec::new();
-    for member in query.split(" or label_replace(") {
-        let Some((text, rest)) = member.split_once(MARK) else {
-            continue;
-        };
-        let index: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        series.push(healthy(json!({ "shiftgate_batch_query": index })));
-        apps.extend(app_of(text));
+    for asked in super::batch_answer::members(query) {
+        for target in &asked.targets {
+            series.push(json!({ "metric": asked.labels(target), "value": [now, "0.001"] }));
+            let named: String = target.iter().map(|(_, v)| v.as_str()).collect();
+            apps.extend(app_of(&named).or_else(|| app_of(&asked.text)));
+        }
     }
     (series, apps)
 }

@@ -13,6 +13,13 @@
 //! batched; custom `query:` metrics and `spec.analysis.requests` run per rollout. The
 //! batch is sent as a POST form body (`post_raw`), so its length is no URL's problem.
 //!
+//! Grouped members. The same built-in query of several targets (the same template,
+//! window or counts range and target labels: one shape) is one member of the batch, in
+//! its grouped form, `sum by (<target labels>)` over `label=~"a|b|…"`, and its series are
+//! handed to each target by their label values ([`super::grouping`], which says why the
+//! numbers are the same). An instant of 10,000 rollouts' evaluations is then a handful
+//! of members (one per shape) instead of hundreds of copies of one query.
+//!
 //! When: leading edge, then at most one instant per [`MIN_SPACING`] per connection.
 //! An evaluation's instant is chosen before its queries are written ([`Batcher::reserve`]):
 //! its clock reading rounded UP to the next multiple of the batch window (20 ms), when
@@ -25,13 +32,14 @@
 //! the sequential judges count exactly [since, at]; it is never earlier than the clock
 //! reading and at most `MIN_SPACING` + one window later. The batch is sent at its
 //! instant, never before (a full batch does not leave early: the data up to its instant
-//! would not all be there yet); members past [`MAX_QUERIES`] open another batch at the
-//! same instant. So queries per second per connection are at most
-//! 1 / [`MIN_SPACING`] × ⌈members per instant / [`MAX_QUERIES`]⌉, whatever the number
-//! of rollouts: 10 a second up to ~2,500 member queries a second, 20 at the ~4,000 of
-//! 10,000 rollouts at a 10 s interval with two template metrics. (A larger cap would
-//! lower that count but not Prometheus' work: one query's evaluation grows faster than
-//! its members, docs/benchmarks.md.) The price: under load an
+//! would not all be there yet); queries past [`MAX_QUERIES`] (a grouped query counts
+//! once) or members past [`MAX_MEMBERS`] open another batch at the same instant. So
+//! queries per second per connection are at most 1 / [`MIN_SPACING`] × ⌈queries per
+//! instant / [`MAX_QUERIES`]⌉, whatever the number of rollouts: with built-in templates
+//! only, a query per shape, so 10 a second up to 4,096 member queries per instant
+//! (40,000 a second; 10,000 rollouts at a 10 s interval with two template metrics ask
+//! ~4,000). (The cap is not raised for ungrouped members: an `or` chain's evaluation
+//! grows faster than its members, docs/benchmarks.md.) The price: under load an
 //! evaluation waits up to [`MIN_SPACING`] for its batch, holding its scheduler slot
 //! (docs/architecture.md, "Batched Prometheus queries").
 //!
@@ -51,6 +59,7 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use tokio::sync::watch;
 
+use super::grouping::{self, Grouping, Planned};
 use super::prometheus::{Connection, RawAnswer};
 use crate::analysis::sample::Sample;
 use crate::policy::Timestamp;
@@ -68,11 +77,15 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_millis(20);
 /// scheduler slots) longer and delay a failing rollout's rollback by up to as much.
 pub const MIN_SPACING: Duration = Duration::from_millis(100);
 
-/// Queries in one batch at most: bounds the query's size (~75 kB of PromQL), the
+/// Queries in one batch at most (a grouped query counts once): bounds the query's size (~75 kB of PromQL), the
 /// samples it loads and its evaluation time, which Prometheus 2.42 spends faster than
 /// linearly in the members of an `or` chain (measured: 64 members 13 ms, 256 members
 /// 0.17 s, 512 members 0.7 s; docs/benchmarks.md).
 pub const MAX_QUERIES: usize = 256;
+
+/// Member queries in one batch at most, grouped or not: bounds the grouped queries'
+/// regexes (~40 bytes per member) and the answer's size.
+pub const MAX_MEMBERS: usize = 4096;
 
 /// Past this many connections with a recent instant, the stale ones are forgotten.
 const PRUNE_LAST_AT: usize = 64;
@@ -81,7 +94,7 @@ const PRUNE_LAST_AT: usize = 64;
 const MAX_CONCURRENT_RERUNS: usize = 16;
 
 /// How a query's answer is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// One number ([`super::prometheus::interpret`]).
     Value,
@@ -100,6 +113,27 @@ impl Kind {
 
 type Answers = HashMap<String, Sample>;
 
+/// One query of an evaluation that may join a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub query: String,
+    pub kind: Kind,
+    /// How it may be asked together with the same query of other targets
+    /// ([`super::grouping`]); `None`: only as it is.
+    pub grouping: Option<Grouping>,
+}
+
+impl Member {
+    /// A member that is only ever asked as it is.
+    pub fn plain(query: impl Into<String>, kind: Kind) -> Member {
+        Member {
+            query: query.into(),
+            kind,
+            grouping: None,
+        }
+    }
+}
+
 /// Where a batch's sender publishes its answers.
 type Publish = watch::Sender<Option<Arc<Answers>>>;
 
@@ -111,24 +145,45 @@ struct Pending {
 
 #[derive(Default)]
 struct Members {
-    queries: Vec<(String, Kind)>,
+    queries: Vec<Member>,
     /// The queries already in `queries` (several rollouts may ask the same one).
     seen: HashSet<String>,
+    /// The grouped shapes already in `queries`.
+    shapes: HashSet<(String, Kind)>,
+    /// How many queries `queries` will be sent as ([`grouping::plan`]).
+    planned: usize,
     /// Taken by the sender: no member may join any more.
     closed: bool,
 }
 
 impl Pending {
     /// Adds `queries` unless the batch is closed or they would overfill it.
-    fn join(&self, queries: &[(String, Kind)]) -> bool {
+    fn join(&self, queries: &[Member]) -> bool {
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
-        let fits =
-            members.queries.is_empty() || members.queries.len() + queries.len() <= MAX_QUERIES;
+        let mut new_shapes: HashSet<(&str, Kind)> = HashSet::new();
+        let more = queries
+            .iter()
+            .filter(|q| match &q.grouping {
+                Some(g) => {
+                    let shape = (g.shape.as_str(), q.kind);
+                    !members.shapes.contains(&(g.shape.clone(), q.kind)) && new_shapes.insert(shape)
+                }
+                None => true,
+            })
+            .count();
+        let fits = members.queries.is_empty()
+            || (members.planned + more <= MAX_QUERIES
+                && members.queries.len() + queries.len() <= MAX_MEMBERS);
         if members.closed || !fits {
             return false;
         }
         for query in queries {
-            if members.seen.insert(query.0.clone()) {
+            if members.seen.insert(query.query.clone()) {
+                let new_shape = match &query.grouping {
+                    Some(g) => members.shapes.insert((g.shape.clone(), query.kind)),
+                    None => true,
+                };
+                members.planned += usize::from(new_shape);
                 members.queries.push(query.clone());
             }
         }
@@ -219,7 +274,7 @@ impl Batcher {
         connection: &Arc<Connection>,
         at: Timestamp,
         called_at: Timestamp,
-        queries: Vec<(String, Kind)>,
+        queries: Vec<Member>,
     ) -> Answers {
         let key = (Arc::as_ptr(connection) as usize, at.timestamp_millis());
         let (pending, sender) = self.enter(key, &queries);
@@ -261,10 +316,10 @@ impl Batcher {
         match answers {
             Some(answers) => queries
                 .into_iter()
-                .map(|(q, _)| {
-                    let sample = answers.get(&q).cloned();
-                    let sample = sample.unwrap_or_else(|| lost(&q));
-                    (q, sample)
+                .map(|member| {
+                    let sample = answers.get(&member.query).cloned();
+                    let sample = sample.unwrap_or_else(|| lost(&member.query));
+                    (member.query, sample)
                 })
                 .collect(),
             // The sender was cancelled (its reconcile ended): ask alone.
@@ -274,7 +329,7 @@ impl Batcher {
 
     /// Joins the open batch of `key`, or opens one (and then sends it: the sender): when
     /// there is none, or it is full or already leaving.
-    fn enter(&self, key: Key, queries: &[(String, Kind)]) -> (Arc<Pending>, Option<Publish>) {
+    fn enter(&self, key: Key, queries: &[Member]) -> (Arc<Pending>, Option<Publish>) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(open) = pending.get(&key) {
             if open.join(queries) {
@@ -357,49 +412,57 @@ fn lost(query: &str) -> Sample {
     }
 }
 
-/// The one PromQL query of a batch: every member, labelled with its index, joined by `or`.
-pub fn combined_query(members: &[(String, Kind)]) -> String {
+/// The one PromQL query of a batch: every planned query ([`grouping::plan`]), labelled
+/// with its index, joined by `or`.
+pub(crate) fn combined_query(planned: &[Planned]) -> String {
     let mut out = String::new();
-    for (i, (query, _)) in members.iter().enumerate() {
+    for (i, one) in planned.iter().enumerate() {
         if i > 0 {
             out.push_str(" or ");
         }
         out.push_str(&format!(
-            "label_replace({query}, \"{BATCH_LABEL}\", \"{i}\", \"\", \"\")"
+            "label_replace({}, \"{BATCH_LABEL}\", \"{i}\", \"\", \"\")",
+            one.query
         ));
     }
     out
 }
 
 /// Sends the batch and classifies its answer per member.
-async fn send(connection: &Arc<Connection>, at: Timestamp, members: &[(String, Kind)]) -> Answers {
-    if let [(query, kind)] = members {
+async fn send(connection: &Arc<Connection>, at: Timestamp, members: &[Member]) -> Answers {
+    if let [member] = members {
         // Alone: the query as it is.
-        let answer = connection.fetch(query, at).await;
-        let sample = connection.classify(&answer, query, kind.interpret());
-        return HashMap::from([(query.clone(), sample)]);
+        let answer = connection.fetch(&member.query, at).await;
+        let sample = connection.classify(&answer, &member.query, member.kind.interpret());
+        return HashMap::from([(member.query.clone(), sample)]);
     }
-    let combined = combined_query(members);
+    let planned = grouping::plan(members);
+    let combined = combined_query(&planned);
     let answer = connection.fetch(&combined, at).await;
-    tracing::debug!(queries = members.len(), address = %connection.address(), "prometheus batch");
-    match split(&answer, members, connection.address()) {
+    tracing::debug!(
+        members = members.len(),
+        queries = planned.len(),
+        address = %connection.address(),
+        "prometheus batch"
+    );
+    match split(&answer, &planned, members.len(), connection.address()) {
         Split::PerMember(bodies) => members
             .iter()
             .zip(bodies)
-            .map(|((query, kind), body)| {
+            .map(|(member, body)| {
                 (
-                    query.clone(),
-                    kind.interpret()(200, &body, query, connection.address()),
+                    member.query.clone(),
+                    member.kind.interpret()(200, &body, &member.query, connection.address()),
                 )
             })
             .collect(),
         Split::Rerun => rerun(connection, at, members).await,
         Split::Shared => members
             .iter()
-            .map(|(query, kind)| {
+            .map(|member| {
                 (
-                    query.clone(),
-                    connection.classify(&answer, query, kind.interpret()),
+                    member.query.clone(),
+                    connection.classify(&answer, &member.query, member.kind.interpret()),
                 )
             })
             .collect(),
@@ -418,8 +481,14 @@ pub(crate) enum Split {
     Shared,
 }
 
-/// Splits the answer of [`combined_query`] of `members`. Pure.
-pub(crate) fn split(answer: &RawAnswer, members: &[(String, Kind)], address: &str) -> Split {
+/// Splits the answer of [`combined_query`] of `planned` (the plan of `members` members)
+/// into one body per member. Pure.
+pub(crate) fn split(
+    answer: &RawAnswer,
+    planned: &[Planned],
+    members: usize,
+    address: &str,
+) -> Split {
     let RawAnswer::Http { status, body } = answer else {
         return Split::Shared;
     };
@@ -438,21 +507,21 @@ pub(crate) fn split(answer: &RawAnswer, members: &[(String, Kind)], address: &st
     else {
         return Split::Rerun;
     };
-    let mut per_member: Vec<Vec<serde_json::Value>> = vec![Vec::new(); members.len()];
+    let mut per_planned: Vec<Vec<serde_json::Value>> = vec![Vec::new(); planned.len()];
     for mut one in std::mem::take(series) {
         let index = one
             .get_mut("metric")
             .and_then(serde_json::Value::as_object_mut)
             .and_then(|labels| labels.remove(BATCH_LABEL))
             .and_then(|i| i.as_str().and_then(|i| i.parse::<usize>().ok()));
-        match index.and_then(|i| per_member.get_mut(i)) {
-            Some(member) => member.push(one),
-            // A series of no member: the answer cannot be trusted to be split right.
+        match index.and_then(|i| per_planned.get_mut(i)) {
+            Some(query) => query.push(one),
+            // A series of no query: the answer cannot be trusted to be split right.
             None => return Split::Rerun,
         }
     }
     Split::PerMember(
-        per_member
+        grouping::route(planned, per_planned, members)
             .into_iter()
             .map(|result| {
                 serde_json::json!({
@@ -467,8 +536,9 @@ pub(crate) fn split(answer: &RawAnswer, members: &[(String, Kind)], address: &st
 }
 
 /// Each query alone, a few at a time.
-async fn rerun(connection: &Arc<Connection>, at: Timestamp, queries: &[(String, Kind)]) -> Answers {
-    let samples: Vec<Sample> = stream::iter(queries.to_vec())
+async fn rerun(connection: &Arc<Connection>, at: Timestamp, queries: &[Member]) -> Answers {
+    let owned: Vec<(String, Kind)> = queries.iter().map(|m| (m.query.clone(), m.kind)).collect();
+    let samples: Vec<Sample> = stream::iter(owned)
         .map(|(query, kind)| {
             let connection = Arc::clone(connection);
             async move {
@@ -483,7 +553,7 @@ async fn rerun(connection: &Arc<Connection>, at: Timestamp, queries: &[(String, 
         .await;
     queries
         .iter()
-        .map(|(q, _)| q.clone())
+        .map(|m| m.query.clone())
         .zip(samples)
         .collect()
 }

@@ -4,12 +4,22 @@ fn t(millis: i64) -> Timestamp {
     chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default()
 }
 
-fn members() -> Vec<(String, Kind)> {
+fn members() -> Vec<Member> {
     vec![
-        ("sum(a)".to_owned(), Kind::Value),
-        ("sum(b)".to_owned(), Kind::Value),
-        ("sum by (le) (c)".to_owned(), Kind::Histogram),
+        Member::plain("sum(a)", Kind::Value),
+        Member::plain("sum(b)", Kind::Value),
+        Member::plain("sum by (le) (c)", Kind::Histogram),
     ]
+}
+
+/// The batch of `members` as sent.
+fn combined(members: &[Member]) -> String {
+    combined_query(&grouping::plan(members))
+}
+
+/// The answer to the batch of `members` split per member.
+fn split_members(answer: &RawAnswer, members: &[Member]) -> Split {
+    split(answer, &grouping::plan(members), members.len(), "http://p")
 }
 
 fn http(body: &str) -> RawAnswer {
@@ -32,7 +42,7 @@ fn instants_round_up_to_the_window_and_never_earlier() {
 #[test]
 fn the_batch_labels_each_member_and_joins_them_with_or() {
     assert_eq!(
-        combined_query(&members()[..2]),
+        combined(&members()[..2]),
         r#"label_replace(sum(a), "shiftgate_batch_query", "0", "", "") or label_replace(sum(b), "shiftgate_batch_query", "1", "", "")"#
     );
 }
@@ -79,10 +89,10 @@ fn every_builtin_query_is_an_instant_vector_and_batches_into_valid_promql() {
                 promql_parser::parser::value::ValueType::Vector,
                 "{query}"
             );
-            all.push((query, Kind::Value));
+            all.push(Member::plain(query, Kind::Value));
         }
     }
-    let combined = combined_query(&all);
+    let combined = combined(&all);
     if let Err(e) = promql_parser::parser::parse(&combined) {
         panic!("{e}: {combined}");
     }
@@ -94,12 +104,12 @@ fn an_answer_is_split_by_member_and_a_missing_series_is_no_data() {
         {"metric":{"shiftgate_batch_query":"2","le":"+Inf"},"value":[1,"7"]},
         {"metric":{"shiftgate_batch_query":"0"},"value":[1,"0.5"]},
         {"metric":{"shiftgate_batch_query":"2","le":"100"},"value":[1,"5"]}]}}"#;
-    let Split::PerMember(bodies) = split(&http(body), &members(), "http://p") else {
+    let Split::PerMember(bodies) = split_members(&http(body), &members()) else {
         panic!("not split");
     };
     let read = |i: usize| {
-        let (query, kind) = &members()[i];
-        kind.interpret()(200, &bodies[i], query, "http://p")
+        let member = &members()[i];
+        member.kind.interpret()(200, &bodies[i], &member.query, "http://p")
     };
     assert_eq!(read(0), Sample::value(0.5));
     assert_eq!(
@@ -123,21 +133,21 @@ fn refused_batches_are_rerun_and_outages_are_shared() {
         status: 422,
         body: bad.as_bytes().to_vec(),
     };
-    assert_eq!(split(&refused, &members(), "http://p"), Split::Rerun);
+    assert_eq!(split_members(&refused, &members()), Split::Rerun);
     let warned =
         r#"{"status":"success","warnings":["w"],"data":{"resultType":"vector","result":[]}}"#;
-    assert_eq!(split(&http(warned), &members(), "http://p"), Split::Rerun);
+    assert_eq!(split_members(&http(warned), &members()), Split::Rerun);
     let stranger = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"shiftgate_batch_query":"9"},"value":[1,"1"]}]}}"#;
-    assert_eq!(split(&http(stranger), &members(), "http://p"), Split::Rerun);
+    assert_eq!(split_members(&http(stranger), &members()), Split::Rerun);
     assert_eq!(
-        split(&RawAnswer::TimedOut, &members(), "http://p"),
+        split_members(&RawAnswer::TimedOut, &members()),
         Split::Shared
     );
     let down = RawAnswer::Http {
         status: 503,
         body: b"upstream down".to_vec(),
     };
-    assert_eq!(split(&down, &members(), "http://p"), Split::Shared);
+    assert_eq!(split_members(&down, &members()), Split::Shared);
 }
 
 /// A connection (never used to send: the address is a discard port).
@@ -240,18 +250,18 @@ fn instants_over_a_second_of_arrivals_are_at_most_one_per_spacing() {
 fn a_full_batch_stays_until_its_instant_and_newcomers_open_another() {
     let batcher = Batcher::new(DEFAULT_WINDOW);
     let key = (1, 1_000);
-    let many: Vec<(String, Kind)> = (0..MAX_QUERIES)
-        .map(|i| (format!("sum(q{i})"), Kind::Value))
+    let many: Vec<Member> = (0..MAX_QUERIES)
+        .map(|i| Member::plain(format!("sum(q{i})"), Kind::Value))
         .collect();
     let (first, sender) = batcher.enter(key, &many);
     assert!(sender.is_some(), "the first opens and sends");
-    let (second, sender) = batcher.enter(key, &[("sum(more)".to_owned(), Kind::Value)]);
+    let (second, sender) = batcher.enter(key, &[Member::plain("sum(more)", Kind::Value)]);
     assert!(
         sender.is_some(),
         "past the cap: a batch of its own, same instant"
     );
     assert!(!Arc::ptr_eq(&first, &second));
-    let (third, sender) = batcher.enter(key, &[("sum(yet)".to_owned(), Kind::Value)]);
+    let (third, sender) = batcher.enter(key, &[Member::plain("sum(yet)", Kind::Value)]);
     assert!(
         sender.is_none() && Arc::ptr_eq(&second, &third),
         "joins the open one"
@@ -274,4 +284,103 @@ fn only_evaluations_with_a_built_in_template_or_request_count_take_an_instant() 
     assert!(may_batch(&spec(template, requests)));
     assert!(may_batch(&spec(custom, "")), "the canary's request count");
     assert!(!may_batch(&spec(custom, requests)));
+}
+
+#[test]
+fn every_builtins_grouped_query_is_valid_promql_keeping_the_target_labels() {
+    use crate::metrics::builtin::{Matcher, BUILTINS};
+    use crate::metrics::template::Template;
+    use crate::metrics::variables::Variables;
+    let policy = crate::metrics::PolicyRef {
+        namespace: "shop".to_owned(),
+        name: "checkout".to_owned(),
+    };
+    let spec: crate::policy::RolloutSpec = serde_yaml_ng::from_str(
+        "revision: v2\nrouter: {istio: {virtualService: a, stable: {host: a}, canary: {host: b}}}\nsteps: [0, 100]\nanalysis: {interval: 30s, metrics: []}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let vars = Variables::new(&policy, &spec);
+    let matcher = vec![Matcher {
+        label: "version".to_owned(),
+        variable: "target.subset".to_owned(),
+    }];
+    for builtin in BUILTINS {
+        let targets = builtin.family.target_matchers(&matcher);
+        let labels: Vec<String> = targets.iter().map(|m| m.label.clone()).collect();
+        let q =
+            builtin.grouped_queries(&labels.join(", "), &builtin.family.group_selector(&matcher));
+        for text in [&q.value, &q.requests, &q.errors]
+            .into_iter()
+            .chain(&q.buckets)
+        {
+            let shape = Template::parse(builtin.name, text)
+                .and_then(|t| t.render(&vars))
+                .unwrap_or_else(|e| panic!("{e}"));
+            // The first label's values need escaping; the others are `v0`, `v1`.
+            let member = |first: &str, side: usize| {
+                let values: Vec<String> = (0..labels.len())
+                    .map(|k| match k {
+                        0 => first.to_owned(),
+                        _ => format!("v{side}"),
+                    })
+                    .collect();
+                Member {
+                    query: format!("{shape}{values:?}"),
+                    kind: Kind::Value,
+                    grouping: Grouping::new(shape.clone(), labels.clone(), values),
+                }
+            };
+            let members = [member("a.shop", 0), member("b\"x", 1)];
+            let planned = grouping::plan(&members);
+            assert_eq!(planned.len(), 1, "{text}");
+            let parsed = promql_parser::parser::parse(&planned[0].query)
+                .unwrap_or_else(|e| panic!("{e}: {}", planned[0].query));
+            assert_eq!(
+                parsed.value_type(),
+                promql_parser::parser::value::ValueType::Vector,
+                "{}",
+                planned[0].query
+            );
+            assert!(!planned[0].query.contains("<<"), "{}", planned[0].query);
+            assert!(
+                planned[0].query.contains(r#"=~"a\\.shop|b\"x""#),
+                "{}",
+                planned[0].query
+            );
+            if let Err(e) = promql_parser::parser::parse(&combined(&members)) {
+                panic!("{e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn grouped_members_count_once_against_the_cap() {
+    let batcher = Batcher::new(DEFAULT_WINDOW);
+    let key = (1, 1_000);
+    let grouped = |i: usize| Member {
+        query: format!("sum(q{{svc=\"s{i}\"}})"),
+        kind: Kind::Value,
+        grouping: Grouping::new(
+            r#"sum by (svc) (q{svc=~"<<shiftgate group 0>>"})"#.to_owned(),
+            vec!["svc".to_owned()],
+            vec![format!("s{i}")],
+        ),
+    };
+    let many: Vec<Member> = (0..MAX_QUERIES * 4).map(grouped).collect();
+    let (first, sender) = batcher.enter(key, &many);
+    assert!(sender.is_some());
+    let (second, sender) = batcher.enter(key, &[grouped(MAX_QUERIES * 4)]);
+    assert!(
+        sender.is_none() && Arc::ptr_eq(&first, &second),
+        "one grouped query, far under the cap"
+    );
+    let more: Vec<Member> = (0..MAX_MEMBERS)
+        .map(|i| grouped(i + MAX_QUERIES * 8))
+        .collect();
+    let (third, sender) = batcher.enter(key, &more);
+    assert!(
+        sender.is_some() && !Arc::ptr_eq(&first, &third),
+        "past the member cap: a batch of its own"
+    );
 }

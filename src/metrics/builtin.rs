@@ -119,19 +119,54 @@ impl Family {
     /// destination sidecar's reports for `destination_service`; Envoy: the cluster),
     /// then `matchers`.
     pub fn selector(self, matchers: &[Matcher]) -> String {
-        let own = match self {
-            Family::Istio => {
-                Some(r#"reporter="destination",destination_service="{{ target.host }}""#)
-            }
-            Family::Envoy => Some(r#"envoy_cluster_name="{{ target.cluster }}""#),
-            Family::Nginx | Family::App => None,
+        let fixed = match self {
+            Family::Istio => Some(r#"reporter="destination""#),
+            Family::Envoy | Family::Nginx | Family::App => None,
         };
-        own.map(str::to_owned)
+        fixed
+            .map(str::to_owned)
             .into_iter()
             .chain(
-                matchers
+                self.target_matchers(matchers)
                     .iter()
                     .map(|m| format!(r#"{}="{{{{ {} }}}}""#, m.label, m.variable)),
+            )
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every matcher that tells one target from another, in selector order: the
+    /// family's own (Istio: `destination_service`, Envoy: the cluster), then `matchers`.
+    pub fn target_matchers(self, matchers: &[Matcher]) -> Vec<Matcher> {
+        let own = match self {
+            Family::Istio => Some(("destination_service", "target.host")),
+            Family::Envoy => Some(("envoy_cluster_name", "target.cluster")),
+            Family::Nginx | Family::App => None,
+        };
+        own.map(|(label, variable)| Matcher {
+            label: label.to_owned(),
+            variable: variable.to_owned(),
+        })
+        .into_iter()
+        .chain(matchers.iter().cloned())
+        .collect()
+    }
+
+    /// The selector of a group of targets: [`Family::selector`] with each target
+    /// matcher `i` written `label=~"<group_marker(i)>"`, the marker to be replaced by the
+    /// group's values (`metrics::grouping`).
+    pub fn group_selector(self, matchers: &[Matcher]) -> String {
+        let fixed = match self {
+            Family::Istio => Some(r#"reporter="destination""#.to_owned()),
+            Family::Envoy | Family::Nginx | Family::App => None,
+        };
+        fixed
+            .into_iter()
+            .chain(
+                self.target_matchers(matchers)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| format!(r#"{}=~"{}""#, m.label, group_marker(i))),
             )
             .collect::<Vec<_>>()
             .join(",")
@@ -231,6 +266,58 @@ impl Builtin {
             ),
         }
     }
+
+    /// The queries of [`Builtin::queries_with_selector`] for a group of targets at once
+    /// (`metrics::grouping`): `selector` selects them all ([`Family::group_selector`]),
+    /// every `sum` keeps the labels `by` (the target matchers' labels, comma-separated),
+    /// so each target's numbers are the series with its values; `or vector(0)`, which
+    /// would give the whole group one 0, becomes `or 0 * <the target's request total>`,
+    /// which gives a 0 to each target that served requests, as the query alone does.
+    pub fn grouped_queries(&self, by: &str, selector: &str) -> BuiltinQueries {
+        let family = self.family;
+        let total = family.total(selector);
+        let failed = family.failed(selector);
+        const W: &str = "[{{ interval }}]";
+        let sum = |f: &str, series: &str| format!("sum by ({by}) ({f}({series}{W}))");
+        let zero_where_served = |f: &str| format!("0 * {}", sum(f, &total));
+        let value = match self.measure {
+            Measure::RequestRate => sum("rate", &total),
+            Measure::ErrorRate => format!(
+                "({} or {}) / {}",
+                sum("rate", &failed),
+                zero_where_served("rate"),
+                sum("rate", &total)
+            ),
+            Measure::Latency(quantile) => format!(
+                "{}histogram_quantile({quantile}, sum by (le, {by}) (rate({}{W})))",
+                family.to_milliseconds(),
+                family.duration_buckets(selector)
+            ),
+        };
+        let buckets = match self.measure {
+            Measure::Latency(_) => Some(format!(
+                "sum by (le, {by}) (increase({}{W}))",
+                family.duration_buckets(selector)
+            )),
+            Measure::RequestRate | Measure::ErrorRate => None,
+        };
+        BuiltinQueries {
+            buckets,
+            value,
+            requests: sum("increase", &total),
+            errors: format!(
+                "({} or {}) and {}",
+                sum("increase", &failed),
+                zero_where_served("increase"),
+                sum("increase", &total)
+            ),
+        }
+    }
+}
+
+/// Where a group's values for its target matcher `i` go in a grouped query.
+pub fn group_marker(i: usize) -> String {
+    format!("<<shiftgate group {i}>>")
 }
 
 #[cfg(test)]

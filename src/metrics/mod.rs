@@ -6,6 +6,7 @@ mod batch_plan;
 pub mod builtin;
 pub mod escape;
 pub mod freshness;
+pub mod grouping;
 pub mod histogram;
 pub mod matchers;
 pub mod prometheus;

@@ -14,7 +14,7 @@ use futures::stream::{self, StreamExt};
 use serde::Deserialize;
 
 use super::auth::{self, AuthError, CaBundle, Credentials};
-use super::batch::{Batcher, Kind};
+use super::batch::{Batcher, Kind, Member};
 use super::escape;
 use super::providers::{self, AccessError, PrometheusAccess, Target};
 use super::queries::{assemble, counts_range, PolicyQueries};
@@ -347,10 +347,15 @@ impl MetricSource for PrometheusSource {
                         Kind::Value
                     }
                 };
-                let together: Vec<(String, Kind)> = together
-                    .into_iter()
-                    .map(|q| (q.clone(), kind(&q)))
-                    .collect();
+                let mut members: Vec<Member> = Vec::with_capacity(together.len());
+                for query in together {
+                    members.push(Member {
+                        kind: kind(&query),
+                        grouping: queries.grouping(&query).cloned(),
+                        query,
+                    });
+                }
+                let together = members;
                 let batched = async {
                     match &self.batcher {
                         Some(batcher) if !together.is_empty() => {

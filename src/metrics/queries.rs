@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 
-use super::builtin;
+use super::builtin::{self, Matcher};
+use super::grouping::Grouping;
 use super::matchers::{matchers, request_family};
 use super::template::Template;
 use super::variables::{Side, Variables};
@@ -47,6 +48,9 @@ pub struct MetricQueries {
 pub struct PolicyQueries {
     pub metrics: Vec<MetricQueries>,
     pub canary_requests: SideQueries,
+    /// The built-in queries that a batch may ask together with other targets' (by
+    /// query; [`super::grouping`]).
+    pub groupings: Vec<(String, Grouping)>,
 }
 
 impl PolicyQueries {
@@ -67,23 +71,32 @@ impl PolicyQueries {
         if let Some(range) = counts_range {
             counting.interval = range.to_owned();
         }
-        let metrics = spec
-            .analysis
-            .metrics
-            .iter()
-            .map(|metric| MetricQueries {
+        let mut groupings = Vec::new();
+        let mut metrics = Vec::with_capacity(spec.analysis.metrics.len());
+        for metric in &spec.analysis.metrics {
+            let mut side =
+                |side| metric_queries(metric, &variables, &counting, side, &mut groupings);
+            let canary = side(Side::Canary);
+            let stable = metric.compare.as_ref().map(|_| side(Side::Stable));
+            metrics.push(MetricQueries {
                 name: metric.name.clone(),
-                canary: metric_queries(metric, &variables, &counting, Side::Canary),
-                stable: metric
-                    .compare
-                    .as_ref()
-                    .map(|_| metric_queries(metric, &variables, &counting, Side::Stable)),
-            })
-            .collect();
+                canary,
+                stable,
+            });
+        }
         PolicyQueries {
             metrics,
-            canary_requests: request_count(spec, &variables),
+            canary_requests: request_count(spec, &variables, &mut groupings),
+            groupings,
         }
+    }
+
+    /// How `query` may be asked together with other targets' ([`super::grouping`]).
+    pub fn grouping(&self, query: &str) -> Option<&Grouping> {
+        self.groupings
+            .iter()
+            .find(|(q, _)| q == query)
+            .map(|(_, g)| g)
     }
 
     /// Every distinct histogram query (one series per `le`), each once.
@@ -219,6 +232,7 @@ fn metric_queries(
     variables: &Variables,
     counting: &Variables,
     side: Side,
+    groupings: &mut Vec<(String, Grouping)>,
 ) -> SideQueries {
     let variables = variables.with_side(side);
     // Counts over the judge's range only for a metric judged sequentially; others keep
@@ -231,7 +245,7 @@ fn metric_queries(
     let sequential = metric.sequential().is_some();
     let result = match (&metric.template, &metric.query) {
         (Some(template), None) => {
-            builtin_queries(name, template, &variables, &counting, sequential)
+            builtin_queries(name, template, &variables, &counting, sequential, groupings)
         }
         (None, Some(query)) => raw_queries(metric, query, &variables, &counting),
         (Some(_), Some(_)) => Err(format!(
@@ -250,6 +264,7 @@ fn builtin_queries(
     variables: &Variables,
     counting: &Variables,
     sequential: bool,
+    groupings: &mut Vec<(String, Grouping)>,
 ) -> Result<SideQueries, String> {
     let builtin = builtin::lookup(template).ok_or_else(|| {
         let known: Vec<&str> = builtin::BUILTINS.iter().map(|b| b.name).collect();
@@ -265,13 +280,86 @@ fn builtin_queries(
         (Some(b), true) => Some(render(metric, b, counting)?),
         _ => None,
     };
-    Ok(SideQueries::Ready {
+    let ready = SideQueries::Ready {
         value: render(metric, &queries.value, variables)?,
         requests: Some(render(metric, &queries.requests, counting)?),
         errors: Some(render(metric, &queries.errors, counting)?),
         buckets,
         judged_on_counts: sequential,
-    })
+    };
+    if let (
+        SideQueries::Ready {
+            value,
+            requests,
+            errors,
+            buckets,
+            ..
+        },
+        Some(group),
+    ) = (&ready, Group::of(builtin, &matchers, variables))
+    {
+        let grouped = &group.queries;
+        group.add(groupings, value, &grouped.value, variables);
+        for (lone, text) in [(requests, &grouped.requests), (errors, &grouped.errors)] {
+            if let Some(lone) = lone {
+                group.add(groupings, lone, text, counting);
+            }
+        }
+        if let (Some(lone), Some(text)) = (buckets, &grouped.buckets) {
+            group.add(groupings, lone, text, counting);
+        }
+    }
+    Ok(ready)
+}
+
+/// The grouped forms of one built-in for one target ([`super::grouping`]).
+struct Group {
+    queries: builtin::BuiltinQueries,
+    labels: Vec<String>,
+    values: Vec<String>,
+}
+
+impl Group {
+    /// `None` when the built-in has no target label (every target asks the same query)
+    /// or a value is missing.
+    fn of(builtin: builtin::Builtin, matchers: &[Matcher], variables: &Variables) -> Option<Group> {
+        let targets = builtin.family.target_matchers(matchers);
+        if targets.is_empty() {
+            return None;
+        }
+        let labels: Vec<String> = targets.iter().map(|m| m.label.clone()).collect();
+        let values = targets
+            .iter()
+            .map(|m| variables.lookup(&m.variable).ok())
+            .collect::<Option<Vec<String>>>()?;
+        let queries =
+            builtin.grouped_queries(&labels.join(", "), &builtin.family.group_selector(matchers));
+        Some(Group {
+            queries,
+            labels,
+            values,
+        })
+    }
+
+    /// Notes how `lone` (rendered from a built-in's template with `variables`) may be
+    /// grouped: the grouped `text`, rendered with the same variables.
+    fn add(
+        &self,
+        groupings: &mut Vec<(String, Grouping)>,
+        lone: &str,
+        text: &str,
+        variables: &Variables,
+    ) {
+        if groupings.iter().any(|(q, _)| q == lone) {
+            return;
+        }
+        let Ok(shape) = render("grouped", text, variables) else {
+            return;
+        };
+        if let Some(grouping) = Grouping::new(shape, self.labels.clone(), self.values.clone()) {
+            groupings.push((lone.to_owned(), grouping));
+        }
+    }
 }
 
 fn raw_queries(
@@ -313,7 +401,11 @@ fn raw_queries(
 
 /// The canary's request count: `spec.analysis.requests` when set, else the requests
 /// query of [`request_family`].
-fn request_count(spec: &RolloutSpec, variables: &Variables) -> SideQueries {
+fn request_count(
+    spec: &RolloutSpec,
+    variables: &Variables,
+    groupings: &mut Vec<(String, Grouping)>,
+) -> SideQueries {
     let variables = variables.with_side(Side::Canary);
     let ready = |value| SideQueries::Ready {
         value,
@@ -333,11 +425,16 @@ fn request_count(spec: &RolloutSpec, variables: &Variables) -> SideQueries {
     let Some(request_rate) = request_rate else {
         return SideQueries::Failed("no request-count query for the router".to_owned());
     };
-    let queries = match matchers(family, &variables) {
-        Ok(matchers) => request_rate.queries(&matchers),
+    let matchers = match matchers(family, &variables) {
+        Ok(matchers) => matchers,
         Err(why) => return SideQueries::Failed(format!("canary requests: {why}")),
     };
-    render("canary requests", &queries.requests, &variables).map_or_else(SideQueries::Failed, ready)
+    let queries = request_rate.queries(&matchers);
+    let rendered = render("canary requests", &queries.requests, &variables);
+    if let (Ok(lone), Some(group)) = (&rendered, Group::of(*request_rate, &matchers, &variables)) {
+        group.add(groupings, lone, &group.queries.requests, &variables);
+    }
+    rendered.map_or_else(SideQueries::Failed, ready)
 }
 
 /// The raw samples of the canary's request counter over the last

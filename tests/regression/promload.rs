@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::batch::{due_together, rollout};
+use super::support::batch_answer::members;
 use axum::routing::post;
 use serde_json::{json, Value};
 use shiftgate::analysis::sample::Sample;
@@ -21,8 +22,6 @@ use shiftgate::metrics::MetricSource;
 /// also builds, and fails, on the code before it).
 const SPACING_MS: i64 = 100;
 
-const MARK: &str = "\"shiftgate_batch_query\", \"";
-
 /// Answers every member of a batch (or a query alone) with 1, and counts HTTP queries.
 async fn stand_in() -> (String, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
     let queries = Arc::new(AtomicU64::new(0));
@@ -34,19 +33,15 @@ async fn stand_in() -> (String, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
             async move {
                 counted.fetch_add(1, Ordering::SeqCst);
                 let query = form.get("query").cloned().unwrap_or_default();
-                let one = |metric: Value| json!({ "metric": metric, "value": [1.0, "1"] });
-                let result: Vec<Value> = if query.contains(MARK) {
-                    query
-                        .split(MARK)
-                        .skip(1)
-                        .map(|rest| {
-                            let i: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                            one(json!({ "shiftgate_batch_query": i }))
-                        })
-                        .collect()
-                } else {
-                    vec![one(json!({}))]
-                };
+                // Every member, and every target of a grouped one, answers 1.
+                let result: Vec<Value> = members(&query)
+                    .iter()
+                    .flat_map(|asked| {
+                        asked.targets.iter().map(
+                            |target| json!({ "metric": asked.labels(target), "value": [1.0, "1"] }),
+                        )
+                    })
+                    .collect();
                 json!({ "status": "success", "data": { "resultType": "vector", "result": result } })
                     .to_string()
             }

@@ -2,6 +2,7 @@
 // Each test file uses only some of the helpers.
 #![allow(dead_code)]
 
+pub mod batch_answer;
 pub mod chromium;
 pub mod command_world;
 pub mod demo_process;

@@ -18,8 +18,10 @@ pub struct PrometheusStandIn {
     pub address: String,
     notes: Arc<Mutex<Vec<(Instant, u32)>>>,
     sent: Arc<AtomicU64>,
-    /// Of `sent`, the raw range selectors that learn a rollout's scrape phase (asked
-    /// once per rollout, then rarely; never batched).
+    /// Of `sent`, the queries that learn scrape phases: the raw range selectors and the
+    /// `timestamp(…)` batches of the rollouts' newest samples (never metric batches; this
+    /// stand-in's instant answers never tell a period, so they are asked again every
+    /// `JOIN_WAIT`).
     phase: Arc<AtomicU64>,
 }
 
@@ -46,7 +48,9 @@ impl PrometheusStandIn {
                         async move {
                             counted.fetch_add(1, Ordering::Relaxed);
                             let query = form.get("query").map_or("", String::as_str);
-                            if !query.contains('(') {
+                            // The raw range selector, or the `timestamp(…)` batch of
+                            // the rollouts' newest samples: both learn scrape phases.
+                            if !query.contains('(') || query.contains("timestamp(") {
                                 phased.fetch_add(1, Ordering::Relaxed);
                             }
                             let (result, apps) = answer(query);

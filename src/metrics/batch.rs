@@ -148,8 +148,8 @@ struct Members {
     queries: Vec<Member>,
     /// The queries already in `queries` (several rollouts may ask the same one).
     seen: HashSet<String>,
-    /// The grouped shapes already in `queries`.
-    shapes: HashSet<(String, Kind)>,
+    /// The grouped shapes already in `queries` (a shape's text tells its kind).
+    shapes: HashSet<String>,
     /// How many queries `queries` will be sent as ([`grouping::plan`]).
     planned: usize,
     /// Taken by the sender: no member may join any more.
@@ -160,14 +160,11 @@ impl Pending {
     /// Adds `queries` unless the batch is closed or they would overfill it.
     fn join(&self, queries: &[Member]) -> bool {
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut new_shapes: HashSet<(&str, Kind)> = HashSet::new();
+        let mut new_shapes: HashSet<&str> = HashSet::new();
         let more = queries
             .iter()
             .filter(|q| match &q.grouping {
-                Some(g) => {
-                    let shape = (g.shape.as_str(), q.kind);
-                    !members.shapes.contains(&(g.shape.clone(), q.kind)) && new_shapes.insert(shape)
-                }
+                Some(g) => !members.shapes.contains(&g.shape) && new_shapes.insert(&g.shape),
                 None => true,
             })
             .count();
@@ -180,7 +177,8 @@ impl Pending {
         for query in queries {
             if members.seen.insert(query.query.clone()) {
                 let new_shape = match &query.grouping {
-                    Some(g) => members.shapes.insert((g.shape.clone(), query.kind)),
+                    Some(g) if members.shapes.contains(&g.shape) => false,
+                    Some(g) => members.shapes.insert(g.shape.clone()),
                     None => true,
                 };
                 members.planned += usize::from(new_shape);

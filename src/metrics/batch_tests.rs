@@ -306,7 +306,7 @@ fn every_builtins_grouped_query_is_valid_promql_keeping_the_target_labels() {
     }];
     for builtin in BUILTINS {
         let targets = builtin.family.target_matchers(&matcher);
-        let labels: Vec<String> = targets.iter().map(|m| m.label.clone()).collect();
+        let labels: std::sync::Arc<[String]> = targets.iter().map(|m| m.label.clone()).collect();
         let q =
             builtin.grouped_queries(&labels.join(", "), &builtin.family.group_selector(&matcher));
         for text in [&q.value, &q.requests, &q.errors]
@@ -363,7 +363,7 @@ fn grouped_members_count_once_against_the_cap() {
         kind: Kind::Value,
         grouping: Grouping::new(
             r#"sum by (svc) (q{svc=~"<<shiftgate group 0>>"})"#.to_owned(),
-            vec!["svc".to_owned()],
+            std::sync::Arc::from(["svc".to_owned()]),
             vec![format!("s{i}")],
         ),
     };

@@ -17,6 +17,7 @@
 //! without the label, which a regex alternative would not say the same way).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -29,8 +30,8 @@ use super::escape::{self, Context};
 pub struct Grouping {
     /// The grouped query, with a marker per target label ([`group_marker`]).
     pub shape: String,
-    /// The target labels, in marker order.
-    pub labels: Vec<String>,
+    /// The target labels, in marker order (shared by every query of one target).
+    pub labels: Arc<[String]>,
     /// This target's value of each label, in the same order.
     pub values: Vec<String>,
 }
@@ -38,7 +39,7 @@ pub struct Grouping {
 impl Grouping {
     /// A grouping of one target, unless a value is empty or a label is one the grouped
     /// query needs for itself.
-    pub fn new(shape: String, labels: Vec<String>, values: Vec<String>) -> Option<Grouping> {
+    pub fn new(shape: String, labels: Arc<[String]>, values: Vec<String>) -> Option<Grouping> {
         let reserved = |l: &String| l == "le" || l == super::batch::BATCH_LABEL;
         let usable = !labels.is_empty()
             && labels.len() == values.len()
@@ -59,7 +60,7 @@ pub(crate) enum Route {
     One(usize),
     /// A grouped query: each answered series is the member with its label values.
     Group {
-        labels: Vec<String>,
+        labels: Arc<[String]>,
         members: HashMap<Vec<String>, usize>,
     },
 }
@@ -147,7 +148,7 @@ fn grouped(members: &[Member], group: &[usize]) -> Option<Planned> {
         query,
         kind: members[group[0]].kind,
         route: Route::Group {
-            labels: first.labels.clone(),
+            labels: Arc::clone(&first.labels),
             members: members_by_values,
         },
     })
@@ -206,7 +207,7 @@ mod tests {
             grouping: shape.and_then(|(shape, values)| {
                 Grouping::new(
                     shape.to_owned(),
-                    vec!["svc".to_owned(), "ver".to_owned()],
+                    Arc::from(["svc".to_owned(), "ver".to_owned()]),
                     values.iter().map(|v| (*v).to_owned()).collect(),
                 )
             }),
@@ -248,9 +249,10 @@ mod tests {
 
     #[test]
     fn an_empty_value_or_a_reserved_label_is_never_grouped() {
-        assert!(Grouping::new("s".into(), vec!["svc".into()], vec![String::new()]).is_none());
-        assert!(Grouping::new("s".into(), vec!["le".into()], vec!["a".into()]).is_none());
-        assert!(Grouping::new("s".into(), vec![], vec![]).is_none());
+        let labels = |l: &[&str]| l.iter().map(|l| (*l).to_owned()).collect::<Arc<[String]>>();
+        assert!(Grouping::new("s".into(), labels(&["svc"]), vec![String::new()]).is_none());
+        assert!(Grouping::new("s".into(), labels(&["le"]), vec!["a".into()]).is_none());
+        assert!(Grouping::new("s".into(), labels(&[]), vec![]).is_none());
     }
 
     #[test]

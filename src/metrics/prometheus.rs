@@ -326,7 +326,7 @@ impl MetricSource for PrometheusSource {
             (None, _) => at,
         };
         let range = counts_since.map(|since| counts_range(since, at));
-        let queries = PolicyQueries::plan_counting(policy, spec, range.as_deref());
+        let mut queries = PolicyQueries::plan_counting(policy, spec, range.as_deref());
         let answers: HashMap<String, Sample> = match connection {
             Ok(connection) => {
                 let histograms = queries.distinct_histograms();
@@ -347,11 +347,16 @@ impl MetricSource for PrometheusSource {
                         Kind::Value
                     }
                 };
+                let mut groupings = std::mem::take(&mut queries.groupings);
                 let mut members: Vec<Member> = Vec::with_capacity(together.len());
                 for query in together {
+                    let grouping = groupings
+                        .iter()
+                        .position(|(q, _)| *q == query)
+                        .map(|i| groupings.swap_remove(i).1);
                     members.push(Member {
                         kind: kind(&query),
-                        grouping: queries.grouping(&query).cloned(),
+                        grouping,
                         query,
                     });
                 }

@@ -8,6 +8,7 @@
 //! `{{ interval }}` is that range.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::builtin::{self, Matcher};
 use super::grouping::Grouping;
@@ -89,14 +90,6 @@ impl PolicyQueries {
             canary_requests: request_count(spec, &variables, &mut groupings),
             groupings,
         }
-    }
-
-    /// How `query` may be asked together with other targets' ([`super::grouping`]).
-    pub fn grouping(&self, query: &str) -> Option<&Grouping> {
-        self.groupings
-            .iter()
-            .find(|(q, _)| q == query)
-            .map(|(_, g)| g)
     }
 
     /// Every distinct histogram query (one series per `le`), each once.
@@ -315,7 +308,7 @@ fn builtin_queries(
 /// The grouped forms of one built-in for one target ([`super::grouping`]).
 struct Group {
     queries: builtin::BuiltinQueries,
-    labels: Vec<String>,
+    labels: Arc<[String]>,
     values: Vec<String>,
 }
 
@@ -327,7 +320,7 @@ impl Group {
         if targets.is_empty() {
             return None;
         }
-        let labels: Vec<String> = targets.iter().map(|m| m.label.clone()).collect();
+        let labels: Arc<[String]> = targets.iter().map(|m| m.label.clone()).collect();
         let values = targets
             .iter()
             .map(|m| variables.lookup(&m.variable).ok())
@@ -342,7 +335,8 @@ impl Group {
     }
 
     /// Notes how `lone` (rendered from a built-in's template with `variables`) may be
-    /// grouped: the grouped `text`, rendered with the same variables.
+    /// grouped: the grouped `text` with the same window. (Its only variable is
+    /// `{{ interval }}`, substituted as the template does in that place: a bare duration.)
     fn add(
         &self,
         groupings: &mut Vec<(String, Grouping)>,
@@ -353,10 +347,12 @@ impl Group {
         if groupings.iter().any(|(q, _)| q == lone) {
             return;
         }
-        let Ok(shape) = render("grouped", text, variables) else {
+        let Ok(interval) = super::escape::bare_token(&variables.interval) else {
             return;
         };
-        if let Some(grouping) = Grouping::new(shape, self.labels.clone(), self.values.clone()) {
+        let shape = text.replace("{{ interval }}", interval);
+        if let Some(grouping) = Grouping::new(shape, Arc::clone(&self.labels), self.values.clone())
+        {
             groupings.push((lone.to_owned(), grouping));
         }
     }
@@ -500,6 +496,37 @@ mod tests {
             value,
             r#"sum(increase(istio_requests_total{reporter="destination",destination_service="checkout.stage.svc.cluster.local"}[30s]))"#
         );
+    }
+
+    #[test]
+    fn built_in_queries_note_their_grouped_form_and_custom_ones_do_not() {
+        let plan = PolicyQueries::plan(
+            &policy(),
+            &spec(
+                ISTIO_HOSTS,
+                "[{name: e, template: istio-error-rate, max: 0.01}, {name: c, query: 'sum(x)', max: 1}]",
+            ),
+        );
+        // Value, requests and errors; the canary request count is the same requests query.
+        assert_eq!(plan.groupings.len(), 3, "{:?}", plan.groupings);
+        let SideQueries::Ready { value, .. } = &plan.metrics[0].canary else {
+            panic!("{plan:?}");
+        };
+        let (_, grouping) = plan
+            .groupings
+            .iter()
+            .find(|(q, _)| q == value)
+            .unwrap_or_else(|| panic!("{plan:?}"));
+        assert_eq!(
+            grouping.shape,
+            r#"(sum by (destination_service) (rate(istio_requests_total{reporter="destination",destination_service=~"<<shiftgate group 0>>",response_code=~"5.."}[30s])) or 0 * sum by (destination_service) (rate(istio_requests_total{reporter="destination",destination_service=~"<<shiftgate group 0>>"}[30s]))) / sum by (destination_service) (rate(istio_requests_total{reporter="destination",destination_service=~"<<shiftgate group 0>>"}[30s]))"#
+        );
+        assert_eq!(&*grouping.labels, ["destination_service".to_owned()]);
+        assert_eq!(
+            grouping.values,
+            ["checkout.stage.svc.cluster.local".to_owned()]
+        );
+        assert!(plan.groupings.iter().all(|(q, _)| q != "sum(x)"));
     }
 
     #[test]

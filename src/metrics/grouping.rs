@@ -37,13 +37,18 @@ pub struct Grouping {
 }
 
 impl Grouping {
-    /// A grouping of one target, unless a value is empty or a label is one the grouped
-    /// query needs for itself.
+    /// A grouping of one target, unless a value is empty, a label is one the grouped
+    /// query needs for itself, or a label comes twice (`targetLabels` naming the
+    /// family's own label: its series could not be told apart).
     pub fn new(shape: String, labels: Arc<[String]>, values: Vec<String>) -> Option<Grouping> {
         let reserved = |l: &String| l == "le" || l == super::batch::BATCH_LABEL;
         let usable = !labels.is_empty()
             && labels.len() == values.len()
             && !labels.iter().any(reserved)
+            && labels
+                .iter()
+                .enumerate()
+                .all(|(i, l)| !labels[..i].contains(l))
             && values.iter().all(|v| !v.is_empty());
         usable.then_some(Grouping {
             shape,
@@ -248,11 +253,13 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_value_or_a_reserved_label_is_never_grouped() {
+    fn an_empty_value_a_reserved_label_or_a_label_twice_is_never_grouped() {
         let labels = |l: &[&str]| l.iter().map(|l| (*l).to_owned()).collect::<Arc<[String]>>();
         assert!(Grouping::new("s".into(), labels(&["svc"]), vec![String::new()]).is_none());
         assert!(Grouping::new("s".into(), labels(&["le"]), vec!["a".into()]).is_none());
         assert!(Grouping::new("s".into(), labels(&[]), vec![]).is_none());
+        let twice = labels(&["svc", "svc"]);
+        assert!(Grouping::new("s".into(), twice, vec!["a".into(), "a".into()]).is_none());
     }
 
     #[test]

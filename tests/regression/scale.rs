@@ -376,3 +376,70 @@ async fn a_deleted_policys_destination_rule_selection_was_kept_forever() {
     }
     daemon.abort();
 }
+
+/// A policy deleted while the daemon's policy watch was down (an API server restart
+/// that outlasted its watch history) gets no `Delete` event: the watch lists again and
+/// the policy is just not in the list. The store dropped it, but nothing else did: its
+/// metric series stayed exported (a ghost rollout on every dashboard) and its
+/// DestinationRule selection, recent writes and fresh-data marks stayed in memory. The
+/// end of a re-list now forgets every policy it no longer has, as a `Delete` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_deleted_while_the_watch_was_down_was_never_forgotten() {
+    use shiftgate::testkit::apiserver::{Fault, FaultKind};
+    let source = Arc::new(NotesForgotten::default());
+    let (server, daemon) = start_daemon(
+        policy(json!([0, { "weight": 50, "hold": "10m" }, 100]), false),
+        source.clone(),
+    )
+    .await;
+    let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
+    let started = Instant::now();
+    while source.healthy.evaluations.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never evaluated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The policy watch ends and cannot come back while the policy is deleted...
+    const REFUSED: u32 = 1_000;
+    server.inject(Fault::new(
+        "GET",
+        "rolloutpolicies?",
+        FaultKind::DropConnection,
+        REFUSED,
+    ));
+    server.end_watches();
+    let started = Instant::now();
+    while server.faults_remaining() == REFUSED {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the policy watch never tried again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.delete_object(&rp, Some(NS), "checkout").unwrap();
+    // ...and its history is gone when it does: 410, so it lists again.
+    server.compact_history();
+    server.clear_faults();
+    let started = Instant::now();
+    loop {
+        let forgotten = source.forgotten.lock().unwrap().clone();
+        if !forgotten.is_empty() {
+            assert_eq!(
+                forgotten,
+                vec![PolicyRef {
+                    namespace: NS.to_owned(),
+                    name: "checkout".to_owned()
+                }]
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the policy deleted during the gap was never forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.abort();
+}

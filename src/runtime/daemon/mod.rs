@@ -53,6 +53,7 @@ use crate::store::{StateStore, StoreError};
 mod driver;
 mod guarded;
 mod policy;
+mod relisted;
 mod routers;
 mod watched;
 
@@ -301,6 +302,23 @@ impl Daemon {
         let stored = reader.clone();
         let recent = Arc::new(watched::RecentWrites::default());
         let seen = recent.clone();
+        let observed = recent.clone();
+        // What is kept per policy outside the store, dropped on a `Delete` or when a
+        // re-list no longer has the policy.
+        let forget = move |policy: &PolicyRef| {
+            seen.forget(policy);
+            forget_metrics.forget_policy(policy);
+            forget_fresh.forget(policy);
+            forget_source.forget(policy);
+        };
+        let relisting = relisted::Relisting::default();
+        let held = |store: &reflector::Store<RolloutPolicy>| {
+            store
+                .state()
+                .iter()
+                .filter_map(|p| policy_ref(p))
+                .collect::<Vec<_>>()
+        };
         let watched = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
         let policies = guarded::guard(watched, reader.clone(), invalid.clone())
             .reflect(writer)
@@ -311,22 +329,25 @@ impl Daemon {
                         .get(&reflector::ObjectRef::from_obj(policy))
                         .unwrap_or_else(|| Arc::new(policy.clone()));
                     indexed.apply(shared);
-                    seen.observed(policy);
+                    observed.observed(policy);
                 }
                 Ok(watcher::Event::Delete(policy)) => {
                     indexed.delete(policy);
                     if let Some(policy) = policy_ref(policy) {
-                        seen.forget(&policy);
-                        forget_metrics.forget_policy(&policy);
-                        forget_fresh.forget(&policy);
-                        forget_source.forget(&policy);
+                        forget(&policy);
                     }
                 }
+                // A list begins (the first, or a re-list after the watch could not
+                // resume); the store still holds the previous state until `InitDone`.
+                Ok(watcher::Event::Init) => relisting.begin(held(&stored)),
                 // The initial list is complete. (Read from the stream rather than with
                 // `Store::wait_until_ready`: its one-shot wakes only one of several
                 // waiters.)
                 Ok(watcher::Event::InitDone) => {
                     // The store holds exactly the listed objects now.
+                    for gone in relisting.end(held(&stored)) {
+                        forget(&gone);
+                    }
                     indexed.replace_all(stored.state());
                     synced.set_watches_synced();
                     let _ = listed_tx.send(true);

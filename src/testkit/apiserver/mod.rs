@@ -141,6 +141,8 @@ pub(crate) struct Shared {
     faults: Mutex<faults::FaultList>,
     requests: Mutex<Vec<RecordedRequest>>,
     options: ServerOptions,
+    /// Bumped to end every open watch ([`TestApiServer::end_watches`]).
+    watches_ended: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -336,6 +338,14 @@ impl TestApiServer {
         self.shared.store().versions_of(&path, name)
     }
 
+    /// Ends every open watch stream cleanly, as an API server restart does; the clients
+    /// watch again (from their last resourceVersion).
+    pub fn end_watches(&self) {
+        self.shared
+            .watches_ended
+            .send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Forgets the watch history: a watch from any earlier resourceVersion gets 410.
     pub fn compact_history(&self) {
         self.shared.store().compact();
@@ -438,6 +448,7 @@ fn new_shared(options: ServerOptions) -> Shared {
         faults: Mutex::new(faults::FaultList::default()),
         requests: Mutex::new(Vec::new()),
         options,
+        watches_ended: tokio::sync::watch::Sender::new(0),
     }
 }
 

@@ -70,6 +70,8 @@ struct WatchState {
     /// The resource's kind, for bookmarks (kube's client reads `kind` from them).
     kind: String,
     deadline: Option<tokio::time::Instant>,
+    /// Changes when the server ends every watch.
+    ended: tokio::sync::watch::Receiver<u64>,
     done: bool,
 }
 
@@ -111,6 +113,7 @@ pub fn watch_response(
         bookmark_every: shared.options.bookmark_interval,
         kind,
         deadline,
+        ended: shared.watches_ended.subscribe(),
         done: false,
     };
     let lines = stream::unfold(state, |mut state| async move {
@@ -163,6 +166,7 @@ impl WatchState {
                     return Some(self.bookmark(false));
                 }
                 _ = sleep_until_deadline(deadline) => return None,
+                _ = self.ended.changed() => return None,
             }
         }
     }

@@ -5,9 +5,12 @@
 
 use chrono::TimeZone;
 
+#[path = "freshness_batch.rs"]
+mod batch;
 #[path = "freshness_group.rs"]
 mod group;
-pub use group::{batch_query, Ask, PhaseGroup, DURATION_TAG, JOIN_WAIT, MEMBER_LABEL, RELEARN};
+pub use batch::{timestamp_batches, TimestampBatch, DURATION_TAG, MEMBER_LABEL};
+pub use group::{Ask, PhaseGroup, JOIN_WAIT, RELEARN};
 
 use crate::policy::Timestamp;
 

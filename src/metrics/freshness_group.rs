@@ -8,7 +8,8 @@
 //! credentials). The scrape *period* is the job's, so one raw-sample query per group
 //! learns it; the *offset* is each target's own (Prometheus spreads its targets over
 //! the period), so one instant query per group reads the newest sample's timestamp of
-//! every member's series at once (`timestamp(…)`, one series per member, tagged). A
+//! every member's series at once (`freshness_batch`: grouped by their labels, or one
+//! `timestamp(…)` series per member, tagged). A
 //! group costs two queries per [`RELEARN`], plus one when rollouts join it (at most
 //! one per [`JOIN_WAIT`]: a rollout that joins in between is unaligned until then).
 //! Pure: the answers come in.
@@ -125,37 +126,6 @@ impl PhaseGroup {
     }
 }
 
-/// The instant query that reads the newest sample's timestamp of every one of
-/// `members` (instant selectors), each series tagged with its member's index in
-/// [`MEMBER_LABEL`], and, when `durations` names scrape targets (`job`, `instance`
-/// matchers, already escaped), their longest `scrape_duration_seconds` over
-/// [`super::LEARN_RANGE`], tagged [`DURATION_TAG`].
-pub fn batch_query(members: &[String], durations: Option<&str>) -> String {
-    let tagged = |expression: String, tag: &str| {
-        format!(r#"label_replace({expression}, "{MEMBER_LABEL}", "{tag}", "", "")"#)
-    };
-    members
-        .iter()
-        .enumerate()
-        .map(|(index, selector)| tagged(format!("timestamp({selector})"), &index.to_string()))
-        .chain(durations.map(|targets| {
-            tagged(
-                format!(
-                    "max_over_time(scrape_duration_seconds{{{targets}}}[{}])",
-                    super::LEARN_RANGE
-                ),
-                DURATION_TAG,
-            )
-        }))
-        .collect::<Vec<_>>()
-        .join(" or ")
-}
-
-/// The label [`batch_query`] tags each series with.
-pub const MEMBER_LABEL: &str = "shiftgate_member";
-/// The tag of the scrape durations in [`batch_query`].
-pub const DURATION_TAG: &str = "scrape_duration";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,18 +224,6 @@ mod tests {
                 period: true,
                 members: vec!["new".to_owned()]
             }
-        );
-    }
-
-    #[test]
-    fn the_batch_query_tags_each_member_and_the_durations() {
-        let query = batch_query(
-            &["a{x=\"1\"}".to_owned(), "a{x=\"2\"}".to_owned()],
-            Some(r#"job="envoy",instance="127.0.0.1:9901""#),
-        );
-        assert_eq!(
-            query,
-            r#"label_replace(timestamp(a{x="1"}), "shiftgate_member", "0", "", "") or label_replace(timestamp(a{x="2"}), "shiftgate_member", "1", "", "") or label_replace(max_over_time(scrape_duration_seconds{job="envoy",instance="127.0.0.1:9901"}[30s]), "shiftgate_member", "scrape_duration", "", "")"#
         );
     }
 }

@@ -8,13 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
 use crate::metrics::freshness::{
-    batch_query, ingest_margin, learn, Ask, PhaseGroup, ScrapePhase, DURATION_TAG, LEARN_RANGE,
-    MEMBER_LABEL,
+    ingest_margin, learn, timestamp_batches, Ask, PhaseGroup, ScrapePhase, LEARN_RANGE,
 };
 use crate::metrics::queries::freshness_query;
-
-/// Members per batched instant query (about 150 bytes of PromQL each).
-const BATCH: usize = 200;
 
 /// Scrape phases per group of rollouts, shared by every policy of one source.
 #[derive(Debug, Default)]
@@ -88,25 +84,23 @@ impl Connection {
         }
     }
 
-    /// The values of an instant query's series by their [`MEMBER_LABEL`] tag (the
-    /// largest per tag).
-    async fn tagged_values(&self, query: &str, at: Timestamp) -> Option<HashMap<String, f64>> {
+    /// The labels and value of every series of an instant query's answer.
+    async fn labelled_values(
+        &self,
+        query: &str,
+        at: Timestamp,
+    ) -> Option<Vec<(HashMap<String, String>, f64)>> {
         let prometheus_http_query::response::Data::Vector(series) =
             self.instant_data(query, at).await?
         else {
             return None;
         };
-        let mut values: HashMap<String, f64> = HashMap::new();
-        for s in &series {
-            let (Some(tag), value) = (s.metric().get(MEMBER_LABEL), s.sample().value()) else {
-                continue;
-            };
-            if value.is_finite() {
-                let slot = values.entry(tag.clone()).or_insert(value);
-                *slot = slot.max(value);
-            }
-        }
-        Some(values)
+        Some(
+            series
+                .iter()
+                .map(|s| (s.metric().clone(), s.sample().value()))
+                .collect(),
+        )
     }
 }
 
@@ -148,23 +142,19 @@ impl PrometheusSource {
             .and_then(|(_, targets)| targets.clone());
         let mut latest = HashMap::new();
         let mut longest_scrape: Option<f64> = None;
-        for (chunk_index, chunk) in members.chunks(BATCH).enumerate() {
-            let durations = (chunk_index == 0).then_some(targets.as_deref()).flatten();
-            let query = batch_query(chunk, durations);
+        for batch in timestamp_batches(&members, targets.as_deref()) {
             self.phases.queries.fetch_add(1, Ordering::Relaxed);
-            let Some(values) = connection.tagged_values(&query, at).await else {
+            let Some(series) = connection.labelled_values(&batch.query, at).await else {
                 continue;
             };
-            for (index, member) in chunk.iter().enumerate() {
-                let time = values
-                    .get(&index.to_string())
-                    .and_then(|seconds| timestamp_of(*seconds));
-                if let Some(time) = time {
-                    latest.insert(member.clone(), time);
+            let (newest, duration) = batch.read(&series);
+            for (member, seconds) in newest {
+                if let Some(time) = timestamp_of(seconds) {
+                    latest.insert(member, time);
                 }
             }
-            if let Some(seconds) = values.get(DURATION_TAG) {
-                longest_scrape = Some(*seconds);
+            if duration.is_some() {
+                longest_scrape = duration;
             }
         }
         // The asking member's newest sample is in its raw samples, should the batch fail.

@@ -261,3 +261,31 @@ async fn a_cancelled_evaluation_does_not_strand_the_batch_it_was_sending() {
     // Alone: its three queries one by one (had it sent a batch of its own: one).
     assert_eq!(prometheus.queries.load(Ordering::SeqCst), 3);
 }
+
+/// Issue 12: learning scrape phases asked Prometheus one `timestamp(…)` query per 200
+/// rollouts of a group, every 10 s while no period could be learned (an idle canary, a
+/// Prometheus that keeps no raw samples): 50 queries per round at 10,000 rollouts. The
+/// members of a group are now read with one grouped query.
+#[tokio::test]
+async fn scrape_phase_reads_grew_with_rollouts() {
+    let prometheus = stand_in().await;
+    let rollouts: Vec<_> = (0..1_000)
+        .map(|i| rollout(i, &prometheus.address))
+        .collect();
+    let source = PrometheusSource::for_daemon(PrometheusAccess::open(), None);
+    let start = due_together();
+    // Every rollout asks once: the first one's query has only itself; the rest join.
+    for (policy, spec) in &rollouts {
+        assert_eq!(source.scrape_phase(policy, spec, start).await, None);
+    }
+    // After the join wait the next question reads every member: the stand-in's instant
+    // answers tell no period, so it is also asked again.
+    let before = prometheus.queries.load(Ordering::SeqCst);
+    let later = start + chrono::Duration::seconds(11);
+    let (policy, spec) = &rollouts[0];
+    assert_eq!(source.scrape_phase(policy, spec, later).await, None);
+    let sent = prometheus.queries.load(Ordering::SeqCst) - before;
+    // The raw samples of the asking rollout, and one query for all 1,000 members (six
+    // before: one per 200).
+    assert!(sent <= 2, "reading 1,000 rollouts' newest samples took {sent} queries");
+}

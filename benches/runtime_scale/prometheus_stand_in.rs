@@ -1,4 +1,6 @@
-//! The Prometheus stand-in: answers every instant query with one healthy sample and a
+//! The Prometheus stand-in: answers the queries that learn scrape phases (raw range
+//! selectors, `timestamp(…)` batches) with no series, so no phase is ever learned, and
+//! every other instant query with one healthy sample and a
 //! batched query (`label_replace(<member>, "shiftgate_batch_query", "<i>", "", "") or …`)
 //! with one such series per member, labelled as asked, or per target of a grouped member
 //! (`tests/support/batch_answer.rs`). It counts the HTTP queries it answers (Prometheus
@@ -50,10 +52,14 @@ impl PrometheusStandIn {
                             let query = form.get("query").map_or("", String::as_str);
                             // The raw range selector, or the `timestamp(…)` batch of
                             // the rollouts' newest samples: both learn scrape phases.
-                            if !query.contains('(') || query.contains("timestamp(") {
+                            let learning = !query.contains('(') || query.contains("timestamp(");
+                            // Not an evaluation: no series (no phase), no notes.
+                            let (result, apps) = if learning {
                                 phased.fetch_add(1, Ordering::Relaxed);
-                            }
-                            let (result, apps) = answer(query);
+                                (Vec::new(), Vec::new())
+                            } else {
+                                answer(query)
+                            };
                             let now = Instant::now();
                             noted
                                 .lock()

@@ -314,6 +314,40 @@ struct NotesForgotten {
     forgotten: std::sync::Mutex<Vec<PolicyRef>>,
 }
 
+impl NotesForgotten {
+    /// Waits (30 s at most) for the first evaluation.
+    async fn evaluated(&self) {
+        let started = Instant::now();
+        while self.healthy.evaluations.load(Ordering::SeqCst) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "never evaluated"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (30 s at most) until a policy is forgotten; it must be `checkout` alone.
+    async fn forgot_checkout_only(&self, never: &str) {
+        let started = Instant::now();
+        loop {
+            let forgotten = self.forgotten.lock().unwrap().clone();
+            if !forgotten.is_empty() {
+                assert_eq!(
+                    forgotten,
+                    vec![PolicyRef {
+                        namespace: NS.to_owned(),
+                        name: "checkout".to_owned()
+                    }]
+                );
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{never}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 #[async_trait]
 impl MetricSource for NotesForgotten {
     async fn observe(
@@ -345,35 +379,12 @@ async fn a_deleted_policys_destination_rule_selection_was_kept_forever() {
     )
     .await;
     let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
-    let started = Instant::now();
-    while source.healthy.evaluations.load(Ordering::SeqCst) == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "never evaluated"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    source.evaluated().await;
     assert!(source.forgotten.lock().unwrap().is_empty());
     server.delete_object(&rp, Some(NS), "checkout").unwrap();
-    let started = Instant::now();
-    loop {
-        let forgotten = source.forgotten.lock().unwrap().clone();
-        if !forgotten.is_empty() {
-            assert_eq!(
-                forgotten,
-                vec![PolicyRef {
-                    namespace: NS.to_owned(),
-                    name: "checkout".to_owned()
-                }]
-            );
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the deleted policy was never forgotten"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    source
+        .forgot_checkout_only("the deleted policy was never forgotten")
+        .await;
     daemon.abort();
 }
 
@@ -393,14 +404,7 @@ async fn a_policy_deleted_while_the_watch_was_down_was_never_forgotten() {
     )
     .await;
     let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
-    let started = Instant::now();
-    while source.healthy.evaluations.load(Ordering::SeqCst) == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "never evaluated"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    source.evaluated().await;
     // The policy watch ends and cannot come back while the policy is deleted...
     const REFUSED: u32 = 1_000;
     server.inject(Fault::new(
@@ -422,24 +426,8 @@ async fn a_policy_deleted_while_the_watch_was_down_was_never_forgotten() {
     // ...and its history is gone when it does: 410, so it lists again.
     server.compact_history();
     server.clear_faults();
-    let started = Instant::now();
-    loop {
-        let forgotten = source.forgotten.lock().unwrap().clone();
-        if !forgotten.is_empty() {
-            assert_eq!(
-                forgotten,
-                vec![PolicyRef {
-                    namespace: NS.to_owned(),
-                    name: "checkout".to_owned()
-                }]
-            );
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the policy deleted during the gap was never forgotten"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    source
+        .forgot_checkout_only("the policy deleted during the gap was never forgotten")
+        .await;
     daemon.abort();
 }

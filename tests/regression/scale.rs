@@ -365,6 +365,22 @@ impl MetricSource for NotesForgotten {
     }
 }
 
+/// A daemon with one subset-level policy holding at 50 %, once it has been evaluated.
+async fn holding_and_evaluated() -> (
+    Arc<NotesForgotten>,
+    TestApiServer,
+    tokio::task::JoinHandle<()>,
+) {
+    let source = Arc::new(NotesForgotten::default());
+    let (server, daemon) = start_daemon(
+        policy(json!([0, { "weight": 50, "hold": "10m" }, 100]), false),
+        source.clone(),
+    )
+    .await;
+    source.evaluated().await;
+    (source, server, daemon)
+}
+
 /// The DestinationRule labeller of subset-level policies kept what each policy's queries
 /// select (to log it only when it changes) and never dropped a deleted policy's line: a
 /// daemon whose policies come and go grew without bound. Deleting the policy now reaches
@@ -372,14 +388,8 @@ impl MetricSource for NotesForgotten {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_policys_destination_rule_selection_was_kept_forever() {
     // Subset-level without targetLabels: the labeller reads the DestinationRules.
-    let source = Arc::new(NotesForgotten::default());
-    let (server, daemon) = start_daemon(
-        policy(json!([0, { "weight": 50, "hold": "10m" }, 100]), false),
-        source.clone(),
-    )
-    .await;
+    let (source, server, daemon) = holding_and_evaluated().await;
     let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
-    source.evaluated().await;
     assert!(source.forgotten.lock().unwrap().is_empty());
     server.delete_object(&rp, Some(NS), "checkout").unwrap();
     source
@@ -397,14 +407,8 @@ async fn a_deleted_policys_destination_rule_selection_was_kept_forever() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_deleted_while_the_watch_was_down_was_never_forgotten() {
     use shiftgate::testkit::apiserver::{Fault, FaultKind};
-    let source = Arc::new(NotesForgotten::default());
-    let (server, daemon) = start_daemon(
-        policy(json!([0, { "weight": 50, "hold": "10m" }, 100]), false),
-        source.clone(),
-    )
-    .await;
+    let (source, server, daemon) = holding_and_evaluated().await;
     let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
-    source.evaluated().await;
     // The policy watch ends and cannot come back while the policy is deleted...
     const REFUSED: u32 = 1_000;
     server.inject(Fault::new(

@@ -119,17 +119,28 @@ impl Family {
     /// destination sidecar's reports for `destination_service`; Envoy: the cluster),
     /// then `matchers`.
     pub fn selector(self, matchers: &[Matcher]) -> String {
+        self.selector_with(matchers, |_, m| {
+            format!(r#"{}="{{{{ {} }}}}""#, m.label, m.variable)
+        })
+    }
+
+    /// The family's fixed matchers, then each target matcher `i` as `write(i, matcher)`.
+    fn selector_with(
+        self,
+        matchers: &[Matcher],
+        write: impl Fn(usize, &Matcher) -> String,
+    ) -> String {
         let fixed = match self {
-            Family::Istio => Some(r#"reporter="destination""#),
+            Family::Istio => Some(r#"reporter="destination""#.to_owned()),
             Family::Envoy | Family::Nginx | Family::App => None,
         };
         fixed
-            .map(str::to_owned)
             .into_iter()
             .chain(
                 self.target_matchers(matchers)
                     .iter()
-                    .map(|m| format!(r#"{}="{{{{ {} }}}}""#, m.label, m.variable)),
+                    .enumerate()
+                    .map(|(i, m)| write(i, m)),
             )
             .collect::<Vec<_>>()
             .join(",")
@@ -156,20 +167,9 @@ impl Family {
     /// matcher `i` written `label=~"<group_marker(i)>"`, the marker to be replaced by the
     /// group's values (`metrics::grouping`).
     pub fn group_selector(self, matchers: &[Matcher]) -> String {
-        let fixed = match self {
-            Family::Istio => Some(r#"reporter="destination""#.to_owned()),
-            Family::Envoy | Family::Nginx | Family::App => None,
-        };
-        fixed
-            .into_iter()
-            .chain(
-                self.target_matchers(matchers)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| format!(r#"{}=~"{}""#, m.label, group_marker(i))),
-            )
-            .collect::<Vec<_>>()
-            .join(",")
+        self.selector_with(matchers, |i, m| {
+            format!(r#"{}=~"{}""#, m.label, group_marker(i))
+        })
     }
 
     pub(crate) fn total(self, selector: &str) -> String {

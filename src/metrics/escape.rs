@@ -77,6 +77,12 @@ pub fn string_content(value: &str, quote: char) -> Result<String, EscapeError> {
         }
         return Ok(value.to_owned());
     }
+    Ok(escaped_content(value, quote))
+}
+
+/// The content of a string literal delimited by `quote` (`"` or `'`, which have escapes)
+/// whose value is exactly `value`.
+fn escaped_content(value: &str, quote: char) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     for c in value.chars() {
         match c {
@@ -96,7 +102,22 @@ pub fn string_content(value: &str, quote: char) -> Result<String, EscapeError> {
             c => out.push(c),
         }
     }
-    Ok(out)
+    out
+}
+
+/// The content of a double-quoted regex matcher (`label=~"…"`) that matches exactly
+/// `values`, each once (the first time it comes), and nothing else.
+pub fn regex_alternatives<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for value in values {
+        if !seen.contains(&value) {
+            seen.push(value);
+        }
+    }
+    seen.iter()
+        .map(|v| escaped_content(&regex_literal(v), '"'))
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 /// A regular expression (RE2, as Prometheus uses it, fully anchored) that matches exactly

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use crate::metrics::escape::{self, Context};
+use crate::metrics::escape::regex_alternatives;
 
 /// The label each series of a batch is tagged with: whose it is.
 pub const MEMBER_LABEL: &str = "shiftgate_member";
@@ -66,26 +66,8 @@ impl TimestampBatch {
     fn group(&mut self, counter: &str, labels: &[String], members: &[Valued]) {
         let mut matchers = Vec::with_capacity(labels.len());
         for (index, label) in labels.iter().enumerate() {
-            let mut values: Vec<&str> = Vec::new();
-            for (_, own) in members {
-                if !values.contains(&own[index].as_str()) {
-                    values.push(&own[index]);
-                }
-            }
-            let alternatives: Vec<String> = values
-                .iter()
-                .filter_map(|v| {
-                    escape::escape(
-                        v,
-                        Context::String {
-                            quote: '"',
-                            regex: true,
-                        },
-                    )
-                    .ok()
-                })
-                .collect();
-            matchers.push(format!(r#"{label}=~"{}""#, alternatives.join("|")));
+            let values = members.iter().map(|(_, own)| own[index].as_str());
+            matchers.push(format!(r#"{label}=~"{}""#, regex_alternatives(values)));
         }
         let tag = format!("g{}", self.groups.len());
         self.add(
@@ -269,6 +251,7 @@ pub fn parse_selector(selector: &str) -> Option<(String, Vec<(String, String)>)>
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::metrics::escape;
 
     fn selector(host: &str, version: &str) -> String {
         let quote = |v: &str| escape::string_content(v, '"').unwrap();

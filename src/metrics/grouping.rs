@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::batch::{Kind, Member};
 use super::builtin::group_marker;
-use super::escape::{self, Context};
+use super::escape::regex_alternatives;
 
 /// How a built-in query of one target can be asked with the same query of others.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,27 +123,14 @@ fn grouped(members: &[Member], group: &[usize]) -> Option<Planned> {
     let first = members.get(*group.first()?)?.grouping.as_ref()?;
     let mut query = first.shape.clone();
     for index in 0..first.labels.len() {
-        let mut values: Vec<&str> = Vec::new();
-        for &m in group {
-            let value = members[m].grouping.as_ref()?.values.get(index)?;
-            if !values.contains(&value.as_str()) {
-                values.push(value);
-            }
-        }
-        let alternatives = values
+        let values = group
             .iter()
-            .map(|v| {
-                escape::escape(
-                    v,
-                    Context::String {
-                        quote: '"',
-                        regex: true,
-                    },
-                )
+            .map(|&m| {
+                let grouping = members[m].grouping.as_ref()?;
+                grouping.values.get(index).map(String::as_str)
             })
-            .collect::<Result<Vec<_>, _>>()
-            .ok()?;
-        query = query.replace(&group_marker(index), &alternatives.join("|"));
+            .collect::<Option<Vec<&str>>>()?;
+        query = query.replace(&group_marker(index), &regex_alternatives(values));
     }
     let members_by_values = group
         .iter()

@@ -148,10 +148,11 @@ struct Members {
     queries: Vec<Member>,
     /// The queries already in `queries` (several rollouts may ask the same one).
     seen: HashSet<String>,
-    /// The grouped shapes already in `queries` (a shape's text tells its kind).
+    /// The grouped shapes already in `queries` (a shape's text tells its kind): each is
+    /// sent as one query ([`grouping::plan`]).
     shapes: HashSet<String>,
-    /// How many queries `queries` will be sent as ([`grouping::plan`]).
-    planned: usize,
+    /// The members of `queries` that are sent as they are.
+    plain: usize,
     /// Taken by the sender: no member may join any more.
     closed: bool,
 }
@@ -169,19 +170,20 @@ impl Pending {
             })
             .count();
         let fits = members.queries.is_empty()
-            || (members.planned + more <= MAX_QUERIES
+            || (members.shapes.len() + members.plain + more <= MAX_QUERIES
                 && members.queries.len() + queries.len() <= MAX_MEMBERS);
         if members.closed || !fits {
             return false;
         }
         for query in queries {
             if members.seen.insert(query.query.clone()) {
-                let new_shape = match &query.grouping {
-                    Some(g) if members.shapes.contains(&g.shape) => false,
-                    Some(g) => members.shapes.insert(g.shape.clone()),
-                    None => true,
-                };
-                members.planned += usize::from(new_shape);
+                match &query.grouping {
+                    Some(g) if members.shapes.contains(&g.shape) => {}
+                    Some(g) => {
+                        members.shapes.insert(g.shape.clone());
+                    }
+                    None => members.plain += 1,
+                }
                 members.queries.push(query.clone());
             }
         }

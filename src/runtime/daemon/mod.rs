@@ -312,13 +312,6 @@ impl Daemon {
             forget_source.forget(policy);
         };
         let relisting = relisted::Relisting::default();
-        let held = |store: &reflector::Store<RolloutPolicy>| {
-            store
-                .state()
-                .iter()
-                .filter_map(|p| policy_ref(p))
-                .collect::<Vec<_>>()
-        };
         let watched = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
         let policies = guarded::guard(watched, reader.clone(), invalid.clone())
             .reflect(writer)
@@ -339,16 +332,17 @@ impl Daemon {
                 }
                 // A list begins (the first, or a re-list after the watch could not
                 // resume); the store still holds the previous state until `InitDone`.
-                Ok(watcher::Event::Init) => relisting.begin(held(&stored)),
+                Ok(watcher::Event::Init) => relisting.begin(policy_refs(&stored.state())),
                 // The initial list is complete. (Read from the stream rather than with
                 // `Store::wait_until_ready`: its one-shot wakes only one of several
                 // waiters.)
                 Ok(watcher::Event::InitDone) => {
                     // The store holds exactly the listed objects now.
-                    for gone in relisting.end(held(&stored)) {
+                    let listed = stored.state();
+                    for gone in relisting.end(policy_refs(&listed)) {
                         forget(&gone);
                     }
-                    indexed.replace_all(stored.state());
+                    indexed.replace_all(listed);
                     synced.set_watches_synced();
                     let _ = listed_tx.send(true);
                 }
@@ -570,6 +564,11 @@ fn spec_or_annotations(policy: &RolloutPolicy) -> Option<u64> {
         .is_some()
         .hash(&mut hasher);
     Some(hasher.finish())
+}
+
+/// The references of `policies` (those with a namespace and a name).
+fn policy_refs(policies: &[Arc<RolloutPolicy>]) -> impl Iterator<Item = PolicyRef> + '_ {
+    policies.iter().filter_map(|p| policy_ref(p))
 }
 
 fn policy_ref(policy: &RolloutPolicy) -> Option<PolicyRef> {

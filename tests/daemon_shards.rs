@@ -66,6 +66,7 @@ async fn three_sharded_daemons_survive_a_kill_9_without_repeating_or_skipping_a_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let holders = cluster.shard_holders(SHARDS).await;
+    wait_whole_only_for_held(&cluster, &replicas).await;
     let victim = holders[0].clone().unwrap();
     let survivors: BTreeSet<String> = everyone.iter().filter(|n| **n != victim).cloned().collect();
     let before_kill = cluster.phases().await;
@@ -102,6 +103,8 @@ async fn three_sharded_daemons_survive_a_kill_9_without_repeating_or_skipping_a_
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let survivors_only: Vec<&Replica> = replicas.iter().filter(|r| r.name != victim).collect();
+    wait_whole_only_for_held(&cluster, &survivors_only).await;
     // The victim's shards had rollouts under way: the survivors finished them.
     let shards = Shards::new(SHARDS).unwrap();
     assert!(before_kill
@@ -167,6 +170,45 @@ async fn three_sharded_daemons_survive_a_kill_9_without_repeating_or_skipping_a_
         "released shards were taken after {took:?}, not at once"
     );
     assert_lease_calls_are_granted(&cluster);
+}
+
+/// Each replica keeps whole (status included) exactly the policies of the shards it
+/// holds, and the others as spec only (`shiftgate_policies_whole`, against
+/// `shiftgate_policies`: every policy).
+async fn wait_whole_only_for_held<R: std::borrow::Borrow<Replica>>(
+    cluster: &ShardCluster,
+    replicas: &[R],
+) {
+    let started = Instant::now();
+    loop {
+        let holders = cluster.shard_holders(SHARDS).await;
+        let names: Vec<String> = cluster.phases().await.into_keys().collect();
+        let mut wrong = Vec::new();
+        for replica in replicas.iter().map(|r| r.borrow()) {
+            let held = names
+                .iter()
+                .filter(|name| {
+                    holders[shard_of(NS, name, SHARDS)].as_deref() == Some(replica.name.as_str())
+                })
+                .count();
+            let whole = replica.gauge("shiftgate_policies_whole").await;
+            let all = replica.gauge("shiftgate_policies").await;
+            if whole != Some(held as f64) || all != Some(ROLLOUTS as f64) {
+                wrong.push(format!(
+                    "{}: {whole:?} whole of {all:?}, holding {held} of {ROLLOUTS}",
+                    replica.name
+                ));
+            }
+        }
+        if wrong.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "a replica keeps whole other policies than those of its shards: {wrong:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Every call on Leases is granted by deploy/role.yaml with the sharding component's

@@ -55,6 +55,7 @@ pub struct Metrics {
     leader: Gauge,
     shards_held: Gauge,
     policies: Gauge,
+    policies_whole: Gauge,
     notifications: Family<NotifyLabels, Counter>,
 }
 
@@ -202,6 +203,13 @@ impl Metrics {
             "RolloutPolicies this daemon currently watches",
             policies.clone(),
         );
+        let policies_whole = Gauge::default();
+        registry.register(
+            "policies_whole",
+            "RolloutPolicies this daemon keeps whole in its watch cache (status included); \
+             with --shards, those of the shards it holds, the others as spec only",
+            policies_whole.clone(),
+        );
         let notifications = Family::<NotifyLabels, Counter>::default();
         registry.register(
             "notifications",
@@ -263,6 +271,7 @@ impl Metrics {
             leader,
             shards_held,
             policies,
+            policies_whole,
             notifications,
         }
     }
@@ -421,6 +430,10 @@ impl Metrics {
 
     pub fn set_policies(&self, count: usize) {
         self.policies.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_policies_whole(&self, count: i64) {
+        self.policies_whole.set(count);
     }
 
     /// Drops every per-policy series of a deleted policy, so the registry stays bounded

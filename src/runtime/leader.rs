@@ -138,6 +138,20 @@ impl Leadership {
         Leadership { rx }
     }
 
+    /// A leadership switched by hand: tests of what follows a held shard.
+    #[cfg(test)]
+    pub(crate) fn switched(leading: bool) -> (Self, impl Fn(bool)) {
+        let state = |leading: bool| LeaderState {
+            leading_until: leading
+                .then(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)),
+            settled: true,
+        };
+        let (tx, rx) = watch::channel(state(leading));
+        (Leadership { rx }, move |leading| {
+            let _ = tx.send(state(leading));
+        })
+    }
+
     /// True while this replica holds a Lease that has not passed its renew deadline.
     pub fn is_leading(&self) -> bool {
         match self.rx.borrow().leading_until {

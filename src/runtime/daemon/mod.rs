@@ -55,6 +55,7 @@ mod guarded;
 mod policy;
 mod relisted;
 mod routers;
+mod shard_cache;
 mod watched;
 
 use policy::{error_policy, reconcile, Context};
@@ -289,6 +290,10 @@ impl Daemon {
         ));
 
         let (reader, writer) = reflector::store::<RolloutPolicy>();
+        let (shard_cache, ready_shards) =
+            shard_cache::ShardCache::new(leadership.clone(), reader.clone(), metrics.clone());
+        let listed_cache = shard_cache.clone();
+        let kept_cache = shard_cache.clone();
         let forget_metrics = metrics.clone();
         let fresh_data = Arc::new(crate::runtime::fresh_data::FreshData::default());
         let forget_fresh = fresh_data.clone();
@@ -312,8 +317,18 @@ impl Daemon {
             forget_source.forget(policy);
         };
         let relisting = relisted::Relisting::default();
-        let watched = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
+        // With several shards, started again from a fresh list when a shard changes hands:
+        // the list brings whole the policies of the shards held (`shard_cache`).
+        let watched = shard_cache.restarting(
+            move || {
+                watcher(api.clone(), watcher::Config::default().any_semantic())
+                    .default_backoff()
+                    .boxed()
+            },
+            held_changes(&leadership),
+        );
         let policies = guarded::guard(watched, reader.clone(), invalid.clone())
+            .map(move |event| kept_cache.keep(event))
             .reflect(writer)
             .inspect(move |event| match event {
                 Ok(watcher::Event::Apply(policy)) => {
@@ -343,6 +358,7 @@ impl Daemon {
                         forget(&gone);
                     }
                     indexed.replace_all(listed);
+                    listed_cache.list_done();
                     synced.set_watches_synced();
                     let _ = listed_tx.send(true);
                 }
@@ -398,14 +414,19 @@ impl Daemon {
             policies,
             reader,
             wait_true(listed_rx),
-            shard_changes(&leadership),
+            shard_changes(&leadership, ready_shards),
             shards,
             stop,
             options.concurrency,
             lateness,
             move |policy| {
-                let context = contexts.for_object(&policy).clone();
+                let (shard, context) = contexts.for_object(&policy);
+                let context = context.clone();
                 let sharded = shards.count() > 1;
+                // A shard just taken: its policies are due once the list that brings
+                // them whole is complete, never from a spec-only copy (no status: it
+                // would look like a rollout that has not started).
+                let whole = shard_cache.ready(shard) && !shard_cache::is_spec_only(&policy);
                 async move {
                     if sharded && !context.leadership.is_leading() {
                         // The holder of its shard drives it and exports its series;
@@ -416,6 +437,9 @@ impl Daemon {
                                 web.forget(&policy);
                             }
                         }
+                        return None;
+                    }
+                    if !whole {
                         return None;
                     }
                     match reconcile(policy.clone(), context.clone()).await {
@@ -496,12 +520,13 @@ impl ShardContexts {
         &self.contexts[shard]
     }
 
-    fn for_object(&self, policy: &RolloutPolicy) -> &Arc<Context> {
+    /// The shard of `policy`, and the context whose Lease fences its writes.
+    fn for_object(&self, policy: &RolloutPolicy) -> (usize, &Arc<Context>) {
         let shard = self.leadership.shards().of(
             policy.metadata.namespace.as_deref().unwrap_or_default(),
             policy.metadata.name.as_deref().unwrap_or_default(),
         );
-        &self.contexts[shard]
+        (shard, &self.contexts[shard])
     }
 
     /// Any context, for what they share (options, metrics).
@@ -515,29 +540,53 @@ impl ShardContexts {
     }
 }
 
-/// Fires with the shard's index each time this replica takes a shard, so that every
-/// policy of the shard is reconciled at once (a replica does not reconcile the
-/// policies of shards it does not hold); with several shards also when it loses one,
-/// so that it stops exporting that shard's per-policy series at once.
-fn shard_changes(leadership: &ShardLeadership) -> impl Stream<Item = usize> + Send {
-    let lost_too = leadership.shards().count() > 1;
-    futures::stream::select_all(leadership.all().iter().enumerate().map(|(shard, held)| {
-        leadership_changes(held.clone(), lost_too)
-            .map(move |()| shard)
-            .boxed()
-    }))
+/// Fires with a shard's index when its policies are due at once. With one shard, each
+/// time this replica takes the Lease (its standby cache holds every policy whole). With
+/// several, when the list that followed taking the shard is complete (its policies are
+/// whole in the store then: `shard_cache`), and as soon as a shard is given up, so that
+/// this replica stops exporting its per-policy series at once.
+fn shard_changes(
+    leadership: &ShardLeadership,
+    ready: impl Stream<Item = usize> + Send + 'static,
+) -> futures::stream::BoxStream<'static, usize> {
+    let several = leadership.shards().count() > 1;
+    let changes =
+        futures::stream::select_all(leadership.all().iter().enumerate().map(|(shard, held)| {
+            leadership_changes(held.clone(), !several, several)
+                .map(move |()| shard)
+                .boxed()
+        }));
+    if several {
+        futures::stream::select(changes, ready).boxed()
+    } else {
+        changes.boxed()
+    }
 }
 
-/// Fires each time this replica becomes the leader (and, with `lost_too`, each time it
-/// stops being one).
-fn leadership_changes(leadership: Leadership, lost_too: bool) -> impl Stream<Item = ()> + Send {
+/// Fires each time this replica takes or gives up any shard.
+fn held_changes(leadership: &ShardLeadership) -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::select_all(
+        leadership
+            .all()
+            .iter()
+            .map(|held| leadership_changes(held.clone(), true, true).boxed()),
+    )
+}
+
+/// Fires each time this replica becomes the leader (with `gained`), and each time it
+/// stops being one (with `lost`).
+fn leadership_changes(
+    leadership: Leadership,
+    gained: bool,
+    lost: bool,
+) -> impl Stream<Item = ()> + Send {
     futures::stream::unfold(
         (leadership, false),
         move |(mut leadership, mut was)| async move {
             loop {
                 leadership.changed().await;
                 let now = leadership.is_leading();
-                let fire = now != was && (now || lost_too);
+                let fire = now != was && if now { gained } else { lost };
                 was = now;
                 if fire {
                     return Some(((), (leadership, was)));

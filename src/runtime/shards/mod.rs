@@ -90,6 +90,15 @@ impl ShardLeadership {
         }
     }
 
+    /// One given [`Leadership`] per shard: tests of what follows a held shard.
+    #[cfg(test)]
+    pub(crate) fn of_each(shards: Shards, leaderships: Vec<Leadership>) -> Self {
+        ShardLeadership {
+            shards,
+            leaderships,
+        }
+    }
+
     pub fn shards(&self) -> Shards {
         self.shards
     }

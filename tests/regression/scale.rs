@@ -307,10 +307,12 @@ async fn a_hold_costs_four_requests_per_evaluation() {
     );
 }
 
-/// A healthy source that notes the policies the daemon tells it to forget.
+/// A healthy source that notes the policies it evaluated and those the daemon tells it
+/// to forget.
 #[derive(Default)]
 struct NotesForgotten {
     healthy: Healthy,
+    evaluated: std::sync::Mutex<std::collections::BTreeSet<String>>,
     forgotten: std::sync::Mutex<Vec<PolicyRef>>,
 }
 
@@ -357,6 +359,7 @@ impl MetricSource for NotesForgotten {
         at: Timestamp,
         counts_since: Option<Timestamp>,
     ) -> AnalysisInput {
+        self.evaluated.lock().unwrap().insert(policy.name.clone());
         self.healthy.observe(policy, spec, at, counts_since).await
     }
 
@@ -406,10 +409,22 @@ async fn a_deleted_policys_destination_rule_selection_was_kept_forever() {
 /// end of a re-list now forgets every policy it no longer has, as a `Delete` does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_deleted_while_the_watch_was_down_was_never_forgotten() {
-    use shiftgate::testkit::apiserver::{Fault, FaultKind};
     let (source, server, daemon) = holding_and_evaluated().await;
     let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
-    // The policy watch ends and cannot come back while the policy is deleted...
+    watch_down_then_relisted(&server, || {
+        server.delete_object(&rp, Some(NS), "checkout").unwrap();
+    })
+    .await;
+    source
+        .forgot_checkout_only("the policy deleted during the gap was never forgotten")
+        .await;
+    daemon.abort();
+}
+
+/// The policy watch down and unable to resume (410 Gone) while `during_the_gap` runs:
+/// it lists again once that is done.
+async fn watch_down_then_relisted(server: &TestApiServer, during_the_gap: impl FnOnce()) {
+    use shiftgate::testkit::apiserver::{Fault, FaultKind};
     const REFUSED: u32 = 1_000;
     server.inject(Fault::new(
         "GET",
@@ -426,12 +441,39 @@ async fn a_policy_deleted_while_the_watch_was_down_was_never_forgotten() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    server.delete_object(&rp, Some(NS), "checkout").unwrap();
-    // ...and its history is gone when it does: 410, so it lists again.
+    during_the_gap();
     server.compact_history();
     server.clear_faults();
-    source
-        .forgot_checkout_only("the policy deleted during the gap was never forgotten")
-        .await;
+}
+
+/// A policy created while the policy watch was down came back in the re-list, and the
+/// driver was told it was due before the list was complete: the reflector had not
+/// stored it yet, so the driver took it for one deleted since and dropped it. It was
+/// never reconciled until its next change. (A sharded replica lists again each time a
+/// shard changes hands, so policies created meanwhile were left behind often.) A listed
+/// policy is now due when the list is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_created_while_the_watch_listed_again_was_never_reconciled() {
+    let (source, server, daemon) = holding_and_evaluated().await;
+    let vs = ResourceRef::new("networking.istio.io", "v1", "virtualservices");
+    let rp = ResourceRef::new("shiftgate.dev", "v1alpha1", "rolloutpolicies");
+    let mut payments_vs = virtual_service();
+    payments_vs["metadata"]["name"] = json!("payments");
+    let mut payments = policy(json!([0, { "weight": 50, "hold": "10m" }, 100]), true);
+    payments["metadata"]["name"] = json!("payments");
+    payments["spec"]["router"]["istio"]["virtualService"] = json!("payments");
+    server.put_object(&vs, payments_vs).unwrap();
+    watch_down_then_relisted(&server, || {
+        server.put_object(&rp, payments).unwrap();
+    })
+    .await;
+    let started = Instant::now();
+    while !source.evaluated.lock().unwrap().contains("payments") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the policy created while the watch was down was never evaluated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     daemon.abort();
 }

@@ -32,7 +32,7 @@ pub(super) async fn drive<Triggers, WatchError, Ready, Gained, Stop, Run, Fut>(
     metrics: Arc<Metrics>,
     reconcile: Run,
 ) where
-    Triggers: Stream<Item = Result<RolloutPolicy, WatchError>>,
+    Triggers: Stream<Item = Result<ObjectRef<RolloutPolicy>, WatchError>>,
     WatchError: std::fmt::Display,
     Ready: Future<Output = ()>,
     Gained: Stream<Item = usize>,
@@ -80,7 +80,7 @@ pub(super) async fn drive<Triggers, WatchError, Ready, Gained, Stop, Run, Fut>(
                 queue.finish(&key, next);
             }
             trigger = triggers.next(), if !stopping => match trigger {
-                Some(Ok(policy)) => queue.schedule(ObjectRef::from_obj(&policy), Instant::now()),
+                Some(Ok(policy)) => queue.schedule(policy, Instant::now()),
                 Some(Err(error)) => tracing::debug!(error = %error, "policy watch"),
                 None => stopping = true,
             },

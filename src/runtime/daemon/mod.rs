@@ -11,10 +11,7 @@
 //! engine tick through [`Reconciler`], publishes what happened, and requeues at the
 //! tick's wake time.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +53,7 @@ mod policy;
 mod relisted;
 mod routers;
 mod shard_cache;
+mod triggers;
 mod watched;
 
 use policy::{error_policy, reconcile, Context};
@@ -364,10 +362,16 @@ impl Daemon {
                 }
                 _ => {}
             })
-            .applied_objects()
             // Our own status writes do not wake the policy again: only spec
-            // (generation) and annotation (operator command) changes do.
-            .predicate_filter(spec_or_annotations, Default::default());
+            // (generation), annotation (operator command) and deletion changes do.
+            .scan(triggers::Triggers::default(), |triggers, event| {
+                let due: Vec<_> = match event {
+                    Ok(event) => triggers.on(&event).into_iter().map(Ok).collect(),
+                    Err(error) => vec![Err(error)],
+                };
+                std::future::ready(Some(futures::stream::iter(due)))
+            })
+            .flatten();
         let events = EventPublisher::new(seams.client.clone(), &options.pod_name);
         let notifier = crate::runtime::notify::Notifier::start(
             notify_secrets,
@@ -414,7 +418,7 @@ impl Daemon {
             policies,
             reader,
             wait_true(listed_rx),
-            shard_changes(&leadership, ready_shards),
+            shard_changes(&leadership, ready_shards, shard_cache.clone()),
             shards,
             stop,
             options.concurrency,
@@ -427,6 +431,7 @@ impl Daemon {
                 // them whole is complete, never from a spec-only copy (no status: it
                 // would look like a rollout that has not started).
                 let whole = shard_cache.ready(shard) && !shard_cache::is_spec_only(&policy);
+                let cache = shard_cache.clone();
                 async move {
                     if sharded && !context.leadership.is_leading() {
                         // The holder of its shard drives it and exports its series;
@@ -437,9 +442,11 @@ impl Daemon {
                                 web.forget(&policy);
                             }
                         }
+                        cache.passed_over(shard);
                         return None;
                     }
                     if !whole {
+                        cache.passed_over(shard);
                         return None;
                     }
                     match reconcile(policy.clone(), context.clone()).await {
@@ -545,14 +552,21 @@ impl ShardContexts {
 /// several, when the list that followed taking the shard is complete (its policies are
 /// whole in the store then: `shard_cache`), and as soon as a shard is given up, so that
 /// this replica stops exporting its per-policy series at once.
+///
+/// Also when the Lease is renewed after a policy of the shard was passed over (a
+/// renewal late enough that the Lease had lapsed for a moment): otherwise that policy
+/// would wait for its next change.
 fn shard_changes(
     leadership: &ShardLeadership,
     ready: impl Stream<Item = usize> + Send + 'static,
+    cache: Arc<shard_cache::ShardCache>,
 ) -> futures::stream::BoxStream<'static, usize> {
     let several = leadership.shards().count() > 1;
     let changes =
         futures::stream::select_all(leadership.all().iter().enumerate().map(|(shard, held)| {
-            leadership_changes(held.clone(), !several, several)
+            let cache = cache.clone();
+            let again = move || several && cache.take_passed_over(shard);
+            leadership_changes(held.clone(), !several, several, again)
                 .map(move |()| shard)
                 .boxed()
         }));
@@ -569,50 +583,38 @@ fn held_changes(leadership: &ShardLeadership) -> impl Stream<Item = ()> + Send +
         leadership
             .all()
             .iter()
-            .map(|held| leadership_changes(held.clone(), true, true).boxed()),
+            .map(|held| leadership_changes(held.clone(), true, true, || false).boxed()),
     )
 }
 
-/// Fires each time this replica becomes the leader (with `gained`), and each time it
-/// stops being one (with `lost`).
+/// Fires each time this replica becomes the leader (with `gained`), each time it
+/// stops being one (with `lost`), and at a change that finds it still leading when
+/// `again()` says so.
 fn leadership_changes(
     leadership: Leadership,
     gained: bool,
     lost: bool,
+    again: impl Fn() -> bool + Send + 'static,
 ) -> impl Stream<Item = ()> + Send {
     futures::stream::unfold(
-        (leadership, false),
-        move |(mut leadership, mut was)| async move {
+        (leadership, false, again),
+        move |(mut leadership, mut was, again)| async move {
             loop {
                 leadership.changed().await;
                 let now = leadership.is_leading();
-                let fire = now != was && if now { gained } else { lost };
+                let fire = match (was, now) {
+                    (false, true) => gained,
+                    (true, false) => lost,
+                    (true, true) => again(),
+                    (false, false) => false,
+                };
                 was = now;
                 if fire {
-                    return Some(((), (leadership, was)));
+                    return Some(((), (leadership, was, again)));
                 }
             }
         },
     )
-}
-
-fn spec_or_annotations(policy: &RolloutPolicy) -> Option<u64> {
-    let mut hasher = DefaultHasher::new();
-    policy.metadata.generation.hash(&mut hasher);
-    let annotations: BTreeMap<_, _> = policy
-        .metadata
-        .annotations
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    annotations.hash(&mut hasher);
-    policy
-        .metadata
-        .deletion_timestamp
-        .is_some()
-        .hash(&mut hasher);
-    Some(hasher.finish())
 }
 
 /// The references of `policies` (those with a namespace and a name).

@@ -66,6 +66,9 @@ pub(super) struct ShardCache {
     listing: Mutex<Vec<bool>>,
     /// The shards whose whole objects a complete list brought into the store.
     listed: Vec<AtomicBool>,
+    /// Per shard: a policy of it was due but not reconciled (the shard not held, or
+    /// not ready), so dropped from the queue; its policies are due again when it is.
+    passed_over: Vec<AtomicBool>,
     /// Policies the store holds whole.
     whole: AtomicI64,
     store: Store<RolloutPolicy>,
@@ -87,6 +90,7 @@ impl ShardCache {
             active: count > 1,
             listing: Mutex::new(vec![false; count]),
             listed: (0..count).map(|_| AtomicBool::new(false)).collect(),
+            passed_over: (0..count).map(|_| AtomicBool::new(false)).collect(),
             whole: AtomicI64::new(0),
             leadership,
             store,
@@ -103,6 +107,21 @@ impl ShardCache {
                 .listed
                 .get(shard)
                 .is_some_and(|listed| listed.load(Ordering::Acquire))
+    }
+
+    /// A policy of `shard` was due but not reconciled: the shard was not held (or not
+    /// ready) at that moment.
+    pub(super) fn passed_over(&self, shard: usize) {
+        if let Some(flag) = self.passed_over.get(shard) {
+            flag.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether a policy of `shard` was passed over since the last call.
+    pub(super) fn take_passed_over(&self, shard: usize) -> bool {
+        self.passed_over
+            .get(shard)
+            .is_some_and(|flag| flag.swap(false, Ordering::AcqRel))
     }
 
     /// A watch is (re)started: its events keep whole the policies of the shards held now.
@@ -172,7 +191,8 @@ impl ShardCache {
     }
 
     /// A list is complete and the store holds exactly it: the shards it kept whole are
-    /// ready, and those that became ready are announced.
+    /// ready, and announced when they just became so or a policy of theirs was passed
+    /// over meanwhile (a shard given up and taken back between two lists).
     pub(super) fn list_done(&self) {
         let whole = self
             .store
@@ -193,7 +213,8 @@ impl ShardCache {
             .clone();
         for (shard, (kept, listed)) in listing.iter().zip(&self.listed).enumerate() {
             let was = listed.swap(*kept, Ordering::AcqRel);
-            if *kept && !was {
+            let passed_over = self.take_passed_over(shard);
+            if *kept && (!was || passed_over) {
                 let _ = self.ready_tx.unbounded_send(shard);
             }
         }

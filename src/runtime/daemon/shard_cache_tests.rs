@@ -263,3 +263,44 @@ async fn the_watch_restarts_once_for_a_burst_of_shard_changes() {
     assert_eq!(stream.next().await, Some((1, 3)));
     assert_eq!(started.load(Ordering::SeqCst), 2);
 }
+
+/// A shard given up and taken back before the next list completes: its policies were
+/// passed over meanwhile (dropped from the queue), so it is announced again.
+#[test]
+fn a_shard_whose_policies_were_passed_over_is_announced_at_the_next_list() {
+    let mut replica = Replica::holding(&[1]);
+    let mine = policy_in(1, "b");
+    replica.list(std::slice::from_ref(&mine));
+    assert_eq!(replica.ready_now(), vec![1]);
+    replica.list(std::slice::from_ref(&mine));
+    assert!(replica.ready_now().is_empty(), "nothing was passed over");
+    replica.cache.passed_over(1);
+    replica.list(std::slice::from_ref(&mine));
+    assert_eq!(replica.ready_now(), vec![1]);
+}
+
+/// A renewal that finds a shard's policy passed over (the Lease lapsed for a moment, a
+/// renewal late) makes the shard due again; a renewal without one does not.
+#[test]
+fn a_renewal_after_a_policy_was_passed_over_makes_the_shard_due() {
+    let (leadership, switch) = Leadership::switched(false);
+    let passed = Arc::new(AtomicBool::new(false));
+    let taken = passed.clone();
+    let changes = super::super::leadership_changes(leadership, false, true, move || {
+        taken.swap(false, Ordering::AcqRel)
+    });
+    futures::pin_mut!(changes);
+    switch(true);
+    assert_eq!(
+        changes.next().now_or_never(),
+        None,
+        "a gain is announced by the list"
+    );
+    switch(true);
+    assert_eq!(changes.next().now_or_never(), None, "a renewal alone");
+    passed.store(true, Ordering::Release);
+    switch(true);
+    assert_eq!(changes.next().now_or_never(), Some(Some(())));
+    switch(false);
+    assert_eq!(changes.next().now_or_never(), Some(Some(())), "given up");
+}

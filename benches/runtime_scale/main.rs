@@ -15,7 +15,8 @@
 //! Every policy has 21 steps of 5 % (or, with `SHIFTGATE_BENCH_HOLD=1`, holds at 50 %
 //! for an hour) and an analysis interval of 10 s. Once every policy has been reconciled
 //! once, a wall window measures: daemon CPU (utime + stime from /proc), peak RSS
-//! (VmHWM), evaluations (a rollout's queries less than half an interval apart are one evaluation),
+//! (VmHWM) and RSS at the window's end (VmRSS), evaluations (a rollout's queries less
+//! than half an interval apart are one evaluation),
 //! allocations and API requests per evaluation by verb and resource, Prometheus
 //! queries per second, evaluation lateness (the gap between two evaluations of a
 //! rollout, less the interval) p50/p99/max, the rollouts not evaluated at all in the
@@ -384,9 +385,10 @@ fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
     (utime + stime) / ticks
 }
 
-fn peak_rss_mib(pid: u32) -> f64 {
+/// Peak RSS (`VmHWM:`) or RSS now (`VmRSS:`) of process `pid`, in MiB.
+fn rss_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
     let kib: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib / 1024.0
 }
@@ -540,8 +542,13 @@ fn run(
     let allocs_after = allocations_all();
     let rss_each: Vec<f64> = daemons
         .iter()
-        .map(|(d, _, _)| peak_rss_mib(d.0.id()))
+        .map(|(d, _, _)| rss_mib(d.0.id(), "VmHWM:"))
         .collect();
+    let rss_now: Vec<String> = daemons
+        .iter()
+        .map(|(d, _, _)| format!("{:.1}", rss_mib(d.0.id(), "VmRSS:")))
+        .collect();
+    let rss_now = rss_now.join(", ");
     let rss = rss_each.iter().copied().fold(0.0, f64::max);
     let per_replica = if rss_each.len() > 1 {
         let each: Vec<String> = rss_each.iter().map(|r| format!("{r:.1}")).collect();
@@ -627,7 +634,7 @@ fn run(
         .unwrap_or(0.0);
     format!(
         "{size} rollouts ({}), interval {interval} s, {:.0} s window, first pass {first_pass:.1} s:\n  \
-         daemon CPU {:.3} cores, {:.3} ms per evaluation; peak RSS {rss:.1} MiB{per_replica}\n  \
+         daemon CPU {:.3} cores, {:.3} ms per evaluation; peak RSS {rss:.1} MiB{per_replica}, at the window's end {rss_now} MiB\n  \
          evaluations {evaluations} ({:.1}/s); allocations per evaluation {:.0} ({:.0} bytes)\n  \
          API requests per evaluation {:.2}, by kind:{by_kind}\n  \
          Prometheus queries {:.1}/s ({:.1} of them scrape-phase queries; {:.1} rollout queries/s in them)\n  \

@@ -183,7 +183,11 @@ impl StateStore for WatchedStatus {
     ) -> Result<Option<(RolloutStatus, Version)>, StoreError> {
         let first = self.first_load.swap(false, Ordering::Relaxed);
         let reread = lock(&self.recent.reread).remove(policy);
-        if first && !reread {
+        // A spec-only copy (a shard not held when it was listed) has no status to start
+        // from; the driver never hands one over, and a read from the API server is
+        // the safe answer if it ever did.
+        let whole = !super::shard_cache::is_spec_only(&self.object);
+        if first && !reread && whole {
             if let Some(watched) = self.inner.load_from_object(&self.object) {
                 return Ok(Some(self.recent.current(policy, watched)));
             }
@@ -224,7 +228,12 @@ impl CommandSource for WatchedCommands {
         policy: &PolicyRef,
         handled: Option<&str>,
     ) -> Result<Vec<OperatorCommand>, CommandSourceError> {
-        match self.inner.pending_in_object(&self.object, handled) {
+        // A spec-only copy carries no command annotations (see `WatchedStatus::load`).
+        let whole = !super::shard_cache::is_spec_only(&self.object);
+        match whole
+            .then(|| self.inner.pending_in_object(&self.object, handled))
+            .flatten()
+        {
             Some(pending) => pending,
             None => self.inner.pending(policy, handled).await,
         }
@@ -259,6 +268,51 @@ mod tests {
         object.metadata.uid = uid.map(str::to_owned);
         object.metadata.generation = generation;
         object
+    }
+
+    /// Keeps its state in the object (as the status store does) and counts the reads
+    /// that go to the API server.
+    #[derive(Default)]
+    struct InObjectStore {
+        requests: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl StateStore for InObjectStore {
+        async fn load(
+            &self,
+            _policy: &PolicyRef,
+        ) -> Result<Option<(RolloutStatus, Version)>, StoreError> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            Ok(None)
+        }
+        async fn save(
+            &self,
+            _policy: &PolicyRef,
+            _status: &RolloutStatus,
+            _expect: Option<&Version>,
+        ) -> Result<Version, StoreError> {
+            Ok(Version("2".to_owned()))
+        }
+        fn load_from_object(&self, _object: &RolloutPolicy) -> Option<(RolloutStatus, Version)> {
+            Some((RolloutStatus::default(), Version("1".to_owned())))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spec_only_copy_is_never_read_as_the_policys_state() {
+        let policy = PolicyRef {
+            namespace: "shop".into(),
+            name: "checkout".into(),
+        };
+        let whole = Arc::new(object(Some("a"), Some(1)));
+        let cut = Arc::new(super::super::shard_cache::spec_only((*whole).clone()));
+        for (object, requests) in [(whole, 0), (cut, 1)] {
+            let inner = Arc::new(InObjectStore::default());
+            let status = WatchedStatus::new(inner.clone(), object, Default::default());
+            status.load(&policy).await.unwrap();
+            assert_eq!(inner.requests.load(Ordering::SeqCst), requests);
+        }
     }
 
     #[test]

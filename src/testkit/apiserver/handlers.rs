@@ -177,16 +177,20 @@ fn page(query: &HashMap<String, String>) -> Result<Page, ApiError> {
                 .map_err(|_| ApiError::bad_request(format!("limit: Invalid value: {n:?}")))?,
         ),
     };
-    let after = match query.get("continue").map(String::as_str) {
-        None | Some("") => None,
-        Some(token) => Some(
-            token
-                .split_once('/')
-                .map(|(ns, name)| (ns.to_owned(), name.to_owned()))
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!("continue key is not valid: {token:?}"))
-                })?,
-        ),
+    // `<revision of the first page>/<namespace>/<name of the last object>`.
+    let (revision, after) = match query.get("continue").map(String::as_str) {
+        None | Some("") => (None, None),
+        Some(token) => {
+            let invalid = || ApiError::bad_request(format!("continue key is not valid: {token:?}"));
+            let (revision, key) = token.split_once('/').ok_or_else(invalid)?;
+            let revision = revision.parse::<u64>().map_err(|_| invalid())?;
+            let (ns, name) = key.split_once('/').ok_or_else(invalid)?;
+            (Some(revision), Some((ns.to_owned(), name.to_owned())))
+        }
     };
-    Ok(Page { limit, after })
+    Ok(Page {
+        limit,
+        after,
+        revision,
+    })
 }

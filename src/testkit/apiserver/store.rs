@@ -63,12 +63,17 @@ pub type WatchStart = (
 );
 
 /// One page of a list: at most `limit` objects after the `continue` token's key.
-/// Unlike the real server, later pages see the current objects, not a snapshot.
+/// Unlike the real server, later pages see the current objects, not a snapshot; but
+/// every page reports the first page's revision, as the real server's do, so a watch
+/// started from the list replays whatever changed while it was paged (an object
+/// created meanwhile before the token's key is in no page: the watch brings it).
 #[derive(Clone, Debug, Default)]
 pub struct Page {
     pub limit: Option<usize>,
     /// (namespace, name) of the last object of the previous page.
     pub after: Option<(String, String)>,
+    /// The revision of the list's first page (from the `continue` token).
+    pub revision: Option<u64>,
 }
 
 /// Which part of an object a write may change.
@@ -222,9 +227,10 @@ impl Store {
             .get(&path.group_resource)
             .map(|k| format!("{k}List"))
             .unwrap_or_else(|| "List".to_owned());
-        let mut metadata = json!({ "resourceVersion": self.revision.to_string() });
+        let revision = page.revision.unwrap_or(self.revision);
+        let mut metadata = json!({ "resourceVersion": revision.to_string() });
         if let (true, Some(last)) = (more, last) {
-            metadata["continue"] = json!(format!("{}/{}", last.namespace, last.name));
+            metadata["continue"] = json!(format!("{revision}/{}/{}", last.namespace, last.name));
         }
         json!({
             "kind": kind,

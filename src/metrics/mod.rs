@@ -10,6 +10,7 @@ pub mod grouping;
 pub mod histogram;
 pub mod matchers;
 pub mod prometheus;
+mod prometheus_answer;
 pub mod providers;
 pub mod queries;
 pub mod scripted;

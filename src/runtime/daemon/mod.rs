@@ -324,6 +324,7 @@ impl Daemon {
                     .boxed()
             },
             held_changes(&leadership),
+            election_settled(leadership.clone()),
         );
         let policies = guarded::guard(watched, reader.clone(), invalid.clone())
             .map(move |event| kept_cache.keep(event))
@@ -507,11 +508,16 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 }
 
 async fn mark_settled(leadership: ShardLeadership, health: Health) {
+    election_settled(leadership).await;
+    health.set_election_settled();
+}
+
+/// Every shard's elector has decided once (taken the shard, or seen its holder).
+async fn election_settled(leadership: ShardLeadership) {
     let mut watched = leadership.all().to_vec();
     while !leadership.is_settled() {
         crate::runtime::shards::any_changed(&mut watched).await;
     }
-    health.set_election_settled();
 }
 
 /// One [`Context`] per shard (each fenced by its shard's Lease).

@@ -12,6 +12,7 @@
 //! complete ([`ShardCache::ready`]): never from a spec-only copy, whose missing status
 //! would look like a rollout that has not started.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -221,28 +222,49 @@ impl ShardCache {
     }
 
     /// `watch()` run again from a fresh list each time `changes` fires (a shard taken
-    /// or given up), a burst of changes making one restart. With one shard, `watch()`
-    /// once.
+    /// or given up), a burst of changes making one restart. The first watch starts once
+    /// `start_after` resolves (the first election round: so the first list already
+    /// keeps whole the shards taken at start, instead of a second list right after).
+    /// With one shard, `watch()` once, at once.
     pub(super) fn restarting<W, Event>(
         self: &Arc<Self>,
         watch: W,
         changes: impl Stream<Item = ()> + Send + 'static,
+        start_after: impl Future<Output = ()> + Send + 'static,
     ) -> impl Stream<Item = Event> + Send
     where
         W: Fn() -> BoxStream<'static, Event> + Send + 'static,
         Event: Send + 'static,
     {
-        let cache = self.clone();
-        cache.begin_watch();
-        let first = watch();
-        let changes = if self.active {
-            changes.boxed()
+        let (changes, start_after) = if self.active {
+            (changes.boxed(), start_after.boxed())
         } else {
-            futures::stream::pending().boxed()
+            (
+                futures::stream::pending().boxed(),
+                std::future::ready(()).boxed(),
+            )
         };
+        let started: Option<BoxStream<'static, Event>> = None;
         futures::stream::unfold(
-            (first, changes.fuse(), cache, watch),
-            |(mut current, mut changes, cache, watch)| async move {
+            (
+                started,
+                changes.fuse(),
+                self.clone(),
+                watch,
+                Some(start_after),
+            ),
+            |(current, mut changes, cache, watch, start_after)| async move {
+                let mut current = match (current, start_after) {
+                    (Some(current), _) => current,
+                    (None, Some(start_after)) => {
+                        start_after.await;
+                        // Changes so far are what the first list will see.
+                        while let Some(Some(())) = changes.next().now_or_never() {}
+                        cache.begin_watch();
+                        watch()
+                    }
+                    (None, None) => return None,
+                };
                 loop {
                     tokio::select! {
                         biased;
@@ -254,7 +276,7 @@ impl ShardCache {
                         }
                         event = current.next() => {
                             let event = event?;
-                            return Some((event, (current, changes, cache, watch)));
+                            return Some((event, (Some(current), changes, cache, watch, None)));
                         }
                     }
                 }

@@ -246,6 +246,7 @@ async fn the_watch_restarts_once_for_a_burst_of_shard_changes() {
             .boxed()
         },
         changes_rx,
+        std::future::ready(()),
     );
     tokio::pin!(stream);
     events_tx.unbounded_send((0, 1)).unwrap();
@@ -303,4 +304,45 @@ fn a_renewal_after_a_policy_was_passed_over_makes_the_shard_due() {
     assert_eq!(changes.next().now_or_never(), Some(Some(())));
     switch(false);
     assert_eq!(changes.next().now_or_never(), Some(Some(())), "given up");
+}
+
+/// The first watch waits for the first election round, and the shards taken in it
+/// make no second list right after.
+#[tokio::test]
+async fn the_first_watch_starts_after_the_first_election_round_with_one_list() {
+    let replica = Replica::holding(&[]);
+    let (changes_tx, changes_rx) = unbounded::<()>();
+    let (settled_tx, settled_rx) = futures::channel::oneshot::channel::<()>();
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = started.clone();
+    let stream = replica.cache.restarting(
+        move || {
+            let watch = counted.fetch_add(1, Ordering::SeqCst);
+            futures::stream::iter([watch])
+                .chain(futures::stream::pending())
+                .boxed()
+        },
+        changes_rx,
+        async move {
+            let _ = settled_rx.await;
+        },
+    );
+    tokio::pin!(stream);
+    assert_eq!(stream.next().now_or_never(), None);
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        0,
+        "no watch before the round"
+    );
+    (replica.hold[1])(true);
+    changes_tx.unbounded_send(()).unwrap();
+    settled_tx.send(()).unwrap();
+    assert_eq!(stream.next().await, Some(0));
+    assert_eq!(stream.next().now_or_never(), None);
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "one list for the first round"
+    );
+    assert_eq!(*replica.cache.listing.lock().unwrap(), [false, true, false]);
 }

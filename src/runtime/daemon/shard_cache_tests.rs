@@ -287,7 +287,7 @@ fn a_renewal_after_a_policy_was_passed_over_makes_the_shard_due() {
     let (leadership, switch) = Leadership::switched(false);
     let passed = Arc::new(AtomicBool::new(false));
     let taken = passed.clone();
-    let changes = super::super::leadership_changes(leadership, false, true, move || {
+    let changes = super::super::hand_over::leadership_changes(leadership, false, true, move || {
         taken.swap(false, Ordering::AcqRel)
     });
     futures::pin_mut!(changes);

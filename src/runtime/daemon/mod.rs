@@ -358,8 +358,8 @@ impl Daemon {
                     for gone in relisting.end(policy_refs(&listed)) {
                         forget(&gone);
                     }
+                    listed_cache.list_done(&listed);
                     indexed.replace_all(listed);
-                    listed_cache.list_done();
                     synced.set_watches_synced();
                     let _ = listed_tx.send(true);
                 }

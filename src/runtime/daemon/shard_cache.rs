@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, Fuse};
 use futures::{FutureExt, Stream, StreamExt};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -191,16 +191,11 @@ impl ShardCache {
         }
     }
 
-    /// A list is complete and the store holds exactly it: the shards it kept whole are
+    /// A list is complete and the store holds exactly `listed`: the shards it kept whole are
     /// ready, and announced when they just became so or a policy of theirs was passed
     /// over meanwhile (a shard given up and taken back between two lists).
-    pub(super) fn list_done(&self) {
-        let whole = self
-            .store
-            .state()
-            .iter()
-            .filter(|policy| !is_spec_only(policy))
-            .count();
+    pub(super) fn list_done(&self, listed: &[Arc<RolloutPolicy>]) {
+        let whole = listed.iter().filter(|policy| !is_spec_only(policy)).count();
         let whole = i64::try_from(whole).unwrap_or(i64::MAX);
         self.whole.store(whole, Ordering::Release);
         self.metrics.set_policies_whole(whole);
@@ -244,44 +239,43 @@ impl ShardCache {
                 std::future::ready(()).boxed(),
             )
         };
-        let started: Option<BoxStream<'static, Event>> = None;
-        futures::stream::unfold(
-            (
-                started,
-                changes.fuse(),
-                self.clone(),
-                watch,
-                Some(start_after),
-            ),
-            |(current, mut changes, cache, watch, start_after)| async move {
-                let mut current = match (current, start_after) {
-                    (Some(current), _) => current,
-                    (None, Some(start_after)) => {
-                        start_after.await;
-                        // Changes so far are what the first list will see.
-                        while let Some(Some(())) = changes.next().now_or_never() {}
-                        cache.begin_watch();
-                        watch()
-                    }
-                    (None, None) => return None,
-                };
-                loop {
-                    tokio::select! {
-                        biased;
-                        Some(()) = changes.next() => {
-                            // Take every change already waiting: one restart for all.
-                            while let Some(Some(())) = changes.next().now_or_never() {}
-                            cache.begin_watch();
-                            current = watch();
-                        }
-                        event = current.next() => {
-                            let event = event?;
-                            return Some((event, (Some(current), changes, cache, watch, None)));
+        let cache = self.clone();
+        futures::stream::once(async move {
+            start_after.await;
+            let mut changes = changes.fuse();
+            // Changes so far are what the first list will see.
+            let current = cache.start_watch(&mut changes, &watch);
+            futures::stream::unfold(
+                (current, changes, cache, watch),
+                |(mut current, mut changes, cache, watch)| async move {
+                    loop {
+                        tokio::select! {
+                            biased;
+                            Some(()) = changes.next() => {
+                                current = cache.start_watch(&mut changes, &watch);
+                            }
+                            event = current.next() => {
+                                let event = event?;
+                                return Some((event, (current, changes, cache, watch)));
+                            }
                         }
                     }
-                }
-            },
-        )
+                },
+            )
+        })
+        .flatten()
+    }
+
+    /// Every change already waiting taken (one restart for a burst), the shards held
+    /// now noted, and a new watch.
+    fn start_watch<Event>(
+        &self,
+        changes: &mut Fuse<BoxStream<'static, ()>>,
+        watch: &impl Fn() -> BoxStream<'static, Event>,
+    ) -> BoxStream<'static, Event> {
+        while let Some(Some(())) = changes.next().now_or_never() {}
+        self.begin_watch();
+        watch()
     }
 }
 

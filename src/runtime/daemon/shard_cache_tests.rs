@@ -78,7 +78,7 @@ impl Replica {
         let kept = self.cache.keep(Ok(event)).unwrap();
         self.writer.apply_watcher_event(&kept);
         if matches!(kept, watcher::Event::InitDone) {
-            self.cache.list_done();
+            self.cache.list_done(&self.store.state());
         }
     }
 
@@ -214,7 +214,7 @@ fn one_shard_keeps_every_policy_whole_held_or_not() {
     ] {
         writer.apply_watcher_event(&cache.keep(Ok(event)).unwrap());
     }
-    cache.list_done();
+    cache.list_done(&store.state());
     assert_eq!(
         json(&store.get(&ObjectRef::from_obj(&policy)).unwrap()),
         json(&policy)

@@ -8,7 +8,7 @@
 //! it, so a policy created while the watch was listing again was never reconciled until
 //! its next change.
 
-use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
@@ -33,7 +33,10 @@ impl Triggers {
         event: &watcher::Event<RolloutPolicy>,
     ) -> Vec<ObjectRef<RolloutPolicy>> {
         match event {
-            watcher::Event::Apply(policy) => self.changed(policy).into_iter().collect(),
+            watcher::Event::Apply(policy) => self
+                .changed(ObjectRef::from_obj(policy), policy)
+                .into_iter()
+                .collect(),
             watcher::Event::Delete(policy) => {
                 self.seen.remove(&ObjectRef::from_obj(policy));
                 Vec::new()
@@ -48,10 +51,11 @@ impl Triggers {
                 Vec::new()
             }
             watcher::Event::InitApply(policy) => {
-                self.listed.insert(ObjectRef::from_obj(policy));
-                if let Some(due) = self.changed(policy) {
+                let key = ObjectRef::from_obj(policy);
+                if let Some(due) = self.changed(key.clone(), policy) {
                     self.due_at_list_end.push(due);
                 }
+                self.listed.insert(key);
                 Vec::new()
             }
             watcher::Event::InitDone => {
@@ -63,12 +67,25 @@ impl Triggers {
         }
     }
 
-    /// The policy, when what makes it due differs from what was last seen of it.
-    fn changed(&mut self, policy: &RolloutPolicy) -> Option<ObjectRef<RolloutPolicy>> {
-        let key = ObjectRef::from_obj(policy);
+    /// `key`, when what makes `policy` due differs from what was last seen of it.
+    fn changed(
+        &mut self,
+        key: ObjectRef<RolloutPolicy>,
+        policy: &RolloutPolicy,
+    ) -> Option<ObjectRef<RolloutPolicy>> {
         let now = due_fingerprint(policy);
-        let before = self.seen.insert(key.clone(), now);
-        (before != Some(now)).then_some(key)
+        match self.seen.entry(key) {
+            Entry::Occupied(seen) if *seen.get() == now => None,
+            Entry::Occupied(mut seen) => {
+                seen.insert(now);
+                Some(seen.key().clone())
+            }
+            Entry::Vacant(unseen) => {
+                let key = unseen.key().clone();
+                unseen.insert(now);
+                Some(key)
+            }
+        }
     }
 }
 

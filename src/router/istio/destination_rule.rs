@@ -180,12 +180,17 @@ pub async fn read_selection(
             _ => None,
         };
         let found_here = match watched {
-            Some(by_host) => subset_pod_labels(
-                by_host.get(&host).into_iter().flatten().map(|r| &**r),
-                &namespace,
-                &host,
-                subset,
-            ),
+            Some(by_host) => {
+                // Our own projection's text: it parses (a rule that did not would be
+                // left out, as an index leaves out a rule without a host).
+                let rules: Vec<Value> = by_host
+                    .get(&host)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|text| text.parse().ok())
+                    .collect();
+                subset_pod_labels(&rules, &namespace, &host, subset)
+            }
             None => {
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(client.clone(), &namespace, &resource);

@@ -1,0 +1,137 @@
+//! The `shiftgate daemon` binary: health, metrics, and a clean stop on SIGTERM.
+
+use super::*;
+
+/// `GET path` on 127.0.0.1:port over plain HTTP/1.0; the whole response.
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return String::new();
+    };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    response
+}
+
+fn status_code(response: &str) -> Option<u16> {
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The built binary, configured by environment variables only, against the test API
+/// server: it serves /readyz and /metrics, leads, promotes, and on SIGTERM stops with
+/// exit code 0 after releasing its Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
+    let cluster = Cluster::start().await;
+    let prometheus = support::prometheus_stand_in::healthy_prometheus_stand_in().await;
+    let mut spec = policy("checkout", json!([0, 50, 100]), "checkout", "primary", "v2");
+    spec.spec.analysis.prometheus = None; // from --prometheus (SHIFTGATE_PROMETHEUS)
+    spec.spec.analysis.metrics = serde_json::from_value(json!([
+        { "name": "error-rate", "template": "istio-error-rate", "max": 0.01 }
+    ]))
+    .unwrap();
+    cluster.create(&spec).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = cluster.server.write_kubeconfig(dir.path(), NS).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shiftgate"))
+        .arg("daemon")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAME", "pod-cli")
+        .env("SHIFTGATE_NAMESPACE", NS)
+        .env("SHIFTGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SHIFTGATE_PROMETHEUS", &prometheus)
+        .env("SHIFTGATE_LEASE_NAMESPACE", NS)
+        .env("SHIFTGATE_LEASE_DURATION", "3s")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = ChildGuard(child);
+    let started = Instant::now();
+    loop {
+        let response = http_get(port, "/readyz").await;
+        if status_code(&response) == Some(200) {
+            break;
+        }
+        let exited = child.0.try_wait().unwrap();
+        assert!(
+            exited.is_none() && started.elapsed() < Duration::from_secs(20),
+            "the daemon never became ready (exit: {exited:?}); /readyz: {response:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status_code(&http_get(port, "/healthz").await), Some(200));
+    cluster
+        .wait_for_status("checkout", "Promoted", Duration::from_secs(40), |s| {
+            s.phase == Phase::Promoted
+        })
+        .await;
+    let metrics = http_get(port, "/metrics").await;
+    assert!(metrics.contains("shiftgate_leader 1"), "{metrics}");
+    assert!(
+        metrics.contains(r#"shiftgate_rollouts_total{result="promoted"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"shiftgate_canary_weight_ratio{namespace="shop",name="checkout"} 1"#),
+        "{metrics}"
+    );
+    // No Accept header: the text format 0.0.4, which promtool's linter accepts.
+    let body = metrics.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), body.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {checked:?}\n{body}"
+    );
+
+    let pid = child.0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let stopped = Instant::now();
+    let code = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, Some(0));
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(cluster.server.client().unwrap(), NS);
+    let lease = leases.get("shiftgate").await.unwrap().spec.unwrap();
+    assert_eq!(
+        lease.holder_identity, None,
+        "the Lease was not released on SIGTERM"
+    );
+}

@@ -57,8 +57,9 @@ struct Entry {
 }
 
 /// The watched objects grouped by a key (e.g. DestinationRules by host), as their
-/// text: a reader parses the few of its key. Parsed trees of every object took ~4.6 KiB
-/// per DestinationRule (most of a sharded replica's heap at 9,000 rollouts).
+/// text: a reader parses the few of its key. A parsed tree per object took ~4.6 KiB per
+/// DestinationRule, the largest consumer of a sharded replica's heap
+/// (docs/benchmarks.md, "DestinationRules indexed as text").
 pub type Index = HashMap<String, Vec<JsonText>>;
 
 impl Entry {

@@ -248,6 +248,45 @@ impl Cluster {
             .unwrap();
     }
 
+    /// Creates `policy(name, steps, …)` on the `primary` route of VirtualService
+    /// `checkout`, rolling out `v2`: the rollout most tests drive.
+    async fn create_on_checkout(&self, name: &str, steps: Value) {
+        self.create(&policy(name, steps, "checkout", "primary", "v2"))
+            .await;
+    }
+
+    /// Waits (10 s at most) until `pod` holds the leader Lease.
+    async fn wait_for_leader(&self, pod: &str) {
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.server.client().unwrap(), NS);
+        let started = Instant::now();
+        loop {
+            if let Ok(lease) = leases.get("shiftgate").await {
+                if lease.spec.and_then(|s| s.holder_identity).as_deref() == Some(pod) {
+                    return;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{pod} never led"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asks for an undo of policy `name` (revision `v2`) as `kubectl` would.
+    async fn undo(&self, name: &str) {
+        submit_command(
+            self.server.client().unwrap(),
+            NS,
+            name,
+            shiftgate::engine::Command::Undo,
+            "v2",
+        )
+        .await
+        .unwrap();
+    }
+
     /// The RolloutPolicy resource, untyped: a policy the daemon cannot decode is read
     /// and written through it.
     fn raw_policies(&self) -> Api<DynamicObject> {

@@ -64,28 +64,14 @@ async fn a_second_policy_on_the_same_route_is_refused() {
     let cluster = Cluster::start().await;
     let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
     cluster
-        .create(&policy(
-            "first",
-            json!([0, 50, 100]),
-            "checkout",
-            "primary",
-            "v2",
-        ))
+        .create_on_checkout("first", json!([0, 50, 100]))
         .await;
     cluster
         .wait_for_status("first", "first accepted", Duration::from_secs(20), |s| {
             s.revision.is_some()
         })
         .await;
-    cluster
-        .create(&policy(
-            "second",
-            json!([0, 100]),
-            "checkout",
-            "primary",
-            "v2",
-        ))
-        .await;
+    cluster.create_on_checkout("second", json!([0, 100])).await;
     assert_refused(&cluster, "second", "RouteConflict", "shop/first").await;
     cluster
         .wait_for_status("first", "Promoted", Duration::from_secs(40), |s| {
@@ -105,13 +91,7 @@ async fn a_paused_step_waits_for_the_promote_annotation() {
     let cluster = Cluster::start().await;
     let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
     cluster
-        .create(&policy(
-            "checkout",
-            json!([0, { "weight": 50, "pause": true }, 100]),
-            "checkout",
-            "primary",
-            "v2",
-        ))
+        .create_on_checkout("checkout", json!([0, { "weight": 50, "pause": true }, 100]))
         .await;
     cluster
         .wait_for_status("checkout", "Paused at 50%", Duration::from_secs(30), |s| {

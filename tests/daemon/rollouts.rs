@@ -9,13 +9,7 @@ async fn walks_every_step_to_promoted_and_touches_only_the_weights() {
     let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
     daemon.wait_ready().await;
     cluster
-        .create(&policy(
-            "checkout",
-            json!([0, 50, 100]),
-            "checkout",
-            "primary",
-            "v2",
-        ))
+        .create_on_checkout("checkout", json!([0, 50, 100]))
         .await;
     let status = cluster
         .wait_for_status("checkout", "Promoted", Duration::from_secs(40), |s| {
@@ -53,13 +47,7 @@ async fn bad_canary_is_rolled_back_with_a_warning_event() {
     let cluster = Cluster::start().await;
     let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.2), false);
     cluster
-        .create(&policy(
-            "checkout",
-            json!([0, 30, 100]),
-            "checkout",
-            "primary",
-            "v2",
-        ))
+        .create_on_checkout("checkout", json!([0, 30, 100]))
         .await;
     let status = cluster
         .wait_for_status("checkout", "RolledBack", Duration::from_secs(40), |s| {
@@ -89,13 +77,7 @@ async fn restarted_daemon_resumes_from_the_status_without_repeating_a_step() {
     let metrics = ScriptedErrorRate::new(0.001);
     let first = cluster.daemon("pod-a", metrics.clone(), false);
     cluster
-        .create(&policy(
-            "checkout",
-            json!(LONG_STEPS),
-            "checkout",
-            "primary",
-            "v2",
-        ))
+        .create_on_checkout("checkout", json!(LONG_STEPS))
         .await;
     cluster
         .wait_for_status("checkout", "step 2", Duration::from_secs(40), |s| {
@@ -124,31 +106,11 @@ async fn only_the_leader_writes_and_a_follower_continues_after_it_dies() {
     let cluster = Cluster::start().await;
     let metrics = ScriptedErrorRate::new(0.001);
     let a = cluster.daemon("pod-a", metrics.clone(), true);
-    let started = Instant::now();
     // a must lead before b starts, so the roles are known.
-    loop {
-        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-            Api::namespaced(cluster.server.client().unwrap(), NS);
-        if let Ok(lease) = leases.get("shiftgate").await {
-            if lease.spec.and_then(|s| s.holder_identity).as_deref() == Some("pod-a") {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "pod-a never led"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cluster.wait_for_leader("pod-a").await;
     let b = cluster.daemon("pod-b", metrics, true);
     cluster
-        .create(&policy(
-            "checkout",
-            json!(LONG_STEPS),
-            "checkout",
-            "primary",
-            "v2",
-        ))
+        .create_on_checkout("checkout", json!(LONG_STEPS))
         .await;
     cluster
         .wait_for_status("checkout", "step 2", Duration::from_secs(40), |s| {

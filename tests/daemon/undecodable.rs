@@ -58,13 +58,7 @@ async fn an_undecodable_policy_is_refused_and_does_not_stall_the_others() {
     ))
     .await;
     cluster
-        .create(&policy(
-            "checkout",
-            json!([0, 50, 100]),
-            "checkout",
-            "primary",
-            "v2",
-        ))
+        .create_on_checkout("checkout", json!([0, 50, 100]))
         .await;
 
     for (name, field) in [
@@ -125,13 +119,7 @@ async fn a_policy_edited_into_an_undecodable_one_mid_rollout_is_no_longer_driven
     let cluster = Cluster::start().await;
     let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
     cluster
-        .create(&policy(
-            "checkout",
-            json!(LONG_STEPS),
-            "checkout",
-            "primary",
-            "v2",
-        ))
+        .create_on_checkout("checkout", json!(LONG_STEPS))
         .await;
     cluster
         .wait_for_status("checkout", "step 2", Duration::from_secs(40), |s| {
@@ -187,21 +175,7 @@ async fn only_the_leader_refuses_an_undecodable_policy() {
     let cluster = Cluster::start().await;
     let metrics = ScriptedErrorRate::new(0.001);
     let a = cluster.daemon("pod-a", metrics.clone(), true);
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(cluster.server.client().unwrap(), NS);
-    let started = Instant::now();
-    loop {
-        if let Ok(lease) = leases.get("shiftgate").await {
-            if lease.spec.and_then(|s| s.holder_identity).as_deref() == Some("pod-a") {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "pod-a never led"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cluster.wait_for_leader("pod-a").await;
     let b = cluster.daemon("pod-b", metrics, true);
     b.wait_ready().await;
     cluster

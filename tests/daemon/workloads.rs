@@ -99,13 +99,7 @@ async fn undo_after_a_promotion_flips_back_in_one_write_with_an_event() {
     let cluster = Cluster::start().await;
     let daemon = cluster.daemon("pod-a", ScriptedErrorRate::new(0.001), false);
     cluster
-        .create(&policy(
-            "checkout",
-            json!([0, 50, 100]),
-            "checkout",
-            "primary",
-            "v2",
-        ))
+        .create_on_checkout("checkout", json!([0, 50, 100]))
         .await;
     cluster
         .wait_for_status("checkout", "Promoted", Duration::from_secs(30), |s| {
@@ -114,15 +108,7 @@ async fn undo_after_a_promotion_flips_back_in_one_write_with_an_event() {
         .await;
     assert_eq!(cluster.log.weights(), vec![50, 100]);
     previous_subset_runs(&cluster.server);
-    submit_command(
-        cluster.server.client().unwrap(),
-        NS,
-        "checkout",
-        shiftgate::engine::Command::Undo,
-        "v2",
-    )
-    .await
-    .unwrap();
+    cluster.undo("checkout").await;
     let undone = cluster
         .wait_for_status("checkout", "undone", Duration::from_secs(30), |s| {
             s.phase == Phase::RolledBack
@@ -144,15 +130,7 @@ async fn undo_after_a_promotion_flips_back_in_one_write_with_an_event() {
         "{events:?}"
     );
     // Nothing is left to undo: a second one is refused with an Event, nothing written.
-    submit_command(
-        cluster.server.client().unwrap(),
-        NS,
-        "checkout",
-        shiftgate::engine::Command::Undo,
-        "v2",
-    )
-    .await
-    .unwrap();
+    cluster.undo("checkout").await;
     let started = Instant::now();
     loop {
         let events = cluster.event_reasons("checkout").await;

@@ -353,8 +353,8 @@ impl Cluster {
         }
     }
 
-    /// The reasons of the Events about `name`, in order.
-    async fn event_reasons(&self, name: &str) -> Vec<(String, String, String)> {
+    /// The Events about `name`, in order.
+    async fn events_about(&self, name: &str) -> Vec<Value> {
         let events = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
             "events",
@@ -371,7 +371,14 @@ impl Cluster {
             .filter(|e| e["regarding"]["name"] == name)
             .collect();
         list.sort_by(|a, b| a["eventTime"].as_str().cmp(&b["eventTime"].as_str()));
-        list.iter()
+        list
+    }
+
+    /// The type, reason and note of the Events about `name`, in order.
+    async fn event_reasons(&self, name: &str) -> Vec<(String, String, String)> {
+        self.events_about(name)
+            .await
+            .iter()
             .map(|e| {
                 (
                     e["type"].as_str().unwrap_or("").to_owned(),

@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::process::KillOnDrop;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -118,16 +120,6 @@ spec:
     }
 }
 
-/// Kills the child when a test fails half-way.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn finish(child: Child) -> Output {
     tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
@@ -219,7 +211,7 @@ async fn sigterm_saves_the_state_and_a_second_run_resumes() {
         .command(&["run", policy.to_str().unwrap()])
         .spawn()
         .unwrap();
-    let mut guard = ChildGuard(child);
+    let mut guard = KillOnDrop(child);
     let state_file = h.state_dir.path().join("test/checkout.json");
     wait_for_state(&state_file, |doc| doc["status"]["canaryWeight"] == 50).await;
     let pid = guard.0.id().to_string();
@@ -269,7 +261,7 @@ async fn pause_makes_run_exit_four_and_status_shows_it() {
         .spawn()
         .unwrap();
     let state_file = h.state_dir.path().join("test/checkout.json");
-    let mut guard = ChildGuard(child);
+    let mut guard = KillOnDrop(child);
     wait_for_state(&state_file, |doc| doc["status"]["canaryWeight"] == 50).await;
     let pause = h.command(&["pause", "test/checkout"]).output().unwrap();
     assert_eq!(pause.status.code(), Some(0), "{}", stderr(&pause));

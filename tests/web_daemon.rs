@@ -289,15 +289,6 @@ async fn http_get(port: u16, path: &str) -> String {
     response
 }
 
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The binary with `SHIFTGATE_WEB_LISTEN` serves the page (with its security headers)
 /// on its own port, lists the rollout it drives, and stops cleanly on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +322,7 @@ async fn the_daemon_binary_serves_the_page_on_web_listen() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut child = Killed(child);
+    let mut child = support::process::KillOnDrop(child);
     let started = Instant::now();
     let listed = loop {
         let response = http_get(port, "/api/rollouts").await;
@@ -385,22 +376,6 @@ async fn the_daemon_binary_serves_the_page_on_web_listen() {
     };
     assert!(write.starts_with("HTTP/1.0 405"), "{write}");
 
-    let pid = child.0.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let stopped = Instant::now();
-    let code = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(30),
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let code = support::process::terminate(&mut child.0, "shiftgate daemon").await;
     assert_eq!(code, Some(0));
 }

@@ -83,27 +83,5 @@ async fn run_serves_the_page_of_its_rollout() {
         exposition.contains("shiftgate_canary_weight_ratio{namespace=\"e2e\",name=\"checkout\"}"),
         "{exposition}"
     );
-    support::envoy::require_binary("promtool");
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let linted = promtool.wait_with_output().unwrap();
-    assert_eq!(
-        linted.status.code(),
-        Some(0),
-        "promtool check metrics on run's /metrics: {}{}\n{exposition}",
-        String::from_utf8_lossy(&linted.stdout),
-        String::from_utf8_lossy(&linted.stderr)
-    );
+    support::process::promtool_check_metrics(&exposition, "run's /metrics");
 }

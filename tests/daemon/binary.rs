@@ -21,15 +21,6 @@ fn status_code(response: &str) -> Option<u16> {
     response.split_whitespace().nth(1)?.parse().ok()
 }
 
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The built binary, configured by environment variables only, against the test API
 /// server: it serves /readyz and /metrics, leads, promotes, and on SIGTERM stops with
 /// exit code 0 after releasing its Lease.
@@ -63,7 +54,7 @@ async fn the_binary_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut child = ChildGuard(child);
+    let mut child = support::process::KillOnDrop(child);
     let started = Instant::now();
     loop {
         let response = http_get(port, "/readyz").await;
@@ -95,37 +86,9 @@ async fn the_binary_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
     );
     // No Accept header: the text format 0.0.4, which promtool's linter accepts.
     let body = metrics.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), body.as_bytes()).unwrap();
-    let checked = promtool.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
-        "promtool check metrics: {checked:?}\n{body}"
-    );
+    support::process::promtool_check_metrics(body, "the daemon's /metrics");
 
-    let pid = child.0.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let stopped = Instant::now();
-    let code = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(30),
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let code = support::process::terminate(&mut child.0, "shiftgate daemon").await;
     assert_eq!(code, Some(0));
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(cluster.server.client().unwrap(), NS);

@@ -199,22 +199,10 @@ async fn only_the_leader_refuses_an_undecodable_policy() {
         .await;
     // Both replicas have seen it by now; give a wrongly writing follower time to act.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let events: Api<DynamicObject> = Api::namespaced_with(
-        cluster.server.client().unwrap(),
-        NS,
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
-            "events",
-        ),
-    );
-    let instances: Vec<String> = events
-        .list(&Default::default())
+    let instances: Vec<String> = cluster
+        .events_about("broken")
         .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|e| serde_json::to_value(e).unwrap())
-        .filter(|e| e["regarding"]["name"] == "broken")
+        .iter()
         .map(|e| e["reportingInstance"].as_str().unwrap_or("").to_owned())
         .collect();
     assert_eq!(instances, ["pod-a"], "one Event, from the leader");

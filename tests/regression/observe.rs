@@ -1,6 +1,5 @@
 //! Issue "operate" §5–6: metrics a Prometheus alert can be written on, and clean logs.
 
-use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -47,32 +46,6 @@ fn counters_born_at_one_hide_the_first_rollback_from_increase() {
     );
 }
 
-/// `promtool check metrics < body`: exit code and what it said.
-fn promtool_check_metrics(body: &str) -> (Option<i32>, String) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run promtool (scripts/install-deps installs it): {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
-}
-
 /// `/metrics` always answered OpenMetrics, whose counter families are named without
 /// `_total`: `promtool check metrics` (a text-format linter) exited 3 on them.
 #[tokio::test]
@@ -102,12 +75,7 @@ async fn metrics_endpoint_always_answered_openmetrics_so_promtool_check_metrics_
             content_type.starts_with("text/plain; version=0.0.4"),
             "{content_type}"
         );
-        let (code, said) = promtool_check_metrics(&body);
-        assert_eq!(
-            code,
-            Some(0),
-            "Accept {accept:?}: promtool said:\n{said}\n{body}"
-        );
+        support::process::promtool_check_metrics(&body, &format!("Accept {accept:?}"));
     }
     // Prometheus asks for OpenMetrics first, and gets it.
     let prometheus_accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";

@@ -11,6 +11,7 @@ pub mod exporter;
 pub mod kube_apiserver;
 pub mod playground;
 pub mod ports;
+pub mod process;
 pub mod prometheus;
 pub mod prometheus_stand_in;
 pub mod receiver;

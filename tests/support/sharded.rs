@@ -77,21 +77,7 @@ impl Replica {
     /// SIGTERM, then waits for the exit; its exit code.
     pub async fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let pid = child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success(), "kill -TERM {pid}");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "{} did not exit after SIGTERM",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        super::process::terminate(&mut child, &self.name).await
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -10,6 +10,8 @@
 
 mod support;
 
+use support::http::http_get;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -272,21 +274,6 @@ fn urlencode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// `GET path` on 127.0.0.1:port over plain HTTP/1.0; the whole response, or "".
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return String::new();
-    };
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return String::new();
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response).await;
-    response
 }
 
 /// The binary with `SHIFTGATE_WEB_LISTEN` serves the page (with its security headers)

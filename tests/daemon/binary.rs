@@ -1,21 +1,7 @@
 //! The `shiftgate daemon` binary: health, metrics, and a clean stop on SIGTERM.
 
 use super::*;
-
-/// `GET path` on 127.0.0.1:port over plain HTTP/1.0; the whole response.
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return String::new();
-    };
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return String::new();
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response).await;
-    response
-}
+use support::http::http_get;
 
 fn status_code(response: &str) -> Option<u16> {
     response.split_whitespace().nth(1)?.parse().ok()

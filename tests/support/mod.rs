@@ -8,6 +8,7 @@ pub mod command_world;
 pub mod demo_process;
 pub mod envoy;
 pub mod exporter;
+pub mod http;
 pub mod kube_apiserver;
 pub mod playground;
 pub mod ports;
